@@ -1,0 +1,35 @@
+# Chronos. Two commands matter: `make run` (a single node) and `make test`.
+# Builds share one target directory outside the clone, so RocksDB's C++ (about
+# ten minutes on two cores) is compiled once per machine, not once per checkout.
+CARGO_TARGET_DIR ?= $(HOME)/.cache/chronos/target
+export CARGO_TARGET_DIR
+PATH := $(HOME)/.local/bin:$(PATH)
+export PATH
+
+.PHONY: run test lint deps bench loadtest
+
+## Run one node with zero configuration: ./data, gRPC :9000, HTTP :8080.
+run: deps
+	cargo run --release -p chronos -- serve
+
+## Unit, property, gRPC-over-loopback, crash and grpcurl tests.
+test: deps
+	cargo build --workspace --all-targets
+	cargo nextest run --workspace --no-fail-fast
+
+## Formatting and lints, as CI checks them.
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+## Install what the build and tests need (idempotent; needs root for apt-get).
+deps:
+	@bash scripts/install-deps.sh
+
+## Criterion micro-benchmarks (WAL append).
+bench: deps
+	cargo bench -p chronos-wal
+
+## Publish throughput against a running node (see docs/benchmarks.md).
+loadtest: deps
+	cargo run --release -p chronos-loadtest -- --help

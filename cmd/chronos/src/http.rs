@@ -1,0 +1,82 @@
+//! HTTP endpoints: `/health` (process is up), `/ready` (every partition has a
+//! leader and a healthy log), `/metrics` (Prometheus text format).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use chronos_api::Node;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Clone)]
+struct AppState {
+    node: Arc<Node>,
+    prometheus: PrometheusHandle,
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    node: Arc<Node>,
+    prometheus: PrometheusHandle,
+    mut stop: watch::Receiver<bool>,
+) {
+    let app = axum::Router::new()
+        .route("/health", get(|| async { "OK" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(AppState { node, prometheus });
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::warn!("http server: {e}");
+    }
+}
+
+async fn ready(State(s): State<AppState>) -> (StatusCode, String) {
+    let not_ready: Vec<String> = s
+        .node
+        .partitions
+        .iter()
+        .filter(|p| !p.is_ready())
+        .map(|p| p.id().to_string())
+        .collect();
+    if not_ready.is_empty() {
+        (StatusCode::OK, "READY".into())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "NOT READY: partitions without a leader or applied log: {}",
+                not_ready.join(",")
+            ),
+        )
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> String {
+    for p in &s.node.partitions {
+        let st = p.wal_stats();
+        let id = p.id().to_string();
+        let label = [("partition", id.clone())];
+        metrics::counter!("chronos_wal_written_bytes_total", &label)
+            .absolute(st.bytes_written_total);
+        metrics::counter!("chronos_wal_appends_total", &label).absolute(st.appends_total);
+        metrics::counter!("chronos_wal_fsyncs_total", &label).absolute(st.fsyncs_total);
+        metrics::gauge!("chronos_wal_fsync_time_seconds", &label)
+            .set(st.fsync_time_ns_total as f64 / 1e9);
+        metrics::gauge!("chronos_wal_segments", &label).set(st.segment_count as f64);
+        metrics::gauge!("chronos_wal_disk_bytes", &label).set(st.disk_bytes as f64);
+        metrics::gauge!("chronos_partition_ready", "partition" => id).set(if p.is_ready() {
+            1.0
+        } else {
+            0.0
+        });
+    }
+    s.prometheus.render()
+}

@@ -1,0 +1,144 @@
+//! `chronos`: the Chronos server (`chronos serve`) and, later, its command line.
+
+mod http;
+mod serve;
+mod telemetry;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chronos_config::{ByteSize, FsyncMode, LogFormat, Overrides};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "chronos",
+    version,
+    about = "Chronos: a durable, timestamp-triggered event scheduler"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node. With no options: ./data, gRPC on :9000, HTTP on :8080.
+    Serve(ServeArgs),
+}
+
+/// Flags override CHRONOS_* environment variables, which override the file.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file (see config/chronos.toml).
+    #[arg(long, env = "CHRONOS_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    node_id: Option<u64>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// e.g. 0.0.0.0:9000
+    #[arg(long)]
+    grpc_addr: Option<std::net::SocketAddr>,
+    /// e.g. 0.0.0.0:8080
+    #[arg(long)]
+    http_addr: Option<std::net::SocketAddr>,
+    #[arg(long)]
+    partitions: Option<u32>,
+    /// WAL segment size, e.g. 256MiB.
+    #[arg(long, value_parser = parse_size)]
+    segment_size: Option<ByteSize>,
+    /// always | batch | periodic
+    #[arg(long, value_parser = parse_fsync)]
+    fsync_mode: Option<FsyncMode>,
+    /// e.g. 7d, 12h
+    #[arg(long, value_parser = humantime::parse_duration)]
+    dedup_ttl: Option<std::time::Duration>,
+    /// text | json
+    #[arg(long, value_parser = parse_log_format)]
+    log_format: Option<LogFormat>,
+    /// A tracing filter, e.g. info or chronos_partition=debug,info
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+fn parse_size(s: &str) -> Result<ByteSize, String> {
+    s.parse()
+}
+
+fn parse_fsync(s: &str) -> Result<FsyncMode, String> {
+    match s {
+        "always" => Ok(FsyncMode::Always),
+        "batch" => Ok(FsyncMode::Batch),
+        "periodic" => Ok(FsyncMode::Periodic),
+        _ => Err(format!("{s:?}: expected always, batch or periodic")),
+    }
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    match s {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!("{s:?}: expected text or json")),
+    }
+}
+
+impl ServeArgs {
+    fn overrides(&self) -> Overrides {
+        let mut o = Overrides {
+            node_id: self.node_id,
+            data_dir: self.data_dir.clone(),
+            grpc_addr: self.grpc_addr,
+            http_addr: self.http_addr,
+            partitions: self.partitions,
+            dedup_ttl: self.dedup_ttl,
+            ..Default::default()
+        };
+        o.wal.segment_bytes = self.segment_size;
+        o.wal.fsync = self.fsync_mode;
+        o.log.format = self.log_format;
+        o.log.level = self.log_level.clone();
+        o
+    }
+}
+
+fn main() -> ExitCode {
+    // Exit codes: 0 ok, 1 usage or configuration error, 2 server error.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
+    match cli.command {
+        Command::Serve(args) => {
+            let config =
+                match chronos_config::Config::load(args.config.as_deref(), &args.overrides()) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("chronos: {e}");
+                        return ExitCode::from(1);
+                    }
+                };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("chronos: starting the async runtime: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match runtime.block_on(serve::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("chronos: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}

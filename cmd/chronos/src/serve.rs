@@ -1,0 +1,199 @@
+//! `chronos serve`: open the partitions, serve gRPC and HTTP, stop cleanly.
+//!
+//! Shutdown order on SIGTERM/SIGINT: stop accepting connections and let
+//! in-flight RPCs finish (bounded), then stop each partition (its actor answers
+//! every accepted write, Raft stops, state is flushed, the WAL fsynced), exit 0.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use chronos_api::{Limits, Node, Router};
+use chronos_config::{Config, FsyncMode};
+use chronos_partition::{Partition, PartitionOptions};
+use chronos_store::StoreResources;
+use chronos_wal::{Retention, WalOptions};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::{http, telemetry};
+
+/// How long in-flight RPCs get to finish after a stop signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a data directory was created with; a restart must agree.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct DataDirMeta {
+    partitions: u32,
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    telemetry::init_logs(&config.log)?;
+    let prometheus = telemetry::init_metrics()?;
+    check_data_dir(&config.data_dir, config.partitions)?;
+
+    let grpc = TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("binding grpc_addr {}", config.grpc_addr))?;
+    let http_listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding http_addr {}", config.http_addr))?;
+    let grpc_addr = grpc.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+
+    let partitions = open_partitions(&config).await?;
+    let node = Arc::new(Node {
+        node_id: config.node_id,
+        partitions: partitions.clone(),
+        router: Router::new(config.partitions),
+        limits: Limits {
+            max_payload_bytes: config.limits.max_payload_bytes.0 as usize,
+            max_batch_events: config.limits.max_batch_events as usize,
+            max_headers_bytes: config.limits.max_headers_bytes.0 as usize,
+        },
+        publish_timeout: Duration::from_secs(10),
+        grpc_addr: grpc_addr.to_string(),
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let http_task = tokio::spawn(http::serve(
+        http_listener,
+        node.clone(),
+        prometheus,
+        stop_rx.clone(),
+    ));
+    let grpc_task = tokio::spawn(serve_grpc(grpc, node.clone(), stop_rx));
+    tracing::info!(%grpc_addr, %http_addr, partitions = config.partitions, data_dir = %config.data_dir.display(), "chronos listening");
+
+    let signal = wait_for_signal().await?;
+    tracing::info!(signal, "stopping: draining in-flight requests");
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(DRAIN_TIMEOUT, grpc_task).await {
+        Ok(Ok(Err(e))) => tracing::warn!("grpc server: {e}"),
+        Ok(Err(e)) => tracing::warn!("grpc server task: {e}"),
+        Err(_) => tracing::warn!("in-flight RPCs did not finish within {DRAIN_TIMEOUT:?}"),
+        Ok(Ok(Ok(()))) => {}
+    }
+    futures::future::join_all(partitions.iter().map(|p| p.shutdown())).await;
+    http_task.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn check_data_dir(dir: &Path, partitions: u32) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data_dir {}", dir.display()))?;
+    let path = dir.join("chronos.json");
+    let want = DataDirMeta { partitions };
+    match std::fs::read(&path) {
+        Ok(raw) => {
+            let have: DataDirMeta = serde_json::from_slice(&raw)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if have != want {
+                bail!(
+                    "data_dir {} was created with {} partitions; this node is configured with {partitions}. \
+                     The partition count cannot change on an existing data directory.",
+                    dir.display(),
+                    have.partitions
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&path, serde_json::to_vec_pretty(&want)?)
+                .with_context(|| format!("writing {}", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn partition_options(config: &Config, id: u32, resources: &StoreResources) -> PartitionOptions {
+    let fsync = match config.wal.fsync {
+        FsyncMode::Always => chronos_wal::FsyncMode::Always,
+        FsyncMode::Batch => chronos_wal::FsyncMode::Batch {
+            max_delay: config.wal.batch_delay,
+        },
+        FsyncMode::Periodic => chronos_wal::FsyncMode::Periodic {
+            interval: config.wal.periodic_interval,
+        },
+    };
+    PartitionOptions {
+        id,
+        node_id: config.node_id,
+        dir: config.data_dir.join(format!("partition-{id:04}")),
+        wal: WalOptions {
+            segment_bytes: config.wal.segment_bytes.0,
+            fsync,
+            ..WalOptions::default()
+        },
+        retention: Retention {
+            max_age: Some(config.wal.retention_age),
+            max_bytes: (config.wal.retention_bytes.0 > 0).then_some(config.wal.retention_bytes.0),
+        },
+        dedup_ttl: config.dedup_ttl,
+        heartbeat_interval: config.raft.heartbeat_interval,
+        election_timeout_min: config.raft.election_timeout_min,
+        election_timeout_max: config.raft.election_timeout_max,
+        snapshot_every_entries: config.raft.snapshot_every_entries,
+        resources: resources.clone(),
+    }
+}
+
+async fn open_partitions(config: &Config) -> anyhow::Result<Vec<Arc<Partition>>> {
+    let resources = StoreResources::default();
+    let opened = futures::future::join_all(
+        (0..config.partitions).map(|id| Partition::open(partition_options(config, id, &resources))),
+    )
+    .await;
+    let mut partitions = Vec::with_capacity(opened.len());
+    for p in opened {
+        partitions.push(Arc::new(p?));
+    }
+    Ok(partitions)
+}
+
+async fn serve_grpc(
+    listener: TcpListener,
+    node: Arc<Node>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(chronos_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(chronos_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let (events, admin) = chronos_api::services(node);
+    for name in ["", "chronos.v1.EventService", "chronos.v1.AdminService"] {
+        health
+            .set_service_status(name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    let incoming = TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(events)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await?;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

@@ -1,0 +1,231 @@
+//! Test harness: a real `chronos serve` child process on loopback ports.
+//!
+//! The server binds port 0 and logs the addresses it got; the harness reads
+//! them from its stderr, so tests never race for ports. Every wait has a deadline.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use chronos_proto::v1::admin_service_client::AdminServiceClient;
+use chronos_proto::v1::event_service_client::EventServiceClient;
+use chronos_proto::v1::{Event, PublishBatchRequest, PublishRequest, ReplayEvent, ReplayRequest};
+use tonic::transport::Channel;
+
+pub const START_DEADLINE: Duration = Duration::from_secs(60);
+
+pub struct Server {
+    child: Option<Child>,
+    pub grpc: String,
+    pub http: String,
+    pub data_dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts a server on `data_dir` with extra flags and waits until /ready says so.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let log = data_dir.with_extension(format!("log.{}", std::process::id()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chronos"))
+            .args([
+                "serve",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .args(extra)
+            .env("CHRONOS_LOG__LEVEL", "info")
+            .env_remove("CHRONOS_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn chronos");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let log_path = log.clone();
+        std::thread::spawn(move || {
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log_path)
+                .unwrap();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = writeln!(file, "{line}");
+                if line.contains("chronos listening") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = match rx.recv_timeout(START_DEADLINE) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "server did not start within {START_DEADLINE:?}; log:\n{}",
+                    read_log(&log)
+                );
+            }
+        };
+        let field = |name: &str| {
+            let start = line
+                .find(&format!("{name}="))
+                .unwrap_or_else(|| panic!("no {name} in {line}"))
+                + name.len()
+                + 1;
+            line[start..].split_whitespace().next().unwrap().to_string()
+        };
+        let server = Server {
+            grpc: field("grpc_addr"),
+            http: field("http_addr"),
+            child: Some(child),
+            data_dir: data_dir.to_path_buf(),
+            log,
+        };
+        server.wait_ready(START_DEADLINE);
+        server
+    }
+
+    pub fn log(&self) -> String {
+        read_log(&self.log)
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    pub async fn events(&self) -> EventServiceClient<Channel> {
+        EventServiceClient::connect(self.endpoint())
+            .await
+            .expect("connect")
+    }
+
+    pub async fn admin(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::connect(self.endpoint())
+            .await
+            .expect("connect")
+    }
+
+    /// GET `path` on the HTTP listener: (status code, body).
+    pub fn http_get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        let mut s = TcpStream::connect(&self.http)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut raw = String::new();
+        s.read_to_string(&mut raw)?;
+        let code = raw
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = raw
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Ok((code, body))
+    }
+
+    pub fn wait_ready(&self, deadline: Duration) {
+        let until = Instant::now() + deadline;
+        loop {
+            if let Ok((200, _)) = self.http_get("/ready") {
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "not ready within {deadline:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for exit (bounded).
+    pub fn terminate(&mut self, deadline: Duration) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let until = Instant::now() + deadline;
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > until {
+                let _ = c.kill();
+                panic!(
+                    "server did not exit within {deadline:?} of SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn read_log(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+pub fn event(topic: &str, id: &str, payload: &[u8]) -> Event {
+    Event {
+        message_id: id.into(),
+        topic: topic.into(),
+        payload: payload.to_vec().into(),
+        ..Default::default()
+    }
+}
+
+pub fn publish_req(ev: Event) -> PublishRequest {
+    PublishRequest {
+        event: Some(ev),
+        reschedule: false,
+    }
+}
+
+pub fn batch_req(events: Vec<Event>) -> PublishBatchRequest {
+    PublishBatchRequest { events }
+}
+
+/// Every event of every partition, by offset range [0, end).
+pub async fn replay_all(client: &mut EventServiceClient<Channel>, topic: &str) -> Vec<ReplayEvent> {
+    use chronos_proto::v1::{replay_request::Range, OffsetRange};
+    let req = ReplayRequest {
+        topic: topic.into(),
+        partition_id: None,
+        range: Some(Range::Offsets(OffsetRange { from: 0, to: 0 })),
+        key: String::new(),
+    };
+    let mut stream = client.replay(req).await.expect("replay").into_inner();
+    let mut out = Vec::new();
+    while let Some(ev) = stream.message().await.expect("replay stream") {
+        out.push(ev);
+    }
+    out
+}

@@ -1,0 +1,106 @@
+//! Process lifecycle: health, readiness, metrics, SIGTERM, data-dir checks.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{event, publish_req, replay_all, Server};
+
+#[tokio::test]
+async fn http_endpoints_report_health_readiness_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    assert_eq!(server.http_get("/health").unwrap(), (200, "OK".into()));
+    assert_eq!(server.http_get("/ready").unwrap().0, 200);
+
+    let mut c = server.events().await;
+    for i in 0..10 {
+        c.publish(publish_req(event("m", &format!("id{i}"), b"x")))
+            .await
+            .unwrap();
+    }
+    let (code, body) = server.http_get("/metrics").unwrap();
+    assert_eq!(code, 200);
+    for name in [
+        "chronos_publish_requests_total",
+        "chronos_publish_events_total",
+        "chronos_publish_latency_seconds_bucket",
+        "chronos_wal_written_bytes_total",
+        "chronos_wal_fsyncs_total",
+        "chronos_wal_segments",
+    ] {
+        assert!(body.contains(name), "/metrics lacks {name}:\n{body}");
+    }
+    let events_new: f64 = body
+        .lines()
+        .find(|l| l.starts_with("chronos_publish_events_total{outcome=\"new\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1.0);
+    assert_eq!(events_new, 10.0, "{body}");
+}
+
+#[tokio::test]
+async fn sigterm_finishes_writes_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, &[]);
+    let mut c = server.events().await;
+    for i in 0..100 {
+        c.publish(publish_req(event("s", &format!("id{i}"), b"x")))
+            .await
+            .unwrap();
+    }
+    let status = server.terminate(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        server.log()
+    );
+    assert!(server.log().contains("stopped"), "{}", server.log());
+
+    let server = Server::start(&data, &[]);
+    let mut c = server.events().await;
+    assert_eq!(replay_all(&mut c, "s").await.len(), 100);
+}
+
+#[test]
+fn changing_the_partition_count_of_a_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    drop(Server::start(&data, &["--partitions", "4"]));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chronos"))
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--partitions",
+            "8",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("created with 4 partitions"), "{err}");
+}
+
+#[test]
+fn bad_flags_and_config_exit_1_with_a_message() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chronos"))
+        .args(["serve", "--partitions", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("partitions"));
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chronos"))
+        .args(["serve", "--fsync-mode", "sometimes"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "usage errors exit 1");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("always, batch or periodic"));
+}

@@ -1,0 +1,260 @@
+//! `EventService`: publish, batch publish and replay; the rest arrive with the
+//! scheduling engine.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chronos_partition::{OffsetQuery, PartitionError, PublishOutcome, ReplayedEvent};
+use chronos_proto::v1::event_service_server::EventService;
+use chronos_proto::v1::{
+    replay_request, AckRequest, AckResponse, CancelRequest, CancelResponse, ConsumeRequest,
+    ConsumeResponse, Delivery, Event, PublishBatchRequest, PublishBatchResponse, PublishRequest,
+    PublishResponse, ReplayEvent, ReplayRequest, SubscribeRequest,
+};
+use futures::{Stream, StreamExt};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{status, validate, Node};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+const ENGINE: &str = "the scheduling engine (timing wheel and consumer groups)";
+
+pub struct Events {
+    node: Arc<Node>,
+}
+
+impl Events {
+    pub fn new(node: Arc<Node>) -> Events {
+        Events { node }
+    }
+
+    /// Publishes events that all belong to `partition`, with the node's timeout.
+    async fn publish_to(
+        &self,
+        partition: u32,
+        events: Vec<Event>,
+    ) -> Result<Vec<PublishOutcome>, Status> {
+        let p = &self.node.partitions[partition as usize];
+        match tokio::time::timeout(self.node.publish_timeout, p.publish(events)).await {
+            Ok(result) => result.map_err(status::from_partition),
+            Err(_) => Err(status::from_partition(PartitionError::Unavailable(
+                format!(
+                    "partition {partition} did not accept the write within {:?}",
+                    self.node.publish_timeout
+                ),
+            ))),
+        }
+    }
+}
+
+fn response(partition: u32, message_id: String, o: PublishOutcome) -> PublishResponse {
+    PublishResponse {
+        partition,
+        offset: o.offset,
+        due_ts: o.due_ts,
+        duplicate: o.duplicate,
+        message_id,
+    }
+}
+
+fn record(
+    rpc: &'static str,
+    started: Instant,
+    outcomes: &[PublishOutcome],
+    result: &Result<(), Status>,
+) {
+    let code = match result {
+        Ok(()) => "ok".to_string(),
+        Err(s) => format!("{:?}", s.code()),
+    };
+    metrics::counter!("chronos_publish_requests_total", "rpc" => rpc, "code" => code).increment(1);
+    metrics::histogram!("chronos_publish_latency_seconds", "rpc" => rpc)
+        .record(started.elapsed().as_secs_f64());
+    let dups = outcomes.iter().filter(|o| o.duplicate).count() as u64;
+    metrics::counter!("chronos_publish_events_total", "outcome" => "new")
+        .increment(outcomes.len() as u64 - dups);
+    metrics::counter!("chronos_publish_events_total", "outcome" => "duplicate").increment(dups);
+}
+
+#[tonic::async_trait]
+impl EventService for Events {
+    async fn publish(
+        &self,
+        request: Request<PublishRequest>,
+    ) -> Result<Response<PublishResponse>, Status> {
+        let started = Instant::now();
+        let req = request.into_inner();
+        if req.reschedule {
+            return Err(status::not_yet("Publish with reschedule", ENGINE));
+        }
+        let event = req
+            .event
+            .ok_or_else(|| Status::invalid_argument("event: is required"))?;
+        validate::event("event", &event, &self.node.limits)?;
+        let partition = self.node.router.route(&event.key, &event.message_id);
+        let message_id = event.message_id.clone();
+        let result = self.publish_to(partition, vec![event]).await;
+        let outcomes = result.as_deref().unwrap_or_default();
+        record(
+            "Publish",
+            started,
+            outcomes,
+            &result.as_ref().map(|_| ()).map_err(Clone::clone),
+        );
+        let outcome = result?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Status::internal("partition returned no outcome"))?;
+        Ok(Response::new(response(partition, message_id, outcome)))
+    }
+
+    async fn publish_batch(
+        &self,
+        request: Request<PublishBatchRequest>,
+    ) -> Result<Response<PublishBatchResponse>, Status> {
+        let started = Instant::now();
+        let events = request.into_inner().events;
+        validate::batch(&events, &self.node.limits)?;
+        let mut ids = Vec::with_capacity(events.len());
+        let mut by_partition: BTreeMap<u32, (Vec<usize>, Vec<Event>)> = BTreeMap::new();
+        for (i, ev) in events.into_iter().enumerate() {
+            let p = self.node.router.route(&ev.key, &ev.message_id);
+            ids.push(ev.message_id.clone());
+            let slot = by_partition.entry(p).or_default();
+            slot.0.push(i);
+            slot.1.push(ev);
+        }
+        // Each partition's share is one atomic append; shares run concurrently.
+        let shares = by_partition.into_iter().map(|(p, (idx, evs))| async move {
+            self.publish_to(p, evs)
+                .await
+                .map(|outcomes| (p, idx, outcomes))
+        });
+        let mut results: Vec<Option<PublishResponse>> = vec![None; ids.len()];
+        let mut all = Vec::new();
+        let mut failure = None;
+        for share in futures::future::join_all(shares).await {
+            match share {
+                Ok((p, idx, outcomes)) => {
+                    for (i, o) in idx.into_iter().zip(&outcomes) {
+                        results[i] = Some(response(p, std::mem::take(&mut ids[i]), *o));
+                    }
+                    all.extend(outcomes);
+                }
+                Err(e) => failure = failure.or(Some(e)),
+            }
+        }
+        let outcome = failure.map_or(Ok(()), Err);
+        record("PublishBatch", started, &all, &outcome);
+        // A failed share fails the call; shares that succeeded are stored, and a
+        // retry of the whole batch deduplicates them.
+        outcome?;
+        let results = results.into_iter().map(Option::unwrap_or_default).collect();
+        Ok(Response::new(PublishBatchResponse { results }))
+    }
+
+    async fn cancel(
+        &self,
+        _request: Request<CancelRequest>,
+    ) -> Result<Response<CancelResponse>, Status> {
+        Err(status::not_yet("Cancel", ENGINE))
+    }
+
+    type SubscribeStream = BoxStream<Delivery>;
+
+    async fn subscribe(
+        &self,
+        _request: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        Err(status::not_yet("Subscribe", ENGINE))
+    }
+
+    async fn ack(&self, _request: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
+        Err(status::not_yet("Ack", ENGINE))
+    }
+
+    type ConsumeStream = BoxStream<ConsumeResponse>;
+
+    async fn consume(
+        &self,
+        _request: Request<Streaming<ConsumeRequest>>,
+    ) -> Result<Response<Self::ConsumeStream>, Status> {
+        Err(status::not_yet("Consume", ENGINE))
+    }
+
+    type ReplayStream = BoxStream<ReplayEvent>;
+
+    async fn replay(
+        &self,
+        request: Request<ReplayRequest>,
+    ) -> Result<Response<Self::ReplayStream>, Status> {
+        let req = request.into_inner();
+        let topic = if req.topic.is_empty() {
+            None
+        } else {
+            validate::topic("topic", &req.topic)?;
+            Some(req.topic.clone())
+        };
+        let partitions = match req.partition_id {
+            None | Some(-1) => self.node.partitions.clone(),
+            Some(id) => vec![self.node.partition("partition_id", id.into())?.clone()],
+        };
+        let range = match req.range {
+            Some(replay_request::Range::Offsets(r)) => r,
+            Some(replay_request::Range::PublishTime(_)) => {
+                return Err(status::not_yet("Replay by publish_time", ENGINE))
+            }
+            Some(replay_request::Range::DueTime(_)) => {
+                return Err(status::not_yet("Replay by due_time", ENGINE))
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "range: set one of offsets, publish_time or due_time",
+                ))
+            }
+        };
+        if range.to != 0 && range.to < range.from {
+            return Err(Status::invalid_argument(format!(
+                "offsets.to: {} is before offsets.from {}",
+                range.to, range.from
+            )));
+        }
+        let query = OffsetQuery {
+            from: range.from,
+            to: (range.to != 0).then_some(range.to),
+            topic,
+            key: (!req.key.is_empty()).then_some(req.key),
+        };
+        // Partitions one after another, each in offset order.
+        let stream = futures::stream::iter(partitions).flat_map(move |p| {
+            let id = p.id();
+            ReceiverStream::new(p.replay(query.clone())).map(move |item| {
+                item.map(|ev| replay_event(id, ev))
+                    .map_err(status::from_partition)
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+fn replay_event(partition: u32, ev: ReplayedEvent) -> ReplayEvent {
+    let r = ev.record;
+    ReplayEvent {
+        event: Some(Event {
+            message_id: r.message_id,
+            schedule_ts: r.schedule_ts,
+            payload: r.payload,
+            topic: r.topic,
+            key: r.key,
+            headers: r.headers,
+        }),
+        partition,
+        offset: ev.offset,
+        publish_ts: ev.publish_ts,
+        due_ts: r.due_ts,
+    }
+}

@@ -1,0 +1,31 @@
+//! The one place where internal errors become gRPC statuses.
+
+use chronos_partition::PartitionError;
+use tonic::Status;
+
+/// Metadata key carrying the id of the node that leads the partition.
+pub const LEADER_HINT: &str = "chronos-leader";
+
+pub fn from_partition(e: PartitionError) -> Status {
+    match &e {
+        PartitionError::NotLeader { leader, .. } => {
+            let mut status = Status::unavailable(e.to_string());
+            if let Some(leader) = leader {
+                if let Ok(v) = leader.to_string().parse() {
+                    status.metadata_mut().insert(LEADER_HINT, v);
+                }
+            }
+            status
+        }
+        PartitionError::Unavailable(_) => Status::unavailable(e.to_string()),
+        PartitionError::StorageFull(_) => Status::resource_exhausted(e.to_string()),
+        PartitionError::Storage(_) => Status::internal(e.to_string()),
+    }
+}
+
+/// For RPCs whose behaviour a later part of the system provides.
+pub fn not_yet(rpc: &str, arrives_with: &str) -> Status {
+    Status::unimplemented(format!(
+        "{rpc} is not implemented yet: it arrives with {arrives_with}"
+    ))
+}

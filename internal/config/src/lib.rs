@@ -1,0 +1,318 @@
+//! The one `Config` struct of a Chronos node and how it is layered.
+//!
+//! Owns: option names, defaults, units, parsing of sizes and durations, and the
+//! layering order defaults < TOML file < `CHRONOS_*` environment < command-line
+//! flags (the binary passes its flags in as an [`Overrides`] layer).
+//! Does not own: acting on the options — each crate reads its own section.
+//! Every option is documented, with its default, in `config/chronos.toml`.
+
+mod size;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+pub use size::ByteSize;
+
+/// Longest accepted `message_id`, in bytes (part of the API contract, not tunable).
+pub const MAX_MESSAGE_ID_BYTES: usize = 128;
+/// Longest accepted topic name, in characters.
+pub const MAX_TOPIC_CHARS: usize = 255;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Everything a node needs to start. `Config::default()` is the zero-config node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This node's id; unique in a cluster.
+    pub node_id: u64,
+    /// Where WAL segments, RocksDB state and Raft votes live.
+    pub data_dir: PathBuf,
+    /// Public gRPC listener.
+    pub grpc_addr: SocketAddr,
+    /// HTTP listener for /health, /ready and /metrics.
+    pub http_addr: SocketAddr,
+    /// Number of partitions; fixed when the data directory is created.
+    pub partitions: u32,
+    /// A second publish of the same (topic, message_id) within this window is a duplicate.
+    #[serde(with = "humantime_serde")]
+    pub dedup_ttl: Duration,
+    pub log: LogConfig,
+    pub wal: WalConfig,
+    pub limits: LimitsConfig,
+    pub raft: RaftConfig,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `chronos_partition=debug,info`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    /// fsync before every ack, with group commit (default).
+    Always,
+    /// fsync before ack, but wait up to `batch_delay` to gather more writes.
+    Batch,
+    /// Ack after the write reaches the page cache; fsync every `periodic_interval`.
+    /// An explicit opt-out of durability: a machine crash loses the last interval.
+    Periodic,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WalConfig {
+    pub segment_bytes: ByteSize,
+    pub fsync: FsyncMode,
+    #[serde(with = "humantime_serde")]
+    pub batch_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub periodic_interval: Duration,
+    /// Whole segments older than this are deleted once applied and snapshotted.
+    #[serde(with = "humantime_serde")]
+    pub retention_age: Duration,
+    /// Oldest segments are deleted while a partition's WAL is larger than this (0 = no limit).
+    pub retention_bytes: ByteSize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_payload_bytes: ByteSize,
+    pub max_batch_events: u32,
+    pub max_headers_bytes: ByteSize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftConfig {
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub election_timeout_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub election_timeout_max: Duration,
+    /// Take a state-machine snapshot (and allow log purge) after this many entries.
+    pub snapshot_every_entries: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_id: 1,
+            data_dir: PathBuf::from("./data"),
+            grpc_addr: SocketAddr::from(([0, 0, 0, 0], 9000)),
+            http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            partitions: 8,
+            dedup_ttl: Duration::from_secs(7 * 24 * 3600),
+            log: LogConfig::default(),
+            wal: WalConfig::default(),
+            limits: LimitsConfig::default(),
+            raft: RaftConfig::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: ByteSize(256 << 20),
+            fsync: FsyncMode::Always,
+            batch_delay: Duration::from_millis(2),
+            periodic_interval: Duration::from_millis(100),
+            retention_age: Duration::from_secs(7 * 24 * 3600),
+            retention_bytes: ByteSize(0),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: ByteSize(1 << 20),
+            max_batch_events: 10_000,
+            max_headers_bytes: ByteSize(64 << 10),
+        }
+    }
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(300),
+            election_timeout_max: Duration::from_millis(600),
+            snapshot_every_entries: 100_000,
+        }
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers in charge.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_addr: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_addr: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub dedup_ttl: Option<Duration>,
+    #[serde(skip_serializing_if = "WalOverrides::is_empty")]
+    pub wal: WalOverrides,
+    #[serde(skip_serializing_if = "LogOverrides::is_empty")]
+    pub log: LogOverrides,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct WalOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segment_bytes: Option<ByteSize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fsync: Option<FsyncMode>,
+}
+
+impl WalOverrides {
+    fn is_empty(&self) -> bool {
+        self.segment_bytes.is_none() && self.fsync.is_none()
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct LogOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<LogFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+}
+
+impl LogOverrides {
+    fn is_empty(&self) -> bool {
+        self.format.is_none() && self.level.is_none()
+    }
+}
+
+mod opt_duration {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => {
+                s.serialize_str(&humantime_serde::re::humantime::format_duration(*d).to_string())
+            }
+            None => s.serialize_none(),
+        }
+    }
+}
+
+impl Config {
+    /// Layers defaults < `file` (if given; it must exist) < `CHRONOS_*` env < `flags`.
+    /// Nested options use `__` in env names: `CHRONOS_WAL__FSYNC=batch`.
+    pub fn load(file: Option<&Path>, flags: &Overrides) -> Result<Config, ConfigError> {
+        Self::load_with_env(file, flags, Env::prefixed("CHRONOS_").split("__"))
+    }
+
+    fn load_with_env(
+        file: Option<&Path>,
+        flags: &Overrides,
+        env: Env,
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile(path.to_path_buf()));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        // CHRONOS_CONFIG names the file; it is not an option of its own.
+        let env = env.ignore(&["config"]);
+        let config: Config = figment
+            .merge(env)
+            .merge(Serialized::defaults(flags))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Rejects combinations that cannot work, naming the option.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |msg: String| Err(ConfigError::Invalid(msg));
+        if !(1..=4096).contains(&self.partitions) {
+            return bad(format!(
+                "partitions must be 1..=4096, got {}",
+                self.partitions
+            ));
+        }
+        if self.wal.segment_bytes.0 < 64 << 10 {
+            return bad(format!(
+                "wal.segment_bytes must be at least 64KiB, got {}",
+                self.wal.segment_bytes
+            ));
+        }
+        if self.limits.max_payload_bytes.0 == 0 || self.limits.max_payload_bytes.0 > 32 << 20 {
+            return bad(format!(
+                "limits.max_payload_bytes must be 1B..=32MiB, got {}",
+                self.limits.max_payload_bytes
+            ));
+        }
+        if self.limits.max_batch_events == 0 || self.limits.max_batch_events > 100_000 {
+            return bad(format!(
+                "limits.max_batch_events must be 1..=100000, got {}",
+                self.limits.max_batch_events
+            ));
+        }
+        if self.raft.election_timeout_min <= self.raft.heartbeat_interval
+            || self.raft.election_timeout_max <= self.raft.election_timeout_min
+        {
+            return bad(
+                "raft: need heartbeat_interval < election_timeout_min < election_timeout_max"
+                    .into(),
+            );
+        }
+        if self.dedup_ttl.is_zero() {
+            return bad("dedup_ttl must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,362 @@
+//! The partition actor: the one task that turns publish requests into Raft proposals.
+//!
+//! It owns the leader-side state of the publish path — the next offset and the
+//! ids proposed but not yet applied — so nothing else takes a lock on it. It
+//! drains its mailbox into a proposal while earlier proposals are being fsynced
+//! (at most [`MAX_OUTSTANDING`] at once), which batches concurrent publishers
+//! into one log entry: group commit at the Raft level on top of the WAL's.
+//!
+//! **Invariants**: offsets are dense and assigned only here, only while this node
+//! leads and has applied its whole log (so the dedup index is complete); an
+//! event's due time is decided here, once, and carried in the log entry.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use chronos_proto::internal::{EventRecord, PublishCommand};
+use chronos_proto::v1::Event;
+use chronos_store::{id_key, Store};
+use openraft::ServerState;
+use prost::Message;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::PartitionError;
+use crate::state_machine::AppliedState;
+use crate::types::{Command, NodeId, Raft};
+
+/// Proposals in flight at once; further requests wait in the mailbox and are
+/// batched into the next proposal.
+pub const MAX_OUTSTANDING: usize = 4;
+/// Upper bound of events in one proposal (one log entry).
+const MAX_EVENTS_PER_PROPOSAL: usize = 20_000;
+/// Upper bound of payload bytes in one proposal.
+const MAX_BYTES_PER_PROPOSAL: usize = 16 << 20;
+
+/// Result of publishing one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishOutcome {
+    pub offset: u64,
+    pub due_ts: i64,
+    pub duplicate: bool,
+}
+
+pub type PublishReply = oneshot::Sender<Result<Vec<PublishOutcome>, PartitionError>>;
+
+pub struct PublishRequest {
+    pub events: Vec<Event>,
+    pub reply: PublishReply,
+}
+
+/// Outcome of one proposal, shared with requests that deduplicated against it.
+type ProposalResult = watch::Receiver<Option<Result<(), PartitionError>>>;
+
+struct InflightId {
+    offset: u64,
+    due_ts: i64,
+    proposal: ProposalResult,
+}
+
+pub struct Actor {
+    pub partition: u32,
+    pub node_id: NodeId,
+    pub raft: Raft,
+    pub store: Store,
+    pub applied: Arc<AppliedState>,
+    pub mailbox: mpsc::Receiver<PublishRequest>,
+    /// Published for /ready: true while `ready_term` is set.
+    pub ready_flag: Arc<AtomicBool>,
+    /// Term for which offsets are in sync with the log; None while not leading.
+    ready_term: Option<u64>,
+    /// Last log index seen when leadership was won; applied must reach it.
+    catch_up_to: Option<(u64, u64)>,
+    next_offset: u64,
+    inflight: HashMap<Vec<u8>, InflightId>,
+    proposals: HashMap<u64, Vec<Vec<u8>>>,
+    proposal_seq: u64,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A request's answers, resolved once the proposals they depend on finish.
+struct Planned {
+    reply: PublishReply,
+    outcomes: Vec<PublishOutcome>,
+    waits_on: Vec<ProposalResult>,
+}
+
+impl Actor {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        partition: u32,
+        node_id: NodeId,
+        raft: Raft,
+        store: Store,
+        applied: Arc<AppliedState>,
+        mailbox: mpsc::Receiver<PublishRequest>,
+        ready_flag: Arc<AtomicBool>,
+    ) -> Actor {
+        Actor {
+            partition,
+            node_id,
+            raft,
+            store,
+            applied,
+            mailbox,
+            ready_flag,
+            ready_term: None,
+            catch_up_to: None,
+            next_offset: 0,
+            inflight: HashMap::new(),
+            proposals: HashMap::new(),
+            proposal_seq: 0,
+        }
+    }
+
+    pub async fn run(mut self) {
+        let mut metrics = self.raft.metrics();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u64>();
+        loop {
+            self.refresh_readiness(&metrics.borrow_and_update());
+            let ready = self.ready_term.is_some();
+            self.ready_flag.store(ready, Ordering::Release);
+            let can_propose = ready && self.proposals.len() < MAX_OUTSTANDING;
+            tokio::select! {
+                req = self.mailbox.recv(), if can_propose => match req {
+                    Some(first) => self.propose(first, &done_tx).await,
+                    None => break,
+                },
+                Some(seq) = done_rx.recv() => self.finish(seq),
+                changed = metrics.changed(), if !ready => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+                // Applied index moves without a metrics change in some paths; poll briefly.
+                _ = tokio::time::sleep(std::time::Duration::from_millis(5)), if !ready => {}
+            }
+        }
+        // Mailbox closed: let outstanding proposals finish so their callers get answers.
+        while !self.proposals.is_empty() {
+            match done_rx.recv().await {
+                Some(seq) => self.finish(seq),
+                None => break,
+            }
+        }
+        self.ready_flag.store(false, Ordering::Release);
+        tracing::debug!(partition = self.partition, "partition actor stopped");
+    }
+
+    fn finish(&mut self, seq: u64) {
+        for key in self.proposals.remove(&seq).unwrap_or_default() {
+            self.inflight.remove(&key);
+        }
+    }
+
+    /// Ready = leading, and (after winning) everything in the log is applied and
+    /// our own proposals are done, so the dedup index and next offset are exact.
+    fn refresh_readiness(&mut self, m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) {
+        let leading = m.state == ServerState::Leader && m.current_leader == Some(self.node_id);
+        if !leading {
+            self.ready_term = None;
+            self.catch_up_to = None;
+            return;
+        }
+        if self.ready_term == Some(m.current_term) {
+            return;
+        }
+        self.ready_term = None;
+        let target = match self.catch_up_to {
+            Some((term, index)) if term == m.current_term => index,
+            _ => {
+                let index = m.last_log_index.unwrap_or(0);
+                self.catch_up_to = Some((m.current_term, index));
+                index
+            }
+        };
+        let applied = self.applied.index.load(Ordering::Acquire);
+        if applied >= target && self.proposals.is_empty() {
+            self.next_offset = self.applied.next_offset.load(Ordering::Acquire);
+            self.ready_term = Some(m.current_term);
+            tracing::info!(
+                partition = self.partition,
+                term = m.current_term,
+                next_offset = self.next_offset,
+                "leading"
+            );
+        }
+    }
+
+    /// Takes `first` and whatever else waits in the mailbox (bounded) into one proposal.
+    async fn propose(&mut self, first: PublishRequest, done_tx: &mpsc::UnboundedSender<u64>) {
+        let seq = self.proposal_seq;
+        self.proposal_seq += 1;
+        let (result_tx, result_rx) = watch::channel(None);
+        let now = now_ms();
+        let first_offset = self.next_offset;
+        let mut events: Vec<Bytes> = Vec::new();
+        let mut keys = Vec::new();
+        let mut bytes = 0usize;
+        let mut planned = Vec::new();
+        let mut next = Some(first);
+        while let Some(req) = next.take() {
+            if !req.reply.is_closed() {
+                let before = events.len();
+                let planned_one = self.plan(req, now, &result_rx, &mut events, &mut keys);
+                bytes += events[before..].iter().map(Bytes::len).sum::<usize>();
+                match planned_one {
+                    Ok(p) => planned.push(p),
+                    Err((reply, e)) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            if events.len() < MAX_EVENTS_PER_PROPOSAL && bytes < MAX_BYTES_PER_PROPOSAL {
+                next = self.mailbox.try_recv().ok();
+            }
+        }
+        if events.is_empty() {
+            // Nothing new (all duplicates): answer without touching the log.
+            drop(result_tx);
+            tokio::spawn(answer(planned));
+            return;
+        }
+        debug_assert_eq!(self.next_offset, first_offset + events.len() as u64);
+        let cmd = Command::publish(PublishCommand {
+            publish_ts: now,
+            first_offset,
+            events,
+        });
+        let pending = match self.raft.client_write_ff(cmd).await {
+            Ok(rx) => Some(rx),
+            Err(fatal) => {
+                let _ = result_tx.send(Some(Err(PartitionError::from_fatal(
+                    self.partition,
+                    &fatal,
+                ))));
+                None
+            }
+        };
+        self.proposals.insert(seq, keys);
+        let partition = self.partition;
+        let done_tx = done_tx.clone();
+        tokio::spawn(async move {
+            if let Some(rx) = pending {
+                let result = match rx.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(PartitionError::from_write_error(partition, &e)),
+                    Err(_) => Err(PartitionError::Unavailable(format!(
+                        "partition {partition}: raft stopped"
+                    ))),
+                };
+                let _ = result_tx.send(Some(result));
+            }
+            let _ = done_tx.send(seq);
+            answer(planned).await;
+        });
+    }
+
+    /// Decides each event of `req`: duplicate of an applied event, duplicate of
+    /// one in flight, or new (gets an offset and a due time, joins `events`).
+    #[allow(clippy::result_large_err)]
+    fn plan(
+        &mut self,
+        req: PublishRequest,
+        now: i64,
+        this_proposal: &ProposalResult,
+        events: &mut Vec<Bytes>,
+        keys: &mut Vec<Vec<u8>>,
+    ) -> Result<Planned, (PublishReply, PartitionError)> {
+        let mut outcomes = Vec::with_capacity(req.events.len());
+        let mut waits_on: Vec<ProposalResult> = Vec::new();
+        for ev in req.events {
+            let key = id_key(&ev.topic, &ev.message_id);
+            if let Some(f) = self.inflight.get(&key) {
+                outcomes.push(PublishOutcome {
+                    offset: f.offset,
+                    due_ts: f.due_ts,
+                    duplicate: true,
+                });
+                waits_on.push(f.proposal.clone());
+                continue;
+            }
+            match self.store.get_id(&ev.topic, &ev.message_id, now) {
+                Ok(Some(e)) => {
+                    outcomes.push(PublishOutcome {
+                        offset: e.offset,
+                        due_ts: e.due_ts,
+                        duplicate: true,
+                    });
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => return Err((req.reply, PartitionError::storage(self.partition, &e))),
+            }
+            let offset = self.next_offset;
+            self.next_offset += 1;
+            let due_ts = ev.schedule_ts.max(now);
+            debug_assert!(due_ts >= ev.schedule_ts, "due before schedule");
+            let record = EventRecord {
+                topic: ev.topic,
+                message_id: ev.message_id,
+                key: ev.key,
+                payload: ev.payload,
+                headers: ev.headers,
+                schedule_ts: ev.schedule_ts,
+                due_ts,
+            };
+            events.push(Bytes::from(record.encode_to_vec()));
+            self.inflight.insert(
+                key.clone(),
+                InflightId {
+                    offset,
+                    due_ts,
+                    proposal: this_proposal.clone(),
+                },
+            );
+            keys.push(key);
+            outcomes.push(PublishOutcome {
+                offset,
+                due_ts,
+                duplicate: false,
+            });
+        }
+        if outcomes.iter().any(|o| !o.duplicate) {
+            waits_on.push(this_proposal.clone());
+        }
+        Ok(Planned {
+            reply: req.reply,
+            outcomes,
+            waits_on,
+        })
+    }
+}
+
+/// Sends each request its outcomes once every proposal it depends on succeeded,
+/// or the first failure among them.
+async fn answer(planned: Vec<Planned>) {
+    for p in planned {
+        let mut failure = None;
+        for mut dep in p.waits_on {
+            let result = match dep.wait_for(Option::is_some).await {
+                Ok(v) => v.clone().unwrap_or(Ok(())),
+                Err(_) => Err(PartitionError::Unavailable("proposal abandoned".into())),
+            };
+            if let Err(e) = result {
+                failure = Some(e);
+                break;
+            }
+        }
+        let _ = p.reply.send(match failure {
+            Some(e) => Err(e),
+            None => Ok(p.outcomes),
+        });
+    }
+}

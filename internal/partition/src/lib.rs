@@ -1,0 +1,297 @@
+//! A partition: one openraft group whose log is our WAL and whose state machine
+//! is RocksDB, fronted by an actor that owns the publish path.
+//!
+//! Owns: the Raft type configuration, the log-entry codec, the log storage over
+//! `chronos-wal`, the state machine over `chronos-store`, the partition actor
+//! (offsets, due times, dedup of in-flight ids, batching into proposals), replay
+//! by offset, snapshots and WAL retention.
+//! Does not own: validation of input (the API layer checks it before anything
+//! reaches here), routing to partitions, gRPC, or the network between nodes
+//! (a single-voter group uses [`network::SoloNetwork`]).
+//!
+//! Directory of one partition: `wal/` (segments, vote, purge point),
+//! `state/` (RocksDB), `snapshots/`.
+
+mod actor;
+mod codec;
+mod error;
+mod log_store;
+mod network;
+mod replay;
+mod snapshot;
+mod state_machine;
+mod types;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chronos_proto::v1::Event;
+use chronos_store::{Store, StoreResources};
+use chronos_wal::{Retention, Wal, WalOptions};
+use openraft::{BasicNode, ServerState, SnapshotPolicy};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use actor::PublishOutcome;
+pub use error::PartitionError;
+pub use replay::{OffsetQuery, ReplayStream, ReplayedEvent};
+pub use types::NodeId;
+
+use crate::actor::{Actor, PublishRequest};
+use crate::log_store::LogStore;
+use crate::state_machine::{AppliedState, StateMachine};
+use crate::types::Raft;
+
+/// Requests queued for the actor before publishers feel backpressure.
+const MAILBOX: usize = 4096;
+/// How often WAL retention looks for whole segments to delete.
+const RETENTION_EVERY: Duration = Duration::from_secs(30);
+
+/// Everything needed to open one partition.
+#[derive(Clone)]
+pub struct PartitionOptions {
+    pub id: u32,
+    pub node_id: NodeId,
+    /// This partition's own directory.
+    pub dir: PathBuf,
+    pub wal: WalOptions,
+    pub retention: Retention,
+    pub dedup_ttl: Duration,
+    pub heartbeat_interval: Duration,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    pub snapshot_every_entries: u64,
+    /// RocksDB memory shared with the node's other partitions.
+    pub resources: StoreResources,
+}
+
+/// What `status` reports about a partition.
+#[derive(Debug, Clone, Default)]
+pub struct PartitionStatus {
+    pub id: u32,
+    pub leader: Option<NodeId>,
+    pub is_leader: bool,
+    pub term: u64,
+    pub voters: Vec<NodeId>,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    pub next_offset: u64,
+    pub wal_bytes: u64,
+    pub wal_segments: u64,
+    pub pending_estimate: u64,
+    pub next_due_ts: Option<i64>,
+    /// False once the Raft group stopped on a storage failure.
+    pub healthy: bool,
+}
+
+/// Handle to a running partition. Cheap to share behind an `Arc`.
+pub struct Partition {
+    id: u32,
+    raft: Raft,
+    wal: Arc<Wal>,
+    store: Store,
+    applied: Arc<AppliedState>,
+    /// Set by the actor while this node leads and has applied its whole log.
+    leading: Arc<AtomicBool>,
+    mailbox: parking_lot::Mutex<Option<mpsc::Sender<PublishRequest>>>,
+    tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn open_err(id: u32, what: &str, e: impl std::fmt::Display) -> PartitionError {
+    PartitionError::Unavailable(format!("partition {id}: opening {what}: {e}"))
+}
+
+impl Partition {
+    /// Opens (creating on first start) the partition and starts its Raft group
+    /// as the single voter `node_id`.
+    pub async fn open(opts: PartitionOptions) -> Result<Partition, PartitionError> {
+        let id = opts.id;
+        let wal_dir = opts.dir.join("wal");
+        let wal =
+            Arc::new(Wal::open(&wal_dir, opts.wal.clone()).map_err(|e| open_err(id, "wal", e))?);
+        let store = Store::open(&opts.dir.join("state"), &opts.resources)
+            .map_err(|e| open_err(id, "state", e))?;
+        let log_store =
+            LogStore::open(wal.clone(), &wal_dir).map_err(|e| open_err(id, "raft log", e))?;
+        let dedup_ttl_ms = opts.dedup_ttl.as_millis().min(i64::MAX as u128) as i64;
+        let sm = StateMachine::open(store.clone(), &opts.dir, dedup_ttl_ms)
+            .map_err(|e| open_err(id, "state machine", e))?;
+        let applied = sm.applied_state();
+
+        let config = openraft::Config {
+            cluster_name: format!("chronos-partition-{id}"),
+            heartbeat_interval: opts.heartbeat_interval.as_millis() as u64,
+            election_timeout_min: opts.election_timeout_min.as_millis() as u64,
+            election_timeout_max: opts.election_timeout_max.as_millis() as u64,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: 0,
+            ..Default::default()
+        };
+        let config = Arc::new(
+            config
+                .validate()
+                .map_err(|e| open_err(id, "raft config", e))?,
+        );
+        let raft = Raft::new(opts.node_id, config, network::SoloNetwork, log_store, sm)
+            .await
+            .map_err(|e| open_err(id, "raft", e))?;
+        if !raft
+            .is_initialized()
+            .await
+            .map_err(|e| open_err(id, "raft", e))?
+        {
+            let members = BTreeMap::from([(opts.node_id, BasicNode::default())]);
+            raft.initialize(members)
+                .await
+                .map_err(|e| open_err(id, "raft membership", e))?;
+        }
+
+        let (tx, rx) = mpsc::channel(MAILBOX);
+        let leading = Arc::new(AtomicBool::new(false));
+        let actor = Actor::new(
+            id,
+            opts.node_id,
+            raft.clone(),
+            store.clone(),
+            applied.clone(),
+            rx,
+            leading.clone(),
+        );
+        let actor_task = tokio::spawn(actor.run());
+        let retention_task = tokio::spawn(retention_loop(
+            id,
+            wal.clone(),
+            raft.clone(),
+            opts.retention,
+        ));
+        Ok(Partition {
+            id,
+            raft,
+            wal,
+            store,
+            applied,
+            leading,
+            mailbox: parking_lot::Mutex::new(Some(tx)),
+            tasks: parking_lot::Mutex::new(vec![actor_task, retention_task]),
+        })
+    }
+
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Durably stores `events` (already validated) and returns one outcome per
+    /// event, in order. Returns once the events are in the fsynced log and applied.
+    pub async fn publish(&self, events: Vec<Event>) -> Result<Vec<PublishOutcome>, PartitionError> {
+        let mailbox = self.mailbox.lock().clone();
+        let Some(mailbox) = mailbox else {
+            return Err(PartitionError::Unavailable(format!(
+                "partition {} is shutting down",
+                self.id
+            )));
+        };
+        let (reply, rx) = oneshot::channel();
+        mailbox
+            .send(PublishRequest { events, reply })
+            .await
+            .map_err(|_| {
+                PartitionError::Unavailable(format!("partition {} is shutting down", self.id))
+            })?;
+        match rx.await {
+            Ok(result) => result,
+            Err(_) => Err(self.stopped_error()),
+        }
+    }
+
+    /// Why the partition cannot answer: its Raft group stopped (and on what).
+    fn stopped_error(&self) -> PartitionError {
+        match &self.raft.metrics().borrow().running_state {
+            Err(fatal) => PartitionError::from_fatal(self.id, fatal),
+            Ok(()) => PartitionError::Unavailable(format!("partition {} stopped", self.id)),
+        }
+    }
+
+    /// Streams applied events with offsets in the query's range, in offset order.
+    pub fn replay(&self, query: OffsetQuery) -> ReplayStream {
+        let applied = self.applied.index.load(Ordering::Acquire);
+        replay::replay_offsets(self.id, self.wal.clone(), applied, query)
+    }
+
+    /// True when the Raft group is healthy and has a leader, and — when that
+    /// leader is this node — it has applied its whole log and takes writes.
+    pub fn is_ready(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        let leader_ready = m.current_leader != Some(m.id) || self.leading.load(Ordering::Acquire);
+        m.running_state.is_ok() && m.current_leader.is_some() && leader_ready
+    }
+
+    pub fn status(&self) -> PartitionStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let wal = self.wal.stats();
+        PartitionStatus {
+            id: self.id,
+            leader: m.current_leader,
+            is_leader: m.state == ServerState::Leader,
+            term: m.current_term,
+            voters: m.membership_config.membership().voter_ids().collect(),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: self.applied.index.load(Ordering::Acquire),
+            next_offset: self.applied.next_offset.load(Ordering::Acquire),
+            wal_bytes: wal.disk_bytes,
+            wal_segments: wal.segment_count,
+            pending_estimate: self.store.pending_estimate(),
+            next_due_ts: self.store.first_pending_due().ok().flatten(),
+            healthy: m.running_state.is_ok(),
+        }
+    }
+
+    /// WAL counters for /metrics.
+    pub fn wal_stats(&self) -> chronos_wal::WalStats {
+        self.wal.stats()
+    }
+
+    /// Stops taking publishes, lets in-flight ones finish, stops Raft, then
+    /// flushes state and fsyncs the WAL so the next start replays nothing.
+    pub async fn shutdown(&self) {
+        drop(self.mailbox.lock().take());
+        let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock());
+        let mut tasks = tasks.into_iter();
+        if let Some(actor) = tasks.next() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), actor).await;
+        }
+        for t in tasks {
+            t.abort();
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(partition = self.id, "raft shutdown: {e}");
+        }
+        if let Err(e) = self.store.flush() {
+            tracing::warn!(partition = self.id, "state flush at shutdown: {e}");
+        }
+        if let Err(e) = self.wal.sync() {
+            tracing::warn!(partition = self.id, "wal fsync at shutdown: {e}");
+        }
+    }
+}
+
+/// Deletes whole WAL segments that retention allows and the last snapshot covers.
+async fn retention_loop(id: u32, wal: Arc<Wal>, raft: Raft, retention: Retention) {
+    let mut every = tokio::time::interval(RETENTION_EVERY);
+    loop {
+        every.tick().await;
+        let Some(purged) = raft.metrics().borrow().purged else {
+            continue;
+        };
+        let wal = wal.clone();
+        let policy = retention.clone();
+        match tokio::task::spawn_blocking(move || wal.remove_segments(&policy, purged.index)).await
+        {
+            Ok(Ok(removed)) => tracing::debug!(partition = id, ?removed, "wal retention"),
+            Ok(Err(e)) => tracing::warn!(partition = id, "wal retention: {e}"),
+            Err(e) => tracing::warn!(partition = id, "wal retention task: {e}"),
+        }
+    }
+}

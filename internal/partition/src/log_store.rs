@@ -1,0 +1,352 @@
+//! openraft's log storage over our WAL.
+//!
+//! Entries are appended to the partition's [`Wal`]; openraft is told an append is
+//! flushed only from the WAL's durable callback, i.e. after fsync in the `always`
+//! and `batch` modes. The vote and the logical purge point live in small files
+//! beside the segments, replaced atomically. A bounded cache of the newest entries
+//! serves the reads openraft makes right after appending (apply, replication), so
+//! the hot path never reads the disk back.
+//!
+//! Purge is logical: it records the purge point; segments are deleted only by
+//! WAL retention, and only at or below that point.
+
+use std::collections::VecDeque;
+use std::fmt::Debug;
+use std::io::{self, Write};
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use chronos_wal::{RecordHeader, Wal, WalError};
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{ErrorSubject, ErrorVerb, StorageIOError};
+use parking_lot::Mutex;
+
+use crate::codec;
+use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+
+const VOTE_FILE: &str = "vote.json";
+const PURGED_FILE: &str = "purged.json";
+/// Newest entries kept decoded in memory for openraft's read-back.
+const CACHE_MAX_ENTRIES: usize = 16_384;
+const CACHE_MAX_BYTES: usize = 64 << 20;
+
+/// The newest entries, contiguous by index.
+#[derive(Default)]
+struct TailCache {
+    entries: VecDeque<(Entry, usize)>,
+    bytes: usize,
+}
+
+impl TailCache {
+    fn push(&mut self, entry: Entry, size: usize) {
+        if let Some((last, _)) = self.entries.back() {
+            if last.log_id.index + 1 != entry.log_id.index {
+                self.clear();
+            }
+        }
+        self.entries.push_back((entry, size));
+        self.bytes += size;
+        while self.entries.len() > CACHE_MAX_ENTRIES || self.bytes > CACHE_MAX_BYTES {
+            match self.entries.pop_front() {
+                Some((_, size)) => self.bytes -= size,
+                None => break,
+            }
+        }
+    }
+
+    fn truncate_from(&mut self, index: u64) {
+        while let Some((last, size)) = self.entries.back() {
+            if last.log_id.index < index {
+                break;
+            }
+            self.bytes -= size;
+            self.entries.pop_back();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|(e, _)| e.log_id.index)
+    }
+
+    /// Entries in [start, end) if the cache holds all of them.
+    fn get(&self, start: u64, end: u64) -> Option<Vec<Entry>> {
+        let first = self.first_index()?;
+        let last = self.entries.back()?.0.log_id.index;
+        if start < first || end > last + 1 {
+            return None;
+        }
+        let skip = (start - first) as usize;
+        Some(
+            self.entries
+                .iter()
+                .skip(skip)
+                .take((end - start) as usize)
+                .map(|(e, _)| e.clone())
+                .collect(),
+        )
+    }
+}
+
+/// Reads the log; shared by the storage and the readers openraft asks for.
+#[derive(Clone)]
+pub struct LogReader {
+    wal: Arc<Wal>,
+    cache: Arc<Mutex<TailCache>>,
+}
+
+/// The partition's Raft log storage.
+pub struct LogStore {
+    reader: LogReader,
+    dir: PathBuf,
+    /// Offset the next published event gets, as of the last appended entry.
+    next_offset: u64,
+    last_purged: Option<LogId>,
+}
+
+fn io_err(
+    subject: ErrorSubject<u64>,
+    verb: ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> StorageError {
+    StorageError::IO {
+        source: StorageIOError::new(subject, verb, openraft::AnyError::new(&e)),
+    }
+}
+
+fn read_logs_err(e: impl std::error::Error + 'static) -> StorageError {
+    io_err(ErrorSubject::Logs, ErrorVerb::Read, e)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s + 1,
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => e + 1,
+        Bound::Excluded(&e) => e,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old or the new content.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(raw) => serde_json::from_slice(&raw)
+            .map(Some)
+            .map_err(io::Error::other),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+impl LogStore {
+    /// Opens the log over `wal`, whose directory also holds the vote and purge files.
+    pub fn open(wal: Arc<Wal>, dir: &Path) -> Result<LogStore, StorageError> {
+        let last_purged = read_json(&dir.join(PURGED_FILE)).map_err(read_logs_err)?;
+        let reader = LogReader {
+            wal,
+            cache: Arc::new(Mutex::new(TailCache::default())),
+        };
+        let mut store = LogStore {
+            reader,
+            dir: dir.to_path_buf(),
+            next_offset: 0,
+            last_purged,
+        };
+        store.next_offset = store.offset_after_last()?;
+        Ok(store)
+    }
+
+    /// The offset after the last entry in the WAL (0 for an empty log).
+    fn offset_after_last(&self) -> Result<u64, StorageError> {
+        let Some(last) = self.reader.wal.last_header() else {
+            return Ok(0);
+        };
+        let mut it = self
+            .reader
+            .wal
+            .iter_from_index(last.index)
+            .map_err(read_logs_err)?;
+        match it.next() {
+            Some(Ok((header, payload))) => {
+                let entry = codec::decode(&header, &payload).map_err(read_logs_err)?;
+                Ok(codec::entry_offsets(&entry).map_or(header.seq, |(first, n)| first + n))
+            }
+            Some(Err(e)) => Err(read_logs_err(e)),
+            None => Ok(last.seq),
+        }
+    }
+}
+
+impl LogReader {
+    fn read_range(&self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        if let Some(hit) = self.cache.lock().get(start, end) {
+            return Ok(hit);
+        }
+        let Some(first) = self.wal.first_index() else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for item in self
+            .wal
+            .iter_from_index(start.max(first))
+            .map_err(read_logs_err)?
+        {
+            let (header, payload) = item.map_err(read_logs_err)?;
+            if header.index >= end {
+                break;
+            }
+            out.push(codec::decode(&header, &payload).map_err(read_logs_err)?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let (start, end) = bounds(&range);
+        let end = match self.wal.last_header() {
+            Some(last) => end.min(last.index + 1),
+            None => return Ok(Vec::new()),
+        };
+        self.read_range(start, end)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.reader.try_get_log_entries(range).await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogReader;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last = self
+            .reader
+            .wal
+            .last_header()
+            .map(|h| codec::log_id(h.term, h.index));
+        Ok(LogState {
+            last_purged_log_id: self.last_purged,
+            last_log_id: last.or(self.last_purged),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> LogReader {
+        self.reader.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let raw = serde_json::to_vec(vote)
+            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+        write_atomic(&self.dir.join(VOTE_FILE), &raw)
+            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        read_json(&self.dir.join(VOTE_FILE))
+            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e))
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let ts_ms = now_ms();
+        let mut encoded: Vec<(RecordHeader, Vec<u8>)> = Vec::new();
+        let mut decoded = Vec::new();
+        for entry in entries {
+            let header = codec::header(&entry, self.next_offset, ts_ms);
+            if let Some((first, n)) = codec::entry_offsets(&entry) {
+                debug_assert!(
+                    first >= self.next_offset,
+                    "offsets go backwards: {first} < {}",
+                    self.next_offset
+                );
+                self.next_offset = first + n;
+            }
+            encoded.push((header, codec::encode_payload(&entry)));
+            decoded.push(entry);
+        }
+        let records: Vec<(RecordHeader, &[u8])> =
+            encoded.iter().map(|(h, p)| (*h, p.as_slice())).collect();
+        let on_durable = Box::new(move |res: Result<(), WalError>| {
+            callback.log_io_completed(res.map_err(io::Error::other));
+        });
+        self.reader
+            .wal
+            .append(&records, on_durable)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        let mut cache = self.reader.cache.lock();
+        for (entry, (_, payload)) in decoded.into_iter().zip(&encoded) {
+            cache.push(entry, payload.len());
+        }
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.reader.cache.lock().truncate_from(log_id.index);
+        self.reader
+            .wal
+            .truncate_from(log_id.index)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        self.next_offset = self.offset_after_last()?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let raw = serde_json::to_vec(&log_id)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        write_atomic(&self.dir.join(PURGED_FILE), &raw)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        self.last_purged = Some(log_id);
+        Ok(())
+    }
+}

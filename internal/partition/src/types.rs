@@ -1,0 +1,103 @@
+//! The openraft type configuration of a partition group and the command it replicates.
+
+use std::fmt;
+
+use chronos_proto::internal::{command, Command as CommandPb, PublishCommand};
+use prost::Message;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+// `declare_raft_types!` names `Cursor` for its default SnapshotData even when overridden.
+#[allow(unused_imports)]
+use std::io::Cursor;
+
+openraft::declare_raft_types!(
+    /// Types of one partition's Raft group.
+    pub TypeConfig:
+        D = Command,
+        R = Applied,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = tokio::fs::File,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type NodeId = u64;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type Vote = openraft::Vote<NodeId>;
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
+
+/// A state-machine command. The wire/disk form is the `chronos.internal.v1.Command`
+/// protobuf; serde (required by openraft's `serde` feature) carries the same bytes.
+#[derive(Clone, PartialEq)]
+pub struct Command(pub CommandPb);
+
+impl Command {
+    pub fn publish(cmd: PublishCommand) -> Command {
+        Command(CommandPb {
+            kind: Some(command::Kind::Publish(cmd)),
+        })
+    }
+
+    pub fn encode_to_vec(&self) -> Vec<u8> {
+        self.0.encode_to_vec()
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Command, prost::DecodeError> {
+        CommandPb::decode(buf).map(Command)
+    }
+
+    /// (first offset, number of events) when this command publishes events.
+    pub fn offsets(&self) -> Option<(u64, u64)> {
+        match &self.0.kind {
+            Some(command::Kind::Publish(p)) => Some((p.first_offset, p.events.len() as u64)),
+            None => None,
+        }
+    }
+}
+
+impl fmt::Debug for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0.kind {
+            Some(command::Kind::Publish(p)) => {
+                write!(
+                    f,
+                    "Publish{{first_offset: {}, events: {}}}",
+                    p.first_offset,
+                    p.events.len()
+                )
+            }
+            None => write!(f, "Empty"),
+        }
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+impl Serialize for Command {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.encode_to_vec())
+    }
+}
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw: Vec<u8> = serde::de::Deserialize::deserialize(d)?;
+        Command::decode(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What applying one entry reports back to the proposer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// Offset the next event gets after this entry.
+    pub next_offset: u64,
+}

@@ -1,0 +1,276 @@
+//! RocksDB storage of a partition's state machine.
+//!
+//! Owns the on-disk layout of the applied state: the column families, their key
+//! encodings, the write options (RocksDB's own WAL is **off** — the Raft log is the
+//! WAL — and flushes are atomic across column families, so after a crash every
+//! column family reflects the same applied index), checkpoints and flushes.
+//!
+//! Does not own: what a command means (the partition crate decides what to write)
+//! nor Raft. Everything written by applying one batch of log entries goes into one
+//! [`Batch`] together with the applied index, so the state never runs ahead of or
+//! behind the index it claims.
+//!
+//! Column families:
+//! - `meta`: small keys (applied log id, membership, next offset).
+//! - `ids`: `topic 0x00 message_id` → [`IdEntry`] (dedup, later cancel).
+//! - `pending`: `due_ts BE ‖ offset BE` → encoded event: the due-ordered cold store.
+
+mod keys;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rocksdb::{
+    checkpoint::Checkpoint, BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor,
+    CompactionDecision, FlushOptions, Options, WriteBatch, WriteBufferManager, WriteOptions, DB,
+};
+
+pub use keys::{id_key, pending_key, IdEntry, IdState};
+
+const CF_META: &str = "meta";
+const CF_IDS: &str = "ids";
+const CF_PENDING: &str = "pending";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("corrupt {what} record: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl StoreError {
+    /// True when the failure is the disk being full (maps to RESOURCE_EXHAUSTED).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Rocks(e) => {
+                let s = e.to_string();
+                s.contains("No space left") || s.contains("NoSpace")
+            }
+            StoreError::Io(e) => e.kind() == std::io::ErrorKind::StorageFull,
+            StoreError::Corrupt { .. } => false,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Memory shared by every partition's RocksDB on a node, so RAM is bounded per
+/// node rather than multiplied by the partition count.
+#[derive(Clone)]
+pub struct StoreResources {
+    cache: Cache,
+    write_buffers: WriteBufferManager,
+}
+
+impl StoreResources {
+    /// `block_cache_bytes` of read cache and at most `write_buffer_bytes` of
+    /// memtables across all partitions (a flush is forced beyond that).
+    pub fn new(block_cache_bytes: usize, write_buffer_bytes: usize) -> StoreResources {
+        StoreResources {
+            cache: Cache::new_lru_cache(block_cache_bytes),
+            write_buffers: WriteBufferManager::new_write_buffer_manager(write_buffer_bytes, false),
+        }
+    }
+}
+
+impl Default for StoreResources {
+    fn default() -> Self {
+        StoreResources::new(128 << 20, 256 << 20)
+    }
+}
+
+/// Per column family memtable size: big enough for batching, small enough that
+/// eight partitions fit the shared write-buffer budget.
+const MEMTABLE_BYTES: usize = 32 << 20;
+
+/// The RocksDB instance of one partition. Cheap to clone; reads may run on any thread.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<DB>,
+}
+
+/// Writes that become visible together when committed.
+pub struct Batch<'a> {
+    store: &'a Store,
+    batch: WriteBatch,
+}
+
+impl Store {
+    /// Opens (creating if missing) the state machine database at `path`.
+    pub fn open(path: &Path, resources: &StoreResources) -> Result<Store> {
+        let mut opts = Options::default();
+        opts.set_write_buffer_manager(&resources.write_buffers);
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // RocksDB's WAL is off for every write, so memtables of different column
+        // families must flush together or a crash could leave them disagreeing.
+        opts.set_atomic_flush(true);
+        opts.set_max_background_jobs(2);
+        opts.set_bytes_per_sync(1 << 20);
+
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&resources.cache);
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
+        let cf_options = || {
+            let mut o = Options::default();
+            o.set_write_buffer_size(MEMTABLE_BYTES);
+            o.set_block_based_table_factory(&table);
+            o
+        };
+
+        let mut ids = cf_options();
+        ids.set_compaction_filter("dedup-expiry", expired_ids_filter);
+
+        let mut pending = cf_options();
+        pending.set_compression_type(rocksdb::DBCompressionType::Lz4);
+
+        let cfs = vec![
+            ColumnFamilyDescriptor::new(CF_META, cf_options()),
+            ColumnFamilyDescriptor::new(CF_IDS, ids),
+            ColumnFamilyDescriptor::new(CF_PENDING, pending),
+        ];
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        Ok(Store { db: Arc::new(db) })
+    }
+
+    /// Opens a checkpoint (or any copy) for reading only, e.g. to read its meta.
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        let opts = Options::default();
+        let db = DB::open_cf_for_read_only(&opts, path, [CF_META, CF_IDS, CF_PENDING], false)?;
+        Ok(Store { db: Arc::new(db) })
+    }
+
+    fn cf(&self, name: &str) -> &ColumnFamily {
+        // The three column families are created by `open`; a missing one is a bug.
+        self.db
+            .cf_handle(name)
+            .unwrap_or_else(|| panic!("column family {name} missing"))
+    }
+
+    pub fn batch(&self) -> Batch<'_> {
+        Batch {
+            store: self,
+            batch: WriteBatch::default(),
+        }
+    }
+
+    pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(CF_META), key.as_bytes())?)
+    }
+
+    /// Dedup lookup for (topic, message_id), ignoring entries past their expiry.
+    pub fn get_id(&self, topic: &str, message_id: &str, now_ms: i64) -> Result<Option<IdEntry>> {
+        let Some(raw) = self
+            .db
+            .get_pinned_cf(self.cf(CF_IDS), id_key(topic, message_id))?
+        else {
+            return Ok(None);
+        };
+        let entry = IdEntry::decode(&raw)?;
+        Ok((entry.expiry_ms > now_ms).then_some(entry))
+    }
+
+    /// Number of events in the pending store (RocksDB's estimate: fast, approximate).
+    pub fn pending_estimate(&self) -> u64 {
+        self.db
+            .property_int_value_cf(self.cf(CF_PENDING), "rocksdb.estimate-num-keys")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+
+    /// Due time of the earliest pending event.
+    pub fn first_pending_due(&self) -> Result<Option<i64>> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_PENDING));
+        it.seek_to_first();
+        match it.key() {
+            Some(k) => Ok(Some(keys::decode_pending_key(k)?.0)),
+            None => {
+                it.status()?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Flushes every memtable (atomically across column families) and waits.
+    /// After this returns, everything committed so far survives a crash.
+    pub fn flush(&self) -> Result<()> {
+        let mut fo = FlushOptions::default();
+        fo.set_wait(true);
+        let cfs = [self.cf(CF_META), self.cf(CF_IDS), self.cf(CF_PENDING)];
+        self.db.flush_cfs_opt(&cfs, &fo)?;
+        Ok(())
+    }
+
+    /// Flushes and writes a consistent, openable copy of the database to `dir`
+    /// (hard links where possible). `dir` must not exist.
+    pub fn checkpoint(&self, dir: &Path) -> Result<()> {
+        self.flush()?;
+        Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        Ok(())
+    }
+}
+
+impl Batch<'_> {
+    pub fn put_meta(&mut self, key: &str, value: &[u8]) {
+        self.batch
+            .put_cf(self.store.cf(CF_META), key.as_bytes(), value);
+    }
+
+    pub fn put_id(&mut self, topic: &str, message_id: &str, entry: &IdEntry) {
+        self.batch.put_cf(
+            self.store.cf(CF_IDS),
+            id_key(topic, message_id),
+            entry.encode(),
+        );
+    }
+
+    pub fn put_pending(&mut self, due_ts: i64, offset: u64, event: &[u8]) {
+        self.batch.put_cf(
+            self.store.cf(CF_PENDING),
+            pending_key(due_ts, offset),
+            event,
+        );
+    }
+
+    pub fn len(&self) -> usize {
+        self.batch.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+
+    /// Applies the batch atomically. Not durable by itself (RocksDB's WAL is off):
+    /// durability comes from the Raft log, which is replayed from the last flushed
+    /// applied index after a crash.
+    pub fn commit(self) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
+        self.store.db.write_opt(self.batch, &wo)?;
+        Ok(())
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Drops dedup entries whose TTL has passed when compaction rewrites them.
+fn expired_ids_filter(_level: u32, _key: &[u8], value: &[u8]) -> CompactionDecision {
+    match IdEntry::decode(value) {
+        Ok(entry) if entry.expiry_ms <= now_ms() => CompactionDecision::Remove,
+        _ => CompactionDecision::Keep,
+    }
+}
+
+#[cfg(test)]
+mod tests;

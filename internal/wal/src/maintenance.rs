@@ -1,0 +1,237 @@
+//! Removing records: `truncate_from` (Raft conflict resolution, cuts the
+//! newest records) and `remove_segments` (retention, deletes the oldest whole
+//! sealed segments). Raft's purge is logical and belongs to the caller; this
+//! module only deletes what the caller says it may.
+
+use std::fs::File;
+use std::io::{BufReader, Seek, SeekFrom};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::codec::{encoded_len_bytes, read_record, Frame, RecordHeader};
+use crate::error::{CorruptReason, WalError};
+use crate::options::{RemovedSegments, Retention};
+use crate::segment::{fsync_dir, idx_path, open_for_write, remove_if_exists, Segment};
+use crate::wal::{Inner, SegmentFile, Shared, Wal};
+
+impl Wal {
+    /// Removes every record with index `>= index` and fsyncs the result.
+    /// Appends then continue at `index` (or at any index if the log became
+    /// empty). A failure here puts the WAL in the failed state.
+    pub fn truncate_from(&self, index: u64) -> Result<(), WalError> {
+        let mut inner = self.shared.inner.lock();
+        self.shared.check_writable(&inner)?;
+        let result = truncate_locked(&self.shared, &mut inner, index);
+        if let Err(e) = &result {
+            self.shared.mark_failed(e);
+        }
+        inner.debug_check();
+        result
+    }
+
+    /// Deletes the oldest sealed segments (never the active one) whose last
+    /// index is `<= upto_index` and that are older than `policy.max_age` (by
+    /// their newest record's `ts_ms`) or must go to bring the log under
+    /// `policy.max_bytes`. Stops at the first segment that qualifies for
+    /// neither, so the log stays contiguous.
+    pub fn remove_segments(
+        &self,
+        policy: &Retention,
+        upto_index: u64,
+    ) -> Result<RemovedSegments, WalError> {
+        let mut inner = self.shared.inner.lock();
+        if inner.closed {
+            return Err(WalError::Closed);
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let victims = pick_victims(&inner.segments, policy, upto_index, now_ms);
+        let mut removed = RemovedSegments::default();
+        let mut result = Ok(());
+        for seg in &inner.segments[..victims] {
+            if let Err(e) = remove_if_exists(&seg.path)
+                .and_then(|()| remove_if_exists(&idx_path(&self.shared.dir, seg.first_index)))
+            {
+                result = Err(e);
+                break;
+            }
+            removed.segments += 1;
+            removed.bytes += seg.size_bytes;
+            removed.last_removed_index = seg.last.map(|h| h.index);
+        }
+        // Lossless: at most `victims` segments were removed.
+        inner.segments.drain(..removed.segments as usize);
+        self.shared.refresh_layout_stats(&inner);
+        inner.debug_check();
+        result?;
+        if removed.segments > 0 {
+            fsync_dir(&self.shared.dir)?;
+            tracing::info!(
+                segments = removed.segments,
+                bytes = removed.bytes,
+                "retention removed segments"
+            );
+        }
+        Ok(removed)
+    }
+}
+
+/// How many of the oldest segments retention deletes.
+fn pick_victims(segments: &[Segment], policy: &Retention, upto_index: u64, now_ms: u64) -> usize {
+    let mut total_bytes: u64 = segments.iter().map(|s| s.size_bytes).sum();
+    let sealed = segments.len().saturating_sub(1);
+    let mut victims = 0;
+    for seg in &segments[..sealed] {
+        let Some(last) = seg.last else { break };
+        if last.index > upto_index {
+            break;
+        }
+        let too_old = policy
+            .max_age
+            .is_some_and(|age| u128::from(now_ms.saturating_sub(seg.max_ts_ms)) > age.as_millis());
+        let too_big = policy.max_bytes.is_some_and(|max| total_bytes > max);
+        if !(too_old || too_big) {
+            break;
+        }
+        total_bytes -= seg.size_bytes;
+        victims += 1;
+    }
+    victims
+}
+
+/// Where a truncation cuts a segment.
+struct Cut {
+    pos_bytes: u64,
+    /// The record before the cut in this segment, and its position.
+    previous: Option<(RecordHeader, u64)>,
+    /// Upper bound on `ts_ms` of every record before the cut.
+    max_ts_before_ms: u64,
+}
+
+/// `truncate_from` with the writer lock held (also used to roll back a
+/// failed append).
+pub(crate) fn truncate_locked(
+    shared: &Shared,
+    inner: &mut Inner,
+    index: u64,
+) -> Result<(), WalError> {
+    let (Some(first), Some(last)) = (inner.first_index(), inner.last_header()) else {
+        return Ok(());
+    };
+    if index > last.index {
+        return Ok(());
+    }
+    let target = index.max(first);
+    let k = inner.segments.partition_point(|s| s.first_index <= target) - 1;
+    let cut = locate(&inner.segments[k], target)?;
+    let was_active = k + 1 == inner.segments.len();
+    let file = match (&inner.active, was_active) {
+        (Some(active), true) => Arc::clone(active),
+        _ => {
+            let path = inner.segments[k].path.clone();
+            Arc::new(SegmentFile {
+                file: open_for_write(&path)?,
+                path,
+            })
+        }
+    };
+    // Cut first: later segments then no longer continue the log, so a crash
+    // before they are deleted still recovers to the truncated log.
+    file.file
+        .set_len(cut.pos_bytes)
+        .map_err(|e| WalError::io("truncate segment", &file.path, e))?;
+    shared.sync_file(&file)?;
+    for seg in inner.segments.drain(k + 1..) {
+        remove_if_exists(&seg.path)?;
+        remove_if_exists(&idx_path(&shared.dir, seg.first_index))?;
+    }
+    remove_if_exists(&idx_path(&shared.dir, inner.segments[k].first_index))?;
+    fsync_dir(&shared.dir)?;
+
+    let seg = &mut inner.segments[k];
+    seg.size_bytes = cut.pos_bytes;
+    seg.index.truncate_at_pos(cut.pos_bytes);
+    match cut.previous {
+        Some((header, pos)) => {
+            seg.last = Some(header);
+            seg.last_record_pos = pos;
+        }
+        None => {
+            seg.last = None;
+            seg.last_record_pos = 0;
+            seg.max_ts_ms = 0;
+        }
+    }
+    inner.active = Some(file);
+    inner.max_ts_ms = cut.max_ts_before_ms;
+    inner.epoch += 1;
+    shared.reset_durable(inner.epoch, inner.last_header().map(|h| h.index));
+    shared.refresh_layout_stats(inner);
+    Ok(())
+}
+
+/// Finds the byte position of record `target` in `seg` by scanning forward
+/// from the checkpoint before it (one record earlier, so the previous record
+/// is known too).
+fn locate(seg: &Segment, target: u64) -> Result<Cut, WalError> {
+    debug_assert!(target >= seg.first_index);
+    let Some(checkpoint) = seg
+        .index
+        .floor_by_index(target.saturating_sub(1).max(seg.first_index))
+    else {
+        return Err(corrupt(
+            seg,
+            crate::codec::SEGMENT_HEADER_BYTES,
+            CorruptReason::ShortFrame,
+        ));
+    };
+    let file = File::open(&seg.path).map_err(|e| WalError::io("open segment", &seg.path, e))?;
+    let mut reader = BufReader::new(file);
+    reader
+        .seek(SeekFrom::Start(checkpoint.pos_bytes))
+        .map_err(|e| WalError::io("seek segment", &seg.path, e))?;
+    let mut pos = checkpoint.pos_bytes;
+    let mut expected = checkpoint.index;
+    let mut max_ts_before_ms = checkpoint.max_ts_before_ms;
+    let mut previous = None;
+    let mut payload = Vec::new();
+    loop {
+        let frame = read_record(&mut reader, seg.size_bytes - pos, &mut payload)
+            .map_err(|e| WalError::io("read segment", &seg.path, e))?;
+        let header = match frame {
+            Frame::Record(h) if h.index == expected => h,
+            Frame::Record(h) => {
+                return Err(corrupt(
+                    seg,
+                    pos,
+                    CorruptReason::NonContiguous {
+                        expected,
+                        found: h.index,
+                    },
+                ));
+            }
+            Frame::End => return Err(corrupt(seg, pos, CorruptReason::ShortFrame)),
+            Frame::Torn(reason) => return Err(corrupt(seg, pos, reason)),
+        };
+        if header.index == target {
+            return Ok(Cut {
+                pos_bytes: pos,
+                previous,
+                max_ts_before_ms,
+            });
+        }
+        previous = Some((header, pos));
+        max_ts_before_ms = max_ts_before_ms.max(header.ts_ms);
+        pos += encoded_len_bytes(payload.len());
+        expected += 1;
+    }
+}
+
+fn corrupt(seg: &Segment, pos_bytes: u64, reason: CorruptReason) -> WalError {
+    WalError::Corrupt {
+        path: seg.path.clone(),
+        pos_bytes,
+        reason,
+    }
+}

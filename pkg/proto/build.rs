@@ -1,0 +1,34 @@
+//! Generates the chronos.v1 types and gRPC stubs from `proto/` and a descriptor
+//! set for server reflection. protoc comes from the vendored crate unless $PROTOC is set.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::var_os("PROTOC").is_none() {
+        std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
+    }
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    let proto_root = manifest.join("../../proto");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    let public = ["chronos/v1/events.proto", "chronos/v1/admin.proto"].map(|f| proto_root.join(f));
+    let internal = ["internal/storage.proto"].map(|f| proto_root.join(f));
+
+    // tonic-prost-build does not emit rerun-if-changed for the inputs itself.
+    println!("cargo:rerun-if-changed={}", proto_root.display());
+    for file in public.iter().chain(&internal) {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
+
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("chronos_descriptor.bin"))
+        .codec_path("crate::codec::ChronosCodec")
+        .bytes(".")
+        .compile_protos(&public, &[proto_root.clone()])?;
+    // Internal records get no descriptor set: reflection must not expose them.
+    tonic_prost_build::configure()
+        .build_server(false)
+        .build_client(false)
+        .bytes(".")
+        .compile_protos(&internal, &[proto_root])?;
+    Ok(())
+}

