@@ -23,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out_dir.join("chronos_descriptor.bin"))
         .codec_path("crate::codec::ChronosCodec")
         .bytes(".")
-        .compile_protos(&public, &[proto_root.clone()])?;
+        .compile_protos(&public, std::slice::from_ref(&proto_root))?;
     // Internal records get no descriptor set: reflection must not expose them.
     tonic_prost_build::configure()
         .build_server(false)

@@ -155,9 +155,9 @@ async fn replay_by_offset_range_and_topic() {
         key: "k".into(),
         ..event(topic, id, id.as_bytes())
     };
-    for i in 0..50 {
+    for i in 0..50u32 {
         c.publish(publish_req(with_key(
-            if i % 2 == 0 { "even" } else { "odd" },
+            if i.is_multiple_of(2) { "even" } else { "odd" },
             &format!("e{i}"),
         )))
         .await
@@ -317,13 +317,13 @@ async fn every_bad_input_is_rejected_precisely_and_stores_nothing() {
     };
     let offsets = Some(Range::Offsets(OffsetRange { from: 0, to: 0 }));
     expect_invalid(
-        c.replay(replay(Some(4), offsets.clone())).await,
+        c.replay(replay(Some(4), offsets)).await,
         inv,
         "partition_id",
     )
     .await;
     expect_invalid(
-        c.replay(replay(Some(-7), offsets.clone())).await,
+        c.replay(replay(Some(-7), offsets)).await,
         inv,
         "partition_id",
     )

@@ -20,7 +20,7 @@ async fn publisher(endpoint: String, client_no: usize, acked: Acked, stop_at: In
     };
     let mut n = 0usize;
     while Instant::now() < stop_at {
-        if client_no % 2 == 0 {
+        if client_no.is_multiple_of(2) {
             let id = format!("c{client_no}-{n}");
             n += 1;
             match c

@@ -12,6 +12,7 @@ fn sizes_parse_with_units() {
 }
 
 #[test]
+#[allow(clippy::result_large_err)] // figment::Jail's closure type
 fn layers_apply_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("chronos.toml");

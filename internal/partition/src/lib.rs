@@ -12,6 +12,10 @@
 //! Directory of one partition: `wal/` (segments, vote, purge point),
 //! `state/` (RocksDB), `snapshots/`.
 
+// openraft's storage traits return its `StorageError` (224 bytes); our helpers
+// that build one return it too rather than boxing and unboxing at every call.
+#![allow(clippy::result_large_err)]
+
 mod actor;
 mod codec;
 mod error;
@@ -110,8 +114,7 @@ impl Partition {
     pub async fn open(opts: PartitionOptions) -> Result<Partition, PartitionError> {
         let id = opts.id;
         let wal_dir = opts.dir.join("wal");
-        let wal =
-            Arc::new(Wal::open(&wal_dir, opts.wal.clone()).map_err(|e| open_err(id, "wal", e))?);
+        let wal = Arc::new(Wal::open(&wal_dir, opts.wal).map_err(|e| open_err(id, "wal", e))?);
         let store = Store::open(&opts.dir.join("state"), &opts.resources)
             .map_err(|e| open_err(id, "state", e))?;
         let log_store =
@@ -286,8 +289,8 @@ async fn retention_loop(id: u32, wal: Arc<Wal>, raft: Raft, retention: Retention
             continue;
         };
         let wal = wal.clone();
-        let policy = retention.clone();
-        match tokio::task::spawn_blocking(move || wal.remove_segments(&policy, purged.index)).await
+        match tokio::task::spawn_blocking(move || wal.remove_segments(&retention, purged.index))
+            .await
         {
             Ok(Ok(removed)) => tracing::debug!(partition = id, ?removed, "wal retention"),
             Ok(Err(e)) => tracing::warn!(partition = id, "wal retention: {e}"),

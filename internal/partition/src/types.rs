@@ -53,10 +53,10 @@ impl Command {
 
     /// (first offset, number of events) when this command publishes events.
     pub fn offsets(&self) -> Option<(u64, u64)> {
-        match &self.0.kind {
-            Some(command::Kind::Publish(p)) => Some((p.first_offset, p.events.len() as u64)),
-            None => None,
-        }
+        self.0
+            .kind
+            .as_ref()
+            .map(|command::Kind::Publish(p)| (p.first_offset, p.events.len() as u64))
     }
 }
 
