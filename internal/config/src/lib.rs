@@ -97,6 +97,9 @@ pub struct WalConfig {
     pub retention_age: Duration,
     /// Oldest segments are deleted while a partition's WAL is larger than this (0 = no limit).
     pub retention_bytes: ByteSize,
+    /// How often retention looks for segments to delete.
+    #[serde(with = "humantime_serde")]
+    pub retention_check_interval: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -155,6 +158,7 @@ impl Default for WalConfig {
             periodic_interval: Duration::from_millis(100),
             retention_age: Duration::from_secs(7 * 24 * 3600),
             retention_bytes: ByteSize(0),
+            retention_check_interval: Duration::from_secs(30),
         }
     }
 }

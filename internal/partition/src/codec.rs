@@ -2,13 +2,15 @@
 //!
 //! The WAL header carries the entry's term and index, plus `seq` — the offset of
 //! the entry's first event, or for an entry without events the offset the next
-//! event will get — and the append time. The payload is one kind byte and a body:
+//! event will get — and the append time. The payload is one kind byte, the id of
+//! the node that led the term (part of openraft's log id: entries of equal term
+//! and index from different leaders must compare as different), and a body:
 //! `0` blank, `1` a protobuf [`Command`], `2` a JSON membership (rare).
 
 use chronos_wal::RecordHeader;
 use openraft::{CommittedLeaderId, EntryPayload};
 
-use crate::types::{Command, Entry, LogId};
+use crate::types::{Command, Entry, LogId, NodeId};
 
 const KIND_BLANK: u8 = 0;
 const KIND_NORMAL: u8 = 1;
@@ -16,8 +18,8 @@ const KIND_MEMBERSHIP: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
-    #[error("empty log record at index {0}")]
-    Empty(u64),
+    #[error("log record at index {0} is shorter than its prefix")]
+    Short(u64),
     #[error("unknown log record kind {kind} at index {index}")]
     UnknownKind { kind: u8, index: u64 },
     #[error("undecodable command at index {index}: {source}")]
@@ -32,18 +34,26 @@ pub enum CodecError {
     },
 }
 
+/// Kind byte + leader node id.
+const PREFIX_BYTES: usize = 1 + 8;
+
 /// Encodes `entry` as a WAL payload.
 pub fn encode_payload(entry: &Entry) -> Vec<u8> {
+    let prefix = |kind: u8, body_len: usize| {
+        let mut out = Vec::with_capacity(PREFIX_BYTES + body_len);
+        out.push(kind);
+        out.extend_from_slice(&entry.log_id.leader_id.node_id.to_le_bytes());
+        out
+    };
     match &entry.payload {
-        EntryPayload::Blank => vec![KIND_BLANK],
+        EntryPayload::Blank => prefix(KIND_BLANK, 0),
         EntryPayload::Normal(cmd) => {
-            let mut out = Vec::with_capacity(1 + prost::Message::encoded_len(&cmd.0));
-            out.push(KIND_NORMAL);
+            let mut out = prefix(KIND_NORMAL, prost::Message::encoded_len(&cmd.0));
             prost::Message::encode(&cmd.0, &mut out).expect("Vec has unbounded capacity");
             out
         }
         EntryPayload::Membership(m) => {
-            let mut out = vec![KIND_MEMBERSHIP];
+            let mut out = prefix(KIND_MEMBERSHIP, 256);
             // Serialising a plain struct of maps and sets into a Vec cannot fail.
             serde_json::to_writer(&mut out, m).expect("membership serialises");
             out
@@ -70,14 +80,21 @@ pub fn entry_offsets(entry: &Entry) -> Option<(u64, u64)> {
     }
 }
 
-pub fn log_id(term: u64, index: u64) -> LogId {
-    LogId::new(CommittedLeaderId::new(term, 0), index)
+pub fn log_id(term: u64, leader: NodeId, index: u64) -> LogId {
+    LogId::new(CommittedLeaderId::new(term, leader), index)
 }
 
 /// Decodes a WAL record back into the entry it was written from.
 pub fn decode(header: &RecordHeader, payload: &[u8]) -> Result<Entry, CodecError> {
     let index = header.index;
-    let (&kind, body) = payload.split_first().ok_or(CodecError::Empty(index))?;
+    if payload.len() < PREFIX_BYTES {
+        return Err(CodecError::Short(index));
+    }
+    let (prefix, body) = payload.split_at(PREFIX_BYTES);
+    let kind = prefix[0];
+    let mut leader = [0u8; 8];
+    leader.copy_from_slice(&prefix[1..]);
+    let leader = NodeId::from_le_bytes(leader);
     let payload = match kind {
         KIND_BLANK => EntryPayload::Blank,
         KIND_NORMAL => EntryPayload::Normal(
@@ -90,7 +107,7 @@ pub fn decode(header: &RecordHeader, payload: &[u8]) -> Result<Entry, CodecError
         kind => return Err(CodecError::UnknownKind { kind, index }),
     };
     Ok(Entry {
-        log_id: log_id(header.term, index),
+        log_id: log_id(header.term, leader, index),
         payload,
     })
 }
@@ -118,7 +135,7 @@ mod tests {
     #[test]
     fn entries_round_trip() {
         round_trip(Entry {
-            log_id: log_id(3, 10),
+            log_id: log_id(3, 2, 10),
             payload: EntryPayload::Blank,
         });
         let cmd = Command::publish(PublishCommand {
@@ -127,7 +144,7 @@ mod tests {
             events: vec![b"a".to_vec().into(), b"bc".to_vec().into()],
         });
         let e = Entry {
-            log_id: log_id(3, 11),
+            log_id: log_id(3, 1, 11),
             payload: EntryPayload::Normal(cmd),
         };
         assert_eq!(
@@ -139,7 +156,7 @@ mod tests {
         let nodes = BTreeMap::from([(1u64, BasicNode::new("127.0.0.1:1"))]);
         let m = Membership::new(vec![BTreeSet::from([1u64])], nodes);
         let e = Entry {
-            log_id: log_id(1, 1),
+            log_id: log_id(1, 7, 1),
             payload: EntryPayload::Membership(m),
         };
         assert_eq!(
@@ -158,9 +175,11 @@ mod tests {
             seq: 0,
             ts_ms: 0,
         };
+        let with = |kind: u8, body: &[u8]| [&[kind][..], &[0u8; 8], body].concat();
         assert!(decode(&h, &[]).is_err());
-        assert!(decode(&h, &[9]).is_err());
-        assert!(decode(&h, &[KIND_NORMAL, 0xff, 0xff]).is_err());
-        assert!(decode(&h, &[KIND_MEMBERSHIP, b'{']).is_err());
+        assert!(decode(&h, &[KIND_BLANK, 1, 2]).is_err(), "short prefix");
+        assert!(decode(&h, &with(9, b"")).is_err());
+        assert!(decode(&h, &with(KIND_NORMAL, &[0xff, 0xff])).is_err());
+        assert!(decode(&h, &with(KIND_MEMBERSHIP, b"{")).is_err());
     }
 }

@@ -51,8 +51,6 @@ use crate::types::Raft;
 
 /// Requests queued for the actor before publishers feel backpressure.
 const MAILBOX: usize = 4096;
-/// How often WAL retention looks for whole segments to delete.
-const RETENTION_EVERY: Duration = Duration::from_secs(30);
 
 /// Everything needed to open one partition.
 #[derive(Clone)]
@@ -63,6 +61,7 @@ pub struct PartitionOptions {
     pub dir: PathBuf,
     pub wal: WalOptions,
     pub retention: Retention,
+    pub retention_check_interval: Duration,
     pub dedup_ttl: Duration,
     pub heartbeat_interval: Duration,
     pub election_timeout_min: Duration,
@@ -169,6 +168,7 @@ impl Partition {
             wal.clone(),
             raft.clone(),
             opts.retention,
+            opts.retention_check_interval,
         ));
         Ok(Partition {
             id,
@@ -281,8 +281,8 @@ impl Partition {
 }
 
 /// Deletes whole WAL segments that retention allows and the last snapshot covers.
-async fn retention_loop(id: u32, wal: Arc<Wal>, raft: Raft, retention: Retention) {
-    let mut every = tokio::time::interval(RETENTION_EVERY);
+async fn retention_loop(id: u32, wal: Arc<Wal>, raft: Raft, retention: Retention, every: Duration) {
+    let mut every = tokio::time::interval(every);
     loop {
         every.tick().await;
         let Some(purged) = raft.metrics().borrow().purged else {

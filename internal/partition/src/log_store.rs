@@ -107,6 +107,8 @@ pub struct LogStore {
     dir: PathBuf,
     /// Offset the next published event gets, as of the last appended entry.
     next_offset: u64,
+    /// Log id of the last entry in the WAL.
+    last_log_id: Option<LogId>,
     last_purged: Option<LogId>,
 }
 
@@ -182,16 +184,24 @@ impl LogStore {
             reader,
             dir: dir.to_path_buf(),
             next_offset: 0,
+            last_log_id: None,
             last_purged,
         };
-        store.next_offset = store.offset_after_last()?;
+        store.load_last()?;
         Ok(store)
     }
 
-    /// The offset after the last entry in the WAL (0 for an empty log).
-    fn offset_after_last(&self) -> Result<u64, StorageError> {
+    /// Reads the last entry of the WAL: its log id and the offset after it.
+    fn load_last(&mut self) -> Result<(), StorageError> {
+        let (last_log_id, next_offset) = self.read_last()?;
+        self.last_log_id = last_log_id;
+        self.next_offset = next_offset;
+        Ok(())
+    }
+
+    fn read_last(&self) -> Result<(Option<LogId>, u64), StorageError> {
         let Some(last) = self.reader.wal.last_header() else {
-            return Ok(0);
+            return Ok((None, 0));
         };
         let mut it = self
             .reader
@@ -201,10 +211,14 @@ impl LogStore {
         match it.next() {
             Some(Ok((header, payload))) => {
                 let entry = codec::decode(&header, &payload).map_err(read_logs_err)?;
-                Ok(codec::entry_offsets(&entry).map_or(header.seq, |(first, n)| first + n))
+                let next = codec::entry_offsets(&entry).map_or(header.seq, |(first, n)| first + n);
+                Ok((Some(entry.log_id), next))
             }
             Some(Err(e)) => Err(read_logs_err(e)),
-            None => Ok(last.seq),
+            None => Err(read_logs_err(std::io::Error::other(format!(
+                "last WAL record {} vanished while reading it",
+                last.index
+            )))),
         }
     }
 }
@@ -263,11 +277,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogReader;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last = self
-            .reader
-            .wal
-            .last_header()
-            .map(|h| codec::log_id(h.term, h.index));
+        let last = self.last_log_id;
         Ok(LogState {
             last_purged_log_id: self.last_purged,
             last_log_id: last.or(self.last_purged),
@@ -302,17 +312,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let ts_ms = now_ms();
         let mut encoded: Vec<(RecordHeader, Vec<u8>)> = Vec::new();
         let mut decoded = Vec::new();
+        let mut next_offset = self.next_offset;
+        let mut last_log_id = self.last_log_id;
         for entry in entries {
-            let header = codec::header(&entry, self.next_offset, ts_ms);
+            let header = codec::header(&entry, next_offset, ts_ms);
             if let Some((first, n)) = codec::entry_offsets(&entry) {
                 debug_assert!(
-                    first >= self.next_offset,
-                    "offsets go backwards: {first} < {}",
-                    self.next_offset
+                    first >= next_offset,
+                    "offsets go backwards: {first} < {next_offset}"
                 );
-                self.next_offset = first + n;
+                next_offset = first + n;
             }
             encoded.push((header, codec::encode_payload(&entry)));
+            last_log_id = Some(entry.log_id);
             decoded.push(entry);
         }
         let records: Vec<(RecordHeader, &[u8])> =
@@ -324,6 +336,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .wal
             .append(&records, on_durable)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        // Only once the WAL took the records (a failed append keeps nothing).
+        self.next_offset = next_offset;
+        self.last_log_id = last_log_id;
         let mut cache = self.reader.cache.lock();
         for (entry, (_, payload)) in decoded.into_iter().zip(&encoded) {
             cache.push(entry, payload.len());
@@ -337,7 +352,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .wal
             .truncate_from(log_id.index)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
-        self.next_offset = self.offset_after_last()?;
+        self.load_last()?;
         Ok(())
     }
 

@@ -2,11 +2,13 @@
 //!
 //! A snapshot is a RocksDB checkpoint directory `snapshots/snap-<ms>-<n>/`
 //! (hard-linked SST files: cheap to take) plus `snapshots/current.json` naming the
-//! newest complete one with its Raft meta. Only the newest is kept. For sending
-//! to another node a snapshot is packed into one file: for each file of the
-//! checkpoint, `[name len u16 LE][name][size u64 LE][bytes]`.
+//! newest complete one with its Raft meta. Only the newest is kept.
+//!
+//! The `SnapshotData` openraft holds is the descriptor file, not the data: a
+//! node that must ship its state to a follower streams the checkpoint directory
+//! the descriptor names (that transport comes with cluster replication).
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -123,80 +125,6 @@ impl SnapshotDir {
             .open(path)
             .await
     }
-
-    /// Packs the current checkpoint into one file and opens it for reading.
-    pub async fn pack_current(&self, meta: &SnapshotMeta) -> io::Result<tokio::fs::File> {
-        let src = self.root.join(&meta.snapshot_id);
-        let dst = self.root.join(format!("packed-{}", meta.snapshot_id));
-        let dst2 = dst.clone();
-        tokio::task::spawn_blocking(move || pack(&src, &dst2))
-            .await
-            .map_err(io::Error::other)??;
-        tokio::fs::File::open(dst).await
-    }
-}
-
-/// Writes every regular file of `src` into the single file `dst`.
-pub fn pack(src: &Path, dst: &Path) -> io::Result<()> {
-    let mut out = io::BufWriter::new(std::fs::File::create(dst)?);
-    let mut names: Vec<_> = std::fs::read_dir(src)?.collect::<io::Result<Vec<_>>>()?;
-    names.sort_by_key(|e| e.file_name());
-    for item in names {
-        if !item.file_type()?.is_file() {
-            continue;
-        }
-        let name = item.file_name().to_string_lossy().into_owned();
-        let len = u16::try_from(name.len()).map_err(io::Error::other)?;
-        let mut file = std::fs::File::open(item.path())?;
-        let size = file.metadata()?.len();
-        out.write_all(&len.to_le_bytes())?;
-        out.write_all(name.as_bytes())?;
-        out.write_all(&size.to_le_bytes())?;
-        let copied = io::copy(&mut (&mut file).take(size), &mut out)?;
-        if copied != size {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("{name} shrank while packing"),
-            ));
-        }
-    }
-    out.into_inner().map_err(|e| e.into_error())?.sync_all()
-}
-
-/// Restores the files packed by [`pack`] into the new directory `dst`.
-/// Used when a follower installs a snapshot (cluster replication); tested here.
-#[allow(dead_code)]
-pub fn unpack(src: &Path, dst: &Path) -> io::Result<()> {
-    std::fs::create_dir(dst)?;
-    let mut input = io::BufReader::new(std::fs::File::open(src)?);
-    loop {
-        let mut len = [0u8; 2];
-        match input.read_exact(&mut len) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        let mut name = vec![0u8; u16::from_le_bytes(len) as usize];
-        input.read_exact(&mut name)?;
-        let name = String::from_utf8(name).map_err(io::Error::other)?;
-        if name.contains('/') || name == ".." || name == "." {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("bad file name {name:?} in snapshot"),
-            ));
-        }
-        let mut size = [0u8; 8];
-        input.read_exact(&mut size)?;
-        let size = u64::from_le_bytes(size);
-        let mut out = std::fs::File::create(dst.join(&name))?;
-        if io::copy(&mut (&mut input).take(size), &mut out)? != size {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("snapshot file {name} truncated"),
-            ));
-        }
-        out.sync_all()?;
-    }
 }
 
 #[cfg(test)]
@@ -204,33 +132,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pack_unpack_round_trip() {
+    fn commit_keeps_only_the_newest_and_open_cleans_leftovers() {
         let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        std::fs::create_dir(&src).unwrap();
-        std::fs::write(src.join("a.sst"), vec![7u8; 100_000]).unwrap();
-        std::fs::write(src.join("CURRENT"), b"MANIFEST-1\n").unwrap();
-        let packed = dir.path().join("packed");
-        pack(&src, &packed).unwrap();
-        let dst = dir.path().join("dst");
-        unpack(&packed, &dst).unwrap();
-        assert_eq!(
-            std::fs::read(dst.join("a.sst")).unwrap(),
-            vec![7u8; 100_000]
-        );
-        assert_eq!(std::fs::read(dst.join("CURRENT")).unwrap(), b"MANIFEST-1\n");
-    }
+        let snaps = SnapshotDir::open(dir.path().join("s")).unwrap();
+        assert!(snaps.current_meta().unwrap().is_none());
 
-    #[test]
-    fn truncated_pack_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        std::fs::create_dir(&src).unwrap();
-        std::fs::write(src.join("a"), vec![1u8; 1000]).unwrap();
-        let packed = dir.path().join("packed");
-        pack(&src, &packed).unwrap();
-        let raw = std::fs::read(&packed).unwrap();
-        std::fs::write(&packed, &raw[..raw.len() - 10]).unwrap();
-        assert!(unpack(&packed, &dir.path().join("dst")).is_err());
+        let first = snaps.new_checkpoint_dir();
+        std::fs::create_dir(&first).unwrap();
+        let meta = SnapshotMeta {
+            snapshot_id: SnapshotDir::id_of(&first),
+            ..Default::default()
+        };
+        snaps.commit(&first, &meta).unwrap();
+        let second = snaps.new_checkpoint_dir();
+        std::fs::create_dir(&second).unwrap();
+        let meta2 = SnapshotMeta {
+            snapshot_id: SnapshotDir::id_of(&second),
+            ..Default::default()
+        };
+        snaps.commit(&second, &meta2).unwrap();
+        assert!(!first.exists(), "older snapshot removed");
+        assert_eq!(
+            snaps.current_meta().unwrap().unwrap().snapshot_id,
+            meta2.snapshot_id
+        );
+
+        // A checkpoint that never got committed (crash mid-build) is cleaned up.
+        let orphan = snaps.new_checkpoint_dir();
+        std::fs::create_dir(&orphan).unwrap();
+        let reopened = SnapshotDir::open(dir.path().join("s")).unwrap();
+        assert!(!orphan.exists());
+        assert!(second.exists());
+        assert_eq!(
+            reopened.current_meta().unwrap().unwrap().snapshot_id,
+            meta2.snapshot_id
+        );
     }
 }

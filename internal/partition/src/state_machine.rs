@@ -227,7 +227,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         let file = self
             .snapshots
-            .pack_current(&meta)
+            .meta_file()
             .await
             .map_err(|e| sm_err(ErrorVerb::Read, e))?;
         Ok(Some(Snapshot {

@@ -29,6 +29,11 @@ pub struct Server {
 impl Server {
     /// Starts a server on `data_dir` with extra flags and waits until /ready says so.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        Self::start_with_env(data_dir, extra, &[])
+    }
+
+    /// Like `start`, with extra `CHRONOS_*` environment variables.
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         std::fs::create_dir_all(data_dir).unwrap();
         let log = data_dir.with_extension(format!("log.{}", std::process::id()));
         let mut child = Command::new(env!("CARGO_BIN_EXE_chronos"))
@@ -44,6 +49,7 @@ impl Server {
             .args(extra)
             .env("CHRONOS_LOG__LEVEL", "info")
             .env_remove("CHRONOS_CONFIG")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
