@@ -450,3 +450,24 @@ mod raw {
         }
     }
 }
+
+#[tokio::test]
+async fn every_fsync_mode_publishes_and_replays() {
+    for mode in ["always", "batch", "periodic"] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(&dir.path().join("data"), &["--fsync-mode", mode]);
+        let mut c = server.events().await;
+        let events = (0..100)
+            .map(|i| event("modes", &format!("{mode}-{i}"), b"x"))
+            .collect();
+        let r = c
+            .publish_batch(batch_req(events))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.results.len(), 100, "{mode}");
+        assert_eq!(replay_all(&mut c, "modes").await.len(), 100, "{mode}");
+        let (_, metrics) = server.http_get("/metrics").unwrap();
+        assert!(metrics.contains("chronos_wal_fsyncs_total"), "{mode}");
+    }
+}
