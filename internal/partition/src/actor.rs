@@ -247,14 +247,20 @@ impl Actor {
         self.proposals.insert(seq, keys);
         let partition = self.partition;
         let done_tx = done_tx.clone();
+        let raft = self.raft.clone();
         tokio::spawn(async move {
             if let Some(rx) = pending {
                 let result = match rx.await {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err(e)) => Err(PartitionError::from_write_error(partition, &e)),
-                    Err(_) => Err(PartitionError::Unavailable(format!(
-                        "partition {partition}: raft stopped"
-                    ))),
+                    // The group stopped before answering: say why (a failed
+                    // fsync, a full disk), as the metrics record it.
+                    Err(_) => Err(match &raft.metrics().borrow().running_state {
+                        Err(fatal) => PartitionError::from_fatal(partition, fatal),
+                        Ok(()) => PartitionError::Unavailable(format!(
+                            "partition {partition}: raft stopped"
+                        )),
+                    }),
                 };
                 let _ = result_tx.send(Some(result));
             }
@@ -276,8 +282,16 @@ impl Actor {
     ) -> Result<Planned, (PublishReply, PartitionError)> {
         let mut outcomes = Vec::with_capacity(req.events.len());
         let mut waits_on: Vec<ProposalResult> = Vec::new();
-        for ev in req.events {
-            let key = id_key(&ev.topic, &ev.message_id);
+        let ids: Vec<Vec<u8>> = req
+            .events
+            .iter()
+            .map(|ev| id_key(&ev.topic, &ev.message_id))
+            .collect();
+        let stored = match self.store.get_ids(&ids, now) {
+            Ok(stored) => stored,
+            Err(e) => return Err((req.reply, PartitionError::storage(self.partition, &e))),
+        };
+        for ((ev, key), stored) in req.events.into_iter().zip(ids).zip(stored) {
             if let Some(f) = self.inflight.get(&key) {
                 outcomes.push(PublishOutcome {
                     offset: f.offset,
@@ -287,17 +301,13 @@ impl Actor {
                 waits_on.push(f.proposal.clone());
                 continue;
             }
-            match self.store.get_id(&ev.topic, &ev.message_id, now) {
-                Ok(Some(e)) => {
-                    outcomes.push(PublishOutcome {
-                        offset: e.offset,
-                        due_ts: e.due_ts,
-                        duplicate: true,
-                    });
-                    continue;
-                }
-                Ok(None) => {}
-                Err(e) => return Err((req.reply, PartitionError::storage(self.partition, &e))),
+            if let Some(e) = stored {
+                outcomes.push(PublishOutcome {
+                    offset: e.offset,
+                    due_ts: e.due_ts,
+                    duplicate: true,
+                });
+                continue;
             }
             let offset = self.next_offset;
             self.next_offset += 1;

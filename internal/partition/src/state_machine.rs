@@ -14,8 +14,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use chronos_proto::internal::{command, EventRecord, PublishCommand};
+use chronos_proto::internal::{command, EventKeys, PublishCommand};
 use chronos_store::{Batch, IdEntry, IdState, Store};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, StorageIOError};
@@ -119,8 +118,7 @@ impl StateMachine {
         let expiry_ms = p.publish_ts.saturating_add(self.dedup_ttl_ms);
         for (i, raw) in p.events.iter().enumerate() {
             let offset = p.first_offset + i as u64;
-            let event =
-                EventRecord::decode(Bytes::clone(raw)).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            let event = EventKeys::decode(raw.as_ref()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
             batch.put_pending(event.due_ts, offset, raw);
             let entry = IdEntry {
                 offset,

@@ -175,6 +175,20 @@ impl Store {
         Ok((entry.expiry_ms > now_ms).then_some(entry))
     }
 
+    /// Dedup lookups for many keys (from [`id_key`]) in one batched read.
+    pub fn get_ids(&self, keys: &[Vec<u8>], now_ms: i64) -> Result<Vec<Option<IdEntry>>> {
+        let cf = self.cf(CF_IDS);
+        let mut out = Vec::with_capacity(keys.len());
+        for raw in self.db.batched_multi_get_cf(cf, keys.iter(), false) {
+            let entry = match raw? {
+                Some(raw) => Some(IdEntry::decode(&raw)?),
+                None => None,
+            };
+            out.push(entry.filter(|e| e.expiry_ms > now_ms));
+        }
+        Ok(out)
+    }
+
     /// Number of events in the pending store (RocksDB's estimate: fast, approximate).
     pub fn pending_estimate(&self) -> u64 {
         self.db
