@@ -3,6 +3,9 @@
 //! (`--batch 1`, the Publish RPC) or batches (PublishBatch), closed loop, bounded
 //! by `--duration` and `--events`. Latency is per RPC, from send to durable ack.
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -20,58 +20,58 @@ fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {why}"))
 }
 
-/// Checks a topic name: 1-255 chars of [A-Za-z0-9._-], not starting with "__".
-pub fn topic(field: &str, topic: &str) -> Result<(), Status> {
+/// A broken rule: which field (relative to its message) and why. Field names
+/// are only formatted when a rule fails, never on the hot path.
+type Broken = (&'static str, String);
+
+fn topic_rule(topic: &str) -> Result<(), String> {
     if topic.is_empty() {
-        return Err(invalid(field, "is required"));
+        return Err("is required".into());
     }
     if topic.len() > MAX_TOPIC_CHARS {
-        return Err(invalid(
-            field,
-            format!(
-                "is {} characters, the limit is {MAX_TOPIC_CHARS}",
-                topic.len()
-            ),
+        return Err(format!(
+            "is {} characters, the limit is {MAX_TOPIC_CHARS}",
+            topic.len()
         ));
     }
-    if let Some(bad) = topic
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(invalid(
-            field,
-            format!("contains {bad:?}; allowed are A-Z a-z 0-9 . _ -"),
-        ));
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+    if !topic.bytes().all(allowed) {
+        let bad = topic
+            .chars()
+            .find(|c| !(c.is_ascii() && allowed(*c as u8)))
+            .unwrap_or('?');
+        return Err(format!("contains {bad:?}; allowed are A-Z a-z 0-9 . _ -"));
     }
     if topic.starts_with("__") {
-        return Err(invalid(
-            field,
-            format!("{topic:?} starts with \"__\", which is reserved"),
-        ));
+        return Err(format!("{topic:?} starts with \"__\", which is reserved"));
     }
     Ok(())
 }
 
-pub fn message_id(field: &str, id: &str) -> Result<(), Status> {
+fn message_id_rule(id: &str) -> Result<(), String> {
     if id.is_empty() {
-        return Err(invalid(field, "is required"));
+        return Err("is required".into());
     }
     if id.len() > MAX_MESSAGE_ID_BYTES {
-        return Err(invalid(
-            field,
-            format!("is {} bytes, the limit is {MAX_MESSAGE_ID_BYTES}", id.len()),
+        return Err(format!(
+            "is {} bytes, the limit is {MAX_MESSAGE_ID_BYTES}",
+            id.len()
         ));
     }
     Ok(())
 }
 
-/// Checks one event; `field` is how the caller names it (`event`, `events[3]`).
-pub fn event(field: &str, ev: &Event, limits: &Limits) -> Result<(), Status> {
-    message_id(&format!("{field}.message_id"), &ev.message_id)?;
-    topic(&format!("{field}.topic"), &ev.topic)?;
+/// Checks a topic name: 1-255 chars of [A-Za-z0-9._-], not starting with "__".
+pub fn topic(field: &str, topic: &str) -> Result<(), Status> {
+    topic_rule(topic).map_err(|why| invalid(field, why))
+}
+
+fn event_rules(ev: &Event, limits: &Limits) -> Result<(), Broken> {
+    message_id_rule(&ev.message_id).map_err(|why| ("message_id", why))?;
+    topic_rule(&ev.topic).map_err(|why| ("topic", why))?;
     if ev.key.len() > MAX_MESSAGE_ID_BYTES {
-        return Err(invalid(
-            &format!("{field}.key"),
+        return Err((
+            "key",
             format!(
                 "is {} bytes, the limit is {MAX_MESSAGE_ID_BYTES}",
                 ev.key.len()
@@ -79,32 +79,34 @@ pub fn event(field: &str, ev: &Event, limits: &Limits) -> Result<(), Status> {
         ));
     }
     if ev.schedule_ts < 0 {
-        return Err(invalid(
-            &format!("{field}.schedule_ts"),
-            format!(
-                "is {}; it is milliseconds since the Unix epoch and cannot be negative",
-                ev.schedule_ts
-            ),
-        ));
+        let why = format!(
+            "is {}; it is milliseconds since the Unix epoch and cannot be negative",
+            ev.schedule_ts
+        );
+        return Err(("schedule_ts", why));
     }
     if ev.payload.len() > limits.max_payload_bytes {
-        return Err(Status::invalid_argument(format!(
-            "{field}.payload: is {} bytes, the limit is {} (limits.max_payload_bytes)",
+        let why = format!(
+            "is {} bytes, the limit is {} (limits.max_payload_bytes)",
             ev.payload.len(),
             limits.max_payload_bytes
-        )));
+        );
+        return Err(("payload", why));
     }
     let header_bytes: usize = ev.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
     if header_bytes > limits.max_headers_bytes {
-        return Err(invalid(
-            &format!("{field}.headers"),
-            format!(
-                "total {header_bytes} bytes, the limit is {} (limits.max_headers_bytes)",
-                limits.max_headers_bytes
-            ),
-        ));
+        let why = format!(
+            "total {header_bytes} bytes, the limit is {} (limits.max_headers_bytes)",
+            limits.max_headers_bytes
+        );
+        return Err(("headers", why));
     }
     Ok(())
+}
+
+/// Checks one event; `field` is how the caller names it (`event`).
+pub fn event(field: &str, ev: &Event, limits: &Limits) -> Result<(), Status> {
+    event_rules(ev, limits).map_err(|(sub, why)| invalid(&format!("{field}.{sub}"), why))
 }
 
 pub fn batch(events: &[Event], limits: &Limits) -> Result<(), Status> {
@@ -122,7 +124,8 @@ pub fn batch(events: &[Event], limits: &Limits) -> Result<(), Status> {
         ));
     }
     for (i, ev) in events.iter().enumerate() {
-        event(&format!("events[{i}]"), ev, limits)?;
+        event_rules(ev, limits)
+            .map_err(|(sub, why)| invalid(&format!("events[{i}].{sub}"), why))?;
     }
     Ok(())
 }

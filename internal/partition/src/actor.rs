@@ -11,6 +11,7 @@
 //! event's due time is decided here, once, and carried in the log entry.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -28,8 +29,11 @@ use crate::state_machine::AppliedState;
 use crate::types::{Command, NodeId, Raft};
 
 /// Proposals in flight at once; further requests wait in the mailbox and are
-/// batched into the next proposal.
-pub const MAX_OUTSTANDING: usize = 4;
+/// batched into the next proposal. openraft 0.9's core waits for each append's
+/// fsync before it appends the next entry, so a second proposal is only sent
+/// once the first is on disk: the core appends it while the first is applied,
+/// and everything that arrived during the fsync rides in it.
+pub const MAX_OUTSTANDING: usize = 2;
 /// Upper bound of events in one proposal (one log entry).
 const MAX_EVENTS_PER_PROPOSAL: usize = 20_000;
 /// Upper bound of payload bytes in one proposal.
@@ -68,12 +72,18 @@ pub struct Actor {
     pub mailbox: mpsc::Receiver<PublishRequest>,
     /// Published for /ready: true while `ready_term` is set.
     pub ready_flag: Arc<AtomicBool>,
+    /// Index + 1 of the last log entry on disk, from the log store.
+    flushed: watch::Receiver<u64>,
+    /// `flushed` when the newest proposal was sent.
+    flushed_at_last_proposal: u64,
     /// Term for which offsets are in sync with the log; None while not leading.
     ready_term: Option<u64>,
     /// Last log index seen when leadership was won; applied must reach it.
     catch_up_to: Option<(u64, u64)>,
     next_offset: u64,
-    inflight: HashMap<Vec<u8>, InflightId>,
+    /// Keyed by `id_key`; Fx hashing: these keys are not attacker-chosen
+    /// in a way that matters (a collision only costs time, bounded by the map size).
+    inflight: HashMap<Vec<u8>, InflightId, BuildHasherDefault<rustc_hash::FxHasher>>,
     proposals: HashMap<u64, Vec<Vec<u8>>>,
     proposal_seq: u64,
 }
@@ -102,6 +112,7 @@ impl Actor {
         applied: Arc<AppliedState>,
         mailbox: mpsc::Receiver<PublishRequest>,
         ready_flag: Arc<AtomicBool>,
+        flushed: watch::Receiver<u64>,
     ) -> Actor {
         Actor {
             partition,
@@ -111,10 +122,12 @@ impl Actor {
             applied,
             mailbox,
             ready_flag,
+            flushed,
+            flushed_at_last_proposal: 0,
             ready_term: None,
             catch_up_to: None,
             next_offset: 0,
-            inflight: HashMap::new(),
+            inflight: HashMap::default(),
             proposals: HashMap::new(),
             proposal_seq: 0,
         }
@@ -127,13 +140,15 @@ impl Actor {
             self.refresh_readiness(&metrics.borrow_and_update());
             let ready = self.ready_term.is_some();
             self.ready_flag.store(ready, Ordering::Release);
-            let can_propose = ready && self.proposals.len() < MAX_OUTSTANDING;
+            let can_propose = ready && self.may_propose();
             tokio::select! {
                 req = self.mailbox.recv(), if can_propose => match req {
                     Some(first) => self.propose(first, &done_tx).await,
                     None => break,
                 },
                 Some(seq) = done_rx.recv() => self.finish(seq),
+                // The previous proposal reached the disk: the next may go.
+                _ = self.flushed.changed(), if ready && !can_propose => {}
                 changed = metrics.changed(), if !ready => {
                     if changed.is_err() {
                         break;
@@ -152,6 +167,14 @@ impl Actor {
         }
         self.ready_flag.store(false, Ordering::Release);
         tracing::debug!(partition = self.partition, "partition actor stopped");
+    }
+
+    fn may_propose(&self) -> bool {
+        match self.proposals.len() {
+            0 => true,
+            n if n < MAX_OUTSTANDING => *self.flushed.borrow() > self.flushed_at_last_proposal,
+            _ => false,
+        }
     }
 
     fn finish(&mut self, seq: u64) {
@@ -234,6 +257,7 @@ impl Actor {
             first_offset,
             events,
         });
+        self.flushed_at_last_proposal = *self.flushed.borrow();
         let pending = match self.raft.client_write_ff(cmd).await {
             Ok(rx) => Some(rx),
             Err(fatal) => {

@@ -116,8 +116,9 @@ impl Partition {
         let wal = Arc::new(Wal::open(&wal_dir, opts.wal).map_err(|e| open_err(id, "wal", e))?);
         let store = Store::open(&opts.dir.join("state"), &opts.resources)
             .map_err(|e| open_err(id, "state", e))?;
-        let log_store =
-            LogStore::open(wal.clone(), &wal_dir).map_err(|e| open_err(id, "raft log", e))?;
+        let (flushed_tx, flushed_rx) = tokio::sync::watch::channel(0);
+        let log_store = LogStore::open(wal.clone(), &wal_dir, flushed_tx)
+            .map_err(|e| open_err(id, "raft log", e))?;
         let dedup_ttl_ms = opts.dedup_ttl.as_millis().min(i64::MAX as u128) as i64;
         let sm = StateMachine::open(store.clone(), &opts.dir, dedup_ttl_ms)
             .map_err(|e| open_err(id, "state machine", e))?;
@@ -161,6 +162,7 @@ impl Partition {
             applied.clone(),
             rx,
             leading.clone(),
+            flushed_rx,
         );
         let actor_task = tokio::spawn(actor.run());
         let retention_task = tokio::spawn(retention_loop(

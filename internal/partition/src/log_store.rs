@@ -22,15 +22,17 @@ use chronos_wal::{RecordHeader, Wal, WalError};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, StorageIOError};
 use parking_lot::Mutex;
+use tokio::sync::watch;
 
 use crate::codec;
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
 const VOTE_FILE: &str = "vote.json";
 const PURGED_FILE: &str = "purged.json";
-/// Newest entries kept decoded in memory for openraft's read-back.
-const CACHE_MAX_ENTRIES: usize = 16_384;
-const CACHE_MAX_BYTES: usize = 64 << 20;
+/// Newest entries kept decoded in memory for openraft's read-back (apply runs
+/// right behind the append, so a few proposals' worth is plenty).
+const CACHE_MAX_ENTRIES: usize = 1_024;
+const CACHE_MAX_BYTES: usize = 16 << 20;
 
 /// The newest entries, contiguous by index.
 #[derive(Default)]
@@ -109,6 +111,8 @@ pub struct LogStore {
     next_offset: u64,
     /// Log id of the last entry in the WAL.
     last_log_id: Option<LogId>,
+    /// Index + 1 of the last entry known to be on disk (0: none yet).
+    flushed: watch::Sender<u64>,
     last_purged: Option<LogId>,
 }
 
@@ -174,7 +178,11 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T
 
 impl LogStore {
     /// Opens the log over `wal`, whose directory also holds the vote and purge files.
-    pub fn open(wal: Arc<Wal>, dir: &Path) -> Result<LogStore, StorageError> {
+    pub fn open(
+        wal: Arc<Wal>,
+        dir: &Path,
+        flushed: watch::Sender<u64>,
+    ) -> Result<LogStore, StorageError> {
         let last_purged = read_json(&dir.join(PURGED_FILE)).map_err(read_logs_err)?;
         let reader = LogReader {
             wal,
@@ -185,6 +193,7 @@ impl LogStore {
             dir: dir.to_path_buf(),
             next_offset: 0,
             last_log_id: None,
+            flushed,
             last_purged,
         };
         store.load_last()?;
@@ -329,7 +338,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let records: Vec<(RecordHeader, &[u8])> =
             encoded.iter().map(|(h, p)| (*h, p.as_slice())).collect();
+        let flushed = self.flushed.clone();
+        let flushed_to = last_log_id.map_or(0, |l| l.index + 1);
         let on_durable = Box::new(move |res: Result<(), WalError>| {
+            if res.is_ok() {
+                flushed.send_modify(|f| *f = (*f).max(flushed_to));
+            }
             callback.log_io_completed(res.map_err(io::Error::other));
         });
         self.reader

@@ -125,9 +125,16 @@ impl Store {
 
         let mut ids = cf_options();
         ids.set_compaction_filter("dedup-expiry", expired_ids_filter);
+        // Nearly every dedup lookup misses: a whole-key bloom filter on the
+        // memtable answers those without walking the skiplist.
+        ids.set_memtable_prefix_bloom_ratio(0.1);
+        ids.set_memtable_whole_key_filtering(true);
 
+        // Fresh data is rewritten soon by compaction (and pending events leave
+        // when fired): compress only the levels where data settles.
         let mut pending = cf_options();
-        pending.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        use rocksdb::DBCompressionType::{Lz4, None as Plain};
+        pending.set_compression_per_level(&[Plain, Plain, Lz4, Lz4, Lz4, Lz4, Lz4]);
 
         let cfs = vec![
             ColumnFamilyDescriptor::new(CF_META, cf_options()),
