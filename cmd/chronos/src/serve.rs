@@ -132,6 +132,7 @@ fn partition_options(config: &Config, id: u32, resources: &StoreResources) -> Pa
             max_bytes: (config.wal.retention_bytes.0 > 0).then_some(config.wal.retention_bytes.0),
         },
         retention_check_interval: config.wal.retention_check_interval,
+        group_commit_linger: config.wal.group_commit_linger,
         dedup_ttl: config.dedup_ttl,
         heartbeat_interval: config.raft.heartbeat_interval,
         election_timeout_min: config.raft.election_timeout_min,

@@ -90,6 +90,10 @@ pub struct WalConfig {
     pub fsync: FsyncMode,
     #[serde(with = "humantime_serde")]
     pub batch_delay: Duration,
+    /// With concurrent publishers, how long a partition gathers requests into
+    /// one log entry (one fsync) before proposing it. 0 disables.
+    #[serde(with = "humantime_serde")]
+    pub group_commit_linger: Duration,
     #[serde(with = "humantime_serde")]
     pub periodic_interval: Duration,
     /// Whole segments older than this are deleted once applied and snapshotted.
@@ -155,6 +159,7 @@ impl Default for WalConfig {
             segment_bytes: ByteSize(256 << 20),
             fsync: FsyncMode::Always,
             batch_delay: Duration::from_millis(2),
+            group_commit_linger: Duration::from_micros(100),
             periodic_interval: Duration::from_millis(100),
             retention_age: Duration::from_secs(7 * 24 * 3600),
             retention_bytes: ByteSize(0),

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -33,7 +34,7 @@ use crate::types::{Command, NodeId, Raft};
 /// fsync before it appends the next entry, so a second proposal is only sent
 /// once the first is on disk: the core appends it while the first is applied,
 /// and everything that arrived during the fsync rides in it.
-pub const MAX_OUTSTANDING: usize = 2;
+pub const MAX_OUTSTANDING: usize = 1;
 /// Upper bound of events in one proposal (one log entry).
 const MAX_EVENTS_PER_PROPOSAL: usize = 20_000;
 /// Upper bound of payload bytes in one proposal.
@@ -86,6 +87,10 @@ pub struct Actor {
     inflight: HashMap<Vec<u8>, InflightId, BuildHasherDefault<rustc_hash::FxHasher>>,
     proposals: HashMap<u64, Vec<Vec<u8>>>,
     proposal_seq: u64,
+    /// Requests in the newest proposal: more than one means concurrent publishers.
+    last_batch_requests: usize,
+    /// How long to gather concurrent requests before proposing.
+    linger: Duration,
 }
 
 fn now_ms() -> i64 {
@@ -113,6 +118,7 @@ impl Actor {
         mailbox: mpsc::Receiver<PublishRequest>,
         ready_flag: Arc<AtomicBool>,
         flushed: watch::Receiver<u64>,
+        linger: Duration,
     ) -> Actor {
         Actor {
             partition,
@@ -130,6 +136,8 @@ impl Actor {
             inflight: HashMap::default(),
             proposals: HashMap::new(),
             proposal_seq: 0,
+            last_batch_requests: 0,
+            linger,
         }
     }
 
@@ -143,7 +151,15 @@ impl Actor {
             let can_propose = ready && self.may_propose();
             tokio::select! {
                 req = self.mailbox.recv(), if can_propose => match req {
-                    Some(first) => self.propose(first, &done_tx).await,
+                    Some(first) => {
+                        // Publishers are concurrent (the last proposal carried
+                        // several requests): let more join this one, so one
+                        // fsync covers them. A lone publisher never waits.
+                        if self.last_batch_requests > 1 && !self.linger.is_zero() {
+                            tokio::time::sleep(self.linger).await;
+                        }
+                        self.propose(first, &done_tx).await
+                    }
                     None => break,
                 },
                 Some(seq) = done_rx.recv() => self.finish(seq),
@@ -155,7 +171,7 @@ impl Actor {
                     }
                 }
                 // Applied index moves without a metrics change in some paths; poll briefly.
-                _ = tokio::time::sleep(std::time::Duration::from_millis(5)), if !ready => {}
+                _ = tokio::time::sleep(Duration::from_millis(5)), if !ready => {}
             }
         }
         // Mailbox closed: let outstanding proposals finish so their callers get answers.
@@ -245,6 +261,7 @@ impl Actor {
                 next = self.mailbox.try_recv().ok();
             }
         }
+        self.last_batch_requests = planned.len();
         if events.is_empty() {
             // Nothing new (all duplicates): answer without touching the log.
             drop(result_tx);

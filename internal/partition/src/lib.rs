@@ -62,6 +62,8 @@ pub struct PartitionOptions {
     pub wal: WalOptions,
     pub retention: Retention,
     pub retention_check_interval: Duration,
+    /// With concurrent publishers, wait this long to gather them into one entry.
+    pub group_commit_linger: Duration,
     pub dedup_ttl: Duration,
     pub heartbeat_interval: Duration,
     pub election_timeout_min: Duration,
@@ -163,6 +165,7 @@ impl Partition {
             rx,
             leading.clone(),
             flushed_rx,
+            opts.group_commit_linger,
         );
         let actor_task = tokio::spawn(actor.run());
         let retention_task = tokio::spawn(retention_loop(
