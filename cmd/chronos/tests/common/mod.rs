@@ -55,6 +55,15 @@ impl Server {
             .spawn()
             .expect("spawn chronos");
         let stderr = child.stderr.take().unwrap();
+        // From here on the child is owned by a Server, whose Drop kills it even
+        // if this function panics below.
+        let mut server = Server {
+            grpc: String::new(),
+            http: String::new(),
+            child: Some(child),
+            data_dir: data_dir.to_path_buf(),
+            log: log.clone(),
+        };
         let (tx, rx) = mpsc::channel();
         let log_path = log.clone();
         std::thread::spawn(move || {
@@ -70,15 +79,11 @@ impl Server {
                 }
             }
         });
-        let line = match rx.recv_timeout(START_DEADLINE) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "server did not start within {START_DEADLINE:?}; log:\n{}",
-                    read_log(&log)
-                );
-            }
+        let Ok(line) = rx.recv_timeout(START_DEADLINE) else {
+            panic!(
+                "server did not start within {START_DEADLINE:?}; log:\n{}",
+                read_log(&log)
+            );
         };
         let field = |name: &str| {
             let start = line
@@ -88,13 +93,8 @@ impl Server {
                 + 1;
             line[start..].split_whitespace().next().unwrap().to_string()
         };
-        let server = Server {
-            grpc: field("grpc_addr"),
-            http: field("http_addr"),
-            child: Some(child),
-            data_dir: data_dir.to_path_buf(),
-            log,
-        };
+        server.grpc = field("grpc_addr");
+        server.http = field("http_addr");
         server.wait_ready(START_DEADLINE);
         server
     }
