@@ -51,6 +51,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         limits: Limits {
             max_payload_bytes: config.limits.max_payload_bytes.0 as usize,
             max_batch_events: config.limits.max_batch_events as usize,
+            max_batch_bytes: config.limits.max_batch_bytes.0 as usize,
             max_headers_bytes: config.limits.max_headers_bytes.0 as usize,
         },
         publish_timeout: Duration::from_secs(10),

@@ -309,6 +309,17 @@ async fn every_bad_input_is_rejected_precisely_and_stores_nothing() {
     )
     .await;
 
+    let megabyte = vec![0u8; 1 << 20];
+    let too_big: Vec<Event> = (0..33)
+        .map(|i| event("t", &format!("big{i}"), &megabyte))
+        .collect();
+    expect_invalid(
+        c.publish_batch(batch_req(too_big)).await,
+        inv,
+        "max_batch_bytes",
+    )
+    .await;
+
     let replay = |partition_id, range| ReplayRequest {
         topic: String::new(),
         partition_id,

@@ -13,6 +13,7 @@ use tonic::Status;
 pub struct Limits {
     pub max_payload_bytes: usize,
     pub max_batch_events: usize,
+    pub max_batch_bytes: usize,
     pub max_headers_bytes: usize,
 }
 
@@ -104,6 +105,12 @@ fn event_rules(ev: &Event, limits: &Limits) -> Result<(), Broken> {
     Ok(())
 }
 
+/// Bytes an event contributes to its log record (fields that carry data).
+fn event_bytes(ev: &Event) -> usize {
+    let headers: usize = ev.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    ev.message_id.len() + ev.topic.len() + ev.key.len() + ev.payload.len() + headers
+}
+
 /// Checks one event; `field` is how the caller names it (`event`).
 pub fn event(field: &str, ev: &Event, limits: &Limits) -> Result<(), Status> {
     event_rules(ev, limits).map_err(|(sub, why)| invalid(&format!("{field}.{sub}"), why))
@@ -123,9 +130,20 @@ pub fn batch(events: &[Event], limits: &Limits) -> Result<(), Status> {
             ),
         ));
     }
+    let mut total_bytes = 0usize;
     for (i, ev) in events.iter().enumerate() {
         event_rules(ev, limits)
             .map_err(|(sub, why)| invalid(&format!("events[{i}].{sub}"), why))?;
+        total_bytes += event_bytes(ev);
+    }
+    if total_bytes > limits.max_batch_bytes {
+        return Err(invalid(
+            "events",
+            format!(
+                "total {total_bytes} bytes, the limit is {} (limits.max_batch_bytes); split the batch",
+                limits.max_batch_bytes
+            ),
+        ));
     }
     Ok(())
 }
@@ -137,6 +155,7 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_payload_bytes: 16,
         max_batch_events: 2,
+        max_batch_bytes: 60,
         max_headers_bytes: 8,
     };
 
@@ -287,5 +306,24 @@ mod tests {
             .unwrap_err()
             .message()
             .starts_with("events[1].topic"));
+        // Two events of 1 + 13 + 16 bytes fit in 60; with a key of 1 more they do not.
+        let full = || Event {
+            payload: vec![0u8; 16].into(),
+            ..ok_event()
+        };
+        batch(&[full(), full()], &LIMITS).unwrap();
+        let over = [
+            full(),
+            Event {
+                key: "k".repeat(2),
+                ..full()
+            },
+        ];
+        let err = batch(&over, &LIMITS).unwrap_err();
+        assert!(
+            err.message().contains("max_batch_bytes"),
+            "{}",
+            err.message()
+        );
     }
 }

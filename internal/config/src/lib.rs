@@ -111,6 +111,10 @@ pub struct WalConfig {
 pub struct LimitsConfig {
     pub max_payload_bytes: ByteSize,
     pub max_batch_events: u32,
+    /// Most bytes (ids, topics, keys, headers, payloads) in one PublishBatch.
+    /// Kept well under the WAL's 64 MiB record limit: a partition's share of
+    /// a batch is one log record.
+    pub max_batch_bytes: ByteSize,
     pub max_headers_bytes: ByteSize,
 }
 
@@ -173,6 +177,7 @@ impl Default for LimitsConfig {
         Self {
             max_payload_bytes: ByteSize(1 << 20),
             max_batch_events: 10_000,
+            max_batch_bytes: ByteSize(32 << 20),
             max_headers_bytes: ByteSize(64 << 10),
         }
     }
@@ -306,6 +311,13 @@ impl Config {
             return bad(format!(
                 "limits.max_batch_events must be 1..=100000, got {}",
                 self.limits.max_batch_events
+            ));
+        }
+        let batch_bytes = self.limits.max_batch_bytes.0;
+        if batch_bytes < self.limits.max_payload_bytes.0 || batch_bytes > 48 << 20 {
+            return bad(format!(
+                "limits.max_batch_bytes must be between limits.max_payload_bytes and 48MiB, got {}",
+                self.limits.max_batch_bytes
             ));
         }
         if self.raft.election_timeout_min <= self.raft.heartbeat_interval
