@@ -77,6 +77,9 @@ pub struct Actor {
     flushed: watch::Receiver<u64>,
     /// `flushed` when the newest proposal was sent.
     flushed_at_last_proposal: u64,
+    /// Why the Raft group stopped (a storage failure), if it did: queued
+    /// requests get this at once instead of waiting for their timeout.
+    stopped: Option<PartitionError>,
     /// Term for which offsets are in sync with the log; None while not leading.
     ready_term: Option<u64>,
     /// Last log index seen when leadership was won; applied must reach it.
@@ -130,6 +133,7 @@ impl Actor {
             ready_flag,
             flushed,
             flushed_at_last_proposal: 0,
+            stopped: None,
             ready_term: None,
             catch_up_to: None,
             next_offset: 0,
@@ -150,16 +154,21 @@ impl Actor {
             self.ready_flag.store(ready, Ordering::Release);
             let can_propose = ready && self.may_propose();
             tokio::select! {
-                req = self.mailbox.recv(), if can_propose => match req {
-                    Some(first) => {
-                        // Publishers are concurrent (the last proposal carried
-                        // several requests): let more join this one, so one
-                        // fsync covers them. A lone publisher never waits.
-                        if self.last_batch_requests > 1 && !self.linger.is_zero() {
-                            tokio::time::sleep(self.linger).await;
+                req = self.mailbox.recv(), if can_propose || self.stopped.is_some() => match req {
+                    Some(first) => match &self.stopped {
+                        Some(why) => {
+                            let _ = first.reply.send(Err(why.clone()));
                         }
-                        self.propose(first, &done_tx).await
-                    }
+                        None => {
+                            // Publishers are concurrent (the last proposal carried
+                            // several requests): let more join this one, so one
+                            // fsync covers them. A lone publisher never waits.
+                            if self.last_batch_requests > 1 && !self.linger.is_zero() {
+                                tokio::time::sleep(self.linger).await;
+                            }
+                            self.propose(first, &done_tx).await
+                        }
+                    },
                     None => break,
                 },
                 Some(seq) = done_rx.recv() => self.finish(seq),
@@ -202,6 +211,11 @@ impl Actor {
     /// Ready = leading, and (after winning) everything in the log is applied and
     /// our own proposals are done, so the dedup index and next offset are exact.
     fn refresh_readiness(&mut self, m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) {
+        self.stopped = m
+            .running_state
+            .as_ref()
+            .err()
+            .map(|f| PartitionError::from_fatal(self.partition, f));
         let leading = m.state == ServerState::Leader && m.current_leader == Some(self.node_id);
         if !leading {
             self.ready_term = None;

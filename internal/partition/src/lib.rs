@@ -194,6 +194,10 @@ impl Partition {
     /// Durably stores `events` (already validated) and returns one outcome per
     /// event, in order. Returns once the events are in the fsynced log and applied.
     pub async fn publish(&self, events: Vec<Event>) -> Result<Vec<PublishOutcome>, PartitionError> {
+        // A group stopped by a storage failure answers at once, with the cause.
+        if let Err(fatal) = &self.raft.metrics().borrow().running_state {
+            return Err(PartitionError::from_fatal(self.id, fatal));
+        }
         let mailbox = self.mailbox.lock().clone();
         let Some(mailbox) = mailbox else {
             return Err(PartitionError::Unavailable(format!(
@@ -205,9 +209,7 @@ impl Partition {
         mailbox
             .send(PublishRequest { events, reply })
             .await
-            .map_err(|_| {
-                PartitionError::Unavailable(format!("partition {} is shutting down", self.id))
-            })?;
+            .map_err(|_| self.stopped_error())?;
         match rx.await {
             Ok(result) => result,
             Err(_) => Err(self.stopped_error()),
@@ -218,7 +220,9 @@ impl Partition {
     fn stopped_error(&self) -> PartitionError {
         match &self.raft.metrics().borrow().running_state {
             Err(fatal) => PartitionError::from_fatal(self.id, fatal),
-            Ok(()) => PartitionError::Unavailable(format!("partition {} stopped", self.id)),
+            Ok(()) => {
+                PartitionError::Unavailable(format!("partition {} is shutting down", self.id))
+            }
         }
     }
 
