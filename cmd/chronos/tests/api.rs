@@ -4,7 +4,7 @@
 mod common;
 
 use chronos_proto::v1::{replay_request::Range, Event, OffsetRange, ReplayRequest, TimeRange};
-use common::{batch_req, event, publish_req, replay_all, Server};
+use common::{batch_req, event, publish_ok, publish_req, replay_all, Server};
 use tonic::Code;
 
 fn now_ms() -> i64 {
@@ -119,11 +119,7 @@ async fn batch_results_are_in_request_order_across_partitions() {
     let events: Vec<Event> = (0..500)
         .map(|i| event("batch", &format!("m-{i}"), format!("p{i}").as_bytes()))
         .collect();
-    let r = c
-        .publish_batch(batch_req(events))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = publish_ok(&mut c, events).await;
     assert_eq!(r.results.len(), 500);
     for (i, res) in r.results.iter().enumerate() {
         assert_eq!(res.message_id, format!("m-{i}"));
@@ -471,11 +467,7 @@ async fn every_fsync_mode_publishes_and_replays() {
         let events = (0..100)
             .map(|i| event("modes", &format!("{mode}-{i}"), b"x"))
             .collect();
-        let r = c
-            .publish_batch(batch_req(events))
-            .await
-            .unwrap()
-            .into_inner();
+        let r = publish_ok(&mut c, events).await;
         assert_eq!(r.results.len(), 100, "{mode}");
         assert_eq!(replay_all(&mut c, "modes").await.len(), 100, "{mode}");
         let (_, metrics) = server.http_get("/metrics").unwrap();

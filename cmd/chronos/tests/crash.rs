@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{batch_req, event, publish_req, replay_all, Server};
+use common::{batch_req, event, publish_ok, publish_req, replay_all, Server};
 
 /// (partition, offset) the server acknowledged for each message id.
 type Acked = Arc<Mutex<HashMap<String, (u32, u64)>>>;
@@ -119,11 +119,7 @@ async fn acked_publishes_survive_kill_9_exactly_once() {
         .iter()
         .map(|(id, _)| event("crash", id, b"again"))
         .collect();
-    let r = c
-        .publish_batch(batch_req(events))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = publish_ok(&mut c, events).await;
     for ((id, at), res) in sample.iter().zip(&r.results) {
         assert!(res.duplicate, "{id} not deduplicated after restart");
         assert_eq!((res.partition, res.offset), **at);

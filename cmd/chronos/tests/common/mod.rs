@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use chronos_proto::v1::admin_service_client::AdminServiceClient;
 use chronos_proto::v1::event_service_client::EventServiceClient;
-use chronos_proto::v1::{Event, PublishBatchRequest, PublishRequest, ReplayEvent, ReplayRequest};
+use chronos_proto::v1::{
+    Event, PublishBatchRequest, PublishBatchResponse, PublishRequest, ReplayEvent, ReplayRequest,
+};
 use tonic::transport::Channel;
 
 pub const START_DEADLINE: Duration = Duration::from_secs(60);
@@ -217,6 +219,18 @@ pub fn publish_req(ev: Event) -> PublishRequest {
 
 pub fn batch_req(events: Vec<Event>) -> PublishBatchRequest {
     PublishBatchRequest { events }
+}
+
+/// PublishBatch that must succeed.
+pub async fn publish_ok(
+    client: &mut EventServiceClient<Channel>,
+    events: Vec<Event>,
+) -> PublishBatchResponse {
+    client
+        .publish_batch(batch_req(events))
+        .await
+        .expect("publish_batch")
+        .into_inner()
 }
 
 /// Every event of every partition, by offset range [0, end).
