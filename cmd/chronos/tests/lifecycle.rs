@@ -114,3 +114,40 @@ fn bad_flags_and_config_exit_1_with_a_message() {
     assert_eq!(out.status.code(), Some(1), "usage errors exit 1");
     assert!(String::from_utf8_lossy(&out.stderr).contains("always, batch or periodic"));
 }
+
+#[tokio::test]
+async fn config_file_env_and_json_logs_are_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("chronos.toml");
+    std::fs::write(&file, "partitions = 3\n[log]\nformat = \"json\"\n").unwrap();
+    let data = dir.path().join("data");
+    let server = common::Server::start_with_env(
+        &data,
+        &["--config", file.to_str().unwrap()],
+        &[("CHRONOS_LIMITS__MAX_PAYLOAD_BYTES", "10")],
+    );
+    // From the file: three partitions, JSON logs.
+    let mut admin = server.admin().await;
+    let parts = admin
+        .list_partitions(chronos_proto::v1::ListPartitionsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .partitions;
+    assert_eq!(parts.len(), 3);
+    let listening = server
+        .log()
+        .lines()
+        .find(|l| l.contains("chronos listening"))
+        .unwrap()
+        .to_string();
+    let parsed: serde_json::Value = serde_json::from_str(&listening).expect("a JSON log line");
+    assert_eq!(parsed["fields"]["message"], "chronos listening");
+    // From the environment: an 11-byte payload is over the limit.
+    let mut c = server.events().await;
+    let err = c
+        .publish(publish_req(event("t", "m", b"hello world")))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("limit is 10"), "{}", err.message());
+}

@@ -87,13 +87,15 @@ impl Server {
                 read_log(&log)
             );
         };
+        // Text logs say `grpc_addr=1.2.3.4:5`; JSON logs `"grpc_addr":"1.2.3.4:5"`.
         let field = |name: &str| {
-            let start = line
-                .find(&format!("{name}="))
-                .unwrap_or_else(|| panic!("no {name} in {line}"))
-                + name.len()
-                + 1;
-            line[start..].split_whitespace().next().unwrap().to_string()
+            for (marker, end) in [(format!("{name}="), ' '), (format!("\"{name}\":\""), '"')] {
+                if let Some(at) = line.find(&marker) {
+                    let rest = &line[at + marker.len()..];
+                    return rest.split(end).next().unwrap_or(rest).to_string();
+                }
+            }
+            panic!("no {name} in {line}");
         };
         server.grpc = field("grpc_addr");
         server.http = field("http_addr");
