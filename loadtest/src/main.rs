@@ -35,9 +35,12 @@ struct PublishArgs {
     /// gRPC address of the node.
     #[arg(long, default_value = "http://127.0.0.1:9000")]
     addr: String,
-    /// Concurrent clients (each with its own connection).
+    /// Concurrent clients (callers, each with one RPC outstanding at a time).
     #[arg(long, default_value_t = 64)]
     clients: usize,
+    /// HTTP/2 connections the clients share, round-robin (0 = one per client).
+    #[arg(long, default_value_t = 0)]
+    connections: usize,
     /// Events per RPC; 1 uses Publish, more uses PublishBatch.
     #[arg(long, default_value_t = 1)]
     batch: usize,
@@ -135,12 +138,22 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     });
     let start = Instant::now();
     let measure_from = start + args.warmup;
-    let mut tasks = Vec::new();
-    for no in 0..args.clients {
+    let connections = match args.connections {
+        0 => args.clients,
+        n => n.min(args.clients),
+    };
+    let mut channels = Vec::with_capacity(connections);
+    for _ in 0..connections {
         let channel = Channel::from_shared(args.addr.clone())?
+            .tcp_nodelay(true)
             .connect()
             .await
             .with_context(|| format!("connecting to {}", args.addr))?;
+        channels.push(channel);
+    }
+    let mut tasks = Vec::new();
+    for no in 0..args.clients {
+        let channel = channels[no % connections].clone();
         tasks.push(tokio::spawn(client_loop(
             args.clone(),
             channel,
@@ -194,14 +207,14 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     let errors = shared.errors.load(Ordering::Relaxed);
     if args.json {
         let summary = serde_json::json!({
-            "mode": "publish", "clients": args.clients, "batch": args.batch, "payload_bytes": args.payload,
+            "mode": "publish", "clients": args.clients, "connections": connections, "batch": args.batch, "payload_bytes": args.payload,
             "events": measured, "seconds": elapsed, "events_per_sec": rate, "rpcs": hist.len(), "errors": errors,
             "latency_ms": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": hist.max() as f64 / 1000.0},
         });
         println!("{summary}");
     } else {
         println!(
-            "mode publish  clients {}  batch {}  payload {} B",
+            "mode publish  clients {}  connections {connections}  batch {}  payload {} B",
             args.clients, args.batch, args.payload
         );
         println!(
