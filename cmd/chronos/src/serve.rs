@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use chronos_api::{Limits, Node, Router};
 use chronos_config::{Config, FsyncMode};
-use chronos_partition::{Partition, PartitionOptions};
+use chronos_partition::{FiringOptions, Partition, PartitionOptions};
 use chronos_store::StoreResources;
 use chronos_wal::{Retention, WalOptions};
 use serde::{Deserialize, Serialize};
@@ -140,6 +140,10 @@ fn partition_options(config: &Config, id: u32, resources: &StoreResources) -> Pa
         election_timeout_max: config.raft.election_timeout_max,
         snapshot_every_entries: config.raft.snapshot_every_entries,
         resources: resources.clone(),
+        firing: FiringOptions {
+            tick_ms: config.scheduler.tick.as_millis().max(1) as i64,
+            horizon_ms: config.scheduler.horizon.as_millis() as i64,
+        },
     }
 }
 

@@ -54,6 +54,28 @@ pub struct Config {
     pub wal: WalConfig,
     pub limits: LimitsConfig,
     pub raft: RaftConfig,
+    pub scheduler: SchedulerConfig,
+}
+
+/// The leader's timing wheel.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// Width of one wheel slot.
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+    /// How far ahead the wheel holds pending events in memory; later ones stay on disk.
+    #[serde(with = "humantime_serde")]
+    pub horizon: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            tick: Duration::from_millis(1),
+            horizon: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -144,6 +166,7 @@ impl Default for Config {
             wal: WalConfig::default(),
             limits: LimitsConfig::default(),
             raft: RaftConfig::default(),
+            scheduler: SchedulerConfig::default(),
         }
     }
 }
@@ -327,6 +350,9 @@ impl Config {
                 "raft: need heartbeat_interval < election_timeout_min < election_timeout_max"
                     .into(),
             );
+        }
+        if self.scheduler.tick.is_zero() || self.scheduler.horizon < self.scheduler.tick * 2 {
+            return bad("scheduler: need 0 < tick and horizon >= 2 * tick".into());
         }
         if self.dedup_ttl.is_zero() {
             return bad("dedup_ttl must be positive".into());

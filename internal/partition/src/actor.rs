@@ -75,6 +75,8 @@ pub struct Actor {
     pub ready_flag: Arc<AtomicBool>,
     /// Index + 1 of the last log entry on disk, from the log store.
     flushed: watch::Receiver<u64>,
+    /// Reports (due_ts, offset) of applied events to the firing loop.
+    scheduled: mpsc::UnboundedSender<Vec<(i64, u64)>>,
     /// `flushed` when the newest proposal was sent.
     flushed_at_last_proposal: u64,
     /// Why the Raft group stopped (a storage failure), if it did: queued
@@ -122,6 +124,7 @@ impl Actor {
         ready_flag: Arc<AtomicBool>,
         flushed: watch::Receiver<u64>,
         linger: Duration,
+        scheduled: mpsc::UnboundedSender<Vec<(i64, u64)>>,
     ) -> Actor {
         Actor {
             partition,
@@ -133,6 +136,7 @@ impl Actor {
             ready_flag,
             flushed,
             flushed_at_last_proposal: 0,
+            scheduled,
             stopped: None,
             ready_term: None,
             catch_up_to: None,
@@ -303,10 +307,24 @@ impl Actor {
         let partition = self.partition;
         let done_tx = done_tx.clone();
         let raft = self.raft.clone();
+        let scheduled = self.scheduled.clone();
+        let new_events: Vec<(i64, u64)> = planned
+            .iter()
+            .flat_map(|p| {
+                p.outcomes
+                    .iter()
+                    .filter(|o| !o.duplicate)
+                    .map(|o| (o.due_ts, o.offset))
+            })
+            .collect();
         tokio::spawn(async move {
             if let Some(rx) = pending {
                 let result = match rx.await {
-                    Ok(Ok(_)) => Ok(()),
+                    Ok(Ok(_)) => {
+                        // Applied: the firing loop may now schedule them.
+                        let _ = scheduled.send(new_events);
+                        Ok(())
+                    }
                     Ok(Err(e)) => Err(PartitionError::from_write_error(partition, &e)),
                     // The group stopped before answering: say why (a failed
                     // fsync, a full disk), as the metrics record it.

@@ -19,6 +19,7 @@
 mod actor;
 mod codec;
 mod error;
+mod firing;
 mod log_store;
 mod network;
 mod replay;
@@ -45,6 +46,8 @@ pub use replay::{OffsetQuery, ReplayStream, ReplayedEvent};
 pub use types::NodeId;
 
 use crate::actor::{Actor, PublishRequest};
+use crate::firing::Firing;
+pub use crate::firing::FiringOptions;
 use crate::log_store::LogStore;
 use crate::state_machine::{AppliedState, StateMachine};
 use crate::types::Raft;
@@ -69,6 +72,8 @@ pub struct PartitionOptions {
     pub election_timeout_min: Duration,
     pub election_timeout_max: Duration,
     pub snapshot_every_entries: u64,
+    /// The leader's timing wheel: tick and near window.
+    pub firing: FiringOptions,
     /// RocksDB memory shared with the node's other partitions.
     pub resources: StoreResources,
 }
@@ -155,6 +160,9 @@ impl Partition {
         }
 
         let (tx, rx) = mpsc::channel(MAILBOX);
+        // Unbounded: a dropped report would leave an applied event out of the
+        // wheel until the next leader change. The firing loop drains it promptly.
+        let (scheduled_tx, scheduled_rx) = mpsc::unbounded_channel();
         let leading = Arc::new(AtomicBool::new(false));
         let actor = Actor::new(
             id,
@@ -166,8 +174,18 @@ impl Partition {
             leading.clone(),
             flushed_rx,
             opts.group_commit_linger,
+            scheduled_tx,
         );
         let actor_task = tokio::spawn(actor.run());
+        let firing = Firing {
+            partition: id,
+            raft: raft.clone(),
+            store: store.clone(),
+            leading: leading.clone(),
+            new_events: scheduled_rx,
+            options: opts.firing,
+        };
+        let firing_task = tokio::spawn(firing.run());
         let retention_task = tokio::spawn(retention_loop(
             id,
             wal.clone(),
@@ -183,7 +201,7 @@ impl Partition {
             applied,
             leading,
             mailbox: parking_lot::Mutex::new(Some(tx)),
-            tasks: parking_lot::Mutex::new(vec![actor_task, retention_task]),
+            tasks: parking_lot::Mutex::new(vec![actor_task, retention_task, firing_task]),
         })
     }
 

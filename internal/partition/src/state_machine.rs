@@ -10,11 +10,14 @@
 //! Snapshots are RocksDB checkpoints (hard links, cheap) under `snapshots/`; they
 //! exist so the log can be purged logically and old WAL segments retired.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use chronos_proto::internal::{command, EventKeys, PublishCommand};
+use chronos_proto::internal::{
+    command, EventKeys, FireCommand, FiredRecord, PublishCommand, TopicState,
+};
 use chronos_store::{Batch, IdEntry, IdState, Store};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, StorageIOError};
@@ -45,6 +48,8 @@ pub struct StateMachine {
     applied: Option<LogId>,
     membership: StoredMembership,
     next_offset: u64,
+    /// Next fire sequence per topic, loaded from `topics` on first use.
+    fire_seqs: HashMap<String, u64>,
     shared: Arc<AppliedState>,
 }
 
@@ -96,12 +101,111 @@ impl StateMachine {
             applied,
             membership,
             next_offset,
+            fire_seqs: HashMap::new(),
             shared,
         })
     }
 
     pub fn applied_state(&self) -> Arc<AppliedState> {
         self.shared.clone()
+    }
+
+    /// Commits `batch` together with the applied log id it brings the state to.
+    fn commit(
+        &mut self,
+        mut batch: Batch<'_>,
+        membership_changed: &mut bool,
+    ) -> Result<(), StorageError> {
+        let Some(applied) = self.applied else {
+            return Ok(());
+        };
+        batch.put_meta(META_APPLIED, &to_json(&applied)?);
+        batch.put_meta(META_NEXT_OFFSET, &to_json(&self.next_offset)?);
+        if std::mem::take(membership_changed) {
+            batch.put_meta(META_MEMBERSHIP, &to_json(&self.membership)?);
+        }
+        batch.commit().map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.shared
+            .next_offset
+            .store(self.next_offset, Ordering::Release);
+        self.shared.index.store(applied.index, Ordering::Release);
+        Ok(())
+    }
+
+    /// Moves each still-pending event of `f` into its topic's fire log.
+    fn apply_fire(&mut self, batch: &mut Batch<'_>, f: &FireCommand) -> Result<u64, StorageError> {
+        let mut fired = 0;
+        let read = |e: &dyn std::fmt::Display| {
+            sm_err(ErrorVerb::Read, std::io::Error::other(e.to_string()))
+        };
+        for r in &f.events {
+            // Gone already: fired by an earlier command (a re-proposal after a
+            // leader change) or cancelled. Skipping is the same on every replica.
+            let Some(raw) = self
+                .store
+                .get_pending(r.due_ts, r.offset)
+                .map_err(|e| read(&e))?
+            else {
+                continue;
+            };
+            debug_assert!(
+                f.fire_ts >= r.due_ts,
+                "fired {} ms early",
+                r.due_ts - f.fire_ts
+            );
+            let keys = EventKeys::decode(raw.as_slice()).map_err(|e| read(&e))?;
+            let seq = self.take_fire_seq(&keys.topic)?;
+            let record = FiredRecord {
+                offset: r.offset,
+                due_ts: r.due_ts,
+                fire_ts: f.fire_ts,
+                event: raw.into(),
+            };
+            batch.put_fired(&keys.topic, seq, &record.encode_to_vec());
+            batch.delete_pending(r.due_ts, r.offset);
+            batch.put_topic(
+                &keys.topic,
+                &TopicState {
+                    next_fire_seq: seq + 1,
+                }
+                .encode_to_vec(),
+            );
+            if let Some(mut id) = self
+                .store
+                .get_id(&keys.topic, &keys.message_id, i64::MIN)
+                .map_err(|e| read(&e))?
+            {
+                if id.offset == r.offset {
+                    id.state = IdState::Fired;
+                    batch.put_id(&keys.topic, &keys.message_id, &id);
+                }
+            }
+            fired += 1;
+        }
+        Ok(fired)
+    }
+
+    /// The next fire sequence number of `topic`, advancing it.
+    fn take_fire_seq(&mut self, topic: &str) -> Result<u64, StorageError> {
+        if !self.fire_seqs.contains_key(topic) {
+            let stored = match self
+                .store
+                .get_topic(topic)
+                .map_err(|e| sm_err(ErrorVerb::Read, e))?
+            {
+                Some(raw) => {
+                    TopicState::decode(raw.as_slice())
+                        .map_err(|e| sm_err(ErrorVerb::Read, e))?
+                        .next_fire_seq
+                }
+                None => 0,
+            };
+            self.fire_seqs.insert(topic.to_string(), stored);
+        }
+        let next = self.fire_seqs.entry(topic.to_string()).or_default();
+        let seq = *next;
+        *next += 1;
+        Ok(seq)
     }
 
     fn apply_publish(
@@ -150,10 +254,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut replies = Vec::new();
         let mut membership_changed = false;
         for entry in entries {
+            let mut fired = 0;
             match &entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(cmd) => match &cmd.0.kind {
                     Some(command::Kind::Publish(p)) => self.apply_publish(&mut batch, p)?,
+                    Some(command::Kind::Fire(f)) => {
+                        // Firing reads `pending`, which must already hold what
+                        // earlier entries wrote: commit them (with their applied
+                        // index) first, so replay reads exactly what the leader did.
+                        if !batch.is_empty() {
+                            let done = std::mem::replace(&mut batch, store.batch());
+                            self.commit(done, &mut membership_changed)?;
+                        }
+                        fired = self.apply_fire(&mut batch, f)?;
+                    }
                     None => {}
                 },
                 EntryPayload::Membership(m) => {
@@ -164,21 +279,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.applied = Some(entry.log_id);
             replies.push(Applied {
                 next_offset: self.next_offset,
+                fired,
             });
         }
-        let Some(applied) = self.applied else {
-            return Ok(replies);
-        };
-        batch.put_meta(META_APPLIED, &to_json(&applied)?);
-        batch.put_meta(META_NEXT_OFFSET, &to_json(&self.next_offset)?);
-        if membership_changed {
-            batch.put_meta(META_MEMBERSHIP, &to_json(&self.membership)?);
-        }
-        batch.commit().map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        self.shared
-            .next_offset
-            .store(self.next_offset, Ordering::Release);
-        self.shared.index.store(applied.index, Ordering::Release);
+        self.commit(batch, &mut membership_changed)?;
         Ok(replies)
     }
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use chronos_proto::internal::{command, Command as CommandPb, PublishCommand};
+use chronos_proto::internal::{command, Command as CommandPb, FireCommand, PublishCommand};
 use prost::Message;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -37,6 +37,12 @@ pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
 pub struct Command(pub CommandPb);
 
 impl Command {
+    pub fn fire(cmd: FireCommand) -> Command {
+        Command(CommandPb {
+            kind: Some(command::Kind::Fire(cmd)),
+        })
+    }
+
     pub fn publish(cmd: PublishCommand) -> Command {
         Command(CommandPb {
             kind: Some(command::Kind::Publish(cmd)),
@@ -53,10 +59,10 @@ impl Command {
 
     /// (first offset, number of events) when this command publishes events.
     pub fn offsets(&self) -> Option<(u64, u64)> {
-        self.0
-            .kind
-            .as_ref()
-            .map(|command::Kind::Publish(p)| (p.first_offset, p.events.len() as u64))
+        match &self.0.kind {
+            Some(command::Kind::Publish(p)) => Some((p.first_offset, p.events.len() as u64)),
+            Some(command::Kind::Fire(_)) | None => None,
+        }
     }
 }
 
@@ -69,6 +75,14 @@ impl fmt::Debug for Command {
                     "Publish{{first_offset: {}, events: {}}}",
                     p.first_offset,
                     p.events.len()
+                )
+            }
+            Some(command::Kind::Fire(fire)) => {
+                write!(
+                    f,
+                    "Fire{{fire_ts: {}, events: {}}}",
+                    fire.fire_ts,
+                    fire.events.len()
                 )
             }
             None => write!(f, "Empty"),
@@ -100,4 +114,6 @@ impl<'de> Deserialize<'de> for Command {
 pub struct Applied {
     /// Offset the next event gets after this entry.
     pub next_offset: u64,
+    /// Events this entry moved from pending to a fire log (a `Fire` entry).
+    pub fired: u64,
 }

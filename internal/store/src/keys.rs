@@ -8,6 +8,8 @@ use crate::{Result, StoreError};
 #[repr(u8)]
 pub enum IdState {
     Pending = 1,
+    /// Came due and moved to its topic's fire log.
+    Fired = 2,
 }
 
 /// Dedup index value for (topic, message_id).
@@ -47,6 +49,7 @@ impl IdEntry {
         };
         let state = match raw[24] {
             1 => IdState::Pending,
+            2 => IdState::Fired,
             s => return Err(corrupt(format!("unknown state {s}"))),
         };
         Ok(IdEntry {
@@ -73,6 +76,15 @@ pub fn pending_key(due_ts: i64, offset: u64) -> [u8; 16] {
     let mut key = [0u8; 16];
     key[0..8].copy_from_slice(&(due_ts as u64).to_be_bytes());
     key[8..16].copy_from_slice(&offset.to_be_bytes());
+    key
+}
+
+/// `topic 0x00 fire_seq BE`: a topic's fire log, in fire order.
+pub fn fired_key(topic: &str, fire_seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(topic.len() + 9);
+    key.extend_from_slice(topic.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&fire_seq.to_be_bytes());
     key
 }
 

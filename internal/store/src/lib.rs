@@ -14,6 +14,8 @@
 //! - `meta`: small keys (applied log id, membership, next offset).
 //! - `ids`: `topic 0x00 message_id` → [`IdEntry`] (dedup, later cancel).
 //! - `pending`: `due_ts BE ‖ offset BE` → encoded event: the due-ordered cold store.
+//! - `fired`: `topic 0x00 fire_seq BE` → fired record: each topic's fire log.
+//! - `topics`: `topic` → topic state (next fire sequence).
 
 mod keys;
 
@@ -26,11 +28,14 @@ use rocksdb::{
     CompactionDecision, FlushOptions, Options, WriteBatch, WriteBufferManager, WriteOptions, DB,
 };
 
-pub use keys::{id_key, pending_key, IdEntry, IdState};
+pub use keys::{fired_key, id_key, pending_key, IdEntry, IdState};
 
 const CF_META: &str = "meta";
 const CF_IDS: &str = "ids";
 const CF_PENDING: &str = "pending";
+const CF_FIRED: &str = "fired";
+const CF_TOPICS: &str = "topics";
+const ALL_CFS: [&str; 5] = [CF_META, CF_IDS, CF_PENDING, CF_FIRED, CF_TOPICS];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -140,6 +145,8 @@ impl Store {
             ColumnFamilyDescriptor::new(CF_META, cf_options()),
             ColumnFamilyDescriptor::new(CF_IDS, ids),
             ColumnFamilyDescriptor::new(CF_PENDING, pending),
+            ColumnFamilyDescriptor::new(CF_FIRED, cf_options()),
+            ColumnFamilyDescriptor::new(CF_TOPICS, cf_options()),
         ];
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         Ok(Store { db: Arc::new(db) })
@@ -148,7 +155,7 @@ impl Store {
     /// Opens a checkpoint (or any copy) for reading only, e.g. to read its meta.
     pub fn open_read_only(path: &Path) -> Result<Store> {
         let opts = Options::default();
-        let db = DB::open_cf_for_read_only(&opts, path, [CF_META, CF_IDS, CF_PENDING], false)?;
+        let db = DB::open_cf_for_read_only(&opts, path, ALL_CFS, false)?;
         Ok(Store { db: Arc::new(db) })
     }
 
@@ -218,12 +225,79 @@ impl Store {
         }
     }
 
+    /// Keys `(due_ts, offset)` of pending events after `after` (exclusive; from
+    /// the start when None) with due time at most `to_due`, in due order, at
+    /// most `limit` of them.
+    pub fn scan_pending(
+        &self,
+        after: Option<(i64, u64)>,
+        to_due: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, u64)>> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_PENDING));
+        match after {
+            Some((due, offset)) => {
+                it.seek(pending_key(due, offset));
+                if it.key() == Some(&pending_key(due, offset)[..]) {
+                    it.next();
+                }
+            }
+            None => it.seek_to_first(),
+        }
+        let mut out = Vec::new();
+        while let Some(k) = it.key() {
+            let (due, offset) = keys::decode_pending_key(k)?;
+            if due > to_due || out.len() >= limit {
+                break;
+            }
+            out.push((due, offset));
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
+    pub fn get_pending(&self, due_ts: i64, offset: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .db
+            .get_cf(self.cf(CF_PENDING), pending_key(due_ts, offset))?)
+    }
+
+    pub fn get_topic(&self, topic: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(CF_TOPICS), topic.as_bytes())?)
+    }
+
+    /// A topic's fire log from `from_seq`, at most `limit` records.
+    pub fn scan_fired(
+        &self,
+        topic: &str,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_FIRED));
+        let prefix = fired_key(topic, 0);
+        let prefix = &prefix[..prefix.len() - 8];
+        it.seek(fired_key(topic, from_seq));
+        let mut out = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(prefix) || k.len() != prefix.len() + 8 || out.len() >= limit {
+                break;
+            }
+            let mut seq = [0u8; 8];
+            seq.copy_from_slice(&k[prefix.len()..]);
+            out.push((u64::from_be_bytes(seq), v.to_vec()));
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
     /// Flushes every memtable (atomically across column families) and waits.
     /// After this returns, everything committed so far survives a crash.
     pub fn flush(&self) -> Result<()> {
         let mut fo = FlushOptions::default();
         fo.set_wait(true);
-        let cfs = [self.cf(CF_META), self.cf(CF_IDS), self.cf(CF_PENDING)];
+        let cfs: Vec<&ColumnFamily> = ALL_CFS.iter().map(|name| self.cf(name)).collect();
         self.db.flush_cfs_opt(&cfs, &fo)?;
         Ok(())
     }
@@ -257,6 +331,21 @@ impl Batch<'_> {
             pending_key(due_ts, offset),
             event,
         );
+    }
+
+    pub fn delete_pending(&mut self, due_ts: i64, offset: u64) {
+        self.batch
+            .delete_cf(self.store.cf(CF_PENDING), pending_key(due_ts, offset));
+    }
+
+    pub fn put_fired(&mut self, topic: &str, fire_seq: u64, record: &[u8]) {
+        self.batch
+            .put_cf(self.store.cf(CF_FIRED), fired_key(topic, fire_seq), record);
+    }
+
+    pub fn put_topic(&mut self, topic: &str, state: &[u8]) {
+        self.batch
+            .put_cf(self.store.cf(CF_TOPICS), topic.as_bytes(), state);
     }
 
     pub fn len(&self) -> usize {

@@ -98,3 +98,69 @@ fn corrupt_id_entry_is_an_error_not_a_panic() {
     raw[24] = 99;
     assert!(IdEntry::decode(&raw).is_err());
 }
+
+#[test]
+fn pending_scans_resume_after_a_key_and_stop_at_a_due_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &StoreResources::default()).unwrap();
+    let mut b = store.batch();
+    for (due, off) in [(10, 1), (10, 2), (20, 3), (30, 4), (40, 5)] {
+        b.put_pending(due, off, b"e");
+    }
+    b.commit().unwrap();
+    assert_eq!(
+        store.scan_pending(None, 20, 10).unwrap(),
+        vec![(10, 1), (10, 2), (20, 3)]
+    );
+    assert_eq!(
+        store.scan_pending(Some((10, 1)), 30, 2).unwrap(),
+        vec![(10, 2), (20, 3)]
+    );
+    assert_eq!(
+        store.scan_pending(Some((20, 3)), 100, 10).unwrap(),
+        vec![(30, 4), (40, 5)]
+    );
+    let mut b = store.batch();
+    b.delete_pending(30, 4);
+    b.commit().unwrap();
+    assert_eq!(
+        store.scan_pending(Some((20, 3)), 100, 10).unwrap(),
+        vec![(40, 5)]
+    );
+    assert_eq!(
+        store.get_pending(40, 5).unwrap().as_deref(),
+        Some(&b"e"[..])
+    );
+    assert_eq!(store.get_pending(30, 4).unwrap(), None);
+}
+
+#[test]
+fn fire_logs_are_per_topic_and_ordered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &StoreResources::default()).unwrap();
+    let mut b = store.batch();
+    b.put_fired("a", 1, b"a1");
+    b.put_fired("a", 0, b"a0");
+    b.put_fired("ab", 0, b"ab0");
+    b.put_fired("a", 300, b"a300");
+    b.put_topic("a", b"state");
+    b.commit().unwrap();
+    let a: Vec<(u64, Vec<u8>)> = store.scan_fired("a", 0, 10).unwrap();
+    assert_eq!(
+        a,
+        vec![
+            (0, b"a0".to_vec()),
+            (1, b"a1".to_vec()),
+            (300, b"a300".to_vec())
+        ]
+    );
+    assert_eq!(store.scan_fired("a", 2, 10).unwrap().len(), 1);
+    assert_eq!(
+        store.scan_fired("ab", 0, 10).unwrap(),
+        vec![(0, b"ab0".to_vec())]
+    );
+    assert_eq!(
+        store.get_topic("a").unwrap().as_deref(),
+        Some(&b"state"[..])
+    );
+}
