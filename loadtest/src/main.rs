@@ -58,6 +58,12 @@ struct PublishArgs {
     warmup: Duration,
     #[arg(long, default_value = "bench")]
     topic: String,
+    /// Schedule each event this far in the future (0 = due now).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    due_in: Duration,
+    /// Spread due times uniformly over this span after `due_in`.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    due_spread: Duration,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -82,12 +88,24 @@ async fn client_loop(
     let run = std::process::id();
     let mut seq = 0u64;
     let mut measured_events = 0u64;
+    let spread_ms = args.due_spread.as_millis().max(1) as u64;
     let make = |seq: &mut u64| {
         *seq += 1;
+        let schedule_ts = if args.due_in.is_zero() && args.due_spread.is_zero() {
+            0
+        } else {
+            // A multiplicative hash spreads consecutive events over the span.
+            let jitter = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) % spread_ms;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            (now + args.due_in).as_millis() as i64 + jitter as i64
+        };
         Event {
             message_id: format!("lt-{run}-{no}-{seq}"),
             topic: args.topic.clone(),
             payload: payload.clone(),
+            schedule_ts,
             ..Default::default()
         }
     };
