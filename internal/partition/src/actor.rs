@@ -15,7 +15,6 @@ use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use chronos_proto::internal::{EventRecord, PublishCommand};
@@ -28,6 +27,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::error::PartitionError;
 use crate::state_machine::AppliedState;
 use crate::types::{Command, NodeId, Raft};
+use crate::wall_ms;
 
 /// Proposals in flight at once; further requests wait in the mailbox and are
 /// batched into the next proposal. openraft 0.9's core waits for each append's
@@ -96,13 +96,6 @@ pub struct Actor {
     last_batch_requests: usize,
     /// How long to gather concurrent requests before proposing.
     linger: Duration,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// A request's answers, resolved once the proposals they depend on finish.
@@ -256,7 +249,7 @@ impl Actor {
         let seq = self.proposal_seq;
         self.proposal_seq += 1;
         let (result_tx, result_rx) = watch::channel(None);
-        let now = now_ms();
+        let now = wall_ms();
         let first_offset = self.next_offset;
         let mut events: Vec<Bytes> = Vec::new();
         let mut keys = Vec::new();

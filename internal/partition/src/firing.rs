@@ -15,7 +15,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use chronos_proto::internal::{FireCommand, PendingRef};
 use chronos_scheduler::{Fired, InsertError, TimingWheel, WheelConfig};
@@ -23,6 +23,7 @@ use chronos_store::Store;
 use tokio::sync::mpsc;
 
 use crate::types::{Command, Raft};
+use crate::wall_ms;
 
 /// Pending keys read per range scan.
 const SCAN_BATCH: usize = 10_000;
@@ -54,13 +55,6 @@ pub struct Firing {
 enum Stop {
     LostLead,
     Shutdown,
-}
-
-fn wall_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Firing {

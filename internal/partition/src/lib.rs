@@ -307,6 +307,14 @@ impl Partition {
     }
 }
 
+/// The wall clock in ms since the Unix epoch (0 if the clock is before 1970).
+pub(crate) fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Deletes whole WAL segments that retention allows and the last snapshot covers.
 async fn retention_loop(id: u32, wal: Arc<Wal>, raft: Raft, retention: Retention, every: Duration) {
     let mut every = tokio::time::interval(every);

@@ -16,7 +16,6 @@ use std::io::{self, Write};
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use chronos_wal::{RecordHeader, Wal, WalError};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -128,13 +127,6 @@ fn io_err(
 
 fn read_logs_err(e: impl std::error::Error + 'static) -> StorageError {
     io_err(ErrorSubject::Logs, ErrorVerb::Read, e)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
@@ -318,7 +310,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let ts_ms = now_ms();
+        let ts_ms = crate::wall_ms().max(0) as u64;
         let mut encoded: Vec<(RecordHeader, Vec<u8>)> = Vec::new();
         let mut decoded = Vec::new();
         let mut next_offset = self.next_offset;

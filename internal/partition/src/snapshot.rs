@@ -12,7 +12,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -76,10 +75,7 @@ impl SnapshotDir {
 
     /// A fresh, not yet existing directory for a checkpoint.
     pub fn new_checkpoint_dir(&self) -> PathBuf {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
+        let ms = crate::wall_ms();
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         self.root.join(format!("snap-{ms}-{n}"))
     }
