@@ -20,6 +20,7 @@ use std::time::Duration;
 use chronos_proto::internal::{FireCommand, PendingRef};
 use chronos_scheduler::{Fired, InsertError, TimingWheel, WheelConfig};
 use chronos_store::Store;
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::types::{Command, Raft};
@@ -29,6 +30,10 @@ use crate::wall_ms;
 const SCAN_BATCH: usize = 10_000;
 /// Events per `Fire` command.
 const FIRE_BATCH: usize = 10_000;
+/// `Fire` proposals out at once. openraft 0.9 appends one entry per fsync, so
+/// a second proposal is appended while the first is applied; more would only
+/// queue, while released events batch up here instead.
+const MAX_FIRES_IN_FLIGHT: usize = 2;
 /// Longest sleep, so leadership changes are noticed promptly.
 const MAX_NAP: Duration = Duration::from_millis(50);
 
@@ -100,6 +105,10 @@ impl Firing {
         self.load(&mut wheel, &mut window)?;
         let label = self.partition.to_string();
         let mut fired: Vec<Fired<()>> = Vec::new();
+        // Released but not yet proposed: waits while `MAX_FIRES_IN_FLIGHT`
+        // proposals are out, then goes in one (bigger) proposal.
+        let mut released: Vec<Fired<()>> = Vec::new();
+        let mut in_flight = FuturesUnordered::new();
         loop {
             if !self.leading.load(Ordering::Acquire) {
                 return Ok(Stop::LostLead);
@@ -107,8 +116,12 @@ impl Firing {
             now = now.max(wall_ms());
             fired.clear();
             wheel.advance(now, &mut fired);
-            if !fired.is_empty() {
-                self.fire(now, &fired).await?;
+            released.append(&mut fired);
+            if !released.is_empty() && in_flight.len() < MAX_FIRES_IN_FLIGHT {
+                for proposal in self.propose_fire(now, &released).await? {
+                    in_flight.push(proposal);
+                }
+                released.clear();
             }
             if now + opts.horizon_ms / 2 >= window.loaded_to {
                 window.loaded_to = now + opts.horizon_ms;
@@ -125,6 +138,7 @@ impl Firing {
             );
             tokio::select! {
                 _ = tokio::time::sleep(nap) => {}
+                Some(done) = in_flight.next() => fire_applied(done)?,
                 batch = self.new_events.recv() => match batch {
                     Some(batch) => self.insert_new(&mut wheel, &window, batch),
                     None => return Ok(Stop::Shutdown),
@@ -163,10 +177,15 @@ impl Firing {
         }
     }
 
-    /// Proposes the fired events; returns once they are applied.
-    async fn fire(&self, fire_ts: i64, fired: &[Fired<()>]) -> Result<(), String> {
+    /// Proposes the released events (in chunks); the receivers resolve when applied.
+    async fn propose_fire(
+        &self,
+        fire_ts: i64,
+        released: &[Fired<()>],
+    ) -> Result<Vec<Proposal>, String> {
         let lateness = metrics::histogram!("chronos_fire_lateness_seconds");
-        for chunk in fired.chunks(FIRE_BATCH) {
+        let mut proposals = Vec::new();
+        for chunk in released.chunks(FIRE_BATCH) {
             let events: Vec<PendingRef> = chunk
                 .iter()
                 .map(|f| {
@@ -178,15 +197,36 @@ impl Firing {
                     }
                 })
                 .collect();
-            let applied = self
+            let rx = self
                 .raft
-                .client_write(Command::fire(FireCommand { fire_ts, events }))
+                .client_write_ff(Command::fire(FireCommand { fire_ts, events }))
                 .await
                 .map_err(|e| format!("proposing fire: {e}"))?;
-            // Counted as applied: events already fired or cancelled are skipped.
-            metrics::counter!("chronos_fired_events_total").increment(applied.data.fired);
+            proposals.push(rx);
         }
-        Ok(())
+        Ok(proposals)
+    }
+}
+
+type WriteResult = Result<
+    openraft::raft::ClientWriteResponse<crate::types::TypeConfig>,
+    openraft::error::ClientWriteError<crate::types::NodeId, openraft::BasicNode>,
+>;
+/// An in-flight `Fire`, answered once applied (openraft's oneshot responder).
+type Proposal = tokio::sync::oneshot::Receiver<WriteResult>;
+
+/// Books an applied `Fire`; an error (lost leadership, stopped group) ends this term's loop.
+fn fire_applied(
+    done: Result<WriteResult, tokio::sync::oneshot::error::RecvError>,
+) -> Result<(), String> {
+    match done {
+        Ok(Ok(resp)) => {
+            // Counted as applied: events already fired or cancelled are skipped.
+            metrics::counter!("chronos_fired_events_total").increment(resp.data.fired);
+            Ok(())
+        }
+        Ok(Err(e)) => Err(format!("fire not applied: {e}")),
+        Err(_) => Err("fire abandoned: raft stopped".into()),
     }
 }
 
