@@ -402,15 +402,14 @@ async fn unimplemented_rpcs_say_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &[]);
     let mut c = server.events().await;
-    let req = chronos_proto::v1::CancelRequest {
-        topic: "t".into(),
-        message_id: "m".into(),
-        key: String::new(),
+    let req = chronos_proto::v1::AckRequest {
+        consumer_group: "g".into(),
+        items: vec![],
     };
-    let s = c.cancel(req).await.unwrap_err();
+    let s = c.ack(req).await.unwrap_err();
     assert_eq!(s.code(), Code::Unimplemented);
     assert!(
-        s.message().contains("Cancel") && s.message().contains("scheduling engine"),
+        s.message().contains("Ack") && s.message().contains("scheduling engine"),
         "{}",
         s.message()
     );

@@ -122,3 +122,67 @@ async fn events_beyond_the_window_are_loaded_as_it_moves() {
         "fired before the earliest due time"
     );
 }
+
+fn cancel_req(topic: &str, id: &str) -> chronos_proto::v1::CancelRequest {
+    chronos_proto::v1::CancelRequest {
+        topic: topic.into(),
+        message_id: id.into(),
+        key: String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_pending_event_and_refuses_fired_or_unknown_ones() {
+    use tonic::Code;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let mut c = server.events().await;
+    let base = now_ms();
+    // 20 events due in ~1 s; every other one is cancelled before it comes due.
+    let events = (0..20).map(|i| at(format!("c{i}"), base + 1_000)).collect();
+    let published = publish_ok(&mut c, events).await;
+    for i in (0..20).step_by(2) {
+        let r = c
+            .cancel(cancel_req("wheel", &format!("c{i}")))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (r.partition, r.offset),
+            (published.results[i].partition, published.results[i].offset)
+        );
+    }
+    // Cancelling again is answered the same way (safe to retry).
+    let again = c
+        .cancel(cancel_req("wheel", "c0"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.offset, published.results[0].offset);
+
+    wait_for_fired(&server, 10.0, Duration::from_secs(20));
+    let fired = c.cancel(cancel_req("wheel", "c1")).await.unwrap_err();
+    assert_eq!(
+        fired.code(),
+        Code::FailedPrecondition,
+        "{}",
+        fired.message()
+    );
+    assert!(
+        fired.message().contains("already fired"),
+        "{}",
+        fired.message()
+    );
+
+    let unknown = c.cancel(cancel_req("wheel", "nope")).await.unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{}", unknown.message());
+    let other_topic = c.cancel(cancel_req("elsewhere", "c2")).await.unwrap_err();
+    assert_eq!(other_topic.code(), Code::NotFound);
+    let bad = c.cancel(cancel_req("__x", "c2")).await.unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().starts_with("topic"), "{}", bad.message());
+    let bad = c.cancel(cancel_req("wheel", "")).await.unwrap_err();
+    assert!(bad.message().starts_with("message_id"), "{}", bad.message());
+    // Exactly the ten uncancelled events fired.
+    assert_eq!(metric(&server, "chronos_fired_events_total"), 10.0);
+}

@@ -6,7 +6,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chronos_partition::{OffsetQuery, PartitionError, PublishOutcome, ReplayedEvent};
+use chronos_partition::{
+    CancelOutcome, OffsetQuery, PartitionError, PublishOutcome, ReplayedEvent,
+};
 use chronos_proto::v1::event_service_server::EventService;
 use chronos_proto::v1::{
     replay_request, AckRequest, AckResponse, CancelRequest, CancelResponse, ConsumeRequest,
@@ -159,9 +161,35 @@ impl EventService for Events {
 
     async fn cancel(
         &self,
-        _request: Request<CancelRequest>,
+        request: Request<CancelRequest>,
     ) -> Result<Response<CancelResponse>, Status> {
-        Err(status::not_yet("Cancel", ENGINE))
+        let req = request.into_inner();
+        validate::topic("topic", &req.topic)?;
+        validate::message_id("message_id", &req.message_id)?;
+        let partition = self.node.router.route(&req.key, &req.message_id);
+        let p = &self.node.partitions[partition as usize];
+        let cancel = p.cancel(req.topic.clone(), req.message_id.clone());
+        let outcome = match tokio::time::timeout(self.node.publish_timeout, cancel).await {
+            Ok(result) => result.map_err(status::from_partition)?,
+            Err(_) => {
+                return Err(status::from_partition(PartitionError::Unavailable(
+                    format!(
+                        "partition {partition} did not answer the cancel within {:?}",
+                        self.node.publish_timeout
+                    ),
+                )))
+            }
+        };
+        if let Some(refused) = status::cancel_refused(outcome, &req.topic, &req.message_id) {
+            return Err(refused);
+        }
+        let offset = match outcome {
+            CancelOutcome::Cancelled { offset, .. }
+            | CancelOutcome::AlreadyCancelled { offset } => offset,
+            CancelOutcome::NotFound | CancelOutcome::AlreadyFired { .. } => 0,
+        };
+        metrics::counter!("chronos_cancel_requests_total").increment(1);
+        Ok(Response::new(CancelResponse { partition, offset }))
     }
 
     type SubscribeStream = BoxStream<Delivery>;

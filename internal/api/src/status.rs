@@ -1,6 +1,6 @@
 //! The one place where internal errors become gRPC statuses.
 
-use chronos_partition::PartitionError;
+use chronos_partition::{CancelOutcome, PartitionError};
 use tonic::Status;
 
 /// Metadata key carrying the id of the node that leads the partition.
@@ -28,4 +28,18 @@ pub fn not_yet(rpc: &str, arrives_with: &str) -> Status {
     Status::unimplemented(format!(
         "{rpc} is not implemented yet: it arrives with {arrives_with}"
     ))
+}
+
+/// The answer to a Cancel that found nothing to cancel.
+pub fn cancel_refused(outcome: CancelOutcome, topic: &str, message_id: &str) -> Option<Status> {
+    match outcome {
+        CancelOutcome::Cancelled { .. } | CancelOutcome::AlreadyCancelled { .. } => None,
+        CancelOutcome::NotFound => Some(Status::not_found(format!(
+            "no event {message_id:?} on topic {topic:?} (within the dedup window); \
+             if it was published with a key, pass that key"
+        ))),
+        CancelOutcome::AlreadyFired { offset } => Some(Status::failed_precondition(format!(
+            "event {message_id:?} on topic {topic:?} (offset {offset}) already fired"
+        ))),
+    }
 }

@@ -62,6 +62,11 @@ fn message_id_rule(id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a message id: 1-128 bytes.
+pub fn message_id(field: &str, id: &str) -> Result<(), Status> {
+    message_id_rule(id).map_err(|why| invalid(field, why))
+}
+
 /// Checks a topic name: 1-255 chars of [A-Za-z0-9._-], not starting with "__".
 pub fn topic(field: &str, topic: &str) -> Result<(), Status> {
     topic_rule(topic).map_err(|why| invalid(field, why))

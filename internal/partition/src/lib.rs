@@ -33,9 +33,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chronos_proto::internal::CancelCommand;
 use chronos_proto::v1::Event;
 use chronos_store::{Store, StoreResources};
 use chronos_wal::{Retention, Wal, WalOptions};
+use openraft::error::RaftError;
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -43,14 +45,14 @@ use tokio::task::JoinHandle;
 pub use actor::PublishOutcome;
 pub use error::PartitionError;
 pub use replay::{OffsetQuery, ReplayStream, ReplayedEvent};
-pub use types::NodeId;
+pub use types::{CancelOutcome, NodeId};
 
 use crate::actor::{Actor, PublishRequest};
 use crate::firing::Firing;
 pub use crate::firing::FiringOptions;
 use crate::log_store::LogStore;
 use crate::state_machine::{AppliedState, StateMachine};
-use crate::types::Raft;
+use crate::types::{Command, Raft};
 
 /// Requests queued for the actor before publishers feel backpressure.
 const MAILBOX: usize = 4096;
@@ -231,6 +233,29 @@ impl Partition {
         match rx.await {
             Ok(result) => result,
             Err(_) => Err(self.stopped_error()),
+        }
+    }
+
+    /// Stops the pending event (topic, message_id) from firing. Decided when
+    /// the command applies, in log order after every acknowledged publish.
+    pub async fn cancel(
+        &self,
+        topic: String,
+        message_id: String,
+    ) -> Result<CancelOutcome, PartitionError> {
+        if let Err(fatal) = &self.raft.metrics().borrow().running_state {
+            return Err(PartitionError::from_fatal(self.id, fatal));
+        }
+        let cmd = Command::cancel(CancelCommand { topic, message_id });
+        match self.raft.client_write(cmd).await {
+            Ok(resp) => resp.data.cancel.ok_or_else(|| {
+                PartitionError::Storage(format!(
+                    "partition {}: cancel applied without an outcome",
+                    self.id
+                ))
+            }),
+            Err(RaftError::APIError(e)) => Err(PartitionError::from_write_error(self.id, &e)),
+            Err(RaftError::Fatal(fatal)) => Err(PartitionError::from_fatal(self.id, &fatal)),
         }
     }
 

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use chronos_proto::internal::{
-    command, EventKeys, FireCommand, FiredRecord, PublishCommand, TopicState,
+    command, CancelCommand, EventKeys, FireCommand, FiredRecord, PublishCommand, TopicState,
 };
 use chronos_store::{Batch, IdEntry, IdState, Store};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
@@ -25,7 +25,7 @@ use prost::Message;
 
 use crate::snapshot::SnapshotDir;
 use crate::types::{
-    Applied, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    Applied, CancelOutcome, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 
 const META_APPLIED: &str = "applied";
@@ -185,6 +185,36 @@ impl StateMachine {
         Ok(fired)
     }
 
+    /// Removes a still-pending event; reports what it found.
+    fn apply_cancel(
+        &mut self,
+        batch: &mut Batch<'_>,
+        c: &CancelCommand,
+    ) -> Result<CancelOutcome, StorageError> {
+        let read = |e: chronos_store::StoreError| sm_err(ErrorVerb::Read, e);
+        // Expiry is not checked here: the TTL only bounds deduplication.
+        let Some(mut id) = self
+            .store
+            .get_id(&c.topic, &c.message_id, i64::MIN)
+            .map_err(read)?
+        else {
+            return Ok(CancelOutcome::NotFound);
+        };
+        Ok(match id.state {
+            IdState::Fired => CancelOutcome::AlreadyFired { offset: id.offset },
+            IdState::Cancelled => CancelOutcome::AlreadyCancelled { offset: id.offset },
+            IdState::Pending => {
+                batch.delete_pending(id.due_ts, id.offset);
+                id.state = IdState::Cancelled;
+                batch.put_id(&c.topic, &c.message_id, &id);
+                CancelOutcome::Cancelled {
+                    offset: id.offset,
+                    due_ts: id.due_ts,
+                }
+            }
+        })
+    }
+
     /// The next fire sequence number of `topic`, advancing it.
     fn take_fire_seq(&mut self, topic: &str) -> Result<u64, StorageError> {
         if !self.fire_seqs.contains_key(topic) {
@@ -255,19 +285,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut membership_changed = false;
         for entry in entries {
             let mut fired = 0;
+            let mut cancel = None;
             match &entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(cmd) => match &cmd.0.kind {
                     Some(command::Kind::Publish(p)) => self.apply_publish(&mut batch, p)?,
+                    // Firing and cancelling read `pending` and `ids`, which must
+                    // already hold what earlier entries wrote: commit those (with
+                    // their applied index) first, so replay reads what the leader did.
                     Some(command::Kind::Fire(f)) => {
-                        // Firing reads `pending`, which must already hold what
-                        // earlier entries wrote: commit them (with their applied
-                        // index) first, so replay reads exactly what the leader did.
                         if !batch.is_empty() {
                             let done = std::mem::replace(&mut batch, store.batch());
                             self.commit(done, &mut membership_changed)?;
                         }
                         fired = self.apply_fire(&mut batch, f)?;
+                    }
+                    Some(command::Kind::Cancel(c)) => {
+                        if !batch.is_empty() {
+                            let done = std::mem::replace(&mut batch, store.batch());
+                            self.commit(done, &mut membership_changed)?;
+                        }
+                        cancel = Some(self.apply_cancel(&mut batch, c)?);
                     }
                     None => {}
                 },
@@ -280,6 +318,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             replies.push(Applied {
                 next_offset: self.next_offset,
                 fired,
+                cancel,
             });
         }
         self.commit(batch, &mut membership_changed)?;

@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use chronos_proto::internal::{command, Command as CommandPb, FireCommand, PublishCommand};
+use chronos_proto::internal::{
+    command, CancelCommand, Command as CommandPb, FireCommand, PublishCommand,
+};
 use prost::Message;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -37,6 +39,12 @@ pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
 pub struct Command(pub CommandPb);
 
 impl Command {
+    pub fn cancel(cmd: CancelCommand) -> Command {
+        Command(CommandPb {
+            kind: Some(command::Kind::Cancel(cmd)),
+        })
+    }
+
     pub fn fire(cmd: FireCommand) -> Command {
         Command(CommandPb {
             kind: Some(command::Kind::Fire(cmd)),
@@ -61,7 +69,7 @@ impl Command {
     pub fn offsets(&self) -> Option<(u64, u64)> {
         match &self.0.kind {
             Some(command::Kind::Publish(p)) => Some((p.first_offset, p.events.len() as u64)),
-            Some(command::Kind::Fire(_)) | None => None,
+            Some(command::Kind::Fire(_)) | Some(command::Kind::Cancel(_)) | None => None,
         }
     }
 }
@@ -85,6 +93,7 @@ impl fmt::Debug for Command {
                     fire.events.len()
                 )
             }
+            Some(command::Kind::Cancel(c)) => write!(f, "Cancel{{{}/{}}}", c.topic, c.message_id),
             None => write!(f, "Empty"),
         }
     }
@@ -116,4 +125,19 @@ pub struct Applied {
     pub next_offset: u64,
     /// Events this entry moved from pending to a fire log (a `Fire` entry).
     pub fired: u64,
+    /// What a `Cancel` entry found.
+    pub cancel: Option<CancelOutcome>,
+}
+
+/// The result of applying a `Cancel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CancelOutcome {
+    /// Was pending; removed. It will not fire.
+    Cancelled { offset: u64, due_ts: i64 },
+    /// No such (topic, message_id) within the dedup window.
+    NotFound,
+    /// It already fired (at or after its due time).
+    AlreadyFired { offset: u64 },
+    /// It was cancelled before.
+    AlreadyCancelled { offset: u64 },
 }

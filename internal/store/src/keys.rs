@@ -10,6 +10,8 @@ pub enum IdState {
     Pending = 1,
     /// Came due and moved to its topic's fire log.
     Fired = 2,
+    /// Cancelled before it came due; it will not fire.
+    Cancelled = 3,
 }
 
 /// Dedup index value for (topic, message_id).
@@ -50,6 +52,7 @@ impl IdEntry {
         let state = match raw[24] {
             1 => IdState::Pending,
             2 => IdState::Fired,
+            3 => IdState::Cancelled,
             s => return Err(corrupt(format!("unknown state {s}"))),
         };
         Ok(IdEntry {
