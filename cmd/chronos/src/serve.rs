@@ -32,6 +32,18 @@ struct DataDirMeta {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     telemetry::init_logs(&config.log)?;
     let prometheus = telemetry::init_metrics()?;
+    // Histogram samples queue inside the recorder until drained; without a
+    // scraper they would pile up, so drain them on a timer.
+    let upkeep = {
+        let handle = prometheus.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                handle.run_upkeep();
+            }
+        })
+    };
     check_data_dir(&config.data_dir, config.partitions)?;
 
     let grpc = TcpListener::bind(config.grpc_addr)
@@ -79,6 +91,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     futures::future::join_all(partitions.iter().map(|p| p.shutdown())).await;
     http_task.abort();
+    upkeep.abort();
     tracing::info!("stopped");
     Ok(())
 }

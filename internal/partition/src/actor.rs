@@ -313,9 +313,18 @@ impl Actor {
         tokio::spawn(async move {
             if let Some(rx) = pending {
                 let result = match rx.await {
-                    Ok(Ok(_)) => {
-                        // Applied: the firing loop may now schedule them.
-                        let _ = scheduled.send(new_events);
+                    Ok(Ok(resp)) => {
+                        // Applied: the firing loop may now schedule the rest.
+                        if !new_events.is_empty() {
+                            let _ = scheduled.send(new_events);
+                        }
+                        if resp.data.fired > 0 {
+                            metrics::counter!("chronos_fired_events_total")
+                                .increment(resp.data.fired);
+                            // Fired at publish time: zero lateness.
+                            metrics::histogram!("chronos_fire_lateness_seconds")
+                                .record_many(0.0, resp.data.fired as usize);
+                        }
                         Ok(())
                     }
                     Ok(Err(e)) => Err(PartitionError::from_write_error(partition, &e)),

@@ -10,7 +10,7 @@
 //! Snapshots are RocksDB checkpoints (hard links, cheap) under `snapshots/`; they
 //! exist so the log can be purged logically and old WAL segments retired.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -50,6 +50,8 @@ pub struct StateMachine {
     next_offset: u64,
     /// Next fire sequence per topic, loaded from `topics` on first use.
     fire_seqs: HashMap<String, u64>,
+    /// Topics whose next fire sequence changed since the last commit.
+    dirty_topics: HashSet<String>,
     shared: Arc<AppliedState>,
 }
 
@@ -102,6 +104,7 @@ impl StateMachine {
             membership,
             next_offset,
             fire_seqs: HashMap::new(),
+            dirty_topics: HashSet::new(),
             shared,
         })
     }
@@ -119,6 +122,10 @@ impl StateMachine {
         let Some(applied) = self.applied else {
             return Ok(());
         };
+        for topic in std::mem::take(&mut self.dirty_topics) {
+            let next_fire_seq = self.fire_seqs.get(&topic).copied().unwrap_or(0);
+            batch.put_topic(&topic, &TopicState { next_fire_seq }.encode_to_vec());
+        }
         batch.put_meta(META_APPLIED, &to_json(&applied)?);
         batch.put_meta(META_NEXT_OFFSET, &to_json(&self.next_offset)?);
         if std::mem::take(membership_changed) {
@@ -163,13 +170,6 @@ impl StateMachine {
             };
             batch.put_fired(&keys.topic, seq, &record.encode_to_vec());
             batch.delete_pending(r.due_ts, r.offset);
-            batch.put_topic(
-                &keys.topic,
-                &TopicState {
-                    next_fire_seq: seq + 1,
-                }
-                .encode_to_vec(),
-            );
             if let Some(mut id) = self
                 .store
                 .get_id(&keys.topic, &keys.message_id, i64::MIN)
@@ -235,14 +235,22 @@ impl StateMachine {
         let next = self.fire_seqs.entry(topic.to_string()).or_default();
         let seq = *next;
         *next += 1;
+        if !self.dirty_topics.contains(topic) {
+            self.dirty_topics.insert(topic.to_string());
+        }
         Ok(seq)
     }
 
+    /// Stores a publish: events due later go to `pending`; events already due
+    /// when the leader accepted them (due_ts <= publish_ts) go straight into
+    /// their topic's fire log, fired at publish_ts — no wheel round trip.
+    /// Returns how many fired that way.
     fn apply_publish(
         &mut self,
         batch: &mut Batch<'_>,
         p: &PublishCommand,
-    ) -> Result<(), StorageError> {
+    ) -> Result<u64, StorageError> {
+        let mut fired = 0;
         // The leader numbers events contiguously and the stored state always
         // matches the applied index, so a command starts exactly where we are.
         debug_assert_eq!(
@@ -253,17 +261,31 @@ impl StateMachine {
         for (i, raw) in p.events.iter().enumerate() {
             let offset = p.first_offset + i as u64;
             let event = EventKeys::decode(raw.as_ref()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-            batch.put_pending(event.due_ts, offset, raw);
+            let state = if event.due_ts <= p.publish_ts {
+                let seq = self.take_fire_seq(&event.topic)?;
+                let record = FiredRecord {
+                    offset,
+                    due_ts: event.due_ts,
+                    fire_ts: p.publish_ts,
+                    event: raw.clone(),
+                };
+                batch.put_fired(&event.topic, seq, &record.encode_to_vec());
+                fired += 1;
+                IdState::Fired
+            } else {
+                batch.put_pending(event.due_ts, offset, raw);
+                IdState::Pending
+            };
             let entry = IdEntry {
                 offset,
                 due_ts: event.due_ts,
                 expiry_ms,
-                state: IdState::Pending,
+                state,
             };
             batch.put_id(&event.topic, &event.message_id, &entry);
         }
         self.next_offset = self.next_offset.max(p.first_offset + p.events.len() as u64);
-        Ok(())
+        Ok(fired)
     }
 }
 
@@ -289,7 +311,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             match &entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(cmd) => match &cmd.0.kind {
-                    Some(command::Kind::Publish(p)) => self.apply_publish(&mut batch, p)?,
+                    Some(command::Kind::Publish(p)) => fired = self.apply_publish(&mut batch, p)?,
                     // Firing and cancelling read `pending` and `ids`, which must
                     // already hold what earlier entries wrote: commit those (with
                     // their applied index) first, so replay reads what the leader did.
