@@ -18,7 +18,7 @@ use std::sync::Arc;
 use chronos_proto::internal::{
     command, CancelCommand, EventKeys, FireCommand, FiredRecord, PublishCommand, TopicState,
 };
-use chronos_store::{Batch, IdEntry, IdState, Store};
+use chronos_store::{id_key, Batch, IdEntry, IdState, Store};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, StorageIOError};
 use prost::Message;
@@ -145,40 +145,39 @@ impl StateMachine {
         let read = |e: &dyn std::fmt::Display| {
             sm_err(ErrorVerb::Read, std::io::Error::other(e.to_string()))
         };
-        for r in &f.events {
+        // Two batched reads for the whole command: the events, then their ids.
+        let refs: Vec<(i64, u64)> = f.events.iter().map(|r| (r.due_ts, r.offset)).collect();
+        let events = self.store.get_pendings(&refs).map_err(|e| read(&e))?;
+        let mut found = Vec::with_capacity(refs.len());
+        for (&(due_ts, offset), raw) in refs.iter().zip(events) {
             // Gone already: fired by an earlier command (a re-proposal after a
             // leader change) or cancelled. Skipping is the same on every replica.
-            let Some(raw) = self
-                .store
-                .get_pending(r.due_ts, r.offset)
-                .map_err(|e| read(&e))?
-            else {
-                continue;
-            };
-            debug_assert!(
-                f.fire_ts >= r.due_ts,
-                "fired {} ms early",
-                r.due_ts - f.fire_ts
-            );
+            let Some(raw) = raw else { continue };
+            debug_assert!(f.fire_ts >= due_ts, "fired {} ms early", due_ts - f.fire_ts);
             let keys = EventKeys::decode(raw.as_slice()).map_err(|e| read(&e))?;
+            found.push((due_ts, offset, raw, keys));
+        }
+        let id_keys: Vec<Vec<u8>> = found
+            .iter()
+            .map(|(_, _, _, k)| id_key(&k.topic, &k.message_id))
+            .collect();
+        let ids = self
+            .store
+            .get_ids(&id_keys, i64::MIN)
+            .map_err(|e| read(&e))?;
+        for ((due_ts, offset, raw, keys), id) in found.into_iter().zip(ids) {
             let seq = self.take_fire_seq(&keys.topic)?;
             let record = FiredRecord {
-                offset: r.offset,
-                due_ts: r.due_ts,
+                offset,
+                due_ts,
                 fire_ts: f.fire_ts,
                 event: raw.into(),
             };
             batch.put_fired(&keys.topic, seq, &record.encode_to_vec());
-            batch.delete_pending(r.due_ts, r.offset);
-            if let Some(mut id) = self
-                .store
-                .get_id(&keys.topic, &keys.message_id, i64::MIN)
-                .map_err(|e| read(&e))?
-            {
-                if id.offset == r.offset {
-                    id.state = IdState::Fired;
-                    batch.put_id(&keys.topic, &keys.message_id, &id);
-                }
+            batch.delete_pending(due_ts, offset);
+            if let Some(mut id) = id.filter(|id| id.offset == offset) {
+                id.state = IdState::Fired;
+                batch.put_id(&keys.topic, &keys.message_id, &id);
             }
             fired += 1;
         }

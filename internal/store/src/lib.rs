@@ -263,6 +263,20 @@ impl Store {
             .get_cf(self.cf(CF_PENDING), pending_key(due_ts, offset))?)
     }
 
+    /// Many `get_pending` in one batched read; `keys` in (due, offset) order.
+    pub fn get_pendings(&self, keys: &[(i64, u64)]) -> Result<Vec<Option<Vec<u8>>>> {
+        let raw_keys: Vec<[u8; 16]> = keys
+            .iter()
+            .map(|&(due, off)| pending_key(due, off))
+            .collect();
+        let sorted = raw_keys.windows(2).all(|w| w[0] <= w[1]);
+        self.db
+            .batched_multi_get_cf(self.cf(CF_PENDING), raw_keys.iter(), sorted)
+            .into_iter()
+            .map(|r| Ok(r?.map(|v| v.to_vec())))
+            .collect()
+    }
+
     pub fn get_topic(&self, topic: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.db.get_cf(self.cf(CF_TOPICS), topic.as_bytes())?)
     }
