@@ -44,7 +44,7 @@ fn info(s: PartitionStatus) -> PartitionInfo {
         next_offset: s.next_offset,
         wal_bytes: s.wal_bytes,
         wal_segments: s.wal_segments as u32,
-        pending: s.pending_estimate,
+        pending: s.pending,
         next_due_ts: s.next_due_ts.unwrap_or(0),
     }
 }

@@ -96,6 +96,8 @@ pub struct Actor {
     last_batch_requests: usize,
     /// How long to gather concurrent requests before proposing.
     linger: Duration,
+    /// How long an id deduplicates, decided here and carried in the command.
+    dedup_ttl_ms: i64,
 }
 
 /// A request's answers, resolved once the proposals they depend on finish.
@@ -118,6 +120,7 @@ impl Actor {
         flushed: watch::Receiver<u64>,
         linger: Duration,
         scheduled: mpsc::UnboundedSender<Vec<(i64, u64)>>,
+        dedup_ttl_ms: i64,
     ) -> Actor {
         Actor {
             partition,
@@ -139,6 +142,7 @@ impl Actor {
             proposal_seq: 0,
             last_batch_requests: 0,
             linger,
+            dedup_ttl_ms,
         }
     }
 
@@ -284,6 +288,7 @@ impl Actor {
             publish_ts: now,
             first_offset,
             events,
+            dedup_expiry_ts: now.saturating_add(self.dedup_ttl_ms),
         });
         self.flushed_at_last_proposal = *self.flushed.borrow();
         let pending = match self.raft.client_write_ff(cmd).await {

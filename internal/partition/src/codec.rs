@@ -139,6 +139,7 @@ mod tests {
             payload: EntryPayload::Blank,
         });
         let cmd = Command::publish(PublishCommand {
+            dedup_expiry_ts: 99,
             publish_ts: 5,
             first_offset: 100,
             events: vec![b"a".to_vec().into(), b"bc".to_vec().into()],

@@ -93,7 +93,8 @@ pub struct PartitionStatus {
     pub next_offset: u64,
     pub wal_bytes: u64,
     pub wal_segments: u64,
-    pub pending_estimate: u64,
+    /// Events waiting to come due (exact, as applied).
+    pub pending: u64,
     pub next_due_ts: Option<i64>,
     /// False once the Raft group stopped on a storage failure.
     pub healthy: bool,
@@ -129,7 +130,7 @@ impl Partition {
         let log_store = LogStore::open(wal.clone(), &wal_dir, flushed_tx)
             .map_err(|e| open_err(id, "raft log", e))?;
         let dedup_ttl_ms = opts.dedup_ttl.as_millis().min(i64::MAX as u128) as i64;
-        let sm = StateMachine::open(store.clone(), &opts.dir, dedup_ttl_ms)
+        let sm = StateMachine::open(store.clone(), &opts.dir)
             .map_err(|e| open_err(id, "state machine", e))?;
         let applied = sm.applied_state();
 
@@ -177,6 +178,7 @@ impl Partition {
             flushed_rx,
             opts.group_commit_linger,
             scheduled_tx,
+            dedup_ttl_ms,
         );
         let actor_task = tokio::spawn(actor.run());
         let firing = Firing {
@@ -297,7 +299,7 @@ impl Partition {
             next_offset: self.applied.next_offset.load(Ordering::Acquire),
             wal_bytes: wal.disk_bytes,
             wal_segments: wal.segment_count,
-            pending_estimate: self.store.pending_estimate(),
+            pending: self.applied.pending.load(Ordering::Acquire),
             next_due_ts: self.store.first_pending_due().ok().flatten(),
             healthy: m.running_state.is_ok(),
         }

@@ -31,6 +31,7 @@ use crate::types::{
 const META_APPLIED: &str = "applied";
 const META_MEMBERSHIP: &str = "membership";
 const META_NEXT_OFFSET: &str = "next_offset";
+const META_PENDING: &str = "pending_count";
 
 /// What the state machine has applied, readable without asking it.
 #[derive(Debug, Default)]
@@ -39,15 +40,18 @@ pub struct AppliedState {
     pub index: AtomicU64,
     /// Offset the next event will get once everything proposed so far is applied.
     pub next_offset: AtomicU64,
+    /// Events in `pending` (exact, as of the last commit).
+    pub pending: AtomicU64,
 }
 
 pub struct StateMachine {
     store: Store,
     snapshots: SnapshotDir,
-    dedup_ttl_ms: i64,
     applied: Option<LogId>,
     membership: StoredMembership,
     next_offset: u64,
+    /// Events in `pending`.
+    pending: u64,
     /// Next fire sequence per topic, loaded from `topics` on first use.
     fire_seqs: HashMap<String, u64>,
     /// Topics whose next fire sequence changed since the last commit.
@@ -81,14 +85,11 @@ fn read_meta<T: serde::de::DeserializeOwned>(
 }
 
 impl StateMachine {
-    pub fn open(
-        store: Store,
-        partition_dir: &Path,
-        dedup_ttl_ms: i64,
-    ) -> Result<StateMachine, StorageError> {
+    pub fn open(store: Store, partition_dir: &Path) -> Result<StateMachine, StorageError> {
         let applied: Option<LogId> = read_meta(&store, META_APPLIED)?;
         let membership = read_meta(&store, META_MEMBERSHIP)?.unwrap_or_default();
         let next_offset = read_meta(&store, META_NEXT_OFFSET)?.unwrap_or(0u64);
+        let pending = read_meta(&store, META_PENDING)?.unwrap_or(0u64);
         let snapshots = SnapshotDir::open(partition_dir.join("snapshots"))
             .map_err(|e| sm_err(ErrorVerb::Read, e))?;
         let shared = Arc::new(AppliedState::default());
@@ -96,13 +97,14 @@ impl StateMachine {
             .index
             .store(applied.map_or(0, |l| l.index), Ordering::Release);
         shared.next_offset.store(next_offset, Ordering::Release);
+        shared.pending.store(pending, Ordering::Release);
         Ok(StateMachine {
             store,
             snapshots,
-            dedup_ttl_ms,
             applied,
             membership,
             next_offset,
+            pending,
             fire_seqs: HashMap::new(),
             dirty_topics: HashSet::new(),
             shared,
@@ -128,6 +130,7 @@ impl StateMachine {
         }
         batch.put_meta(META_APPLIED, &to_json(&applied)?);
         batch.put_meta(META_NEXT_OFFSET, &to_json(&self.next_offset)?);
+        batch.put_meta(META_PENDING, &to_json(&self.pending)?);
         if std::mem::take(membership_changed) {
             batch.put_meta(META_MEMBERSHIP, &to_json(&self.membership)?);
         }
@@ -135,6 +138,7 @@ impl StateMachine {
         self.shared
             .next_offset
             .store(self.next_offset, Ordering::Release);
+        self.shared.pending.store(self.pending, Ordering::Release);
         self.shared.index.store(applied.index, Ordering::Release);
         Ok(())
     }
@@ -175,6 +179,7 @@ impl StateMachine {
             };
             batch.put_fired(&keys.topic, seq, &record.encode_to_vec());
             batch.delete_pending(due_ts, offset);
+            self.pending = self.pending.saturating_sub(1);
             if let Some(mut id) = id.filter(|id| id.offset == offset) {
                 id.state = IdState::Fired;
                 batch.put_id(&keys.topic, &keys.message_id, &id);
@@ -204,6 +209,7 @@ impl StateMachine {
             IdState::Cancelled => CancelOutcome::AlreadyCancelled { offset: id.offset },
             IdState::Pending => {
                 batch.delete_pending(id.due_ts, id.offset);
+                self.pending = self.pending.saturating_sub(1);
                 id.state = IdState::Cancelled;
                 batch.put_id(&c.topic, &c.message_id, &id);
                 CancelOutcome::Cancelled {
@@ -256,7 +262,7 @@ impl StateMachine {
             p.first_offset, self.next_offset,
             "offset gap or overlap in the log"
         );
-        let expiry_ms = p.publish_ts.saturating_add(self.dedup_ttl_ms);
+        let expiry_ms = p.dedup_expiry_ts;
         for (i, raw) in p.events.iter().enumerate() {
             let offset = p.first_offset + i as u64;
             let event = EventKeys::decode(raw.as_ref()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
@@ -273,6 +279,7 @@ impl StateMachine {
                 IdState::Fired
             } else {
                 batch.put_pending(event.due_ts, offset, raw);
+                self.pending += 1;
                 IdState::Pending
             };
             let entry = IdEntry {

@@ -203,15 +203,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Number of events in the pending store (RocksDB's estimate: fast, approximate).
-    pub fn pending_estimate(&self) -> u64 {
-        self.db
-            .property_int_value_cf(self.cf(CF_PENDING), "rocksdb.estimate-num-keys")
-            .ok()
-            .flatten()
-            .unwrap_or(0)
-    }
-
     /// Due time of the earliest pending event.
     pub fn first_pending_due(&self) -> Result<Option<i64>> {
         let mut it = self.db.raw_iterator_cf(self.cf(CF_PENDING));
