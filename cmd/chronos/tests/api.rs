@@ -343,14 +343,24 @@ async fn every_bad_input_is_rejected_precisely_and_stores_nothing() {
         "offsets.to",
     )
     .await;
-    let by_time = Some(Range::DueTime(TimeRange {
-        from_ts: 0,
+    let backwards = Some(Range::DueTime(TimeRange {
+        from_ts: 10,
+        to_ts: 5,
+    }));
+    expect_invalid(
+        c.replay(replay(Some(0), backwards)).await,
+        inv,
+        "due_time.to_ts",
+    )
+    .await;
+    let negative = Some(Range::PublishTime(TimeRange {
+        from_ts: -1,
         to_ts: 0,
     }));
     expect_invalid(
-        c.replay(replay(Some(0), by_time)).await,
-        Code::Unimplemented,
-        "due_time",
+        c.replay(replay(None, negative)).await,
+        inv,
+        "publish_time.from_ts",
     )
     .await;
 
@@ -472,4 +482,97 @@ async fn every_fsync_mode_publishes_and_replays() {
         let (_, metrics) = server.http_get("/metrics").unwrap();
         assert!(metrics.contains("chronos_wal_fsyncs_total"), "{mode}");
     }
+}
+
+#[tokio::test]
+async fn replay_by_due_and_publish_time_is_exact_across_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let mut c = server.events().await;
+    let hour = 3_600_000;
+    let base = now_ms() + hour;
+    // Due times deliberately out of offset order: event i is due at base + ((i * 7) % 50) s.
+    let due = |i: i64| base + ((i * 7) % 50) * 1_000;
+    let first: Vec<Event> = (0..50)
+        .map(|i| Event {
+            schedule_ts: due(i),
+            ..event("dt", &format!("a{i}"), b"")
+        })
+        .collect();
+    publish_ok(&mut c, first).await;
+    let between = now_ms();
+    // Wait until the clock moves so the two publishes have distinct times.
+    while now_ms() <= between {
+        tokio::task::yield_now().await;
+    }
+    let second: Vec<Event> = (50..100)
+        .map(|i| Event {
+            schedule_ts: due(i),
+            ..event("dt", &format!("a{i}"), b"")
+        })
+        .collect();
+    publish_ok(&mut c, second).await;
+    publish_ok(
+        &mut c,
+        vec![Event {
+            schedule_ts: due(3),
+            ..event("other", "x", b"")
+        }],
+    )
+    .await;
+
+    let collect = |range: Range| {
+        let mut c = c.clone();
+        async move {
+            let req = ReplayRequest {
+                topic: "dt".into(),
+                partition_id: None,
+                range: Some(range),
+                key: String::new(),
+            };
+            let mut s = c.replay(req).await.unwrap().into_inner();
+            let mut ids = Vec::new();
+            while let Some(e) = s.message().await.unwrap() {
+                ids.push(e.event.unwrap().message_id);
+            }
+            ids.sort();
+            ids
+        }
+    };
+    let (lo, hi) = (base + 10_000, base + 20_000);
+    let mut want: Vec<String> = (0..100)
+        .filter(|&i| due(i) >= lo && due(i) < hi)
+        .map(|i| format!("a{i}"))
+        .collect();
+    want.sort();
+    assert_eq!(want.len(), 20);
+    assert_eq!(
+        collect(Range::DueTime(TimeRange {
+            from_ts: lo,
+            to_ts: hi
+        }))
+        .await,
+        want
+    );
+
+    let mut late: Vec<String> = (50..100).map(|i| format!("a{i}")).collect();
+    late.sort();
+    assert_eq!(
+        collect(Range::PublishTime(TimeRange {
+            from_ts: between + 1,
+            to_ts: 0
+        }))
+        .await,
+        late
+    );
+    let mut early: Vec<String> = (0..50).map(|i| format!("a{i}")).collect();
+    early.sort();
+    assert_eq!(
+        collect(Range::PublishTime(TimeRange {
+            from_ts: 0,
+            to_ts: between + 1
+        }))
+        .await,
+        early
+    );
 }

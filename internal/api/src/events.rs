@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chronos_partition::{
-    CancelOutcome, OffsetQuery, PartitionError, PublishOutcome, ReplayedEvent,
+    CancelOutcome, PartitionError, PublishOutcome, ReplayQuery, ReplayRange, ReplayedEvent,
 };
 use chronos_proto::v1::event_service_server::EventService;
 use chronos_proto::v1::{
     replay_request, AckRequest, AckResponse, CancelRequest, CancelResponse, ConsumeRequest,
     ConsumeResponse, Delivery, Event, PublishBatchRequest, PublishBatchResponse, PublishRequest,
-    PublishResponse, ReplayEvent, ReplayRequest, SubscribeRequest,
+    PublishResponse, ReplayEvent, ReplayRequest, SubscribeRequest, TimeRange,
 };
 use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
@@ -231,29 +231,9 @@ impl EventService for Events {
             None | Some(-1) => self.node.partitions.clone(),
             Some(id) => vec![self.node.partition("partition_id", id.into())?.clone()],
         };
-        let range = match req.range {
-            Some(replay_request::Range::Offsets(r)) => r,
-            Some(replay_request::Range::PublishTime(_)) => {
-                return Err(status::not_yet("Replay by publish_time", ENGINE))
-            }
-            Some(replay_request::Range::DueTime(_)) => {
-                return Err(status::not_yet("Replay by due_time", ENGINE))
-            }
-            None => {
-                return Err(Status::invalid_argument(
-                    "range: set one of offsets, publish_time or due_time",
-                ))
-            }
-        };
-        if range.to != 0 && range.to < range.from {
-            return Err(Status::invalid_argument(format!(
-                "offsets.to: {} is before offsets.from {}",
-                range.to, range.from
-            )));
-        }
-        let query = OffsetQuery {
-            from: range.from,
-            to: (range.to != 0).then_some(range.to),
+        let range = replay_range(req.range)?;
+        let query = ReplayQuery {
+            range,
             topic,
             key: (!req.key.is_empty()).then_some(req.key),
         };
@@ -266,6 +246,50 @@ impl EventService for Events {
             })
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// The requested range, checked: `to` (0 = no end) must not come before `from`.
+fn replay_range(range: Option<replay_request::Range>) -> Result<ReplayRange, Status> {
+    let time = |field: &str, r: TimeRange| -> Result<(i64, Option<i64>), Status> {
+        if r.from_ts < 0 {
+            return Err(Status::invalid_argument(format!(
+                "{field}.from_ts: {} is negative",
+                r.from_ts
+            )));
+        }
+        if r.to_ts != 0 && r.to_ts < r.from_ts {
+            return Err(Status::invalid_argument(format!(
+                "{field}.to_ts: {} is before {field}.from_ts {}",
+                r.to_ts, r.from_ts
+            )));
+        }
+        Ok((r.from_ts, (r.to_ts != 0).then_some(r.to_ts)))
+    };
+    match range {
+        Some(replay_request::Range::Offsets(r)) => {
+            if r.to != 0 && r.to < r.from {
+                return Err(Status::invalid_argument(format!(
+                    "offsets.to: {} is before offsets.from {}",
+                    r.to, r.from
+                )));
+            }
+            Ok(ReplayRange::Offsets {
+                from: r.from,
+                to: (r.to != 0).then_some(r.to),
+            })
+        }
+        Some(replay_request::Range::PublishTime(r)) => {
+            let (from_ms, to_ms) = time("publish_time", r)?;
+            Ok(ReplayRange::PublishTime { from_ms, to_ms })
+        }
+        Some(replay_request::Range::DueTime(r)) => {
+            let (from_ms, to_ms) = time("due_time", r)?;
+            Ok(ReplayRange::DueTime { from_ms, to_ms })
+        }
+        None => Err(Status::invalid_argument(
+            "range: set one of offsets, publish_time or due_time",
+        )),
     }
 }
 

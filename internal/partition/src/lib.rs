@@ -44,7 +44,7 @@ use tokio::task::JoinHandle;
 
 pub use actor::PublishOutcome;
 pub use error::PartitionError;
-pub use replay::{OffsetQuery, ReplayStream, ReplayedEvent};
+pub use replay::{ReplayQuery, ReplayRange, ReplayStream, ReplayedEvent};
 pub use types::{CancelOutcome, NodeId};
 
 use crate::actor::{Actor, PublishRequest};
@@ -271,10 +271,10 @@ impl Partition {
         }
     }
 
-    /// Streams applied events with offsets in the query's range, in offset order.
-    pub fn replay(&self, query: OffsetQuery) -> ReplayStream {
+    /// Streams applied events in the query's range, in offset order.
+    pub fn replay(&self, query: ReplayQuery) -> ReplayStream {
         let applied = self.applied.index.load(Ordering::Acquire);
-        replay::replay_offsets(self.id, self.wal.clone(), applied, query)
+        replay::replay(self.id, self.wal.clone(), applied, query)
     }
 
     /// True when the Raft group is healthy and has a leader, and — when that

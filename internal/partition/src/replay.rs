@@ -1,7 +1,8 @@
-//! Replay by offset: stream a partition's stored events straight from the WAL.
+//! Replay: stream a partition's stored events straight from the WAL, by offset,
+//! publish-time or due-time range.
 //!
-//! A blocking reader walks the WAL from the record holding the first wanted
-//! offset (the WAL's `seq` index finds it) and sends events through a bounded
+//! A blocking reader walks the WAL from the first record that can hold a wanted
+//! event (the WAL's `seq` and time indexes find it) and sends events through a bounded
 //! channel, so a replay of any length holds only the channel's worth in memory
 //! and stops as soon as the receiver goes away. Only applied entries are read:
 //! nothing uncommitted is ever replayed.
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chronos_proto::internal::{command, EventRecord};
-use chronos_wal::Wal;
+use chronos_wal::{Wal, WalIter};
 use openraft::EntryPayload;
 use prost::Message;
 use tokio::sync::mpsc;
@@ -29,25 +30,70 @@ pub struct ReplayedEvent {
     pub record: EventRecord,
 }
 
-/// Which events to replay: offsets in [from, to) (`to` = None: up to the end).
-#[derive(Debug, Clone, Default)]
-pub struct OffsetQuery {
-    pub from: u64,
-    pub to: Option<u64>,
+/// Which stored events a replay yields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayRange {
+    /// Offsets in [from, to) (`to` = None: up to the end).
+    Offsets { from: u64, to: Option<u64> },
+    /// Events the leader accepted in [from_ms, to_ms).
+    PublishTime { from_ms: i64, to_ms: Option<i64> },
+    /// Events due in [from_ms, to_ms). Due times are not in offset order, so
+    /// this reads every retained record: exact, streamed, and O(retained log).
+    DueTime { from_ms: i64, to_ms: Option<i64> },
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplayQuery {
+    pub range: ReplayRange,
     /// Only this topic, when set.
     pub topic: Option<String>,
     /// Only this routing key, when set.
     pub key: Option<String>,
 }
 
+impl ReplayRange {
+    fn is_empty(&self) -> bool {
+        match *self {
+            ReplayRange::Offsets { from, to } => to.is_some_and(|to| to <= from),
+            ReplayRange::PublishTime { from_ms, to_ms }
+            | ReplayRange::DueTime { from_ms, to_ms } => to_ms.is_some_and(|to| to <= from_ms),
+        }
+    }
+
+    /// Where reading the WAL can start without missing anything: the record
+    /// holding the first offset, or the first record appended at or after
+    /// `from_ms` (a record's append time is never before its events' publish time).
+    fn start(&self, wal: &Wal) -> Result<WalIter, chronos_wal::WalError> {
+        match *self {
+            ReplayRange::Offsets { from, .. } => wal.iter_from_seq(from),
+            ReplayRange::PublishTime { from_ms, .. } => wal.iter_from_ts(from_ms.max(0) as u64),
+            ReplayRange::DueTime { .. } => wal.iter_from_index(wal.first_index().unwrap_or(0)),
+        }
+    }
+
+    /// True once no later record can hold a wanted event.
+    fn past_end(&self, record_seq: u64) -> bool {
+        matches!(*self, ReplayRange::Offsets { to: Some(to), .. } if record_seq >= to)
+    }
+
+    fn wants(&self, offset: u64, publish_ts: i64, due_ts: i64) -> bool {
+        let within = |v: i64, from: i64, to: Option<i64>| v >= from && to.is_none_or(|to| v < to);
+        match *self {
+            ReplayRange::Offsets { from, to } => offset >= from && to.is_none_or(|to| offset < to),
+            ReplayRange::PublishTime { from_ms, to_ms } => within(publish_ts, from_ms, to_ms),
+            ReplayRange::DueTime { from_ms, to_ms } => within(due_ts, from_ms, to_ms),
+        }
+    }
+}
+
 pub type ReplayStream = mpsc::Receiver<Result<ReplayedEvent, PartitionError>>;
 
 /// Starts a replay of `query` over entries up to `applied_index`.
-pub fn replay_offsets(
+pub fn replay(
     partition: u32,
     wal: Arc<Wal>,
     applied_index: u64,
-    query: OffsetQuery,
+    query: ReplayQuery,
 ) -> ReplayStream {
     let (tx, rx) = mpsc::channel(REPLAY_CHANNEL);
     tokio::task::spawn_blocking(move || {
@@ -62,16 +108,16 @@ fn scan(
     partition: u32,
     wal: &Wal,
     applied_index: u64,
-    q: &OffsetQuery,
+    q: &ReplayQuery,
     tx: &mpsc::Sender<Result<ReplayedEvent, PartitionError>>,
 ) -> Result<(), PartitionError> {
     let read_err = |e: &dyn std::error::Error| PartitionError::storage(partition, e);
-    if wal.first_index().is_none() || q.to.is_some_and(|to| to <= q.from) {
+    if wal.first_index().is_none() || q.range.is_empty() {
         return Ok(());
     }
-    for item in wal.iter_from_seq(q.from).map_err(|e| read_err(&e))? {
+    for item in q.range.start(wal).map_err(|e| read_err(&e))? {
         let (header, payload) = item.map_err(|e| read_err(&e))?;
-        if header.index > applied_index || q.to.is_some_and(|to| header.seq >= to) {
+        if header.index > applied_index || q.range.past_end(header.seq) {
             return Ok(());
         }
         let entry = codec::decode(&header, &payload).map_err(|e| read_err(&e))?;
@@ -83,14 +129,15 @@ fn scan(
         };
         for (i, raw) in p.events.into_iter().enumerate() {
             let offset = p.first_offset + i as u64;
-            if offset < q.from {
-                continue;
-            }
-            if q.to.is_some_and(|to| offset >= to) {
-                return Ok(());
+            // Cheap checks first: offset and publish time need no decoding.
+            if let ReplayRange::Offsets { .. } | ReplayRange::PublishTime { .. } = q.range {
+                if !q.range.wants(offset, p.publish_ts, 0) {
+                    continue;
+                }
             }
             let record = EventRecord::decode(Bytes::clone(&raw)).map_err(|e| read_err(&e))?;
-            if q.topic.as_deref().is_some_and(|t| t != record.topic)
+            if !q.range.wants(offset, p.publish_ts, record.due_ts)
+                || q.topic.as_deref().is_some_and(|t| t != record.topic)
                 || q.key.as_deref().is_some_and(|k| k != record.key)
             {
                 continue;
