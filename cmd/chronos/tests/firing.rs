@@ -186,3 +186,35 @@ async fn cancel_stops_a_pending_event_and_refuses_fired_or_unknown_ones() {
     // Exactly the ten uncancelled events fired.
     assert_eq!(metric(&server, "chronos_fired_events_total"), 10.0);
 }
+
+#[tokio::test]
+async fn list_topics_counts_pending_per_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let mut c = server.events().await;
+    let later = now_ms() + 3_600_000;
+    let mut events: Vec<Event> = (0..3)
+        .map(|i| Event {
+            schedule_ts: later,
+            ..event("alpha", &format!("a{i}"), b"")
+        })
+        .collect();
+    events.extend((0..2).map(|i| event("beta", &format!("b{i}"), b"")));
+    publish_ok(&mut c, events).await;
+    let r = c
+        .cancel(cancel_req("alpha", "a0"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.offset < 10);
+    let topics = server
+        .admin()
+        .await
+        .list_topics(chronos_proto::v1::ListTopicsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .topics;
+    let got: Vec<(String, u64)> = topics.into_iter().map(|t| (t.name, t.pending)).collect();
+    assert_eq!(got, vec![("alpha".to_string(), 2), ("beta".to_string(), 0)]);
+}

@@ -55,7 +55,17 @@ impl AdminService for Admin {
         &self,
         _r: Request<ListTopicsRequest>,
     ) -> Result<Response<ListTopicsResponse>, Status> {
-        Err(status::not_yet("ListTopics", ENGINE))
+        let mut pending: std::collections::BTreeMap<String, u64> = Default::default();
+        for p in &self.node.partitions {
+            for (name, n) in p.topics().map_err(status::from_partition)? {
+                *pending.entry(name).or_default() += n;
+            }
+        }
+        let topics = pending
+            .into_iter()
+            .map(|(name, pending)| TopicInfo { name, pending })
+            .collect();
+        Ok(Response::new(ListTopicsResponse { topics }))
     }
 
     async fn list_partitions(

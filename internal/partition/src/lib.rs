@@ -238,6 +238,22 @@ impl Partition {
         }
     }
 
+    /// This partition's topics (as applied) with their pending counts, by name.
+    pub fn topics(&self) -> Result<Vec<(String, u64)>, PartitionError> {
+        let rows = self
+            .store
+            .list_topics()
+            .map_err(|e| PartitionError::storage(self.id, &e))?;
+        rows.into_iter()
+            .map(|(name, raw)| {
+                let state =
+                    <chronos_proto::internal::TopicState as prost::Message>::decode(raw.as_slice())
+                        .map_err(|e| PartitionError::storage(self.id, &e))?;
+                Ok((name, state.pending))
+            })
+            .collect()
+    }
+
     /// Stops the pending event (topic, message_id) from firing. Decided when
     /// the command applies, in log order after every acknowledged publish.
     pub async fn cancel(

@@ -52,9 +52,10 @@ pub struct StateMachine {
     next_offset: u64,
     /// Events in `pending`.
     pending: u64,
-    /// Next fire sequence per topic, loaded from `topics` on first use.
-    fire_seqs: HashMap<String, u64>,
-    /// Topics whose next fire sequence changed since the last commit.
+    /// Per-topic state (next fire sequence, pending count), loaded from the
+    /// `topics` column family on first use.
+    topics: HashMap<String, TopicState>,
+    /// Topics whose state changed since the last commit.
     dirty_topics: HashSet<String>,
     shared: Arc<AppliedState>,
 }
@@ -105,7 +106,7 @@ impl StateMachine {
             membership,
             next_offset,
             pending,
-            fire_seqs: HashMap::new(),
+            topics: HashMap::new(),
             dirty_topics: HashSet::new(),
             shared,
         })
@@ -125,8 +126,9 @@ impl StateMachine {
             return Ok(());
         };
         for topic in std::mem::take(&mut self.dirty_topics) {
-            let next_fire_seq = self.fire_seqs.get(&topic).copied().unwrap_or(0);
-            batch.put_topic(&topic, &TopicState { next_fire_seq }.encode_to_vec());
+            if let Some(state) = self.topics.get(&topic) {
+                batch.put_topic(&topic, &state.encode_to_vec());
+            }
         }
         batch.put_meta(META_APPLIED, &to_json(&applied)?);
         batch.put_meta(META_NEXT_OFFSET, &to_json(&self.next_offset)?);
@@ -179,7 +181,7 @@ impl StateMachine {
             };
             batch.put_fired(&keys.topic, seq, &record.encode_to_vec());
             batch.delete_pending(due_ts, offset);
-            self.pending = self.pending.saturating_sub(1);
+            self.count_pending(&keys.topic, false)?;
             if let Some(mut id) = id.filter(|id| id.offset == offset) {
                 id.state = IdState::Fired;
                 batch.put_id(&keys.topic, &keys.message_id, &id);
@@ -209,7 +211,7 @@ impl StateMachine {
             IdState::Cancelled => CancelOutcome::AlreadyCancelled { offset: id.offset },
             IdState::Pending => {
                 batch.delete_pending(id.due_ts, id.offset);
-                self.pending = self.pending.saturating_sub(1);
+                self.count_pending(&c.topic, false)?;
                 id.state = IdState::Cancelled;
                 batch.put_id(&c.topic, &c.message_id, &id);
                 CancelOutcome::Cancelled {
@@ -220,30 +222,54 @@ impl StateMachine {
         })
     }
 
-    /// The next fire sequence number of `topic`, advancing it.
-    fn take_fire_seq(&mut self, topic: &str) -> Result<u64, StorageError> {
-        if !self.fire_seqs.contains_key(topic) {
+    /// The state of `topic`, loaded on first use and marked for the next commit.
+    fn topic_mut(&mut self, topic: &str) -> Result<&mut TopicState, StorageError> {
+        if !self.topics.contains_key(topic) {
             let stored = match self
                 .store
                 .get_topic(topic)
                 .map_err(|e| sm_err(ErrorVerb::Read, e))?
             {
                 Some(raw) => {
-                    TopicState::decode(raw.as_slice())
-                        .map_err(|e| sm_err(ErrorVerb::Read, e))?
-                        .next_fire_seq
+                    TopicState::decode(raw.as_slice()).map_err(|e| sm_err(ErrorVerb::Read, e))?
                 }
-                None => 0,
+                None => TopicState::default(),
             };
-            self.fire_seqs.insert(topic.to_string(), stored);
+            self.topics.insert(topic.to_string(), stored);
         }
-        let next = self.fire_seqs.entry(topic.to_string()).or_default();
-        let seq = *next;
-        *next += 1;
         if !self.dirty_topics.contains(topic) {
             self.dirty_topics.insert(topic.to_string());
         }
+        self.topics.get_mut(topic).ok_or_else(|| {
+            sm_err(
+                ErrorVerb::Read,
+                std::io::Error::other("topic state vanished"),
+            )
+        })
+    }
+
+    /// The next fire sequence number of `topic`, advancing it.
+    fn take_fire_seq(&mut self, topic: &str) -> Result<u64, StorageError> {
+        let state = self.topic_mut(topic)?;
+        let seq = state.next_fire_seq;
+        state.next_fire_seq += 1;
         Ok(seq)
+    }
+
+    /// One event of `topic` entered (+1) or left (-1) the pending store.
+    fn count_pending(&mut self, topic: &str, entered: bool) -> Result<(), StorageError> {
+        let state = self.topic_mut(topic)?;
+        state.pending = if entered {
+            state.pending + 1
+        } else {
+            state.pending.saturating_sub(1)
+        };
+        self.pending = if entered {
+            self.pending + 1
+        } else {
+            self.pending.saturating_sub(1)
+        };
+        Ok(())
     }
 
     /// Stores a publish: events due later go to `pending`; events already due
@@ -279,7 +305,7 @@ impl StateMachine {
                 IdState::Fired
             } else {
                 batch.put_pending(event.due_ts, offset, raw);
-                self.pending += 1;
+                self.count_pending(&event.topic, true)?;
                 IdState::Pending
             };
             let entry = IdEntry {

@@ -268,6 +268,19 @@ impl Store {
             .collect()
     }
 
+    /// Every topic of this partition with its encoded state, in name order.
+    pub fn list_topics(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_TOPICS));
+        it.seek_to_first();
+        let mut out = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            out.push((String::from_utf8_lossy(k).into_owned(), v.to_vec()));
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
     pub fn get_topic(&self, topic: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.db.get_cf(self.cf(CF_TOPICS), topic.as_bytes())?)
     }
