@@ -145,6 +145,20 @@ impl StateMachine {
         Ok(())
     }
 
+    /// Commits what `batch` holds (if anything) and leaves a fresh batch in its place.
+    fn commit_so_far<'s>(
+        &mut self,
+        store: &'s Store,
+        batch: &mut Batch<'s>,
+        membership_changed: &mut bool,
+    ) -> Result<(), StorageError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let done = std::mem::replace(batch, store.batch());
+        self.commit(done, membership_changed)
+    }
+
     /// Moves each still-pending event of `f` into its topic's fire log.
     fn apply_fire(&mut self, batch: &mut Batch<'_>, f: &FireCommand) -> Result<u64, StorageError> {
         let mut fired = 0;
@@ -348,17 +362,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     // already hold what earlier entries wrote: commit those (with
                     // their applied index) first, so replay reads what the leader did.
                     Some(command::Kind::Fire(f)) => {
-                        if !batch.is_empty() {
-                            let done = std::mem::replace(&mut batch, store.batch());
-                            self.commit(done, &mut membership_changed)?;
-                        }
+                        self.commit_so_far(&store, &mut batch, &mut membership_changed)?;
                         fired = self.apply_fire(&mut batch, f)?;
                     }
                     Some(command::Kind::Cancel(c)) => {
-                        if !batch.is_empty() {
-                            let done = std::mem::replace(&mut batch, store.batch());
-                            self.commit(done, &mut membership_changed)?;
-                        }
+                        self.commit_so_far(&store, &mut batch, &mut membership_changed)?;
                         cancel = Some(self.apply_cancel(&mut batch, c)?);
                     }
                     None => {}

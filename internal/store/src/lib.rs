@@ -366,10 +366,6 @@ impl Batch<'_> {
             .put_cf(self.store.cf(CF_TOPICS), topic.as_bytes(), state);
     }
 
-    pub fn len(&self) -> usize {
-        self.batch.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.batch.is_empty()
     }
