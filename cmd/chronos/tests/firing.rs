@@ -218,3 +218,53 @@ async fn list_topics_counts_pending_per_topic() {
     let got: Vec<(String, u64)> = topics.into_iter().map(|t| (t.name, t.pending)).collect();
     assert_eq!(got, vec![("alpha".to_string(), 2), ("beta".to_string(), 0)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reschedule_moves_a_pending_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let mut c = server.events().await;
+    let req = |schedule_ts, reschedule| chronos_proto::v1::PublishRequest {
+        event: Some(at("moving".to_string(), schedule_ts)),
+        reschedule,
+    };
+    let first = c
+        .publish(req(now_ms() + 3_600_000, false))
+        .await
+        .unwrap()
+        .into_inner();
+    // Without the flag it is a duplicate; with it, it moves to one second from now.
+    assert!(
+        c.publish(req(now_ms() + 1_000, false))
+            .await
+            .unwrap()
+            .into_inner()
+            .duplicate
+    );
+    let soon = now_ms() + 1_000;
+    let moved = c.publish(req(soon, true)).await.unwrap().into_inner();
+    assert!(!moved.duplicate);
+    assert_eq!(moved.due_ts, soon);
+    assert_ne!(moved.offset, first.offset);
+    assert_eq!(
+        metric(&server, "chronos_pending_events"),
+        1.0,
+        "the hour-away copy is gone"
+    );
+
+    wait_for_fired(&server, 1.0, Duration::from_secs(20));
+    assert!(now_ms() >= soon);
+    assert_eq!(
+        metric(&server, "chronos_pending_events"),
+        0.0,
+        "nothing left to fire an hour from now"
+    );
+    // Now it has fired: a plain publish is a duplicate of the moved event.
+    let again = c
+        .publish(req(now_ms() + 1_000, false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.duplicate);
+    assert_eq!(again.offset, moved.offset);
+}

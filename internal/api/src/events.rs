@@ -39,9 +39,11 @@ impl Events {
         &self,
         partition: u32,
         events: Vec<Event>,
+        reschedule: bool,
     ) -> Result<Vec<PublishOutcome>, Status> {
         let p = &self.node.partitions[partition as usize];
-        match tokio::time::timeout(self.node.publish_timeout, p.publish(events)).await {
+        let publish = p.publish_with(events, reschedule);
+        match tokio::time::timeout(self.node.publish_timeout, publish).await {
             Ok(result) => result.map_err(status::from_partition),
             Err(_) => Err(status::from_partition(PartitionError::Unavailable(
                 format!(
@@ -90,16 +92,15 @@ impl EventService for Events {
     ) -> Result<Response<PublishResponse>, Status> {
         let started = Instant::now();
         let req = request.into_inner();
-        if req.reschedule {
-            return Err(status::not_yet("Publish with reschedule", ENGINE));
-        }
         let event = req
             .event
             .ok_or_else(|| Status::invalid_argument("event: is required"))?;
         validate::event("event", &event, &self.node.limits)?;
         let partition = self.node.router.route(&event.key, &event.message_id);
         let message_id = event.message_id.clone();
-        let result = self.publish_to(partition, vec![event]).await;
+        let result = self
+            .publish_to(partition, vec![event], req.reschedule)
+            .await;
         let outcomes = result.as_deref().unwrap_or_default();
         record(
             "Publish",
@@ -132,7 +133,7 @@ impl EventService for Events {
         }
         // Each partition's share is one atomic append; shares run concurrently.
         let shares = by_partition.into_iter().map(|(p, (idx, evs))| async move {
-            self.publish_to(p, evs)
+            self.publish_to(p, evs, false)
                 .await
                 .map(|outcomes| (p, idx, outcomes))
         });

@@ -52,6 +52,8 @@ pub type PublishReply = oneshot::Sender<Result<Vec<PublishOutcome>, PartitionErr
 
 pub struct PublishRequest {
     pub events: Vec<Event>,
+    /// Replace still-pending events with the same ids instead of deduplicating.
+    pub reschedule: bool,
     pub reply: PublishReply,
 }
 
@@ -259,9 +261,11 @@ impl Actor {
         let mut keys = Vec::new();
         let mut bytes = 0usize;
         let mut planned = Vec::new();
+        let mut has_reschedule = false;
         let mut next = Some(first);
         while let Some(req) = next.take() {
             if !req.reply.is_closed() {
+                has_reschedule |= req.reschedule;
                 let before = events.len();
                 let planned_one = self.plan(req, now, &result_rx, &mut events, &mut keys);
                 bytes += events[before..].iter().map(Bytes::len).sum::<usize>();
@@ -289,6 +293,7 @@ impl Actor {
             first_offset,
             events,
             dedup_expiry_ts: now.saturating_add(self.dedup_ttl_ms),
+            has_reschedule,
         });
         self.flushed_at_last_proposal = *self.flushed.borrow();
         let pending = match self.raft.client_write_ff(cmd).await {
@@ -372,7 +377,8 @@ impl Actor {
             Err(e) => return Err((req.reply, PartitionError::storage(self.partition, &e))),
         };
         for ((ev, key), stored) in req.events.into_iter().zip(ids).zip(stored) {
-            if let Some(f) = self.inflight.get(&key) {
+            let dedup = !req.reschedule;
+            if let Some(f) = self.inflight.get(&key).filter(|_| dedup) {
                 outcomes.push(PublishOutcome {
                     offset: f.offset,
                     due_ts: f.due_ts,
@@ -381,7 +387,7 @@ impl Actor {
                 waits_on.push(f.proposal.clone());
                 continue;
             }
-            if let Some(e) = stored {
+            if let Some(e) = stored.filter(|_| dedup) {
                 outcomes.push(PublishOutcome {
                     offset: e.offset,
                     due_ts: e.due_ts,
@@ -401,6 +407,7 @@ impl Actor {
                 headers: ev.headers,
                 schedule_ts: ev.schedule_ts,
                 due_ts,
+                reschedule: req.reschedule,
             };
             events.push(Bytes::from(record.encode_to_vec()));
             self.inflight.insert(

@@ -216,6 +216,17 @@ impl Partition {
     /// Durably stores `events` (already validated) and returns one outcome per
     /// event, in order. Returns once the events are in the fsynced log and applied.
     pub async fn publish(&self, events: Vec<Event>) -> Result<Vec<PublishOutcome>, PartitionError> {
+        self.publish_with(events, false).await
+    }
+
+    /// Like `publish`; with `reschedule`, an event replaces a still-pending one
+    /// with the same (topic, message_id) — it moves — instead of being a duplicate.
+    /// An id that already fired (or was cancelled) is published again.
+    pub async fn publish_with(
+        &self,
+        events: Vec<Event>,
+        reschedule: bool,
+    ) -> Result<Vec<PublishOutcome>, PartitionError> {
         // A group stopped by a storage failure answers at once, with the cause.
         if let Err(fatal) = &self.raft.metrics().borrow().running_state {
             return Err(PartitionError::from_fatal(self.id, fatal));
@@ -229,7 +240,11 @@ impl Partition {
         };
         let (reply, rx) = oneshot::channel();
         mailbox
-            .send(PublishRequest { events, reply })
+            .send(PublishRequest {
+                events,
+                reschedule,
+                reply,
+            })
             .await
             .map_err(|_| self.stopped_error())?;
         match rx.await {

@@ -159,6 +159,24 @@ impl StateMachine {
         self.commit(done, membership_changed)
     }
 
+    /// Removes the still-pending event with this id, if any (a reschedule moves it).
+    fn unschedule(
+        &mut self,
+        batch: &mut Batch<'_>,
+        topic: &str,
+        message_id: &str,
+    ) -> Result<(), StorageError> {
+        let old = self
+            .store
+            .get_id(topic, message_id, i64::MIN)
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        if let Some(old) = old.filter(|old| old.state == IdState::Pending) {
+            batch.delete_pending(old.due_ts, old.offset);
+            self.count_pending(topic, false)?;
+        }
+        Ok(())
+    }
+
     /// Moves each still-pending event of `f` into its topic's fire log.
     fn apply_fire(&mut self, batch: &mut Batch<'_>, f: &FireCommand) -> Result<u64, StorageError> {
         let mut fired = 0;
@@ -306,6 +324,9 @@ impl StateMachine {
         for (i, raw) in p.events.iter().enumerate() {
             let offset = p.first_offset + i as u64;
             let event = EventKeys::decode(raw.as_ref()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            if event.reschedule {
+                self.unschedule(batch, &event.topic, &event.message_id)?;
+            }
             let state = if event.due_ts <= p.publish_ts {
                 let seq = self.take_fire_seq(&event.topic)?;
                 let record = FiredRecord {
@@ -357,7 +378,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             match &entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(cmd) => match &cmd.0.kind {
-                    Some(command::Kind::Publish(p)) => fired = self.apply_publish(&mut batch, p)?,
+                    Some(command::Kind::Publish(p)) => {
+                        if p.has_reschedule {
+                            self.commit_so_far(&store, &mut batch, &mut membership_changed)?;
+                        }
+                        fired = self.apply_publish(&mut batch, p)?;
+                    }
                     // Firing and cancelling read `pending` and `ids`, which must
                     // already hold what earlier entries wrote: commit those (with
                     // their applied index) first, so replay reads what the leader did.
