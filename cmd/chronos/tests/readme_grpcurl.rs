@@ -94,6 +94,10 @@ fn readme_grpcurl_examples_run_verbatim() {
             assert!(stdout.contains("\"dueTs\""), "{stdout}");
         } else if line.contains("Health/Check") {
             assert!(stdout.contains("SERVING"), "{stdout}");
+        } else if line.contains("EventService/Cancel") {
+            assert!(stdout.contains("\"partition\": 2"), "{stdout}");
+        } else if line.contains("AdminService/ListTopics") {
+            assert!(stdout.contains("\"orders\""), "{stdout}");
         } else if line.contains("EventService/Replay") {
             assert!(
                 stdout.contains("\"offset\"") || stdout.contains("\"messageId\""),
