@@ -4,15 +4,8 @@
 mod common;
 
 use chronos_proto::v1::{replay_request::Range, Event, OffsetRange, ReplayRequest, TimeRange};
-use common::{batch_req, event, publish_ok, publish_req, replay_all, Server};
+use common::{batch_req, event, now_ms, publish_ok, publish_req, replay_all, Server};
 use tonic::Code;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 #[tokio::test]
 async fn publish_returns_partition_offset_and_due_time() {

@@ -5,17 +5,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use chronos_proto::v1::Event;
-use common::{event, publish_ok, Server};
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
+use common::{event, now_ms, publish_ok, Server};
 
 fn metric(server: &Server, name: &str) -> f64 {
     let (_, body) = server.http_get("/metrics").unwrap();

@@ -10,8 +10,6 @@ use tonic::{Request, Response, Status};
 
 use crate::{status, Node};
 
-const ENGINE: &str = "the scheduling engine (timing wheel and consumer groups)";
-
 pub struct Admin {
     node: Arc<Node>,
 }
@@ -97,34 +95,34 @@ impl AdminService for Admin {
         &self,
         _r: Request<ListGroupsRequest>,
     ) -> Result<Response<ListGroupsResponse>, Status> {
-        Err(status::not_yet("ListGroups", ENGINE))
+        Err(status::not_yet("ListGroups"))
     }
 
     async fn describe_group(
         &self,
         _r: Request<DescribeGroupRequest>,
     ) -> Result<Response<DescribeGroupResponse>, Status> {
-        Err(status::not_yet("DescribeGroup", ENGINE))
+        Err(status::not_yet("DescribeGroup"))
     }
 
     async fn seek_group(
         &self,
         _r: Request<SeekGroupRequest>,
     ) -> Result<Response<SeekGroupResponse>, Status> {
-        Err(status::not_yet("SeekGroup", ENGINE))
+        Err(status::not_yet("SeekGroup"))
     }
 
     async fn list_dead_letters(
         &self,
         _r: Request<ListDeadLettersRequest>,
     ) -> Result<Response<ListDeadLettersResponse>, Status> {
-        Err(status::not_yet("ListDeadLetters", ENGINE))
+        Err(status::not_yet("ListDeadLetters"))
     }
 
     async fn redrive_dead_letters(
         &self,
         _r: Request<RedriveDeadLettersRequest>,
     ) -> Result<Response<RedriveDeadLettersResponse>, Status> {
-        Err(status::not_yet("RedriveDeadLetters", ENGINE))
+        Err(status::not_yet("RedriveDeadLetters"))
     }
 }

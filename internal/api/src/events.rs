@@ -23,8 +23,6 @@ use crate::{status, validate, Node};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-const ENGINE: &str = "the scheduling engine (timing wheel and consumer groups)";
-
 pub struct Events {
     node: Arc<Node>,
 }
@@ -199,11 +197,11 @@ impl EventService for Events {
         &self,
         _request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        Err(status::not_yet("Subscribe", ENGINE))
+        Err(status::not_yet("Subscribe"))
     }
 
     async fn ack(&self, _request: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
-        Err(status::not_yet("Ack", ENGINE))
+        Err(status::not_yet("Ack"))
     }
 
     type ConsumeStream = BoxStream<ConsumeResponse>;
@@ -212,7 +210,7 @@ impl EventService for Events {
         &self,
         _request: Request<Streaming<ConsumeRequest>>,
     ) -> Result<Response<Self::ConsumeStream>, Status> {
-        Err(status::not_yet("Consume", ENGINE))
+        Err(status::not_yet("Consume"))
     }
 
     type ReplayStream = BoxStream<ReplayEvent>;

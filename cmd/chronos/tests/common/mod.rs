@@ -203,6 +203,14 @@ fn read_log(path: &Path) -> String {
     lines[lines.len().saturating_sub(60)..].join("\n")
 }
 
+/// The wall clock in ms since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 pub fn event(topic: &str, id: &str, payload: &[u8]) -> Event {
     Event {
         message_id: id.into(),
