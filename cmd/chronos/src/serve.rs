@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use chronos_api::{Limits, Node, Router};
 use chronos_config::{Config, FsyncMode};
-use chronos_partition::{FiringOptions, Partition, PartitionOptions};
+use chronos_partition::{DeliveryOptions, FiringOptions, Partition, PartitionOptions};
 use chronos_store::StoreResources;
 use chronos_wal::{Retention, WalOptions};
 use serde::{Deserialize, Serialize};
@@ -156,6 +156,12 @@ fn partition_options(config: &Config, id: u32, resources: &StoreResources) -> Pa
         firing: FiringOptions {
             tick_ms: config.scheduler.tick.as_millis().max(1) as i64,
             horizon_ms: config.scheduler.horizon.as_millis() as i64,
+        },
+        delivery: DeliveryOptions {
+            ack_timeout: config.delivery.ack_timeout,
+            backoff_base: config.delivery.backoff_base,
+            backoff_max: config.delivery.backoff_max,
+            max_attempts: config.delivery.max_attempts,
         },
     }
 }

@@ -20,6 +20,7 @@ pub fn from_partition(e: PartitionError) -> Status {
         PartitionError::Unavailable(_) => Status::unavailable(e.to_string()),
         PartitionError::StorageFull(_) => Status::resource_exhausted(e.to_string()),
         PartitionError::Storage(_) => Status::internal(e.to_string()),
+        PartitionError::NotFound(_) => Status::not_found(e.to_string()),
     }
 }
 

@@ -55,6 +55,41 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub raft: RaftConfig,
     pub scheduler: SchedulerConfig,
+    pub delivery: DeliveryConfig,
+}
+
+/// The most unacked deliveries one member may hold.
+pub const MAX_INFLIGHT_LIMIT: u32 = 100_000;
+
+/// Consumer groups: acks, redelivery and credits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// A delivery not acked within this is redelivered.
+    #[serde(with = "humantime_serde")]
+    pub ack_timeout: Duration,
+    /// Wait before the second attempt; doubles per attempt (with jitter).
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    /// Longest wait between attempts.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Attempts before an event moves to the group's dead-letter queue.
+    pub max_attempts: u32,
+    /// Unacked deliveries a member may hold when it asks for 0 (the default).
+    pub default_max_inflight: u32,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            ack_timeout: Duration::from_secs(30),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            max_attempts: 5,
+            default_max_inflight: 100,
+        }
+    }
 }
 
 /// The leader's timing wheel.
@@ -167,6 +202,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             raft: RaftConfig::default(),
             scheduler: SchedulerConfig::default(),
+            delivery: DeliveryConfig::default(),
         }
     }
 }
@@ -353,6 +389,18 @@ impl Config {
         }
         if self.scheduler.tick.is_zero() || self.scheduler.horizon < self.scheduler.tick * 2 {
             return bad("scheduler: need 0 < tick and horizon >= 2 * tick".into());
+        }
+        let d = &self.delivery;
+        if d.ack_timeout.is_zero() || d.max_attempts == 0 || d.backoff_max < d.backoff_base {
+            return bad(
+                "delivery: need ack_timeout > 0, max_attempts >= 1 and backoff_base <= backoff_max"
+                    .into(),
+            );
+        }
+        if d.default_max_inflight == 0 || d.default_max_inflight > MAX_INFLIGHT_LIMIT {
+            return bad(format!(
+                "delivery.default_max_inflight must be between 1 and {MAX_INFLIGHT_LIMIT}"
+            ));
         }
         if self.dedup_ttl.is_zero() {
             return bad("dedup_ttl must be positive".into());

@@ -22,6 +22,9 @@ pub enum PartitionError {
     /// A read of stored data failed.
     #[error("{0}")]
     Storage(String),
+    /// The named thing (a consumer group) does not exist in this partition.
+    #[error("{0}")]
+    NotFound(String),
 }
 
 fn looks_like_disk_full(msg: &str) -> bool {

@@ -18,8 +18,10 @@
 
 mod actor;
 mod codec;
+mod delivery;
 mod error;
 mod firing;
+mod groups;
 mod log_store;
 mod network;
 mod replay;
@@ -43,11 +45,17 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use actor::PublishOutcome;
+pub use delivery::{
+    delivery_id, event_of, parse_delivery_id, DeliveryOptions, Member, Outgoing, SettleItem,
+    SettleOp, SettleResult, Start,
+};
+pub use groups::GroupInfo;
 pub use error::PartitionError;
 pub use replay::{ReplayQuery, ReplayRange, ReplayStream, ReplayedEvent};
 pub use types::{CancelOutcome, NodeId};
 
 use crate::actor::{Actor, PublishRequest};
+use crate::delivery::{Control, Worker};
 use crate::firing::Firing;
 pub use crate::firing::FiringOptions;
 use crate::log_store::LogStore;
@@ -76,6 +84,8 @@ pub struct PartitionOptions {
     pub snapshot_every_entries: u64,
     /// The leader's timing wheel: tick and near window.
     pub firing: FiringOptions,
+    /// Consumer groups' ack timeout and redelivery policy.
+    pub delivery: DeliveryOptions,
     /// RocksDB memory shared with the node's other partitions.
     pub resources: StoreResources,
 }
@@ -110,6 +120,8 @@ pub struct Partition {
     /// Set by the actor while this node leads and has applied its whole log.
     leading: Arc<AtomicBool>,
     mailbox: parking_lot::Mutex<Option<mpsc::Sender<PublishRequest>>>,
+    /// The delivery worker's requests.
+    control: mpsc::UnboundedSender<Control>,
     tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -190,6 +202,17 @@ impl Partition {
             options: opts.firing,
         };
         let firing_task = tokio::spawn(firing.run());
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let worker = Worker {
+            partition: id,
+            raft: raft.clone(),
+            store: store.clone(),
+            leading: leading.clone(),
+            control: control_rx,
+            fire_log: applied.fire_log.clone(),
+            options: opts.delivery,
+        };
+        let delivery_task = tokio::spawn(worker.run());
         let retention_task = tokio::spawn(retention_loop(
             id,
             wal.clone(),
@@ -205,7 +228,13 @@ impl Partition {
             applied,
             leading,
             mailbox: parking_lot::Mutex::new(Some(tx)),
-            tasks: parking_lot::Mutex::new(vec![actor_task, retention_task, firing_task]),
+            control,
+            tasks: parking_lot::Mutex::new(vec![
+                actor_task,
+                retention_task,
+                firing_task,
+                delivery_task,
+            ]),
         })
     }
 

@@ -15,8 +15,11 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+mod groups;
+
 use chronos_proto::internal::{
-    command, CancelCommand, EventKeys, FireCommand, FiredRecord, PublishCommand, TopicState,
+    command, group_item, CancelCommand, EventKeys, FireCommand, FiredRecord, GroupState,
+    PublishCommand, TopicState,
 };
 use chronos_store::{id_key, Batch, IdEntry, IdState, Store};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
@@ -42,6 +45,8 @@ pub struct AppliedState {
     pub next_offset: AtomicU64,
     /// Events in `pending` (exact, as of the last commit).
     pub pending: AtomicU64,
+    /// Notified when an applied entry appended to some topic's fire log.
+    pub fire_log: Arc<tokio::sync::Notify>,
 }
 
 pub struct StateMachine {
@@ -57,10 +62,14 @@ pub struct StateMachine {
     topics: HashMap<String, TopicState>,
     /// Topics whose state changed since the last commit.
     dirty_topics: HashSet<String>,
+    /// Consumer groups by (topic, group), loaded from `groups` on first use.
+    groups: HashMap<(String, String), GroupState>,
+    /// Groups whose state changed since the last commit.
+    dirty_groups: HashSet<(String, String)>,
     shared: Arc<AppliedState>,
 }
 
-fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
+pub(crate) fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
     StorageError::IO {
         source: StorageIOError::new(
             ErrorSubject::StateMachine,
@@ -108,6 +117,8 @@ impl StateMachine {
             pending,
             topics: HashMap::new(),
             dirty_topics: HashSet::new(),
+            groups: HashMap::new(),
+            dirty_groups: HashSet::new(),
             shared,
         })
     }
@@ -130,6 +141,7 @@ impl StateMachine {
                 batch.put_topic(&topic, &state.encode_to_vec());
             }
         }
+        self.write_dirty_groups(&mut batch);
         batch.put_meta(META_APPLIED, &to_json(&applied)?);
         batch.put_meta(META_NEXT_OFFSET, &to_json(&self.next_offset)?);
         batch.put_meta(META_PENDING, &to_json(&self.pending)?);
@@ -210,6 +222,7 @@ impl StateMachine {
                 due_ts,
                 fire_ts: f.fire_ts,
                 event: raw.into(),
+                only_group: String::new(),
             };
             batch.put_fired(&keys.topic, seq, &record.encode_to_vec());
             batch.delete_pending(due_ts, offset);
@@ -334,6 +347,7 @@ impl StateMachine {
                     due_ts: event.due_ts,
                     fire_ts: p.publish_ts,
                     event: raw.clone(),
+                    only_group: String::new(),
                 };
                 batch.put_fired(&event.topic, seq, &record.encode_to_vec());
                 fired += 1;
@@ -372,9 +386,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut batch = store.batch();
         let mut replies = Vec::new();
         let mut membership_changed = false;
+        let mut fire_log_grew = false;
         for entry in entries {
             let mut fired = 0;
             let mut cancel = None;
+            let mut group = None;
+            let mut redriven = 0;
             match &entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(cmd) => match &cmd.0.kind {
@@ -395,6 +412,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         self.commit_so_far(&store, &mut batch, &mut membership_changed)?;
                         cancel = Some(self.apply_cancel(&mut batch, c)?);
                     }
+                    // Creating or seeking a group reads the fire log; a dead
+                    // letter copies its fired record; redrive reads the DLQ.
+                    Some(command::Kind::Group(g)) => {
+                        self.commit_so_far(&store, &mut batch, &mut membership_changed)?;
+                        group = Some(self.apply_group(g)?);
+                    }
+                    Some(command::Kind::Delivery(d)) => {
+                        let has_dead = d.groups.iter().any(|g| {
+                            g.items
+                                .iter()
+                                .any(|i| matches!(i.op, Some(group_item::Op::Dead(_))))
+                        });
+                        if has_dead {
+                            self.commit_so_far(&store, &mut batch, &mut membership_changed)?;
+                        }
+                        self.apply_delivery(&mut batch, d)?;
+                    }
+                    Some(command::Kind::Redrive(r)) => {
+                        self.commit_so_far(&store, &mut batch, &mut membership_changed)?;
+                        redriven = self.apply_redrive(&mut batch, r)?;
+                    }
                     None => {}
                 },
                 EntryPayload::Membership(m) => {
@@ -403,13 +441,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             }
             self.applied = Some(entry.log_id);
+            fire_log_grew |= fired > 0 || redriven > 0;
             replies.push(Applied {
                 next_offset: self.next_offset,
                 fired,
                 cancel,
+                group,
+                redriven,
             });
         }
         self.commit(batch, &mut membership_changed)?;
+        if fire_log_grew {
+            self.shared.fire_log.notify_one();
+        }
         Ok(replies)
     }
 

@@ -3,7 +3,8 @@
 use std::fmt;
 
 use chronos_proto::internal::{
-    command, CancelCommand, Command as CommandPb, FireCommand, PublishCommand,
+    command, CancelCommand, Command as CommandPb, DeliveryCommand, FireCommand, GroupCommand,
+    PublishCommand, RedriveCommand,
 };
 use prost::Message;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -57,6 +58,24 @@ impl Command {
         })
     }
 
+    pub fn group(cmd: GroupCommand) -> Command {
+        Command(CommandPb {
+            kind: Some(command::Kind::Group(cmd)),
+        })
+    }
+
+    pub fn delivery(cmd: DeliveryCommand) -> Command {
+        Command(CommandPb {
+            kind: Some(command::Kind::Delivery(cmd)),
+        })
+    }
+
+    pub fn redrive(cmd: RedriveCommand) -> Command {
+        Command(CommandPb {
+            kind: Some(command::Kind::Redrive(cmd)),
+        })
+    }
+
     pub fn encode_to_vec(&self) -> Vec<u8> {
         self.0.encode_to_vec()
     }
@@ -69,7 +88,7 @@ impl Command {
     pub fn offsets(&self) -> Option<(u64, u64)> {
         match &self.0.kind {
             Some(command::Kind::Publish(p)) => Some((p.first_offset, p.events.len() as u64)),
-            Some(command::Kind::Fire(_)) | Some(command::Kind::Cancel(_)) | None => None,
+            _ => None,
         }
     }
 }
@@ -94,6 +113,16 @@ impl fmt::Debug for Command {
                 )
             }
             Some(command::Kind::Cancel(c)) => write!(f, "Cancel{{{}/{}}}", c.topic, c.message_id),
+            Some(command::Kind::Group(g)) => {
+                write!(f, "Group{{{}/{} seek: {}}}", g.topic, g.group, g.seek)
+            }
+            Some(command::Kind::Delivery(d)) => {
+                let items: usize = d.groups.iter().map(|g| g.items.len()).sum();
+                write!(f, "Delivery{{groups: {}, items: {items}}}", d.groups.len())
+            }
+            Some(command::Kind::Redrive(r)) => {
+                write!(f, "Redrive{{{}/{}: {}}}", r.topic, r.group, r.seqs.len())
+            }
             None => write!(f, "Empty"),
         }
     }
@@ -127,6 +156,10 @@ pub struct Applied {
     pub fired: u64,
     /// What a `Cancel` entry found.
     pub cancel: Option<CancelOutcome>,
+    /// A `Group` entry: the group's (cursor, from_due_ts) after it.
+    pub group: Option<(u64, i64)>,
+    /// A `Redrive` entry: dead letters put back.
+    pub redriven: u64,
 }
 
 /// The result of applying a `Cancel`.

@@ -91,6 +91,22 @@ pub fn fired_key(topic: &str, fire_seq: u64) -> Vec<u8> {
     key
 }
 
+/// `topic 0x00 group`: names cannot contain 0x00.
+pub fn group_key(topic: &str, group: &str) -> Vec<u8> {
+    id_key(topic, group)
+}
+
+/// `topic 0x00 group 0x00 fire_seq BE`: one event of a group (in flight or dead).
+pub fn item_key(topic: &str, group: &str, fire_seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(topic.len() + group.len() + 10);
+    key.extend_from_slice(topic.as_bytes());
+    key.push(0);
+    key.extend_from_slice(group.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&fire_seq.to_be_bytes());
+    key
+}
+
 pub(crate) fn decode_pending_key(key: &[u8]) -> Result<(i64, u64)> {
     if key.len() != 16 {
         return Err(StoreError::Corrupt {

@@ -16,7 +16,12 @@
 //! - `pending`: `due_ts BE ‖ offset BE` → encoded event: the due-ordered cold store.
 //! - `fired`: `topic 0x00 fire_seq BE` → fired record: each topic's fire log.
 //! - `topics`: `topic` → topic state (next fire sequence).
+//! - `groups`: `topic 0x00 group` → a consumer group's state (cursor, start).
+//! - `inflight`: `topic 0x00 group 0x00 fire_seq BE` → a delivery awaiting its
+//!   ack, or an event waiting to be redelivered.
+//! - `dlq`: same key → a dead letter (the fired record, attempts, reason).
 
+mod groups;
 mod keys;
 
 use std::path::Path;
@@ -28,14 +33,27 @@ use rocksdb::{
     CompactionDecision, FlushOptions, Options, WriteBatch, WriteBufferManager, WriteOptions, DB,
 };
 
-pub use keys::{fired_key, id_key, pending_key, IdEntry, IdState};
+pub use groups::GroupItemKey;
+pub use keys::{fired_key, group_key, id_key, item_key, pending_key, IdEntry, IdState};
 
 const CF_META: &str = "meta";
 const CF_IDS: &str = "ids";
 const CF_PENDING: &str = "pending";
 const CF_FIRED: &str = "fired";
 const CF_TOPICS: &str = "topics";
-const ALL_CFS: [&str; 5] = [CF_META, CF_IDS, CF_PENDING, CF_FIRED, CF_TOPICS];
+const CF_GROUPS: &str = "groups";
+const CF_INFLIGHT: &str = "inflight";
+const CF_DLQ: &str = "dlq";
+const ALL_CFS: [&str; 8] = [
+    CF_META,
+    CF_IDS,
+    CF_PENDING,
+    CF_FIRED,
+    CF_TOPICS,
+    CF_GROUPS,
+    CF_INFLIGHT,
+    CF_DLQ,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -100,8 +118,8 @@ pub struct Store {
 
 /// Writes that become visible together when committed.
 pub struct Batch<'a> {
-    store: &'a Store,
-    batch: WriteBatch,
+    pub(crate) store: &'a Store,
+    pub(crate) batch: WriteBatch,
 }
 
 impl Store {
@@ -147,6 +165,9 @@ impl Store {
             ColumnFamilyDescriptor::new(CF_PENDING, pending),
             ColumnFamilyDescriptor::new(CF_FIRED, cf_options()),
             ColumnFamilyDescriptor::new(CF_TOPICS, cf_options()),
+            ColumnFamilyDescriptor::new(CF_GROUPS, cf_options()),
+            ColumnFamilyDescriptor::new(CF_INFLIGHT, cf_options()),
+            ColumnFamilyDescriptor::new(CF_DLQ, cf_options()),
         ];
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         Ok(Store { db: Arc::new(db) })
@@ -159,8 +180,8 @@ impl Store {
         Ok(Store { db: Arc::new(db) })
     }
 
-    fn cf(&self, name: &str) -> &ColumnFamily {
-        // The three column families are created by `open`; a missing one is a bug.
+    pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
+        // The column families are created by `open`; a missing one is a bug.
         self.db
             .cf_handle(name)
             .unwrap_or_else(|| panic!("column family {name} missing"))

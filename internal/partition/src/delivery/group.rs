@@ -1,0 +1,326 @@
+//! The leader's in-memory view of one consumer group in one partition: where
+//! its first deliveries stand, which events are in flight (to which member,
+//! which attempt, until when), which wait to be redelivered, and its members.
+//! Every change is also recorded as a [`GroupItem`] for the next
+//! `DeliveryCommand`, so the state machine holds the same thing durably.
+
+use std::collections::{BTreeSet, HashMap};
+
+use chronos_proto::internal::{group_item, Attempt, Dead, GroupDelta, GroupItem};
+
+/// One event of the group that is not done: delivered and awaiting its ack,
+/// or waiting to be redelivered.
+#[derive(Debug, Clone)]
+pub struct Flight {
+    /// Deliveries so far.
+    pub attempt: u32,
+    /// Delivered: the ack deadline. Waiting: when to redeliver.
+    pub at_ts: i64,
+    /// The member holding it (and its credit), when delivered in this term.
+    pub member: Option<u64>,
+    pub delivered: bool,
+}
+
+#[derive(Debug)]
+pub struct GroupRt {
+    pub topic: String,
+    pub name: String,
+    /// The next fire sequence number to read for a first delivery.
+    pub cursor: u64,
+    /// The cursor as last recorded in a delta.
+    recorded_cursor: u64,
+    pub from_due_ts: i64,
+    pub flights: HashMap<u64, Flight>,
+    /// (at_ts, seq) of every flight: ack deadlines and redelivery times.
+    timers: BTreeSet<(i64, u64)>,
+    /// Waiting events whose redelivery time has come, by fire sequence.
+    pub ready: BTreeSet<u64>,
+    pub members: Vec<u64>,
+    /// Round-robin position among members.
+    pub next_member: usize,
+    /// Changes not yet proposed.
+    items: Vec<GroupItem>,
+}
+
+/// What the timers of a group decided.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Expired {
+    /// (member, credits) to give back: their deliveries timed out.
+    pub credits: Vec<u64>,
+    pub retried: u64,
+    pub dead: u64,
+}
+
+impl GroupRt {
+    pub fn new(topic: String, name: String, cursor: u64, from_due_ts: i64) -> GroupRt {
+        GroupRt {
+            topic,
+            name,
+            cursor,
+            recorded_cursor: cursor,
+            from_due_ts,
+            flights: HashMap::new(),
+            timers: BTreeSet::new(),
+            ready: BTreeSet::new(),
+            members: Vec::new(),
+            next_member: 0,
+            items: Vec::new(),
+        }
+    }
+
+    /// Restores a flight found in the state machine at the start of a term.
+    /// Deliveries made in an earlier term have no member any more: they are
+    /// redelivered now. Waiting ones keep their redelivery time.
+    pub fn restore(&mut self, seq: u64, attempt: u32, at_ts: i64, delivered: bool) {
+        let flight = Flight {
+            attempt,
+            at_ts,
+            member: None,
+            delivered: false,
+        };
+        if delivered {
+            self.ready.insert(seq);
+        } else {
+            self.timers.insert((at_ts, seq));
+        }
+        self.flights.insert(seq, flight);
+    }
+
+    pub fn next_timer(&self) -> Option<i64> {
+        self.timers.first().map(|&(at, _)| at)
+    }
+
+    /// Records a delivery of `seq` to `member` (attempt `attempt`).
+    pub fn delivered(&mut self, seq: u64, attempt: u32, deadline: i64, member: u64) {
+        if let Some(old) = self.flights.get(&seq) {
+            self.timers.remove(&(old.at_ts, seq));
+        }
+        self.ready.remove(&seq);
+        self.flights.insert(
+            seq,
+            Flight {
+                attempt,
+                at_ts: deadline,
+                member: Some(member),
+                delivered: true,
+            },
+        );
+        self.timers.insert((deadline, seq));
+        self.record(
+            seq,
+            group_item::Op::Delivered(Attempt {
+                attempt,
+                at_ts: deadline,
+            }),
+        );
+    }
+
+    /// Takes `seq` out of flight (acked or dead); returns the member whose
+    /// credit it held, if any.
+    fn remove(&mut self, seq: u64) -> Option<Flight> {
+        let flight = self.flights.remove(&seq)?;
+        self.timers.remove(&(flight.at_ts, seq));
+        self.ready.remove(&seq);
+        Some(flight)
+    }
+
+    /// An ack. Returns None when `seq` is not in flight; otherwise the member
+    /// whose credit comes back (if it still holds it).
+    pub fn ack(&mut self, seq: u64) -> Option<Option<u64>> {
+        let flight = self.remove(seq)?;
+        self.record(seq, group_item::Op::Acked(true));
+        Some(flight.member.filter(|_| flight.delivered))
+    }
+
+    /// Redeliver `seq` at `at_ts`, or give up on it when `dead` says so. The
+    /// member whose credit it held (if any) is returned.
+    pub fn fail(&mut self, seq: u64, at_ts: i64, dead: Option<String>) -> Option<u64> {
+        let Some(flight) = self.flights.get_mut(&seq) else {
+            return None;
+        };
+        let holder = flight.member.take().filter(|_| flight.delivered);
+        let attempt = flight.attempt;
+        if let Some(reason) = dead {
+            self.remove(seq);
+            self.record(
+                seq,
+                group_item::Op::Dead(Dead {
+                    attempts: attempt,
+                    reason,
+                }),
+            );
+            return holder;
+        }
+        let old_at = flight.at_ts;
+        flight.at_ts = at_ts;
+        flight.delivered = false;
+        self.timers.remove(&(old_at, seq));
+        self.timers.insert((at_ts, seq));
+        self.record(seq, group_item::Op::Retry(Attempt { attempt, at_ts }));
+        holder
+    }
+
+    /// Deliveries held by `member` (which left) become ready for redelivery now.
+    pub fn release_member(&mut self, member: u64) {
+        self.members.retain(|&m| m != member);
+        let held: Vec<u64> = self
+            .flights
+            .iter()
+            .filter(|(_, f)| f.delivered && f.member == Some(member))
+            .map(|(&seq, _)| seq)
+            .collect();
+        for seq in held {
+            if let Some(f) = self.flights.get_mut(&seq) {
+                self.timers.remove(&(f.at_ts, seq));
+                f.member = None;
+                f.delivered = false;
+                self.ready.insert(seq);
+            }
+        }
+    }
+
+    /// Timers due at `now`: waiting events become ready; deliveries past their
+    /// deadline are retried after `backoff(attempt)`, or dead after `max_attempts`.
+    pub fn expire(
+        &mut self,
+        now: i64,
+        max_attempts: u32,
+        mut backoff: impl FnMut(u32) -> i64,
+    ) -> Expired {
+        let mut out = Expired::default();
+        while let Some(&(at, seq)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(flight) = self.flights.get(&seq) else {
+                continue;
+            };
+            if !flight.delivered {
+                self.ready.insert(seq);
+                continue;
+            }
+            let attempt = flight.attempt;
+            let dead = (attempt >= max_attempts)
+                .then(|| format!("no ack within the ack timeout after {attempt} attempts"));
+            let is_dead = dead.is_some();
+            // `fail` looks the timer up by the flight's at_ts; it was popped already.
+            if let Some(m) = self.fail(seq, now + backoff(attempt), dead) {
+                out.credits.push(m);
+            }
+            if is_dead {
+                out.dead += 1;
+            } else {
+                out.retried += 1;
+            }
+        }
+        out
+    }
+
+    /// Moves the cursor past events read for a first delivery.
+    pub fn advance(&mut self, cursor: u64) {
+        self.cursor = self.cursor.max(cursor);
+    }
+
+    /// The group's changes since the last call, as a delta (None if none).
+    pub fn take_delta(&mut self) -> Option<GroupDelta> {
+        if self.items.is_empty() && self.cursor == self.recorded_cursor {
+            return None;
+        }
+        self.recorded_cursor = self.cursor;
+        Some(GroupDelta {
+            topic: self.topic.clone(),
+            group: self.name.clone(),
+            cursor: self.cursor,
+            items: std::mem::take(&mut self.items),
+        })
+    }
+
+    /// Steps the cursor back to `seq` (a first delivery that could not be sent).
+    pub fn unread(&mut self, seq: u64) {
+        self.cursor = self.cursor.min(seq);
+    }
+
+    /// Moves the group (a seek): first deliveries restart at `cursor`.
+    pub fn reset(&mut self, cursor: u64, from_due_ts: i64) {
+        self.cursor = cursor;
+        self.recorded_cursor = cursor;
+        self.from_due_ts = from_due_ts;
+    }
+
+    fn record(&mut self, seq: u64, op: group_item::Op) {
+        self.items.push(GroupItem { seq, op: Some(op) });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group() -> GroupRt {
+        GroupRt::new("t".into(), "g".into(), 0, 0)
+    }
+
+    #[test]
+    fn ack_returns_the_holders_credit_once() {
+        let mut g = group();
+        g.delivered(5, 1, 100, 7);
+        assert_eq!(g.ack(5), Some(Some(7)));
+        assert_eq!(g.ack(5), None, "a second ack finds nothing");
+        assert!(g.flights.is_empty());
+        assert_eq!(g.next_timer(), None);
+    }
+
+    #[test]
+    fn timeout_retries_with_backoff_then_dies_after_max_attempts() {
+        let mut g = group();
+        g.delivered(1, 1, 100, 7);
+        let e = g.expire(99, 2, |_| 50);
+        assert_eq!(e, Expired::default(), "nothing before the deadline");
+        let e = g.expire(100, 2, |_| 50);
+        assert_eq!((e.retried, e.dead, e.credits), (1, 0, vec![7]));
+        assert!(g.ready.is_empty(), "waits for its backoff");
+        assert_eq!(g.next_timer(), Some(150));
+        g.expire(150, 2, |_| 50);
+        assert!(g.ready.contains(&1));
+        g.delivered(1, 2, 300, 8);
+        let e = g.expire(300, 2, |_| 50);
+        assert_eq!((e.retried, e.dead, e.credits), (0, 1, vec![8]));
+        assert!(g.flights.is_empty());
+        let delta = g.take_delta().expect("changes recorded");
+        let ops: Vec<_> = delta.items.iter().map(|i| i.op.clone().unwrap()).collect();
+        assert!(matches!(ops.last(), Some(group_item::Op::Dead(d)) if d.attempts == 2));
+    }
+
+    #[test]
+    fn a_leaving_member_frees_its_deliveries_now() {
+        let mut g = group();
+        g.members = vec![7, 8];
+        g.delivered(1, 1, 100, 7);
+        g.delivered(2, 1, 100, 8);
+        g.release_member(7);
+        assert_eq!(g.members, vec![8]);
+        assert_eq!(g.ready.iter().copied().collect::<Vec<_>>(), vec![1]);
+        assert_eq!(g.next_timer(), Some(100), "member 8's deadline stays");
+    }
+
+    #[test]
+    fn restored_deliveries_are_ready_and_waiting_ones_keep_their_time() {
+        let mut g = group();
+        g.restore(1, 1, 500, true);
+        g.restore(2, 2, 700, false);
+        assert!(g.ready.contains(&1));
+        assert_eq!(g.next_timer(), Some(700));
+        assert_eq!(g.take_delta(), None, "restoring records nothing");
+    }
+
+    #[test]
+    fn cursor_changes_make_a_delta_once() {
+        let mut g = group();
+        g.advance(10);
+        assert_eq!(g.take_delta().map(|d| d.cursor), Some(10));
+        assert_eq!(g.take_delta(), None);
+        g.advance(5);
+        assert_eq!(g.take_delta(), None, "the cursor never moves back");
+    }
+}

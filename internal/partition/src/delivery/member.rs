@@ -1,0 +1,125 @@
+//! A connected consumer: its outbox and its credits, shared by every partition
+//! it subscribed to.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use chronos_proto::v1::Delivery;
+use tokio::sync::{mpsc, Notify};
+
+/// What a member's stream receives.
+#[derive(Debug)]
+pub enum Outgoing {
+    Delivery(Delivery),
+    /// The partition can no longer serve this member (it stopped leading or
+    /// is shutting down); the stream should end with this reason.
+    Closed(String),
+}
+
+static NEXT_MEMBER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One subscriber of a consumer group. Credits are the number of further
+/// deliveries it may hold unacknowledged: taking one per delivery and giving
+/// one back per ack (or grant) keeps it at most at its `max_inflight`.
+#[derive(Debug)]
+pub struct Member {
+    id: u64,
+    outbox: mpsc::UnboundedSender<Outgoing>,
+    credits: AtomicI64,
+    /// The delivery workers this member is attached to, woken when credit returns.
+    wakers: parking_lot::Mutex<Vec<Arc<Notify>>>,
+}
+
+impl Member {
+    /// A member that may hold `max_inflight` unacknowledged deliveries, and the
+    /// receiving end of its outbox. The outbox is unbounded, but credits bound it.
+    pub fn new(max_inflight: u32) -> (Arc<Member>, mpsc::UnboundedReceiver<Outgoing>) {
+        let (outbox, rx) = mpsc::unbounded_channel();
+        let member = Member {
+            id: NEXT_MEMBER_ID.fetch_add(1, Ordering::Relaxed),
+            outbox,
+            credits: AtomicI64::new(i64::from(max_inflight)),
+            wakers: parking_lot::Mutex::new(Vec::new()),
+        };
+        (Arc::new(member), rx)
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Allows `n` more unacknowledged deliveries (a credit grant).
+    pub fn grant(&self, n: u32) {
+        self.give_back(i64::from(n));
+    }
+
+    /// Credits left right now.
+    pub fn credits(&self) -> i64 {
+        self.credits.load(Ordering::Acquire)
+    }
+
+    /// Takes one credit if there is one.
+    pub(crate) fn try_take(&self) -> bool {
+        self.credits
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                (c > 0).then_some(c - 1)
+            })
+            .is_ok()
+    }
+
+    /// Returns credit and wakes the workers that may now deliver more.
+    pub(crate) fn give_back(&self, n: i64) {
+        if n <= 0 {
+            return;
+        }
+        self.credits.fetch_add(n, Ordering::AcqRel);
+        for waker in self.wakers.lock().iter() {
+            waker.notify_one();
+        }
+    }
+
+    /// Hands a delivery to the stream; false when the stream is gone.
+    pub(crate) fn send(&self, delivery: Delivery) -> bool {
+        self.outbox.send(Outgoing::Delivery(delivery)).is_ok()
+    }
+
+    pub(crate) fn is_gone(&self) -> bool {
+        self.outbox.is_closed()
+    }
+
+    pub(crate) fn close(&self, reason: String) {
+        let _ = self.outbox.send(Outgoing::Closed(reason));
+    }
+
+    pub(crate) fn add_waker(&self, waker: Arc<Notify>) {
+        let mut wakers = self.wakers.lock();
+        if !wakers.iter().any(|w| Arc::ptr_eq(w, &waker)) {
+            wakers.push(waker);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credits_never_go_below_zero_and_come_back() {
+        let (m, _rx) = Member::new(2);
+        assert!(m.try_take());
+        assert!(m.try_take());
+        assert!(!m.try_take());
+        assert_eq!(m.credits(), 0);
+        m.give_back(1);
+        assert!(m.try_take());
+        m.grant(3);
+        assert_eq!(m.credits(), 3);
+    }
+
+    #[test]
+    fn member_ids_are_unique() {
+        let (a, _ra) = Member::new(1);
+        let (b, _rb) = Member::new(1);
+        assert_ne!(a.id(), b.id());
+    }
+}

@@ -1,0 +1,209 @@
+//! Applying consumer-group commands: creating and seeking groups, recording
+//! deliveries, acks, retries and dead letters, and redriving dead letters.
+//!
+//! Every change here comes from the leader's delivery worker or the admin API
+//! through the log, so a restart (or a new leader) finds the same group state:
+//! cursors, the in-flight set with attempts and deadlines, and the DLQ.
+
+use chronos_proto::internal::{
+    group_item, DeadLetterRecord, DeliveryCommand, FiredRecord, GroupCommand, GroupState,
+    InflightRecord, RedriveCommand, StartKind,
+};
+use chronos_store::{Batch, Store};
+use openraft::ErrorVerb;
+use prost::Message;
+
+use super::{sm_err, StateMachine};
+use crate::types::StorageError;
+
+/// A time seek starts this much before the first event fired at the target
+/// time: fire times are nearly but not strictly increasing along the fire log,
+/// and events due before the target are filtered out anyway.
+const SEEK_SLACK_MS: i64 = 1_000;
+
+fn read_err(e: impl std::fmt::Display) -> StorageError {
+    sm_err(ErrorVerb::Read, std::io::Error::other(e.to_string()))
+}
+
+impl StateMachine {
+    /// The stored state of a group, through the cache; None if it does not exist.
+    fn group_state(&mut self, topic: &str, group: &str) -> Result<Option<GroupState>, StorageError> {
+        let key = (topic.to_string(), group.to_string());
+        if let Some(state) = self.groups.get(&key) {
+            return Ok(Some(state.clone()));
+        }
+        let Some(raw) = self.store.get_group(topic, group).map_err(read_err)? else {
+            return Ok(None);
+        };
+        let state = GroupState::decode(raw.as_slice()).map_err(read_err)?;
+        self.groups.insert(key, state.clone());
+        Ok(Some(state))
+    }
+
+    fn set_group(&mut self, topic: &str, group: &str, state: GroupState) {
+        let key = (topic.to_string(), group.to_string());
+        self.dirty_groups.insert(key.clone());
+        self.groups.insert(key, state);
+    }
+
+    /// The fire sequence number `topic`'s next fired event gets, without
+    /// creating the topic.
+    fn next_fire_seq(&mut self, topic: &str) -> Result<u64, StorageError> {
+        if let Some(state) = self.topics.get(topic) {
+            return Ok(state.next_fire_seq);
+        }
+        Ok(match self.store.get_topic(topic).map_err(read_err)? {
+            Some(raw) => {
+                chronos_proto::internal::TopicState::decode(raw.as_slice())
+                    .map_err(read_err)?
+                    .next_fire_seq
+            }
+            None => 0,
+        })
+    }
+
+    /// Creates the group (first subscribe) or, for a seek, moves it. Returns
+    /// the group's (cursor, from_due_ts) afterwards. Reads the fire log, so
+    /// everything before this entry must be committed.
+    pub(super) fn apply_group(&mut self, g: &GroupCommand) -> Result<(u64, i64), StorageError> {
+        let existing = self.group_state(&g.topic, &g.group)?;
+        if let (Some(state), false) = (&existing, g.seek) {
+            return Ok((state.cursor, state.from_due_ts));
+        }
+        let next = self.next_fire_seq(&g.topic)?;
+        let (cursor, from_due_ts) = match StartKind::try_from(g.start) {
+            _ if g.seek => (seek_seq(&self.store, &g.topic, g.start_ts, next)?, g.start_ts),
+            Ok(StartKind::StartEarliest) => {
+                let first = self.store.first_fired_seq(&g.topic).map_err(read_err)?;
+                (first.unwrap_or(next), 0)
+            }
+            Ok(StartKind::StartTimestamp) => {
+                (seek_seq(&self.store, &g.topic, g.start_ts, next)?, g.start_ts)
+            }
+            Ok(StartKind::StartLatest) | Err(_) => (next, 0),
+        };
+        let mut state = existing.unwrap_or(GroupState {
+            created_ts: g.now_ts,
+            ..GroupState::default()
+        });
+        state.cursor = cursor;
+        state.from_due_ts = from_due_ts;
+        self.set_group(&g.topic, &g.group, state);
+        Ok((cursor, from_due_ts))
+    }
+
+    /// Records what the leader's delivery worker did. Items of a group that
+    /// does not exist are ignored (the same on every replica).
+    pub(super) fn apply_delivery(
+        &mut self,
+        batch: &mut Batch<'_>,
+        d: &DeliveryCommand,
+    ) -> Result<(), StorageError> {
+        for delta in &d.groups {
+            let Some(mut state) = self.group_state(&delta.topic, &delta.group)? else {
+                continue;
+            };
+            state.cursor = state.cursor.max(delta.cursor);
+            for item in &delta.items {
+                let (topic, group, seq) = (&delta.topic, &delta.group, item.seq);
+                match &item.op {
+                    Some(group_item::Op::Delivered(a)) | Some(group_item::Op::Retry(a)) => {
+                        let record = InflightRecord {
+                            attempt: a.attempt,
+                            at_ts: a.at_ts,
+                            delivered: matches!(item.op, Some(group_item::Op::Delivered(_))),
+                        };
+                        batch.put_inflight(topic, group, seq, &record.encode_to_vec());
+                    }
+                    Some(group_item::Op::Acked(_)) => batch.delete_inflight(topic, group, seq),
+                    Some(group_item::Op::Dead(dead)) => {
+                        // A second Dead for the same event (a re-proposal) changes nothing.
+                        if self.store.get_dlq(topic, group, seq).map_err(read_err)?.is_some() {
+                            continue;
+                        }
+                        let fired = self.store.get_fired(topic, seq).map_err(read_err)?;
+                        let record = DeadLetterRecord {
+                            fired: fired.unwrap_or_default().into(),
+                            attempts: dead.attempts,
+                            reason: dead.reason.clone(),
+                            dead_ts: d.now_ts,
+                        };
+                        batch.delete_inflight(topic, group, seq);
+                        batch.put_dlq(topic, group, seq, &record.encode_to_vec());
+                        state.dead_letters += 1;
+                    }
+                    None => {}
+                }
+            }
+            self.set_group(&delta.topic, &delta.group, state);
+        }
+        Ok(())
+    }
+
+    /// Puts dead letters back at the end of their topic's fire log, due now,
+    /// for this group only. Returns how many were still dead letters.
+    pub(super) fn apply_redrive(
+        &mut self,
+        batch: &mut Batch<'_>,
+        r: &RedriveCommand,
+    ) -> Result<u64, StorageError> {
+        let Some(mut state) = self.group_state(&r.topic, &r.group)? else {
+            return Ok(0);
+        };
+        let mut redriven = 0;
+        for &seq in &r.seqs {
+            let Some(raw) = self.store.get_dlq(&r.topic, &r.group, seq).map_err(read_err)? else {
+                continue;
+            };
+            let dead = DeadLetterRecord::decode(raw.as_slice()).map_err(read_err)?;
+            let old = FiredRecord::decode(dead.fired.as_ref()).map_err(read_err)?;
+            let new_seq = self.take_fire_seq(&r.topic)?;
+            let record = FiredRecord {
+                fire_ts: r.now_ts,
+                only_group: r.group.clone(),
+                ..old
+            };
+            batch.put_fired(&r.topic, new_seq, &record.encode_to_vec());
+            batch.delete_dlq(&r.topic, &r.group, seq);
+            state.dead_letters = state.dead_letters.saturating_sub(1);
+            redriven += 1;
+        }
+        self.set_group(&r.topic, &r.group, state);
+        Ok(redriven)
+    }
+
+    /// Writes the groups changed since the last commit into `batch`.
+    pub(super) fn write_dirty_groups(&mut self, batch: &mut Batch<'_>) {
+        for key in std::mem::take(&mut self.dirty_groups) {
+            if let Some(state) = self.groups.get(&key) {
+                batch.put_group(&key.0, &key.1, &state.encode_to_vec());
+            }
+        }
+    }
+}
+
+/// The first fire sequence number (below `next`) that a group starting at
+/// `ts` must read from: a binary search of the fire log by fire time.
+fn seek_seq(store: &Store, topic: &str, ts: i64, next: u64) -> Result<u64, StorageError> {
+    let target = ts.saturating_sub(SEEK_SLACK_MS);
+    let Some(mut lo) = store.first_fired_seq(topic).map_err(read_err)? else {
+        return Ok(next);
+    };
+    let mut hi = next;
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let fire_ts = match store.get_fired(topic, mid).map_err(read_err)? {
+            Some(raw) => FiredRecord::decode(raw.as_slice())
+                .map_err(read_err)?
+                .fire_ts,
+            // A gap (never expected: the log is trimmed only from the front).
+            None => i64::MIN,
+        };
+        if fire_ts < target {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
+}
