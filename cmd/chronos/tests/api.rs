@@ -400,24 +400,6 @@ async fn malformed_protobuf_is_invalid_argument() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn unimplemented_rpcs_say_what_is_missing() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &[]);
-    let mut c = server.events().await;
-    let req = chronos_proto::v1::AckRequest {
-        consumer_group: "g".into(),
-        items: vec![],
-    };
-    let s = c.ack(req).await.unwrap_err();
-    assert_eq!(s.code(), Code::Unimplemented);
-    assert!(
-        s.message().contains("Ack") && s.message().contains("scheduling engine"),
-        "{}",
-        s.message()
-    );
-}
-
 mod raw {
     //! Sends raw bytes as a request body, to test malformed protobuf.
     use bytes::{Buf, BufMut, Bytes};

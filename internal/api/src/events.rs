@@ -1,5 +1,5 @@
-//! `EventService`: publish, batch publish and replay; the rest arrive with the
-//! scheduling engine.
+//! `EventService`: publish, cancel, consume (Subscribe, Ack, Consume: see
+//! `consume.rs`) and replay.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chronos_partition::{
-    CancelOutcome, PartitionError, PublishOutcome, ReplayQuery, ReplayRange, ReplayedEvent,
+    event_of, CancelOutcome, PartitionError, PublishOutcome, ReplayQuery, ReplayRange,
+    ReplayedEvent,
 };
 use chronos_proto::v1::event_service_server::EventService;
 use chronos_proto::v1::{
@@ -19,7 +20,7 @@ use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{status, validate, Node};
+use crate::{consume, status, validate, Node};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -195,22 +196,25 @@ impl EventService for Events {
 
     async fn subscribe(
         &self,
-        _request: Request<SubscribeRequest>,
+        request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        Err(status::not_yet("Subscribe"))
+        let sub = consume::subscribe(&self.node, "", request.into_inner()).await?;
+        Ok(Response::new(sub.into_stream()))
     }
 
-    async fn ack(&self, _request: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
-        Err(status::not_yet("Ack"))
+    async fn ack(&self, request: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
+        let resp = consume::ack(&self.node, "", request.into_inner(), None).await?;
+        Ok(Response::new(resp))
     }
 
     type ConsumeStream = BoxStream<ConsumeResponse>;
 
     async fn consume(
         &self,
-        _request: Request<Streaming<ConsumeRequest>>,
+        request: Request<Streaming<ConsumeRequest>>,
     ) -> Result<Response<Self::ConsumeStream>, Status> {
-        Err(status::not_yet("Consume"))
+        let rx = consume::consume(self.node.clone(), request.into_inner()).await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     type ReplayStream = BoxStream<ReplayEvent>;
@@ -293,19 +297,12 @@ fn replay_range(range: Option<replay_request::Range>) -> Result<ReplayRange, Sta
 }
 
 fn replay_event(partition: u32, ev: ReplayedEvent) -> ReplayEvent {
-    let r = ev.record;
+    let due_ts = ev.record.due_ts;
     ReplayEvent {
-        event: Some(Event {
-            message_id: r.message_id,
-            schedule_ts: r.schedule_ts,
-            payload: r.payload,
-            topic: r.topic,
-            key: r.key,
-            headers: r.headers,
-        }),
+        event: Some(event_of(ev.record)),
         partition,
         offset: ev.offset,
         publish_ts: ev.publish_ts,
-        due_ts: r.due_ts,
+        due_ts,
     }
 }

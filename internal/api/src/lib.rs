@@ -2,12 +2,14 @@
 //!
 //! Owns: input validation (every bad field named, nothing stored), routing of
 //! events to partitions by consistent hashing, splitting batches by partition,
-//! the mapping of internal errors to gRPC statuses (only in `status.rs`), and
-//! the API's request metrics.
+//! the mapping of internal errors to gRPC statuses (only in `status.rs`),
+//! consumer streams spanning partitions (`consume.rs`), and the API's request
+//! metrics.
 //! Does not own: storage or Raft (that is `chronos-partition`), the listeners,
 //! health, reflection and process lifecycle (that is the `chronos` binary).
 
 mod admin;
+mod consume;
 mod events;
 pub mod router;
 pub mod status;
@@ -33,6 +35,8 @@ pub struct Node {
     /// Longest a publish waits for its partition before answering UNAVAILABLE.
     pub publish_timeout: Duration,
     pub grpc_addr: String,
+    /// Unacked deliveries a member may hold when it asks for 0.
+    pub default_max_inflight: u32,
 }
 
 impl Node {

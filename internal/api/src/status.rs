@@ -24,16 +24,6 @@ pub fn from_partition(e: PartitionError) -> Status {
     }
 }
 
-/// What the RPCs still answering UNIMPLEMENTED wait for.
-const ARRIVES_WITH: &str = "the scheduling engine's consumer groups (delivery, acks, dead letters)";
-
-/// For RPCs whose behaviour a later part of the system provides.
-pub fn not_yet(rpc: &str) -> Status {
-    Status::unimplemented(format!(
-        "{rpc} is not implemented yet: it arrives with {ARRIVES_WITH}"
-    ))
-}
-
 /// The answer to a Cancel that found nothing to cancel.
 pub fn cancel_refused(outcome: CancelOutcome, topic: &str, message_id: &str) -> Option<Status> {
     match outcome {

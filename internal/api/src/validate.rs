@@ -72,6 +72,11 @@ pub fn topic(field: &str, topic: &str) -> Result<(), Status> {
     topic_rule(topic).map_err(|why| invalid(field, why))
 }
 
+/// Checks a consumer group name: the same rules as a topic name.
+pub fn group(field: &str, group: &str) -> Result<(), Status> {
+    topic_rule(group).map_err(|why| invalid(field, why))
+}
+
 fn event_rules(ev: &Event, limits: &Limits) -> Result<(), Broken> {
     message_id_rule(&ev.message_id).map_err(|why| ("message_id", why))?;
     topic_rule(&ev.topic).map_err(|why| ("topic", why))?;

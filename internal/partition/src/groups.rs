@@ -27,7 +27,9 @@ const REDRIVE_CHUNK: usize = 10_000;
 pub struct GroupInfo {
     pub topic: String,
     pub group: String,
-    pub members: u32,
+    /// Ids of the members attached here (a member of several partitions
+    /// appears in each).
+    pub members: Vec<u64>,
     pub inflight: u64,
     /// Fired events of the topic the group has not yet been handed.
     pub lag: u64,
@@ -38,9 +40,9 @@ pub struct GroupInfo {
 
 impl Partition {
     fn control(&self, c: Control) -> Result<(), PartitionError> {
-        self.control
-            .send(c)
-            .map_err(|_| PartitionError::Unavailable(format!("partition {} is shutting down", self.id)))
+        self.control.send(c).map_err(|_| {
+            PartitionError::Unavailable(format!("partition {} is shutting down", self.id))
+        })
     }
 
     async fn ask<T>(
@@ -128,7 +130,7 @@ impl Partition {
                 self.next_pending_due(&t)?
             };
             out.push(GroupInfo {
-                members: rt.map_or(0, |r| r.members),
+                members: rt.map_or_else(Vec::new, |r| r.members.clone()),
                 inflight: rt.map_or(0, |r| r.inflight),
                 lag,
                 next_due_ts,
@@ -143,10 +145,16 @@ impl Partition {
     /// Due time of the fired event at `seq` (0 if gone).
     fn fired_due(&self, topic: &str, seq: u64) -> Result<i64, PartitionError> {
         let storage = |e: &dyn std::error::Error| PartitionError::storage(self.id, e);
-        Ok(match self.store.get_fired(topic, seq).map_err(|e| storage(&e))? {
-            Some(raw) => FiredRecord::decode(raw.as_slice()).map_err(|e| storage(&e))?.due_ts,
-            None => 0,
-        })
+        Ok(
+            match self.store.get_fired(topic, seq).map_err(|e| storage(&e))? {
+                Some(raw) => {
+                    FiredRecord::decode(raw.as_slice())
+                        .map_err(|e| storage(&e))?
+                        .due_ts
+                }
+                None => 0,
+            },
+        )
     }
 
     /// Due time of the topic's earliest pending event among the partition's
@@ -160,7 +168,11 @@ impl Partition {
         let events = self.store.get_pendings(&keys).map_err(|e| storage(&e))?;
         for ((due, _), raw) in keys.iter().zip(events) {
             let Some(raw) = raw else { continue };
-            if EventKeys::decode(raw.as_slice()).map_err(|e| storage(&e))?.topic == topic {
+            if EventKeys::decode(raw.as_slice())
+                .map_err(|e| storage(&e))?
+                .topic
+                == topic
+            {
                 return Ok(*due);
             }
         }
@@ -221,7 +233,8 @@ impl Partition {
             for (seq, raw) in &rows {
                 if !wanted.is_empty() {
                     let dead = DeadLetterRecord::decode(raw.as_slice()).map_err(|e| storage(&e))?;
-                    let fired = FiredRecord::decode(dead.fired.as_ref()).map_err(|e| storage(&e))?;
+                    let fired =
+                        FiredRecord::decode(dead.fired.as_ref()).map_err(|e| storage(&e))?;
                     let keys = EventKeys::decode(fired.event.as_ref()).map_err(|e| storage(&e))?;
                     if !wanted.contains(keys.message_id.as_str()) {
                         continue;

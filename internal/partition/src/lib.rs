@@ -49,8 +49,8 @@ pub use delivery::{
     delivery_id, event_of, parse_delivery_id, DeliveryOptions, Member, Outgoing, SettleItem,
     SettleOp, SettleResult, Start,
 };
-pub use groups::GroupInfo;
 pub use error::PartitionError;
+pub use groups::GroupInfo;
 pub use replay::{ReplayQuery, ReplayRange, ReplayStream, ReplayedEvent};
 pub use types::{CancelOutcome, NodeId};
 

@@ -22,9 +22,8 @@ fn corrupt(what: &'static str, detail: impl Into<String>) -> StoreError {
 
 /// Splits `topic 0x00 group [0x00 seq]` keys.
 fn split_names<'k>(key: &'k [u8], what: &'static str) -> Result<(String, String, &'k [u8])> {
-    let text = |b: &[u8]| {
-        String::from_utf8(b.to_vec()).map_err(|_| corrupt(what, "name is not UTF-8"))
-    };
+    let text =
+        |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| corrupt(what, "name is not UTF-8"));
     let first = key
         .iter()
         .position(|&b| b == 0)

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use chronos_proto::v1::admin_service_client::AdminServiceClient;
 use chronos_proto::v1::event_service_client::EventServiceClient;
 use chronos_proto::v1::{
-    Event, PublishBatchRequest, PublishBatchResponse, PublishRequest, ReplayEvent, ReplayRequest,
+    AckItem, AckRequest, AckResponse, Delivery, Event, PublishBatchRequest, PublishBatchResponse,
+    PublishRequest, ReplayEvent, ReplayRequest, SubscribeRequest,
 };
 use tonic::transport::Channel;
 
@@ -258,4 +259,70 @@ pub async fn replay_all(client: &mut EventServiceClient<Channel>, topic: &str) -
         out.push(ev);
     }
     out
+}
+
+/// A consumer-group member over `Subscribe`, acking with unary `Ack`.
+pub struct Member {
+    pub group: String,
+    pub stream: tonic::Streaming<chronos_proto::v1::Delivery>,
+    pub client: EventServiceClient<Channel>,
+}
+
+pub fn subscribe_req(group: &str, topic: &str, max_inflight: u32) -> SubscribeRequest {
+    SubscribeRequest {
+        consumer_group: group.into(),
+        topic: topic.into(),
+        partition_id: None,
+        max_inflight,
+        start: 0,
+        start_ts: 0,
+    }
+}
+
+impl Member {
+    pub async fn join(server: &Server, req: SubscribeRequest) -> Member {
+        let mut client = server.events().await;
+        let group = req.consumer_group.clone();
+        let stream = client.subscribe(req).await.expect("subscribe").into_inner();
+        Member {
+            group,
+            stream,
+            client,
+        }
+    }
+
+    /// The next delivery, or None if none arrives within `wait`.
+    pub async fn next_within(&mut self, wait: Duration) -> Option<Delivery> {
+        match tokio::time::timeout(wait, self.stream.message()).await {
+            Ok(msg) => msg.expect("subscribe stream"),
+            Err(_) => None,
+        }
+    }
+
+    /// The next delivery; fails the test if none arrives within `wait`.
+    pub async fn next(&mut self, wait: Duration) -> Delivery {
+        self.next_within(wait)
+            .await
+            .unwrap_or_else(|| panic!("no delivery for group {} within {wait:?}", self.group))
+    }
+
+    pub async fn settle(&mut self, ids: &[&str], nack: bool, nack_delay_ms: u64) -> AckResponse {
+        let items = ids
+            .iter()
+            .map(|id| AckItem {
+                delivery_id: id.to_string(),
+                nack,
+                nack_delay_ms,
+            })
+            .collect();
+        let req = AckRequest {
+            consumer_group: self.group.clone(),
+            items,
+        };
+        self.client.ack(req).await.expect("ack").into_inner()
+    }
+
+    pub async fn ack(&mut self, ids: &[&str]) -> AckResponse {
+        self.settle(ids, false, 0).await
+    }
 }

@@ -145,7 +145,8 @@ pub enum SettleResult {
 pub struct GroupRuntime {
     pub topic: String,
     pub group: String,
-    pub members: u32,
+    /// Ids of the attached members.
+    pub members: Vec<u64>,
     /// Delivered and unacked, or waiting to be redelivered.
     pub inflight: u64,
 }
@@ -232,14 +233,26 @@ mod tests {
             assert!((2000..=4000).contains(&b3), "{b3}");
             assert!((2500..=5000).contains(&b9), "{b9}");
         }
-        assert_eq!(o.backoff_ms(u32::MAX).clamp(2500, 5000), o.backoff_ms(u32::MAX));
+        let huge = o.backoff_ms(u32::MAX);
+        assert!((2500..=5000).contains(&huge), "{huge}");
     }
 
     #[test]
     fn delivery_ids_round_trip_and_reject_garbage() {
         let id = delivery_id(3, "orders.v1-x", 42, 2);
-        assert_eq!(parse_delivery_id(&id), Some((3, "orders.v1-x".into(), 42, 2)));
-        for bad in ["", "1", "1:t:2", "x:t:1:1", "1::1:1", "1:t:1:1:1", "1:t:-1:1"] {
+        assert_eq!(
+            parse_delivery_id(&id),
+            Some((3, "orders.v1-x".into(), 42, 2))
+        );
+        for bad in [
+            "",
+            "1",
+            "1:t:2",
+            "x:t:1:1",
+            "1::1:1",
+            "1:t:1:1:1",
+            "1:t:-1:1",
+        ] {
             assert_eq!(parse_delivery_id(bad), None, "{bad:?}");
         }
     }

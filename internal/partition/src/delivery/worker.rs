@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chronos_proto::internal::{
     DeliveryCommand, EventRecord, FiredRecord, GroupCommand, GroupState, InflightRecord,
@@ -27,6 +27,8 @@ use crate::{wall_ms, PartitionError};
 
 /// Fired records read per scan of a topic's fire log.
 const READ_BATCH: usize = 1_000;
+/// Longest a request waits for this node to become the ready leader.
+const DEFER_LIMIT: Duration = Duration::from_secs(5);
 /// Longest sleep, so leadership changes and clock movement are noticed.
 const MAX_NAP: Duration = Duration::from_millis(50);
 
@@ -73,13 +75,30 @@ enum Stop {
 
 impl Worker {
     pub async fn run(mut self) {
+        // Requests that came while this node is (or may become: no leader is
+        // known yet) the leader but has not applied its whole log: served as
+        // soon as it has, refused if that takes longer than `DEFER_LIMIT`.
+        let mut deferred: Vec<(Instant, Control)> = Vec::new();
         loop {
             if !self.leading.load(Ordering::Acquire) {
-                if self.raft.metrics().borrow().running_state.is_err() {
+                let (healthy, maybe_here) = {
+                    let m = self.raft.metrics().borrow().clone();
+                    let maybe_here = m.current_leader.is_none_or(|l| l == m.id);
+                    (m.running_state.is_ok(), maybe_here)
+                };
+                if !healthy {
+                    deferred.drain(..).for_each(|(_, c)| self.refuse(c));
                     self.refuse_until_closed().await;
                     return;
                 }
+                let now = Instant::now();
+                let (keep, refuse): (Vec<_>, Vec<_>) = deferred
+                    .drain(..)
+                    .partition(|(at, _)| maybe_here && now.duration_since(*at) < DEFER_LIMIT);
+                deferred = keep;
+                refuse.into_iter().for_each(|(_, c)| self.refuse(c));
                 match tokio::time::timeout(Duration::from_millis(10), self.control.recv()).await {
+                    Ok(Some(c)) if maybe_here => deferred.push((Instant::now(), c)),
                     Ok(Some(c)) => self.refuse(c),
                     Ok(None) => return,
                     Err(_) => {}
@@ -93,7 +112,8 @@ impl Worker {
                 proposals: FuturesUnordered::new(),
                 wake: Arc::new(Notify::new()),
             };
-            let stop = self.lead(&mut term).await;
+            let waiting = deferred.drain(..).map(|(_, c)| c).collect();
+            let stop = self.lead(&mut term, waiting).await;
             let reason = format!("partition {} stopped delivering", self.partition);
             for member in term.members.values() {
                 member.close(reason.clone());
@@ -145,8 +165,11 @@ impl Worker {
         }
     }
 
-    async fn lead(&mut self, term: &mut Term) -> Result<Stop, String> {
+    async fn lead(&mut self, term: &mut Term, deferred: Vec<Control>) -> Result<Stop, String> {
         self.load(term)?;
+        for c in deferred {
+            self.handle(term, c).await?;
+        }
         loop {
             if !self.leading.load(Ordering::Acquire) {
                 return Ok(Stop::LostLead);
@@ -184,7 +207,12 @@ impl Worker {
         let read = |e: &dyn std::fmt::Display| format!("loading groups: {e}");
         for (topic, group, raw) in self.store.list_groups().map_err(|e| read(&e))? {
             let state = GroupState::decode(raw.as_slice()).map_err(|e| read(&e))?;
-            let rt = GroupRt::new(topic.clone(), group.clone(), state.cursor, state.from_due_ts);
+            let rt = GroupRt::new(
+                topic.clone(),
+                group.clone(),
+                state.cursor,
+                state.from_due_ts,
+            );
             term.groups.insert((topic, group), rt);
         }
         let mut restored = 0u64;
@@ -319,7 +347,12 @@ impl Worker {
             }
             return Ok(());
         }
-        g.delivered(seq, attempt, now + self.options.ack_timeout_ms(), member.id());
+        g.delivered(
+            seq,
+            attempt,
+            now + self.options.ack_timeout_ms(),
+            member.id(),
+        );
         metrics::counter!("chronos_deliveries_total").increment(1);
         if attempt == 1 {
             metrics::histogram!("chronos_delivery_lateness_seconds")
@@ -406,7 +439,7 @@ impl Worker {
                     .map(|g| GroupRuntime {
                         topic: g.topic.clone(),
                         group: g.name.clone(),
-                        members: g.members.len() as u32,
+                        members: g.members.clone(),
                         inflight: g.flights.len() as u64,
                     })
                     .collect();
@@ -538,24 +571,22 @@ impl Worker {
                     Some(holder) => (SettleResult::Acked, holder),
                     None => (SettleResult::Unknown, None),
                 },
-                SettleOp::Nack { delay_ms } => {
-                    match g.flights.get(&item.seq).map(|f| f.attempt) {
-                        Some(attempt) if attempt == item.attempt => {
-                            let dead = (attempt >= opts.max_attempts)
-                                .then(|| format!("nacked on attempt {attempt} of {attempt}"));
-                            if dead.is_some() {
-                                metrics::counter!("chronos_dead_letters_total").increment(1);
-                            }
-                            let delay = match delay_ms {
-                                0 => opts.backoff_ms(attempt),
-                                d => d.min(i64::MAX as u64) as i64,
-                            };
-                            let holder = g.fail(item.seq, now.saturating_add(delay), dead);
-                            (SettleResult::Nacked, holder)
+                SettleOp::Nack { delay_ms } => match g.flights.get(&item.seq).map(|f| f.attempt) {
+                    Some(attempt) if attempt == item.attempt => {
+                        let dead = (attempt >= opts.max_attempts)
+                            .then(|| format!("nacked on attempt {attempt} of {attempt}"));
+                        if dead.is_some() {
+                            metrics::counter!("chronos_dead_letters_total").increment(1);
                         }
-                        _ => (SettleResult::Unknown, None),
+                        let delay = match delay_ms {
+                            0 => opts.backoff_ms(attempt),
+                            d => d.min(i64::MAX as u64) as i64,
+                        };
+                        let holder = g.fail(item.seq, now.saturating_add(delay), dead);
+                        (SettleResult::Nacked, holder)
                     }
-                }
+                    _ => (SettleResult::Unknown, None),
+                },
             };
             if let Some(member) = holder.and_then(|m| term.members.get(&m)) {
                 member.give_back(1);

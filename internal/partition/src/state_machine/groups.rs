@@ -27,7 +27,11 @@ fn read_err(e: impl std::fmt::Display) -> StorageError {
 
 impl StateMachine {
     /// The stored state of a group, through the cache; None if it does not exist.
-    fn group_state(&mut self, topic: &str, group: &str) -> Result<Option<GroupState>, StorageError> {
+    fn group_state(
+        &mut self,
+        topic: &str,
+        group: &str,
+    ) -> Result<Option<GroupState>, StorageError> {
         let key = (topic.to_string(), group.to_string());
         if let Some(state) = self.groups.get(&key) {
             return Ok(Some(state.clone()));
@@ -72,14 +76,18 @@ impl StateMachine {
         }
         let next = self.next_fire_seq(&g.topic)?;
         let (cursor, from_due_ts) = match StartKind::try_from(g.start) {
-            _ if g.seek => (seek_seq(&self.store, &g.topic, g.start_ts, next)?, g.start_ts),
+            _ if g.seek => (
+                seek_seq(&self.store, &g.topic, g.start_ts, next)?,
+                g.start_ts,
+            ),
             Ok(StartKind::StartEarliest) => {
                 let first = self.store.first_fired_seq(&g.topic).map_err(read_err)?;
                 (first.unwrap_or(next), 0)
             }
-            Ok(StartKind::StartTimestamp) => {
-                (seek_seq(&self.store, &g.topic, g.start_ts, next)?, g.start_ts)
-            }
+            Ok(StartKind::StartTimestamp) => (
+                seek_seq(&self.store, &g.topic, g.start_ts, next)?,
+                g.start_ts,
+            ),
             Ok(StartKind::StartLatest) | Err(_) => (next, 0),
         };
         let mut state = existing.unwrap_or(GroupState {
@@ -118,7 +126,12 @@ impl StateMachine {
                     Some(group_item::Op::Acked(_)) => batch.delete_inflight(topic, group, seq),
                     Some(group_item::Op::Dead(dead)) => {
                         // A second Dead for the same event (a re-proposal) changes nothing.
-                        if self.store.get_dlq(topic, group, seq).map_err(read_err)?.is_some() {
+                        if self
+                            .store
+                            .get_dlq(topic, group, seq)
+                            .map_err(read_err)?
+                            .is_some()
+                        {
                             continue;
                         }
                         let fired = self.store.get_fired(topic, seq).map_err(read_err)?;
@@ -152,7 +165,11 @@ impl StateMachine {
         };
         let mut redriven = 0;
         for &seq in &r.seqs {
-            let Some(raw) = self.store.get_dlq(&r.topic, &r.group, seq).map_err(read_err)? else {
+            let Some(raw) = self
+                .store
+                .get_dlq(&r.topic, &r.group, seq)
+                .map_err(read_err)?
+            else {
                 continue;
             };
             let dead = DeadLetterRecord::decode(raw.as_slice()).map_err(read_err)?;
@@ -193,9 +210,11 @@ fn seek_seq(store: &Store, topic: &str, ts: i64, next: u64) -> Result<u64, Stora
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         let fire_ts = match store.get_fired(topic, mid).map_err(read_err)? {
-            Some(raw) => FiredRecord::decode(raw.as_slice())
-                .map_err(read_err)?
-                .fire_ts,
+            Some(raw) => {
+                FiredRecord::decode(raw.as_slice())
+                    .map_err(read_err)?
+                    .fire_ts
+            }
             // A gap (never expected: the log is trimmed only from the front).
             None => i64::MIN,
         };

@@ -1,0 +1,486 @@
+//! Consumer groups over gRPC against a real server: delivery on time (never
+//! early), fan-out across groups, competing members, credits, nack and
+//! timeout redelivery with backoff, dead letters and redrive, late
+//! subscribers, cancel, seek and topic isolation.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use chronos_proto::v1::{
+    CancelRequest, DescribeGroupRequest, GroupInfo, ListDeadLettersRequest,
+    RedriveDeadLettersRequest, SeekGroupRequest,
+};
+use common::{event, now_ms, publish_ok, subscribe_req, Member, Server};
+use tonic::Code;
+
+const WAIT: Duration = Duration::from_secs(10);
+/// How long "nothing more arrives" is watched for, once the server is known
+/// to have everything it could deliver.
+const QUIET: Duration = Duration::from_millis(300);
+
+fn at(topic: &str, id: &str, schedule_ts: i64) -> chronos_proto::v1::Event {
+    chronos_proto::v1::Event {
+        schedule_ts,
+        ..event(topic, id, b"x")
+    }
+}
+
+async fn describe(server: &Server, group: &str, topic: &str) -> GroupInfo {
+    let req = DescribeGroupRequest {
+        consumer_group: group.into(),
+        topic: topic.into(),
+    };
+    let resp = server.admin().await.describe_group(req).await;
+    resp.expect("describe").into_inner().group.expect("group")
+}
+
+/// Waits until the group's description satisfies `ok`.
+async fn wait_group(server: &Server, group: &str, topic: &str, ok: impl Fn(&GroupInfo) -> bool) {
+    let until = Instant::now() + WAIT;
+    loop {
+        let info = describe(server, group, topic).await;
+        if ok(&info) {
+            return;
+        }
+        assert!(Instant::now() < until, "group never got there: {info:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Receives until `n` distinct message ids arrived; acks each one.
+async fn take_acking(m: &mut Member, n: usize) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    while ids.len() < n {
+        let d = m.next(WAIT).await;
+        m.ack(&[&d.delivery_id]).await;
+        ids.insert(d.event.unwrap().message_id);
+    }
+    ids
+}
+
+#[tokio::test]
+async fn events_are_delivered_when_due_never_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let mut m = Member::join(&server, subscribe_req("g", "t", 100)).await;
+    let mut c = server.events().await;
+    let base = now_ms() + 600;
+    // Published in reverse due order, across partitions.
+    let events: Vec<_> = (0..20)
+        .rev()
+        .map(|i| at("t", &format!("e{i}"), base + i * 50))
+        .collect();
+    publish_ok(&mut c, events).await;
+    let mut order = Vec::new();
+    for _ in 0..20 {
+        let d = m.next(WAIT).await;
+        let received = now_ms();
+        let ev = d.event.clone().unwrap();
+        assert!(
+            received >= ev.schedule_ts,
+            "{} arrived {} ms early",
+            ev.message_id,
+            ev.schedule_ts - received
+        );
+        assert!(
+            received - ev.schedule_ts < 1_000,
+            "{} arrived {} ms late",
+            ev.message_id,
+            received - ev.schedule_ts
+        );
+        assert_eq!(d.due_ts, ev.schedule_ts);
+        assert_eq!(d.attempt, 1);
+        order.push(ev.schedule_ts);
+        m.ack(&[&d.delivery_id]).await;
+    }
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted, "delivered in due order");
+    assert_eq!(m.next_within(QUIET).await, None, "each event once");
+}
+
+#[tokio::test]
+async fn every_group_gets_every_event_and_only_its_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let mut a1 = Member::join(&server, subscribe_req("ga", "A", 1000)).await;
+    let mut a2 = Member::join(&server, subscribe_req("gb", "A", 1000)).await;
+    let mut b = Member::join(&server, subscribe_req("ga", "B", 1000)).await;
+    let mut c = server.events().await;
+    let on_a: Vec<_> = (0..50).map(|i| event("A", &format!("a{i}"), b"")).collect();
+    let on_b: Vec<_> = (0..30).map(|i| event("B", &format!("b{i}"), b"")).collect();
+    publish_ok(&mut c, on_a).await;
+    publish_ok(&mut c, on_b).await;
+    let want_a: BTreeSet<String> = (0..50).map(|i| format!("a{i}")).collect();
+    let want_b: BTreeSet<String> = (0..30).map(|i| format!("b{i}")).collect();
+    assert_eq!(take_acking(&mut a1, 50).await, want_a);
+    assert_eq!(take_acking(&mut a2, 50).await, want_a);
+    assert_eq!(take_acking(&mut b, 30).await, want_b);
+    for m in [&mut a1, &mut a2, &mut b] {
+        assert_eq!(
+            m.next_within(QUIET).await,
+            None,
+            "nothing else for {}",
+            m.group
+        );
+    }
+}
+
+#[tokio::test]
+async fn members_of_a_group_split_the_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let mut m1 = Member::join(&server, subscribe_req("g", "t", 5)).await;
+    let mut m2 = Member::join(&server, subscribe_req("g", "t", 5)).await;
+    let mut c = server.events().await;
+    publish_ok(
+        &mut c,
+        (0..200)
+            .map(|i| event("t", &format!("e{i}"), b""))
+            .collect(),
+    )
+    .await;
+    let mut got: BTreeMap<String, u32> = BTreeMap::new();
+    let (mut n1, mut n2) = (0, 0);
+    let until = Instant::now() + WAIT;
+    while got.len() < 200 {
+        assert!(
+            Instant::now() < until,
+            "only {} of 200 delivered",
+            got.len()
+        );
+        tokio::select! {
+            Some(d) = async { m1.next_within(QUIET).await } => {
+                n1 += 1;
+                *got.entry(d.event.unwrap().message_id).or_default() += 1;
+                m1.ack(&[&d.delivery_id]).await;
+            }
+            Some(d) = async { m2.next_within(QUIET).await } => {
+                n2 += 1;
+                *got.entry(d.event.unwrap().message_id).or_default() += 1;
+                m2.ack(&[&d.delivery_id]).await;
+            }
+        }
+    }
+    assert!(
+        got.values().all(|&n| n == 1),
+        "an event went to both members"
+    );
+    assert!(n1 >= 20 && n2 >= 20, "work split {n1}/{n2}");
+}
+
+#[tokio::test]
+async fn a_member_never_holds_more_than_its_max_inflight() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let mut m = Member::join(&server, subscribe_req("g", "t", 3)).await;
+    let mut c = server.events().await;
+    publish_ok(
+        &mut c,
+        (0..10).map(|i| event("t", &format!("e{i}"), b"")).collect(),
+    )
+    .await;
+    let mut held = Vec::new();
+    let mut received = 0;
+    while received < 10 {
+        // Once the server reports three in flight, nothing more may arrive.
+        let expect_held = 3.min(10 - received + held.len());
+        while held.len() < expect_held {
+            held.push(m.next(WAIT).await.delivery_id);
+            received += 1;
+        }
+        assert!(held.len() <= 3);
+        wait_group(&server, "g", "t", |g| g.inflight == held.len() as u64).await;
+        assert_eq!(
+            m.next_within(QUIET).await,
+            None,
+            "a 4th delivery while holding 3"
+        );
+        let id = held.remove(0);
+        assert_eq!(m.ack(&[&id]).await.acked, 1);
+    }
+    wait_group(&server, "g", "t", |g| g.lag == 0).await;
+}
+
+#[tokio::test]
+async fn nacks_back_off_longer_each_time_then_dead_letter_and_redrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("CHRONOS_DELIVERY__BACKOFF_BASE", "300ms"),
+        ("CHRONOS_DELIVERY__MAX_ATTEMPTS", "4"),
+    ];
+    let server = Server::start_with_env(&dir.path().join("data"), &[], &env);
+    let mut m = Member::join(&server, subscribe_req("g", "t", 10)).await;
+    let mut c = server.events().await;
+    publish_ok(&mut c, vec![event("t", "e", b"payload")]).await;
+    let mut delays = Vec::new();
+    let mut nacked_at = Instant::now();
+    for attempt in 1..=4 {
+        let d = m.next(WAIT).await;
+        assert_eq!(d.attempt, attempt);
+        if attempt > 1 {
+            delays.push(nacked_at.elapsed().as_millis() as u64);
+        }
+        let r = m.settle(&[&d.delivery_id], true, 0).await;
+        assert_eq!((r.acked, r.nacked), (0, 1));
+        nacked_at = Instant::now();
+    }
+    // Equal jitter: attempt k waits between half and all of 300ms·2^(k-1).
+    assert!(
+        delays[0] >= 150 && delays[1] >= 300 && delays[2] >= 600,
+        "{delays:?}"
+    );
+    assert!(delays[2] > delays[0], "{delays:?}");
+    wait_group(&server, "g", "t", |g| {
+        g.dead_letters == 1 && g.inflight == 0
+    })
+    .await;
+    assert_eq!(
+        m.next_within(QUIET).await,
+        None,
+        "a dead letter is not delivered"
+    );
+
+    let mut admin = server.admin().await;
+    let list = |limit| ListDeadLettersRequest {
+        consumer_group: "g".into(),
+        topic: "t".into(),
+        limit,
+    };
+    let dead = admin
+        .list_dead_letters(list(0))
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 4);
+    assert!(dead[0].reason.contains("nack"), "{}", dead[0].reason);
+    assert_eq!(dead[0].event.as_ref().unwrap().payload.as_ref(), b"payload");
+
+    let redrive = RedriveDeadLettersRequest {
+        consumer_group: "g".into(),
+        topic: "t".into(),
+        message_ids: vec![],
+    };
+    let r = admin
+        .redrive_dead_letters(redrive)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.redriven, 1);
+    let d = m.next(WAIT).await;
+    assert_eq!((d.event.unwrap().message_id.as_str(), d.attempt), ("e", 1));
+    assert_eq!(m.ack(&[&d.delivery_id]).await.acked, 1);
+    let dead = admin
+        .list_dead_letters(list(10))
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters;
+    assert!(dead.is_empty());
+}
+
+#[tokio::test]
+async fn unacked_deliveries_time_out_and_go_to_the_dead_letter_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("CHRONOS_DELIVERY__ACK_TIMEOUT", "300ms"),
+        ("CHRONOS_DELIVERY__BACKOFF_BASE", "100ms"),
+        ("CHRONOS_DELIVERY__MAX_ATTEMPTS", "2"),
+    ];
+    let server = Server::start_with_env(&dir.path().join("data"), &[], &env);
+    let mut m = Member::join(&server, subscribe_req("g", "t", 10)).await;
+    let mut c = server.events().await;
+    publish_ok(&mut c, vec![event("t", "e", b"")]).await;
+    let first = m.next(WAIT).await;
+    let t1 = Instant::now();
+    let second = m.next(WAIT).await;
+    assert_eq!((first.attempt, second.attempt), (1, 2));
+    assert!(
+        t1.elapsed() >= Duration::from_millis(300),
+        "redelivered before the ack timeout"
+    );
+    wait_group(&server, "g", "t", |g| g.dead_letters == 1).await;
+    let late = m.ack(&[&second.delivery_id]).await;
+    assert_eq!(
+        late.unknown,
+        vec![second.delivery_id.clone()],
+        "a dead letter cannot be acked"
+    );
+    let req = ListDeadLettersRequest {
+        consumer_group: "g".into(),
+        topic: "t".into(),
+        limit: 0,
+    };
+    let dead = server
+        .admin()
+        .await
+        .list_dead_letters(req)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        dead.dead_letters[0].reason.contains("ack timeout"),
+        "{:?}",
+        dead.dead_letters
+    );
+}
+
+#[tokio::test]
+async fn events_wait_for_a_group_with_no_member_connected() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    // The group exists (created by a subscribe), then its only member leaves.
+    drop(Member::join(&server, subscribe_req("g", "t", 100)).await);
+    wait_group(&server, "g", "t", |g| g.members == 0).await;
+    let mut c = server.events().await;
+    let due = now_ms() + 300;
+    publish_ok(
+        &mut c,
+        (0..20).map(|i| at("t", &format!("e{i}"), due)).collect(),
+    )
+    .await;
+    wait_group(&server, "g", "t", |g| g.lag == 20).await;
+    let mut late = Member::join(&server, subscribe_req("g", "t", 100)).await;
+    assert_eq!(take_acking(&mut late, 20).await.len(), 20);
+    // A group created later from EARLIEST gets what fired before it existed.
+    let mut earliest = subscribe_req("h", "t", 100);
+    earliest.start = chronos_proto::v1::StartPosition::Earliest as i32;
+    let mut h = Member::join(&server, earliest).await;
+    assert_eq!(take_acking(&mut h, 20).await.len(), 20);
+    // And a LATEST group does not.
+    let mut latest = Member::join(&server, subscribe_req("k", "t", 100)).await;
+    assert_eq!(latest.next_within(QUIET).await, None);
+}
+
+#[tokio::test]
+async fn a_leaving_member_s_deliveries_go_to_another_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let mut m1 = Member::join(&server, subscribe_req("g", "t", 100)).await;
+    let mut c = server.events().await;
+    publish_ok(&mut c, vec![event("t", "e", b"")]).await;
+    let d = m1.next(WAIT).await;
+    let mut m2 = Member::join(&server, subscribe_req("g", "t", 100)).await;
+    drop(m1);
+    let again = m2.next(WAIT).await;
+    assert_eq!(again.event.unwrap().message_id, "e");
+    assert_eq!(again.attempt, 2);
+    assert_ne!(again.delivery_id, d.delivery_id);
+}
+
+#[tokio::test]
+async fn a_cancelled_event_is_never_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let mut m = Member::join(&server, subscribe_req("g", "t", 100)).await;
+    let mut c = server.events().await;
+    let due = now_ms() + 800;
+    publish_ok(&mut c, vec![at("t", "keep", due), at("t", "drop", due)]).await;
+    let cancel = CancelRequest {
+        topic: "t".into(),
+        message_id: "drop".into(),
+        key: String::new(),
+    };
+    c.cancel(cancel).await.expect("cancel");
+    assert_eq!(m.next(WAIT).await.event.unwrap().message_id, "keep");
+    wait_group(&server, "g", "t", |g| g.lag == 0).await;
+    assert_eq!(m.next_within(QUIET).await, None);
+}
+
+#[tokio::test]
+async fn seek_redelivers_from_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let mut m = Member::join(&server, subscribe_req("g", "t", 100)).await;
+    let mut c = server.events().await;
+    publish_ok(
+        &mut c,
+        (0..5)
+            .map(|i| event("t", &format!("old{i}"), b""))
+            .collect(),
+    )
+    .await;
+    assert_eq!(take_acking(&mut m, 5).await.len(), 5);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mark = now_ms();
+    publish_ok(
+        &mut c,
+        (0..5)
+            .map(|i| event("t", &format!("new{i}"), b""))
+            .collect(),
+    )
+    .await;
+    assert_eq!(take_acking(&mut m, 5).await.len(), 5);
+    let seek = SeekGroupRequest {
+        consumer_group: "g".into(),
+        topic: "t".into(),
+        ts: mark,
+    };
+    server.admin().await.seek_group(seek).await.expect("seek");
+    let again = take_acking(&mut m, 5).await;
+    let want: BTreeSet<String> = (0..5).map(|i| format!("new{i}")).collect();
+    assert_eq!(again, want, "events due from the seek time, again");
+    assert_eq!(m.next_within(QUIET).await, None);
+}
+
+#[tokio::test]
+async fn bad_consumer_input_is_rejected_precisely() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let mut c = server.events().await;
+    let cases = [
+        (subscribe_req("bad group", "t", 1), "consumer_group"),
+        (subscribe_req("g", "", 1), "topic"),
+        (subscribe_req("g", "t", 1_000_000), "max_inflight"),
+        (
+            chronos_proto::v1::SubscribeRequest {
+                partition_id: Some(99),
+                ..subscribe_req("g", "t", 1)
+            },
+            "partition_id",
+        ),
+        (
+            chronos_proto::v1::SubscribeRequest {
+                start: 7,
+                ..subscribe_req("g", "t", 1)
+            },
+            "start",
+        ),
+    ];
+    for (req, field) in cases {
+        let s = c.subscribe(req).await.err().expect("refused");
+        assert_eq!(s.code(), Code::InvalidArgument, "{field}: {s:?}");
+        assert!(s.message().starts_with(field), "{field}: {}", s.message());
+    }
+    let mut m = Member::join(&server, subscribe_req("g", "t", 1)).await;
+    let s = m.client.ack(chronos_proto::v1::AckRequest {
+        consumer_group: "g".into(),
+        items: vec![chronos_proto::v1::AckItem {
+            delivery_id: "nonsense".into(),
+            ..Default::default()
+        }],
+    });
+    let s = s.await.unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert!(
+        s.message().starts_with("items[0].delivery_id"),
+        "{}",
+        s.message()
+    );
+    // Well-formed but never delivered: reported, not an error.
+    let r = m.ack(&["0:t:12345:1"]).await;
+    assert_eq!(r.unknown, vec!["0:t:12345:1".to_string()]);
+    let mut admin = server.admin().await;
+    let s = admin
+        .describe_group(DescribeGroupRequest {
+            consumer_group: "nope".into(),
+            topic: "t".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::NotFound);
+}

@@ -1,0 +1,279 @@
+//! Consumers: a subscription attaches one member to a group in every partition
+//! it asked for; deliveries from all of them flow into one stream. Acks are
+//! split by the partition named in each delivery id.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use chronos_config::MAX_INFLIGHT_LIMIT;
+use chronos_partition::{
+    parse_delivery_id, Member, Outgoing, Partition, SettleItem, SettleOp, SettleResult, Start,
+};
+use chronos_proto::v1::{
+    consume_request, consume_response, AckRequest, AckResponse, ConsumeRequest, ConsumeResponse,
+    Delivery, StartPosition, SubscribeRequest,
+};
+use futures::Stream;
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
+
+use crate::{status, validate, Node};
+
+/// One member attached to its group in some partitions; detaches when dropped
+/// (the client went away), so what it held is redelivered to other members.
+pub struct Subscription {
+    pub member: Arc<Member>,
+    pub group: String,
+    outbox: mpsc::UnboundedReceiver<Outgoing>,
+    partitions: Vec<Arc<Partition>>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        for p in &self.partitions {
+            p.detach(self.member.id());
+        }
+    }
+}
+
+impl Subscription {
+    /// The next delivery; an error when a partition stopped serving it; None
+    /// when every partition let go of the member.
+    pub async fn next(&mut self) -> Option<Result<Delivery, Status>> {
+        match self.outbox.recv().await? {
+            Outgoing::Delivery(d) => Some(Ok(d)),
+            Outgoing::Closed(reason) => Some(Err(Status::unavailable(format!(
+                "{reason}; subscribe again"
+            )))),
+        }
+    }
+
+    /// Deliveries as a stream that ends after the first error.
+    pub fn into_stream(self) -> Pin<Box<dyn Stream<Item = Result<Delivery, Status>> + Send>> {
+        Box::pin(futures::stream::unfold(Some(self), |state| async move {
+            let mut sub = state?;
+            let item = sub.next().await?;
+            let keep = item.is_ok().then_some(sub);
+            Some((item, keep))
+        }))
+    }
+}
+
+fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("{field}: {why}"))
+}
+
+/// Validates a subscribe request (fields prefixed with `prefix`, e.g.
+/// `subscribe.`) and attaches a new member in every partition it names.
+pub async fn subscribe(
+    node: &Node,
+    prefix: &str,
+    req: SubscribeRequest,
+) -> Result<Subscription, Status> {
+    let field = |name: &str| format!("{prefix}{name}");
+    validate::group(&field("consumer_group"), &req.consumer_group)?;
+    validate::topic(&field("topic"), &req.topic)?;
+    if req.max_inflight > MAX_INFLIGHT_LIMIT {
+        return Err(invalid(
+            &field("max_inflight"),
+            format!("is {}, the limit is {MAX_INFLIGHT_LIMIT}", req.max_inflight),
+        ));
+    }
+    let start = match StartPosition::try_from(req.start) {
+        Ok(StartPosition::Latest) => Start::Latest,
+        Ok(StartPosition::Earliest) => Start::Earliest,
+        Ok(StartPosition::Timestamp) if req.start_ts >= 0 => Start::Timestamp(req.start_ts),
+        Ok(StartPosition::Timestamp) => {
+            return Err(invalid(
+                &field("start_ts"),
+                format!("is {}; it cannot be negative", req.start_ts),
+            ))
+        }
+        Err(_) => {
+            return Err(invalid(
+                &field("start"),
+                format!(
+                    "{} is not a StartPosition (0 LATEST, 1 EARLIEST, 2 TIMESTAMP)",
+                    req.start
+                ),
+            ))
+        }
+    };
+    let partitions = match req.partition_id {
+        None | Some(-1) => node.partitions.clone(),
+        Some(id) => vec![node.partition(&field("partition_id"), id.into())?.clone()],
+    };
+    let max_inflight = match req.max_inflight {
+        0 => node.default_max_inflight,
+        n => n,
+    };
+    let (member, outbox) = Member::new(max_inflight);
+    let mut sub = Subscription {
+        member: member.clone(),
+        group: req.consumer_group.clone(),
+        outbox,
+        partitions: Vec::with_capacity(partitions.len()),
+    };
+    for p in partitions {
+        // On failure `sub` drops and detaches from those attached so far.
+        p.attach(
+            req.topic.clone(),
+            req.consumer_group.clone(),
+            start,
+            member.clone(),
+        )
+        .await
+        .map_err(status::from_partition)?;
+        sub.partitions.push(p);
+    }
+    metrics::counter!("chronos_subscriptions_total").increment(1);
+    Ok(sub)
+}
+
+/// Acks and nacks, split by partition; answered once each partition has
+/// recorded them durably. `default_group` stands in for an empty group name
+/// (acks on a Consume stream).
+pub async fn ack(
+    node: &Node,
+    prefix: &str,
+    req: AckRequest,
+    default_group: Option<&str>,
+) -> Result<AckResponse, Status> {
+    let group = match (req.consumer_group.as_str(), default_group) {
+        ("", Some(g)) => g.to_string(),
+        (g, _) => {
+            validate::group(&format!("{prefix}consumer_group"), g)?;
+            g.to_string()
+        }
+    };
+    let mut by_partition: BTreeMap<u32, (Vec<SettleItem>, Vec<String>)> = BTreeMap::new();
+    for (i, item) in req.items.into_iter().enumerate() {
+        let field = || format!("{prefix}items[{i}].delivery_id");
+        let (partition, topic, seq, attempt) =
+            parse_delivery_id(&item.delivery_id).ok_or_else(|| {
+                invalid(
+                    &field(),
+                    format!("{:?} is not a delivery id", item.delivery_id),
+                )
+            })?;
+        node.partition(&field(), partition.into())?;
+        let op = if item.nack {
+            SettleOp::Nack {
+                delay_ms: item.nack_delay_ms,
+            }
+        } else {
+            SettleOp::Ack
+        };
+        let entry = by_partition.entry(partition).or_default();
+        entry.0.push(SettleItem {
+            topic,
+            seq,
+            attempt,
+            op,
+        });
+        entry.1.push(item.delivery_id);
+    }
+    let settles = by_partition.into_iter().map(|(partition, (items, ids))| {
+        let p = node.partitions[partition as usize].clone();
+        let group = group.clone();
+        async move { (p.settle(group, items).await, ids) }
+    });
+    let mut resp = AckResponse::default();
+    for (result, ids) in futures::future::join_all(settles).await {
+        let results = result.map_err(status::from_partition)?;
+        for (r, id) in results.into_iter().zip(ids) {
+            match r {
+                SettleResult::Acked => resp.acked += 1,
+                SettleResult::Nacked => resp.nacked += 1,
+                SettleResult::Unknown => resp.unknown.push(id),
+            }
+        }
+    }
+    metrics::counter!("chronos_acks_total").increment(u64::from(resp.acked));
+    metrics::counter!("chronos_nacks_total").increment(u64::from(resp.nacked));
+    Ok(resp)
+}
+
+/// Responses a Consume stream buffers before it waits for the client.
+const CONSUME_BUFFER: usize = 1024;
+
+/// Runs a Consume stream: the first message subscribes; then acks (answered
+/// in-band, in the order they complete) and credit grants, while deliveries
+/// flow out.
+pub async fn consume(
+    node: Arc<Node>,
+    mut inbound: Streaming<ConsumeRequest>,
+) -> Result<mpsc::Receiver<Result<ConsumeResponse, Status>>, Status> {
+    let first = inbound.message().await?.ok_or_else(|| {
+        Status::invalid_argument("subscribe: the stream ended before subscribing")
+    })?;
+    let Some(consume_request::Kind::Subscribe(req)) = first.kind else {
+        return Err(Status::invalid_argument(
+            "subscribe: the first message of a Consume stream must be `subscribe`",
+        ));
+    };
+    let mut sub = subscribe(&node, "subscribe.", req).await?;
+    let (out, rx) = mpsc::channel(CONSUME_BUFFER);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                delivery = sub.next() => {
+                    let Some(delivery) = delivery else { return };
+                    let failed = delivery.is_err();
+                    let msg = delivery.map(|d| ConsumeResponse {
+                        kind: Some(consume_response::Kind::Delivery(d)),
+                    });
+                    if out.send(msg).await.is_err() || failed {
+                        return;
+                    }
+                }
+                msg = inbound.message() => match msg {
+                    Ok(Some(msg)) => {
+                        if let Err(status) = in_band(&node, &sub, &out, msg) {
+                            let _ = out.send(Err(status)).await;
+                            return;
+                        }
+                    }
+                    // The client finished or went away: detach (by dropping `sub`).
+                    Ok(None) | Err(_) => return,
+                },
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// One client message after the subscribe.
+fn in_band(
+    node: &Arc<Node>,
+    sub: &Subscription,
+    out: &mpsc::Sender<Result<ConsumeResponse, Status>>,
+    msg: ConsumeRequest,
+) -> Result<(), Status> {
+    match msg.kind {
+        Some(consume_request::Kind::Credit(n)) => {
+            sub.member.grant(n);
+            Ok(())
+        }
+        Some(consume_request::Kind::Ack(req)) => {
+            // Answered when durable, without holding up deliveries meanwhile.
+            let (node, out, group) = (node.clone(), out.clone(), sub.group.clone());
+            tokio::spawn(async move {
+                let resp = ack(&node, "ack.", req, Some(&group))
+                    .await
+                    .map(|a| ConsumeResponse {
+                        kind: Some(consume_response::Kind::Ack(a)),
+                    });
+                let _ = out.send(resp).await;
+            });
+            Ok(())
+        }
+        Some(consume_request::Kind::Subscribe(_)) => Err(Status::invalid_argument(
+            "subscribe: a Consume stream subscribes once, in its first message",
+        )),
+        None => Err(Status::invalid_argument(
+            "kind: a ConsumeRequest needs one of subscribe, ack or credit",
+        )),
+    }
+}
