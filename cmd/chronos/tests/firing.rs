@@ -11,13 +11,7 @@ use chronos_proto::v1::Event;
 use common::{event, now_ms, publish_ok, Server};
 
 fn metric(server: &Server, name: &str) -> f64 {
-    let (_, body) = server.http_get("/metrics").unwrap();
-    body.lines()
-        .filter(|l| {
-            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ') | Some(b'{'))
-        })
-        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-        .sum()
+    server.metric(name)
 }
 
 fn wait_for_fired(server: &Server, want: f64, deadline: Duration) {

@@ -31,7 +31,9 @@ struct Seen {
 /// leaves every fifth event unacked when `hold` is set.
 async fn consume(mut m: Member, seen: Arc<Mutex<Seen>>, hold: bool) {
     loop {
-        let Ok(Some(d)) = m.stream.message().await else { return };
+        let Ok(Some(d)) = m.stream.message().await else {
+            return;
+        };
         let received = now_ms();
         let ev = d.event.clone().unwrap_or_default();
         let id = ev.message_id.clone();
@@ -39,7 +41,8 @@ async fn consume(mut m: Member, seen: Arc<Mutex<Seen>>, hold: bool) {
             let mut s = seen.lock().unwrap();
             *s.deliveries.entry(id.clone()).or_default() += 1;
             if received < ev.schedule_ts {
-                s.early.push(format!("{id} {} ms early", ev.schedule_ts - received));
+                s.early
+                    .push(format!("{id} {} ms early", ev.schedule_ts - received));
             }
             if hold && d.offset % 5 == 0 {
                 s.held.insert(id);
@@ -99,7 +102,10 @@ async fn pending_and_in_flight_events_survive_kill_9() {
         .iter()
         .any(|(s, _)| s.lock().unwrap().deliveries.len() < 300)
     {
-        assert!(Instant::now() < until, "deliveries stalled before the crash");
+        assert!(
+            Instant::now() < until,
+            "deliveries stalled before the crash"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     server.kill9();
@@ -122,7 +128,11 @@ async fn pending_and_in_flight_events_survive_kill_9() {
         loop {
             let union: BTreeSet<String> = {
                 let (b, a) = (b.lock().unwrap(), a.lock().unwrap());
-                b.deliveries.keys().chain(a.deliveries.keys()).cloned().collect()
+                b.deliveries
+                    .keys()
+                    .chain(a.deliveries.keys())
+                    .cloned()
+                    .collect()
             };
             if union.len() == EVENTS as usize {
                 break;
@@ -139,13 +149,38 @@ async fn pending_and_in_flight_events_survive_kill_9() {
     for (g, (b, (a, task))) in GROUPS.iter().zip(seen_before.iter().zip(after)) {
         task.abort();
         let (b, a) = (b.lock().unwrap(), a.lock().unwrap());
-        assert!(b.acked.len() >= 100 && !b.held.is_empty(), "group {g}: too little before the crash");
-        assert!(b.early.is_empty() && a.early.is_empty(), "{g}: {:?} {:?}", b.early, a.early);
-        let again: Vec<_> = b.acked.iter().filter(|id| a.deliveries.contains_key(*id)).collect();
-        assert!(again.is_empty(), "group {g}: acked before the crash, delivered again: {again:?}");
-        let lost: Vec<_> = b.held.iter().filter(|id| !a.deliveries.contains_key(*id)).collect();
-        assert!(lost.is_empty(), "group {g}: held unacked, never redelivered: {lost:?}");
+        assert!(
+            b.acked.len() >= 100 && !b.held.is_empty(),
+            "group {g}: too little before the crash"
+        );
+        assert!(
+            b.early.is_empty() && a.early.is_empty(),
+            "{g}: {:?} {:?}",
+            b.early,
+            a.early
+        );
+        let again: Vec<_> = b
+            .acked
+            .iter()
+            .filter(|id| a.deliveries.contains_key(*id))
+            .collect();
+        assert!(
+            again.is_empty(),
+            "group {g}: acked before the crash, delivered again: {again:?}"
+        );
+        let lost: Vec<_> = b
+            .held
+            .iter()
+            .filter(|id| !a.deliveries.contains_key(*id))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "group {g}: held unacked, never redelivered: {lost:?}"
+        );
         let twice: Vec<_> = a.deliveries.iter().filter(|(_, &n)| n > 1).collect();
-        assert!(twice.is_empty(), "group {g}: delivered twice after the restart: {twice:?}");
+        assert!(
+            twice.is_empty(),
+            "group {g}: delivered twice after the restart: {twice:?}"
+        );
     }
 }

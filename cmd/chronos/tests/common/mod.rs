@@ -146,6 +146,18 @@ impl Server {
         Ok((code, body))
     }
 
+    /// The sum of a metric's samples over all label sets (0 if absent).
+    pub fn metric(&self, name: &str) -> f64 {
+        let (_, body) = self.http_get("/metrics").unwrap();
+        body.lines()
+            .filter(|l| {
+                l.starts_with(name)
+                    && matches!(l.as_bytes().get(name.len()), Some(b' ') | Some(b'{'))
+            })
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub fn wait_ready(&self, deadline: Duration) {
         let until = Instant::now() + deadline;
         loop {

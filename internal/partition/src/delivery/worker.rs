@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chronos_proto::internal::{
-    DeliveryCommand, EventRecord, FiredRecord, GroupCommand, GroupState, InflightRecord,
+    DeliveryCommand, EventRecord, FiredRecord, GroupCommand, GroupState, InflightRecord, TopicState,
 };
 use chronos_proto::v1::Delivery;
 use chronos_store::Store;
@@ -27,6 +27,8 @@ use crate::{wall_ms, PartitionError};
 
 /// Fired records read per scan of a topic's fire log.
 const READ_BATCH: usize = 1_000;
+/// How often the per-group gauges are refreshed.
+const GAUGE_EVERY: Duration = Duration::from_secs(1);
 /// Longest a request waits for this node to become the ready leader.
 const DEFER_LIMIT: Duration = Duration::from_secs(5);
 /// Longest sleep, so leadership changes and clock movement are noticed.
@@ -170,9 +172,14 @@ impl Worker {
         for c in deferred {
             self.handle(term, c).await?;
         }
+        let mut gauges_at = Instant::now();
         loop {
             if !self.leading.load(Ordering::Acquire) {
                 return Ok(Stop::LostLead);
+            }
+            if gauges_at.elapsed() >= GAUGE_EVERY {
+                gauges_at = Instant::now();
+                self.set_gauges(term);
             }
             let now = wall_ms();
             self.expire(term, now);
@@ -199,6 +206,24 @@ impl Worker {
                 Some((done, waiters)) = term.proposals.next() => complete(done, waiters)?,
                 _ = tokio::time::sleep(nap) => {}
             }
+        }
+    }
+
+    /// Per-group lag (fired events not yet handed out) and in-flight counts.
+    fn set_gauges(&self, term: &Term) {
+        let partition = self.partition.to_string();
+        for g in term.groups.values() {
+            let next = match self.store.get_topic(&g.topic) {
+                Ok(Some(raw)) => TopicState::decode(raw.as_slice()).map_or(0, |t| t.next_fire_seq),
+                _ => continue,
+            };
+            let labels = [
+                ("partition", partition.clone()),
+                ("topic", g.topic.clone()),
+                ("group", g.name.clone()),
+            ];
+            metrics::gauge!("chronos_group_lag", &labels).set(next.saturating_sub(g.cursor) as f64);
+            metrics::gauge!("chronos_group_inflight", &labels).set(g.flights.len() as f64);
         }
     }
 
