@@ -163,6 +163,8 @@ fn partition_options(config: &Config, id: u32, resources: &StoreResources) -> Pa
             backoff_base: config.delivery.backoff_base,
             backoff_max: config.delivery.backoff_max,
             max_attempts: config.delivery.max_attempts,
+            fired_retention: config.wal.retention_age,
+            trim_every: config.wal.retention_check_interval,
         },
     }
 }

@@ -96,3 +96,57 @@ async fn old_segments_are_retired_and_restart_keeps_state() {
         "offsets continue after restart"
     );
 }
+
+/// Receives `n` deliveries, acking each; returns their message ids.
+async fn drain(m: &mut common::Member, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let d = m.next(Duration::from_secs(10)).await;
+        m.ack(&[&d.delivery_id]).await;
+        ids.push(d.event.unwrap().message_id);
+    }
+    ids
+}
+
+#[tokio::test]
+async fn fire_logs_keep_what_a_group_still_needs_and_trim_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("CHRONOS_WAL__RETENTION_AGE", "1s"),
+        ("CHRONOS_WAL__RETENTION_CHECK_INTERVAL", "200ms"),
+    ];
+    let server = Server::start_with_env(&dir.path().join("data"), &["--partitions", "2"], &env);
+    // "slow" exists but has no member: it pins everything it has not had.
+    drop(common::Member::join(&server, common::subscribe_req("slow", "t", 100)).await);
+    let mut fast = common::Member::join(&server, common::subscribe_req("fast", "t", 100)).await;
+    let mut c = server.events().await;
+    let events = (0..10).map(|i| event("t", &format!("e{i}"), b"")).collect();
+    c.publish_batch(batch_req(events)).await.expect("publish");
+    assert_eq!(drain(&mut fast, 10).await.len(), 10);
+    // Well past the retention age, with several trim rounds: nothing may go.
+    let pinned_until = Instant::now() + Duration::from_millis(1_500);
+    while Instant::now() < pinned_until {
+        assert_eq!(server.metric("chronos_fired_trimmed_total"), 0.0);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut slow = common::Member::join(&server, common::subscribe_req("slow", "t", 100)).await;
+    assert_eq!(
+        drain(&mut slow, 10).await.len(),
+        10,
+        "slow gets all it missed"
+    );
+    let until = Instant::now() + Duration::from_secs(10);
+    while server.metric("chronos_fired_trimmed_total") < 10.0 {
+        assert!(
+            Instant::now() < until,
+            "fire log never trimmed\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A group starting from EARLIEST now finds nothing retained.
+    let mut req = common::subscribe_req("new", "t", 100);
+    req.start = chronos_proto::v1::StartPosition::Earliest as i32;
+    let mut new = common::Member::join(&server, req).await;
+    assert_eq!(new.next_within(Duration::from_millis(300)).await, None);
+}

@@ -429,6 +429,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         }
                         self.apply_delivery(&mut batch, d)?;
                     }
+                    Some(command::Kind::Trim(t)) => {
+                        for topic in &t.topics {
+                            batch.trim_fired(&topic.topic, topic.below_seq);
+                        }
+                    }
                     Some(command::Kind::Redrive(r)) => {
                         self.commit_so_far(&store, &mut batch, &mut membership_changed)?;
                         redriven = self.apply_redrive(&mut batch, r)?;

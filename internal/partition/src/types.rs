@@ -4,7 +4,7 @@ use std::fmt;
 
 use chronos_proto::internal::{
     command, CancelCommand, Command as CommandPb, DeliveryCommand, FireCommand, GroupCommand,
-    PublishCommand, RedriveCommand,
+    PublishCommand, RedriveCommand, TrimCommand,
 };
 use prost::Message;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -70,6 +70,12 @@ impl Command {
         })
     }
 
+    pub fn trim(cmd: TrimCommand) -> Command {
+        Command(CommandPb {
+            kind: Some(command::Kind::Trim(cmd)),
+        })
+    }
+
     pub fn redrive(cmd: RedriveCommand) -> Command {
         Command(CommandPb {
             kind: Some(command::Kind::Redrive(cmd)),
@@ -120,6 +126,7 @@ impl fmt::Debug for Command {
                 let items: usize = d.groups.iter().map(|g| g.items.len()).sum();
                 write!(f, "Delivery{{groups: {}, items: {items}}}", d.groups.len())
             }
+            Some(command::Kind::Trim(t)) => write!(f, "Trim{{topics: {}}}", t.topics.len()),
             Some(command::Kind::Redrive(r)) => {
                 write!(f, "Redrive{{{}/{}: {}}}", r.topic, r.group, r.seqs.len())
             }

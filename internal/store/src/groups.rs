@@ -153,6 +153,15 @@ impl Batch<'_> {
             .put_cf(self.store.cf(CF_DLQ), item_key(topic, group, seq), record);
     }
 
+    /// Deletes `topic`'s fire log below `below_seq`.
+    pub fn trim_fired(&mut self, topic: &str, below_seq: u64) {
+        self.batch.delete_range_cf(
+            self.store.cf(CF_FIRED),
+            fired_key(topic, 0),
+            fired_key(topic, below_seq),
+        );
+    }
+
     pub fn delete_dlq(&mut self, topic: &str, group: &str, seq: u64) {
         self.batch
             .delete_cf(self.store.cf(CF_DLQ), item_key(topic, group, seq));

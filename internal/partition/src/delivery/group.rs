@@ -135,9 +135,7 @@ impl GroupRt {
     /// Redeliver `seq` at `at_ts`, or give up on it when `dead` says so. The
     /// member whose credit it held (if any) is returned.
     pub fn fail(&mut self, seq: u64, at_ts: i64, dead: Option<String>) -> Option<u64> {
-        let Some(flight) = self.flights.get_mut(&seq) else {
-            return None;
-        };
+        let flight = self.flights.get_mut(&seq)?;
         let holder = flight.member.take().filter(|_| flight.delivered);
         let attempt = flight.attempt;
         if let Some(reason) = dead {

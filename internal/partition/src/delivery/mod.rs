@@ -44,6 +44,12 @@ pub struct DeliveryOptions {
     pub backoff_max: Duration,
     /// Attempts before an event moves to the dead-letter queue.
     pub max_attempts: u32,
+    /// Fired events stay in their topic's fire log (for groups that start
+    /// EARLIEST or seek back) at least this long, and until every group of
+    /// the topic is done with them.
+    pub fired_retention: Duration,
+    /// How often the fire logs are trimmed.
+    pub trim_every: Duration,
 }
 
 impl Default for DeliveryOptions {
@@ -53,6 +59,8 @@ impl Default for DeliveryOptions {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             max_attempts: 5,
+            fired_retention: Duration::from_secs(7 * 24 * 3600),
+            trim_every: Duration::from_secs(30),
         }
     }
 }

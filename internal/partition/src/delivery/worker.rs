@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chronos_proto::internal::{
-    DeliveryCommand, EventRecord, FiredRecord, GroupCommand, GroupState, InflightRecord, TopicState,
+    DeliveryCommand, EventRecord, FiredRecord, GroupCommand, GroupState, InflightRecord,
+    TopicState, TopicTrim, TrimCommand,
 };
 use chronos_proto::v1::Delivery;
 use chronos_store::Store;
@@ -173,6 +174,7 @@ impl Worker {
             self.handle(term, c).await?;
         }
         let mut gauges_at = Instant::now();
+        let mut trimmed_at = Instant::now();
         loop {
             if !self.leading.load(Ordering::Acquire) {
                 return Ok(Stop::LostLead);
@@ -180,6 +182,17 @@ impl Worker {
             if gauges_at.elapsed() >= GAUGE_EVERY {
                 gauges_at = Instant::now();
                 self.set_gauges(term);
+            }
+            if trimmed_at.elapsed() >= self.options.trim_every {
+                trimmed_at = Instant::now();
+                let (topics, trimmed) = self.trim_plan(term)?;
+                if !topics.is_empty() {
+                    self.raft
+                        .client_write(Command::trim(TrimCommand { topics }))
+                        .await
+                        .map_err(|e| format!("proposing a fire-log trim: {e}"))?;
+                    metrics::counter!("chronos_fired_trimmed_total").increment(trimmed);
+                }
             }
             let now = wall_ms();
             self.expire(term, now);
@@ -207,6 +220,58 @@ impl Worker {
                 _ = tokio::time::sleep(nap) => {}
             }
         }
+    }
+
+    /// Proposes dropping the start of each topic's fire log: events older than
+    /// the retention age that every group of the topic is done with (past its
+    /// cursor and not in flight). Returns the trims and how many events they drop.
+    fn trim_plan(&self, term: &Term) -> Result<(Vec<TopicTrim>, u64), String> {
+        let read = |e: &dyn std::fmt::Display| format!("trimming fire logs: {e}");
+        let cutoff = wall_ms().saturating_sub(
+            self.options
+                .fired_retention
+                .as_millis()
+                .min(i64::MAX as u128) as i64,
+        );
+        let mut floors: HashMap<&str, u64> = HashMap::new();
+        for g in term.groups.values() {
+            let held = g.flights.keys().min().copied().unwrap_or(u64::MAX);
+            let floor = floors.entry(g.topic.as_str()).or_insert(u64::MAX);
+            *floor = (*floor).min(g.cursor).min(held);
+        }
+        let mut topics = Vec::new();
+        let mut trimmed = 0;
+        for (topic, _) in self.store.list_topics().map_err(|e| read(&e))? {
+            let floor = floors.get(topic.as_str()).copied().unwrap_or(u64::MAX);
+            let Some(first) = self.store.first_fired_seq(&topic).map_err(|e| read(&e))? else {
+                continue;
+            };
+            let mut below = first;
+            'scan: loop {
+                let rows = self
+                    .store
+                    .scan_fired(&topic, below, READ_BATCH)
+                    .map_err(|e| read(&e))?;
+                for (seq, raw) in &rows {
+                    let rec = FiredRecord::decode(raw.as_slice()).map_err(|e| read(&e))?;
+                    if *seq >= floor || rec.fire_ts >= cutoff {
+                        break 'scan;
+                    }
+                    below = seq + 1;
+                }
+                if rows.len() < READ_BATCH {
+                    break;
+                }
+            }
+            if below > first {
+                trimmed += below - first;
+                topics.push(TopicTrim {
+                    topic,
+                    below_seq: below,
+                });
+            }
+        }
+        Ok((topics, trimmed))
     }
 
     /// Per-group lag (fired events not yet handed out) and in-flight counts.

@@ -34,13 +34,13 @@ impl StateMachine {
     ) -> Result<Option<GroupState>, StorageError> {
         let key = (topic.to_string(), group.to_string());
         if let Some(state) = self.groups.get(&key) {
-            return Ok(Some(state.clone()));
+            return Ok(Some(*state));
         }
         let Some(raw) = self.store.get_group(topic, group).map_err(read_err)? else {
             return Ok(None);
         };
         let state = GroupState::decode(raw.as_slice()).map_err(read_err)?;
-        self.groups.insert(key, state.clone());
+        self.groups.insert(key, state);
         Ok(Some(state))
     }
 
