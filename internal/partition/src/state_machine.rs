@@ -21,7 +21,7 @@ use chronos_proto::internal::{
     command, group_item, CancelCommand, EventKeys, FireCommand, FiredRecord, GroupState,
     PublishCommand, TopicState,
 };
-use chronos_store::{id_key, Batch, IdEntry, IdState, Store};
+use chronos_store::{Batch, IdEntry, IdState, Store};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, StorageIOError};
 use prost::Message;
@@ -171,6 +171,19 @@ impl StateMachine {
         self.commit(done, membership_changed)
     }
 
+    /// True when the event stored under (due_ts, offset) is still pending. An
+    /// id whose entry says `Pending` but whose event left `pending` has fired:
+    /// firing does not rewrite the id entry (that would cost a read and a write
+    /// per fired event).
+    fn still_pending(&self, id: &IdEntry) -> Result<bool, StorageError> {
+        Ok(id.state == IdState::Pending
+            && self
+                .store
+                .get_pending(id.due_ts, id.offset)
+                .map_err(|e| sm_err(ErrorVerb::Read, e))?
+                .is_some())
+    }
+
     /// Removes the still-pending event with this id, if any (a reschedule moves it).
     fn unschedule(
         &mut self,
@@ -182,40 +195,34 @@ impl StateMachine {
             .store
             .get_id(topic, message_id, i64::MIN)
             .map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        if let Some(old) = old.filter(|old| old.state == IdState::Pending) {
-            batch.delete_pending(old.due_ts, old.offset);
-            self.count_pending(topic, false)?;
+        if let Some(old) = old {
+            if self.still_pending(&old)? {
+                batch.delete_pending(old.due_ts, old.offset);
+                self.count_pending(topic, false)?;
+            }
         }
         Ok(())
     }
 
     /// Moves each still-pending event of `f` into its topic's fire log.
     fn apply_fire(&mut self, batch: &mut Batch<'_>, f: &FireCommand) -> Result<u64, StorageError> {
-        let mut fired = 0;
         let read = |e: &dyn std::fmt::Display| {
             sm_err(ErrorVerb::Read, std::io::Error::other(e.to_string()))
         };
-        // Two batched reads for the whole command: the events, then their ids.
-        let refs: Vec<(i64, u64)> = f.events.iter().map(|r| (r.due_ts, r.offset)).collect();
-        let events = self.store.get_pendings(&refs).map_err(|e| read(&e))?;
-        let mut found = Vec::with_capacity(refs.len());
+        // The wheel releases in due order, so the refs are (nearly) a run of
+        // `pending`: one range scan reads them, where point lookups would each
+        // search every level.
+        let mut refs: Vec<(i64, u64)> = f.events.iter().map(|r| (r.due_ts, r.offset)).collect();
+        refs.sort_unstable();
+        refs.dedup();
+        let events = self.store.get_pending_run(&refs).map_err(|e| read(&e))?;
+        let mut fired = 0;
         for (&(due_ts, offset), raw) in refs.iter().zip(events) {
             // Gone already: fired by an earlier command (a re-proposal after a
             // leader change) or cancelled. Skipping is the same on every replica.
             let Some(raw) = raw else { continue };
             debug_assert!(f.fire_ts >= due_ts, "fired {} ms early", due_ts - f.fire_ts);
             let keys = EventKeys::decode(raw.as_slice()).map_err(|e| read(&e))?;
-            found.push((due_ts, offset, raw, keys));
-        }
-        let id_keys: Vec<Vec<u8>> = found
-            .iter()
-            .map(|(_, _, _, k)| id_key(&k.topic, &k.message_id))
-            .collect();
-        let ids = self
-            .store
-            .get_ids(&id_keys, i64::MIN)
-            .map_err(|e| read(&e))?;
-        for ((due_ts, offset, raw, keys), id) in found.into_iter().zip(ids) {
             let seq = self.take_fire_seq(&keys.topic)?;
             let record = FiredRecord {
                 offset,
@@ -227,10 +234,6 @@ impl StateMachine {
             batch.put_fired(&keys.topic, seq, &record.encode_to_vec());
             batch.delete_pending(due_ts, offset);
             self.count_pending(&keys.topic, false)?;
-            if let Some(mut id) = id.filter(|id| id.offset == offset) {
-                id.state = IdState::Fired;
-                batch.put_id(&keys.topic, &keys.message_id, &id);
-            }
             fired += 1;
         }
         Ok(fired)
@@ -252,9 +255,8 @@ impl StateMachine {
             return Ok(CancelOutcome::NotFound);
         };
         Ok(match id.state {
-            IdState::Fired => CancelOutcome::AlreadyFired { offset: id.offset },
             IdState::Cancelled => CancelOutcome::AlreadyCancelled { offset: id.offset },
-            IdState::Pending => {
+            IdState::Pending if self.still_pending(&id)? => {
                 batch.delete_pending(id.due_ts, id.offset);
                 self.count_pending(&c.topic, false)?;
                 id.state = IdState::Cancelled;
@@ -264,6 +266,7 @@ impl StateMachine {
                     due_ts: id.due_ts,
                 }
             }
+            IdState::Pending | IdState::Fired => CancelOutcome::AlreadyFired { offset: id.offset },
         })
     }
 

@@ -275,6 +275,39 @@ impl Store {
             .get_cf(self.cf(CF_PENDING), pending_key(due_ts, offset))?)
     }
 
+    /// The events under `keys` (sorted, distinct), read with one range scan
+    /// from the first key to the last: cheap when they are (nearly) a run of
+    /// consecutive pending events, as the wheel releases them.
+    pub fn get_pending_run(&self, keys: &[(i64, u64)]) -> Result<Vec<Option<Vec<u8>>>> {
+        let (Some(&first), Some(&last)) = (keys.first(), keys.last()) else {
+            return Ok(Vec::new());
+        };
+        let mut out = vec![None; keys.len()];
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_PENDING));
+        it.seek(pending_key(first.0, first.1));
+        let mut i = 0;
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let key = keys::decode_pending_key(k)?;
+            if key > last {
+                break;
+            }
+            // Skip wanted keys that are gone (before `key`), then take `key` if wanted.
+            while i < keys.len() && keys[i] < key {
+                i += 1;
+            }
+            if i == keys.len() {
+                break;
+            }
+            if keys[i] == key {
+                out[i] = Some(v.to_vec());
+                i += 1;
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
     /// Many `get_pending` in one batched read; `keys` in (due, offset) order.
     pub fn get_pendings(&self, keys: &[(i64, u64)]) -> Result<Vec<Option<Vec<u8>>>> {
         let raw_keys: Vec<[u8; 16]> = keys

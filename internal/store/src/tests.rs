@@ -164,3 +164,36 @@ fn fire_logs_are_per_topic_and_ordered() {
         Some(&b"state"[..])
     );
 }
+
+#[test]
+fn pending_runs_read_wanted_keys_and_skip_gone_or_unwanted_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &StoreResources::default()).unwrap();
+    let mut b = store.batch();
+    for (due, off) in [(10, 1), (10, 2), (20, 3), (30, 4), (40, 5)] {
+        b.put_pending(due, off, format!("e{off}").as_bytes());
+    }
+    b.commit().unwrap();
+    let got = |keys: &[(i64, u64)]| -> Vec<Option<String>> {
+        store
+            .get_pending_run(keys)
+            .unwrap()
+            .into_iter()
+            .map(|v| v.map(|v| String::from_utf8(v).unwrap()))
+            .collect()
+    };
+    // (10, 2) and (30, 4) are stored but not asked for; (15, 9) and (50, 6) are not stored.
+    assert_eq!(
+        got(&[(10, 1), (15, 9), (20, 3), (40, 5), (50, 6)]),
+        vec![
+            Some("e1".into()),
+            None,
+            Some("e3".into()),
+            Some("e5".into()),
+            None
+        ]
+    );
+    assert_eq!(got(&[(0, 0)]), vec![None]);
+    assert_eq!(got(&[]), Vec::<Option<String>>::new());
+    assert_eq!(got(&[(40, 5)]), vec![Some("e5".into())]);
+}
