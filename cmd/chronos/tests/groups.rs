@@ -452,7 +452,7 @@ async fn bad_consumer_input_is_rejected_precisely() {
         ),
     ];
     for (req, field) in cases {
-        let s = c.subscribe(req).await.err().expect("refused");
+        let s = c.subscribe(req).await.expect_err("refused");
         assert_eq!(s.code(), Code::InvalidArgument, "{field}: {s:?}");
         assert!(s.message().starts_with(field), "{field}: {}", s.message());
     }
