@@ -1,10 +1,12 @@
-//! `chronos`: the Chronos server (`chronos serve`) and, later, its command line.
+//! `chronos`: the Chronos server (`chronos serve`) and its command line
+//! (`publish`, `subscribe`, `replay`, `cancel`, `status`, `groups`, `dlq`).
 
 /// glibc's allocator spent a quarter of the publish path's CPU in malloc/free
 /// under load (see docs/benchmarks.md); mimalloc's thread-local heaps do not.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod cli;
 mod http;
 mod serve;
 mod telemetry;
@@ -24,12 +26,16 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    conn: cli::Conn,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run a node. With no options: ./data, gRPC on :9000, HTTP on :8080.
     Serve(ServeArgs),
+    #[command(flatten)]
+    Client(cli::ClientCommand),
 }
 
 /// Flags override CHRONOS_* environment variables, which override the file.
@@ -117,6 +123,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Client(cmd) => cli::run(cli.conn, cmd),
         Command::Serve(args) => {
             let config =
                 match chronos_config::Config::load(args.config.as_deref(), &args.overrides()) {

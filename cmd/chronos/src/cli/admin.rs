@@ -1,0 +1,245 @@
+//! `status`, `groups`, `dlq`.
+
+use chronos_proto::v1::{
+    ClusterStatusRequest, DescribeGroupRequest, GroupInfo, ListDeadLettersRequest,
+    ListGroupsRequest, RedriveDeadLettersRequest, SeekGroupRequest,
+};
+use clap::Subcommand;
+use serde_json::json;
+
+use super::output::{event_json, payload_text, print_json};
+use super::{admin_client, fmt_time, parse_time, Conn, Result};
+
+#[derive(Subcommand, Debug)]
+pub enum GroupsCommand {
+    /// Every consumer group (of one topic with --topic).
+    List {
+        #[arg(long)]
+        topic: Option<String>,
+    },
+    /// One group: members, in flight, lag, next due, dead letters.
+    Describe { topic: String, group: String },
+    /// Move a group so that events due at or after a time are delivered (again).
+    Seek {
+        topic: String,
+        group: String,
+        /// RFC 3339, ms since the epoch, or now.
+        #[arg(long)]
+        to: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DlqCommand {
+    /// A group's dead letters, oldest first.
+    List {
+        topic: String,
+        group: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Put dead letters back, due now, for this group (all, or --id ones).
+    Redrive {
+        topic: String,
+        group: String,
+        /// Only this message id; repeatable.
+        #[arg(long = "id")]
+        ids: Vec<String>,
+    },
+}
+
+pub async fn status(conn: &Conn) -> Result<()> {
+    let mut admin = admin_client(conn).await?;
+    let s = admin
+        .cluster_status(ClusterStatusRequest {})
+        .await?
+        .into_inner();
+    if conn.json {
+        let partitions: Vec<_> = s
+            .partitions
+            .iter()
+            .map(|p| {
+                json!({
+                    "partition": p.partition, "leader": p.leader, "term": p.term,
+                    "voters": p.voters, "last_log_index": p.last_log_index,
+                    "commit_index": p.commit_index, "applied_index": p.applied_index,
+                    "next_offset": p.next_offset, "pending": p.pending,
+                    "next_due_ts": p.next_due_ts, "wal_bytes": p.wal_bytes,
+                    "wal_segments": p.wal_segments,
+                })
+            })
+            .collect();
+        let nodes: Vec<_> = s
+            .nodes
+            .iter()
+            .map(|n| json!({"id": n.id, "api_addr": n.api_addr, "raft_addr": n.raft_addr}))
+            .collect();
+        print_json(&json!({
+            "node_id": s.node_id, "replication_factor": s.replication_factor,
+            "nodes": nodes, "partitions": partitions,
+        }));
+        return Ok(());
+    }
+    println!(
+        "node {} (replication factor {}), {} node(s):",
+        s.node_id,
+        s.replication_factor,
+        s.nodes.len()
+    );
+    for n in &s.nodes {
+        println!("  node {}  api {}", n.id, n.api_addr);
+    }
+    println!(
+        "{:>9} {:>7} {:>5} {:>10} {:>10} {:>11} {:>10} {:>10}  next due",
+        "partition", "leader", "term", "last log", "applied", "next offset", "pending", "wal bytes"
+    );
+    for p in &s.partitions {
+        let leader = p.leader.map_or("-".to_string(), |l| l.to_string());
+        println!(
+            "{:>9} {:>7} {:>5} {:>10} {:>10} {:>11} {:>10} {:>10}  {}",
+            p.partition,
+            leader,
+            p.term,
+            p.last_log_index,
+            p.applied_index,
+            p.next_offset,
+            p.pending,
+            p.wal_bytes,
+            fmt_time(p.next_due_ts)
+        );
+    }
+    Ok(())
+}
+
+fn group_json(g: &GroupInfo) -> serde_json::Value {
+    json!({
+        "name": g.name, "topic": g.topic, "members": g.members, "inflight": g.inflight,
+        "lag": g.lag, "next_due_ts": g.next_due_ts, "dead_letters": g.dead_letters,
+    })
+}
+
+fn group_line(g: &GroupInfo) -> String {
+    format!(
+        "{}/{}: {} member(s), {} in flight, lag {}, next due {}, {} dead letter(s)",
+        g.topic,
+        g.name,
+        g.members,
+        g.inflight,
+        g.lag,
+        fmt_time(g.next_due_ts),
+        g.dead_letters
+    )
+}
+
+pub async fn groups(conn: &Conn, cmd: GroupsCommand) -> Result<()> {
+    let mut admin = admin_client(conn).await?;
+    match cmd {
+        GroupsCommand::List { topic } => {
+            let req = ListGroupsRequest {
+                topic: topic.unwrap_or_default(),
+            };
+            let groups = admin.list_groups(req).await?.into_inner().groups;
+            for g in &groups {
+                if conn.json {
+                    print_json(&group_json(g));
+                } else {
+                    println!("{}", group_line(g));
+                }
+            }
+            if groups.is_empty() && !conn.json {
+                println!("no consumer groups");
+            }
+        }
+        GroupsCommand::Describe { topic, group } => {
+            let req = DescribeGroupRequest {
+                consumer_group: group,
+                topic,
+            };
+            let g = admin.describe_group(req).await?.into_inner().group;
+            let g = g.unwrap_or_default();
+            if conn.json {
+                print_json(&group_json(&g));
+            } else {
+                println!("{}", group_line(&g));
+            }
+        }
+        GroupsCommand::Seek { topic, group, to } => {
+            let ts = parse_time("--to", &to)?;
+            let req = SeekGroupRequest {
+                consumer_group: group.clone(),
+                topic: topic.clone(),
+                ts,
+            };
+            admin.seek_group(req).await?;
+            if conn.json {
+                print_json(&json!({"topic": topic, "group": group, "ts": ts}));
+            } else {
+                println!(
+                    "{topic}/{group}: events due from {} will be delivered",
+                    fmt_time(ts)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn dlq(conn: &Conn, cmd: DlqCommand) -> Result<()> {
+    let mut admin = admin_client(conn).await?;
+    match cmd {
+        DlqCommand::List {
+            topic,
+            group,
+            limit,
+        } => {
+            let req = ListDeadLettersRequest {
+                consumer_group: group,
+                topic,
+                limit,
+            };
+            let dead = admin
+                .list_dead_letters(req)
+                .await?
+                .into_inner()
+                .dead_letters;
+            for d in &dead {
+                let e = d.event.clone().unwrap_or_default();
+                if conn.json {
+                    print_json(&json!({
+                        "partition": d.partition, "offset": d.offset, "attempts": d.attempts,
+                        "reason": d.reason, "dead_ts": d.dead_ts, "event": event_json(&e),
+                    }));
+                } else {
+                    println!(
+                        "{}  {}/{}  p{}@{}  {} attempt(s): {}  {}",
+                        fmt_time(d.dead_ts),
+                        e.topic,
+                        e.message_id,
+                        d.partition,
+                        d.offset,
+                        d.attempts,
+                        d.reason,
+                        payload_text(&e.payload)
+                    );
+                }
+            }
+            if dead.is_empty() && !conn.json {
+                println!("no dead letters");
+            }
+        }
+        DlqCommand::Redrive { topic, group, ids } => {
+            let req = RedriveDeadLettersRequest {
+                consumer_group: group.clone(),
+                topic: topic.clone(),
+                message_ids: ids,
+            };
+            let n = admin.redrive_dead_letters(req).await?.into_inner().redriven;
+            if conn.json {
+                print_json(&json!({"topic": topic, "group": group, "redriven": n}));
+            } else {
+                println!("{topic}/{group}: {n} dead letter(s) redriven, due now");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! The `chronos` command line against a real server: each subcommand's happy
+//! path, and the exit codes of bad input (1) and server errors (2).
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Server;
+
+fn chronos(server_addr: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chronos"))
+        .args(args)
+        .env("CHRONOS_ADDR", server_addr)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run chronos");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or_default()).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn ok(server: &Server, args: &[&str]) -> String {
+    let out = chronos(&server.endpoint(), args, None);
+    assert!(
+        out.status.success(),
+        "chronos {args:?}: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn json_lines(s: &str) -> Vec<serde_json::Value> {
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+#[test]
+fn publish_subscribe_replay_cancel_and_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let out = ok(
+        &server,
+        &[
+            "publish", "orders", "hello", "--id", "o1", "--header", "src=cli",
+        ],
+    );
+    assert!(out.starts_with("published orders/o1: partition "), "{out}");
+    let file = dir.path().join("payload.bin");
+    std::fs::write(&file, b"from a file").unwrap();
+    let out = ok(
+        &server,
+        &[
+            "--json",
+            "publish",
+            "orders",
+            "--id",
+            "o2",
+            "--file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(json_lines(&out)[0]["message_id"], "o2");
+    let piped = chronos(
+        &server.endpoint(),
+        &["publish", "orders", "--id", "o3", "--in", "1s"],
+        Some(b"piped"),
+    );
+    assert!(piped.status.success(), "{}", text(&piped.stderr));
+    let again = ok(&server, &["publish", "orders", "hello", "--id", "o1"]);
+    assert!(again.contains("duplicate"), "{again}");
+
+    let started = Instant::now();
+    let out = ok(
+        &server,
+        &[
+            "--json",
+            "subscribe",
+            "orders",
+            "-g",
+            "billing",
+            "--start",
+            "earliest",
+            "--count",
+            "3",
+            "--timeout",
+            "20s",
+        ],
+    );
+    let got = json_lines(&out);
+    let ids: Vec<_> = got
+        .iter()
+        .map(|d| d["event"]["message_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 3, "{out}");
+    for id in ["o1", "o2", "o3"] {
+        assert!(ids.iter().any(|i| i == id), "{id} missing: {ids:?}");
+    }
+    let o2 = got
+        .iter()
+        .find(|d| d["event"]["message_id"] == "o2")
+        .unwrap();
+    assert_eq!(o2["event"]["payload"], "from a file");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // Everything was acked before the command exited.
+    let desc = json_lines(&ok(
+        &server,
+        &["--json", "groups", "describe", "orders", "billing"],
+    ));
+    assert_eq!(
+        (desc[0]["inflight"].as_u64(), desc[0]["lag"].as_u64()),
+        (Some(0), Some(0))
+    );
+    let list = ok(&server, &["groups", "list", "--topic", "orders"]);
+    assert!(list.contains("orders/billing"), "{list}");
+
+    let replay = ok(&server, &["replay", "orders"]);
+    assert_eq!(replay.lines().count(), 3, "{replay}");
+    assert!(
+        replay.contains("orders/o3") && replay.contains("piped"),
+        "{replay}"
+    );
+    let by_time = json_lines(&ok(
+        &server,
+        &["--json", "replay", "orders", "--since", "0"],
+    ));
+    assert_eq!(by_time.len(), 3);
+
+    ok(
+        &server,
+        &["publish", "orders", "later", "--id", "o4", "--in", "1h"],
+    );
+    let cancel = ok(&server, &["cancel", "orders", "o4"]);
+    assert!(cancel.starts_with("cancelled orders/o4"), "{cancel}");
+    let twice = chronos(&server.endpoint(), &["cancel", "orders", "nope"], None);
+    assert_eq!(twice.status.code(), Some(2));
+    assert!(
+        text(&twice.stderr).contains("NotFound"),
+        "{}",
+        text(&twice.stderr)
+    );
+
+    let status = ok(&server, &["status"]);
+    assert!(
+        status.contains("partition") && status.contains("node 1"),
+        "{status}"
+    );
+    let status = json_lines(&ok(&server, &["--json", "status"]));
+    assert_eq!(status[0]["partitions"].as_array().unwrap().len(), 8);
+
+    let seek = ok(
+        &server,
+        &[
+            "groups",
+            "seek",
+            "orders",
+            "billing",
+            "--to",
+            "1970-01-01T00:00:00Z",
+        ],
+    );
+    assert!(seek.contains("orders/billing"), "{seek}");
+    let replayed = ok(
+        &server,
+        &[
+            "subscribe",
+            "orders",
+            "-g",
+            "billing",
+            "--count",
+            "3",
+            "--timeout",
+            "20s",
+        ],
+    );
+    assert_eq!(replayed.lines().count(), 3, "after the seek: {replayed}");
+}
+
+#[test]
+fn dead_letters_are_listed_and_redriven() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("CHRONOS_DELIVERY__ACK_TIMEOUT", "200ms"),
+        ("CHRONOS_DELIVERY__MAX_ATTEMPTS", "1"),
+    ];
+    let server = Server::start_with_env(&dir.path().join("data"), &[], &env);
+    // Create the group, then publish, then receive without acking.
+    ok(
+        &server,
+        &["subscribe", "jobs", "-g", "w", "--timeout", "100ms"],
+    );
+    ok(&server, &["publish", "jobs", "work", "--id", "j1"]);
+    // Connected but not acking past the ack timeout: the one attempt fails.
+    let held = ok(
+        &server,
+        &[
+            "subscribe",
+            "jobs",
+            "-g",
+            "w",
+            "--no-ack",
+            "--timeout",
+            "1s",
+        ],
+    );
+    assert!(held.contains("jobs/j1"), "{held}");
+    let until = Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let out = ok(&server, &["dlq", "list", "jobs", "w"]);
+        if out.contains("jobs/j1") {
+            break out;
+        }
+        assert!(Instant::now() < until, "never dead-lettered: {out}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(listed.contains("1 attempt(s)"), "{listed}");
+    let redrive = ok(&server, &["dlq", "redrive", "jobs", "w", "--id", "j1"]);
+    assert!(redrive.contains("1 dead letter(s) redriven"), "{redrive}");
+    let again = ok(
+        &server,
+        &[
+            "subscribe",
+            "jobs",
+            "-g",
+            "w",
+            "--count",
+            "1",
+            "--timeout",
+            "10s",
+        ],
+    );
+    assert!(again.contains("jobs/j1"), "{again}");
+    assert!(ok(&server, &["dlq", "list", "jobs", "w"]).contains("no dead letters"));
+}
+
+#[test]
+fn bad_input_exits_1_and_server_errors_exit_2_with_the_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let addr = server.endpoint();
+    let cases: [(&[&str], i32, &str); 6] = [
+        (&["publish", "t", "x", "--in", "10parsecs"], 1, "--in"),
+        (&["publish", "t", "x", "--at", "yesterday-ish"], 1, "--at"),
+        (&["publish", "t", "x", "--header", "novalue"], 1, "--header"),
+        (&["publish", "__reserved", "x"], 2, "event.topic"),
+        (&["groups", "describe", "t", "unknown"], 2, "NotFound"),
+        (&["frobnicate"], 1, "unrecognized subcommand"),
+    ];
+    for (args, code, says) in cases {
+        let out = chronos(&addr, args, None);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let down = chronos("http://127.0.0.1:1", &["status"], None);
+    assert_eq!(down.status.code(), Some(2));
+    assert!(
+        text(&down.stderr).contains("cannot reach"),
+        "{}",
+        text(&down.stderr)
+    );
+}
