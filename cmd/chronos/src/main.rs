@@ -113,6 +113,14 @@ impl ServeArgs {
     }
 }
 
+/// Builds the async runtime; on failure says why and gives the exit code (2).
+fn runtime(builder: &mut tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("chronos: starting the async runtime: {e}");
+        ExitCode::from(2)
+    })
+}
+
 fn main() -> ExitCode {
     // Exit codes: 0 ok, 1 usage or configuration error, 2 server error.
     let cli = match Cli::try_parse() {
@@ -133,15 +141,9 @@ fn main() -> ExitCode {
                         return ExitCode::from(1);
                     }
                 };
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match runtime(&mut tokio::runtime::Builder::new_multi_thread()) {
                 Ok(r) => r,
-                Err(e) => {
-                    eprintln!("chronos: starting the async runtime: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             match runtime.block_on(serve::run(config)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -72,15 +72,10 @@ impl From<tonic::Status> for Failure {
 pub type Result<T> = std::result::Result<T, Failure>;
 
 pub fn run(conn: Conn, cmd: ClientCommand) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    let runtime = match crate::runtime(&mut builder) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("chronos: starting the async runtime: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async move {
         match cmd {
