@@ -234,9 +234,26 @@ impl GroupRt {
         })
     }
 
-    /// Steps the cursor back to `seq` (a first delivery that could not be sent).
-    pub fn unread(&mut self, seq: u64) {
-        self.cursor = self.cursor.min(seq);
+    /// A first delivery of `seq` that could not be sent (the member's stream
+    /// had ended): it waits, recorded, to be delivered to another member.
+    pub fn requeue(&mut self, seq: u64, now: i64) {
+        self.flights.insert(
+            seq,
+            Flight {
+                attempt: 0,
+                at_ts: now,
+                member: None,
+                delivered: false,
+            },
+        );
+        self.ready.insert(seq);
+        self.record(
+            seq,
+            group_item::Op::Retry(Attempt {
+                attempt: 0,
+                at_ts: now,
+            }),
+        );
     }
 
     /// Moves the group (a seek): first deliveries restart at `cursor`.
@@ -310,6 +327,24 @@ mod tests {
         assert!(g.ready.contains(&1));
         assert_eq!(g.next_timer(), Some(700));
         assert_eq!(g.take_delta(), None, "restoring records nothing");
+    }
+
+    #[test]
+    fn a_first_delivery_that_could_not_be_sent_waits_recorded() {
+        let mut g = group();
+        g.advance(4);
+        g.requeue(3, 50);
+        assert!(g.ready.contains(&3));
+        assert_eq!(g.flights[&3].attempt, 0, "the next delivery is attempt 1");
+        let delta = g.take_delta().unwrap();
+        assert_eq!(delta.cursor, 4);
+        assert!(matches!(
+            delta.items[0].op,
+            Some(group_item::Op::Retry(Attempt {
+                attempt: 0,
+                at_ts: 50
+            }))
+        ));
     }
 
     #[test]

@@ -432,8 +432,9 @@ impl Worker {
             if g.flights.contains_key(&seq) {
                 g.ready.insert(seq);
             } else {
-                // A first delivery: step the cursor back so it is read again.
-                g.unread(seq);
+                // A first delivery, past the cursor already: keep it as a
+                // (recorded) redelivery rather than read it again.
+                g.requeue(seq, now);
             }
             return Ok(());
         }
