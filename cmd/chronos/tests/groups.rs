@@ -484,3 +484,28 @@ async fn bad_consumer_input_is_rejected_precisely() {
         .unwrap_err();
     assert_eq!(s.code(), Code::NotFound);
 }
+
+#[tokio::test]
+async fn a_stalled_member_holds_up_neither_its_group_nor_other_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    // Holds one delivery and never acks it.
+    let mut stuck = Member::join(&server, subscribe_req("g", "t", 1)).await;
+    let mut busy = Member::join(&server, subscribe_req("g", "t", 10)).await;
+    let mut other = Member::join(&server, subscribe_req("h", "t", 10)).await;
+    let mut c = server.events().await;
+    publish_ok(
+        &mut c,
+        (0..50).map(|i| event("t", &format!("e{i}"), b"")).collect(),
+    )
+    .await;
+    let held = stuck.next(WAIT).await.event.unwrap().message_id;
+    let rest = take_acking(&mut busy, 49).await;
+    assert!(!rest.contains(&held), "the held event went to both members");
+    assert_eq!(take_acking(&mut other, 50).await.len(), 50);
+    assert_eq!(
+        stuck.next_within(QUIET).await,
+        None,
+        "past its max_inflight"
+    );
+}
