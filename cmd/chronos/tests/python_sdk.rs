@@ -155,3 +155,40 @@ fn wrapper_nacks_redeliver_and_errors_carry_code_and_field() {
         line(&stdout, check);
     }
 }
+
+#[test]
+fn readme_python_snippet_runs_verbatim() {
+    generate();
+    let readme = std::fs::read_to_string(python_dir().join("../../README.md")).unwrap();
+    let snippet = readme
+        .split("```python\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a ```python block in the README");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let code = snippet.replace("localhost:9000", &server.grpc);
+    let started = Instant::now();
+    let out = run(
+        Command::new("python3")
+            .args(["-c", &code])
+            .env("PYTHONPATH", python_dir()),
+        SCRIPT_DEADLINE,
+    );
+    assert!(
+        out.status.success(),
+        "README snippet failed: {}\n{}{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    assert!(
+        out.stdout.starts_with("order-43 b'hello' 1"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "delivered early"
+    );
+}
