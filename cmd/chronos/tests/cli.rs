@@ -48,6 +48,7 @@ fn json_lines(s: &str) -> Vec<serde_json::Value> {
 fn publish_subscribe_replay_cancel_and_status() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &[]);
+    server.wait_ready(common::START_DEADLINE);
     let out = ok(
         &server,
         &[
@@ -193,6 +194,7 @@ fn dead_letters_are_listed_and_redriven() {
         ("CHRONOS_DELIVERY__MAX_ATTEMPTS", "1"),
     ];
     let server = Server::start_with_env(&dir.path().join("data"), &[], &env);
+    server.wait_ready(common::START_DEADLINE);
     // Create the group, then publish, then receive without acking.
     ok(
         &server,
@@ -246,6 +248,7 @@ fn dead_letters_are_listed_and_redriven() {
 fn bad_input_exits_1_and_server_errors_exit_2_with_the_message() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &[]);
+    server.wait_ready(common::START_DEADLINE);
     let addr = server.endpoint();
     let cases: [(&[&str], i32, &str); 6] = [
         (&["publish", "t", "x", "--in", "10parsecs"], 1, "--in"),

@@ -59,6 +59,7 @@ fn readme_grpcurl_examples_run_verbatim() {
     }
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &[]);
+    server.wait_ready(common::START_DEADLINE);
     let bin = grpcurl();
     let version = Command::new(&bin).arg("-version").output().unwrap();
     let version = format!(
@@ -137,6 +138,7 @@ fn readme_quick_tour_runs_verbatim() {
     }
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &[]);
+    server.wait_ready(common::START_DEADLINE);
     let mut outputs = Vec::new();
     for line in &lines {
         let cmd = line.replacen("chronos", env!("CARGO_BIN_EXE_chronos"), 1);
