@@ -63,7 +63,11 @@ async fn wait_inflight(client: &Client, group: &str, topic: &str, n: u64) {
         if g.inflight == n {
             return;
         }
-        assert!(Instant::now() < until, "inflight {} never reached {n}", g.inflight);
+        assert!(
+            Instant::now() < until,
+            "inflight {} never reached {n}",
+            g.inflight
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -96,7 +100,9 @@ async fn producer_batches_many_callers_and_answers_each() {
         })
         .collect();
     // One bad event among them fails alone.
-    let bad = producer.publish(EventBuilder::new("__reserved", "bad")).await;
+    let bad = producer
+        .publish(EventBuilder::new("__reserved", "bad"))
+        .await;
     let mut results = HashMap::new();
     for t in tasks {
         let (i, r) = t.await.unwrap();
@@ -235,7 +241,9 @@ async fn consumer_credits_acks_and_nacks() {
     }
     c.flush().await.unwrap();
     wait_inflight(&client, "g", "credit", 0).await;
-    assert!(next_within(&mut c, Duration::from_millis(300)).await.is_none());
+    assert!(next_within(&mut c, Duration::from_millis(300))
+        .await
+        .is_none());
     let g = client.describe_group("g", "credit").await.unwrap();
     assert_eq!((g.members, g.lag), (1, 0));
 }
@@ -286,7 +294,10 @@ async fn consumer_resubscribes_after_server_restart() {
         .await
         .unwrap();
     let d = next(&mut c).await;
-    assert_eq!(d.event.message_id, "after", "an acked event came back: {d:?}");
+    assert_eq!(
+        d.event.message_id, "after",
+        "an acked event came back: {d:?}"
+    );
     c.ack(&d).await.unwrap();
     c.flush().await.unwrap();
     wait_inflight(&client, "g", "restart", 0).await;
@@ -333,7 +344,10 @@ async fn replay_streams_by_offset_time_and_key() {
         collect(Replay::published(start, None).topic("replayed")).await,
         all
     );
-    let due_window = Replay::due(due - Duration::from_secs(1), Some(due + Duration::from_secs(1)));
+    let due_window = Replay::due(
+        due - Duration::from_secs(1),
+        Some(due + Duration::from_secs(1)),
+    );
     assert_eq!(collect(due_window.topic("replayed")).await, all);
     let before = Replay::published(start - Duration::from_secs(60), Some(start));
     assert!(collect(before.topic("replayed")).await.is_empty());
@@ -385,11 +399,19 @@ async fn errors_are_typed_and_dead_letters_redrive() {
     // Cancel a pending event; a fired one cannot be.
     let later = SystemTime::now() + Duration::from_secs(600);
     client
-        .publish(EventBuilder::new("t", "later").key("k").due_at(later).build())
+        .publish(
+            EventBuilder::new("t", "later")
+                .key("k")
+                .due_at(later)
+                .build(),
+        )
         .await
         .unwrap();
     let topics = client.list_topics().await.unwrap();
-    assert!(topics.iter().any(|t| t.name == "t" && t.pending == 1), "{topics:?}");
+    assert!(
+        topics.iter().any(|t| t.name == "t" && t.pending == 1),
+        "{topics:?}"
+    );
     client.cancel("t", "later", "k").await.unwrap();
 
     let mut c = consumer(&client, "g", "t", 4).await;

@@ -36,7 +36,12 @@ async fn main() -> anyhow::Result<()> {
     );
     let sent = Instant::now();
     let published = producer
-        .publish_after("quickstart", id.clone(), "hello, later", Duration::from_secs(2))
+        .publish_after(
+            "quickstart",
+            id.clone(),
+            "hello, later",
+            Duration::from_secs(2),
+        )
         .await?;
     println!(
         "published {id}: partition {} offset {}, due at {} ms",

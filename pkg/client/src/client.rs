@@ -106,10 +106,7 @@ impl Client {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let endpoints: Vec<String> = addrs
-            .into_iter()
-            .map(|a| normalize(a.as_ref()))
-            .collect();
+        let endpoints: Vec<String> = addrs.into_iter().map(|a| normalize(a.as_ref())).collect();
         if endpoints.is_empty() {
             return Err(Error::InvalidEndpoint {
                 addr: String::new(),

@@ -131,7 +131,9 @@ mod tests {
     #[test]
     fn server_statuses_map_to_variants() {
         let e = Error::from(Status::invalid_argument("event.topic: is empty"));
-        assert!(matches!(&e, Error::InvalidArgument { message } if message.starts_with("event.topic")));
+        assert!(
+            matches!(&e, Error::InvalidArgument { message } if message.starts_with("event.topic"))
+        );
         assert!(!e.is_retryable());
         let mut s = Status::unavailable("not leader");
         s.metadata_mut().insert(LEADER_HINT, "3".parse().unwrap());

@@ -258,7 +258,9 @@ async fn send_batch(client: Client, batch: Vec<(Event, Reply)>) {
                 Some((i, rest)) => {
                     events.remove(i);
                     let message = format!("event.{rest}");
-                    let _ = replies.remove(i).send(Err(Error::InvalidArgument { message }));
+                    let _ = replies
+                        .remove(i)
+                        .send(Err(Error::InvalidArgument { message }));
                 }
                 None => {
                     let one_by_one = events.into_iter().zip(replies).map(|(event, reply)| {
