@@ -119,14 +119,8 @@ impl Producer {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed("producer closed"));
         }
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Command::Publish(event.into(), reply))
-            .await
-            .map_err(|_| Error::Closed("producer task ended"))?;
-        answer
-            .await
-            .map_err(|_| Error::Closed("producer task ended"))?
+        let event = event.into();
+        self.ask(|reply| Command::Publish(event, reply)).await?
     }
 
     /// Publishes an event due at `at`.
@@ -158,9 +152,18 @@ impl Producer {
     /// Sends whatever is queued without waiting for `linger` and waits until
     /// every event queued before the call has its answer.
     pub async fn flush(&self) -> Result<(), Error> {
-        let (done, answer) = oneshot::channel();
+        self.ask(Command::Flush).await
+    }
+
+    /// Sends the background task a command carrying a reply channel and
+    /// waits for the reply.
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, Error> {
+        let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Command::Flush(done))
+            .send(command(reply))
             .await
             .map_err(|_| Error::Closed("producer task ended"))?;
         answer
