@@ -248,22 +248,78 @@ async fn consumer_credits_acks_and_nacks() {
     assert_eq!((g.members, g.lag), (1, 0));
 }
 
-/// Forwards connections on a fixed loopback port to whatever address
-/// `target` holds: the server's port changes when it restarts.
-async fn proxy(target: Arc<Mutex<String>>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            let to = target.lock().unwrap().clone();
-            tokio::spawn(async move {
-                if let Ok(mut outbound) = TcpStream::connect(to).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    });
-    addr
+/// A TCP forwarder on a fixed loopback port to whatever address `target`
+/// holds (the server's port changes when it restarts). Dropping it closes
+/// the port and every connection through it.
+struct Proxy {
+    addr: String,
+    target: Arc<Mutex<String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(target: &str) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let target = Arc::new(Mutex::new(target.to_string()));
+        let to = target.clone();
+        let task = tokio::spawn(async move {
+            // Dropping the set (when this task is aborted) aborts the connections.
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let to = to.lock().unwrap().clone();
+                conns.spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Proxy { addr, target, task }
+    }
+
+    fn retarget(&self, to: &str) {
+        *self.target.lock().unwrap() = to.to_string();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn client_fails_over_to_the_next_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let proxy = Proxy::start(&server.grpc).await;
+    let client = Client::connect([proxy.addr.clone(), server.endpoint()])
+        .await
+        .unwrap();
+    let mut c = consumer(&client, "g", "failover", 8).await;
+    client
+        .publish(EventBuilder::new("failover", "one").build())
+        .await
+        .unwrap();
+    assert_eq!(next(&mut c).await.event.message_id, "one");
+    // The first endpoint goes away for good: calls and the consumer move on.
+    drop(proxy);
+    let p = client
+        .publish(EventBuilder::new("failover", "two").build())
+        .await
+        .unwrap();
+    assert!(!p.duplicate);
+    let d = next(&mut c).await;
+    // "one" was never acked, so the new subscription gets it again first or after.
+    let mut got = vec![d];
+    while got.iter().all(|d| d.event.message_id != "two") {
+        got.push(next(&mut c).await);
+    }
+    assert!(
+        got.iter().all(|d| d.event.message_id != "one" || d.attempt == 2),
+        "{got:?}"
+    );
 }
 
 #[tokio::test]
@@ -271,9 +327,8 @@ async fn consumer_resubscribes_after_server_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut server = Server::start(&data, &[]);
-    let target = Arc::new(Mutex::new(server.grpc.clone()));
-    let addr = proxy(target.clone()).await;
-    let client = Client::connect([addr]).await.unwrap();
+    let proxy = Proxy::start(&server.grpc).await;
+    let client = Client::connect([proxy.addr.clone()]).await.unwrap();
     let mut c = consumer(&client, "g", "restart", 8).await;
 
     client
@@ -287,7 +342,7 @@ async fn consumer_resubscribes_after_server_restart() {
 
     server.kill9();
     let server = Server::start(&data, &[]);
-    *target.lock().unwrap() = server.grpc.clone();
+    proxy.retarget(&server.grpc);
     // The client retries the publish; the consumer subscribes again by itself.
     client
         .publish(EventBuilder::new("restart", "after").build())
