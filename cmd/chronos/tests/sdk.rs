@@ -317,7 +317,8 @@ async fn client_fails_over_to_the_next_endpoint() {
         got.push(next(&mut c).await);
     }
     assert!(
-        got.iter().all(|d| d.event.message_id != "one" || d.attempt == 2),
+        got.iter()
+            .all(|d| d.event.message_id != "one" || d.attempt == 2),
         "{got:?}"
     );
 }
