@@ -148,6 +148,30 @@ async fn producer_batches_many_callers_and_answers_each() {
         (results[&7].partition, results[&7].offset)
     );
     producer.close().await.unwrap();
+
+    // close() sends what is queued without waiting for the linger.
+    let lazy = client.producer(ProducerOptions {
+        linger: Duration::from_secs(30),
+        ..Default::default()
+    });
+    let publish = lazy.publish(EventBuilder::new("batched", "late"));
+    tokio::pin!(publish);
+    // One poll queues the event (the queue has room); then it waits for its batch.
+    assert!(futures::poll!(&mut publish).is_pending());
+    let closed_at = Instant::now();
+    let (late, closed) = tokio::join!(publish, lazy.clone().close());
+    closed.unwrap();
+    assert!(closed_at.elapsed() < Duration::from_secs(10));
+    assert!(!late.unwrap().duplicate);
+    assert!(matches!(
+        lazy.publish(EventBuilder::new("batched", "after-close"))
+            .await,
+        Err(Error::Closed(_))
+    ));
+    assert!(matches!(
+        client.producer(ProducerOptions::default()).close().await,
+        Ok(())
+    ));
 }
 
 #[tokio::test]

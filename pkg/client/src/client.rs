@@ -23,6 +23,10 @@ pub struct ClientOptions {
     pub retry: RetryPolicy,
     /// How long one TCP/HTTP2 connect may take.
     pub connect_timeout: Duration,
+    /// How long one attempt of a unary call (or the opening of a stream) may
+    /// take before it counts as failed (`DeadlineExceeded`, retried like
+    /// `Unavailable`).
+    pub request_timeout: Duration,
 }
 
 impl Default for ClientOptions {
@@ -30,6 +34,7 @@ impl Default for ClientOptions {
         ClientOptions {
             retry: RetryPolicy::default(),
             connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -37,7 +42,7 @@ impl Default for ClientOptions {
 /// A connection to a Chronos cluster through its public gRPC API.
 ///
 /// Cheap to clone (clones share the connection). Every idempotent call is
-/// retried on `Unavailable` or a transport error, with backoff, on the next
+/// retried on `Unavailable`, a transport error or a timeout, with backoff, on the next
 /// endpoint — or on the node the server named as leader (metadata
 /// `chronos-leader`, resolved to an address with `ClusterStatus`) — within
 /// [`ClientOptions::retry`]. Publishing is idempotent because the server
@@ -149,6 +154,10 @@ impl Client {
         self.inner.options.retry
     }
 
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.inner.options.request_timeout
+    }
+
     /// The channel to use now and its generation.
     pub(crate) fn channel(&self) -> (u64, Channel) {
         let cur = self.current();
@@ -222,9 +231,13 @@ impl Client {
         let mut budget = Budget::new(self.retry_policy());
         loop {
             let (generation, channel) = self.channel();
-            let err = match call(channel).await {
-                Ok(resp) => return Ok(resp.into_inner()),
-                Err(status) => Error::from(status),
+            let timeout = self.request_timeout();
+            let err = match tokio::time::timeout(timeout, call(channel)).await {
+                Ok(Ok(resp)) => return Ok(resp.into_inner()),
+                Ok(Err(status)) => Error::from(status),
+                Err(_) => Error::DeadlineExceeded {
+                    message: format!("no answer within {timeout:?}"),
+                },
             };
             if !idempotent || !err.is_retryable() {
                 return Err(err);

@@ -193,8 +193,10 @@ impl Acker {
 /// server redelivers what it held. Processing must tolerate duplicates
 /// (`attempt` > 1 is a hint, not a guarantee).
 ///
-/// Dropping the consumer sends its pending settlements and leaves the group;
-/// [`close`](Consumer::close) does the same and waits for the server's answer.
+/// [`close`](Consumer::close) sends pending settlements, waits until they are
+/// durable and leaves the group. Dropping the consumer leaves too, after
+/// sending what is pending (without waiting); while an [`Acker`] clone lives,
+/// the member stays until the next delivery finds the consumer gone.
 ///
 /// ```no_run
 /// # async fn demo(client: chronos_client::Client) -> Result<(), chronos_client::Error> {
@@ -342,9 +344,17 @@ impl Task {
             let (req_tx, req_rx) = mpsc::channel(64);
             // Cannot fail: the receiver is right here.
             let _ = req_tx.send(self.subscribe.clone()).await;
-            let opened = EventServiceClient::new(channel)
-                .consume(ReceiverStream::new(req_rx))
-                .await;
+            let timeout = self.client.request_timeout();
+            let opened = tokio::time::timeout(
+                timeout,
+                EventServiceClient::new(channel).consume(ReceiverStream::new(req_rx)),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(tonic::Status::deadline_exceeded(format!(
+                    "not subscribed within {timeout:?}"
+                )))
+            });
             let err = match opened {
                 Ok(resp) => {
                     if let Some(r) = ready.take() {
@@ -413,18 +423,23 @@ impl Task {
                         acks.wake();
                         sent.err().map(End::Broken)
                     }
-                    None => Some(self.finish(&req_tx, &mut inbound, &mut acks).await),
+                    None => Some(End::Closed),
                 },
                 () = sleep_until(flush_at), if flush_at.is_some() => {
                     flush_at = None;
                     self.send_pending(&req_tx, &mut acks).await.err().map(End::Broken)
                 }
             };
-            if let Some(end) = end {
-                if let End::Broken(e) = &end {
-                    acks.fail(e);
+            match end {
+                None => {}
+                Some(End::Closed) => {
+                    self.finish(&req_tx, &mut inbound, &mut acks).await;
+                    return End::Closed;
                 }
-                return end;
+                Some(End::Broken(e)) => {
+                    acks.fail(&e);
+                    return End::Broken(e);
+                }
             }
         }
     }
@@ -438,7 +453,8 @@ impl Task {
         match msg {
             Ok(Some(ConsumeResponse { kind })) => match kind {
                 Some(consume_response::Kind::Delivery(d)) => {
-                    // The consumer was dropped: leave (pending acks go first).
+                    // The consumer was dropped: leave (pending settlements go first;
+                    // this delivery is redelivered to another member).
                     self.out.send(Ok(d.into())).await.err().map(|_| End::Closed)
                 }
                 Some(consume_response::Kind::Ack(a)) => {
@@ -479,16 +495,17 @@ impl Task {
         Ok(())
     }
 
-    /// Every handle is gone: send what is pending, wait (bounded) for the
-    /// answers, then end the stream (the server detaches the member).
+    /// The consumer or every handle is gone: send what is pending, wait
+    /// (bounded) for the answers; the caller then ends the stream (the server
+    /// detaches the member).
     async fn finish(
         &mut self,
         req_tx: &mpsc::Sender<ConsumeRequest>,
         inbound: &mut Streaming<ConsumeResponse>,
         acks: &mut AckState,
-    ) -> End {
+    ) {
         if self.send_pending(req_tx, acks).await.is_err() {
-            return End::Closed;
+            return;
         }
         let until = Instant::now() + CLOSE_GRACE;
         while acks.answered < acks.sent {
@@ -500,7 +517,6 @@ impl Task {
                 Ok(Ok(None)) | Ok(Err(_)) | Err(_) => break,
             }
         }
-        End::Closed
     }
 }
 

@@ -35,7 +35,9 @@ pub enum Error {
     /// A server limit was hit (e.g. its disk is full).
     #[error("resource exhausted: {message}")]
     ResourceExhausted { message: String },
-    /// The call did not finish within its deadline.
+    /// The call did not finish within its deadline
+    /// ([`ClientOptions::request_timeout`](crate::ClientOptions)). Retried by
+    /// the client for idempotent calls.
     #[error("deadline exceeded: {message}")]
     DeadlineExceeded { message: String },
     /// The connection failed or broke (refused, reset, HTTP/2 error).
@@ -58,9 +60,12 @@ pub enum Error {
 
 impl Error {
     /// True for failures that may pass on another attempt or another node:
-    /// `Unavailable` and `Transport`.
+    /// `Unavailable`, `Transport` and `DeadlineExceeded`.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unavailable { .. } | Error::Transport { .. })
+        matches!(
+            self,
+            Error::Unavailable { .. } | Error::Transport { .. } | Error::DeadlineExceeded { .. }
+        )
     }
 
     /// The node id the server named as leader, if this is such a refusal.
