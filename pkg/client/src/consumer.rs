@@ -383,6 +383,9 @@ impl Task {
             tracing::debug!(error = %err, ?wait, group = %self.options.group, "consume stream broke; subscribing again");
             self.client.fail_over(generation, &err).await;
             tokio::time::sleep(wait).await;
+            if self.out.is_closed() {
+                return; // the consumer is gone: nobody to subscribe for
+            }
         }
     }
 
