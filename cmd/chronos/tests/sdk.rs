@@ -235,6 +235,13 @@ async fn consumer_credits_acks_and_nacks() {
         held.push(d);
     }
     assert_eq!(held.len(), max_inflight as usize, "{held:?}");
+    // A grant lets exactly that many more through.
+    c.grant(2).await.unwrap();
+    wait_inflight(&client, "g", "credit", u64::from(max_inflight) + 2).await;
+    while let Some(d) = next_within(&mut c, Duration::from_millis(700)).await {
+        held.push(d);
+    }
+    assert_eq!(held.len(), max_inflight as usize + 2, "{held:?}");
 
     // Nack one with a delay: it comes back as attempt 2, not before the delay.
     let nacked = held.pop().unwrap();
