@@ -1,0 +1,535 @@
+//! The Rust SDK (`chronos-client`) against a real `chronos serve` process:
+//! producer batching, delayed publish, consumer credit / acks / nacks,
+//! reconnect after a server restart, replay, admin helpers, typed errors.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use chronos_client::{
+    Client, Consumer, ConsumerOptions, Delivery, Error, EventBuilder, ProducerOptions, Replay,
+    Start,
+};
+use common::{now_ms, Server};
+use futures::StreamExt;
+use tokio::net::{TcpListener, TcpStream};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// `chronos_publish_requests_total` samples whose labels contain `label`.
+fn publish_requests(server: &Server, label: &str) -> f64 {
+    let (_, body) = server.http_get("/metrics").expect("GET /metrics");
+    body.lines()
+        .filter(|l| l.starts_with("chronos_publish_requests_total{") && l.contains(label))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn consumer(client: &Client, group: &str, topic: &str, max_inflight: u32) -> Consumer {
+    client
+        .consumer(ConsumerOptions {
+            group: group.into(),
+            topic: topic.into(),
+            max_inflight,
+            start: Start::Earliest,
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe")
+}
+
+/// The next delivery, or None if none arrives within `wait`.
+async fn next_within(c: &mut Consumer, wait: Duration) -> Option<Delivery> {
+    match tokio::time::timeout(wait, c.next()).await {
+        Ok(Some(d)) => Some(d.expect("delivery")),
+        Ok(None) => panic!("consumer stream ended"),
+        Err(_) => None,
+    }
+}
+
+async fn next(c: &mut Consumer) -> Delivery {
+    next_within(c, WAIT)
+        .await
+        .unwrap_or_else(|| panic!("no delivery within {WAIT:?}"))
+}
+
+/// Waits until the group has `n` deliveries in flight.
+async fn wait_inflight(client: &Client, group: &str, topic: &str, n: u64) {
+    let until = Instant::now() + WAIT;
+    loop {
+        let g = client.describe_group(group, topic).await.expect("describe");
+        if g.inflight == n {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "inflight {} never reached {n}",
+            g.inflight
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn producer_batches_many_callers_and_answers_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let client = Client::connect([server.endpoint()]).await.unwrap();
+    let producer = client.producer(ProducerOptions {
+        linger: Duration::from_millis(200),
+        max_batch_events: 64,
+        ..Default::default()
+    });
+    let callers = 200;
+    let due = SystemTime::now() + Duration::from_secs(3600);
+    let tasks: Vec<_> = (0..callers)
+        .map(|i| {
+            let p = producer.clone();
+            tokio::spawn(async move {
+                let mut ev = EventBuilder::new("batched", format!("m-{i}"))
+                    .payload(format!("payload-{i}"))
+                    .header("i", i.to_string())
+                    .due_at(due);
+                if i % 2 == 0 {
+                    ev = ev.key(format!("k-{}", i % 7));
+                }
+                (i, p.publish(ev).await)
+            })
+        })
+        .collect();
+    // One bad event among them fails alone.
+    let bad = producer
+        .publish(EventBuilder::new("__reserved", "bad"))
+        .await;
+    let mut results = HashMap::new();
+    for t in tasks {
+        let (i, r) = t.await.unwrap();
+        results.insert(i, r.expect("publish"));
+    }
+    match bad {
+        Err(Error::InvalidArgument { message }) => {
+            assert!(message.starts_with("event.topic"), "{message}")
+        }
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+
+    let batches = publish_requests(&server, "rpc=\"PublishBatch\"");
+    assert!(
+        (4.0..=12.0).contains(&batches),
+        "{callers} publishes took {batches} PublishBatch RPCs"
+    );
+    assert_eq!(publish_requests(&server, "rpc=\"Publish\""), 0.0);
+
+    // Each caller got its own event's place: replay says who is at each offset.
+    let stored: HashMap<(u32, u64), String> = client
+        .replay(Replay::offsets(0..0).topic("batched"))
+        .await
+        .unwrap()
+        .map(|r| r.expect("replay"))
+        .map(|r| ((r.partition, r.offset), r.event.message_id))
+        .collect()
+        .await;
+    assert_eq!(stored.len(), callers);
+    for (i, p) in &results {
+        assert_eq!(stored[&(p.partition, p.offset)], format!("m-{i}"));
+        assert!(!p.duplicate);
+        assert_eq!(p.due_ts, chronos_client::to_ms(due));
+    }
+    // Publishing one again answers the original.
+    let again = producer
+        .publish(EventBuilder::new("batched", "m-7").due_at(due))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(
+        (again.partition, again.offset),
+        (results[&7].partition, results[&7].offset)
+    );
+    producer.close().await.unwrap();
+
+    // close() sends what is queued without waiting for the linger.
+    let lazy = client.producer(ProducerOptions {
+        linger: Duration::from_secs(30),
+        ..Default::default()
+    });
+    let publish = lazy.publish(EventBuilder::new("batched", "late"));
+    tokio::pin!(publish);
+    // One poll queues the event (the queue has room); then it waits for its batch.
+    assert!(futures::poll!(&mut publish).is_pending());
+    let closed_at = Instant::now();
+    let (late, closed) = tokio::join!(publish, lazy.clone().close());
+    closed.unwrap();
+    assert!(closed_at.elapsed() < Duration::from_secs(10));
+    assert!(!late.unwrap().duplicate);
+    assert!(matches!(
+        lazy.publish(EventBuilder::new("batched", "after-close"))
+            .await,
+        Err(Error::Closed(_))
+    ));
+    assert!(matches!(
+        client.producer(ProducerOptions::default()).close().await,
+        Ok(())
+    ));
+}
+
+#[tokio::test]
+async fn publish_after_is_never_delivered_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let client = Client::connect([server.endpoint()]).await.unwrap();
+    let mut c = consumer(&client, "g", "later", 8).await;
+    let producer = client.producer(ProducerOptions::default());
+    let asked = now_ms();
+    let published = producer
+        .publish_after("later", "soon", "x", Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(published.due_ts >= asked + 2000, "{published:?}");
+    // A single publish, due now, arrives first.
+    let now = client
+        .publish(EventBuilder::new("later", "now").build())
+        .await
+        .unwrap();
+    let first = next(&mut c).await;
+    assert_eq!(first.event.message_id, "now");
+    assert_eq!(first.offset, now.offset);
+    c.ack(&first).await.unwrap();
+
+    let d = next(&mut c).await;
+    let received = now_ms();
+    assert_eq!(d.event.message_id, "soon");
+    assert_eq!(d.due_ts, published.due_ts);
+    assert!(
+        received >= published.due_ts,
+        "received at {received}, due {}",
+        published.due_ts
+    );
+    assert_eq!(&d.event.payload[..], b"x");
+    c.ack(&d).await.unwrap();
+    c.flush().await.unwrap();
+    wait_inflight(&client, "g", "later", 0).await;
+}
+
+#[tokio::test]
+async fn consumer_credits_acks_and_nacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let client = Client::connect([server.endpoint()]).await.unwrap();
+    let producer = client.producer(ProducerOptions::default());
+    let total = 10;
+    for i in 0..total {
+        producer
+            .publish(EventBuilder::new("credit", format!("e-{i}")))
+            .await
+            .unwrap();
+    }
+    let max_inflight = 3;
+    let mut c = consumer(&client, "g", "credit", max_inflight).await;
+
+    // Without acks: exactly max_inflight arrive, then nothing.
+    wait_inflight(&client, "g", "credit", u64::from(max_inflight)).await;
+    let mut held = Vec::new();
+    while let Some(d) = next_within(&mut c, Duration::from_millis(700)).await {
+        held.push(d);
+    }
+    assert_eq!(held.len(), max_inflight as usize, "{held:?}");
+    // A grant lets exactly that many more through.
+    c.grant(2).await.unwrap();
+    wait_inflight(&client, "g", "credit", u64::from(max_inflight) + 2).await;
+    while let Some(d) = next_within(&mut c, Duration::from_millis(700)).await {
+        held.push(d);
+    }
+    assert_eq!(held.len(), max_inflight as usize + 2, "{held:?}");
+
+    // Nack one with a delay: it comes back as attempt 2, not before the delay.
+    let nacked = held.pop().unwrap();
+    let nacked_at = Instant::now();
+    c.nack(&nacked, Some(Duration::from_millis(500)))
+        .await
+        .unwrap();
+    // Ack the rest as they come; every event arrives once, the nacked one twice.
+    let mut seen: HashSet<String> = held.iter().map(|d| d.event.message_id.clone()).collect();
+    seen.insert(nacked.event.message_id.clone());
+    for d in held.drain(..) {
+        c.ack(&d).await.unwrap();
+    }
+    let mut redelivered = None;
+    while seen.len() < total || redelivered.is_none() {
+        let Some(d) = next_within(&mut c, WAIT).await else {
+            let g = client.describe_group("g", "credit").await.unwrap();
+            panic!("stuck: seen {seen:?}, redelivered {redelivered:?}, group {g:?}");
+        };
+        if d.event.message_id == nacked.event.message_id && d.attempt == 2 {
+            assert!(nacked_at.elapsed() >= Duration::from_millis(450));
+            redelivered = Some(d.clone());
+        } else {
+            assert_eq!(d.attempt, 1, "{d:?}");
+            assert!(seen.insert(d.event.message_id.clone()), "twice: {d:?}");
+        }
+        c.ack(&d).await.unwrap();
+    }
+    c.flush().await.unwrap();
+    wait_inflight(&client, "g", "credit", 0).await;
+    assert!(next_within(&mut c, Duration::from_millis(300))
+        .await
+        .is_none());
+    let g = client.describe_group("g", "credit").await.unwrap();
+    assert_eq!((g.members, g.lag), (1, 0));
+}
+
+/// A TCP forwarder on a fixed loopback port to whatever address `target`
+/// holds (the server's port changes when it restarts). Dropping it closes
+/// the port and every connection through it.
+struct Proxy {
+    addr: String,
+    target: Arc<Mutex<String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(target: &str) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let target = Arc::new(Mutex::new(target.to_string()));
+        let to = target.clone();
+        let task = tokio::spawn(async move {
+            // Dropping the set (when this task is aborted) aborts the connections.
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let to = to.lock().unwrap().clone();
+                conns.spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Proxy { addr, target, task }
+    }
+
+    fn retarget(&self, to: &str) {
+        *self.target.lock().unwrap() = to.to_string();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn client_fails_over_to_the_next_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let proxy = Proxy::start(&server.grpc).await;
+    let client = Client::connect([proxy.addr.clone(), server.endpoint()])
+        .await
+        .unwrap();
+    let mut c = consumer(&client, "g", "failover", 8).await;
+    client
+        .publish(EventBuilder::new("failover", "one").build())
+        .await
+        .unwrap();
+    assert_eq!(next(&mut c).await.event.message_id, "one");
+    // The first endpoint goes away for good: calls and the consumer move on.
+    drop(proxy);
+    let p = client
+        .publish(EventBuilder::new("failover", "two").build())
+        .await
+        .unwrap();
+    assert!(!p.duplicate);
+    let d = next(&mut c).await;
+    // "one" was never acked, so the new subscription gets it again first or after.
+    let mut got = vec![d];
+    while got.iter().all(|d| d.event.message_id != "two") {
+        got.push(next(&mut c).await);
+    }
+    assert!(
+        got.iter()
+            .all(|d| d.event.message_id != "one" || d.attempt == 2),
+        "{got:?}"
+    );
+}
+
+#[tokio::test]
+async fn consumer_resubscribes_after_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, &[]);
+    let proxy = Proxy::start(&server.grpc).await;
+    let client = Client::connect([proxy.addr.clone()]).await.unwrap();
+    let mut c = consumer(&client, "g", "restart", 8).await;
+
+    client
+        .publish(EventBuilder::new("restart", "before").build())
+        .await
+        .unwrap();
+    let d = next(&mut c).await;
+    assert_eq!(d.event.message_id, "before");
+    c.ack(&d).await.unwrap();
+    c.flush().await.unwrap();
+
+    server.kill9();
+    let server = Server::start(&data, &[]);
+    proxy.retarget(&server.grpc);
+    // The client retries the publish; the consumer subscribes again by itself.
+    client
+        .publish(EventBuilder::new("restart", "after").build())
+        .await
+        .unwrap();
+    let d = next(&mut c).await;
+    assert_eq!(
+        d.event.message_id, "after",
+        "an acked event came back: {d:?}"
+    );
+    c.ack(&d).await.unwrap();
+    c.flush().await.unwrap();
+    wait_inflight(&client, "g", "restart", 0).await;
+    // The new server knows the member that subscribed again.
+    let g = client.describe_group("g", "restart").await.unwrap();
+    assert_eq!(g.members, 1, "{g:?}");
+}
+
+#[tokio::test]
+async fn replay_streams_by_offset_time_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let client = Client::connect([server.endpoint()]).await.unwrap();
+    let start = SystemTime::now() - Duration::from_secs(1);
+    let due = SystemTime::now() + Duration::from_secs(600);
+    for i in 0..6 {
+        let mut ev = EventBuilder::new("replayed", format!("r-{i}")).due_at(due);
+        if i < 4 {
+            ev = ev.key("k");
+        }
+        client.publish(ev.build()).await.unwrap();
+    }
+    let collect = |q: Replay| {
+        let client = client.clone();
+        async move {
+            let mut ids: Vec<String> = client
+                .replay(q)
+                .await
+                .unwrap()
+                .map(|r| r.expect("replay").event.message_id)
+                .collect()
+                .await;
+            ids.sort();
+            ids
+        }
+    };
+    let all: Vec<String> = (0..6).map(|i| format!("r-{i}")).collect();
+    assert_eq!(collect(Replay::offsets(0..0).topic("replayed")).await, all);
+    assert_eq!(
+        collect(Replay::offsets(0..0).topic("replayed").key("k")).await,
+        all[..4]
+    );
+    assert_eq!(
+        collect(Replay::published(start, None).topic("replayed")).await,
+        all
+    );
+    let due_window = Replay::due(
+        due - Duration::from_secs(1),
+        Some(due + Duration::from_secs(1)),
+    );
+    assert_eq!(collect(due_window.topic("replayed")).await, all);
+    let before = Replay::published(start - Duration::from_secs(60), Some(start));
+    assert!(collect(before.topic("replayed")).await.is_empty());
+}
+
+#[tokio::test]
+async fn errors_are_typed_and_dead_letters_redrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_env(
+        &dir.path().join("data"),
+        &[],
+        &[("CHRONOS_DELIVERY__MAX_ATTEMPTS", "1")],
+    );
+    // An unreachable first endpoint is skipped.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    let client = Client::connect([dead_addr.clone(), server.endpoint()])
+        .await
+        .unwrap();
+    assert!(matches!(
+        Client::connect([dead_addr]).await,
+        Err(Error::Transport { .. })
+    ));
+
+    let err = client
+        .publish(EventBuilder::new("__x", "m").build())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument { message } if message.starts_with("event.topic")),
+        "{err:?}"
+    );
+    let err = client.cancel("t", "nope", "").await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+    let err = client
+        .consumer(ConsumerOptions {
+            group: "g".into(),
+            topic: "bad topic".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument { message } if message.starts_with("subscribe.topic")),
+        "{err:?}"
+    );
+
+    // Cancel a pending event; a fired one cannot be.
+    let later = SystemTime::now() + Duration::from_secs(600);
+    client
+        .publish(
+            EventBuilder::new("t", "later")
+                .key("k")
+                .due_at(later)
+                .build(),
+        )
+        .await
+        .unwrap();
+    let topics = client.list_topics().await.unwrap();
+    assert!(
+        topics.iter().any(|t| t.name == "t" && t.pending == 1),
+        "{topics:?}"
+    );
+    client.cancel("t", "later", "k").await.unwrap();
+
+    let mut c = consumer(&client, "g", "t", 4).await;
+    client
+        .publish(EventBuilder::new("t", "now").build())
+        .await
+        .unwrap();
+    let d = next(&mut c).await;
+    let err = client.cancel("t", "now", "").await.unwrap_err();
+    assert!(matches!(err, Error::FailedPrecondition { .. }), "{err:?}");
+
+    // max_attempts 1: a nack makes a dead letter; redrive brings it back.
+    c.nack(&d, None).await.unwrap();
+    c.flush().await.unwrap();
+    let dead = client.list_dead_letters("g", "t", 10).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].event.as_ref().unwrap().message_id, "now");
+    assert_eq!(client.redrive("g", "t", &[]).await.unwrap(), 1);
+    let again = next(&mut c).await;
+    assert_eq!(again.event.message_id, "now");
+    c.ack(&again).await.unwrap();
+    c.close().await.unwrap();
+
+    // Seek back: the group gets the event again.
+    let mut c = consumer(&client, "g", "t", 4).await;
+    client
+        .seek_group("g", "t", SystemTime::now() - Duration::from_secs(60))
+        .await
+        .unwrap();
+    let d = next(&mut c).await;
+    assert_eq!(d.event.message_id, "now");
+    c.ack(&d).await.unwrap();
+    c.flush().await.unwrap();
+}
