@@ -204,6 +204,7 @@ impl Partition {
         let firing_task = tokio::spawn(firing.run());
         let (control, control_rx) = mpsc::unbounded_channel();
         let worker = Worker {
+            meters: crate::delivery::Meters::new(),
             partition: id,
             raft: raft.clone(),
             store: store.clone(),

@@ -220,6 +220,11 @@ impl GroupRt {
         self.cursor = self.cursor.max(cursor);
     }
 
+    /// How many changes wait for the next delta.
+    pub fn pending_changes(&self) -> usize {
+        self.items.len() + usize::from(self.cursor != self.recorded_cursor)
+    }
+
     /// The group's changes since the last call, as a delta (None if none).
     pub fn take_delta(&mut self) -> Option<GroupDelta> {
         if self.items.is_empty() && self.cursor == self.recorded_cursor {

@@ -27,7 +27,7 @@ use chronos_proto::v1::Event;
 use tokio::sync::oneshot;
 
 pub use member::{Member, Outgoing};
-pub(crate) use worker::Worker;
+pub(crate) use worker::{Meters, Worker};
 
 use crate::PartitionError;
 

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use chronos_proto::internal::{
     DeliveryCommand, EventRecord, FiredRecord, GroupCommand, GroupState, InflightRecord,
     TopicState, TopicTrim, TrimCommand,
@@ -28,6 +29,10 @@ use crate::{wall_ms, PartitionError};
 
 /// Fired records read per scan of a topic's fire log.
 const READ_BATCH: usize = 1_000;
+/// Changes to groups wait up to this long to share one log entry.
+const LINGER: Duration = Duration::from_millis(2);
+/// ... unless this many have gathered.
+const LINGER_MAX_CHANGES: usize = 4_096;
 /// How often the per-group gauges are refreshed.
 const GAUGE_EVERY: Duration = Duration::from_secs(1);
 /// Longest a request waits for this node to become the ready leader.
@@ -49,7 +54,25 @@ struct Waiter {
 
 type Proposal = BoxFuture<'static, (Result<WriteResult, oneshot::error::RecvError>, Vec<Waiter>)>;
 
+/// Metric handles, looked up once rather than per delivery.
+pub(crate) struct Meters {
+    deliveries: metrics::Counter,
+    redeliveries: metrics::Counter,
+    lateness: metrics::Histogram,
+}
+
+impl Meters {
+    pub fn new() -> Meters {
+        Meters {
+            deliveries: metrics::counter!("chronos_deliveries_total"),
+            redeliveries: metrics::counter!("chronos_redeliveries_total"),
+            lateness: metrics::histogram!("chronos_delivery_lateness_seconds"),
+        }
+    }
+}
+
 pub(crate) struct Worker {
+    pub meters: Meters,
     pub partition: u32,
     pub raft: Raft,
     pub store: Store,
@@ -69,6 +92,8 @@ struct Term {
     proposals: FuturesUnordered<Proposal>,
     /// Woken when a member gets credit back.
     wake: Arc<Notify>,
+    /// Since when changes have waited for a proposal.
+    dirty_since: Option<Instant>,
 }
 
 enum Stop {
@@ -114,6 +139,7 @@ impl Worker {
                 waiters: Vec::new(),
                 proposals: FuturesUnordered::new(),
                 wake: Arc::new(Notify::new()),
+                dirty_since: None,
             };
             let waiting = deferred.drain(..).map(|(_, c)| c).collect();
             let stop = self.lead(&mut term, waiting).await;
@@ -206,9 +232,12 @@ impl Worker {
                 .filter_map(GroupRt::next_timer)
                 .min()
                 .unwrap_or(i64::MAX);
-            let nap = Duration::from_millis(
+            let mut nap = Duration::from_millis(
                 (wake_at.saturating_sub(wall_ms())).clamp(0, MAX_NAP.as_millis() as i64) as u64,
             );
+            if let Some(since) = term.dirty_since {
+                nap = nap.min(LINGER.saturating_sub(since.elapsed()));
+            }
             tokio::select! {
                 c = self.control.recv() => match c {
                     Some(c) => self.handle(term, c).await?,
@@ -361,7 +390,7 @@ impl Worker {
             let attempt = g.flights.get(&seq).map_or(0, |f| f.attempt) + 1;
             match self.store.get_fired(&g.topic, seq).map_err(|e| read(&e))? {
                 Some(raw) => {
-                    let rec = FiredRecord::decode(raw.as_slice()).map_err(|e| read(&e))?;
+                    let rec = FiredRecord::decode(Bytes::from(raw)).map_err(|e| read(&e))?;
                     self.deliver(g, &member, seq, rec, attempt, now)?;
                 }
                 // Trimmed from the fire log: nothing left to deliver.
@@ -390,7 +419,9 @@ impl Worker {
                 return Ok(());
             }
             for (seq, raw) in records {
-                let rec = FiredRecord::decode(raw.as_slice()).map_err(|e| read(&e))?;
+                // From an owned buffer, so the event (and its payload) are
+                // slices of it rather than copies.
+                let rec = FiredRecord::decode(Bytes::from(raw)).map_err(|e| read(&e))?;
                 let for_us = rec.only_group.is_empty() || rec.only_group == g.name;
                 if rec.due_ts < g.from_due_ts || !for_us {
                     g.advance(seq + 1);
@@ -444,21 +475,33 @@ impl Worker {
             now + self.options.ack_timeout_ms(),
             member.id(),
         );
-        metrics::counter!("chronos_deliveries_total").increment(1);
+        self.meters.deliveries.increment(1);
         if attempt == 1 {
-            metrics::histogram!("chronos_delivery_lateness_seconds")
+            self.meters
+                .lateness
                 .record((now - rec.due_ts).max(0) as f64 / 1000.0);
         } else {
-            metrics::counter!("chronos_redeliveries_total").increment(1);
+            self.meters.redeliveries.increment(1);
         }
         Ok(())
     }
 
-    /// Proposes every group's changes in one entry, when a slot is free.
+    /// Proposes every group's changes in one entry, when a slot is free and
+    /// the changes have gathered for [`LINGER`] (or are many): fewer, larger
+    /// entries leave the log's fsyncs to `Fire` and publishes.
     async fn flush(&self, term: &mut Term) -> Result<(), String> {
-        if term.proposals.len() >= MAX_PROPOSALS {
+        let pending: usize = term.groups.values().map(GroupRt::pending_changes).sum();
+        if pending == 0 {
+            term.dirty_since = None;
             return Ok(());
         }
+        let since = *term.dirty_since.get_or_insert_with(Instant::now);
+        if term.proposals.len() >= MAX_PROPOSALS
+            || (since.elapsed() < LINGER && pending < LINGER_MAX_CHANGES)
+        {
+            return Ok(());
+        }
+        term.dirty_since = None;
         let groups: Vec<_> = term
             .groups
             .values_mut()
