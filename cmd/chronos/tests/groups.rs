@@ -509,3 +509,35 @@ async fn a_stalled_member_holds_up_neither_its_group_nor_other_groups() {
         "past its max_inflight"
     );
 }
+
+#[tokio::test]
+async fn a_consume_stream_that_half_closes_still_receives() {
+    use chronos_proto::v1::{consume_request, consume_response, ConsumeRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let mut c = server.events().await;
+    // Only the subscribe, then the request side ends (as grpcurl does).
+    let only_subscribe = ConsumeRequest {
+        kind: Some(consume_request::Kind::Subscribe(subscribe_req(
+            "g", "t", 10,
+        ))),
+    };
+    let mut stream = c
+        .consume(futures::stream::iter(vec![only_subscribe]))
+        .await
+        .expect("consume")
+        .into_inner();
+    wait_group(&server, "g", "t", |g| g.members == 1).await;
+    publish_ok(&mut c, vec![event("t", "e", b"")]).await;
+    let msg = tokio::time::timeout(WAIT, stream.message()).await;
+    let kind = msg
+        .expect("a delivery in time")
+        .expect("stream")
+        .expect("open");
+    match kind.kind {
+        Some(consume_response::Kind::Delivery(d)) => {
+            assert_eq!(d.event.unwrap().message_id, "e")
+        }
+        other => panic!("expected a delivery, got {other:?}"),
+    }
+}

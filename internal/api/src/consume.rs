@@ -216,6 +216,9 @@ pub async fn consume(
     let mut sub = subscribe(&node, "subscribe.", req).await?;
     let (out, rx) = mpsc::channel(CONSUME_BUFFER);
     tokio::spawn(async move {
+        // A client that half-closes (sends nothing more) still receives, up
+        // to its credits; the stream ends when it goes away.
+        let mut inbound_open = true;
         loop {
             tokio::select! {
                 delivery = sub.next() => {
@@ -228,16 +231,18 @@ pub async fn consume(
                         return;
                     }
                 }
-                msg = inbound.message() => match msg {
+                msg = inbound.message(), if inbound_open => match msg {
                     Ok(Some(msg)) => {
                         if let Err(status) = in_band(&node, &sub, &out, msg) {
                             let _ = out.send(Err(status)).await;
                             return;
                         }
                     }
-                    // The client finished or went away: detach (by dropping `sub`).
-                    Ok(None) | Err(_) => return,
+                    Ok(None) => inbound_open = false,
+                    // The client went away: detach (by dropping `sub`).
+                    Err(_) => return,
                 },
+                _ = out.closed() => return,
             }
         }
     });
