@@ -62,20 +62,18 @@ pub async fn run(args: DeliverArgs) -> anyhow::Result<()> {
     let plan = session.plan.clone();
     let outcome = session.finish(members).await?;
     let report = Report {
-        mode: "deliver",
-        topic: plan.topic.clone(),
-        events: w.events,
         due: "backlog due now".to_string(),
-        consumers_per_group: w.consumers,
         first_due_us: due_ms * 1000,
         drain_from_us: Some(drain_from_us),
-        lateness_label: "lateness ms (receive - schedule_ts)",
-        publish,
-        groups: outcome.groups,
-        total: outcome.total,
-        timed_out,
-        rss: outcome.rss,
         extra: vec![("lag_wait_seconds", json!(lag_seconds))],
+        ..Report::new(
+            "deliver",
+            w,
+            plan.topic.clone(),
+            publish,
+            outcome,
+            timed_out,
+        )
     };
     report.finish(w.json)
 }

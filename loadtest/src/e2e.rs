@@ -47,20 +47,10 @@ pub async fn run(args: E2eArgs) -> anyhow::Result<()> {
     let outcome = session.finish(members).await?;
     let latency = crate::stats::LatencySummary::of(&outcome.total.lateness_us);
     let report = Report {
-        mode: "e2e",
-        topic: plan.topic.clone(),
-        events: w.events,
         due: format!("due on publish, {:.0}/s", args.rate),
-        consumers_per_group: w.consumers,
-        first_due_us: publish.started_us,
-        drain_from_us: None,
         lateness_label: "publish to delivery ms",
-        publish,
-        groups: outcome.groups,
-        total: outcome.total,
-        timed_out,
-        rss: outcome.rss,
         extra: vec![("publish_to_delivery_ms", latency.to_json())],
+        ..Report::new("e2e", w, plan.topic.clone(), publish, outcome, timed_out)
     };
     report.finish(w.json)
 }

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use crate::progress::{notice, Table};
 use crate::rss::RssStats;
 use crate::stats::{latency_histogram, LatencySummary};
+use crate::workload::{Outcome, WorkloadArgs};
 
 /// Wall clock, microseconds since the Unix epoch.
 pub fn now_us() -> i64 {
@@ -185,6 +186,36 @@ pub struct Report {
     pub rss: Option<RssStats>,
     /// Mode-specific results, added to the JSON and the table as they are.
     pub extra: Vec<(&'static str, Value)>,
+}
+
+impl Report {
+    /// A delivery run's report with no drain, no extras and lateness against
+    /// `schedule_ts`; the caller sets what its mode knows better.
+    pub fn new(
+        mode: &'static str,
+        args: &WorkloadArgs,
+        topic: String,
+        publish: PublishStats,
+        outcome: Outcome,
+        timed_out: bool,
+    ) -> Self {
+        Report {
+            mode,
+            topic,
+            events: args.events,
+            due: String::new(),
+            consumers_per_group: args.consumers,
+            first_due_us: publish.started_us,
+            drain_from_us: None,
+            lateness_label: "lateness ms (receive - schedule_ts)",
+            publish,
+            groups: outcome.groups,
+            total: outcome.total,
+            timed_out,
+            rss: outcome.rss,
+            extra: Vec::new(),
+        }
+    }
 }
 
 fn secs(from_us: i64, to_us: i64) -> f64 {
@@ -362,5 +393,26 @@ impl Report {
             "{missing} events missing, {early} early deliveries"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_merge_adds_up() {
+        let mut a = Counters::new();
+        let mut b = Counters::new();
+        a.note_first(2_000, 100);
+        b.note_first(1_000, 300);
+        b.duplicates = 2;
+        b.note_early(50, "g", "id");
+        a.merge(&b);
+        assert_eq!((a.unique, a.duplicates, a.early), (2, 2, 1));
+        assert_eq!((a.first_unique_us, a.last_unique_us), (1_000, 2_000));
+        assert_eq!(a.lateness_us.len(), 2);
+        assert_eq!(a.lateness_us.max(), 300);
+        assert_eq!(a.early_worst_us, 50);
     }
 }

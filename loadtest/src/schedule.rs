@@ -70,24 +70,21 @@ pub async fn run(args: ScheduleArgs) -> anyhow::Result<()> {
     let plan = session.plan.clone();
     let outcome = session.finish(members).await?;
     let report = Report {
-        mode: "schedule",
-        topic: plan.topic.clone(),
-        events: w.events,
         due: if args.burst {
             "burst".to_string()
         } else {
             format!("due at {:.0}/s", args.rate)
         },
-        consumers_per_group: w.consumers,
         first_due_us: plan.schedule_ts(0) * 1000,
         drain_from_us: Some(plan.schedule_ts(w.events - 1) * 1000),
-        lateness_label: "lateness ms (receive - schedule_ts)",
-        publish,
-        groups: outcome.groups,
-        total: outcome.total,
-        timed_out,
-        rss: outcome.rss,
-        extra: Vec::new(),
+        ..Report::new(
+            "schedule",
+            w,
+            plan.topic.clone(),
+            publish,
+            outcome,
+            timed_out,
+        )
     };
     report.finish(w.json)
 }

@@ -152,6 +152,16 @@ fn loadtest(args: &[&str]) -> Value {
     serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("bad JSON ({e}): {stdout}"))
 }
 
+/// Starts a server, runs `chronos-loadtest <mode> --addr <it> <args> --json`
+/// against it, and returns the summary.
+fn run_mode(mode: &str, args: &[&str]) -> Value {
+    let server = Server::start();
+    let addr = server.addr();
+    let mut all = vec![mode, "--addr", &addr];
+    all.extend_from_slice(args);
+    loadtest(&all)
+}
+
 fn u64_at(summary: &Value, pointer: &str) -> u64 {
     summary
         .pointer(pointer)
@@ -200,19 +210,10 @@ fn check_delivery(summary: &Value, mode: &str, events: u64) {
 
 #[test]
 fn publish_closed_loop() {
-    let server = Server::start();
-    let addr = server.addr();
-    let summary = loadtest(&[
+    let summary = run_mode(
         "publish",
-        "--addr",
-        &addr,
-        "--clients",
-        "2",
-        "--duration",
-        "1s",
-        "--warmup",
-        "0s",
-    ]);
+        &["--clients", "2", "--duration", "1s", "--warmup", "0s"],
+    );
     assert_eq!(summary["mode"], "publish");
     assert_eq!(summary["loop"], "closed");
     let events = u64_at(&summary, "/events");
@@ -228,23 +229,21 @@ fn publish_closed_loop() {
 
 #[test]
 fn publish_open_loop_keeps_to_its_rate() {
-    let server = Server::start();
-    let addr = server.addr();
-    let summary = loadtest(&[
+    let summary = run_mode(
         "publish",
-        "--addr",
-        &addr,
-        "--clients",
-        "4",
-        "--batch",
-        "5",
-        "--rate",
-        "100",
-        "--duration",
-        "1s",
-        "--warmup",
-        "0s",
-    ]);
+        &[
+            "--clients",
+            "4",
+            "--batch",
+            "5",
+            "--rate",
+            "100",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+        ],
+    );
     assert_eq!(summary["loop"], "open");
     // 100 RPCs are due in the second: slots 0..=99 (the 101st would be at 1 s).
     let rpcs = u64_at(&summary, "/rpcs");
@@ -256,33 +255,31 @@ fn publish_open_loop_keeps_to_its_rate() {
 
 #[test]
 fn schedule_delivers_every_event_never_early() {
-    let server = Server::start();
-    let addr = server.addr();
-    let summary = loadtest(&[
-        "schedule", "--addr", &addr, "--events", "500", "--rate", "1000", "--lead", "300ms",
-        "--batch", "100",
-    ]);
+    let summary = run_mode(
+        "schedule",
+        &[
+            "--events", "500", "--rate", "1000", "--lead", "300ms", "--batch", "100",
+        ],
+    );
     check_delivery(&summary, "schedule", 500);
 }
 
 #[test]
 fn scheduled_is_an_alias_of_schedule() {
-    let server = Server::start();
-    let addr = server.addr();
-    let summary = loadtest(&[
+    let summary = run_mode(
         "scheduled",
-        "--addr",
-        &addr,
-        "--events",
-        "200",
-        "--burst",
-        "--lead",
-        "200ms",
-        "--groups",
-        "2",
-        "--consumers",
-        "1",
-    ]);
+        &[
+            "--events",
+            "200",
+            "--burst",
+            "--lead",
+            "200ms",
+            "--groups",
+            "2",
+            "--consumers",
+            "1",
+        ],
+    );
     assert_eq!(summary["mode"], "schedule");
     // Two groups: each gets every event.
     assert_eq!(u64_at(&summary, "/delivery/unique"), 400, "{summary}");
@@ -292,11 +289,7 @@ fn scheduled_is_an_alias_of_schedule() {
 
 #[test]
 fn deliver_drains_the_backlog() {
-    let server = Server::start();
-    let addr = server.addr();
-    let summary = loadtest(&[
-        "deliver", "--addr", &addr, "--events", "1000", "--batch", "200",
-    ]);
+    let summary = run_mode("deliver", &["--events", "1000", "--batch", "200"]);
     check_delivery(&summary, "deliver", 1000);
     assert!(summary["lag_wait_seconds"].is_f64(), "{summary}");
     assert!(
@@ -310,11 +303,7 @@ fn deliver_drains_the_backlog() {
 
 #[test]
 fn e2e_reports_publish_to_delivery_latency() {
-    let server = Server::start();
-    let addr = server.addr();
-    let summary = loadtest(&[
-        "e2e", "--addr", &addr, "--events", "300", "--rate", "300", "--batch", "3",
-    ]);
+    let summary = run_mode("e2e", &["--events", "300", "--rate", "300", "--batch", "3"]);
     check_delivery(&summary, "e2e", 300);
     check_latency(&summary["publish_to_delivery_ms"]);
 }
