@@ -66,6 +66,7 @@ pub async fn run(args: DeliverArgs) -> anyhow::Result<()> {
         first_due_us: due_ms * 1000,
         drain_from_us: Some(drain_from_us),
         extra: vec![("lag_wait_seconds", json!(lag_seconds))],
+        drain_has_rate: true,
         ..Report::new(
             "deliver",
             w,

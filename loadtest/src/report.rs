@@ -177,6 +177,9 @@ pub struct Report {
     /// Where the drain is measured from: the last due time, or (`deliver`) when
     /// consumers connected to the backlog; `None` when there is no drain (`e2e`).
     pub drain_from_us: Option<i64>,
+    /// Whether everything was due by `drain_from_us`, so the drain has a rate
+    /// (a burst or a backlog), or events came due over time (seconds only).
+    pub drain_has_rate: bool,
     /// What the lateness histogram means, for the table.
     pub lateness_label: &'static str,
     pub publish: PublishStats,
@@ -207,6 +210,7 @@ impl Report {
             consumers_per_group: args.consumers,
             first_due_us: publish.started_us,
             drain_from_us: None,
+            drain_has_rate: false,
             lateness_label: "lateness ms (receive - schedule_ts)",
             publish,
             groups: outcome.groups,
@@ -269,7 +273,7 @@ impl Report {
                         "seconds": self.publish_seconds(), "events_per_sec": self.publish.accepted as f64 / self.publish_seconds(),
                         "finished_before_first_due_ms": (self.first_due_us - self.publish.finished_us) as f64 / 1000.0},
             "delivery": {"deliveries": t.deliveries, "unique": t.unique, "seconds": delivery_seconds, "unique_per_sec": delivery_rate,
-                         "drain_seconds": drain.map(|d| d.0), "drain_unique_per_sec": drain.map(|d| d.1),
+                         "drain_seconds": drain.map(|d| d.0), "drain_unique_per_sec": drain.filter(|_| self.drain_has_rate).map(|d| d.1),
                          "duplicates": t.duplicates, "redeliveries": t.redeliveries, "early": t.early, "early_worst_ms": t.early_worst_us as f64 / 1000.0,
                          "missing": self.missing(), "foreign": t.foreign, "malformed": t.malformed, "timed_out": self.timed_out,
                          "stream_errors": t.errors},

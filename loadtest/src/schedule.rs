@@ -77,6 +77,7 @@ pub async fn run(args: ScheduleArgs) -> anyhow::Result<()> {
         },
         first_due_us: plan.schedule_ts(0) * 1000,
         drain_from_us: Some(plan.schedule_ts(w.events - 1) * 1000),
+        drain_has_rate: args.burst,
         ..Report::new(
             "schedule",
             w,
