@@ -23,6 +23,9 @@ use tonic::transport::Channel;
 use crate::progress::{notice, Progress, Table};
 use crate::stats::{corrected_latency, latency_histogram, record, LatencySummary, Pacer};
 
+/// Open loop: how long after the last slot is due the run is stopped anyway.
+const OPEN_LOOP_STOP_GRACE: Duration = Duration::from_secs(5);
+
 #[derive(clap::Args, Clone)]
 pub struct PublishArgs {
     /// gRPC address of the node.
@@ -225,7 +228,14 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     });
     let stopper = {
         let shared = shared.clone();
-        let limit = args.warmup + args.duration;
+        // Open loop ends by its schedule (no slot due past the end); the stop is
+        // then a backstop, late enough that slow answers cannot cut it short.
+        let grace = if pacer.is_some() {
+            OPEN_LOOP_STOP_GRACE
+        } else {
+            Duration::ZERO
+        };
+        let limit = args.warmup + args.duration + grace;
         tokio::spawn(async move {
             tokio::time::sleep(limit).await;
             shared.stop.store(true, Ordering::Relaxed);

@@ -375,11 +375,14 @@ fn progress_line(
 ) -> impl FnMut() -> String + Send + 'static {
     let mut last = 0;
     move || {
+        let published = published.load(Ordering::Relaxed);
+        // Before consumers connect (`deliver`, `capacity`) there is nothing to count.
+        if tracker.members_alive() == 0 {
+            return format!("{published:>10} published");
+        }
         let unique = tracker.unique_total();
         let line = format!(
-            "{:>10} published  {:>10} delivered ({groups} groups)  {:>9} /s",
-            published.load(Ordering::Relaxed),
-            unique,
+            "{published:>10} published  {unique:>10} delivered ({groups} groups)  {:>9} /s",
             unique - last
         );
         last = unique;
