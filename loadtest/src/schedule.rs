@@ -49,10 +49,9 @@ pub async fn run(args: ScheduleArgs) -> anyhow::Result<()> {
         args.lead + Duration::from_secs_f64(w.events as f64 / args.rate) + Duration::from_secs(30)
     });
     let deadline = started + timeout;
-    // Due times are fixed once the members are in, below.
-    let mut plan = Plan::new(w, Due::Now);
+    // The lead covers subscribing as well as publishing.
     let first_ms = now_us() / 1000 + args.lead.as_millis() as i64;
-    plan.due = if args.burst {
+    let due = if args.burst {
         Due::At { ms: first_ms }
     } else {
         Due::Spread {
@@ -60,6 +59,7 @@ pub async fn run(args: ScheduleArgs) -> anyhow::Result<()> {
             rate: args.rate,
         }
     };
+    let plan = Plan::new(w, due);
     let session = Session::start(w, plan)?;
     let members = session.subscribe(w).await?;
     if now_us() / 1000 > first_ms {
