@@ -13,7 +13,7 @@ use std::time::Duration;
 use chronos_proto::v1::event_service_client::EventServiceClient;
 use chronos_proto::v1::{
     consume_request, consume_response, AckItem, AckRequest, ConsumeRequest, ConsumeResponse,
-    Delivery, StartPosition, SubscribeRequest,
+    Delivery, Event, StartPosition, SubscribeRequest,
 };
 use tokio::sync::{mpsc, watch, Notify};
 use tonic::transport::Channel;
@@ -279,26 +279,13 @@ impl Member {
         match delivery.event {
             None => counters.malformed += 1,
             Some(event) => {
-                let scheduled_us = event.schedule_ts.saturating_mul(1000);
-                if received_us < scheduled_us {
-                    counters.note_early(
-                        scheduled_us - received_us,
-                        &self.config.group_name,
-                        &event.message_id,
-                    );
-                }
-                match self.tracker.index_of(&event.message_id) {
-                    None => counters.foreign += 1,
-                    Some(index) => match self.tracker.mark(self.config.group, index) {
-                        Receipt::Repeat => counters.duplicates += 1,
-                        Receipt::First {
-                            group_complete: complete,
-                        } => {
-                            counters.note_first(received_us, received_us - scheduled_us);
-                            self.pending_has_first = true;
-                            group_complete = complete;
-                        }
-                    },
+                let receipt = account(counters, &self.tracker, &self.config, &event, received_us);
+                if let Some(Receipt::First {
+                    group_complete: complete,
+                }) = receipt
+                {
+                    self.pending_has_first = true;
+                    group_complete = complete;
                 }
             }
         }
@@ -330,5 +317,168 @@ impl Member {
                 self.counters.last_first_ack_us = now_us();
             }
         }
+    }
+}
+
+/// Counts one received event against its group: early (before its
+/// `schedule_ts`), foreign (not this run's), a repeat, or a first receipt with
+/// its lateness. `None` for a foreign id.
+fn account(
+    counters: &mut Counters,
+    tracker: &Tracker,
+    config: &MemberConfig,
+    event: &Event,
+    received_us: i64,
+) -> Option<Receipt> {
+    let scheduled_us = event.schedule_ts.saturating_mul(1000);
+    if received_us < scheduled_us {
+        counters.note_early(
+            scheduled_us - received_us,
+            &config.group_name,
+            &event.message_id,
+        );
+    }
+    let Some(index) = tracker.index_of(&event.message_id) else {
+        counters.foreign += 1;
+        return None;
+    };
+    let receipt = tracker.mark(config.group, index);
+    match receipt {
+        Receipt::Repeat => counters.duplicates += 1,
+        Receipt::First { .. } => counters.note_first(received_us, received_us - scheduled_us),
+    }
+    Some(receipt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(group: usize) -> MemberConfig {
+        MemberConfig {
+            group,
+            group_name: format!("g{group}"),
+            topic: "t".to_string(),
+            max_inflight: 10,
+            ack_batch: 10,
+        }
+    }
+
+    fn event(id: &str, schedule_ts_ms: i64) -> Event {
+        Event {
+            message_id: id.to_string(),
+            schedule_ts: schedule_ts_ms,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn tracker_tells_first_receipts_from_repeats_per_group() {
+        let tracker = Tracker::new("run-".to_string(), 3, 2);
+        assert_eq!(tracker.index_of("run-2"), Some(2));
+        assert_eq!(tracker.index_of("run-3"), None, "out of range");
+        assert_eq!(tracker.index_of("other-1"), None, "foreign");
+        assert_eq!(
+            tracker.mark(0, 0),
+            Receipt::First {
+                group_complete: false
+            }
+        );
+        assert_eq!(tracker.mark(0, 0), Receipt::Repeat);
+        // Another group's receipt is its own first.
+        assert_eq!(
+            tracker.mark(1, 0),
+            Receipt::First {
+                group_complete: false
+            }
+        );
+        assert_eq!(
+            tracker.mark(0, 1),
+            Receipt::First {
+                group_complete: false
+            }
+        );
+        assert_eq!(
+            tracker.mark(0, 2),
+            Receipt::First {
+                group_complete: true
+            }
+        );
+        assert_eq!((tracker.unique(0), tracker.unique(1)), (3, 1));
+        assert_eq!(tracker.unique_total(), 4);
+        assert!(!tracker.complete());
+        assert_eq!(tracker.missing_ids(1, 5), vec!["run-1", "run-2"]);
+        assert_eq!(tracker.missing_ids(1, 1), vec!["run-1"]);
+        assert!(tracker.missing_ids(0, 5).is_empty());
+        tracker.mark(1, 1);
+        tracker.mark(1, 2);
+        assert!(tracker.complete());
+    }
+
+    #[test]
+    fn tracker_bitset_spans_words() {
+        let tracker = Tracker::new("x".to_string(), 130, 1);
+        for index in (0..130).rev() {
+            assert!(matches!(tracker.mark(0, index), Receipt::First { .. }));
+        }
+        assert!(tracker.complete());
+        assert_eq!(tracker.mark(0, 64), Receipt::Repeat);
+    }
+
+    #[test]
+    fn accounting_counts_early_late_duplicate_and_foreign() {
+        let tracker = Tracker::new("run-".to_string(), 3, 1);
+        let config = config(0);
+        let mut counters = Counters::new();
+        // Due at 1000 ms, received 2 ms late: a first receipt, lateness 2000 µs.
+        let first = account(
+            &mut counters,
+            &tracker,
+            &config,
+            &event("run-0", 1000),
+            1_002_000,
+        );
+        assert_eq!(
+            first,
+            Some(Receipt::First {
+                group_complete: false
+            })
+        );
+        // The same id again, later: a duplicate, lateness not recorded twice.
+        let again = account(
+            &mut counters,
+            &tracker,
+            &config,
+            &event("run-0", 1000),
+            1_050_000,
+        );
+        assert_eq!(again, Some(Receipt::Repeat));
+        // Received 300 µs before its due time: early, yet still its first receipt.
+        account(
+            &mut counters,
+            &tracker,
+            &config,
+            &event("run-1", 2000),
+            1_999_700,
+        );
+        // Not this run's id: foreign, and early is still checked.
+        assert_eq!(
+            account(&mut counters, &tracker, &config, &event("zzz", 0), 5),
+            None
+        );
+        assert_eq!(counters.unique, 2);
+        assert_eq!(counters.duplicates, 1);
+        assert_eq!(counters.foreign, 1);
+        assert_eq!((counters.early, counters.early_worst_us), (1, 300));
+        // Early receipts record lateness 0; the on-time one 2 ms.
+        assert_eq!(counters.lateness_us.len(), 2);
+        assert_eq!(counters.lateness_us.max(), 2000);
+        assert_eq!(
+            (counters.first_unique_us, counters.last_unique_us),
+            (1_002_000, 1_999_700)
+        );
+        // run-2 never arrived: missing.
+        assert_eq!(tracker.missing_ids(0, 5), vec!["run-2"]);
+        assert_eq!(3 - tracker.unique(0), 1);
     }
 }

@@ -1,6 +1,13 @@
 //! Mode `publish`: N concurrent clients, each sending one event per RPC
-//! (`--batch 1`, the Publish RPC) or batches (PublishBatch), closed loop, bounded
-//! by `--duration` and `--events`. Latency is per RPC, from send to durable ack.
+//! (`--batch 1`, the Publish RPC) or batches (PublishBatch), bounded by
+//! `--duration` and `--events`. Latency is per RPC, up to the durable ack.
+//!
+//! Closed loop by default: each client sends its next RPC when the last one is
+//! answered, and latency runs from the send. Open loop with `--rate R`: RPC k
+//! is due k / R after the start whatever happened before (the clients take the
+//! next due RPC when free, so `--clients` caps the RPCs in flight), and latency
+//! runs from that intended send time: a stall counts against every RPC it held
+//! back, not just the one that met it (coordinated omission, corrected).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,7 +17,14 @@ use anyhow::Context;
 use chronos_proto::v1::event_service_client::EventServiceClient;
 use chronos_proto::v1::{Event, PublishBatchRequest, PublishRequest};
 use hdrhistogram::Histogram;
+use serde_json::json;
 use tonic::transport::Channel;
+
+use crate::progress::{notice, Progress, Table};
+use crate::stats::{corrected_latency, latency_histogram, record, LatencySummary, Pacer};
+
+/// Open loop: how long after the last slot is due the run is stopped anyway.
+const OPEN_LOOP_STOP_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(clap::Args, Clone)]
 pub struct PublishArgs {
@@ -46,7 +60,10 @@ pub struct PublishArgs {
     /// Spread due times uniformly over this span after `due_in`.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     due_spread: Duration,
-    /// Print the summary as JSON.
+    /// Open loop: RPCs per second, sent on schedule whatever the answers (0 = closed loop).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
 }
@@ -55,6 +72,10 @@ struct Shared {
     sent_events: AtomicU64,
     errors: AtomicU64,
     stop: AtomicBool,
+    /// Open loop: the next RPC's slot in the pacer's schedule.
+    next_slot: AtomicU64,
+    /// Open loop: RPCs sent more than one interval after their intended time.
+    sent_behind: AtomicU64,
 }
 
 async fn client_loop(
@@ -62,10 +83,13 @@ async fn client_loop(
     channel: Channel,
     no: usize,
     shared: Arc<Shared>,
-    measure_from: Instant,
+    start: Instant,
+    pacer: Option<Pacer>,
 ) -> anyhow::Result<(Histogram<u64>, u64)> {
+    let measure_from = start + args.warmup;
+    let end = measure_from + args.duration;
     let mut client = EventServiceClient::new(channel);
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut hist = latency_histogram();
     let payload = bytes::Bytes::from(vec![b'x'; args.payload]);
     let run = std::process::id();
     let mut seq = 0u64;
@@ -92,7 +116,23 @@ async fn client_loop(
         }
     };
     while !shared.stop.load(Ordering::Relaxed) {
-        let started = Instant::now();
+        // Closed loop: latency from now. Open loop: from the slot's intended time.
+        let started = match pacer {
+            None => Instant::now(),
+            Some(pacer) => {
+                let slot = shared.next_slot.fetch_add(1, Ordering::Relaxed);
+                let intended = start + pacer.offset(slot);
+                if intended >= end {
+                    shared.stop.store(true, Ordering::Relaxed);
+                    break;
+                }
+                tokio::time::sleep_until(intended.into()).await;
+                if intended.elapsed() > pacer.interval() {
+                    shared.sent_behind.fetch_add(1, Ordering::Relaxed);
+                }
+                intended
+            }
+        };
         let result = if args.batch <= 1 {
             client
                 .publish(PublishRequest {
@@ -113,7 +153,8 @@ async fn client_loop(
             Ok(()) => {
                 let total = shared.sent_events.fetch_add(n, Ordering::Relaxed) + n;
                 if started >= measure_from {
-                    hist.record(started.elapsed().as_micros().max(1) as u64)?;
+                    let latency = corrected_latency(started - start, Instant::now() - start);
+                    record(&mut hist, latency);
                     measured_events += n;
                 }
                 if args.events > 0 && total >= args.events {
@@ -122,7 +163,7 @@ async fn client_loop(
             }
             Err(status) => {
                 if shared.errors.fetch_add(1, Ordering::Relaxed) < 5 {
-                    eprintln!("client {no}: {status}");
+                    notice(&format!("client {no}: {status}"));
                 }
             }
         }
@@ -132,13 +173,19 @@ async fn client_loop(
 
 /// Runs the `publish` mode and prints its summary.
 pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.clients >= 1, "--clients must be at least 1");
+    anyhow::ensure!(
+        args.rate == 0.0 || Pacer::new(args.rate).is_some(),
+        "--rate must be positive (or 0 for closed loop)"
+    );
+    let pacer = Pacer::new(args.rate);
     let shared = Arc::new(Shared {
         sent_events: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         stop: AtomicBool::new(false),
+        next_slot: AtomicU64::new(0),
+        sent_behind: AtomicU64::new(0),
     });
-    let start = Instant::now();
-    let measure_from = start + args.warmup;
     let connections = match args.connections {
         0 => args.clients,
         n => n.min(args.clients),
@@ -152,6 +199,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
             .with_context(|| format!("connecting to {}", args.addr))?;
         channels.push(channel);
     }
+    let start = Instant::now();
     let mut tasks = Vec::new();
     for no in 0..args.clients {
         let channel = channels[no % connections].clone();
@@ -160,35 +208,40 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
             channel,
             no,
             shared.clone(),
-            measure_from,
+            start,
+            pacer,
         )));
     }
-    let progress = {
+    let progress = Progress::start({
         let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut last = 0;
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let now = shared.sent_events.load(Ordering::Relaxed);
-                eprint!(
-                    "\r{:>10} events  {:>9} events/s  errors {}   ",
-                    now,
-                    now - last,
-                    shared.errors.load(Ordering::Relaxed)
-                );
-                last = now;
-            }
-        })
-    };
-    let limit = args.warmup + args.duration;
+        let mut last = 0;
+        move || {
+            let now = shared.sent_events.load(Ordering::Relaxed);
+            let line = format!(
+                "{now:>10} events  {:>9} events/s  errors {}",
+                now - last,
+                shared.errors.load(Ordering::Relaxed)
+            );
+            last = now;
+            line
+        }
+    });
     let stopper = {
         let shared = shared.clone();
+        // Open loop ends by its schedule (no slot due past the end); the stop is
+        // then a backstop, late enough that slow answers cannot cut it short.
+        let grace = if pacer.is_some() {
+            OPEN_LOOP_STOP_GRACE
+        } else {
+            Duration::ZERO
+        };
+        let limit = args.warmup + args.duration + grace;
         tokio::spawn(async move {
             tokio::time::sleep(limit).await;
             shared.stop.store(true, Ordering::Relaxed);
         })
     };
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut hist = latency_histogram();
     let mut measured = 0u64;
     for t in tasks {
         let (h, n) = t.await??;
@@ -200,36 +253,79 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         .saturating_sub(args.warmup)
         .as_secs_f64()
         .max(1e-9);
-    progress.abort();
+    progress.finish();
     stopper.abort();
-    eprintln!();
-    let rate = measured as f64 / elapsed;
-    let q = |p: f64| hist.value_at_quantile(p) as f64 / 1000.0;
-    let errors = shared.errors.load(Ordering::Relaxed);
+    let summary = Summary {
+        loop_kind: if pacer.is_some() { "open" } else { "closed" },
+        connections,
+        events: measured,
+        seconds: elapsed,
+        rpcs: hist.len(),
+        errors: shared.errors.load(Ordering::Relaxed),
+        sent_behind: shared.sent_behind.load(Ordering::Relaxed),
+        latency: LatencySummary::of(&hist),
+    };
     if args.json {
-        let summary = serde_json::json!({
-            "mode": "publish", "clients": args.clients, "connections": connections, "batch": args.batch, "payload_bytes": args.payload,
-            "events": measured, "seconds": elapsed, "events_per_sec": rate, "rpcs": hist.len(), "errors": errors,
-            "latency_ms": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": hist.max() as f64 / 1000.0},
-        });
-        println!("{summary}");
+        println!("{}", summary.to_json(&args));
     } else {
-        println!(
-            "mode publish  clients {}  connections {connections}  batch {}  payload {} B",
-            args.clients, args.batch, args.payload
-        );
-        println!(
-            "events {measured} in {elapsed:.2}s = {rate:.0} events/s  ({} RPCs, {errors} errors)",
-            hist.len()
-        );
-        println!(
-            "RPC latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
-            q(0.5),
-            q(0.9),
-            q(0.99),
-            q(0.999),
-            hist.max() as f64 / 1000.0
-        );
+        summary.table(&args).print();
     }
     Ok(())
+}
+
+/// What a `publish` run measured.
+struct Summary {
+    loop_kind: &'static str,
+    connections: usize,
+    events: u64,
+    seconds: f64,
+    rpcs: u64,
+    errors: u64,
+    sent_behind: u64,
+    latency: LatencySummary,
+}
+
+impl Summary {
+    fn rate(&self) -> f64 {
+        self.events as f64 / self.seconds
+    }
+
+    fn to_json(&self, args: &PublishArgs) -> serde_json::Value {
+        json!({
+            "mode": "publish", "loop": self.loop_kind, "target_rpcs_per_sec": (args.rate > 0.0).then_some(args.rate),
+            "clients": args.clients, "connections": self.connections, "batch": args.batch, "payload_bytes": args.payload,
+            "events": self.events, "seconds": self.seconds, "events_per_sec": self.rate(), "rpcs": self.rpcs,
+            "errors": self.errors, "sent_behind_schedule": self.sent_behind,
+            "latency_ms": self.latency.to_json(),
+        })
+    }
+
+    fn table(&self, args: &PublishArgs) -> Table {
+        let mut table = Table::new(format!(
+            "mode publish  {} loop  clients {}  connections {}  batch {}  payload {} B",
+            self.loop_kind, args.clients, self.connections, args.batch, args.payload
+        ));
+        table
+            .row(
+                "published",
+                format!(
+                    "{} events in {:.2}s = {:.0} events/s",
+                    self.events,
+                    self.seconds,
+                    self.rate()
+                ),
+            )
+            .row("RPCs", format!("{} ({} errors)", self.rpcs, self.errors));
+        if args.rate > 0.0 {
+            table.row(
+                "open loop",
+                format!(
+                    "target {:.0} RPCs/s, {} sent behind schedule (latency from intended send)",
+                    args.rate, self.sent_behind
+                ),
+            );
+        }
+        table.row("RPC latency ms", self.latency.to_text());
+        table
+    }
 }

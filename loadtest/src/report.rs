@@ -1,5 +1,5 @@
-//! What a `scheduled` run measured, and how it is printed: text for people, one
-//! JSON object with `--json`.
+//! What a delivery run (`schedule`, `deliver`, `e2e`) measured, and how it is
+//! printed: a table for people, one JSON object with `--json`.
 //!
 //! [`Counters`] is what one consume stream saw; they add up per group and for the
 //! whole run. Times are wall-clock microseconds since the Unix epoch, the same
@@ -9,21 +9,16 @@
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+use crate::progress::{notice, Table};
 use crate::rss::RssStats;
-
-/// Highest lateness the histogram resolves (one hour); larger values saturate.
-const LATENESS_MAX_US: u64 = 3_600_000_000;
+use crate::stats::{latency_histogram, LatencySummary};
+use crate::workload::{Outcome, WorkloadArgs};
 
 /// Wall clock, microseconds since the Unix epoch.
 pub fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_micros() as i64)
-}
-
-/// Prints a notice to stderr over the progress line.
-pub fn notice(message: &str) {
-    eprintln!("\r{message:<80}");
 }
 
 /// What one or more consume streams received and acked.
@@ -61,8 +56,7 @@ pub struct Counters {
 impl Counters {
     pub fn new() -> Self {
         Counters {
-            lateness_us: Histogram::new_with_max(LATENESS_MAX_US, 3)
-                .expect("constant histogram bounds are valid"),
+            lateness_us: latency_histogram(),
             deliveries: 0,
             unique: 0,
             duplicates: 0,
@@ -172,18 +166,60 @@ pub struct GroupReport {
 
 /// Everything a run prints.
 pub struct Report {
+    /// `schedule`, `deliver` or `e2e`.
+    pub mode: &'static str,
     pub topic: String,
     pub events: u64,
-    pub rate: f64,
-    pub burst: bool,
+    /// How due times were laid out, for people: `due at 1000/s`, `burst`, ….
+    pub due: String,
     pub consumers_per_group: usize,
     pub first_due_us: i64,
-    pub last_due_us: i64,
+    /// Where the drain is measured from: the last due time, or (`deliver`) when
+    /// consumers connected to the backlog; `None` when there is no drain (`e2e`).
+    pub drain_from_us: Option<i64>,
+    /// Whether everything was due by `drain_from_us`, so the drain has a rate
+    /// (a burst or a backlog), or events came due over time (seconds only).
+    pub drain_has_rate: bool,
+    /// What the lateness histogram means, for the table.
+    pub lateness_label: &'static str,
     pub publish: PublishStats,
     pub groups: Vec<GroupReport>,
     pub total: Counters,
     pub timed_out: bool,
     pub rss: Option<RssStats>,
+    /// Mode-specific results, added to the JSON and the table as they are.
+    pub extra: Vec<(&'static str, Value)>,
+}
+
+impl Report {
+    /// A delivery run's report with no drain, no extras and lateness against
+    /// `schedule_ts`; the caller sets what its mode knows better.
+    pub fn new(
+        mode: &'static str,
+        args: &WorkloadArgs,
+        topic: String,
+        publish: PublishStats,
+        outcome: Outcome,
+        timed_out: bool,
+    ) -> Self {
+        Report {
+            mode,
+            topic,
+            events: args.events,
+            due: String::new(),
+            consumers_per_group: args.consumers,
+            first_due_us: publish.started_us,
+            drain_from_us: None,
+            drain_has_rate: false,
+            lateness_label: "lateness ms (receive - schedule_ts)",
+            publish,
+            groups: outcome.groups,
+            total: outcome.total,
+            timed_out,
+            rss: outcome.rss,
+            extra: Vec::new(),
+        }
+    }
 }
 
 fn secs(from_us: i64, to_us: i64) -> f64 {
@@ -206,27 +242,15 @@ impl Report {
         (seconds, t.unique as f64 / seconds)
     }
 
-    /// From the last due time to the last ack of a first receipt (`--burst`: the
-    /// due instant to the last ack), and the unique delivery rate over it (only
-    /// meaningful for `--burst`).
+    /// From `drain_from_us` to the last ack of a first receipt, and the unique
+    /// delivery rate over it (meaningful when everything was due by then).
     fn drain(&self) -> Option<(f64, f64)> {
         let last_ack = self.total.last_first_ack_us;
+        let from = self.drain_from_us?;
         (last_ack > 0).then(|| {
-            let seconds = secs(self.last_due_us, last_ack);
+            let seconds = secs(from, last_ack);
             (seconds, self.total.unique as f64 / seconds.max(1e-9))
         })
-    }
-
-    fn lateness_ms(&self) -> [(&'static str, f64); 5] {
-        let h = &self.total.lateness_us;
-        let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
-        [
-            ("p50", q(0.5)),
-            ("p90", q(0.9)),
-            ("p99", q(0.99)),
-            ("p999", q(0.999)),
-            ("max", h.max() as f64 / 1000.0),
-        ]
     }
 
     pub fn to_json(&self) -> Value {
@@ -241,120 +265,158 @@ impl Report {
                        "redeliveries": g.counters.redeliveries, "missing": g.missing, "missing_ids": g.missing_ids})
             })
             .collect();
-        let lateness: serde_json::Map<String, Value> = self
-            .lateness_ms()
-            .into_iter()
-            .map(|(name, ms)| (name.to_string(), json!(ms)))
-            .collect();
-        json!({
-            "mode": "scheduled", "topic": self.topic, "events": self.events, "rate": self.rate, "burst": self.burst,
+        let mut summary = json!({
+            "mode": self.mode, "topic": self.topic, "events": self.events, "due": self.due,
             "groups": self.groups.len(), "consumers_per_group": self.consumers_per_group,
             "publish": {"accepted": self.publish.accepted, "failed": self.publish.failed, "rpc_errors": self.publish.rpc_errors,
                         "duplicates": self.publish.duplicates, "due_late": self.publish.due_late,
                         "seconds": self.publish_seconds(), "events_per_sec": self.publish.accepted as f64 / self.publish_seconds(),
                         "finished_before_first_due_ms": (self.first_due_us - self.publish.finished_us) as f64 / 1000.0},
             "delivery": {"deliveries": t.deliveries, "unique": t.unique, "seconds": delivery_seconds, "unique_per_sec": delivery_rate,
-                         "last_due_to_last_ack_s": drain.map(|d| d.0),
-                         "burst_unique_per_sec": drain.filter(|_| self.burst).map(|d| d.1),
+                         "drain_seconds": drain.map(|d| d.0), "drain_unique_per_sec": drain.filter(|_| self.drain_has_rate).map(|d| d.1),
                          "duplicates": t.duplicates, "redeliveries": t.redeliveries, "early": t.early, "early_worst_ms": t.early_worst_us as f64 / 1000.0,
                          "missing": self.missing(), "foreign": t.foreign, "malformed": t.malformed, "timed_out": self.timed_out,
                          "stream_errors": t.errors},
             "acks": {"sent": t.acks_sent, "acked": t.acked, "nacked": t.nacked, "unknown": t.ack_unknown},
-            "lateness_ms": lateness,
+            "lateness_ms": LatencySummary::of(&t.lateness_us).to_json(),
             "per_group": groups,
             "server_rss_mib": self.rss.as_ref().map(|r| json!({"max": r.max_mib(), "final": r.final_mib(), "samples": r.samples})),
-        })
+        });
+        for (key, value) in &self.extra {
+            summary[*key] = value.clone();
+        }
+        summary
     }
 
-    pub fn print_text(&self) {
+    pub fn table(&self) -> Table {
         let t = &self.total;
-        println!(
-            "mode scheduled  topic {}  events {}  {}  groups {} x {} consumers",
+        let p = &self.publish;
+        let mut table = Table::new(format!(
+            "mode {}  topic {}  events {}  {}  groups {} x {} consumers",
+            self.mode,
             self.topic,
             self.events,
-            if self.burst {
-                "burst".to_string()
-            } else {
-                format!("due at {:.0}/s", self.rate)
-            },
+            self.due,
             self.groups.len(),
             self.consumers_per_group
+        ));
+        table.row(
+            "publish",
+            format!(
+                "{} events in {:.2}s = {:.0}/s  (failed {}, RPC errors {}, duplicates {}, due late {})",
+                p.accepted,
+                self.publish_seconds(),
+                p.accepted as f64 / self.publish_seconds(),
+                p.failed,
+                p.rpc_errors,
+                p.duplicates,
+                p.due_late
+            ),
         );
-        let p = &self.publish;
-        println!(
-            "publish: {} events in {:.2}s = {:.0} events/s  (failed {}, RPC errors {}, duplicates {}); done {:.0} ms before the first due time",
-            p.accepted,
-            self.publish_seconds(),
-            p.accepted as f64 / self.publish_seconds(),
-            p.failed,
-            p.rpc_errors,
-            p.duplicates,
-            (self.first_due_us - p.finished_us) as f64 / 1000.0
-        );
-        if p.due_late > 0 {
-            println!("  WARNING: {} events were published after their schedule_ts (lateness includes publishing)", p.due_late);
-        }
         let (seconds, rate) = self.delivery_rate();
-        println!(
-            "delivery: {} unique of {} over {:.2}s = {:.0} unique/s  ({} deliveries)",
-            t.unique,
-            self.events * self.groups.len() as u64,
-            seconds,
-            rate,
-            t.deliveries
+        table.row(
+            "delivered",
+            format!(
+                "{} unique of {} over {seconds:.2}s = {rate:.0}/s  ({} deliveries)",
+                t.unique,
+                self.events * self.groups.len() as u64,
+                t.deliveries
+            ),
         );
-        match self.drain() {
-            Some((seconds, rate)) if self.burst => {
-                println!("  due instant -> last ack: {seconds:.3}s = {rate:.0} unique/s");
-            }
-            Some((seconds, _)) => println!("  last due time -> last ack: {seconds:.3}s"),
-            None => {}
-        }
-        let lateness = self.lateness_ms();
-        let lateness: Vec<String> = lateness
-            .iter()
-            .map(|(name, ms)| format!("{name} {ms:.3}"))
-            .collect();
-        println!(
-            "lateness ms (receive - schedule_ts): {}",
-            lateness.join("  ")
-        );
-        println!(
-            "duplicates {}  redeliveries {}  missing {}  foreign {}  acks sent {} (acked {}, nacked {}, unknown {})",
-            t.duplicates, t.redeliveries, self.missing(), t.foreign, t.acks_sent, t.acked, t.nacked, t.ack_unknown
-        );
-        for g in self
-            .groups
-            .iter()
-            .filter(|g| self.groups.len() > 1 || g.missing > 0)
-        {
-            println!(
-                "  group {}: unique {}  duplicates {}  missing {}",
-                g.name, g.counters.unique, g.counters.duplicates, g.missing
+        if let Some((seconds, rate)) = self.drain() {
+            table.row(
+                "drain",
+                format!("{seconds:.3}s to the last ack = {rate:.0}/s"),
             );
-            if !g.missing_ids.is_empty() {
-                println!("    missing e.g. {}", g.missing_ids.join(" "));
-            }
+        }
+        table.row(
+            self.lateness_label,
+            LatencySummary::of(&t.lateness_us).to_text(),
+        );
+        table.row(
+            "duplicates",
+            format!("{}  (redeliveries {})", t.duplicates, t.redeliveries),
+        );
+        table.row("missing", self.missing().to_string());
+        table.row(
+            "early",
+            if t.early > 0 {
+                format!(
+                    "{} (worst {:.3} ms) EARLY DELIVERIES",
+                    t.early,
+                    t.early_worst_us as f64 / 1000.0
+                )
+            } else {
+                "0".to_string()
+            },
+        );
+        table.row(
+            "acks",
+            format!(
+                "sent {} (acked {}, nacked {}, unknown {}), foreign ids {}",
+                t.acks_sent, t.acked, t.nacked, t.ack_unknown, t.foreign
+            ),
+        );
+        for g in self.groups.iter().filter(|g| g.missing > 0) {
+            table.row(
+                format!("group {}", g.name),
+                format!("missing {}, e.g. {}", g.missing, g.missing_ids.join(" ")),
+            );
         }
         if let Some(rss) = &self.rss {
-            println!(
-                "server RSS: max {:.1} MiB  final {:.1} MiB  ({} samples)",
-                rss.max_mib(),
-                rss.final_mib(),
-                rss.samples
+            table.row(
+                "server RSS",
+                format!(
+                    "max {:.1} MiB  final {:.1} MiB  ({} samples)",
+                    rss.max_mib(),
+                    rss.final_mib(),
+                    rss.samples
+                ),
             );
+        }
+        for (key, value) in self.extra.iter().filter(|(_, v)| !v.is_object()) {
+            table.row(key.replace('_', " "), value.to_string());
         }
         if self.timed_out {
-            println!("TIMED OUT before every group had every event");
+            table.row("TIMED OUT", "before every group had every event");
         }
-        if t.early > 0 {
-            println!(
-                "EARLY DELIVERIES: {} (worst {:.3} ms before schedule_ts)",
-                t.early,
-                t.early_worst_us as f64 / 1000.0
-            );
+        table
+    }
+
+    /// Prints the report (`--json` or the table), then fails if an event is
+    /// missing or one came early.
+    pub fn finish(&self, json: bool) -> anyhow::Result<()> {
+        if json {
+            println!("{}", self.to_json());
         } else {
-            println!("early deliveries: 0");
+            self.table().print();
         }
+        let (missing, early) = (self.missing(), self.total.early);
+        anyhow::ensure!(
+            missing == 0 && early == 0,
+            "{missing} events missing, {early} early deliveries"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_merge_adds_up() {
+        let mut a = Counters::new();
+        let mut b = Counters::new();
+        a.note_first(2_000, 100);
+        b.note_first(1_000, 300);
+        b.duplicates = 2;
+        b.note_early(50, "g", "id");
+        a.merge(&b);
+        assert_eq!((a.unique, a.duplicates, a.early), (2, 2, 1));
+        assert_eq!((a.first_unique_us, a.last_unique_us), (1_000, 2_000));
+        assert_eq!(a.lateness_us.len(), 2);
+        assert_eq!(a.lateness_us.max(), 300);
+        assert_eq!(a.early_worst_us, 50);
     }
 }

@@ -63,7 +63,7 @@ pub fn spawn(pid: u32, mut stop: watch::Receiver<bool>) -> anyhow::Result<JoinHa
                     stats.samples += 1;
                 }
                 Err(error) => {
-                    crate::report::notice(&format!("server RSS: {error:#}; sampling stopped"));
+                    crate::progress::notice(&format!("server RSS: {error:#}; sampling stopped"));
                     break;
                 }
             }

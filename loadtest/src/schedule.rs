@@ -1,0 +1,91 @@
+//! Mode `schedule` (alias `scheduled`): fire lateness with consumers connected.
+//!
+//! 1. Every member of every group opens its `Consume` stream and subscribes
+//!    (start = latest: the groups exist before anything is published, and the
+//!    first event is due `--lead` later).
+//! 2. `--events` events are published with `PublishBatch`, due uniformly at
+//!    `--rate` per second from start + lead (or all at that instant, `--burst`).
+//! 3. The run waits until each group has received each message id at least once,
+//!    every member's stream has ended, or `--timeout` passes; then members flush
+//!    their acks and stop.
+//!
+//! The run fails (non-zero exit) when an event is missing from a group or any
+//! delivery arrived before its `schedule_ts`.
+
+use std::time::Duration;
+
+use anyhow::ensure;
+use tokio::time::Instant;
+
+use crate::report::{now_us, Report};
+use crate::workload::{Due, Plan, Session, WorkloadArgs};
+
+#[derive(clap::Args, Clone)]
+pub struct ScheduleArgs {
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+    /// Due times per second: event i is due at start + lead + i / rate.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// The first due time is this long after the start, so publishing gets ahead of firing.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub lead: Duration,
+    /// Every event due at the same instant, start + lead.
+    #[arg(long)]
+    pub burst: bool,
+}
+
+/// Runs the `schedule` mode, prints its report, and fails if an event is
+/// missing or one came early.
+pub async fn run(args: ScheduleArgs) -> anyhow::Result<()> {
+    let w = &args.workload;
+    w.validate()?;
+    ensure!(
+        args.rate.is_finite() && args.rate > 0.0,
+        "--rate must be positive"
+    );
+    let started = Instant::now();
+    let timeout = w.timeout.unwrap_or_else(|| {
+        args.lead + Duration::from_secs_f64(w.events as f64 / args.rate) + Duration::from_secs(30)
+    });
+    let deadline = started + timeout;
+    // The lead covers subscribing as well as publishing.
+    let first_ms = now_us() / 1000 + args.lead.as_millis() as i64;
+    let due = if args.burst {
+        Due::At { ms: first_ms }
+    } else {
+        Due::Spread {
+            first_ms,
+            rate: args.rate,
+        }
+    };
+    let plan = Plan::new(w, due);
+    let session = Session::start(w, plan)?;
+    let members = session.subscribe(w).await?;
+    if now_us() / 1000 > first_ms {
+        crate::progress::notice("subscribing took longer than --lead; events are due already");
+    }
+    let publish = session.publish(w, deadline, None).await?;
+    let timed_out = crate::workload::wait(&session.tracker, deadline).await;
+    let plan = session.plan.clone();
+    let outcome = session.finish(members).await?;
+    let report = Report {
+        due: if args.burst {
+            "burst".to_string()
+        } else {
+            format!("due at {:.0}/s", args.rate)
+        },
+        first_due_us: plan.schedule_ts(0) * 1000,
+        drain_from_us: Some(plan.schedule_ts(w.events - 1) * 1000),
+        drain_has_rate: args.burst,
+        ..Report::new(
+            "schedule",
+            w,
+            plan.topic.clone(),
+            publish,
+            outcome,
+            timed_out,
+        )
+    };
+    report.finish(w.json)
+}

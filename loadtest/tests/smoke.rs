@@ -1,0 +1,390 @@
+//! Smoke test: every mode runs for about a second against a real `chronos serve`
+//! child process on loopback ports, and its `--json` summary is well-formed and
+//! adds up (every published event delivered, none early).
+//!
+//! The server binary is the workspace's `<target>/debug/chronos`, next to this
+//! test's `deps/` directory (`make test` builds every binary first). Every wait
+//! has a deadline.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const SERVER_START_DEADLINE: Duration = Duration::from_secs(30);
+const RUN_DEADLINE: Duration = Duration::from_secs(40);
+const EXIT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// `<target>/debug/chronos`, found from this executable's `<target>/debug/deps/`.
+fn chronos_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let debug = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in <target>/<profile>/deps");
+    let bin = debug.join("chronos");
+    assert!(
+        bin.is_file(),
+        "server binary {} is missing: build it first with `cargo build --workspace` (`make test` does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A `chronos serve` child on ephemeral loopback ports; killed on drop.
+struct Server {
+    child: Child,
+    grpc: String,
+    http: String,
+    data_dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        let mut child = Command::new(chronos_bin())
+            .args([
+                "serve",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .env("CHRONOS_LOG__LEVEL", "info")
+            .env_remove("CHRONOS_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn chronos serve");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        // Keeps draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("chronos listening") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = match rx.recv_timeout(SERVER_START_DEADLINE) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "chronos serve did not report its addresses within {SERVER_START_DEADLINE:?}"
+                );
+            }
+        };
+        let field = |name: &str| {
+            let marker = format!("{name}=");
+            let at = line
+                .find(&marker)
+                .unwrap_or_else(|| panic!("no {name} in {line}"));
+            let rest = &line[at + marker.len()..];
+            rest.split(' ').next().unwrap_or(rest).to_string()
+        };
+        let (grpc, http) = (field("grpc_addr"), field("http_addr"));
+        Server {
+            child,
+            grpc,
+            http,
+            data_dir,
+        }
+    }
+
+    fn addr(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `chronos-loadtest <args> --json` within [`RUN_DEADLINE`]; asserts it
+/// exits 0 and returns its one JSON summary.
+fn loadtest(args: &[&str]) -> Value {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chronos-loadtest"))
+        .args(args)
+        .arg("--json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn chronos-loadtest");
+    let read = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = read(Box::new(child.stderr.take().expect("stderr")));
+    let until = Instant::now() + RUN_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chronos-loadtest {args:?} ran past {RUN_DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    assert!(
+        status.success(),
+        "chronos-loadtest {args:?}: {status}\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON line expected, got: {stdout}");
+    serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("bad JSON ({e}): {stdout}"))
+}
+
+/// Starts a server, runs `chronos-loadtest <mode> --addr <it> <args> --json`
+/// against it, and returns the summary.
+fn run_mode(mode: &str, args: &[&str]) -> Value {
+    let server = Server::start();
+    let addr = server.addr();
+    let mut all = vec![mode, "--addr", &addr];
+    all.extend_from_slice(args);
+    loadtest(&all)
+}
+
+fn u64_at(summary: &Value, pointer: &str) -> u64 {
+    summary
+        .pointer(pointer)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("no integer at {pointer} in {summary}"))
+}
+
+/// p50 ≤ p90 ≤ p99 ≤ p99.9 ≤ max, all present.
+fn check_latency(latency: &Value) {
+    let at = |key: &str| {
+        latency[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {key} in {latency}"))
+    };
+    let ordered = ["p50", "p90", "p99", "p999", "max"].map(at);
+    assert!(
+        ordered.windows(2).all(|w| w[0] <= w[1]) && ordered[0] >= 0.0,
+        "percentiles out of order: {latency}"
+    );
+}
+
+/// A delivery mode's counts add up: all `events` published, each delivered to
+/// its group once at least, none early, every delivery acked.
+fn check_delivery(summary: &Value, mode: &str, events: u64) {
+    assert_eq!(summary["mode"], mode, "{summary}");
+    assert_eq!(u64_at(summary, "/events"), events);
+    assert_eq!(u64_at(summary, "/publish/accepted"), events, "{summary}");
+    assert_eq!(u64_at(summary, "/publish/failed"), 0, "{summary}");
+    assert_eq!(u64_at(summary, "/delivery/unique"), events, "{summary}");
+    assert_eq!(u64_at(summary, "/delivery/missing"), 0, "{summary}");
+    assert_eq!(u64_at(summary, "/delivery/early"), 0, "{summary}");
+    assert_eq!(u64_at(summary, "/delivery/foreign"), 0, "{summary}");
+    assert_eq!(summary["delivery"]["timed_out"], false, "{summary}");
+    assert_eq!(
+        u64_at(summary, "/delivery/deliveries"),
+        events + u64_at(summary, "/delivery/duplicates"),
+        "{summary}"
+    );
+    assert_eq!(
+        u64_at(summary, "/acks/sent"),
+        u64_at(summary, "/delivery/deliveries"),
+        "{summary}"
+    );
+    check_latency(&summary["lateness_ms"]);
+}
+
+#[test]
+fn publish_closed_loop() {
+    let summary = run_mode(
+        "publish",
+        &["--clients", "2", "--duration", "1s", "--warmup", "0s"],
+    );
+    assert_eq!(summary["mode"], "publish");
+    assert_eq!(summary["loop"], "closed");
+    let events = u64_at(&summary, "/events");
+    assert!(events > 0, "{summary}");
+    assert_eq!(
+        u64_at(&summary, "/rpcs"),
+        events,
+        "batch 1: one event per RPC"
+    );
+    assert_eq!(u64_at(&summary, "/errors"), 0, "{summary}");
+    check_latency(&summary["latency_ms"]);
+}
+
+#[test]
+fn publish_open_loop_keeps_to_its_rate() {
+    let summary = run_mode(
+        "publish",
+        &[
+            "--clients",
+            "4",
+            "--batch",
+            "5",
+            "--rate",
+            "100",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+        ],
+    );
+    assert_eq!(summary["loop"], "open");
+    // 100 RPCs are due in the second: slots 0..=99 (the 101st would be at 1 s).
+    let rpcs = u64_at(&summary, "/rpcs");
+    assert_eq!(rpcs, 100, "{summary}");
+    assert_eq!(u64_at(&summary, "/events"), rpcs * 5);
+    assert_eq!(u64_at(&summary, "/errors"), 0, "{summary}");
+    check_latency(&summary["latency_ms"]);
+}
+
+#[test]
+fn schedule_delivers_every_event_never_early() {
+    let summary = run_mode(
+        "schedule",
+        &[
+            "--events", "500", "--rate", "1000", "--lead", "300ms", "--batch", "100",
+        ],
+    );
+    check_delivery(&summary, "schedule", 500);
+}
+
+#[test]
+fn scheduled_is_an_alias_of_schedule() {
+    let summary = run_mode(
+        "scheduled",
+        &[
+            "--events",
+            "200",
+            "--burst",
+            "--lead",
+            "200ms",
+            "--groups",
+            "2",
+            "--consumers",
+            "1",
+        ],
+    );
+    assert_eq!(summary["mode"], "schedule");
+    // Two groups: each gets every event.
+    assert_eq!(u64_at(&summary, "/delivery/unique"), 400, "{summary}");
+    assert_eq!(u64_at(&summary, "/delivery/early"), 0, "{summary}");
+    assert_eq!(u64_at(&summary, "/delivery/missing"), 0, "{summary}");
+}
+
+#[test]
+fn deliver_drains_the_backlog() {
+    let summary = run_mode("deliver", &["--events", "1000", "--batch", "200"]);
+    check_delivery(&summary, "deliver", 1000);
+    assert!(summary["lag_wait_seconds"].is_f64(), "{summary}");
+    assert!(
+        summary["delivery"]["drain_unique_per_sec"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.0,
+        "{summary}"
+    );
+}
+
+#[test]
+fn e2e_reports_publish_to_delivery_latency() {
+    let summary = run_mode("e2e", &["--events", "300", "--rate", "300", "--batch", "3"]);
+    check_delivery(&summary, "e2e", 300);
+    check_latency(&summary["publish_to_delivery_ms"]);
+}
+
+/// Kills a pid on drop: the restarted server is not this test's child.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
+        let until = Instant::now() + EXIT_DEADLINE;
+        while Path::new(&format!("/proc/{}", self.0)).exists() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn capacity_fills_then_restarts_to_ready() {
+    let server = Server::start();
+    let addr = server.addr();
+    let pid = server.child.id().to_string();
+    // The old server's ports are free again once it has exited.
+    let restart = format!(
+        "exec {} serve --grpc-addr {} --http-addr {} --data-dir {}",
+        chronos_bin().display(),
+        server.grpc,
+        server.http,
+        server.data_dir.path().display()
+    );
+    let ready = format!("http://{}/ready", server.http);
+    let summary = loadtest(&[
+        "capacity",
+        "--addr",
+        &addr,
+        "--events",
+        "2000",
+        "--batch",
+        "500",
+        "--server-pid",
+        &pid,
+        "--restart-cmd",
+        &restart,
+        "--ready-url",
+        &ready,
+        "--restart-timeout",
+        "20s",
+    ]);
+    let restarted = summary["restart"]["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no restart pid in {summary}"));
+    let _restarted = KillOnDrop(restarted as u32);
+    assert_eq!(summary["mode"], "capacity");
+    assert_eq!(u64_at(&summary, "/publish/accepted"), 2000, "{summary}");
+    assert_eq!(u64_at(&summary, "/publish/failed"), 0, "{summary}");
+    assert!(
+        summary["server_rss_mib"]["max"].as_f64().unwrap_or(0.0) > 1.0,
+        "{summary}"
+    );
+    assert!(
+        summary["restart"]["start_to_ready_seconds"]
+            .as_f64()
+            .unwrap_or(-1.0)
+            >= 0.0,
+        "{summary}"
+    );
+    // The restarted node answers on the same address.
+    let summary = loadtest(&[
+        "publish",
+        "--addr",
+        &addr,
+        "--clients",
+        "1",
+        "--events",
+        "10",
+        "--duration",
+        "5s",
+        "--warmup",
+        "0s",
+    ]);
+    assert!(u64_at(&summary, "/events") >= 10, "{summary}");
+}
