@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use anyhow::ensure;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::consumer::Tracker;
@@ -92,14 +93,7 @@ fn due_ms(first_due_ms: i64, rate: f64, burst: bool, index: u64) -> i64 {
 /// Runs the `redis-schedule` mode, prints its report (the `scheduled` format,
 /// `"mode": "redis-schedule"` in JSON), and fails if a job is missing or early.
 pub async fn run(args: RedisScheduleArgs) -> anyhow::Result<()> {
-    ensure!(
-        args.consumers >= 1 && args.publish_clients >= 1 && args.batch >= 1 && args.poll_limit >= 1,
-        "counts must be at least 1"
-    );
-    ensure!(
-        args.events >= 1 && args.rate.is_finite() && args.rate > 0.0,
-        "--events and --rate must be positive"
-    );
+    validate(&args)?;
     redis_queue::ping(&args.addr).await?;
     let started = Instant::now();
     let timeout = args.timeout.unwrap_or_else(|| {
@@ -144,19 +138,7 @@ pub async fn run(args: RedisScheduleArgs) -> anyhow::Result<()> {
         _ = tokio::time::sleep_until(started + timeout) => true,
     };
     let _ = stop_tx.send(true);
-    let mut total = Counters::new();
-    for consumer in consumers {
-        match tokio::time::timeout(CONSUMER_STOP_GRACE, consumer).await {
-            Ok(Ok(seen)) => total.merge(&seen),
-            Ok(Err(join_error)) => total.note_error(format!("consumer task: {join_error}")),
-            Err(_) => total.note_error("a consumer did not stop in time".to_string()),
-        }
-    }
-    match poller.await {
-        Ok(Ok(_moved)) => {}
-        Ok(Err(error)) => total.note_error(format!("poller: {error:#}")),
-        Err(join_error) => total.note_error(format!("poller task: {join_error}")),
-    }
+    let total = stop_all(consumers, poller).await;
     progress.abort();
     eprintln!();
     redis_queue::drop_queue(&mut redis_queue::connect(&args.addr).await?, &keys).await?;
@@ -185,6 +167,50 @@ pub async fn run(args: RedisScheduleArgs) -> anyhow::Result<()> {
         timed_out,
         rss,
     };
+    print(&args, &report);
+    let (missing, early) = (report.missing(), report.total.early);
+    ensure!(
+        missing == 0 && early == 0,
+        "{missing} jobs missing, {early} early deliveries"
+    );
+    Ok(())
+}
+
+fn validate(args: &RedisScheduleArgs) -> anyhow::Result<()> {
+    ensure!(
+        args.consumers >= 1 && args.publish_clients >= 1 && args.batch >= 1 && args.poll_limit >= 1,
+        "counts must be at least 1"
+    );
+    ensure!(
+        args.events >= 1 && args.rate.is_finite() && args.rate > 0.0,
+        "--events and --rate must be positive"
+    );
+    Ok(())
+}
+
+/// Collects what the (already signalled) consumers saw, and the poller's errors.
+async fn stop_all(
+    consumers: Vec<JoinHandle<Counters>>,
+    poller: JoinHandle<anyhow::Result<u64>>,
+) -> Counters {
+    let mut total = Counters::new();
+    for consumer in consumers {
+        match tokio::time::timeout(CONSUMER_STOP_GRACE, consumer).await {
+            Ok(Ok(seen)) => total.merge(&seen),
+            Ok(Err(join_error)) => total.note_error(format!("consumer task: {join_error}")),
+            Err(_) => total.note_error("a consumer did not stop in time".to_string()),
+        }
+    }
+    match poller.await {
+        Ok(Ok(_moved)) => {}
+        Ok(Err(error)) => total.note_error(format!("poller: {error:#}")),
+        Err(join_error) => total.note_error(format!("poller task: {join_error}")),
+    }
+    total
+}
+
+/// The `scheduled` report, marked as this mode's.
+fn print(args: &RedisScheduleArgs, report: &Report) {
     if args.json {
         let mut summary = report.to_json();
         summary["mode"] = serde_json::json!("redis-schedule");
@@ -196,12 +222,6 @@ pub async fn run(args: RedisScheduleArgs) -> anyhow::Result<()> {
         );
         report.print_text();
     }
-    let (missing, early) = (report.missing(), report.total.early);
-    ensure!(
-        missing == 0 && early == 0,
-        "{missing} jobs missing, {early} early deliveries"
-    );
-    Ok(())
 }
 
 /// Prints published and received counts to stderr once a second.
