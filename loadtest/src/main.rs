@@ -11,6 +11,9 @@
 //! - `capacity` ([`capacity`]): memory for N pending events, restart-to-ready.
 //!
 //! The delivery modes share [`workload`]; the arithmetic is in [`stats`].
+//! - `redis-publish`, `redis-schedule` ([`redis_publish`], [`redis_schedule`]): the
+//!   publish and schedule workloads against a Redis sorted-set delay queue
+//!   ([`redis_queue`]), the peer `loadtest/peers/compare.sh` sets beside Chronos.
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -21,6 +24,9 @@ mod deliver;
 mod e2e;
 mod progress;
 mod publish;
+mod redis_publish;
+mod redis_queue;
+mod redis_schedule;
 mod report;
 mod rss;
 mod schedule;
@@ -49,6 +55,10 @@ enum Mode {
     E2e(e2e::E2eArgs),
     /// Server memory for N pending events, and restart-to-ready time.
     Capacity(capacity::CapacityArgs),
+    /// `publish` against a Redis sorted-set delay queue (pipelined ZADDs).
+    RedisPublish(redis_publish::RedisPublishArgs),
+    /// `schedule` against a Redis sorted-set delay queue: Lua mover, BLMOVE consumers.
+    RedisSchedule(redis_schedule::RedisScheduleArgs),
 }
 
 #[tokio::main]
@@ -59,5 +69,7 @@ async fn main() -> anyhow::Result<()> {
         Mode::Deliver(args) => deliver::run(args).await,
         Mode::E2e(args) => e2e::run(args).await,
         Mode::Capacity(args) => capacity::run(args).await,
+        Mode::RedisPublish(args) => redis_publish::run(args).await,
+        Mode::RedisSchedule(args) => redis_schedule::run(args).await,
     }
 }
