@@ -9,7 +9,6 @@ use chronos_proto::internal::{
     DeadLetterRecord, EventKeys, EventRecord, FiredRecord, GroupState, RedriveCommand, TopicState,
 };
 use chronos_proto::v1::DeadLetter;
-use openraft::error::RaftError;
 use prost::Message;
 use tokio::sync::oneshot;
 
@@ -252,13 +251,7 @@ impl Partition {
                 seqs: chunk.to_vec(),
                 now_ts: wall_ms(),
             });
-            redriven += match self.raft.client_write(cmd).await {
-                Ok(resp) => resp.data.redriven,
-                Err(RaftError::APIError(e)) => {
-                    return Err(PartitionError::from_write_error(self.id, &e))
-                }
-                Err(RaftError::Fatal(f)) => return Err(PartitionError::from_fatal(self.id, &f)),
-            };
+            redriven += crate::write(&self.raft, self.id, cmd).await?.redriven;
         }
         Ok(redriven)
     }

@@ -310,16 +310,15 @@ impl Partition {
             return Err(PartitionError::from_fatal(self.id, fatal));
         }
         let cmd = Command::cancel(CancelCommand { topic, message_id });
-        match self.raft.client_write(cmd).await {
-            Ok(resp) => resp.data.cancel.ok_or_else(|| {
+        write(&self.raft, self.id, cmd)
+            .await?
+            .cancel
+            .ok_or_else(|| {
                 PartitionError::Storage(format!(
                     "partition {}: cancel applied without an outcome",
                     self.id
                 ))
-            }),
-            Err(RaftError::APIError(e)) => Err(PartitionError::from_write_error(self.id, &e)),
-            Err(RaftError::Fatal(fatal)) => Err(PartitionError::from_fatal(self.id, &fatal)),
-        }
+            })
     }
 
     /// Why the partition cannot answer: its Raft group stopped (and on what).
@@ -392,6 +391,19 @@ impl Partition {
         if let Err(e) = self.wal.sync() {
             tracing::warn!(partition = self.id, "wal fsync at shutdown: {e}");
         }
+    }
+}
+
+/// Proposes `cmd` and waits until it is applied; what applying it reported.
+pub(crate) async fn write(
+    raft: &Raft,
+    partition: u32,
+    cmd: Command,
+) -> Result<types::Applied, PartitionError> {
+    match raft.client_write(cmd).await {
+        Ok(resp) => Ok(resp.data),
+        Err(RaftError::APIError(e)) => Err(PartitionError::from_write_error(partition, &e)),
+        Err(RaftError::Fatal(fatal)) => Err(PartitionError::from_fatal(partition, &fatal)),
     }
 }
 

@@ -501,28 +501,7 @@ impl Worker {
         {
             return Ok(());
         }
-        term.dirty_since = None;
-        let groups: Vec<_> = term
-            .groups
-            .values_mut()
-            .filter_map(GroupRt::take_delta)
-            .collect();
-        if groups.is_empty() {
-            return Ok(());
-        }
-        let cmd = DeliveryCommand {
-            now_ts: wall_ms(),
-            groups,
-        };
-        let rx = self
-            .raft
-            .client_write_ff(Command::delivery(cmd))
-            .await
-            .map_err(|e| format!("proposing deliveries: {e}"))?;
-        let waiters = std::mem::take(&mut term.waiters);
-        term.proposals
-            .push(async move { (rx.await, waiters) }.boxed());
-        Ok(())
+        self.propose(term).await.map_err(|e| e.to_string())
     }
 
     async fn handle(&self, term: &mut Term, c: Control) -> Result<(), String> {
@@ -632,7 +611,7 @@ impl Worker {
         }
         // Earlier cursor advances must apply before the seek, or they would
         // move a backward seek forward again.
-        self.flush_now(term).await?;
+        self.propose(term).await?;
         let cmd = GroupCommand {
             topic,
             group,
@@ -648,8 +627,11 @@ impl Worker {
         Ok(())
     }
 
-    /// Proposes the pending changes regardless of the proposal limit.
-    async fn flush_now(&self, term: &mut Term) -> Result<(), PartitionError> {
+    /// Proposes every group's pending changes now, in one entry, whatever
+    /// the linger and the proposal limit; the waiting acks are answered when
+    /// it applies.
+    async fn propose(&self, term: &mut Term) -> Result<(), PartitionError> {
+        term.dirty_since = None;
         let groups: Vec<_> = term
             .groups
             .values_mut()
@@ -673,20 +655,13 @@ impl Worker {
     }
 
     async fn propose_group(&self, cmd: GroupCommand) -> Result<(u64, i64), PartitionError> {
-        match self.raft.client_write(Command::group(cmd)).await {
-            Ok(resp) => resp.data.group.ok_or_else(|| {
-                PartitionError::Storage(format!(
-                    "partition {}: group command applied without a position",
-                    self.partition
-                ))
-            }),
-            Err(openraft::error::RaftError::APIError(e)) => {
-                Err(PartitionError::from_write_error(self.partition, &e))
-            }
-            Err(openraft::error::RaftError::Fatal(f)) => {
-                Err(PartitionError::from_fatal(self.partition, &f))
-            }
-        }
+        let applied = crate::write(&self.raft, self.partition, Command::group(cmd)).await?;
+        applied.group.ok_or_else(|| {
+            PartitionError::Storage(format!(
+                "partition {}: group command applied without a position",
+                self.partition
+            ))
+        })
     }
 
     /// Applies acks and nacks to the in-memory state; they are recorded by the
