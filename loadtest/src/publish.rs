@@ -26,6 +26,23 @@ use crate::stats::{corrected_latency, latency_histogram, record, LatencySummary,
 /// Open loop: how long after the last slot is due the run is stopped anyway.
 const OPEN_LOOP_STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// Payload size and how long a publish run lasts; shared with `redis-publish`.
+#[derive(clap::Args, Clone)]
+pub struct Bounds {
+    /// Payload bytes per event.
+    #[arg(long, default_value_t = 256)]
+    pub payload: usize,
+    /// Stop after this long.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Stop after this many events (0 = no limit).
+    #[arg(long, default_value_t = 0)]
+    pub events: u64,
+    /// Not measured: the first part of the run.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+}
+
 #[derive(clap::Args, Clone)]
 pub struct PublishArgs {
     /// gRPC address of the node.
@@ -40,18 +57,8 @@ pub struct PublishArgs {
     /// Events per RPC; 1 uses Publish, more uses PublishBatch.
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// Payload bytes per event.
-    #[arg(long, default_value_t = 256)]
-    payload: usize,
-    /// Stop after this long.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    duration: Duration,
-    /// Stop after this many events (0 = no limit).
-    #[arg(long, default_value_t = 0)]
-    events: u64,
-    /// Not measured: the first part of the run.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-    warmup: Duration,
+    #[command(flatten)]
+    bounds: Bounds,
     #[arg(long, default_value = "bench")]
     topic: String,
     /// Schedule each event this far in the future (0 = due now).
@@ -86,11 +93,11 @@ async fn client_loop(
     start: Instant,
     pacer: Option<Pacer>,
 ) -> anyhow::Result<(Histogram<u64>, u64)> {
-    let measure_from = start + args.warmup;
-    let end = measure_from + args.duration;
+    let measure_from = start + args.bounds.warmup;
+    let end = measure_from + args.bounds.duration;
     let mut client = EventServiceClient::new(channel);
     let mut hist = latency_histogram();
-    let payload = bytes::Bytes::from(vec![b'x'; args.payload]);
+    let payload = bytes::Bytes::from(vec![b'x'; args.bounds.payload]);
     let run = std::process::id();
     let mut seq = 0u64;
     let mut measured_events = 0u64;
@@ -157,7 +164,7 @@ async fn client_loop(
                     record(&mut hist, latency);
                     measured_events += n;
                 }
-                if args.events > 0 && total >= args.events {
+                if args.bounds.events > 0 && total >= args.bounds.events {
                     shared.stop.store(true, Ordering::Relaxed);
                 }
             }
@@ -235,7 +242,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         } else {
             Duration::ZERO
         };
-        let limit = args.warmup + args.duration + grace;
+        let limit = args.bounds.warmup + args.bounds.duration + grace;
         tokio::spawn(async move {
             tokio::time::sleep(limit).await;
             shared.stop.store(true, Ordering::Relaxed);
@@ -250,7 +257,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     }
     let elapsed = start
         .elapsed()
-        .saturating_sub(args.warmup)
+        .saturating_sub(args.bounds.warmup)
         .as_secs_f64()
         .max(1e-9);
     progress.finish();
@@ -293,7 +300,7 @@ impl Summary {
     fn to_json(&self, args: &PublishArgs) -> serde_json::Value {
         json!({
             "mode": "publish", "loop": self.loop_kind, "target_rpcs_per_sec": (args.rate > 0.0).then_some(args.rate),
-            "clients": args.clients, "connections": self.connections, "batch": args.batch, "payload_bytes": args.payload,
+            "clients": args.clients, "connections": self.connections, "batch": args.batch, "payload_bytes": args.bounds.payload,
             "events": self.events, "seconds": self.seconds, "events_per_sec": self.rate(), "rpcs": self.rpcs,
             "errors": self.errors, "sent_behind_schedule": self.sent_behind,
             "latency_ms": self.latency.to_json(),
@@ -303,7 +310,7 @@ impl Summary {
     fn table(&self, args: &PublishArgs) -> Table {
         let mut table = Table::new(format!(
             "mode publish  {} loop  clients {}  connections {}  batch {}  payload {} B",
-            self.loop_kind, args.clients, self.connections, args.batch, args.payload
+            self.loop_kind, args.clients, self.connections, args.batch, args.bounds.payload
         ));
         table
             .row(

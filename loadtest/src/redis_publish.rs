@@ -24,18 +24,8 @@ pub struct RedisPublishArgs {
     /// ZADDs per pipeline (the `publish` mode's events per RPC).
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// Payload bytes per job.
-    #[arg(long, default_value_t = 256)]
-    payload: usize,
-    /// Stop after this long.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    duration: Duration,
-    /// Stop after this many events (0 = no limit).
-    #[arg(long, default_value_t = 0)]
-    events: u64,
-    /// Not measured: the first part of the run.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-    warmup: Duration,
+    #[command(flatten)]
+    bounds: crate::publish::Bounds,
     /// Queue name (keys `<queue>:delayed`, …); its keys are removed after the run.
     #[arg(long, default_value = "lt-publish")]
     queue: String,
@@ -65,7 +55,7 @@ async fn client_loop(
     let mut con = redis_queue::connect(&args.addr).await?;
     let keys = Keys::new(&args.queue);
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let payload = "x".repeat(args.payload);
+    let payload = "x".repeat(args.bounds.payload);
     let run = std::process::id();
     let spread_ms = args.due_spread.as_millis().max(1) as u64;
     let (mut seq, mut measured_events) = (0u64, 0u64);
@@ -93,7 +83,7 @@ async fn client_loop(
                     hist.record(started.elapsed().as_micros().max(1) as u64)?;
                     measured_events += n;
                 }
-                if args.events > 0 && total >= args.events {
+                if args.bounds.events > 0 && total >= args.bounds.events {
                     shared.stop.store(true, Ordering::Relaxed);
                 }
             }
@@ -116,7 +106,7 @@ pub async fn run(args: RedisPublishArgs) -> anyhow::Result<()> {
         stop: AtomicBool::new(false),
     });
     let start = Instant::now();
-    let measure_from = start + args.warmup;
+    let measure_from = start + args.bounds.warmup;
     let tasks: Vec<_> = (0..args.clients)
         .map(|no| tokio::spawn(client_loop(args.clone(), no, shared.clone(), measure_from)))
         .collect();
@@ -138,7 +128,7 @@ pub async fn run(args: RedisPublishArgs) -> anyhow::Result<()> {
         })
     };
     let stopper = {
-        let (shared, limit) = (shared.clone(), args.warmup + args.duration);
+        let (shared, limit) = (shared.clone(), args.bounds.warmup + args.bounds.duration);
         tokio::spawn(async move {
             tokio::time::sleep(limit).await;
             shared.stop.store(true, Ordering::Relaxed);
@@ -153,7 +143,7 @@ pub async fn run(args: RedisPublishArgs) -> anyhow::Result<()> {
     }
     let elapsed = start
         .elapsed()
-        .saturating_sub(args.warmup)
+        .saturating_sub(args.bounds.warmup)
         .as_secs_f64()
         .max(1e-9);
     progress.abort();
@@ -169,7 +159,7 @@ pub async fn run(args: RedisPublishArgs) -> anyhow::Result<()> {
     let errors = shared.errors.load(Ordering::Relaxed);
     if args.json {
         let summary = serde_json::json!({
-            "mode": "redis-publish", "clients": args.clients, "connections": args.clients, "batch": args.batch, "payload_bytes": args.payload,
+            "mode": "redis-publish", "clients": args.clients, "connections": args.clients, "batch": args.batch, "payload_bytes": args.bounds.payload,
             "events": measured, "seconds": elapsed, "events_per_sec": rate, "rpcs": hist.len(), "errors": errors,
             "latency_ms": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": hist.max() as f64 / 1000.0},
         });
@@ -177,7 +167,7 @@ pub async fn run(args: RedisPublishArgs) -> anyhow::Result<()> {
     } else {
         println!(
             "mode redis-publish  clients {}  batch {} (pipelined ZADDs)  payload {} B",
-            args.clients, args.batch, args.payload
+            args.clients, args.batch, args.bounds.payload
         );
         println!("events {measured} in {elapsed:.2}s = {rate:.0} events/s  ({} round trips, {errors} errors)", hist.len());
         println!(

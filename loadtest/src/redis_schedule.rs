@@ -293,10 +293,7 @@ async fn publish_all(
         ..Default::default()
     };
     for task in tasks {
-        let stats = task.await?;
-        total.accepted += stats.accepted;
-        total.rpc_errors += stats.rpc_errors;
-        total.due_late += stats.due_late;
+        total.add(&task.await?);
     }
     total.finished_us = now_us();
     total.failed = args.events - total.accepted;

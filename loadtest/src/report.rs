@@ -155,6 +155,16 @@ pub struct PublishStats {
     pub finished_us: i64,
 }
 
+impl PublishStats {
+    /// Adds one publisher's counts to these.
+    pub fn add(&mut self, other: &PublishStats) {
+        self.accepted += other.accepted;
+        self.rpc_errors += other.rpc_errors;
+        self.duplicates += other.duplicates;
+        self.due_late += other.due_late;
+    }
+}
+
 /// One group's outcome.
 pub struct GroupReport {
     pub name: String,

@@ -436,11 +436,7 @@ async fn publish_all(
         ..Default::default()
     };
     for task in tasks {
-        let stats = task.await?;
-        total.accepted += stats.accepted;
-        total.rpc_errors += stats.rpc_errors;
-        total.duplicates += stats.duplicates;
-        total.due_late += stats.due_late;
+        total.add(&task.await?);
     }
     total.finished_us = now_us();
     // Batches never started before the deadline count as failed too.
