@@ -69,6 +69,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         publish_timeout: Duration::from_secs(10),
         grpc_addr: grpc_addr.to_string(),
         default_max_inflight: config.delivery.default_max_inflight,
+        cluster: None,
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

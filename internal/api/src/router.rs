@@ -150,7 +150,11 @@ mod tests {
         }
         // 192 replicas over 5 nodes: about 38 each.
         for n in 1..=5 {
-            assert!((20..=60).contains(&held[n]), "node {n} holds {}: {held:?}", held[n]);
+            assert!(
+                (20..=60).contains(&held[n]),
+                "node {n} holds {}: {held:?}",
+                held[n]
+            );
         }
         assert_eq!(a.hosted_on(1).len(), held[1]);
         // Every node holds every partition when RF = node count.

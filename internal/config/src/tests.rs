@@ -88,7 +88,11 @@ fn cluster_file(dir: &Path, node_id: u64, extra: &str) -> PathBuf {
 #[test]
 fn cluster_nodes_load_and_default_to_three_replicas() {
     let dir = tempfile::tempdir().unwrap();
-    let c = Config::load(Some(&cluster_file(dir.path(), 2, "")), &Overrides::default()).unwrap();
+    let c = Config::load(
+        Some(&cluster_file(dir.path(), 2, "")),
+        &Overrides::default(),
+    )
+    .unwrap();
     assert_eq!(c.cluster.nodes.len(), 3);
     assert_eq!(c.cluster.effective_replication_factor(), 3);
     assert_eq!(c.cluster.node(2).unwrap().api_addr, "127.0.0.2:9000");
@@ -123,7 +127,10 @@ fn bad_cluster_configs_name_the_field() {
     )
     .unwrap();
     let err = Config::load(Some(&file), &flags).unwrap_err();
-    assert!(err.to_string().contains("cluster.nodes[1].raft_addr"), "{err}");
+    assert!(
+        err.to_string().contains("cluster.nodes[1].raft_addr"),
+        "{err}"
+    );
 
     std::fs::write(
         &file,
@@ -131,7 +138,10 @@ fn bad_cluster_configs_name_the_field() {
     )
     .unwrap();
     let err = Config::load(Some(&file), &flags).unwrap_err();
-    assert!(err.to_string().contains("cluster.nodes[0].raft_addr"), "{err}");
+    assert!(
+        err.to_string().contains("cluster.nodes[0].raft_addr"),
+        "{err}"
+    );
 
     std::fs::write(&file, "[cluster]\nreplication_factor = 3\n").unwrap();
     let err = Config::load(Some(&file), &flags).unwrap_err();

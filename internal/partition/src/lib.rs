@@ -345,6 +345,11 @@ impl Partition {
         m.running_state.is_ok() && m.current_leader.is_some() && leader_ready
     }
 
+    /// The node this partition's Raft group currently follows as leader.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
     pub fn status(&self) -> PartitionStatus {
         let m = self.raft.metrics().borrow().clone();
         let wal = self.wal.stats();
