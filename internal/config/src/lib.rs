@@ -493,7 +493,7 @@ impl Config {
         if self.dedup_ttl.is_zero() {
             return bad("dedup_ttl must be positive".into());
         }
-        self.cluster.validate(self.node_id).or_else(|msg| bad(msg))
+        self.cluster.validate(self.node_id).or_else(bad)
     }
 }
 

@@ -99,6 +99,9 @@ pub struct PartitionStatus {
     pub term: u64,
     pub voters: Vec<NodeId>,
     pub last_log_index: u64,
+    /// Highest index known committed. openraft 0.9 does not report the commit
+    /// index, so this is the applied index: everything applied is committed.
+    pub committed_index: u64,
     pub applied_index: u64,
     pub next_offset: u64,
     pub wal_bytes: u64,
@@ -108,6 +111,8 @@ pub struct PartitionStatus {
     pub next_due_ts: Option<i64>,
     /// False once the Raft group stopped on a storage failure.
     pub healthy: bool,
+    /// On the leader: each other voter and the highest log index it matches.
+    pub replication: Vec<(NodeId, u64)>,
 }
 
 /// Handle to a running partition. Cheap to share behind an `Arc`.
@@ -353,6 +358,7 @@ impl Partition {
     pub fn status(&self) -> PartitionStatus {
         let m = self.raft.metrics().borrow().clone();
         let wal = self.wal.stats();
+        let applied = self.applied.index.load(Ordering::Acquire);
         PartitionStatus {
             id: self.id,
             leader: m.current_leader,
@@ -360,13 +366,21 @@ impl Partition {
             term: m.current_term,
             voters: m.membership_config.membership().voter_ids().collect(),
             last_log_index: m.last_log_index.unwrap_or(0),
-            applied_index: self.applied.index.load(Ordering::Acquire),
+            applied_index: applied,
             next_offset: self.applied.next_offset.load(Ordering::Acquire),
             wal_bytes: wal.disk_bytes,
             wal_segments: wal.segment_count,
             pending: self.applied.pending.load(Ordering::Acquire),
             next_due_ts: self.store.first_pending_due().ok().flatten(),
             healthy: m.running_state.is_ok(),
+            committed_index: applied,
+            replication: m
+                .replication
+                .iter()
+                .flatten()
+                .filter(|(id, _)| **id != m.id)
+                .map(|(id, matched)| (*id, matched.map_or(0, |l| l.index)))
+                .collect(),
         }
     }
 
