@@ -11,7 +11,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use chronos_api::{Limits, Node, Router};
 use chronos_config::{Config, FsyncMode};
-use chronos_partition::{DeliveryOptions, FiringOptions, Partition, PartitionOptions};
+use chronos_partition::{
+    DeliveryOptions, FiringOptions, Partition, PartitionOptions, SoloNetwork,
+};
 use chronos_store::StoreResources;
 use chronos_wal::{Retention, WalOptions};
 use serde::{Deserialize, Serialize};
@@ -136,6 +138,7 @@ fn partition_options(config: &Config, id: u32, resources: &StoreResources) -> Pa
     PartitionOptions {
         id,
         node_id: config.node_id,
+        voters: vec![],
         dir: config.data_dir.join(format!("partition-{id:04}")),
         wal: WalOptions {
             segment_bytes: config.wal.segment_bytes.0,
@@ -172,7 +175,8 @@ fn partition_options(config: &Config, id: u32, resources: &StoreResources) -> Pa
 async fn open_partitions(config: &Config) -> anyhow::Result<Vec<Arc<Partition>>> {
     let resources = StoreResources::default();
     let opened = futures::future::join_all(
-        (0..config.partitions).map(|id| Partition::open(partition_options(config, id, &resources))),
+        (0..config.partitions)
+            .map(|id| Partition::open(partition_options(config, id, &resources), SoloNetwork)),
     )
     .await;
     let mut partitions = Vec::with_capacity(opened.len());

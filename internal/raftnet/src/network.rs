@@ -1,0 +1,211 @@
+//! The sending side: openraft's network factory for one partition group,
+//! over the node's shared [`Peers`] channels.
+//!
+//! Failures are reported the way openraft backs off from them: no channel to
+//! the node, a refused connection or a group not open there is `Unreachable`
+//! (retried after a pause); a call past its time-to-live is `Timeout`; any
+//! other transport failure is `Network`; an error openraft returned on the
+//! other node comes back as that error, inside `RemoteError`.
+
+use std::time::Duration;
+
+use chronos_partition::{NodeId, TypeConfig};
+use chronos_proto::raft::raft_service_client::RaftServiceClient;
+use chronos_proto::raft::RaftRequest;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, LogId, RPCTypes, RaftLogId};
+use serde::de::DeserializeOwned;
+use tonic::transport::Channel;
+use tonic::Code;
+
+use crate::peers::Peers;
+use crate::wire::{self, APPEND_BUDGET_BYTES, MAX_MESSAGE_BYTES};
+
+type Error<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
+
+/// openraft's network factory for partition `partition`: a client per target
+/// node, found by node id in [`Peers`] (the membership's `BasicNode` carries
+/// no address).
+#[derive(Clone)]
+pub struct Network {
+    partition: u32,
+    peers: Peers,
+}
+
+impl Network {
+    pub fn new(partition: u32, peers: Peers) -> Network {
+        Network { partition, peers }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> Connection {
+        let client = self.peers.channel(target).map(|channel| {
+            RaftServiceClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        });
+        Connection {
+            partition: self.partition,
+            me: self.peers.me(),
+            target,
+            client,
+        }
+    }
+}
+
+/// One partition group's calls to one node; the channel under it is shared.
+pub struct Connection {
+    partition: u32,
+    me: NodeId,
+    target: NodeId,
+    /// None when the node is not among the peers: every call is unreachable.
+    client: Option<RaftServiceClient<Channel>>,
+}
+
+impl Connection {
+    /// Sends `payload` as `action` and decodes openraft's answer, within `ttl`.
+    async fn call<R, E>(
+        &mut self,
+        action: RPCTypes,
+        payload: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<R, Error<E>>
+    where
+        R: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let Some(client) = self.client.as_mut() else {
+            let why = std::io::Error::other(format!("node {} is not a known peer", self.target));
+            return Err(RPCError::Unreachable(Unreachable::new(&why)));
+        };
+        let mut request = tonic::Request::new(RaftRequest {
+            partition: self.partition,
+            payload: payload.into(),
+        });
+        // The receiver gives up too once openraft stopped waiting.
+        request.set_timeout(ttl);
+        let sent = tokio::time::timeout(ttl, async {
+            match action {
+                RPCTypes::AppendEntries => client.append_entries(request).await,
+                RPCTypes::Vote => client.vote(request).await,
+                RPCTypes::InstallSnapshot => client.install_snapshot(request).await,
+            }
+        })
+        .await;
+        let reply = match sent {
+            Ok(Ok(reply)) => reply.into_inner(),
+            Ok(Err(status)) => return Err(self.failed(action, ttl, status)),
+            Err(_elapsed) => return Err(self.timeout(action, ttl)),
+        };
+        let answer: Result<R, RaftError<NodeId, E>> =
+            wire::decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    fn timeout<E: std::error::Error>(&self, action: RPCTypes, ttl: Duration) -> Error<E> {
+        RPCError::Timeout(Timeout {
+            action,
+            id: self.me,
+            target: self.target,
+            timeout: ttl,
+        })
+    }
+
+    /// What a failed call means to openraft's retry policy.
+    fn failed<E: std::error::Error>(
+        &self,
+        action: RPCTypes,
+        ttl: Duration,
+        status: tonic::Status,
+    ) -> Error<E> {
+        tracing::trace!(
+            partition = self.partition,
+            target = self.target,
+            %action,
+            "raft rpc failed: {status}"
+        );
+        match status.code() {
+            // Connection refused or lost, or the group is not open there (yet).
+            Code::Unavailable | Code::NotFound => RPCError::Unreachable(Unreachable::new(&status)),
+            Code::DeadlineExceeded | Code::Cancelled => self.timeout(action, ttl),
+            _ => RPCError::Network(NetworkError::new(&status)),
+        }
+    }
+}
+
+/// Encodes `rpc`; one over [`APPEND_BUDGET_BYTES`] is cut to a prefix of its
+/// entries that fits (at least one). Returns the payload and, when cut, the
+/// id of the last entry it carries.
+fn encode_append(
+    mut rpc: AppendEntriesRequest<TypeConfig>,
+) -> Result<(Vec<u8>, Option<LogId<NodeId>>), bincode::Error> {
+    let whole = wire::encode(&rpc)?;
+    if whole.len() <= APPEND_BUDGET_BYTES || rpc.entries.len() <= 1 {
+        return Ok((whole, None));
+    }
+    let mut bytes = whole.len() - rpc.entries.iter().try_fold(0usize, |sum, entry| {
+        wire::encoded_len(entry).map(|n| sum + n as usize)
+    })?;
+    let mut keep = 0;
+    for entry in &rpc.entries {
+        let len = wire::encoded_len(entry)? as usize;
+        if keep > 0 && bytes + len > APPEND_BUDGET_BYTES {
+            break;
+        }
+        bytes += len;
+        keep += 1;
+    }
+    rpc.entries.truncate(keep);
+    let last = rpc.entries.last().map(|e| *e.get_log_id());
+    Ok((wire::encode(&rpc)?, last))
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, Error> {
+        let (payload, cut_at) =
+            encode_append(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let answer = self
+            .call(RPCTypes::AppendEntries, payload, option.hard_ttl())
+            .await?;
+        Ok(match (answer, cut_at) {
+            // Only the prefix was sent: that much matches now.
+            (AppendEntriesResponse::Success, Some(last)) => {
+                AppendEntriesResponse::PartialSuccess(Some(last))
+            }
+            (answer, _) => answer,
+        })
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, Error<InstallSnapshotError>> {
+        let payload = wire::encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.call(RPCTypes::InstallSnapshot, payload, option.hard_ttl())
+            .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, Error> {
+        let payload = wire::encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.call(RPCTypes::Vote, payload, option.hard_ttl()).await
+    }
+}
