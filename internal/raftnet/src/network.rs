@@ -209,3 +209,43 @@ impl RaftNetwork<TypeConfig> for Connection {
         self.call(RPCTypes::Vote, payload, option.hard_ttl()).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::{EntryPayload, Vote};
+
+    use super::*;
+    use crate::wire::tests::{entry, log_id, publish};
+
+    fn request(entries: usize, events_each: usize) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(2, 1),
+            prev_log_id: Some(log_id(2, 9)),
+            leader_commit: None,
+            entries: (0..entries as u64)
+                .map(|i| entry(10 + i, EntryPayload::Normal(publish(events_each, 1000))))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn small_requests_go_whole() {
+        let (payload, cut) = encode_append(request(64, 10)).expect("encodes");
+        assert!(cut.is_none());
+        assert!(payload.len() < APPEND_BUDGET_BYTES);
+    }
+
+    #[test]
+    fn large_requests_carry_a_prefix_within_budget() {
+        // Ten entries of ~1 MB: four fit in 4 MiB.
+        let (payload, cut) = encode_append(request(10, 1000)).expect("encodes");
+        assert!(payload.len() <= APPEND_BUDGET_BYTES, "{}", payload.len());
+        let sent: AppendEntriesRequest<TypeConfig> = wire::decode(&payload).expect("decodes");
+        assert!(!sent.entries.is_empty() && sent.entries.len() < 10);
+        assert_eq!(cut, sent.entries.last().map(|e| e.log_id));
+        // One entry larger than the budget still goes, alone.
+        let (payload, cut) = encode_append(request(2, 6000)).expect("encodes");
+        assert!(payload.len() > APPEND_BUDGET_BYTES);
+        assert_eq!(cut, Some(log_id(2, 10)));
+    }
+}
