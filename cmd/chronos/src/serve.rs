@@ -11,9 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use chronos_api::{Limits, Node, Router};
 use chronos_config::{Config, FsyncMode};
-use chronos_partition::{
-    DeliveryOptions, FiringOptions, Partition, PartitionOptions, SoloNetwork,
-};
+use chronos_partition::{DeliveryOptions, FiringOptions, Partition, PartitionOptions, SoloNetwork};
 use chronos_store::StoreResources;
 use chronos_wal::{Retention, WalOptions};
 use serde::{Deserialize, Serialize};

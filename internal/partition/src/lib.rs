@@ -40,8 +40,8 @@ use chronos_proto::internal::CancelCommand;
 use chronos_proto::v1::Event;
 use chronos_store::{Store, StoreResources};
 use chronos_wal::{Retention, Wal, WalOptions};
-use openraft::error::RaftError;
 use openraft::error::InitializeError;
+use openraft::error::RaftError;
 use openraft::{BasicNode, RaftNetworkFactory, ServerState, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -53,8 +53,8 @@ pub use delivery::{
 };
 pub use error::PartitionError;
 pub use groups::GroupInfo;
-pub use replay::{ReplayQuery, ReplayRange, ReplayStream, ReplayedEvent};
 pub use network::SoloNetwork;
+pub use replay::{ReplayQuery, ReplayRange, ReplayStream, ReplayedEvent};
 pub use types::{CancelOutcome, NodeId, Raft, TypeConfig};
 
 use crate::actor::{Actor, PublishRequest};

@@ -153,9 +153,10 @@ fn encode_append(
     if whole.len() <= APPEND_BUDGET_BYTES || rpc.entries.len() <= 1 {
         return Ok((whole, None));
     }
-    let mut bytes = whole.len() - rpc.entries.iter().try_fold(0usize, |sum, entry| {
-        wire::encoded_len(entry).map(|n| sum + n as usize)
-    })?;
+    let mut bytes = whole.len()
+        - rpc.entries.iter().try_fold(0usize, |sum, entry| {
+            wire::encoded_len(entry).map(|n| sum + n as usize)
+        })?;
     let mut keep = 0;
     for entry in &rpc.entries {
         let len = wire::encoded_len(entry)? as usize;

@@ -136,7 +136,8 @@ pub(crate) mod tests {
     #[test]
     fn answers_and_remote_errors_round_trip() {
         type Append = Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>;
-        type Install = Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;
+        type Install =
+            Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;
         same::<Append>(&Ok(AppendEntriesResponse::HigherVote(Vote::new(7, 3))));
         same::<Append>(&Ok(AppendEntriesResponse::Conflict));
         same::<Append>(&Err(RaftError::Fatal(Fatal::Stopped)));

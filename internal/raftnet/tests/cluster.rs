@@ -13,7 +13,10 @@ const ELECTION_LIMIT: Duration = Duration::from_secs(10);
 const APPLY_LIMIT: Duration = Duration::from_secs(10);
 
 fn node(nodes: &[Node], id: u64) -> &Node {
-    nodes.iter().find(|n| n.id == id).expect("node ids come from VOTERS")
+    nodes
+        .iter()
+        .find(|n| n.id == id)
+        .expect("node ids come from VOTERS")
 }
 
 /// Publishes `count` events named `{prefix}-{i}` through `leader`'s partition
@@ -25,7 +28,9 @@ async fn publish(
     count: usize,
     first_offset: u64,
 ) -> anyhow::Result<()> {
-    let events = (0..count).map(|i| event("orders", &format!("{prefix}-{i}"))).collect();
+    let events = (0..count)
+        .map(|i| event("orders", &format!("{prefix}-{i}")))
+        .collect();
     let outcomes = leader.partition(partition).publish(events).await?;
     let offsets: Vec<u64> = outcomes.iter().map(|o| o.offset).collect();
     let want: Vec<u64> = (first_offset..first_offset + count as u64).collect();
@@ -140,11 +145,15 @@ async fn a_leader_that_steps_down_stops_leading() -> anyhow::Result<()> {
     .await?;
     let stepped_down = silenced.elapsed();
     // The flag the firing loop and delivery worker gate on falls with it.
-    wait_for("the old leader's flag to fall", Duration::from_secs(1), || async move {
-        (!old_partition.is_leading()).then_some(())
-    })
+    wait_for(
+        "the old leader's flag to fall",
+        Duration::from_secs(1),
+        || async move { (!old_partition.is_leading()).then_some(()) },
+    )
     .await?;
-    eprintln!("node {old} stepped down {stepped_down:?} after its heartbeats stopped; node {new} leads");
+    eprintln!(
+        "node {old} stepped down {stepped_down:?} after its heartbeats stopped; node {new} leads"
+    );
 
     let refused = tokio::time::timeout(
         Duration::from_secs(5),

@@ -93,7 +93,10 @@ async fn unknown_partition_is_not_found_and_garbage_is_invalid() -> anyhow::Resu
         .into_inner();
     let answer: Result<VoteResponse<NodeId>, RaftError<NodeId>> = wire::decode(&reply.payload)?;
     let answer = answer?;
-    assert!(!answer.vote_granted, "a stale vote is not granted: {answer:?}");
+    assert!(
+        !answer.vote_granted,
+        "a stale vote is not granted: {answer:?}"
+    );
 
     partition.shutdown().await;
     server.stop().await;
@@ -109,10 +112,7 @@ async fn network_errors_map_to_what_openraft_backs_off_from() -> anyhow::Result<
     let mut server = server(groups.clone()).await?;
     // Nothing listens on a port that was bound and released.
     let dead = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
-    let peers = peers(
-        2,
-        &[(1, server.addr.to_string()), (4, dead.to_string())],
-    )?;
+    let peers = peers(2, &[(1, server.addr.to_string()), (4, dead.to_string())])?;
     let option = || RPCOption::new(TTL);
 
     // Node 1 answers for partition 3: a stale vote comes back refused.
@@ -123,14 +123,23 @@ async fn network_errors_map_to_what_openraft_backs_off_from() -> anyhow::Result<
 
     // Unknown node id, nothing listening, partition not open there: unreachable.
     let mut to_9 = net.new_client(9, &BasicNode::default()).await;
-    let err = to_9.vote(vote_request(1), option()).await.expect_err("no node 9");
+    let err = to_9
+        .vote(vote_request(1), option())
+        .await
+        .expect_err("no node 9");
     assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
     let mut to_4 = net.new_client(4, &BasicNode::default()).await;
-    let err = to_4.vote(vote_request(1), option()).await.expect_err("node 4 is down");
+    let err = to_4
+        .vote(vote_request(1), option())
+        .await
+        .expect_err("node 4 is down");
     assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
     let mut other = Network::new(8, peers.clone());
     let mut to_1_p8 = other.new_client(1, &BasicNode::default()).await;
-    let err = to_1_p8.vote(vote_request(1), option()).await.expect_err("no partition 8");
+    let err = to_1_p8
+        .vote(vote_request(1), option())
+        .await
+        .expect_err("no partition 8");
     assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
 
     // openraft's own error on the other node comes back as that error.

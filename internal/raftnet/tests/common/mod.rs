@@ -167,9 +167,11 @@ pub async fn cluster(ids: &[NodeId], partitions: u32) -> anyhow::Result<Vec<Node
         let dir = tempfile::tempdir()?;
         let mut opened = Vec::new();
         for p in 0..partitions {
-            let partition =
-                Partition::open(options(p, id, ids, dir.path()), Network::new(p, peers.clone()))
-                    .await?;
+            let partition = Partition::open(
+                options(p, id, ids, dir.path()),
+                Network::new(p, peers.clone()),
+            )
+            .await?;
             groups.insert(p, partition.raft().clone());
             opened.push(Arc::new(partition));
         }
@@ -192,18 +194,18 @@ pub async fn solo_partition(id: u32, dir: &Path) -> anyhow::Result<Partition> {
 
 /// Waits until every running node of `partition` names the same leader, and
 /// that leader takes writes; returns its node id.
-pub async fn leader_of(
-    nodes: &[&Node],
-    partition: u32,
-    limit: Duration,
-) -> anyhow::Result<NodeId> {
-    wait_for(&format!("a leader of partition {partition}"), limit, || async move {
-        let first = nodes.first()?.partition(partition).status().leader?;
-        let agreed = nodes
-            .iter()
-            .all(|n| n.partition(partition).status().leader == Some(first));
-        let leader = nodes.iter().find(|n| n.id == first)?;
-        (agreed && leader.partition(partition).is_leading()).then_some(first)
-    })
+pub async fn leader_of(nodes: &[&Node], partition: u32, limit: Duration) -> anyhow::Result<NodeId> {
+    wait_for(
+        &format!("a leader of partition {partition}"),
+        limit,
+        || async move {
+            let first = nodes.first()?.partition(partition).status().leader?;
+            let agreed = nodes
+                .iter()
+                .all(|n| n.partition(partition).status().leader == Some(first));
+            let leader = nodes.iter().find(|n| n.id == first)?;
+            (agreed && leader.partition(partition).is_leading()).then_some(first)
+        },
+    )
     .await
 }
