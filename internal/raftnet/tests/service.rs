@@ -2,9 +2,10 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
-use chronos_partition::{NodeId, TypeConfig};
+use chronos_partition::{NodeId, Partition, TypeConfig};
 use chronos_proto::raft::raft_service_client::RaftServiceClient;
 use chronos_proto::raft::RaftRequest;
 use chronos_raftnet::{wire, Groups, Network, Peer, Peers};
@@ -18,8 +19,13 @@ use tonic::Code;
 
 const TTL: Duration = Duration::from_secs(2);
 
-async fn server(groups: Groups) -> anyhow::Result<Server> {
-    Server::start(TcpListener::bind("127.0.0.1:0").await?, groups)
+/// A node serving one single-voter partition `id` (in `dir`).
+async fn serving(id: u32, dir: &Path) -> anyhow::Result<(Partition, Server)> {
+    let partition = solo_partition(id, dir).await?;
+    let groups = Groups::new();
+    groups.insert(id, partition.raft().clone());
+    let server = Server::start(TcpListener::bind("127.0.0.1:0").await?, groups)?;
+    Ok((partition, server))
 }
 
 fn peers(me: NodeId, others: &[(NodeId, String)]) -> anyhow::Result<Peers> {
@@ -41,10 +47,7 @@ fn vote_request(term: u64) -> VoteRequest<NodeId> {
 #[tokio::test]
 async fn unknown_partition_is_not_found_and_garbage_is_invalid() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let partition = solo_partition(5, dir.path()).await?;
-    let groups = Groups::new();
-    groups.insert(5, partition.raft().clone());
-    let mut server = server(groups.clone()).await?;
+    let (partition, mut server) = serving(5, dir.path()).await?;
     let mut client = RaftServiceClient::connect(format!("http://{}", server.addr)).await?;
 
     let payload = wire::encode(&vote_request(1))?;
@@ -106,10 +109,7 @@ async fn unknown_partition_is_not_found_and_garbage_is_invalid() -> anyhow::Resu
 #[tokio::test]
 async fn network_errors_map_to_what_openraft_backs_off_from() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let partition = solo_partition(3, dir.path()).await?;
-    let groups = Groups::new();
-    groups.insert(3, partition.raft().clone());
-    let mut server = server(groups.clone()).await?;
+    let (partition, mut server) = serving(3, dir.path()).await?;
     // Nothing listens on a port that was bound and released.
     let dead = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
     let peers = peers(2, &[(1, server.addr.to_string()), (4, dead.to_string())])?;
