@@ -122,25 +122,16 @@ async fn network_errors_map_to_what_openraft_backs_off_from() -> anyhow::Result<
     assert!(!answer.vote_granted);
 
     // Unknown node id, nothing listening, partition not open there: unreachable.
-    let mut to_9 = net.new_client(9, &BasicNode::default()).await;
-    let err = to_9
-        .vote(vote_request(1), option())
-        .await
-        .expect_err("no node 9");
-    assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
-    let mut to_4 = net.new_client(4, &BasicNode::default()).await;
-    let err = to_4
-        .vote(vote_request(1), option())
-        .await
-        .expect_err("node 4 is down");
-    assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
-    let mut other = Network::new(8, peers.clone());
-    let mut to_1_p8 = other.new_client(1, &BasicNode::default()).await;
-    let err = to_1_p8
-        .vote(vote_request(1), option())
-        .await
-        .expect_err("no partition 8");
-    assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
+    for (partition, target, why) in [
+        (3, 9, "no node 9"),
+        (3, 4, "node 4 is down"),
+        (8, 1, "no partition 8"),
+    ] {
+        let mut net = Network::new(partition, peers.clone());
+        let mut client = net.new_client(target, &BasicNode::default()).await;
+        let err = client.vote(vote_request(1), option()).await.expect_err(why);
+        assert!(matches!(err, RPCError::Unreachable(_)), "{why}: {err:?}");
+    }
 
     // openraft's own error on the other node comes back as that error.
     partition.shutdown().await;
