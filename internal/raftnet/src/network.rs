@@ -153,13 +153,15 @@ fn encode_append(
     if whole.len() <= APPEND_BUDGET_BYTES || rpc.entries.len() <= 1 {
         return Ok((whole, None));
     }
-    let mut bytes = whole.len()
-        - rpc.entries.iter().try_fold(0usize, |sum, entry| {
-            wire::encoded_len(entry).map(|n| sum + n as usize)
-        })?;
+    let sizes = rpc
+        .entries
+        .iter()
+        .map(|entry| wire::encoded_len(entry).map(|n| n as usize))
+        .collect::<Result<Vec<usize>, _>>()?;
+    // What is not entries: vote, log ids, the length prefix.
+    let mut bytes = whole.len().saturating_sub(sizes.iter().sum());
     let mut keep = 0;
-    for entry in &rpc.entries {
-        let len = wire::encoded_len(entry)? as usize;
+    for len in sizes {
         if keep > 0 && bytes + len > APPEND_BUDGET_BYTES {
             break;
         }
