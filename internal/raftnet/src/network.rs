@@ -26,7 +26,14 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::peers::Peers;
-use crate::wire::{self, APPEND_BUDGET_BYTES, MAX_MESSAGE_BYTES};
+use crate::wire::{self, MAX_MESSAGE_BYTES};
+
+/// Most bytes of entries one append-entries request carries; a request with
+/// more carries a prefix of them (at least one entry) and reports
+/// `PartialSuccess`. openraft allows a request one heartbeat interval.
+const APPEND_BUDGET_BYTES: usize = 4 << 20;
+/// The budget shrinks (halving) to no less than this while requests time out.
+const MIN_APPEND_BUDGET_BYTES: usize = 64 << 10;
 
 type Error<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
 
@@ -59,6 +66,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             me: self.peers.me(),
             target,
             client,
+            append_budget: APPEND_BUDGET_BYTES,
+            appending: false,
         }
     }
 }
@@ -70,6 +79,14 @@ pub struct Connection {
     target: NodeId,
     /// None when the node is not among the peers: every call is unreachable.
     client: Option<RaftServiceClient<Channel>>,
+    /// Bytes of entries the next append-entries may carry: halved when one
+    /// times out, doubled back after one succeeds, so a follower that is
+    /// behind catches up in requests that fit the heartbeat interval instead
+    /// of timing out on the same large request again and again.
+    append_budget: usize,
+    /// An append-entries call is under way; still set when the next begins,
+    /// it means openraft dropped the call at its deadline (a timeout).
+    appending: bool,
 }
 
 impl Connection {
@@ -112,6 +129,16 @@ impl Connection {
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 
+    fn adapt_append_budget(&mut self, timed_out: bool) {
+        self.append_budget = if timed_out {
+            (self.append_budget / 2).max(MIN_APPEND_BUDGET_BYTES)
+        } else {
+            self.append_budget
+                .saturating_mul(2)
+                .min(APPEND_BUDGET_BYTES)
+        };
+    }
+
     fn timeout<E: std::error::Error>(&self, action: RPCTypes, ttl: Duration) -> Error<E> {
         RPCError::Timeout(Timeout {
             action,
@@ -143,14 +170,15 @@ impl Connection {
     }
 }
 
-/// Encodes `rpc`; one over [`APPEND_BUDGET_BYTES`] is cut to a prefix of its
-/// entries that fits (at least one). Returns the payload and, when cut, the
-/// id of the last entry it carries.
+/// Encodes `rpc`; one over `budget` bytes is cut to a prefix of its entries
+/// that fits (at least one). Returns the payload and, when cut, the id of the
+/// last entry it carries.
 fn encode_append(
     mut rpc: AppendEntriesRequest<TypeConfig>,
+    budget: usize,
 ) -> Result<(Vec<u8>, Option<LogId<NodeId>>), bincode::Error> {
     let whole = wire::encode(&rpc)?;
-    if whole.len() <= APPEND_BUDGET_BYTES || rpc.entries.len() <= 1 {
+    if whole.len() <= budget || rpc.entries.len() <= 1 {
         return Ok((whole, None));
     }
     let sizes = rpc
@@ -162,7 +190,7 @@ fn encode_append(
     let mut bytes = whole.len().saturating_sub(sizes.iter().sum());
     let mut keep = 0;
     for len in sizes {
-        if keep > 0 && bytes + len > APPEND_BUDGET_BYTES {
+        if keep > 0 && bytes + len > budget {
             break;
         }
         bytes += len;
@@ -179,11 +207,22 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, Error> {
-        let (payload, cut_at) =
-            encode_append(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if self.appending {
+            self.adapt_append_budget(true);
+        }
+        let (payload, cut_at) = encode_append(rpc, self.append_budget)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.appending = true;
         let answer = self
             .call(RPCTypes::AppendEntries, payload, option.hard_ttl())
-            .await?;
+            .await;
+        self.appending = false;
+        match &answer {
+            Ok(_) => self.adapt_append_budget(false),
+            Err(RPCError::Timeout(_)) => self.adapt_append_budget(true),
+            Err(_) => {}
+        }
+        let answer = answer?;
         Ok(match (answer, cut_at) {
             // Only the prefix was sent: that much matches now.
             (AppendEntriesResponse::Success, Some(last)) => {
@@ -232,8 +271,28 @@ mod tests {
     }
 
     #[test]
+    fn the_append_budget_halves_on_timeouts_and_recovers() {
+        let mut c = Connection {
+            partition: 0,
+            me: 1,
+            target: 2,
+            client: None,
+            append_budget: APPEND_BUDGET_BYTES,
+            appending: false,
+        };
+        for _ in 0..20 {
+            c.adapt_append_budget(true);
+        }
+        assert_eq!(c.append_budget, MIN_APPEND_BUDGET_BYTES);
+        for _ in 0..20 {
+            c.adapt_append_budget(false);
+        }
+        assert_eq!(c.append_budget, APPEND_BUDGET_BYTES);
+    }
+
+    #[test]
     fn small_requests_go_whole() {
-        let (payload, cut) = encode_append(request(64, 10)).expect("encodes");
+        let (payload, cut) = encode_append(request(64, 10), APPEND_BUDGET_BYTES).expect("encodes");
         assert!(cut.is_none());
         assert!(payload.len() < APPEND_BUDGET_BYTES);
     }
@@ -241,13 +300,14 @@ mod tests {
     #[test]
     fn large_requests_carry_a_prefix_within_budget() {
         // Ten entries of ~1 MB: four fit in 4 MiB.
-        let (payload, cut) = encode_append(request(10, 1000)).expect("encodes");
+        let (payload, cut) =
+            encode_append(request(10, 1000), APPEND_BUDGET_BYTES).expect("encodes");
         assert!(payload.len() <= APPEND_BUDGET_BYTES, "{}", payload.len());
         let sent: AppendEntriesRequest<TypeConfig> = wire::decode(&payload).expect("decodes");
         assert!(!sent.entries.is_empty() && sent.entries.len() < 10);
         assert_eq!(cut, sent.entries.last().map(|e| e.log_id));
         // One entry larger than the budget still goes, alone.
-        let (payload, cut) = encode_append(request(2, 6000)).expect("encodes");
+        let (payload, cut) = encode_append(request(2, 6000), APPEND_BUDGET_BYTES).expect("encodes");
         assert!(payload.len() > APPEND_BUDGET_BYTES);
         assert_eq!(cut, Some(log_id(2, 10)));
     }

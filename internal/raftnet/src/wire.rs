@@ -8,14 +8,9 @@ use serde::Serialize;
 
 /// Largest gRPC message either side sends or accepts. One log entry holds at
 /// most the partition actor's 16 MiB proposal; an append-entries request is
-/// split at [`APPEND_BUDGET_BYTES`]; a snapshot chunk is openraft's
-/// `snapshot_max_chunk_size` (3 MiB by default).
+/// otherwise cut at `network::APPEND_BUDGET_BYTES`; a snapshot chunk is
+/// openraft's `snapshot_max_chunk_size` (3 MiB by default).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
-
-/// An append-entries request larger than this carries only a prefix of its
-/// entries (at least one); the rest go in the next request. openraft bounds
-/// the call by the heartbeat interval, so it must not carry too many bytes.
-pub const APPEND_BUDGET_BYTES: usize = 4 << 20;
 
 fn options() -> impl Options {
     bincode::DefaultOptions::new()

@@ -28,8 +28,26 @@ async fn publish(
     count: usize,
     first_offset: u64,
 ) -> anyhow::Result<()> {
+    publish_sized(leader, partition, prefix, count, first_offset, 0).await
+}
+
+/// Like `publish`, with `payload_bytes` of payload per event (0: a short one).
+async fn publish_sized(
+    leader: &Node,
+    partition: u32,
+    prefix: &str,
+    count: usize,
+    first_offset: u64,
+    payload_bytes: usize,
+) -> anyhow::Result<()> {
     let events = (0..count)
-        .map(|i| event("orders", &format!("{prefix}-{i}")))
+        .map(|i| {
+            let mut e = event("orders", &format!("{prefix}-{i}"));
+            if payload_bytes > 0 {
+                e.payload = bytes::Bytes::from(vec![b'p'; payload_bytes]);
+            }
+            e
+        })
         .collect();
     let outcomes = leader.partition(partition).publish(events).await?;
     let offsets: Vec<u64> = outcomes.iter().map(|o| o.offset).collect();
@@ -170,6 +188,52 @@ async fn a_leader_that_steps_down_stops_leading() -> anyhow::Result<()> {
     let leader = leader_of(&all, 0, ELECTION_LIMIT).await?;
     publish(node(&nodes, leader), 0, "b", 3, 3).await?;
     applied_everywhere(&all, node(&nodes, leader), 0, 6).await?;
+
+    for n in &mut nodes {
+        n.stop().await;
+    }
+    Ok(())
+}
+
+/// A follower that missed several MB of entries gets them in append-entries
+/// requests cut to the transport's byte budget, and catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lagging_follower_catches_up_in_bounded_requests() -> anyhow::Result<()> {
+    let mut nodes = cluster(&VOTERS, 1).await?;
+    let all: Vec<&Node> = nodes.iter().collect();
+    let leader = leader_of(&all, 0, ELECTION_LIMIT).await?;
+    let lagging = nodes
+        .iter()
+        .position(|n| n.id != leader)
+        .expect("three nodes");
+    nodes[lagging].server.stop().await;
+
+    // Eight entries of ~1 MB each: more than two append-entries requests' worth.
+    const BATCHES: u64 = 8;
+    const EVENTS: u64 = 1000;
+    for b in 0..BATCHES {
+        let prefix = format!("big{b}");
+        publish_sized(
+            node(&nodes, leader),
+            0,
+            &prefix,
+            EVENTS as usize,
+            b * EVENTS,
+            1000,
+        )
+        .await?;
+    }
+    let behind = nodes[lagging].partition(0).status().next_offset;
+    anyhow::ensure!(
+        behind < BATCHES * EVENTS,
+        "the follower could not have applied these yet"
+    );
+
+    nodes[lagging].restart_server().await?;
+    let back = Instant::now();
+    let all: Vec<&Node> = nodes.iter().collect();
+    applied_everywhere(&all, node(&nodes, leader), 0, BATCHES * EVENTS).await?;
+    eprintln!("follower caught up on ~8 MB in {:?}", back.elapsed());
 
     for n in &mut nodes {
         n.stop().await;

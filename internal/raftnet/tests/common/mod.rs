@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// Options of a partition for tests: short Raft timeouts, small memory.
+/// Options of a partition for tests: the default Raft timings, small memory.
 pub fn options(id: u32, node_id: NodeId, voters: &[NodeId], dir: &Path) -> PartitionOptions {
     PartitionOptions {
         id,
@@ -32,7 +32,7 @@ pub fn options(id: u32, node_id: NodeId, voters: &[NodeId], dir: &Path) -> Parti
         retention_check_interval: Duration::from_secs(60),
         group_commit_linger: Duration::ZERO,
         dedup_ttl: Duration::from_secs(3600),
-        heartbeat_interval: Duration::from_millis(50),
+        heartbeat_interval: Duration::from_millis(100),
         election_timeout_min: Duration::from_millis(300),
         election_timeout_max: Duration::from_millis(600),
         snapshot_every_entries: 10_000,
@@ -133,6 +133,13 @@ pub struct Node {
 impl Node {
     pub fn partition(&self, id: u32) -> &Arc<Partition> {
         &self.partitions[id as usize]
+    }
+
+    /// Starts the Raft service again on the address it had (after `server.stop()`).
+    pub async fn restart_server(&mut self) -> anyhow::Result<()> {
+        let listener = TcpListener::bind(self.server.addr).await?;
+        self.server = Server::start(listener, self.groups.clone())?;
+        Ok(())
     }
 
     /// Unregisters and shuts down the partitions, then stops the server.
