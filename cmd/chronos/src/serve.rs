@@ -13,8 +13,8 @@ use chronos_api::gateway::Cluster;
 use chronos_api::router::Placement;
 use chronos_api::{Limits, Node, Router};
 use chronos_config::{Config, FsyncMode};
-use chronos_partition::{DeliveryOptions, FiringOptions, Partition, PartitionOptions};
-use chronos_raftnet::{Peer, Peers};
+use chronos_partition::{DeliveryOptions, FiringOptions, Partition, PartitionOptions, SoloNetwork};
+use chronos_raftnet::{Groups, Network, Peer, Peers};
 use chronos_store::StoreResources;
 use chronos_wal::{Retention, WalOptions};
 use serde::{Deserialize, Serialize};
@@ -78,7 +78,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => (0..config.partitions).collect(),
         Some(c) => c.placement.hosted_on(config.node_id),
     };
-    let partitions = open_partitions(&config, &hosted).await?;
+    let groups = Groups::new();
+    let partitions = open_partitions(&config, &hosted, cluster.as_ref(), &groups).await?;
     let node = Arc::new(Node {
         node_id: config.node_id,
         partitions: partitions.clone(),
@@ -102,8 +103,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         prometheus,
         stop_rx.clone(),
     ));
-    let internal_task = internal
-        .map(|listener| tokio::spawn(serve_internal(listener, node.clone(), stop_rx.clone())));
+    let internal_task = internal.map(|listener| {
+        tokio::spawn(serve_internal(
+            listener,
+            node.clone(),
+            groups.clone(),
+            stop_rx.clone(),
+        ))
+    });
     let grpc_task = tokio::spawn(serve_grpc(grpc, node.clone(), stop_rx));
     tracing::info!(%grpc_addr, %http_addr, partitions = config.partitions, data_dir = %config.data_dir.display(), "chronos listening");
 
@@ -116,7 +123,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("in-flight RPCs did not finish within {DRAIN_TIMEOUT:?}"),
         Ok(Ok(Ok(()))) => {}
     }
-    futures::future::join_all(partitions.iter().map(|p| p.shutdown())).await;
+    futures::future::join_all(partitions.iter().map(|p| {
+        groups.remove(p.id());
+        p.shutdown()
+    }))
+    .await;
     if let Some(task) = internal_task {
         task.abort();
     }
@@ -165,6 +176,7 @@ fn partition_options(config: &Config, id: u32, resources: &StoreResources) -> Pa
     PartitionOptions {
         id,
         node_id: config.node_id,
+        voters: vec![],
         dir: config.data_dir.join(format!("partition-{id:04}")),
         wal: WalOptions {
             segment_bytes: config.wal.segment_bytes.0,
@@ -220,13 +232,33 @@ fn cluster(config: &Config) -> anyhow::Result<Option<Cluster>> {
     Ok(Some(Cluster::new(peers, placement, rf)))
 }
 
-/// Opens the partitions this node holds (`ids`, in order).
-async fn open_partitions(config: &Config, ids: &[u32]) -> anyhow::Result<Vec<Arc<Partition>>> {
+/// Opens the partitions this node holds (`ids`, in order); in a cluster each
+/// is a Raft group of its placement's voters, registered in `groups` so the
+/// other nodes' Raft messages reach it.
+async fn open_partitions(
+    config: &Config,
+    ids: &[u32],
+    cluster: Option<&Cluster>,
+    groups: &Groups,
+) -> anyhow::Result<Vec<Arc<Partition>>> {
     let resources = StoreResources::default();
-    let opened = futures::future::join_all(
-        ids.iter()
-            .map(|&id| Partition::open(partition_options(config, id, &resources))),
-    )
+    let opened = futures::future::join_all(ids.iter().map(|&id| {
+        let opts = partition_options(config, id, &resources);
+        async move {
+            match cluster {
+                None => Partition::open(opts, SoloNetwork).await,
+                Some(c) => {
+                    let opts = PartitionOptions {
+                        voters: c.placement.replicas(id).to_vec(),
+                        ..opts
+                    };
+                    let p = Partition::open(opts, Network::new(id, c.peers.clone())).await?;
+                    groups.insert(id, p.raft().clone());
+                    Ok(p)
+                }
+            }
+        }
+    }))
     .await;
     let mut partitions = Vec::with_capacity(opened.len());
     for p in opened {
@@ -271,16 +303,19 @@ async fn serve_grpc(
     Ok(())
 }
 
-/// The node-to-node listener: forwarded public requests (the same services,
-/// without health and reflection).
+/// The node-to-node listener: the Raft service of this node's partition
+/// groups, and forwarded public requests (the same services, without health
+/// and reflection).
 async fn serve_internal(
     listener: TcpListener,
     node: Arc<Node>,
+    groups: Groups,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let (events, admin) = chronos_api::services(node);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
+        .add_service(chronos_raftnet::service(groups))
         .add_service(events)
         .add_service(admin)
         .serve_with_incoming_shutdown(incoming, async move {

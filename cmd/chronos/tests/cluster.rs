@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chronos_client::{Client, ConsumerOptions, Start};
-use futures::StreamExt;
 use chronos_proto::v1::event_service_client::EventServiceClient;
 use chronos_proto::v1::{ListPartitionsRequest, PartitionInfo, PublishBatchRequest, ReplayRequest};
 use common::cluster::{Cluster, Options};
 use common::{event, now_ms, publish_req, subscribe_req, Member};
+use futures::StreamExt;
 use tonic::transport::Channel;
 use tonic::Code;
 
