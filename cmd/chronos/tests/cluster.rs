@@ -427,7 +427,11 @@ async fn wiped_node_catches_up_from_a_snapshot_and_can_lead() {
             .expect("publish");
     }
     // A group that consumed part of the topic, so group state exists too.
-    let mut member = Member::join(cluster.node(1), subscribe_req("g", "w", 10)).await;
+    let req = chronos_proto::v1::SubscribeRequest {
+        start: chronos_proto::v1::StartPosition::Earliest as i32,
+        ..subscribe_req("g", "w", 10)
+    };
+    let mut member = Member::join(cluster.node(1), req).await;
     for _ in 0..10 {
         let d = member.next(Duration::from_secs(10)).await;
         member.ack(&[d.delivery_id.as_str()]).await;
