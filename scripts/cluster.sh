@@ -6,16 +6,16 @@
 #                  data and config in $CLUSTER_DIR/node-i (default ./cluster-data)
 #
 # Environment: CLUSTER_NODES (default 3), CLUSTER_PARTITIONS (default 8),
-# CLUSTER_RF (default 0 = 3 when 3+ nodes), CHRONOS_BIN (default: build release).
+# CLUSTER_RF (default 0 = 3 when 3+ nodes), CLUSTER_BIN (default: build release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 nodes=${CLUSTER_NODES:-3}
 partitions=${CLUSTER_PARTITIONS:-8}
 rf=${CLUSTER_RF:-0}
 dir=${CLUSTER_DIR:-./cluster-data}
-if [ -z "${CHRONOS_BIN:-}" ]; then
+if [ -z "${CLUSTER_BIN:-}" ]; then
   cargo build --release -p chronos
-  CHRONOS_BIN="${CARGO_TARGET_DIR:-target}/release/chronos"
+  CLUSTER_BIN="${CARGO_TARGET_DIR:-target}/release/chronos"
 fi
 mkdir -p "$dir"
 
@@ -49,7 +49,7 @@ partitions = $partitions
 replication_factor = $rf
 $list
 TOML
-  "$CHRONOS_BIN" serve --config "$dir/node-$i/chronos.toml" >"$dir/node-$i/log" 2>&1 &
+  "$CLUSTER_BIN" serve --config "$dir/node-$i/chronos.toml" >"$dir/node-$i/log" 2>&1 &
   pids+=($!)
   echo "node $i: grpc 127.0.0.1:$((9000 + i))  http 127.0.0.1:$((8080 + i))  log $dir/node-$i/log"
 done
@@ -65,6 +65,6 @@ for i in $(seq 1 "$nodes"); do
     sleep 0.2
   done
 done
-echo "cluster ready; e.g. $CHRONOS_BIN status --addr http://127.0.0.1:9001   (Ctrl-C stops it)"
-"$CHRONOS_BIN" status --addr http://127.0.0.1:9001 || true
+echo "cluster ready; e.g. $CLUSTER_BIN status --addr http://127.0.0.1:9001   (Ctrl-C stops it)"
+"$CLUSTER_BIN" status --addr http://127.0.0.1:9001 || true
 wait "${pids[@]}"

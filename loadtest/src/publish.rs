@@ -45,7 +45,8 @@ pub struct Bounds {
 
 #[derive(clap::Args, Clone)]
 pub struct PublishArgs {
-    /// gRPC address of the node.
+    /// gRPC address of the node; several, comma-separated, spread the
+    /// connections over the nodes of a cluster.
     #[arg(long, default_value = "http://127.0.0.1:9000")]
     addr: String,
     /// Concurrent clients (callers, each with one RPC outstanding at a time).
@@ -197,13 +198,15 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         0 => args.clients,
         n => n.min(args.clients),
     };
+    let addrs: Vec<&str> = args.addr.split(',').map(str::trim).collect();
     let mut channels = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        let channel = Channel::from_shared(args.addr.clone())?
+    for i in 0..connections {
+        let addr = addrs[i % addrs.len()];
+        let channel = Channel::from_shared(addr.to_string())?
             .tcp_nodelay(true)
             .connect()
             .await
-            .with_context(|| format!("connecting to {}", args.addr))?;
+            .with_context(|| format!("connecting to {addr}"))?;
         channels.push(channel);
     }
     let start = Instant::now();
