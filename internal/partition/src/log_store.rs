@@ -8,7 +8,16 @@
 //! the hot path never reads the disk back.
 //!
 //! Purge is logical: it records the purge point; segments are deleted only by
-//! WAL retention, and only at or below that point.
+//! WAL retention, and only at or below that point. The exception is a purge
+//! past the end of the log (a snapshot from the leader was installed beyond
+//! it: a wiped node or a lagging follower): the WAL's indices are dense, so it
+//! is restarted, empty, at the purge point + 1 ([`Wal::restart_at`]), where
+//! openraft appends next. The purge point is written first and `open` redoes
+//! the restart if it finds the log still ending before it, so a crash between
+//! the two is harmless. Entries without events appended after a restart, and
+//! before the first publish, carry `seq` 0 — a lower bound, which is all the
+//! WAL's seq index needs (replay filters by offset); the log store cannot
+//! know the snapshot's next offset.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -189,7 +198,34 @@ impl LogStore {
             last_purged,
         };
         store.load_last()?;
+        if let Some(purged) = store.last_purged {
+            // A crash between recording a purge past the end and restarting the WAL.
+            if store.last_log_id.is_some_and(|l| l.index < purged.index) {
+                store.restart_after(purged)?;
+            }
+        }
         Ok(store)
+    }
+
+    /// Drops the whole WAL so that it continues at `purged.index + 1`: the
+    /// log ended before `purged`, which a snapshot now covers.
+    fn restart_after(&mut self, purged: LogId) -> Result<(), StorageError> {
+        tracing::info!(
+            last_log_id = ?self.last_log_id,
+            %purged,
+            "log ends before the purge point (a snapshot was installed past it): restarting it"
+        );
+        self.reader.cache.lock().clear();
+        self.reader
+            .wal
+            .restart_at(purged.index + 1)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        self.last_log_id = None;
+        // Unknown here (the state machine has it); 0 is a valid lower bound.
+        self.next_offset = 0;
+        self.flushed
+            .send_modify(|f| *f = (*f).max(purged.index + 1));
+        Ok(())
     }
 
     /// Reads the last entry of the WAL: its log id and the offset after it.
@@ -278,10 +314,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogReader;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last = self.last_log_id;
         Ok(LogState {
             last_purged_log_id: self.last_purged,
-            last_log_id: last.or(self.last_purged),
+            last_log_id: self.last_log_id.max(self.last_purged),
         })
     }
 
@@ -310,6 +345,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let mut entries = entries.into_iter().peekable();
+        if let (Some(first), Some(last), Some(purged)) =
+            (entries.peek(), self.last_log_id, self.last_purged)
+        {
+            // Continuing after a purge past the end whose restart did not happen.
+            if last.index < purged.index && first.log_id.index == purged.index + 1 {
+                self.restart_after(purged)?;
+            }
+        }
         let ts_ms = crate::wall_ms().max(0) as u64;
         let mut encoded: Vec<(RecordHeader, Vec<u8>)> = Vec::new();
         let mut decoded = Vec::new();
@@ -368,6 +412,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         write_atomic(&self.dir.join(PURGED_FILE), &raw)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         self.last_purged = Some(log_id);
+        if self.last_log_id.is_none_or(|l| l.index < log_id.index) {
+            self.restart_after(log_id)?;
+        }
         Ok(())
     }
 }

@@ -56,6 +56,7 @@ fn restart_past_the_end_then_append_and_reopen() {
     assert_eq!(collect(wal.iter_from_index(5_000).unwrap()), new);
     assert_eq!(collect(wal.iter_from_index(5_020).unwrap()), new[20..]);
     assert_eq!(collect(wal.iter_from_seq(0).unwrap()), new);
+    assert_eq!(collect(wal.iter_all()), new);
     // Below the restart point: the documented error, never a panic or old data.
     match wal.iter_from_index(50) {
         Err(WalError::BelowFirstIndex { requested, first }) => {
