@@ -345,9 +345,10 @@ mod tests {
         let snaps = SnapshotDir::open(dir.path().join("s")).unwrap();
         assert!(snaps.current_meta().unwrap().is_none());
 
-        let (first, _b1) = snaps.new_checkpoint_dir();
+        let (first, busy) = snaps.new_checkpoint_dir();
         std::fs::create_dir(&first).unwrap();
         assert!(snaps.commit(&first, &meta_at(&first, 5)).unwrap());
+        drop(busy);
         let (second, _b2) = snaps.new_checkpoint_dir();
         std::fs::create_dir(&second).unwrap();
         let meta2 = meta_at(&second, 9);
