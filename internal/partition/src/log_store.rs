@@ -260,6 +260,67 @@ impl LogStore {
     }
 }
 
+impl LogStore {
+    /// `RaftLogStorage::append` with a plain callback (openraft's cannot be
+    /// built outside openraft, and the tests need one): `on_durable` runs once
+    /// the entries are durable, or with the error that kept them from being.
+    fn append_then(
+        &mut self,
+        entries: impl IntoIterator<Item = Entry>,
+        on_durable: impl FnOnce(io::Result<()>) + Send + 'static,
+    ) -> Result<(), StorageError> {
+        let mut entries = entries.into_iter().peekable();
+        if let (Some(first), Some(last), Some(purged)) =
+            (entries.peek(), self.last_log_id, self.last_purged)
+        {
+            // Continuing after a purge past the end whose restart did not happen.
+            if last.index < purged.index && first.log_id.index == purged.index + 1 {
+                self.restart_after(purged)?;
+            }
+        }
+        let ts_ms = crate::wall_ms().max(0) as u64;
+        let mut encoded: Vec<(RecordHeader, Vec<u8>)> = Vec::new();
+        let mut decoded = Vec::new();
+        let mut next_offset = self.next_offset;
+        let mut last_log_id = self.last_log_id;
+        for entry in entries {
+            let header = codec::header(&entry, next_offset, ts_ms);
+            if let Some((first, n)) = codec::entry_offsets(&entry) {
+                debug_assert!(
+                    first >= next_offset,
+                    "offsets go backwards: {first} < {next_offset}"
+                );
+                next_offset = first + n;
+            }
+            encoded.push((header, codec::encode_payload(&entry)));
+            last_log_id = Some(entry.log_id);
+            decoded.push(entry);
+        }
+        let records: Vec<(RecordHeader, &[u8])> =
+            encoded.iter().map(|(h, p)| (*h, p.as_slice())).collect();
+        let flushed = self.flushed.clone();
+        let flushed_to = last_log_id.map_or(0, |l| l.index + 1);
+        let on_durable = Box::new(move |res: Result<(), WalError>| {
+            if res.is_ok() {
+                flushed.send_modify(|f| *f = (*f).max(flushed_to));
+            }
+            on_durable(res.map_err(io::Error::other));
+        });
+        self.reader
+            .wal
+            .append(&records, on_durable)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        // Only once the WAL took the records (a failed append keeps nothing).
+        self.next_offset = next_offset;
+        self.last_log_id = last_log_id;
+        let mut cache = self.reader.cache.lock();
+        for (entry, (_, payload)) in decoded.into_iter().zip(&encoded) {
+            cache.push(entry, payload.len());
+        }
+        Ok(())
+    }
+}
+
 impl LogReader {
     fn read_range(&self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
         if start >= end {
@@ -345,55 +406,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut entries = entries.into_iter().peekable();
-        if let (Some(first), Some(last), Some(purged)) =
-            (entries.peek(), self.last_log_id, self.last_purged)
-        {
-            // Continuing after a purge past the end whose restart did not happen.
-            if last.index < purged.index && first.log_id.index == purged.index + 1 {
-                self.restart_after(purged)?;
-            }
-        }
-        let ts_ms = crate::wall_ms().max(0) as u64;
-        let mut encoded: Vec<(RecordHeader, Vec<u8>)> = Vec::new();
-        let mut decoded = Vec::new();
-        let mut next_offset = self.next_offset;
-        let mut last_log_id = self.last_log_id;
-        for entry in entries {
-            let header = codec::header(&entry, next_offset, ts_ms);
-            if let Some((first, n)) = codec::entry_offsets(&entry) {
-                debug_assert!(
-                    first >= next_offset,
-                    "offsets go backwards: {first} < {next_offset}"
-                );
-                next_offset = first + n;
-            }
-            encoded.push((header, codec::encode_payload(&entry)));
-            last_log_id = Some(entry.log_id);
-            decoded.push(entry);
-        }
-        let records: Vec<(RecordHeader, &[u8])> =
-            encoded.iter().map(|(h, p)| (*h, p.as_slice())).collect();
-        let flushed = self.flushed.clone();
-        let flushed_to = last_log_id.map_or(0, |l| l.index + 1);
-        let on_durable = Box::new(move |res: Result<(), WalError>| {
-            if res.is_ok() {
-                flushed.send_modify(|f| *f = (*f).max(flushed_to));
-            }
-            callback.log_io_completed(res.map_err(io::Error::other));
-        });
-        self.reader
-            .wal
-            .append(&records, on_durable)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        // Only once the WAL took the records (a failed append keeps nothing).
-        self.next_offset = next_offset;
-        self.last_log_id = last_log_id;
-        let mut cache = self.reader.cache.lock();
-        for (entry, (_, payload)) in decoded.into_iter().zip(&encoded) {
-            cache.push(entry, payload.len());
-        }
-        Ok(())
+        self.append_then(entries, move |res| callback.log_io_completed(res))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -416,5 +429,152 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             self.restart_after(log_id)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use chronos_proto::internal::PublishCommand;
+    use chronos_wal::WalOptions;
+    use openraft::EntryPayload;
+
+    use super::*;
+    use crate::codec::log_id;
+    use crate::types::Command;
+
+    fn open(dir: &Path) -> LogStore {
+        let wal = Arc::new(Wal::open(dir, WalOptions::default()).unwrap());
+        LogStore::open(wal, dir, watch::channel(0).0).unwrap()
+    }
+
+    fn blank(term: u64, index: u64) -> Entry {
+        Entry {
+            log_id: log_id(term, 1, index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn publish(term: u64, index: u64, first_offset: u64) -> Entry {
+        Entry {
+            log_id: log_id(term, 1, index),
+            payload: EntryPayload::Normal(Command::publish(PublishCommand {
+                first_offset,
+                events: vec![
+                    bytes::Bytes::from_static(b"e1"),
+                    bytes::Bytes::from_static(b"e2"),
+                ],
+                ..Default::default()
+            })),
+        }
+    }
+
+    /// Appends and waits until the entries are durable.
+    fn append(store: &mut LogStore, entries: Vec<Entry>) {
+        let (tx, rx) = mpsc::channel();
+        store
+            .append_then(entries, move |r| {
+                let _ = tx.send(r);
+            })
+            .unwrap();
+        rx.recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap()
+            .unwrap();
+    }
+
+    async fn indexes(store: &mut LogStore, range: std::ops::Range<u64>) -> Vec<u64> {
+        store
+            .try_get_log_entries(range)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.log_id.index)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn purge_past_the_end_restarts_the_log_there_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let vote = Vote::new(2, 1);
+        {
+            let mut store = open(dir.path());
+            append(
+                &mut store,
+                (1..=100).map(|i| publish(1, i, 2 * (i - 1))).collect(),
+            );
+            store.save_vote(&vote).await.unwrap();
+            let state = store.get_log_state().await.unwrap();
+            assert_eq!(state.last_log_id, Some(log_id(1, 1, 100)));
+
+            // A snapshot at 4999 was installed: openraft purges up to it.
+            let snapshot = log_id(2, 1, 4_999);
+            store.purge(snapshot).await.unwrap();
+            let state = store.get_log_state().await.unwrap();
+            assert_eq!(state.last_purged_log_id, Some(snapshot));
+            assert_eq!(state.last_log_id, Some(snapshot));
+            assert!(
+                indexes(&mut store, 1..101).await.is_empty(),
+                "purged: absent"
+            );
+
+            // ... and appends from 4999 + 1. Entries without events before the
+            // first publish carry seq 0 (the log store cannot know the offset).
+            let mut next = vec![blank(2, 5_000), blank(2, 5_001)];
+            next.extend((5_002..=5_100).map(|i| publish(2, i, 9_000 + 2 * (i - 5_002))));
+            append(&mut store, next);
+            assert_eq!(indexes(&mut store, 5_000..5_101).await.len(), 101);
+        }
+        let mut store = open(dir.path());
+        assert_eq!(store.read_vote().await.unwrap(), Some(vote));
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(2, 1, 4_999)));
+        assert_eq!(state.last_log_id, Some(log_id(2, 1, 5_100)));
+        assert_eq!(store.next_offset, 9_000 + 2 * 99);
+        assert_eq!(
+            indexes(&mut store, 4_990..6_000).await,
+            (5_000..=5_100).collect::<Vec<_>>()
+        );
+        assert!(indexes(&mut store, 50..60).await.is_empty());
+        // The WAL itself says why: the documented error, not a panic.
+        match store.reader.wal.iter_from_index(50) {
+            Err(WalError::BelowFirstIndex {
+                requested: 50,
+                first: 5_000,
+            }) => {}
+            other => panic!("expected BelowFirstIndex, got {other:?}"),
+        }
+        append(&mut store, vec![blank(2, 5_101)]);
+        // An append that does not continue the log is refused.
+        assert!(store.append_then(vec![blank(2, 7_000)], |_| {}).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_crash_between_the_purge_point_and_the_restart_is_finished_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = open(dir.path());
+            append(&mut store, (1..=10).map(|i| blank(1, i)).collect());
+            // The purge point is on disk but the WAL was not restarted.
+            let raw = serde_json::to_vec(&log_id(3, 1, 500)).unwrap();
+            write_atomic(&dir.path().join(PURGED_FILE), &raw).unwrap();
+        }
+        let mut store = open(dir.path());
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(log_id(3, 1, 500)));
+        assert_eq!(store.reader.wal.first_index(), None);
+        append(&mut store, vec![blank(3, 501), blank(3, 502)]);
+        assert_eq!(indexes(&mut store, 0..1_000).await, vec![501, 502]);
+
+        // A wiped node: empty log, purge to the snapshot, continue after it.
+        let wiped = tempfile::tempdir().unwrap();
+        let mut store = open(wiped.path());
+        store.purge(log_id(3, 1, 41)).await.unwrap();
+        append(&mut store, vec![publish(3, 42, 77)]);
+        drop(store);
+        let mut store = open(wiped.path());
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(log_id(3, 1, 42)));
+        assert_eq!(store.next_offset, 79);
     }
 }
