@@ -178,7 +178,10 @@ async fn populate_b(dir: &Path) {
     .await;
 }
 
-fn dump(store: &Store) -> Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> {
+/// Every column family's (key, value) pairs, by column family name.
+type Dump = Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>;
+
+fn dump(store: &Store) -> Dump {
     Store::column_families()
         .iter()
         .map(|cf| (cf.to_string(), store.dump_cf(cf).unwrap()))
