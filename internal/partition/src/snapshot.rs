@@ -29,7 +29,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
-use crate::log_store::write_atomic;
+use crate::log_store::{read_json, write_atomic};
 use crate::types::SnapshotMeta;
 
 pub use pack::{unpack, PackStats};
@@ -64,13 +64,7 @@ struct Named {
 }
 
 fn read_named(path: &Path) -> io::Result<Option<Named>> {
-    match std::fs::read(path) {
-        Ok(raw) => serde_json::from_slice(&raw)
-            .map(Some)
-            .map_err(io::Error::other),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
+    read_json(path)
 }
 
 fn fsync_dir(dir: &Path) -> io::Result<()> {

@@ -21,9 +21,17 @@ impl Wal {
     /// Appends then continue at `index` (or at any index if the log became
     /// empty). A failure here puts the WAL in the failed state.
     pub fn truncate_from(&self, index: u64) -> Result<(), WalError> {
+        self.rewrite(|shared, inner| truncate_locked(shared, inner, index))
+    }
+
+    /// Runs `change` with the writer lock held; its failure fails the WAL.
+    fn rewrite(
+        &self,
+        change: impl FnOnce(&Shared, &mut Inner) -> Result<(), WalError>,
+    ) -> Result<(), WalError> {
         let mut inner = self.shared.inner.lock();
         self.shared.check_writable(&inner)?;
-        let result = truncate_locked(&self.shared, &mut inner, index);
+        let result = change(&self.shared, &mut inner);
         if let Err(e) = &result {
             self.shared.mark_failed(e);
         }
@@ -49,14 +57,7 @@ impl Wal {
         if next_index == u64::MAX {
             return Err(WalError::InvalidIndex { index: next_index });
         }
-        let mut inner = self.shared.inner.lock();
-        self.shared.check_writable(&inner)?;
-        let result = restart_locked(&self.shared, &mut inner, next_index);
-        if let Err(e) = &result {
-            self.shared.mark_failed(e);
-        }
-        inner.debug_check();
-        result
+        self.rewrite(|shared, inner| restart_locked(shared, inner, next_index))
     }
 
     /// Deletes the oldest sealed segments (never the active one) whose last

@@ -265,14 +265,38 @@ fn next_publish(sm: &StateMachine, topic: &str, id: &str) -> Entry {
     }
 }
 
+/// A (with `pending` events pending) and B (older, different data), both
+/// shut down and reopened as bare state machines.
+struct Pair {
+    dir_b: PathBuf,
+    a: StateMachine,
+    store_b: Store,
+    b: StateMachine,
+}
+
+async fn pair(tmp: &Path, pending: usize) -> Pair {
+    let (dir_a, dir_b) = (tmp.join("a"), tmp.join("b"));
+    populate_a(&dir_a, pending).await;
+    populate_b(&dir_b).await;
+    let (_, a) = open_sm(&dir_a).await;
+    let (store_b, b) = open_sm(&dir_b).await;
+    Pair {
+        dir_b,
+        a,
+        store_b,
+        b,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_streamed_in_chunks_replaces_an_older_state() {
     let tmp = tempfile::tempdir().unwrap();
-    let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
-    populate_a(&dir_a, 5_000).await;
-    populate_b(&dir_b).await;
-    let (_store_a, mut a) = open_sm(&dir_a).await;
-    let (store_b, mut b) = open_sm(&dir_b).await;
+    let Pair {
+        dir_b,
+        mut a,
+        store_b,
+        mut b,
+    } = pair(tmp.path(), 5_000).await;
     assert_eq!(a.pending, 4_999);
     let a_dump = dump(&a.store);
     let count = |cf: &str| a_dump.iter().find(|(n, _)| n == cf).unwrap().1.len();
@@ -334,11 +358,7 @@ async fn a_snapshot_streamed_in_chunks_replaces_an_older_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn installing_clears_the_per_topic_cache() {
     let tmp = tempfile::tempdir().unwrap();
-    let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
-    populate_a(&dir_a, 200).await;
-    populate_b(&dir_b).await;
-    let (_store_a, mut a) = open_sm(&dir_a).await;
-    let (_store_b, mut b) = open_sm(&dir_b).await;
+    let Pair { mut a, mut b, .. } = pair(tmp.path(), 200).await;
     // B's caches hold its old view of "orders" (fire sequence, pending).
     let entry = next_publish(&b, "orders", "b-cached");
     b.apply(vec![entry]).await.unwrap();
@@ -366,31 +386,31 @@ fn snapshot_files(dir: &Path) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_install_interrupted_by_a_crash_is_finished_on_open() {
     let tmp = tempfile::tempdir().unwrap();
-    let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
-    populate_a(&dir_a, 1_000).await;
-    populate_b(&dir_b).await;
-    let (_store_a, mut a) = open_sm(&dir_a).await;
+    let Pair {
+        dir_b,
+        mut a,
+        store_b,
+        b,
+    } = pair(tmp.path(), 1_000).await;
     let (meta, pack) = snapshot_of(&mut a).await;
-    {
-        let (store_b, b) = open_sm(&dir_b).await;
-        // Steps 1 and 2 of an install (unpacked, marker written) ...
-        let (dir, busy) = b.snapshots.new_checkpoint_dir();
-        unpack(std::fs::File::open(&pack).unwrap(), &dir).unwrap();
-        b.snapshots.begin_install(&dir, &meta).unwrap();
-        // ... then part of step 3: everything cleared, some keys copied, and
-        // a flush (memtables fill up), then the crash.
-        let empty = Store::open(&tmp.path().join("empty"), &StoreResources::default()).unwrap();
-        store_b.replace_with(&empty, 1 << 20).unwrap();
-        let mut batch = store_b.batch();
-        for (key, value) in a.store.dump_cf("pending").unwrap().iter().take(100) {
-            let due = i64::from_be_bytes(key[..8].try_into().unwrap());
-            let offset = u64::from_be_bytes(key[8..16].try_into().unwrap());
-            batch.put_pending(due, offset, value);
-        }
-        batch.commit().unwrap();
-        store_b.flush().unwrap();
-        drop(busy);
+    // Steps 1 and 2 of an install (unpacked, marker written) ...
+    let (dir, busy) = b.snapshots.new_checkpoint_dir();
+    unpack(std::fs::File::open(&pack).unwrap(), &dir).unwrap();
+    b.snapshots.begin_install(&dir, &meta).unwrap();
+    // ... then part of step 3: everything cleared, some keys copied, and a
+    // flush (memtables fill up), then the crash.
+    let empty = Store::open(&tmp.path().join("empty"), &StoreResources::default()).unwrap();
+    store_b.replace_with(&empty, 1 << 20).unwrap();
+    let mut batch = store_b.batch();
+    for (key, value) in a.store.dump_cf("pending").unwrap().iter().take(100) {
+        let due = i64::from_be_bytes(key[..8].try_into().unwrap());
+        let offset = u64::from_be_bytes(key[8..16].try_into().unwrap());
+        batch.put_pending(due, offset, value);
     }
+    batch.commit().unwrap();
+    store_b.flush().unwrap();
+    drop((busy, b, store_b));
+
     let (_store_b, b) = open_sm(&dir_b).await;
     assert_same_state(&a, &b);
     assert!(b.snapshots.pending_install().unwrap().is_none());
@@ -400,12 +420,13 @@ async fn an_install_interrupted_by_a_crash_is_finished_on_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_or_truncated_pack_is_rejected_and_changes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let (dir_a, dir_b) = (tmp.path().join("a"), tmp.path().join("b"));
-    populate_a(&dir_a, 500).await;
-    populate_b(&dir_b).await;
-    let (_store_a, mut a) = open_sm(&dir_a).await;
+    let Pair {
+        dir_b,
+        mut a,
+        mut b,
+        ..
+    } = pair(tmp.path(), 500).await;
     let (meta, pack) = snapshot_of(&mut a).await;
-    let (_store_b, mut b) = open_sm(&dir_b).await;
     let (before, applied, files) = (dump(&b.store), b.applied, snapshot_files(&dir_b));
 
     let good = std::fs::read(&pack).unwrap();
