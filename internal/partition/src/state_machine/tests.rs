@@ -463,3 +463,37 @@ async fn a_corrupt_or_truncated_pack_is_rejected_and_changes_nothing() {
     b.install_snapshot(&meta, file).await.unwrap();
     assert_same_state(&a, &b);
 }
+
+/// Timings for the report: `CHRONOS_SNAPSHOT_EVENTS=200000 cargo nextest run
+/// --workspace --run-ignored only -E 'test(measure_snapshot)' --no-capture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn measure_snapshot_pack_unpack_install() {
+    let events: usize = std::env::var("CHRONOS_SNAPSHOT_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let tmp = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let Pair { mut a, mut b, .. } = pair(tmp.path(), events).await;
+    eprintln!(
+        "populated {events} pending events in {:?}",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    let built = a
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    eprintln!("checkpoint: {:?}", started.elapsed());
+    let started = Instant::now();
+    let (_, pack) = a.snapshots.packed().unwrap().unwrap();
+    let bytes = std::fs::read(&pack).unwrap();
+    eprintln!("pack: {} bytes in {:?}", bytes.len(), started.elapsed());
+    let file = stream_into(&mut b, &bytes).await;
+    let report = b.install_received(&built.meta, *file).await.unwrap();
+    eprintln!("install: {report:?}");
+    assert_same_state(&a, &b);
+}
