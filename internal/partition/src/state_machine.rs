@@ -128,8 +128,7 @@ impl StateMachine {
     }
 
     /// Reads what the store says was applied, drops every cache derived from
-    /// the store, and publishes the result to [`AppliedState`] (waking the
-    /// delivery worker: the fire logs may have changed under it).
+    /// the store, and publishes the result to [`AppliedState`].
     fn reload(&mut self) -> Result<(), StorageError> {
         debug_assert!(
             self.dirty_topics.is_empty() && self.dirty_groups.is_empty(),
@@ -150,7 +149,6 @@ impl StateMachine {
             .next_offset
             .store(self.next_offset, Ordering::Release);
         self.shared.pending.store(self.pending, Ordering::Release);
-        self.shared.fire_log.notify_one();
         Ok(())
     }
 

@@ -72,6 +72,10 @@ impl StateMachine {
                 .await
                 .map_err(|e| sm_err(ErrorVerb::Write, e))??;
         self.reload()?;
+        // The fire logs changed under the delivery worker (it acts only when
+        // leading, and reloads its groups then; the wake-up is for a worker
+        // waiting on fire-log growth).
+        self.shared.fire_log.notify_one();
         tracing::info!(
             snapshot = meta.snapshot_id,
             last_log_id = %meta.last_log_id.map(|l| l.to_string()).unwrap_or_default(),
