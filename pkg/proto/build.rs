@@ -1,5 +1,7 @@
 //! Generates the chronos.v1 types and gRPC stubs from `proto/` and a descriptor
-//! set for server reflection. protoc comes from the vendored crate unless $PROTOC is set.
+//! set for server reflection (of the public protos only: the internal storage
+//! records and the node-to-node Raft service stay out of it). protoc comes from
+//! the vendored crate unless $PROTOC is set.
 
 use std::path::PathBuf;
 
@@ -12,10 +14,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let public = ["chronos/v1/events.proto", "chronos/v1/admin.proto"].map(|f| proto_root.join(f));
     let internal = ["internal/storage.proto"].map(|f| proto_root.join(f));
+    let raft = ["internal/raft.proto"].map(|f| proto_root.join(f));
 
     // tonic-prost-build does not emit rerun-if-changed for the inputs itself.
     println!("cargo:rerun-if-changed={}", proto_root.display());
-    for file in public.iter().chain(&internal) {
+    for file in public.iter().chain(&internal).chain(&raft) {
         println!("cargo:rerun-if-changed={}", file.display());
     }
 
@@ -29,6 +32,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(false)
         .build_client(false)
         .bytes(".")
-        .compile_protos(&internal, &[proto_root])?;
+        .compile_protos(&internal, std::slice::from_ref(&proto_root))?;
+    // The node-to-node Raft service: stubs, but no descriptor set either.
+    tonic_prost_build::configure()
+        .codec_path("crate::codec::ChronosCodec")
+        .bytes(".")
+        .compile_protos(&raft, &[proto_root])?;
     Ok(())
 }

@@ -9,9 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use chronos_api::gateway::Cluster;
+use chronos_api::router::Placement;
 use chronos_api::{Limits, Node, Router};
 use chronos_config::{Config, FsyncMode};
-use chronos_partition::{DeliveryOptions, FiringOptions, Partition, PartitionOptions};
+use chronos_partition::{DeliveryOptions, FiringOptions, Partition, PartitionOptions, SoloNetwork};
+use chronos_raftnet::{Groups, Network, Peer, Peers};
 use chronos_store::StoreResources;
 use chronos_wal::{Retention, WalOptions};
 use serde::{Deserialize, Serialize};
@@ -46,16 +49,37 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     check_data_dir(&config.data_dir, config.partitions)?;
 
-    let grpc = TcpListener::bind(config.grpc_addr)
-        .await
-        .with_context(|| format!("binding grpc_addr {}", config.grpc_addr))?;
+    let me = config.cluster.node(config.node_id).cloned();
+    let grpc = match &me {
+        None => TcpListener::bind(config.grpc_addr)
+            .await
+            .with_context(|| format!("binding grpc_addr {}", config.grpc_addr))?,
+        Some(me) => TcpListener::bind(me.api_addr.as_str())
+            .await
+            .with_context(|| format!("binding this node's api_addr {}", me.api_addr))?,
+    };
+    // Other nodes reach this one here: Raft traffic and forwarded requests.
+    let internal = match &me {
+        None => None,
+        Some(me) => Some(
+            TcpListener::bind(me.raft_addr.as_str())
+                .await
+                .with_context(|| format!("binding this node's raft_addr {}", me.raft_addr))?,
+        ),
+    };
     let http_listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding http_addr {}", config.http_addr))?;
     let grpc_addr = grpc.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 
-    let partitions = open_partitions(&config).await?;
+    let cluster = cluster(&config)?;
+    let hosted = match &cluster {
+        None => (0..config.partitions).collect(),
+        Some(c) => c.placement.hosted_on(config.node_id),
+    };
+    let groups = Groups::new();
+    let partitions = open_partitions(&config, &hosted, cluster.as_ref(), &groups).await?;
     let node = Arc::new(Node {
         node_id: config.node_id,
         partitions: partitions.clone(),
@@ -69,6 +93,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         publish_timeout: Duration::from_secs(10),
         grpc_addr: grpc_addr.to_string(),
         default_max_inflight: config.delivery.default_max_inflight,
+        cluster,
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -78,6 +103,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         prometheus,
         stop_rx.clone(),
     ));
+    let internal_task = internal.map(|listener| {
+        tokio::spawn(serve_internal(
+            listener,
+            node.clone(),
+            groups.clone(),
+            stop_rx.clone(),
+        ))
+    });
     let grpc_task = tokio::spawn(serve_grpc(grpc, node.clone(), stop_rx));
     tracing::info!(%grpc_addr, %http_addr, partitions = config.partitions, data_dir = %config.data_dir.display(), "chronos listening");
 
@@ -90,7 +123,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("in-flight RPCs did not finish within {DRAIN_TIMEOUT:?}"),
         Ok(Ok(Ok(()))) => {}
     }
-    futures::future::join_all(partitions.iter().map(|p| p.shutdown())).await;
+    futures::future::join_all(partitions.iter().map(|p| {
+        groups.remove(p.id());
+        p.shutdown()
+    }))
+    .await;
+    if let Some(task) = internal_task {
+        task.abort();
+    }
     http_task.abort();
     upkeep.abort();
     tracing::info!("stopped");
@@ -136,6 +176,7 @@ fn partition_options(config: &Config, id: u32, resources: &StoreResources) -> Pa
     PartitionOptions {
         id,
         node_id: config.node_id,
+        voters: vec![],
         dir: config.data_dir.join(format!("partition-{id:04}")),
         wal: WalOptions {
             segment_bytes: config.wal.segment_bytes.0,
@@ -169,11 +210,55 @@ fn partition_options(config: &Config, id: u32, resources: &StoreResources) -> Pa
     }
 }
 
-async fn open_partitions(config: &Config) -> anyhow::Result<Vec<Arc<Partition>>> {
+/// The peers and the placement, when a cluster is configured.
+fn cluster(config: &Config) -> anyhow::Result<Option<Cluster>> {
+    if config.cluster.nodes.is_empty() {
+        return Ok(None);
+    }
+    let nodes: Vec<Peer> = config
+        .cluster
+        .nodes
+        .iter()
+        .map(|n| Peer {
+            id: n.id,
+            raft_addr: n.raft_addr.clone(),
+            api_addr: n.api_addr.clone(),
+        })
+        .collect();
+    let peers = Peers::new(config.node_id, &nodes).context("cluster.nodes")?;
+    let rf = config.cluster.effective_replication_factor();
+    let ids: Vec<u64> = nodes.iter().map(|n| n.id).collect();
+    let placement = Placement::new(&ids, config.partitions, rf);
+    Ok(Some(Cluster::new(peers, placement, rf)))
+}
+
+/// Opens the partitions this node holds (`ids`, in order); in a cluster each
+/// is a Raft group of its placement's voters, registered in `groups` so the
+/// other nodes' Raft messages reach it.
+async fn open_partitions(
+    config: &Config,
+    ids: &[u32],
+    cluster: Option<&Cluster>,
+    groups: &Groups,
+) -> anyhow::Result<Vec<Arc<Partition>>> {
     let resources = StoreResources::default();
-    let opened = futures::future::join_all(
-        (0..config.partitions).map(|id| Partition::open(partition_options(config, id, &resources))),
-    )
+    let opened = futures::future::join_all(ids.iter().map(|&id| {
+        let opts = partition_options(config, id, &resources);
+        async move {
+            match cluster {
+                None => Partition::open(opts, SoloNetwork).await,
+                Some(c) => {
+                    let opts = PartitionOptions {
+                        voters: c.placement.replicas(id).to_vec(),
+                        ..opts
+                    };
+                    let p = Partition::open(opts, Network::new(id, c.peers.clone())).await?;
+                    groups.insert(id, p.raft().clone());
+                    Ok(p)
+                }
+            }
+        }
+    }))
     .await;
     let mut partitions = Vec::with_capacity(opened.len());
     for p in opened {
@@ -209,6 +294,28 @@ async fn serve_grpc(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
+        .add_service(events)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await?;
+    Ok(())
+}
+
+/// The node-to-node listener: the Raft service of this node's partition
+/// groups, and forwarded public requests (the same services, without health
+/// and reflection).
+async fn serve_internal(
+    listener: TcpListener,
+    node: Arc<Node>,
+    groups: Groups,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let (events, admin) = chronos_api::services(node);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .add_service(chronos_raftnet::service(groups))
         .add_service(events)
         .add_service(admin)
         .serve_with_incoming_shutdown(incoming, async move {

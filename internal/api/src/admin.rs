@@ -1,15 +1,26 @@
 //! `AdminService`: topics, partitions, cluster status, consumer groups
 //! (merged across partitions) and their dead letters.
+//!
+//! In a cluster each request is scattered: this node answers for the
+//! partitions it leads, and the leader of every other partition answers for
+//! its share (a forwarded request scoped with `chronos-scope`); the answers are
+//! merged here. Status is the exception: it asks every node for its own view
+//! and never fails because a node is down.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use chronos_partition::PartitionStatus;
+use chronos_partition::{Partition, PartitionStatus};
 use chronos_proto::v1::admin_service_server::AdminService;
 use chronos_proto::v1::*;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
+use crate::gateway::{self, Incoming};
 use crate::{status, validate, Node};
+
+/// How long status waits for each other node's view.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct Admin {
     node: Arc<Node>,
@@ -20,45 +31,207 @@ impl Admin {
         Admin { node }
     }
 
-    fn partition_infos(&self) -> Vec<PartitionInfo> {
+    fn incoming<T>(&self, r: &Request<T>) -> Result<Incoming, Status> {
+        Incoming::of(r, self.node.router.partitions())
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.node.publish_timeout
+    }
+
+    /// This node's own view of the partitions it holds (within `scope`).
+    fn local_infos(&self, scope: Option<&[u32]>) -> Vec<PartitionInfo> {
         self.node
             .partitions
             .iter()
+            .filter(|p| scope.is_none_or(|s| s.contains(&p.id())))
             .map(|p| info(p.status()))
             .collect()
+    }
+
+    /// Every partition as its leader reports it (or, when its leader does not
+    /// answer, as a replica that did), asking every node at once.
+    async fn cluster_infos(&self) -> (Vec<PartitionInfo>, BTreeSet<u64>) {
+        let Some(cluster) = &self.node.cluster else {
+            return (self.local_infos(None), BTreeSet::from([self.node.node_id]));
+        };
+        let me = self.node.node_id;
+        let views = cluster.peers.all().filter(|p| p.id != me).map(|peer| {
+            let channel = cluster.peers.channel(peer.id);
+            let id = peer.id;
+            async move {
+                let channel = channel?;
+                let all: Vec<u32> = self.node.all_partitions();
+                let req = gateway::forwarded(
+                    ListPartitionsRequest {},
+                    &Incoming::default(),
+                    Some(Instant::now() + STATUS_TIMEOUT),
+                    Some(&all),
+                );
+                let mut client = gateway::admin_client(&self.node, channel);
+                let call = client.list_partitions(req);
+                let resp = tokio::time::timeout(STATUS_TIMEOUT, call)
+                    .await
+                    .ok()?
+                    .ok()?;
+                Some((id, resp.into_inner().partitions))
+            }
+        });
+        let mut reached = BTreeSet::from([me]);
+        let mut best: BTreeMap<u32, (bool, PartitionInfo)> = BTreeMap::new();
+        let mut consider = |from: u64, p: PartitionInfo| {
+            let from_leader = p.leader == Some(from);
+            let better = match best.get(&p.partition) {
+                None => true,
+                Some((had_leader, had)) => {
+                    (from_leader && !had_leader)
+                        || (from_leader == *had_leader
+                            && (p.term, p.applied_index) > (had.term, had.applied_index))
+                }
+            };
+            if better {
+                best.insert(p.partition, (from_leader, p));
+            }
+        };
+        for p in self.local_infos(None) {
+            consider(me, p);
+        }
+        for (id, infos) in futures::future::join_all(views).await.into_iter().flatten() {
+            reached.insert(id);
+            for p in infos {
+                consider(id, p);
+            }
+        }
+        let mut infos: Vec<PartitionInfo> = best.into_values().map(|(_, p)| p).collect();
+        // A partition no reachable node holds still shows, with its voters.
+        for p in self.node.all_partitions() {
+            if !infos.iter().any(|i| i.partition == p) {
+                infos.push(PartitionInfo {
+                    partition: p,
+                    voters: cluster.placement.replicas(p).to_vec(),
+                    ..PartitionInfo::default()
+                });
+            }
+        }
+        infos.sort_by_key(|i| i.partition);
+        (infos, reached)
+    }
+
+    /// Runs `local` over the partitions of the request's scope that this node
+    /// leads, `remote` on the other leaders, and returns every answer.
+    async fn scatter<T, L, R, RF>(
+        &self,
+        incoming: &Incoming,
+        local: L,
+        remote: R,
+    ) -> Result<Vec<T>, Status>
+    where
+        L: Fn(Vec<Arc<Partition>>) -> futures::future::BoxFuture<'static, Result<T, Status>>,
+        R: Fn(tonic::transport::Channel, Vec<u32>) -> RF,
+        RF: std::future::Future<Output = Result<T, Status>>,
+    {
+        let partitions = incoming.partitions(self.node.router.partitions());
+        self.node
+            .scatter(&partitions, incoming, self.deadline(), local, remote)
+            .await
     }
 }
 
 fn info(s: PartitionStatus) -> PartitionInfo {
+    let replicas = s
+        .replication
+        .iter()
+        .map(|&(node_id, matched)| ReplicaProgress {
+            node_id,
+            matched_index: matched,
+            lag: s.last_log_index.saturating_sub(matched),
+        })
+        .collect();
     PartitionInfo {
         partition: s.id,
         leader: s.leader,
         term: s.term,
         voters: s.voters,
         last_log_index: s.last_log_index,
-        // openraft 0.9 does not report the commit index; applied <= commit, and
-        // on a single-voter group they are equal once the apply catches up.
-        commit_index: s.applied_index,
+        commit_index: s.committed_index,
         applied_index: s.applied_index,
         next_offset: s.next_offset,
         wal_bytes: s.wal_bytes,
         wal_segments: s.wal_segments as u32,
         pending: s.pending,
         next_due_ts: s.next_due_ts.unwrap_or(0),
+        replicas,
     }
+}
+
+/// A forwarded share that found no such group answers NOT_FOUND: none there.
+fn found<T>(r: Result<tonic::Response<T>, Status>) -> Result<Option<T>, Status> {
+    match r {
+        Ok(resp) => Ok(Some(resp.into_inner())),
+        Err(s) if s.code() == Code::NotFound => Ok(None),
+        Err(s) => Err(s),
+    }
+}
+
+/// Groups of several nodes' answers merged by (topic, name). A member spans
+/// partitions, so members is the most any node reports, not the sum.
+fn merge_groups(answers: Vec<Vec<GroupInfo>>) -> BTreeMap<(String, String), GroupInfo> {
+    let mut merged: BTreeMap<(String, String), GroupInfo> = BTreeMap::new();
+    for g in answers.into_iter().flatten() {
+        let info = merged
+            .entry((g.topic.clone(), g.name.clone()))
+            .or_insert_with(|| GroupInfo {
+                name: g.name.clone(),
+                topic: g.topic.clone(),
+                ..GroupInfo::default()
+            });
+        info.members = info.members.max(g.members);
+        info.inflight += g.inflight;
+        info.lag += g.lag;
+        info.dead_letters += g.dead_letters;
+        if g.next_due_ts > 0 && (info.next_due_ts == 0 || g.next_due_ts < info.next_due_ts) {
+            info.next_due_ts = g.next_due_ts;
+        }
+    }
+    merged
 }
 
 #[tonic::async_trait]
 impl AdminService for Admin {
     async fn list_topics(
         &self,
-        _r: Request<ListTopicsRequest>,
+        r: Request<ListTopicsRequest>,
     ) -> Result<Response<ListTopicsResponse>, Status> {
-        let mut pending: std::collections::BTreeMap<String, u64> = Default::default();
-        for p in &self.node.partitions {
-            for (name, n) in p.topics().map_err(status::from_partition)? {
-                *pending.entry(name).or_default() += n;
-            }
+        let incoming = self.incoming(&r)?;
+        let answers = self
+            .scatter(
+                &incoming,
+                |parts| {
+                    Box::pin(async move {
+                        let mut topics = Vec::new();
+                        for p in parts {
+                            for (name, pending) in p.topics().map_err(status::from_partition)? {
+                                topics.push(TopicInfo { name, pending });
+                            }
+                        }
+                        Ok(topics)
+                    })
+                },
+                |ch, scope| {
+                    let req = gateway::forwarded(
+                        ListTopicsRequest {},
+                        &incoming,
+                        Some(self.deadline()),
+                        Some(&scope),
+                    );
+                    let mut client = gateway::admin_client(&self.node, ch);
+                    async move { Ok(client.list_topics(req).await?.into_inner().topics) }
+                },
+            )
+            .await?;
+        let mut pending: BTreeMap<String, u64> = BTreeMap::new();
+        for t in answers.into_iter().flatten() {
+            *pending.entry(t.name).or_default() += t.pending;
         }
         let topics = pending
             .into_iter()
@@ -69,26 +242,50 @@ impl AdminService for Admin {
 
     async fn list_partitions(
         &self,
-        _r: Request<ListPartitionsRequest>,
+        r: Request<ListPartitionsRequest>,
     ) -> Result<Response<ListPartitionsResponse>, Status> {
-        Ok(Response::new(ListPartitionsResponse {
-            partitions: self.partition_infos(),
-        }))
+        let incoming = self.incoming(&r)?;
+        let partitions = match &incoming.scope {
+            // Another node asks for this node's own view.
+            Some(scope) => self.local_infos(Some(scope)),
+            None => self.cluster_infos().await.0,
+        };
+        Ok(Response::new(ListPartitionsResponse { partitions }))
     }
 
     async fn cluster_status(
         &self,
         _r: Request<ClusterStatusRequest>,
     ) -> Result<Response<ClusterStatusResponse>, Status> {
+        let (partitions, reached) = self.cluster_infos().await;
+        let (nodes, replication_factor) = match &self.node.cluster {
+            None => (
+                vec![NodeInfo {
+                    id: self.node.node_id,
+                    api_addr: self.node.grpc_addr.clone(),
+                    raft_addr: String::new(),
+                    reachable: true,
+                }],
+                1,
+            ),
+            Some(c) => (
+                c.peers
+                    .all()
+                    .map(|p| NodeInfo {
+                        id: p.id,
+                        api_addr: p.api_addr.clone(),
+                        raft_addr: p.raft_addr.clone(),
+                        reachable: reached.contains(&p.id),
+                    })
+                    .collect(),
+                c.replication_factor,
+            ),
+        };
         Ok(Response::new(ClusterStatusResponse {
             node_id: self.node.node_id,
-            nodes: vec![NodeInfo {
-                id: self.node.node_id,
-                api_addr: self.node.grpc_addr.clone(),
-                raft_addr: String::new(),
-            }],
-            partitions: self.partition_infos(),
-            replication_factor: 1,
+            nodes,
+            partitions,
+            replication_factor,
         }))
     }
 
@@ -96,11 +293,12 @@ impl AdminService for Admin {
         &self,
         r: Request<ListGroupsRequest>,
     ) -> Result<Response<ListGroupsResponse>, Status> {
+        let incoming = self.incoming(&r)?;
         let topic = r.into_inner().topic;
         if !topic.is_empty() {
             validate::topic("topic", &topic)?;
         }
-        let groups = self.groups((!topic.is_empty()).then_some(&topic)).await?;
+        let groups = self.groups(&incoming, &topic).await?;
         Ok(Response::new(ListGroupsResponse {
             groups: groups.into_values().collect(),
         }))
@@ -110,9 +308,10 @@ impl AdminService for Admin {
         &self,
         r: Request<DescribeGroupRequest>,
     ) -> Result<Response<DescribeGroupResponse>, Status> {
+        let incoming = self.incoming(&r)?;
         let r = r.into_inner();
         validate_group(&r.consumer_group, &r.topic)?;
-        let mut groups = self.groups(Some(&r.topic)).await?;
+        let mut groups = self.groups(&incoming, &r.topic).await?;
         let group = groups
             .remove(&(r.topic.clone(), r.consumer_group.clone()))
             .ok_or_else(|| no_group(&r.consumer_group, &r.topic))?;
@@ -123,6 +322,7 @@ impl AdminService for Admin {
         &self,
         r: Request<SeekGroupRequest>,
     ) -> Result<Response<SeekGroupResponse>, Status> {
+        let incoming = self.incoming(&r)?;
         let r = r.into_inner();
         validate_group(&r.consumer_group, &r.topic)?;
         if r.ts < 0 {
@@ -131,11 +331,35 @@ impl AdminService for Admin {
                 r.ts
             )));
         }
-        let partitions = self.partitions_with(&r.consumer_group, &r.topic)?;
-        for p in partitions {
-            p.seek(r.topic.clone(), r.consumer_group.clone(), r.ts)
-                .await
-                .map_err(status::from_partition)?;
+        let answers = self
+            .scatter(
+                &incoming,
+                |parts| {
+                    let r = r.clone();
+                    Box::pin(async move {
+                        let parts = partitions_with(parts, &r.consumer_group, &r.topic)?;
+                        for p in &parts {
+                            p.seek(r.topic.clone(), r.consumer_group.clone(), r.ts)
+                                .await
+                                .map_err(status::from_partition)?;
+                        }
+                        Ok((!parts.is_empty()).then_some(()))
+                    })
+                },
+                |ch, scope| {
+                    let req = gateway::forwarded(
+                        r.clone(),
+                        &incoming,
+                        Some(self.deadline()),
+                        Some(&scope),
+                    );
+                    let mut client = gateway::admin_client(&self.node, ch);
+                    async move { found(client.seek_group(req).await).map(|o| o.map(|_| ())) }
+                },
+            )
+            .await?;
+        if answers.iter().all(Option::is_none) {
+            return Err(no_group(&r.consumer_group, &r.topic));
         }
         Ok(Response::new(SeekGroupResponse {}))
     }
@@ -144,6 +368,7 @@ impl AdminService for Admin {
         &self,
         r: Request<ListDeadLettersRequest>,
     ) -> Result<Response<ListDeadLettersResponse>, Status> {
+        let incoming = self.incoming(&r)?;
         let r = r.into_inner();
         validate_group(&r.consumer_group, &r.topic)?;
         let limit = match r.limit {
@@ -155,13 +380,45 @@ impl AdminService for Admin {
             }
             n => n,
         } as usize;
-        let mut dead = Vec::new();
-        for p in self.partitions_with(&r.consumer_group, &r.topic)? {
-            let rows = p
-                .dead_letters(&r.topic, &r.consumer_group, limit)
-                .map_err(status::from_partition)?;
-            dead.extend(rows.into_iter().map(|(_, d)| d));
+        let answers = self
+            .scatter(
+                &incoming,
+                |parts| {
+                    let r = r.clone();
+                    Box::pin(async move {
+                        let parts = partitions_with(parts, &r.consumer_group, &r.topic)?;
+                        if parts.is_empty() {
+                            return Ok(None);
+                        }
+                        let mut dead = Vec::new();
+                        for p in parts {
+                            let rows = p
+                                .dead_letters(&r.topic, &r.consumer_group, limit)
+                                .map_err(status::from_partition)?;
+                            dead.extend(rows.into_iter().map(|(_, d)| d));
+                        }
+                        Ok(Some(dead))
+                    })
+                },
+                |ch, scope| {
+                    let req = gateway::forwarded(
+                        r.clone(),
+                        &incoming,
+                        Some(self.deadline()),
+                        Some(&scope),
+                    );
+                    let mut client = gateway::admin_client(&self.node, ch);
+                    async move {
+                        found(client.list_dead_letters(req).await)
+                            .map(|o| o.map(|r| r.dead_letters))
+                    }
+                },
+            )
+            .await?;
+        if answers.iter().all(Option::is_none) {
+            return Err(no_group(&r.consumer_group, &r.topic));
         }
+        let mut dead: Vec<DeadLetter> = answers.into_iter().flatten().flatten().collect();
         // Oldest first across partitions.
         dead.sort_by_key(|d| (d.dead_ts, d.partition, d.offset));
         dead.truncate(limit);
@@ -174,19 +431,52 @@ impl AdminService for Admin {
         &self,
         r: Request<RedriveDeadLettersRequest>,
     ) -> Result<Response<RedriveDeadLettersResponse>, Status> {
+        let incoming = self.incoming(&r)?;
         let r = r.into_inner();
         validate_group(&r.consumer_group, &r.topic)?;
         for (i, id) in r.message_ids.iter().enumerate() {
             validate::message_id(&format!("message_ids[{i}]"), id)?;
         }
-        let mut redriven = 0;
-        for p in self.partitions_with(&r.consumer_group, &r.topic)? {
-            redriven += p
-                .redrive(&r.topic, &r.consumer_group, &r.message_ids)
-                .await
-                .map_err(status::from_partition)?;
+        let answers = self
+            .scatter(
+                &incoming,
+                |parts| {
+                    let r = r.clone();
+                    Box::pin(async move {
+                        let parts = partitions_with(parts, &r.consumer_group, &r.topic)?;
+                        if parts.is_empty() {
+                            return Ok(None);
+                        }
+                        let mut redriven = 0;
+                        for p in parts {
+                            redriven += p
+                                .redrive(&r.topic, &r.consumer_group, &r.message_ids)
+                                .await
+                                .map_err(status::from_partition)?;
+                        }
+                        Ok(Some(redriven))
+                    })
+                },
+                |ch, scope| {
+                    let req = gateway::forwarded(
+                        r.clone(),
+                        &incoming,
+                        Some(self.deadline()),
+                        Some(&scope),
+                    );
+                    let mut client = gateway::admin_client(&self.node, ch);
+                    async move {
+                        found(client.redrive_dead_letters(req).await).map(|o| o.map(|r| r.redriven))
+                    }
+                },
+            )
+            .await?;
+        if answers.iter().all(Option::is_none) {
+            return Err(no_group(&r.consumer_group, &r.topic));
         }
-        Ok(Response::new(RedriveDeadLettersResponse { redriven }))
+        Ok(Response::new(RedriveDeadLettersResponse {
+            redriven: answers.into_iter().flatten().sum(),
+        }))
     }
 }
 
@@ -206,58 +496,82 @@ fn no_group(group: &str, topic: &str) -> Status {
 }
 
 impl Admin {
-    /// Groups merged across partitions, by (topic, name).
+    /// Groups (of `topic`, or all when empty) merged across every partition.
     async fn groups(
         &self,
-        topic: Option<&str>,
-    ) -> Result<BTreeMap<(String, String), GroupInfo>, Status> {
-        let mut merged: BTreeMap<(String, String), (GroupInfo, BTreeSet<u64>)> = BTreeMap::new();
-        for p in &self.node.partitions {
-            for g in p.groups(topic).await.map_err(status::from_partition)? {
-                let (info, members) = merged
-                    .entry((g.topic.clone(), g.group.clone()))
-                    .or_insert_with(|| {
-                        let info = GroupInfo {
-                            name: g.group.clone(),
-                            topic: g.topic.clone(),
-                            ..GroupInfo::default()
-                        };
-                        (info, BTreeSet::new())
-                    });
-                members.extend(g.members.iter().copied());
-                info.inflight += g.inflight;
-                info.lag += g.lag;
-                info.dead_letters += g.dead_letters;
-                if g.next_due_ts > 0 && (info.next_due_ts == 0 || g.next_due_ts < info.next_due_ts)
-                {
-                    info.next_due_ts = g.next_due_ts;
-                }
-            }
-        }
-        Ok(merged
-            .into_iter()
-            .map(|(key, (mut info, members))| {
-                info.members = members.len() as u32;
-                (key, info)
-            })
-            .collect())
-    }
-
-    /// The partitions where the group exists; NOT_FOUND when none.
-    fn partitions_with(
-        &self,
-        group: &str,
+        incoming: &Incoming,
         topic: &str,
-    ) -> Result<Vec<std::sync::Arc<chronos_partition::Partition>>, Status> {
-        let mut found = Vec::new();
-        for p in &self.node.partitions {
-            if p.has_group(topic, group).map_err(status::from_partition)? {
-                found.push(p.clone());
+    ) -> Result<BTreeMap<(String, String), GroupInfo>, Status> {
+        let answers = self
+            .scatter(
+                incoming,
+                |parts| {
+                    let topic = topic.to_string();
+                    Box::pin(async move { local_groups(parts, &topic).await })
+                },
+                |ch, scope| {
+                    let req = gateway::forwarded(
+                        ListGroupsRequest {
+                            topic: topic.to_string(),
+                        },
+                        incoming,
+                        Some(self.deadline()),
+                        Some(&scope),
+                    );
+                    let mut client = gateway::admin_client(&self.node, ch);
+                    async move { Ok(client.list_groups(req).await?.into_inner().groups) }
+                },
+            )
+            .await?;
+        Ok(merge_groups(answers))
+    }
+}
+
+/// Groups merged across `parts` (partitions this node leads), by (topic, name).
+async fn local_groups(parts: Vec<Arc<Partition>>, topic: &str) -> Result<Vec<GroupInfo>, Status> {
+    let topic = (!topic.is_empty()).then_some(topic);
+    let mut merged: BTreeMap<(String, String), (GroupInfo, BTreeSet<u64>)> = BTreeMap::new();
+    for p in parts {
+        for g in p.groups(topic).await.map_err(status::from_partition)? {
+            let (info, members) = merged
+                .entry((g.topic.clone(), g.group.clone()))
+                .or_insert_with(|| {
+                    let info = GroupInfo {
+                        name: g.group.clone(),
+                        topic: g.topic.clone(),
+                        ..GroupInfo::default()
+                    };
+                    (info, BTreeSet::new())
+                });
+            members.extend(g.members.iter().copied());
+            info.inflight += g.inflight;
+            info.lag += g.lag;
+            info.dead_letters += g.dead_letters;
+            if g.next_due_ts > 0 && (info.next_due_ts == 0 || g.next_due_ts < info.next_due_ts) {
+                info.next_due_ts = g.next_due_ts;
             }
         }
-        if found.is_empty() {
-            return Err(no_group(group, topic));
-        }
-        Ok(found)
     }
+    Ok(merged
+        .into_values()
+        .map(|(mut info, members)| {
+            info.members = members.len() as u32;
+            info
+        })
+        .collect())
+}
+
+/// Those of `parts` where the group exists.
+fn partitions_with(
+    parts: Vec<Arc<Partition>>,
+    group: &str,
+    topic: &str,
+) -> Result<Vec<Arc<Partition>>, Status> {
+    let mut found = Vec::new();
+    for p in parts {
+        if p.has_group(topic, group).map_err(status::from_partition)? {
+            found.push(p);
+        }
+    }
+    Ok(found)
 }

@@ -1,6 +1,9 @@
 //! Consumers: a subscription attaches one member to a group in every partition
-//! it asked for; deliveries from all of them flow into one stream. Acks are
-//! split by the partition named in each delivery id.
+//! it asked for; deliveries from all of them flow into one stream. A partition
+//! led by another node is reached through an upstream `Consume` stream to its
+//! leader (with the same group, start and credits), whose deliveries join the
+//! same stream. Acks are split by the partition named in each delivery id and
+//! go to that partition's leader.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -11,13 +14,15 @@ use chronos_partition::{
     parse_delivery_id, Member, Outgoing, Partition, SettleItem, SettleOp, SettleResult, Start,
 };
 use chronos_proto::v1::{
-    consume_request, consume_response, AckRequest, AckResponse, ConsumeRequest, ConsumeResponse,
-    Delivery, StartPosition, SubscribeRequest,
+    consume_request, consume_response, AckItem, AckRequest, AckResponse, ConsumeRequest,
+    ConsumeResponse, Delivery, StartPosition, SubscribeRequest,
 };
 use futures::Stream;
+use std::time::Instant;
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
+use crate::gateway::{self, Incoming, Target};
 use crate::{status, validate, Node};
 
 /// One member attached to its group in some partitions; detaches when dropped
@@ -27,12 +32,26 @@ pub struct Subscription {
     pub group: String,
     outbox: mpsc::UnboundedReceiver<Outgoing>,
     partitions: Vec<Arc<Partition>>,
+    /// Streams from the leaders of partitions this node does not lead.
+    upstreams: Vec<Upstream>,
+}
+
+/// A `Consume` stream to another node that leads one of the partitions.
+struct Upstream {
+    /// Credit grants to pass on.
+    requests: mpsc::Sender<ConsumeRequest>,
+    /// Copies its deliveries into the member's outbox; aborting it ends the
+    /// stream, and the leader then redelivers what it held.
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
         for p in &self.partitions {
             p.detach(self.member.id());
+        }
+        for u in &self.upstreams {
+            u.task.abort();
         }
     }
 }
@@ -46,6 +65,19 @@ impl Subscription {
             Outgoing::Closed(reason) => Some(Err(Status::unavailable(format!(
                 "{reason}; subscribe again"
             )))),
+        }
+    }
+
+    /// Allows `n` more unacknowledged deliveries, here and on every upstream.
+    pub fn grant(&self, n: u32) {
+        self.member.grant(n);
+        for u in &self.upstreams {
+            let credit = ConsumeRequest {
+                kind: Some(consume_request::Kind::Credit(n)),
+            };
+            // A full queue means grants are piling up unread; the upstream is
+            // stuck and will end the subscription anyway.
+            let _ = u.requests.try_send(credit);
         }
     }
 
@@ -68,6 +100,7 @@ fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
 /// `subscribe.`) and attaches a new member in every partition it names.
 pub async fn subscribe(
     node: &Node,
+    incoming: &Incoming,
     prefix: &str,
     req: SubscribeRequest,
 ) -> Result<Subscription, Status> {
@@ -101,8 +134,8 @@ pub async fn subscribe(
         }
     };
     let partitions = match req.partition_id {
-        None | Some(-1) => node.partitions.clone(),
-        Some(id) => vec![node.partition(&field("partition_id"), id.into())?.clone()],
+        None | Some(-1) => node.all_partitions(),
+        Some(id) => vec![node.partition_id(&field("partition_id"), id.into())?],
     };
     let max_inflight = match req.max_inflight {
         0 => node.default_max_inflight,
@@ -113,29 +146,111 @@ pub async fn subscribe(
         member: member.clone(),
         group: req.consumer_group.clone(),
         outbox,
-        partitions: Vec::with_capacity(partitions.len()),
+        partitions: Vec::new(),
+        upstreams: Vec::new(),
     };
+    let deadline = Instant::now() + node.publish_timeout;
     for p in partitions {
-        // On failure `sub` drops and detaches from those attached so far.
-        p.attach(
-            req.topic.clone(),
-            req.consumer_group.clone(),
-            start,
-            member.clone(),
-        )
-        .await
-        .map_err(status::from_partition)?;
-        sub.partitions.push(p);
+        // On failure `sub` drops and lets go of everything attached so far.
+        let attached = node
+            .on_leader(p, incoming, deadline, |target| {
+                let (member, req) = (member.clone(), req.clone());
+                async move {
+                    match target {
+                        Target::Local(part) => {
+                            part.attach(
+                                req.topic.clone(),
+                                req.consumer_group.clone(),
+                                start,
+                                member,
+                            )
+                            .await
+                            .map_err(status::from_partition)?;
+                            Ok(Attached::Here(part))
+                        }
+                        Target::Remote { channel, .. } => {
+                            let req = SubscribeRequest {
+                                partition_id: Some(p as i32),
+                                max_inflight,
+                                ..req
+                            };
+                            open_upstream(node, incoming, channel, p, req, &member)
+                                .await
+                                .map(Attached::There)
+                        }
+                    }
+                }
+            })
+            .await?;
+        match attached {
+            Attached::Here(part) => sub.partitions.push(part),
+            Attached::There(up) => sub.upstreams.push(up),
+        }
     }
     metrics::counter!("chronos_subscriptions_total").increment(1);
     Ok(sub)
 }
+
+enum Attached {
+    Here(Arc<Partition>),
+    There(Upstream),
+}
+
+/// Subscribes on partition `p`'s leader and copies what it delivers into
+/// `member`'s outbox until that stream ends (then the subscription ends too,
+/// with UNAVAILABLE: the client subscribes again and reaches the new leader).
+async fn open_upstream(
+    node: &Node,
+    incoming: &Incoming,
+    channel: tonic::transport::Channel,
+    p: u32,
+    req: SubscribeRequest,
+    member: &Arc<Member>,
+) -> Result<Upstream, Status> {
+    let (requests, rx) = mpsc::channel(UPSTREAM_REQUESTS);
+    let subscribe = ConsumeRequest {
+        kind: Some(consume_request::Kind::Subscribe(req)),
+    };
+    requests
+        .send(subscribe)
+        .await
+        .map_err(|_| Status::internal("upstream request queue closed"))?;
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    // Only the subscribe is bounded in time; the stream lives on.
+    let mut inbound = gateway::events_client(node, channel)
+        .consume(gateway::forwarded(stream, incoming, None, None))
+        .await?
+        .into_inner();
+    let outbox = member.outbox();
+    let task = tokio::spawn(async move {
+        let why = loop {
+            match inbound.message().await {
+                Ok(Some(ConsumeResponse {
+                    kind: Some(consume_response::Kind::Delivery(d)),
+                })) => {
+                    if outbox.send(Outgoing::Delivery(d)).is_err() {
+                        return;
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break format!("partition {p}: its leader ended the stream"),
+                Err(s) => break format!("partition {p}: {}", s.message()),
+            }
+        };
+        let _ = outbox.send(Outgoing::Closed(why));
+    });
+    Ok(Upstream { requests, task })
+}
+
+/// Credit grants queued for one upstream before they are dropped.
+const UPSTREAM_REQUESTS: usize = 64;
 
 /// Acks and nacks, split by partition; answered once each partition has
 /// recorded them durably. `default_group` stands in for an empty group name
 /// (acks on a Consume stream).
 pub async fn ack(
     node: &Node,
+    incoming: &Incoming,
     prefix: &str,
     req: AckRequest,
     default_group: Option<&str>,
@@ -147,7 +262,7 @@ pub async fn ack(
             g.to_string()
         }
     };
-    let mut by_partition: BTreeMap<u32, (Vec<SettleItem>, Vec<String>)> = BTreeMap::new();
+    let mut by_partition: BTreeMap<u32, (Vec<SettleItem>, Vec<AckItem>)> = BTreeMap::new();
     for (i, item) in req.items.into_iter().enumerate() {
         let field = || format!("{prefix}items[{i}].delivery_id");
         let (partition, topic, seq, attempt) =
@@ -157,7 +272,7 @@ pub async fn ack(
                     format!("{:?} is not a delivery id", item.delivery_id),
                 )
             })?;
-        node.partition(&field(), partition.into())?;
+        node.partition_id(&field(), partition.into())?;
         let op = if item.nack {
             SettleOp::Nack {
                 delay_ms: item.nack_delay_ms,
@@ -172,26 +287,53 @@ pub async fn ack(
             attempt,
             op,
         });
-        entry.1.push(item.delivery_id);
+        entry.1.push(item);
     }
-    let settles = by_partition.into_iter().map(|(partition, (items, ids))| {
-        let p = node.partitions[partition as usize].clone();
+    let deadline = Instant::now() + node.publish_timeout;
+    let settles = by_partition.into_iter().map(|(partition, (items, raw))| {
         let group = group.clone();
-        async move { (p.settle(group, items).await, ids) }
+        node.on_leader(partition, incoming, deadline, move |target| {
+            let (group, items, raw) = (group.clone(), items.clone(), raw.clone());
+            async move {
+                match target {
+                    Target::Local(p) => {
+                        let results = p
+                            .settle(group, items)
+                            .await
+                            .map_err(status::from_partition)?;
+                        let mut resp = AckResponse::default();
+                        for (r, item) in results.into_iter().zip(raw) {
+                            match r {
+                                SettleResult::Acked => resp.acked += 1,
+                                SettleResult::Nacked => resp.nacked += 1,
+                                SettleResult::Unknown => resp.unknown.push(item.delivery_id),
+                            }
+                        }
+                        metrics::counter!("chronos_acks_total").increment(u64::from(resp.acked));
+                        metrics::counter!("chronos_nacks_total").increment(u64::from(resp.nacked));
+                        Ok(resp)
+                    }
+                    Target::Remote { channel, .. } => {
+                        let req = AckRequest {
+                            consumer_group: group,
+                            items: raw,
+                        };
+                        gateway::events_client(node, channel)
+                            .ack(gateway::forwarded(req, incoming, Some(deadline), None))
+                            .await
+                            .map(tonic::Response::into_inner)
+                    }
+                }
+            }
+        })
     });
     let mut resp = AckResponse::default();
-    for (result, ids) in futures::future::join_all(settles).await {
-        let results = result.map_err(status::from_partition)?;
-        for (r, id) in results.into_iter().zip(ids) {
-            match r {
-                SettleResult::Acked => resp.acked += 1,
-                SettleResult::Nacked => resp.nacked += 1,
-                SettleResult::Unknown => resp.unknown.push(id),
-            }
-        }
+    for share in futures::future::join_all(settles).await {
+        let share = share?;
+        resp.acked += share.acked;
+        resp.nacked += share.nacked;
+        resp.unknown.extend(share.unknown);
     }
-    metrics::counter!("chronos_acks_total").increment(u64::from(resp.acked));
-    metrics::counter!("chronos_nacks_total").increment(u64::from(resp.nacked));
     Ok(resp)
 }
 
@@ -203,6 +345,7 @@ const CONSUME_BUFFER: usize = 1024;
 /// flow out.
 pub async fn consume(
     node: Arc<Node>,
+    incoming: Incoming,
     mut inbound: Streaming<ConsumeRequest>,
 ) -> Result<mpsc::Receiver<Result<ConsumeResponse, Status>>, Status> {
     let first = inbound.message().await?.ok_or_else(|| {
@@ -213,7 +356,7 @@ pub async fn consume(
             "subscribe: the first message of a Consume stream must be `subscribe`",
         ));
     };
-    let mut sub = subscribe(&node, "subscribe.", req).await?;
+    let mut sub = subscribe(&node, &incoming, "subscribe.", req).await?;
     let (out, rx) = mpsc::channel(CONSUME_BUFFER);
     tokio::spawn(async move {
         // A client that half-closes (sends nothing more) still receives, up
@@ -233,7 +376,7 @@ pub async fn consume(
                 }
                 msg = inbound.message(), if inbound_open => match msg {
                     Ok(Some(msg)) => {
-                        if let Err(status) = in_band(&node, &sub, &out, msg) {
+                        if let Err(status) = in_band(&node, &incoming, &sub, &out, msg) {
                             let _ = out.send(Err(status)).await;
                             return;
                         }
@@ -252,20 +395,22 @@ pub async fn consume(
 /// One client message after the subscribe.
 fn in_band(
     node: &Arc<Node>,
+    incoming: &Incoming,
     sub: &Subscription,
     out: &mpsc::Sender<Result<ConsumeResponse, Status>>,
     msg: ConsumeRequest,
 ) -> Result<(), Status> {
     match msg.kind {
         Some(consume_request::Kind::Credit(n)) => {
-            sub.member.grant(n);
+            sub.grant(n);
             Ok(())
         }
         Some(consume_request::Kind::Ack(req)) => {
             // Answered when durable, without holding up deliveries meanwhile.
             let (node, out, group) = (node.clone(), out.clone(), sub.group.clone());
+            let incoming = incoming.clone();
             tokio::spawn(async move {
-                let resp = ack(&node, "ack.", req, Some(&group))
+                let resp = ack(&node, &incoming, "ack.", req, Some(&group))
                     .await
                     .map(|a| ConsumeResponse {
                         kind: Some(consume_response::Kind::Ack(a)),

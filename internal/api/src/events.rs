@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chronos_partition::{
-    event_of, CancelOutcome, PartitionError, PublishOutcome, ReplayQuery, ReplayRange,
+    event_of, CancelOutcome, Partition, PartitionError, PublishOutcome, ReplayQuery, ReplayRange,
     ReplayedEvent,
 };
 use chronos_proto::v1::event_service_server::EventService;
@@ -20,6 +20,7 @@ use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::gateway::{self, Incoming, Target};
 use crate::{consume, status, validate, Node};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -33,26 +34,91 @@ impl Events {
         Events { node }
     }
 
-    /// Publishes events that all belong to `partition`, with the node's timeout.
+    /// Publishes events that all belong to `partition` on its leader (here, or
+    /// forwarded), within the node's publish timeout.
     async fn publish_to(
         &self,
         partition: u32,
         events: Vec<Event>,
         reschedule: bool,
-    ) -> Result<Vec<PublishOutcome>, Status> {
-        let p = &self.node.partitions[partition as usize];
-        let publish = p.publish_with(events, reschedule);
-        match tokio::time::timeout(self.node.publish_timeout, publish).await {
-            Ok(result) => result.map_err(status::from_partition),
-            Err(_) => Err(status::from_partition(PartitionError::Unavailable(
-                format!(
-                    "partition {partition} did not accept the write within {:?}",
-                    self.node.publish_timeout
-                ),
-            ))),
-        }
+        incoming: &Incoming,
+    ) -> Result<Vec<PublishResponse>, Status> {
+        let deadline = Instant::now() + self.node.publish_timeout;
+        let ids: Vec<String> = events.iter().map(|e| e.message_id.clone()).collect();
+        self.node
+            .on_leader(partition, incoming, deadline, |target| {
+                let events = events.clone();
+                let ids = ids.clone();
+                async move {
+                    match target {
+                        Target::Local(p) => {
+                            let outcomes = publish_here(&p, events, reschedule).await?;
+                            Ok(ids
+                                .into_iter()
+                                .zip(outcomes)
+                                .map(|(id, o)| response(partition, id, o))
+                                .collect())
+                        }
+                        Target::Remote { channel, .. } => {
+                            let mut client = gateway::events_client(&self.node, channel);
+                            if reschedule || events.len() == 1 {
+                                let mut events = events;
+                                let event = events.pop();
+                                let req = PublishRequest { event, reschedule };
+                                let resp = client
+                                    .publish(gateway::forwarded(
+                                        req,
+                                        incoming,
+                                        Some(deadline),
+                                        None,
+                                    ))
+                                    .await?;
+                                Ok(vec![resp.into_inner()])
+                            } else {
+                                let req = PublishBatchRequest { events };
+                                let resp = client
+                                    .publish_batch(gateway::forwarded(
+                                        req,
+                                        incoming,
+                                        Some(deadline),
+                                        None,
+                                    ))
+                                    .await?;
+                                Ok(resp.into_inner().results)
+                            }
+                        }
+                    }
+                }
+            })
+            .await
     }
 }
+
+/// Publishes on this node's replica, which leads; records the request metrics.
+async fn publish_here(
+    p: &Partition,
+    events: Vec<Event>,
+    reschedule: bool,
+) -> Result<Vec<PublishOutcome>, Status> {
+    let publish = p.publish_with(events, reschedule);
+    let result = match tokio::time::timeout(PARTITION_TIMEOUT, publish).await {
+        Ok(result) => result.map_err(status::from_partition),
+        Err(_) => Err(status::from_partition(PartitionError::Unavailable(
+            format!(
+                "partition {} did not accept the write within {PARTITION_TIMEOUT:?}",
+                p.id()
+            ),
+        ))),
+    };
+    if let Ok(outcomes) = &result {
+        record_events(outcomes);
+    }
+    result
+}
+
+/// Longest a write waits on this node's replica (a leader without a quorum
+/// cannot commit); the caller's own deadline may be shorter.
+const PARTITION_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn response(partition: u32, message_id: String, o: PublishOutcome) -> PublishResponse {
     PublishResponse {
@@ -64,19 +130,20 @@ fn response(partition: u32, message_id: String, o: PublishOutcome) -> PublishRes
     }
 }
 
-fn record(
-    rpc: &'static str,
-    started: Instant,
-    outcomes: &[PublishOutcome],
-    result: &Result<(), Status>,
-) {
+/// Request count and latency of one Publish or PublishBatch RPC, at the node
+/// it arrived at.
+fn record_request<T>(rpc: &'static str, started: Instant, result: &Result<T, Status>) {
     let code = match result {
-        Ok(()) => "ok".to_string(),
+        Ok(_) => "ok".to_string(),
         Err(s) => format!("{:?}", s.code()),
     };
     metrics::counter!("chronos_publish_requests_total", "rpc" => rpc, "code" => code).increment(1);
     metrics::histogram!("chronos_publish_latency_seconds", "rpc" => rpc)
         .record(started.elapsed().as_secs_f64());
+}
+
+/// Events stored (new or duplicate), at the node that leads their partition.
+fn record_events(outcomes: &[PublishOutcome]) {
     let dups = outcomes.iter().filter(|o| o.duplicate).count() as u64;
     metrics::counter!("chronos_publish_events_total", "outcome" => "new")
         .increment(outcomes.len() as u64 - dups);
@@ -89,107 +156,103 @@ impl EventService for Events {
         &self,
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
-        let started = Instant::now();
+        let incoming = Incoming::of(&request, self.node.router.partitions())?;
         let req = request.into_inner();
         let event = req
             .event
             .ok_or_else(|| Status::invalid_argument("event: is required"))?;
         validate::event("event", &event, &self.node.limits)?;
+        let started = Instant::now();
         let partition = self.node.router.route(&event.key, &event.message_id);
-        let message_id = event.message_id.clone();
         let result = self
-            .publish_to(partition, vec![event], req.reschedule)
-            .await;
-        let outcomes = result.as_deref().unwrap_or_default();
-        record(
-            "Publish",
-            started,
-            outcomes,
-            &result.as_ref().map(|_| ()).map_err(Clone::clone),
-        );
-        let outcome = result?
-            .into_iter()
-            .next()
-            .ok_or_else(|| Status::internal("partition returned no outcome"))?;
-        Ok(Response::new(response(partition, message_id, outcome)))
+            .publish_to(partition, vec![event], req.reschedule, &incoming)
+            .await
+            .and_then(|r| {
+                r.into_iter()
+                    .next()
+                    .ok_or_else(|| Status::internal("partition returned no outcome"))
+            });
+        record_request("Publish", started, &result);
+        result.map(Response::new)
     }
 
     async fn publish_batch(
         &self,
         request: Request<PublishBatchRequest>,
     ) -> Result<Response<PublishBatchResponse>, Status> {
+        let incoming = Incoming::of(&request, self.node.router.partitions())?;
         let started = Instant::now();
         let events = request.into_inner().events;
         validate::batch(&events, &self.node.limits)?;
-        let mut ids = Vec::with_capacity(events.len());
+        let total = events.len();
         let mut by_partition: BTreeMap<u32, (Vec<usize>, Vec<Event>)> = BTreeMap::new();
         for (i, ev) in events.into_iter().enumerate() {
             let p = self.node.router.route(&ev.key, &ev.message_id);
-            ids.push(ev.message_id.clone());
             let slot = by_partition.entry(p).or_default();
             slot.0.push(i);
             slot.1.push(ev);
         }
-        // Each partition's share is one atomic append; shares run concurrently.
+        // Each partition's share is one atomic append (on its leader); shares
+        // run concurrently.
+        let incoming = &incoming;
         let shares = by_partition.into_iter().map(|(p, (idx, evs))| async move {
-            self.publish_to(p, evs, false)
+            self.publish_to(p, evs, false, incoming)
                 .await
-                .map(|outcomes| (p, idx, outcomes))
+                .map(|responses| (idx, responses))
         });
-        let mut results: Vec<Option<PublishResponse>> = vec![None; ids.len()];
-        let mut all = Vec::new();
+        let mut results: Vec<Option<PublishResponse>> = vec![None; total];
         let mut failure = None;
         for share in futures::future::join_all(shares).await {
             match share {
-                Ok((p, idx, outcomes)) => {
-                    for (i, o) in idx.into_iter().zip(&outcomes) {
-                        results[i] = Some(response(p, std::mem::take(&mut ids[i]), *o));
+                Ok((idx, responses)) => {
+                    for (i, r) in idx.into_iter().zip(responses) {
+                        results[i] = Some(r);
                     }
-                    all.extend(outcomes);
                 }
                 Err(e) => failure = failure.or(Some(e)),
             }
         }
-        let outcome = failure.map_or(Ok(()), Err);
-        record("PublishBatch", started, &all, &outcome);
         // A failed share fails the call; shares that succeeded are stored, and a
         // retry of the whole batch deduplicates them.
-        outcome?;
-        let results = results.into_iter().map(Option::unwrap_or_default).collect();
-        Ok(Response::new(PublishBatchResponse { results }))
+        let result = match failure {
+            Some(e) => Err(e),
+            None => Ok(PublishBatchResponse {
+                results: results.into_iter().map(Option::unwrap_or_default).collect(),
+            }),
+        };
+        record_request("PublishBatch", started, &result);
+        result.map(Response::new)
     }
 
     async fn cancel(
         &self,
         request: Request<CancelRequest>,
     ) -> Result<Response<CancelResponse>, Status> {
+        let incoming = Incoming::of(&request, self.node.router.partitions())?;
         let req = request.into_inner();
         validate::topic("topic", &req.topic)?;
         validate::message_id("message_id", &req.message_id)?;
         let partition = self.node.router.route(&req.key, &req.message_id);
-        let p = &self.node.partitions[partition as usize];
-        let cancel = p.cancel(req.topic.clone(), req.message_id.clone());
-        let outcome = match tokio::time::timeout(self.node.publish_timeout, cancel).await {
-            Ok(result) => result.map_err(status::from_partition)?,
-            Err(_) => {
-                return Err(status::from_partition(PartitionError::Unavailable(
-                    format!(
-                        "partition {partition} did not answer the cancel within {:?}",
-                        self.node.publish_timeout
-                    ),
-                )))
-            }
-        };
-        if let Some(refused) = status::cancel_refused(outcome, &req.topic, &req.message_id) {
-            return Err(refused);
-        }
-        let offset = match outcome {
-            CancelOutcome::Cancelled { offset, .. }
-            | CancelOutcome::AlreadyCancelled { offset } => offset,
-            CancelOutcome::NotFound | CancelOutcome::AlreadyFired { .. } => 0,
-        };
-        metrics::counter!("chronos_cancel_requests_total").increment(1);
-        Ok(Response::new(CancelResponse { partition, offset }))
+        let deadline = Instant::now() + self.node.publish_timeout;
+        let incoming = &incoming;
+        let resp = self
+            .node
+            .on_leader(partition, incoming, deadline, |target| {
+                let req = req.clone();
+                async move {
+                    match target {
+                        Target::Local(p) => cancel_here(&p, req).await,
+                        Target::Remote { channel, .. } => {
+                            gateway::events_client(&self.node, channel)
+                                .cancel(gateway::forwarded(req, incoming, Some(deadline), None))
+                                .await
+                                .map(Response::into_inner)
+                        }
+                    }
+                }
+            })
+            .await?;
+        Ok(Response::new(resp))
     }
 
     type SubscribeStream = BoxStream<Delivery>;
@@ -198,12 +261,14 @@ impl EventService for Events {
         &self,
         request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let sub = consume::subscribe(&self.node, "", request.into_inner()).await?;
+        let incoming = Incoming::of(&request, self.node.router.partitions())?;
+        let sub = consume::subscribe(&self.node, &incoming, "", request.into_inner()).await?;
         Ok(Response::new(sub.into_stream()))
     }
 
     async fn ack(&self, request: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
-        let resp = consume::ack(&self.node, "", request.into_inner(), None).await?;
+        let incoming = Incoming::of(&request, self.node.router.partitions())?;
+        let resp = consume::ack(&self.node, &incoming, "", request.into_inner(), None).await?;
         Ok(Response::new(resp))
     }
 
@@ -213,7 +278,8 @@ impl EventService for Events {
         &self,
         request: Request<Streaming<ConsumeRequest>>,
     ) -> Result<Response<Self::ConsumeStream>, Status> {
-        let rx = consume::consume(self.node.clone(), request.into_inner()).await?;
+        let incoming = Incoming::of(&request, self.node.router.partitions())?;
+        let rx = consume::consume(self.node.clone(), incoming, request.into_inner()).await?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -223,6 +289,7 @@ impl EventService for Events {
         &self,
         request: Request<ReplayRequest>,
     ) -> Result<Response<Self::ReplayStream>, Status> {
+        let incoming = Incoming::of(&request, self.node.router.partitions())?;
         let req = request.into_inner();
         let topic = if req.topic.is_empty() {
             None
@@ -231,25 +298,94 @@ impl EventService for Events {
             Some(req.topic.clone())
         };
         let partitions = match req.partition_id {
-            None | Some(-1) => self.node.partitions.clone(),
-            Some(id) => vec![self.node.partition("partition_id", id.into())?.clone()],
+            None | Some(-1) => self.node.all_partitions(),
+            Some(id) => vec![self.node.partition_id("partition_id", id.into())?],
         };
         let range = replay_range(req.range)?;
         let query = ReplayQuery {
             range,
             topic,
-            key: (!req.key.is_empty()).then_some(req.key),
+            key: (!req.key.is_empty()).then_some(req.key.clone()),
         };
-        // Partitions one after another, each in offset order.
-        let stream = futures::stream::iter(partitions).flat_map(move |p| {
-            let id = p.id();
-            ReceiverStream::new(p.replay(query.clone())).map(move |item| {
-                item.map(|ev| replay_event(id, ev))
-                    .map_err(status::from_partition)
+        // Partitions one after another, each in offset order, each from its leader.
+        let node = self.node.clone();
+        let stream = futures::stream::iter(partitions)
+            .then(move |p| {
+                let (node, incoming, query) = (node.clone(), incoming.clone(), query.clone());
+                let req = ReplayRequest {
+                    partition_id: Some(p as i32),
+                    ..req.clone()
+                };
+                async move { open_replay(&node, p, &incoming, query, req).await }
             })
-        });
+            .flat_map(|opened| match opened {
+                Ok(stream) => stream,
+                Err(status) => Box::pin(futures::stream::once(async { Err(status) })),
+            });
         Ok(Response::new(Box::pin(stream)))
     }
+}
+
+/// Cancels on this node's replica, which leads.
+async fn cancel_here(p: &Partition, req: CancelRequest) -> Result<CancelResponse, Status> {
+    let partition = p.id();
+    let cancel = p.cancel(req.topic.clone(), req.message_id.clone());
+    let outcome = match tokio::time::timeout(PARTITION_TIMEOUT, cancel).await {
+        Ok(result) => result.map_err(status::from_partition)?,
+        Err(_) => {
+            return Err(status::from_partition(PartitionError::Unavailable(
+                format!(
+                    "partition {partition} did not answer the cancel within {PARTITION_TIMEOUT:?}"
+                ),
+            )))
+        }
+    };
+    if let Some(refused) = status::cancel_refused(outcome, &req.topic, &req.message_id) {
+        return Err(refused);
+    }
+    let offset = match outcome {
+        CancelOutcome::Cancelled { offset, .. } | CancelOutcome::AlreadyCancelled { offset } => {
+            offset
+        }
+        CancelOutcome::NotFound | CancelOutcome::AlreadyFired { .. } => 0,
+    };
+    metrics::counter!("chronos_cancel_requests_total").increment(1);
+    Ok(CancelResponse { partition, offset })
+}
+
+/// Partition `p`'s replay stream, from its leader.
+async fn open_replay(
+    node: &Arc<Node>,
+    p: u32,
+    incoming: &Incoming,
+    query: ReplayQuery,
+    req: ReplayRequest,
+) -> Result<BoxStream<ReplayEvent>, Status> {
+    let deadline = Instant::now() + node.publish_timeout;
+    node.on_leader(p, incoming, deadline, |target| {
+        let (query, req) = (query.clone(), req.clone());
+        async move {
+            match target {
+                Target::Local(part) => {
+                    let stream: BoxStream<ReplayEvent> =
+                        Box::pin(ReceiverStream::new(part.replay(query)).map(move |item| {
+                            item.map(|ev| replay_event(p, ev))
+                                .map_err(status::from_partition)
+                        }));
+                    Ok(stream)
+                }
+                Target::Remote { channel, .. } => {
+                    // The stream outlives the deadline: only opening it is bounded.
+                    let resp = gateway::events_client(node, channel)
+                        .replay(gateway::forwarded(req, incoming, None, None))
+                        .await?;
+                    let stream: BoxStream<ReplayEvent> = Box::pin(resp.into_inner());
+                    Ok(stream)
+                }
+            }
+        }
+    })
+    .await
 }
 
 /// The requested range, checked: `to` (0 = no end) must not come before `from`.

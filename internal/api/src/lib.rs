@@ -11,6 +11,7 @@
 mod admin;
 mod consume;
 mod events;
+pub mod gateway;
 pub mod router;
 pub mod status;
 pub mod validate;
@@ -29,6 +30,8 @@ pub use validate::Limits;
 /// The partitions this node serves and how requests reach them.
 pub struct Node {
     pub node_id: u64,
+    /// The partitions this node holds, in id order: all of them on a single
+    /// node, its replicas in a cluster.
     pub partitions: Vec<Arc<Partition>>,
     pub router: Router,
     pub limits: Limits,
@@ -37,19 +40,42 @@ pub struct Node {
     pub grpc_addr: String,
     /// Unacked deliveries a member may hold when it asks for 0.
     pub default_max_inflight: u32,
+    /// The other nodes and the placement; `None` on a single node.
+    pub cluster: Option<gateway::Cluster>,
 }
 
 impl Node {
-    fn partition(&self, field: &str, id: i64) -> Result<&Arc<Partition>, Status> {
-        usize::try_from(id)
+    /// Checks that partition `id` exists (named `field` in the error).
+    fn partition_id(&self, field: &str, id: i64) -> Result<u32, Status> {
+        u32::try_from(id)
             .ok()
-            .and_then(|i| self.partitions.get(i))
+            .filter(|&p| p < self.router.partitions())
             .ok_or_else(|| {
                 Status::invalid_argument(format!(
                     "{field}: partition {id} does not exist; partitions are 0..{}",
-                    self.partitions.len().saturating_sub(1)
+                    self.router.partitions().saturating_sub(1)
                 ))
             })
+    }
+
+    /// This node's replica of partition `id`, if it holds one.
+    pub fn local(&self, id: u32) -> Option<&Arc<Partition>> {
+        self.partitions
+            .binary_search_by_key(&id, |p| p.id())
+            .ok()
+            .map(|i| &self.partitions[i])
+    }
+
+    /// Every partition id of the cluster.
+    pub fn all_partitions(&self) -> Vec<u32> {
+        (0..self.router.partitions()).collect()
+    }
+
+    /// Largest message the public API (and so a forwarded call) carries.
+    pub fn message_limit(&self) -> usize {
+        // Large enough that an oversized payload reaches validation (and gets a
+        // message naming the field); bounded so one request cannot take the heap.
+        (64 << 20) + 2 * self.limits.max_payload_bytes
     }
 }
 
@@ -60,9 +86,7 @@ pub fn services(
     EventServiceServer<events::Events>,
     AdminServiceServer<admin::Admin>,
 ) {
-    // Large enough that an oversized payload reaches validation (and gets a
-    // message naming the field); bounded so one request cannot take the heap.
-    let limit = (64 << 20) + 2 * node.limits.max_payload_bytes;
+    let limit = node.message_limit();
     let events = EventServiceServer::new(events::Events::new(node.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);

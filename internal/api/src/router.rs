@@ -51,9 +51,131 @@ impl Router {
     }
 }
 
+/// Virtual nodes per cluster node on the placement ring.
+const VNODES_PER_NODE: u32 = 64;
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+struct NodeVNode {
+    node: u64,
+    replica: u32,
+}
+
+/// Which nodes hold each partition: `replication_factor` distinct nodes
+/// chosen by consistent hashing over the node list. Every node computes the
+/// same placement from the same list; adding a node moves few partitions.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    replicas: Vec<Vec<u64>>,
+}
+
+impl Placement {
+    pub fn new(nodes: &[u64], partitions: u32, replication_factor: u32) -> Placement {
+        let mut ring = HashRing::new();
+        for &node in nodes {
+            for replica in 0..VNODES_PER_NODE {
+                ring.add(NodeVNode { node, replica });
+            }
+        }
+        let mut distinct: Vec<u64> = nodes.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let want = (replication_factor as usize).clamp(1, distinct.len().max(1));
+        let replicas = (0..partitions)
+            .map(|p| {
+                let mut chosen: Vec<u64> = Vec::with_capacity(want);
+                // Probe the ring with a sequence of keys for this partition:
+                // each probe lands on a node; keep the first `want` distinct.
+                for k in 0..4096u32 {
+                    if chosen.len() == want {
+                        break;
+                    }
+                    let h = stable_hash(format!("partition-{p}/{k}").as_bytes());
+                    if let Some(v) = ring.get(&h) {
+                        if !chosen.contains(&v.node) {
+                            chosen.push(v.node);
+                        }
+                    }
+                }
+                // Practically unreachable; keeps the count exact regardless.
+                for &n in &distinct {
+                    if chosen.len() == want {
+                        break;
+                    }
+                    if !chosen.contains(&n) {
+                        chosen.push(n);
+                    }
+                }
+                chosen
+            })
+            .collect();
+        Placement { replicas }
+    }
+
+    /// The nodes holding `partition` (its Raft voters), the preferred leader first.
+    pub fn replicas(&self, partition: u32) -> &[u64] {
+        self.replicas
+            .get(partition as usize)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The partitions `node` holds, in id order.
+    pub fn hosted_on(&self, node: u64) -> Vec<u32> {
+        (0..self.replicas.len() as u32)
+            .filter(|&p| self.replicas(p).contains(&node))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placement_picks_distinct_nodes_and_spreads_them() {
+        let nodes = [1, 2, 3, 4, 5];
+        let a = Placement::new(&nodes, 64, 3);
+        let b = Placement::new(&[5, 4, 3, 2, 1], 64, 3);
+        let mut held = [0usize; 6];
+        for p in 0..64 {
+            let r = a.replicas(p);
+            assert_eq!(r.len(), 3, "partition {p}: {r:?}");
+            let mut d = r.to_vec();
+            d.sort_unstable();
+            d.dedup();
+            assert_eq!(d.len(), 3, "partition {p} has repeated nodes: {r:?}");
+            assert_eq!(r, b.replicas(p), "placement depends on list order");
+            for &n in r {
+                held[n as usize] += 1;
+            }
+        }
+        // 192 replicas over 5 nodes: about 38 each.
+        for n in 1..=5 {
+            assert!(
+                (20..=60).contains(&held[n]),
+                "node {n} holds {}: {held:?}",
+                held[n]
+            );
+        }
+        assert_eq!(a.hosted_on(1).len(), held[1]);
+        // Every node holds every partition when RF = node count.
+        let all = Placement::new(&[1, 2, 3], 8, 3);
+        assert_eq!(all.hosted_on(2), (0..8).collect::<Vec<_>>());
+        // RF larger than the node count is capped; one node holds everything.
+        assert_eq!(Placement::new(&[7], 4, 3).replicas(3), &[7]);
+    }
+
+    #[test]
+    fn adding_a_node_moves_few_replicas() {
+        let before = Placement::new(&[1, 2, 3, 4], 64, 2);
+        let after = Placement::new(&[1, 2, 3, 4, 5], 64, 2);
+        let moved = (0..64)
+            .filter(|&p| {
+                let (b, a) = (before.replicas(p), after.replicas(p));
+                b.iter().any(|n| !a.contains(n))
+            })
+            .count();
+        assert!(moved < 48, "{moved} of 64 partitions changed replicas");
+    }
 
     #[test]
     fn key_wins_over_message_id_and_routing_is_stable() {

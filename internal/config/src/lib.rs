@@ -56,6 +56,93 @@ pub struct Config {
     pub raft: RaftConfig,
     pub scheduler: SchedulerConfig,
     pub delivery: DeliveryConfig,
+    pub cluster: ClusterConfig,
+}
+
+/// Static cluster membership. Empty `nodes` = a single node that needs no peers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Voters per partition; 0 picks the default: 3 when more than one node
+    /// is listed (or all of them when fewer), 1 otherwise.
+    pub replication_factor: u32,
+    /// Every node of the cluster, this one included (`node_id` names it).
+    pub nodes: Vec<NodeConfig>,
+}
+
+/// One node as every node knows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub id: u64,
+    /// Node-to-node gRPC (Raft and forwarded requests), `host:port`.
+    pub raft_addr: String,
+    /// Public gRPC, `host:port`. In a cluster the node listens here (not on `grpc_addr`).
+    pub api_addr: String,
+}
+
+impl ClusterConfig {
+    /// The replication factor in effect.
+    pub fn effective_replication_factor(&self) -> u32 {
+        match (self.replication_factor, self.nodes.len()) {
+            (0, 0 | 1) => 1,
+            (0, n) => (n as u32).min(3),
+            (rf, _) => rf,
+        }
+    }
+
+    /// This node's entry, when a cluster is configured.
+    pub fn node(&self, id: u64) -> Option<&NodeConfig> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    fn validate(&self, node_id: u64) -> Result<(), String> {
+        if self.nodes.is_empty() {
+            if self.replication_factor > 1 {
+                return Err(format!(
+                    "cluster.replication_factor is {} but cluster.nodes is empty; list the nodes",
+                    self.replication_factor
+                ));
+            }
+            return Ok(());
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        let mut addrs = std::collections::BTreeSet::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if !ids.insert(n.id) {
+                return Err(format!("cluster.nodes[{i}].id: {} is listed twice", n.id));
+            }
+            for (field, addr) in [("raft_addr", &n.raft_addr), ("api_addr", &n.api_addr)] {
+                let port = addr.rsplit_once(':').and_then(|(h, p)| {
+                    (!h.is_empty()).then_some(())?;
+                    p.parse::<u16>().ok()
+                });
+                if port.is_none() {
+                    return Err(format!(
+                        "cluster.nodes[{i}].{field}: {addr:?} is not host:port"
+                    ));
+                }
+                if !addrs.insert(addr.as_str()) {
+                    return Err(format!(
+                        "cluster.nodes[{i}].{field}: {addr:?} is used twice"
+                    ));
+                }
+            }
+        }
+        if !ids.contains(&node_id) {
+            return Err(format!(
+                "node_id {node_id} is not one of cluster.nodes (ids {ids:?})"
+            ));
+        }
+        let rf = self.effective_replication_factor();
+        if rf == 0 || rf as usize > self.nodes.len() {
+            return Err(format!(
+                "cluster.replication_factor must be 1..={} (the number of nodes), got {rf}",
+                self.nodes.len()
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The most unacked deliveries one member may hold.
@@ -203,6 +290,7 @@ impl Default for Config {
             raft: RaftConfig::default(),
             scheduler: SchedulerConfig::default(),
             delivery: DeliveryConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -405,7 +493,7 @@ impl Config {
         if self.dedup_ttl.is_zero() {
             return bad("dedup_ttl must be positive".into());
         }
-        Ok(())
+        self.cluster.validate(self.node_id).or_else(bad)
     }
 }
 

@@ -72,3 +72,78 @@ fn example_file_matches_defaults() {
         "config/chronos.toml must document the defaults"
     );
 }
+
+fn cluster_file(dir: &Path, node_id: u64, extra: &str) -> PathBuf {
+    let file = dir.join(format!("node{node_id}.toml"));
+    let mut text = format!("node_id = {node_id}\n[cluster]\n{extra}\n");
+    for id in 1..=3 {
+        text.push_str(&format!(
+            "[[cluster.nodes]]\nid = {id}\nraft_addr = \"127.0.0.{id}:9100\"\napi_addr = \"127.0.0.{id}:9000\"\n"
+        ));
+    }
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+#[test]
+fn cluster_nodes_load_and_default_to_three_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Config::load(
+        Some(&cluster_file(dir.path(), 2, "")),
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(c.cluster.nodes.len(), 3);
+    assert_eq!(c.cluster.effective_replication_factor(), 3);
+    assert_eq!(c.cluster.node(2).unwrap().api_addr, "127.0.0.2:9000");
+    assert_eq!(Config::default().cluster.effective_replication_factor(), 1);
+
+    let c = Config::load(
+        Some(&cluster_file(dir.path(), 1, "replication_factor = 2")),
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(c.cluster.effective_replication_factor(), 2);
+}
+
+#[test]
+fn bad_cluster_configs_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = Overrides::default();
+    let err = Config::load(Some(&cluster_file(dir.path(), 7, "")), &flags).unwrap_err();
+    assert!(err.to_string().contains("node_id 7"), "{err}");
+    let err = Config::load(
+        Some(&cluster_file(dir.path(), 1, "replication_factor = 4")),
+        &flags,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("replication_factor"), "{err}");
+
+    let file = dir.path().join("dup.toml");
+    std::fs::write(
+        &file,
+        "[[cluster.nodes]]\nid = 1\nraft_addr = \"a:1\"\napi_addr = \"b:2\"\n\
+         [[cluster.nodes]]\nid = 2\nraft_addr = \"a:1\"\napi_addr = \"c:3\"\n",
+    )
+    .unwrap();
+    let err = Config::load(Some(&file), &flags).unwrap_err();
+    assert!(
+        err.to_string().contains("cluster.nodes[1].raft_addr"),
+        "{err}"
+    );
+
+    std::fs::write(
+        &file,
+        "[[cluster.nodes]]\nid = 1\nraft_addr = \"nohost\"\napi_addr = \"b:2\"\n",
+    )
+    .unwrap();
+    let err = Config::load(Some(&file), &flags).unwrap_err();
+    assert!(
+        err.to_string().contains("cluster.nodes[0].raft_addr"),
+        "{err}"
+    );
+
+    std::fs::write(&file, "[cluster]\nreplication_factor = 3\n").unwrap();
+    let err = Config::load(Some(&file), &flags).unwrap_err();
+    assert!(err.to_string().contains("cluster.nodes is empty"), "{err}");
+}

@@ -84,6 +84,9 @@ pub struct Actor {
     /// Why the Raft group stopped (a storage failure), if it did: queued
     /// requests get this at once instead of waiting for their timeout.
     stopped: Option<PartitionError>,
+    /// Another node leads: queued requests get `NotLeader` with its id at once
+    /// instead of waiting for this node to lead.
+    led_elsewhere: Option<PartitionError>,
     /// Term for which offsets are in sync with the log; None while not leading.
     ready_term: Option<u64>,
     /// Last log index seen when leadership was won; applied must reach it.
@@ -136,6 +139,7 @@ impl Actor {
             flushed_at_last_proposal: 0,
             scheduled,
             stopped: None,
+            led_elsewhere: None,
             ready_term: None,
             catch_up_to: None,
             next_offset: 0,
@@ -156,9 +160,10 @@ impl Actor {
             let ready = self.ready_term.is_some();
             self.ready_flag.store(ready, Ordering::Release);
             let can_propose = ready && self.may_propose();
+            let refuse = self.refusal(ready).is_some();
             tokio::select! {
-                req = self.mailbox.recv(), if can_propose || self.stopped.is_some() => match req {
-                    Some(first) => match &self.stopped {
+                req = self.mailbox.recv(), if can_propose || refuse => match req {
+                    Some(first) => match self.refusal(ready) {
                         Some(why) => {
                             let _ = first.reply.send(Err(why.clone()));
                         }
@@ -177,7 +182,9 @@ impl Actor {
                 Some(seq) = done_rx.recv() => self.finish(seq),
                 // The previous proposal reached the disk: the next may go.
                 _ = self.flushed.changed(), if ready && !can_propose => {}
-                changed = metrics.changed(), if !ready => {
+                // Also while ready: a leader that steps down (a higher term
+                // seen) must stop proposing and firing at once, traffic or not.
+                changed = metrics.changed() => {
                     if changed.is_err() {
                         break;
                     }
@@ -195,6 +202,13 @@ impl Actor {
         }
         self.ready_flag.store(false, Ordering::Release);
         tracing::debug!(partition = self.partition, "partition actor stopped");
+    }
+
+    /// Why queued requests are answered at once rather than proposed: the
+    /// group stopped, or (while this node is not ready) another node leads.
+    fn refusal(&self, ready: bool) -> Option<&PartitionError> {
+        let elsewhere = self.led_elsewhere.as_ref().filter(|_| !ready);
+        self.stopped.as_ref().or(elsewhere)
     }
 
     fn may_propose(&self) -> bool {
@@ -220,6 +234,13 @@ impl Actor {
             .err()
             .map(|f| PartitionError::from_fatal(self.partition, f));
         let leading = m.state == ServerState::Leader && m.current_leader == Some(self.node_id);
+        self.led_elsewhere = m
+            .current_leader
+            .filter(|&l| l != self.node_id)
+            .map(|leader| PartitionError::NotLeader {
+                partition: self.partition,
+                leader: Some(leader),
+            });
         if !leading {
             self.ready_term = None;
             self.catch_up_to = None;

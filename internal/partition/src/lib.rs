@@ -6,8 +6,9 @@
 //! (offsets, due times, dedup of in-flight ids, batching into proposals), replay
 //! by offset, snapshots and WAL retention.
 //! Does not own: validation of input (the API layer checks it before anything
-//! reaches here), routing to partitions, gRPC, or the network between nodes
-//! (a single-voter group uses [`network::SoloNetwork`]).
+//! reaches here), routing to partitions, gRPC, or the network between nodes:
+//! [`Partition::open`] takes the group's network factory (`chronos-raftnet`'s
+//! for a group of several voters, [`SoloNetwork`] for a single-voter group).
 //!
 //! Directory of one partition: `wal/` (segments, vote, purge point),
 //! `state/` (RocksDB), `snapshots/`.
@@ -39,8 +40,9 @@ use chronos_proto::internal::CancelCommand;
 use chronos_proto::v1::Event;
 use chronos_store::{Store, StoreResources};
 use chronos_wal::{Retention, Wal, WalOptions};
+use openraft::error::InitializeError;
 use openraft::error::RaftError;
-use openraft::{BasicNode, ServerState, SnapshotPolicy};
+use openraft::{BasicNode, RaftNetworkFactory, ServerState, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -51,8 +53,9 @@ pub use delivery::{
 };
 pub use error::PartitionError;
 pub use groups::GroupInfo;
+pub use network::SoloNetwork;
 pub use replay::{ReplayQuery, ReplayRange, ReplayStream, ReplayedEvent};
-pub use types::{CancelOutcome, NodeId};
+pub use types::{CancelOutcome, NodeId, Raft, TypeConfig};
 
 use crate::actor::{Actor, PublishRequest};
 use crate::delivery::{Control, Worker};
@@ -60,16 +63,23 @@ use crate::firing::Firing;
 pub use crate::firing::FiringOptions;
 use crate::log_store::LogStore;
 use crate::state_machine::{AppliedState, StateMachine};
-use crate::types::{Command, Raft};
+use crate::types::Command;
 
 /// Requests queued for the actor before publishers feel backpressure.
 const MAILBOX: usize = 4096;
+/// Log entries in one append-entries RPC. One entry can hold a large batch
+/// (a 1000-event publish is ~260 KB), so this keeps an RPC to a few MB; the
+/// transport also splits a request that is still too large by bytes.
+const MAX_PAYLOAD_ENTRIES: u64 = 64;
 
 /// Everything needed to open one partition.
 #[derive(Clone)]
 pub struct PartitionOptions {
     pub id: u32,
     pub node_id: NodeId,
+    /// The group's voters, `node_id` among them; empty means `node_id` alone.
+    /// Used only to initialise a new group: every voter must be given the same list.
+    pub voters: Vec<NodeId>,
     /// This partition's own directory.
     pub dir: PathBuf,
     pub wal: WalOptions,
@@ -99,6 +109,9 @@ pub struct PartitionStatus {
     pub term: u64,
     pub voters: Vec<NodeId>,
     pub last_log_index: u64,
+    /// Highest index known committed. openraft 0.9 does not report the commit
+    /// index, so this is the applied index: everything applied is committed.
+    pub committed_index: u64,
     pub applied_index: u64,
     pub next_offset: u64,
     pub wal_bytes: u64,
@@ -108,6 +121,8 @@ pub struct PartitionStatus {
     pub next_due_ts: Option<i64>,
     /// False once the Raft group stopped on a storage failure.
     pub healthy: bool,
+    /// On the leader: each other voter and the highest log index it matches.
+    pub replication: Vec<(NodeId, u64)>,
 }
 
 /// Handle to a running partition. Cheap to share behind an `Arc`.
@@ -131,8 +146,13 @@ fn open_err(id: u32, what: &str, e: impl std::fmt::Display) -> PartitionError {
 
 impl Partition {
     /// Opens (creating on first start) the partition and starts its Raft group
-    /// as the single voter `node_id`.
-    pub async fn open(opts: PartitionOptions) -> Result<Partition, PartitionError> {
+    /// over `network`. A new group is initialised with `opts.voters`; every
+    /// voter does so with the same list, which openraft allows (the first
+    /// election decides), so no node has to be told it bootstraps the group.
+    pub async fn open<N>(opts: PartitionOptions, network: N) -> Result<Partition, PartitionError>
+    where
+        N: RaftNetworkFactory<TypeConfig>,
+    {
         let id = opts.id;
         let wal_dir = opts.dir.join("wal");
         let wal = Arc::new(Wal::open(&wal_dir, opts.wal).map_err(|e| open_err(id, "wal", e))?);
@@ -153,6 +173,7 @@ impl Partition {
             election_timeout_max: opts.election_timeout_max.as_millis() as u64,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_every_entries),
             max_in_snapshot_log_to_keep: 0,
+            max_payload_entries: MAX_PAYLOAD_ENTRIES,
             ..Default::default()
         };
         let config = Arc::new(
@@ -160,19 +181,10 @@ impl Partition {
                 .validate()
                 .map_err(|e| open_err(id, "raft config", e))?,
         );
-        let raft = Raft::new(opts.node_id, config, network::SoloNetwork, log_store, sm)
+        let raft = Raft::new(opts.node_id, config, network, log_store, sm)
             .await
             .map_err(|e| open_err(id, "raft", e))?;
-        if !raft
-            .is_initialized()
-            .await
-            .map_err(|e| open_err(id, "raft", e))?
-        {
-            let members = BTreeMap::from([(opts.node_id, BasicNode::default())]);
-            raft.initialize(members)
-                .await
-                .map_err(|e| open_err(id, "raft membership", e))?;
-        }
+        initialize(&raft, id, opts.node_id, &opts.voters).await?;
 
         let (tx, rx) = mpsc::channel(MAILBOX);
         // Unbounded: a dropped report would leave an applied event out of the
@@ -241,6 +253,18 @@ impl Partition {
 
     pub fn id(&self) -> u32 {
         self.id
+    }
+
+    /// The partition's Raft group: for the node-to-node transport, which hands
+    /// it the RPCs of the group's other voters.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// True while this node leads the group, has applied its whole log and so
+    /// takes writes; the firing loop and the delivery worker run only then.
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(Ordering::Acquire)
     }
 
     /// Durably stores `events` (already validated) and returns one outcome per
@@ -345,9 +369,15 @@ impl Partition {
         m.running_state.is_ok() && m.current_leader.is_some() && leader_ready
     }
 
+    /// The node this partition's Raft group currently follows as leader.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
     pub fn status(&self) -> PartitionStatus {
         let m = self.raft.metrics().borrow().clone();
         let wal = self.wal.stats();
+        let applied = self.applied.index.load(Ordering::Acquire);
         PartitionStatus {
             id: self.id,
             leader: m.current_leader,
@@ -355,13 +385,21 @@ impl Partition {
             term: m.current_term,
             voters: m.membership_config.membership().voter_ids().collect(),
             last_log_index: m.last_log_index.unwrap_or(0),
-            applied_index: self.applied.index.load(Ordering::Acquire),
+            applied_index: applied,
             next_offset: self.applied.next_offset.load(Ordering::Acquire),
             wal_bytes: wal.disk_bytes,
             wal_segments: wal.segment_count,
             pending: self.applied.pending.load(Ordering::Acquire),
             next_due_ts: self.store.first_pending_due().ok().flatten(),
             healthy: m.running_state.is_ok(),
+            committed_index: applied,
+            replication: m
+                .replication
+                .iter()
+                .flatten()
+                .filter(|(id, _)| **id != m.id)
+                .map(|(id, matched)| (*id, matched.map_or(0, |l| l.index)))
+                .collect(),
         }
     }
 
@@ -391,6 +429,42 @@ impl Partition {
         if let Err(e) = self.wal.sync() {
             tracing::warn!(partition = self.id, "wal fsync at shutdown: {e}");
         }
+    }
+}
+
+/// Gives a new group its first membership: `voters` (or `node_id` alone), each
+/// without an address (the transport finds a node by id). A group already
+/// initialised — by an earlier start, or by another voter's vote or entries
+/// arriving first — keeps what it has.
+async fn initialize(
+    raft: &Raft,
+    id: u32,
+    node_id: NodeId,
+    voters: &[NodeId],
+) -> Result<(), PartitionError> {
+    if raft
+        .is_initialized()
+        .await
+        .map_err(|e| open_err(id, "raft", e))?
+    {
+        return Ok(());
+    }
+    let members: BTreeMap<NodeId, BasicNode> = if voters.is_empty() {
+        BTreeMap::from([(node_id, BasicNode::default())])
+    } else {
+        voters.iter().map(|&v| (v, BasicNode::default())).collect()
+    };
+    if !members.contains_key(&node_id) {
+        return Err(open_err(
+            id,
+            "raft membership",
+            format!("node {node_id} is not among the voters {voters:?}"),
+        ));
+    }
+    match raft.initialize(members).await {
+        Ok(()) => Ok(()),
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+        Err(e) => Err(open_err(id, "raft membership", e)),
     }
 }
 

@@ -1,8 +1,8 @@
 //! The Raft network of a single-voter group: there is nobody to talk to.
 //!
 //! openraft needs a network factory even when the group has one voter; every
-//! call answers "unreachable". Replication across nodes replaces this with the
-//! internal gRPC transport.
+//! call answers "unreachable". A group of several voters uses
+//! `chronos-raftnet`'s gRPC transport instead.
 
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};

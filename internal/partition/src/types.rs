@@ -149,8 +149,31 @@ impl Serialize for Command {
 
 impl<'de> Deserialize<'de> for Command {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw: Vec<u8> = serde::de::Deserialize::deserialize(d)?;
-        Command::decode(&raw).map_err(serde::de::Error::custom)
+        d.deserialize_byte_buf(CommandVisitor)
+    }
+}
+
+/// Decodes the protobuf bytes in place: binary formats (the node-to-node
+/// transport's) hand over a slice; a format without bytes sends a sequence.
+struct CommandVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CommandVisitor {
+    type Value = Command;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the bytes of a protobuf Command")
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, raw: &[u8]) -> Result<Command, E> {
+        Command::decode(raw).map_err(E::custom)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Command, A::Error> {
+        let mut raw = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+        while let Some(b) = seq.next_element::<u8>()? {
+            raw.push(b);
+        }
+        self.visit_bytes(&raw)
     }
 }
 

@@ -2,11 +2,31 @@
 //!
 //! Owns: one lazily connected gRPC channel per peer node ([`Peers`]), shared
 //! by every partition group's Raft traffic and by the gateway's forwarded
-//! requests, and the internal Raft service carrying openraft's append-entries,
-//! vote and install-snapshot for many groups (the partition id in each message).
-//! Does not own: placement (which nodes hold a partition) or what a forwarded
+//! requests; the internal Raft service (`chronos.raft.v1.RaftService`) that
+//! carries openraft's append-entries, vote and install-snapshot for many
+//! groups, the partition id in each message: its receiving side
+//! ([`service`] over the [`Groups`] open on this node) and its sending side
+//! ([`Network`], openraft's network factory for one partition).
+//! Does not own: placement (which nodes hold a partition), a group's
+//! membership (`chronos-partition` initialises it), or what a forwarded
 //! request means (that is `chronos-api`).
+//!
+//! Wiring on a node: one `Peers` for the cluster; one `Groups`, served by
+//! `service(groups)` on the node's `raft_addr`; each partition opened with
+//! `Network::new(id, peers.clone())` and registered with
+//! `groups.insert(id, partition.raft().clone())` (removed before it shuts down).
+//!
+//! Payloads are openraft's own serde types in bincode ([`wire`]); an answer
+//! carries openraft's `Result`, so a remote error arrives as the openraft
+//! error it was.
 
+mod groups;
+mod network;
 mod peers;
+mod server;
+pub mod wire;
 
+pub use groups::Groups;
+pub use network::{Connection, Network};
 pub use peers::{Peer, Peers};
+pub use server::{service, Service};

@@ -144,11 +144,13 @@ async fn unavailable_with_a_leader_hint_redirects_to_the_leader() {
             id: 1,
             api_addr: a_addr.to_string(),
             raft_addr: String::new(),
+            reachable: true,
         },
         NodeInfo {
             id: 2,
             api_addr: b_addr.to_string(),
             raft_addr: String::new(),
+            reachable: true,
         },
     ];
     let (a_calls, b_calls) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));

@@ -1,7 +1,7 @@
-//! The gRPC codec of the public services: prost encoding, but a request that is
-//! not valid protobuf is the caller's error, so it answers `INVALID_ARGUMENT`
-//! with prost's message (which names the message and field) instead of the
-//! default `INTERNAL`.
+//! The gRPC codec of the public services and the internal Raft service: prost
+//! encoding, but a request that is not valid protobuf is the caller's error, so
+//! it answers `INVALID_ARGUMENT` with prost's message (which names the message
+//! and field) instead of the default `INTERNAL`.
 
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic::{Code, Status};

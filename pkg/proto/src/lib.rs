@@ -18,5 +18,11 @@ pub mod internal {
     tonic::include_proto!("chronos.internal.v1");
 }
 
+/// The node-to-node Raft service (`proto/internal/raft.proto`): openraft's
+/// messages for many partition groups, carried as opaque payloads.
+pub mod raft {
+    tonic::include_proto!("chronos.raft.v1");
+}
+
 /// Encoded `FileDescriptorSet` of the public protos, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("chronos_descriptor");

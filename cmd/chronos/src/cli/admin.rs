@@ -66,13 +66,19 @@ pub async fn status(conn: &Conn) -> Result<()> {
                     "next_offset": p.next_offset, "pending": p.pending,
                     "next_due_ts": p.next_due_ts, "wal_bytes": p.wal_bytes,
                     "wal_segments": p.wal_segments,
+                    "replicas": p.replicas.iter().map(|r| json!({
+                        "node_id": r.node_id, "matched_index": r.matched_index, "lag": r.lag,
+                    })).collect::<Vec<_>>(),
                 })
             })
             .collect();
         let nodes: Vec<_> = s
             .nodes
             .iter()
-            .map(|n| json!({"id": n.id, "api_addr": n.api_addr, "raft_addr": n.raft_addr}))
+            .map(|n| {
+                json!({"id": n.id, "api_addr": n.api_addr, "raft_addr": n.raft_addr,
+                       "reachable": n.reachable})
+            })
             .collect();
         print_json(&json!({
             "node_id": s.node_id, "replication_factor": s.replication_factor,
@@ -87,25 +93,52 @@ pub async fn status(conn: &Conn) -> Result<()> {
         s.nodes.len()
     );
     for n in &s.nodes {
-        println!("  node {}  api {}", n.id, n.api_addr);
+        let raft = if n.raft_addr.is_empty() {
+            String::new()
+        } else {
+            format!("  raft {}", n.raft_addr)
+        };
+        let down = if n.reachable { "" } else { "  UNREACHABLE" };
+        println!("  node {}  api {}{raft}{down}", n.id, n.api_addr);
     }
     println!(
-        "{:>9} {:>7} {:>5} {:>10} {:>10} {:>11} {:>10} {:>10}  next due",
-        "partition", "leader", "term", "last log", "applied", "next offset", "pending", "wal bytes"
+        "{:>9} {:>7} {:>5} {:>8} {:>10} {:>10} {:>11} {:>10} {:>10}  {:<19} replica lag",
+        "partition",
+        "leader",
+        "term",
+        "voters",
+        "last log",
+        "applied",
+        "next offset",
+        "pending",
+        "wal bytes",
+        "next due"
     );
     for p in &s.partitions {
         let leader = p.leader.map_or("-".to_string(), |l| l.to_string());
+        let voters: Vec<String> = p.voters.iter().map(u64::to_string).collect();
+        let lag: Vec<String> = p
+            .replicas
+            .iter()
+            .map(|r| format!("{}:{}", r.node_id, r.lag))
+            .collect();
         println!(
-            "{:>9} {:>7} {:>5} {:>10} {:>10} {:>11} {:>10} {:>10}  {}",
+            "{:>9} {:>7} {:>5} {:>8} {:>10} {:>10} {:>11} {:>10} {:>10}  {:<19} {}",
             p.partition,
             leader,
             p.term,
+            voters.join(","),
             p.last_log_index,
             p.applied_index,
             p.next_offset,
             p.pending,
             p.wal_bytes,
-            fmt_time(p.next_due_ts)
+            fmt_time(p.next_due_ts),
+            if lag.is_empty() {
+                "-".to_string()
+            } else {
+                lag.join(" ")
+            }
         );
     }
     Ok(())

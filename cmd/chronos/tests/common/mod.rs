@@ -19,6 +19,8 @@ use chronos_proto::v1::{
 };
 use tonic::transport::Channel;
 
+pub mod cluster;
+
 pub const START_DEADLINE: Duration = Duration::from_secs(60);
 
 pub struct Server {
@@ -37,6 +39,14 @@ impl Server {
 
     /// Like `start`, with extra `CHRONOS_*` environment variables.
     pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let server = Self::spawn(data_dir, extra, env);
+        server.wait_ready(START_DEADLINE);
+        server
+    }
+
+    /// Starts a server and waits until it listens, not until it is ready (a
+    /// cluster node is ready only once enough of its peers run too).
+    pub fn spawn(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         std::fs::create_dir_all(data_dir).unwrap();
         let log = data_dir.with_extension(format!("log.{}", std::process::id()));
         let mut child = Command::new(env!("CARGO_BIN_EXE_chronos"))
@@ -100,8 +110,11 @@ impl Server {
         };
         server.grpc = field("grpc_addr");
         server.http = field("http_addr");
-        server.wait_ready(START_DEADLINE);
         server
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     pub fn log(&self) -> String {

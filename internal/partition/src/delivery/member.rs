@@ -48,6 +48,12 @@ impl Member {
         self.id
     }
 
+    /// A sender into this member's outbox, for deliveries that reach it from
+    /// elsewhere (a partition led by another node, through the gateway).
+    pub fn outbox(&self) -> mpsc::UnboundedSender<Outgoing> {
+        self.outbox.clone()
+    }
+
     /// Allows `n` more unacknowledged deliveries (a credit grant).
     pub fn grant(&self, n: u32) {
         self.give_back(i64::from(n));

@@ -33,6 +33,7 @@ fn options(dir: &Path) -> PartitionOptions {
     PartitionOptions {
         id: 0,
         node_id: 1,
+        voters: vec![1],
         dir: dir.to_path_buf(),
         wal: WalOptions::default(),
         retention: Retention {
@@ -94,7 +95,9 @@ async fn with_partition<F>(dir: &Path, work: impl FnOnce(std::sync::Arc<Partitio
 where
     F: std::future::Future<Output = ()>,
 {
-    let p = std::sync::Arc::new(Partition::open(options(dir)).await.unwrap());
+    let p = std::sync::Arc::new(Partition::open(options(dir), crate::SoloNetwork)
+            .await
+            .unwrap());
     wait_for("the partition to lead", || p.is_ready()).await;
     work(p.clone()).await;
     p.shutdown().await;

@@ -1,0 +1,601 @@
+//! A cluster of three real server processes on 127.0.0.x: any node serves the
+//! API, and losing a leader, a minority, a whole node's data or a network link
+//! loses nothing acked and fires nothing early.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chronos_client::{Client, ConsumerOptions, Start};
+use chronos_proto::v1::event_service_client::EventServiceClient;
+use chronos_proto::v1::{ListPartitionsRequest, PartitionInfo, PublishBatchRequest, ReplayRequest};
+use common::cluster::{Cluster, Options};
+use common::{event, now_ms, publish_req, subscribe_req, Member};
+use futures::StreamExt;
+use tonic::transport::Channel;
+use tonic::Code;
+
+/// What a consumer saw of each message id: (attempt, received at ms, due_ts).
+type Seen = Arc<Mutex<HashMap<String, Vec<(u32, i64, i64)>>>>;
+
+/// Runs an SDK consumer (which subscribes again when its stream breaks) that
+/// acks everything and records what it saw, until the returned handle is aborted.
+async fn collect(
+    endpoints: Vec<String>,
+    group: &str,
+    topic: &str,
+    max_inflight: u32,
+) -> (Seen, tokio::task::JoinHandle<()>) {
+    let client = Client::connect(endpoints).await.expect("connect");
+    let mut consumer = client
+        .consumer(ConsumerOptions {
+            group: group.into(),
+            topic: topic.into(),
+            max_inflight,
+            start: Start::Earliest,
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe");
+    let seen: Seen = Arc::default();
+    let record = seen.clone();
+    let task = tokio::spawn(async move {
+        while let Some(d) = consumer.next().await {
+            let Ok(d) = d else { continue };
+            record
+                .lock()
+                .unwrap()
+                .entry(d.event.message_id.clone())
+                .or_default()
+                .push((d.attempt, now_ms(), d.due_ts));
+            let _ = consumer.ack(&d).await;
+        }
+    });
+    (seen, task)
+}
+
+/// Waits until `seen` holds every id of `want`; the ids still missing otherwise.
+async fn wait_all(seen: &Seen, want: &BTreeMap<String, i64>, deadline: Duration) -> Vec<String> {
+    let until = Instant::now() + deadline;
+    loop {
+        let missing: Vec<String> = {
+            let seen = seen.lock().unwrap();
+            want.keys()
+                .filter(|id| !seen.contains_key(*id))
+                .cloned()
+                .collect()
+        };
+        if missing.is_empty() || Instant::now() > until {
+            return missing;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// No delivery came before its due time, and each came with the due time the
+/// publish was answered with.
+fn assert_none_early(seen: &Seen, want: &BTreeMap<String, i64>) {
+    for (id, got) in seen.lock().unwrap().iter() {
+        for &(attempt, at, due) in got {
+            assert!(
+                at >= due,
+                "{id} attempt {attempt} arrived at {at}, {} ms before its due time {due}",
+                due - at
+            );
+            if let Some(&published_due) = want.get(id) {
+                assert_eq!(due, published_due, "{id}: delivered with another due time");
+            }
+        }
+    }
+}
+
+async fn events_client(endpoint: String) -> EventServiceClient<Channel> {
+    EventServiceClient::connect(endpoint)
+        .await
+        .expect("connect")
+}
+
+/// Node `id`'s own view of the partitions it holds.
+async fn local_view(cluster: &Cluster, id: u64) -> Vec<PartitionInfo> {
+    let all: Vec<String> = (0..cluster.opts.partitions)
+        .map(|p| p.to_string())
+        .collect();
+    let mut req = tonic::Request::new(ListPartitionsRequest {});
+    req.metadata_mut()
+        .insert("chronos-scope", all.join(",").parse().unwrap());
+    cluster
+        .admin(id)
+        .await
+        .list_partitions(req)
+        .await
+        .expect("list partitions")
+        .into_inner()
+        .partitions
+}
+
+/// Waits until node `id` has applied as much of every partition as the leader
+/// reports (same next offset and pending count).
+async fn wait_caught_up(cluster: &Cluster, id: u64, via: u64, deadline: Duration) {
+    let until = Instant::now() + deadline;
+    loop {
+        let leaders = cluster.status(via).await.partitions;
+        let mine = local_view(cluster, id).await;
+        let behind: Vec<String> = leaders
+            .iter()
+            .filter_map(|l| {
+                let m = mine.iter().find(|m| m.partition == l.partition);
+                let ok = m.is_some_and(|m| {
+                    m.next_offset == l.next_offset && m.pending == l.pending && l.leader.is_some()
+                });
+                (!ok).then(|| {
+                    format!(
+                        "p{} leader {:?}/{} mine {:?}",
+                        l.partition,
+                        l.next_offset,
+                        l.pending,
+                        m.map(|m| (m.next_offset, m.pending, m.applied_index))
+                    )
+                })
+            })
+            .collect();
+        if behind.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "node {id} did not catch up within {deadline:?}: {behind:?}\n{}",
+            cluster.log(id)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every event of `topic` the cluster's leaders hold, by message id.
+async fn replay_ids(endpoint: String, topic: &str) -> BTreeSet<String> {
+    let mut client = events_client(endpoint).await;
+    let req = ReplayRequest {
+        topic: topic.into(),
+        partition_id: None,
+        range: Some(chronos_proto::v1::replay_request::Range::Offsets(
+            chronos_proto::v1::OffsetRange { from: 0, to: 0 },
+        )),
+        key: String::new(),
+    };
+    let mut stream = client.replay(req).await.expect("replay").into_inner();
+    let mut ids = BTreeSet::new();
+    while let Some(ev) = stream.message().await.expect("replay stream") {
+        ids.insert(ev.event.unwrap().message_id);
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_on_one_node_subscribe_on_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), Options::default());
+
+    let status = cluster.status(1).await;
+    assert_eq!(status.replication_factor, 3);
+    assert_eq!(status.nodes.len(), 3);
+    assert!(
+        status.nodes.iter().all(|n| n.reachable),
+        "{:?}",
+        status.nodes
+    );
+    assert_eq!(status.partitions.len(), 4);
+    for p in &status.partitions {
+        let mut voters = p.voters.clone();
+        voters.sort_unstable();
+        assert_eq!(voters, vec![1, 2, 3], "partition {}", p.partition);
+        assert!(
+            p.leader.is_some(),
+            "partition {} has no leader",
+            p.partition
+        );
+        assert_eq!(p.replicas.len(), 2, "leader reports both followers: {p:?}");
+    }
+
+    let mut member = Member::join(cluster.node(2), subscribe_req("g", "orders", 100)).await;
+    let due = now_ms() + 1500;
+    let mut want: BTreeMap<String, i64> = BTreeMap::new();
+    let events: Vec<_> = (0..40)
+        .map(|i| chronos_proto::v1::Event {
+            schedule_ts: due,
+            ..event("orders", &format!("b-{i}"), b"x")
+        })
+        .collect();
+    let resp = events_client(cluster.endpoint(1))
+        .await
+        .publish_batch(PublishBatchRequest { events })
+        .await
+        .expect("batch via node 1")
+        .into_inner();
+    let partitions: BTreeSet<u32> = resp.results.iter().map(|r| r.partition).collect();
+    assert!(
+        partitions.len() > 1,
+        "40 ids should spread over partitions: {partitions:?}"
+    );
+    for r in resp.results {
+        want.insert(r.message_id, r.due_ts);
+    }
+    let mut node3 = events_client(cluster.endpoint(3)).await;
+    for i in 0..10 {
+        let ev = chronos_proto::v1::Event {
+            schedule_ts: due,
+            ..event("orders", &format!("s-{i}"), b"y")
+        };
+        let r = node3
+            .publish(publish_req(ev))
+            .await
+            .expect("publish via node 3")
+            .into_inner();
+        want.insert(r.message_id, r.due_ts);
+    }
+
+    let mut got = BTreeSet::new();
+    let until = Instant::now() + Duration::from_secs(20);
+    while got.len() < want.len() && Instant::now() < until {
+        let Some(d) = member.next_within(Duration::from_secs(1)).await else {
+            continue;
+        };
+        let id = d.event.as_ref().unwrap().message_id.clone();
+        assert!(now_ms() >= d.due_ts, "{id} delivered before its due time");
+        assert_eq!(Some(&d.due_ts), want.get(&id), "{id}");
+        member.ack(&[d.delivery_id.as_str()]).await;
+        got.insert(id);
+    }
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "received {} of {}",
+        got.len(),
+        want.len()
+    );
+
+    // Admin from a third node sees the group; replay from it sees every event.
+    let group = cluster
+        .admin(3)
+        .await
+        .describe_group(chronos_proto::v1::DescribeGroupRequest {
+            consumer_group: "g".into(),
+            topic: "orders".into(),
+        })
+        .await
+        .expect("describe via node 3")
+        .into_inner()
+        .group
+        .unwrap();
+    assert_eq!(group.lag, 0, "{group:?}");
+    assert!(group.members >= 1, "{group:?}");
+    assert_eq!(
+        replay_ids(cluster.endpoint(3), "orders").await.len(),
+        want.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_leader_loses_nothing_and_fires_nothing_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), Options::default());
+    let victim = cluster
+        .leader_of(1, 0, &[1, 2, 3], Duration::from_secs(10))
+        .await;
+    let gateway = if victim == 1 { 2 } else { 1 };
+    let survivors: Vec<u64> = (1..=3).filter(|&n| n != victim).collect();
+    let endpoints: Vec<String> = survivors.iter().map(|&n| cluster.endpoint(n)).collect();
+    let max_inflight = 50;
+    let (seen, consumer) = collect(endpoints.clone(), "g", "jobs", max_inflight).await;
+
+    // Publishers: batches of 20 through the gateway, due within the next 3 s.
+    let acked: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let (acked, stop, endpoint) = (acked.clone(), stop.clone(), cluster.endpoint(gateway));
+        tokio::spawn(async move {
+            let mut client = events_client(endpoint).await;
+            let mut failures = 0u32;
+            for batch in 0.. {
+                if stop.load(std::sync::atomic::Ordering::Acquire) {
+                    return failures;
+                }
+                let now = now_ms();
+                let events = (0..20)
+                    .map(|i| chronos_proto::v1::Event {
+                        schedule_ts: now + (i * 150) as i64,
+                        ..event("jobs", &format!("j-{batch}-{i}"), b"p")
+                    })
+                    .collect();
+                let mut req = tonic::Request::new(PublishBatchRequest { events });
+                req.set_timeout(Duration::from_secs(15));
+                match client.publish_batch(req).await {
+                    Ok(resp) => {
+                        let mut acked = acked.lock().unwrap();
+                        for r in resp.into_inner().results {
+                            acked.insert(r.message_id, r.due_ts);
+                        }
+                    }
+                    Err(s) => {
+                        assert_eq!(s.code(), Code::Unavailable, "{s:?}");
+                        failures += 1;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            failures
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = acked.lock().unwrap().len();
+    assert!(
+        before > 100,
+        "only {before} events published before the kill"
+    );
+
+    // Kill -9 the leader of partition 0; probe partition 0 until it takes writes again.
+    cluster.kill9(victim);
+    let killed = Instant::now();
+    let mut probe = events_client(cluster.endpoint(gateway)).await;
+    let key = (0..)
+        .map(|i| format!("probe-key-{i}"))
+        .find(|k| chronos_api::Router::new(4).route(k, "") == 0)
+        .unwrap();
+    let mut attempt = 0;
+    let failover = loop {
+        attempt += 1;
+        let ev = chronos_proto::v1::Event {
+            key: key.clone(),
+            ..event("probe", &format!("probe-{attempt}"), b"")
+        };
+        let mut req = tonic::Request::new(publish_req(ev));
+        req.set_timeout(Duration::from_secs(20));
+        match probe.publish(req).await {
+            Ok(r) => {
+                assert_eq!(r.into_inner().partition, 0);
+                break killed.elapsed();
+            }
+            Err(s) => assert_eq!(s.code(), Code::Unavailable, "{s:?}"),
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "partition 0 took no write for 20 s"
+        );
+    };
+    println!("failover: partition 0 took writes again {failover:?} after kill -9 of its leader (node {victim})");
+    let new_leader = cluster
+        .leader_of(gateway, 0, &survivors, Duration::from_secs(10))
+        .await;
+    assert_ne!(new_leader, victim);
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let failures = publisher.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > before,
+        "publishing did not resume after the failover"
+    );
+    println!(
+        "published {} events ({failures} batches refused with UNAVAILABLE around the kill)",
+        acked.len()
+    );
+
+    let missing = wait_all(&seen, &acked, Duration::from_secs(60)).await;
+    consumer.abort();
+    assert!(
+        missing.is_empty(),
+        "{} acked events never delivered, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert_none_early(&seen, &acked);
+    let seen = seen.lock().unwrap();
+    let redelivered = seen.values().filter(|v| v.len() > 1).count();
+    println!("{} delivered, {redelivered} more than once", seen.len());
+    // Only what was in flight (unacked, or acked on the dead leader before the
+    // ack replicated) may come again: at most the window of each partition.
+    assert!(
+        redelivered <= (max_inflight * 4) as usize,
+        "{redelivered} events redelivered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_node_catches_up_from_a_snapshot_and_can_lead() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        // Snapshot (and purge the log) often, so the wiped node cannot be fed
+        // from the log alone.
+        extra_toml: "[raft]\nsnapshot_every_entries = 20\n".into(),
+        ..Options::default()
+    };
+    let mut cluster = Cluster::start(dir.path(), opts);
+    let mut client = events_client(cluster.endpoint(1)).await;
+    let soon = now_ms() + 500;
+    let later = now_ms() + 3_600_000;
+    for b in 0..60 {
+        let events = (0..5)
+            .map(|i| chronos_proto::v1::Event {
+                schedule_ts: if i % 2 == 0 { soon } else { later },
+                ..event("w", &format!("w-{b}-{i}"), b"data")
+            })
+            .collect();
+        client
+            .publish_batch(PublishBatchRequest { events })
+            .await
+            .expect("publish");
+    }
+    // A group that consumed part of the topic, so group state exists too.
+    let req = chronos_proto::v1::SubscribeRequest {
+        start: chronos_proto::v1::StartPosition::Earliest as i32,
+        ..subscribe_req("g", "w", 10)
+    };
+    let mut member = Member::join(cluster.node(1), req).await;
+    for _ in 0..10 {
+        let d = member.next(Duration::from_secs(10)).await;
+        member.ack(&[d.delivery_id.as_str()]).await;
+    }
+    drop(member);
+
+    cluster.kill9(3);
+    cluster.wipe(3);
+    cluster.restart(3);
+    cluster.node(3).wait_ready(common::START_DEADLINE);
+    wait_caught_up(&cluster, 3, 1, Duration::from_secs(60)).await;
+
+    // Move leadership of partition 0 until node 3 has it: kill whichever
+    // other node leads it, let the group elect, restart the killed node.
+    let mut rounds = 0;
+    loop {
+        let leader = cluster
+            .leader_of(3, 0, &[1, 2, 3], Duration::from_secs(15))
+            .await;
+        if leader == 3 {
+            break;
+        }
+        rounds += 1;
+        assert!(rounds <= 8, "node 3 never became leader of partition 0");
+        cluster.kill9(leader);
+        let others: Vec<u64> = (1..=3).filter(|&n| n != leader).collect();
+        cluster
+            .leader_of(3, 0, &others, Duration::from_secs(15))
+            .await;
+        cluster.restart(leader);
+        cluster.node(leader).wait_ready(common::START_DEADLINE);
+    }
+    // Node 3, now leading partition 0, serves all of it: replay through it
+    // has every event, and a publish to partition 0 is taken.
+    let ids = replay_ids(cluster.endpoint(3), "w").await;
+    assert_eq!(ids.len(), 300, "events lost");
+    let key = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| chronos_api::Router::new(4).route(k, "") == 0)
+        .unwrap();
+    let ev = chronos_proto::v1::Event {
+        key,
+        ..event("w", "after", b"")
+    };
+    let r = events_client(cluster.endpoint(3))
+        .await
+        .publish(publish_req(ev))
+        .await
+        .expect("publish on the new leader")
+        .into_inner();
+    assert_eq!(r.partition, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minority_down_writes_continue_majority_down_writes_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), Options::default());
+    cluster.kill9(3);
+    let mut client = events_client(cluster.endpoint(1)).await;
+    let mut acked = BTreeSet::new();
+    for i in 0..40 {
+        let mut req = tonic::Request::new(publish_req(event("m", &format!("m-{i}"), b"")));
+        req.set_timeout(Duration::from_secs(15));
+        let r = client
+            .publish(req)
+            .await
+            .expect("a minority down must not stop writes");
+        acked.insert(r.into_inner().message_id);
+    }
+
+    cluster.kill9(2);
+    let started = Instant::now();
+    let mut req = tonic::Request::new(publish_req(event("m", "no-quorum", b"")));
+    req.set_timeout(Duration::from_secs(30));
+    let err = client.publish(req).await.expect_err("no quorum, no ack");
+    let took = started.elapsed();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(
+        took < Duration::from_secs(15),
+        "refused only after {took:?}"
+    );
+    println!("majority down: publish refused with UNAVAILABLE after {took:?}");
+
+    cluster.restart(2);
+    cluster.restart(3);
+    cluster.wait_ready_all();
+    let ids = replay_ids(cluster.endpoint(3), "m").await;
+    for id in &acked {
+        assert!(ids.contains(id), "acked {id} lost");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_partition_heals_without_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        proxied: true,
+        ..Options::default()
+    };
+    let cluster = Cluster::start(dir.path(), opts);
+    let cut = cluster
+        .leader_of(1, 0, &[1, 2, 3], Duration::from_secs(10))
+        .await;
+    let majority: Vec<u64> = (1..=3).filter(|&n| n != cut).collect();
+    let gateway = majority[0];
+    let (seen, consumer) = collect(vec![cluster.endpoint(gateway)], "g", "net", 100).await;
+
+    cluster.isolate(cut);
+    let isolated = Instant::now();
+    // The majority side elects new leaders and takes writes.
+    let mut client = events_client(cluster.endpoint(gateway)).await;
+    let mut acked: BTreeMap<String, i64> = BTreeMap::new();
+    for b in 0..10 {
+        let now = now_ms();
+        let events = (0..10)
+            .map(|i| chronos_proto::v1::Event {
+                schedule_ts: now + 1000,
+                ..event("net", &format!("n-{b}-{i}"), b"")
+            })
+            .collect();
+        let mut req = tonic::Request::new(PublishBatchRequest { events });
+        req.set_timeout(Duration::from_secs(20));
+        let resp = client
+            .publish_batch(req)
+            .await
+            .expect("majority side takes writes");
+        for r in resp.into_inner().results {
+            acked.insert(r.message_id, r.due_ts);
+        }
+    }
+    println!(
+        "majority side took 100 events within {:?} of the cut",
+        isolated.elapsed()
+    );
+    // The cut-off node cannot commit anything: its writes are refused.
+    let mut lonely = events_client(cluster.endpoint(cut)).await;
+    let key = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| chronos_api::Router::new(4).route(k, "") == 0)
+        .unwrap();
+    let ev = chronos_proto::v1::Event {
+        key,
+        ..event("net", "minority", b"")
+    };
+    let mut req = tonic::Request::new(publish_req(ev));
+    req.set_timeout(Duration::from_secs(30));
+    let err = lonely
+        .publish(req)
+        .await
+        .expect_err("an isolated node cannot ack");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+
+    let missing = wait_all(&seen, &acked, Duration::from_secs(30)).await;
+    assert!(
+        missing.is_empty(),
+        "not delivered during the partition: {missing:?}"
+    );
+
+    cluster.heal();
+    wait_caught_up(&cluster, cut, gateway, Duration::from_secs(60)).await;
+    consumer.abort();
+    assert_none_early(&seen, &acked);
+    let ids = replay_ids(cluster.endpoint(cut), "net").await;
+    for id in acked.keys() {
+        assert!(ids.contains(id), "{id} lost after healing");
+    }
+}

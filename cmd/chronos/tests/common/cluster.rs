@@ -1,0 +1,345 @@
+//! A cluster of real `chronos serve` processes on 127.0.0.x loopback addresses.
+//!
+//! Every node gets its own config file listing all nodes. With `proxied`, each
+//! node reaches every other node's raft_addr through its own TCP proxy (one per
+//! directed link), so a test can cut a node off the others and heal it. Raft
+//! membership carries no addresses, so nodes may list different addresses for
+//! the same peer.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chronos_proto::v1::admin_service_client::AdminServiceClient;
+use chronos_proto::v1::{ClusterStatusRequest, ClusterStatusResponse};
+
+use super::{Server, START_DEADLINE};
+
+/// How a test cluster is set up.
+#[derive(Clone)]
+pub struct Options {
+    pub nodes: u64,
+    pub partitions: u32,
+    pub replication_factor: u32,
+    /// Route node-to-node traffic through cuttable proxies.
+    pub proxied: bool,
+    /// Appended to every node's config file (e.g. `[raft]` settings).
+    pub extra_toml: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            nodes: 3,
+            partitions: 4,
+            replication_factor: 3,
+            proxied: false,
+            extra_toml: String::new(),
+        }
+    }
+}
+
+pub struct Cluster {
+    pub opts: Options,
+    root: PathBuf,
+    /// Index i holds node id i + 1; `None` while stopped.
+    servers: Vec<Option<Server>>,
+    pub api: Vec<String>,
+    raft: Vec<String>,
+    /// (from, to) → the proxy `from` dials to reach `to`.
+    links: BTreeMap<(u64, u64), LinkProxy>,
+}
+
+/// A free port on `ip` right now (bound then released; the node binds it soon after).
+fn free_port(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn ip_of(node: u64) -> String {
+    format!("127.0.0.{}", 10 + node)
+}
+
+impl Cluster {
+    /// Starts every node and waits until each is ready (all partitions have leaders).
+    pub fn start(root: &Path, opts: Options) -> Cluster {
+        let n = opts.nodes;
+        let api: Vec<String> = (1..=n)
+            .map(|i| format!("{}:{}", ip_of(i), free_port(&ip_of(i))))
+            .collect();
+        let raft: Vec<String> = (1..=n)
+            .map(|i| format!("{}:{}", ip_of(i), free_port(&ip_of(i))))
+            .collect();
+        let mut links = BTreeMap::new();
+        if opts.proxied {
+            for from in 1..=n {
+                for to in 1..=n {
+                    if from != to {
+                        links.insert((from, to), LinkProxy::start(&raft[to as usize - 1]));
+                    }
+                }
+            }
+        }
+        let mut cluster = Cluster {
+            opts,
+            root: root.to_path_buf(),
+            servers: (0..n).map(|_| None).collect(),
+            api,
+            raft,
+            links,
+        };
+        for id in 1..=n {
+            cluster.write_config(id);
+        }
+        for id in 1..=n {
+            cluster.spawn(id);
+        }
+        cluster.wait_ready_all();
+        cluster
+    }
+
+    fn config_path(&self, id: u64) -> PathBuf {
+        self.root.join(format!("node{id}.toml"))
+    }
+
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.root.join(format!("node{id}"))
+    }
+
+    fn write_config(&self, id: u64) {
+        let mut text = format!(
+            "node_id = {id}\npartitions = {}\n{}\n[cluster]\nreplication_factor = {}\n",
+            self.opts.partitions, self.opts.extra_toml, self.opts.replication_factor
+        );
+        for peer in 1..=self.opts.nodes {
+            let raft = match self.links.get(&(id, peer)) {
+                Some(proxy) => proxy.addr.clone(),
+                None => self.raft[peer as usize - 1].clone(),
+            };
+            text.push_str(&format!(
+                "[[cluster.nodes]]\nid = {peer}\nraft_addr = \"{raft}\"\napi_addr = \"{}\"\n",
+                self.api[peer as usize - 1]
+            ));
+        }
+        std::fs::write(self.config_path(id), text).unwrap();
+    }
+
+    fn spawn(&mut self, id: u64) {
+        let config = self.config_path(id);
+        let server = Server::spawn(
+            &self.data_dir(id),
+            &["--config", config.to_str().unwrap()],
+            &[],
+        );
+        self.servers[id as usize - 1] = Some(server);
+    }
+
+    pub fn wait_ready_all(&self) {
+        for s in self.servers.iter().flatten() {
+            s.wait_ready(START_DEADLINE);
+        }
+    }
+
+    pub fn node(&self, id: u64) -> &Server {
+        self.servers[id as usize - 1]
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {id} is stopped"))
+    }
+
+    pub fn endpoint(&self, id: u64) -> String {
+        format!("http://{}", self.api[id as usize - 1])
+    }
+
+    pub fn running(&self) -> Vec<u64> {
+        (1..=self.opts.nodes)
+            .filter(|&id| self.servers[id as usize - 1].is_some())
+            .collect()
+    }
+
+    pub fn kill9(&mut self, id: u64) {
+        if let Some(mut s) = self.servers[id as usize - 1].take() {
+            s.kill9();
+        }
+    }
+
+    /// Starts a stopped node again on its data directory (not waiting for ready).
+    pub fn restart(&mut self, id: u64) {
+        assert!(self.servers[id as usize - 1].is_none(), "node {id} runs");
+        self.spawn(id);
+    }
+
+    /// Deletes a stopped node's data directory.
+    pub fn wipe(&self, id: u64) {
+        assert!(self.servers[id as usize - 1].is_none(), "node {id} runs");
+        let _ = std::fs::remove_dir_all(self.data_dir(id));
+    }
+
+    /// Cuts every link to and from `id` (existing connections are reset).
+    pub fn isolate(&self, id: u64) {
+        for ((from, to), proxy) in &self.links {
+            if *from == id || *to == id {
+                proxy.cut();
+            }
+        }
+    }
+
+    pub fn heal(&self) {
+        for proxy in self.links.values() {
+            proxy.heal();
+        }
+    }
+
+    pub fn log(&self, id: u64) -> String {
+        self.servers[id as usize - 1]
+            .as_ref()
+            .map(Server::log)
+            .unwrap_or_default()
+    }
+
+    pub async fn admin(&self, id: u64) -> AdminServiceClient<tonic::transport::Channel> {
+        AdminServiceClient::connect(self.endpoint(id))
+            .await
+            .unwrap()
+    }
+
+    pub async fn status(&self, via: u64) -> ClusterStatusResponse {
+        self.admin(via)
+            .await
+            .cluster_status(ClusterStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// The leader of `partition` as node `via` reports it, waiting (until
+    /// `deadline`) for one that is among `allowed`.
+    pub async fn leader_of(
+        &self,
+        via: u64,
+        partition: u32,
+        allowed: &[u64],
+        deadline: Duration,
+    ) -> u64 {
+        let until = Instant::now() + deadline;
+        loop {
+            let status = self.status(via).await;
+            let leader = status
+                .partitions
+                .iter()
+                .find(|p| p.partition == partition)
+                .and_then(|p| p.leader);
+            if let Some(l) = leader.filter(|l| allowed.contains(l)) {
+                return l;
+            }
+            assert!(
+                Instant::now() < until,
+                "partition {partition}: no leader among {allowed:?} within {deadline:?} (last {leader:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A TCP proxy for one directed node-to-node link that a test can cut.
+pub struct LinkProxy {
+    pub addr: String,
+    cut: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl LinkProxy {
+    pub fn start(target: &str) -> LinkProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let cut = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let target = target.to_string();
+        let (c, o, st) = (cut.clone(), open.clone(), stop.clone());
+        listener.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            while !st.load(Ordering::Acquire) {
+                let inbound = match listener.accept() {
+                    Ok((s, _)) => s,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                };
+                if c.load(Ordering::Acquire) {
+                    let _ = inbound.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let _ = inbound.set_nonblocking(false);
+                let Ok(outbound) =
+                    TcpStream::connect_timeout(&target.parse().unwrap(), Duration::from_secs(1))
+                else {
+                    let _ = inbound.shutdown(Shutdown::Both);
+                    continue;
+                };
+                let _ = inbound.set_nodelay(true);
+                let _ = outbound.set_nodelay(true);
+                {
+                    let mut open = o.lock().unwrap();
+                    open.push(inbound.try_clone().unwrap());
+                    open.push(outbound.try_clone().unwrap());
+                }
+                pipe(inbound.try_clone().unwrap(), outbound.try_clone().unwrap());
+                pipe(outbound, inbound);
+            }
+        });
+        LinkProxy {
+            addr,
+            cut,
+            open,
+            stop,
+        }
+    }
+
+    /// Resets open connections and refuses new ones until `heal`.
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::Release);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub fn heal(&self) {
+        self.cut.store(false, Ordering::Release);
+    }
+}
+
+impl Drop for LinkProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.cut();
+    }
+}
+
+/// Copies `from` into `to` on a thread until either side closes.
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if std::io::Write::write_all(&mut to, &buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+        let _ = from.shutdown(Shutdown::Both);
+    });
+}

@@ -1,0 +1,81 @@
+//! The receiving side of the Raft service: finds the partition's group in
+//! [`Groups`] and hands it the decoded openraft request.
+
+use chronos_partition::{Raft, TypeConfig};
+use chronos_proto::raft::raft_service_server::{RaftService, RaftServiceServer};
+use chronos_proto::raft::{RaftReply, RaftRequest};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+use crate::groups::Groups;
+use crate::wire::{self, MAX_MESSAGE_BYTES};
+
+/// The Raft service over `groups`, ready to add to a tonic server on the
+/// node-to-node listener.
+pub fn service(groups: Groups) -> RaftServiceServer<Service> {
+    RaftServiceServer::new(Service { groups })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// Answers openraft's RPCs for every group in [`Groups`].
+pub struct Service {
+    groups: Groups,
+}
+
+impl Service {
+    /// The addressed group and its decoded request; a partition not open
+    /// here is `NOT_FOUND`, a payload that is not the expected request
+    /// `INVALID_ARGUMENT`.
+    fn unpack<T: DeserializeOwned>(
+        &self,
+        request: Request<RaftRequest>,
+        what: &str,
+    ) -> Result<(Raft, T), Status> {
+        let RaftRequest { partition, payload } = request.into_inner();
+        let raft = self.groups.get(partition).ok_or_else(|| {
+            Status::not_found(format!("partition {partition} is not open on this node"))
+        })?;
+        let rpc = wire::decode(&payload).map_err(|e| {
+            Status::invalid_argument(format!("partition {partition}: undecodable {what}: {e}"))
+        })?;
+        Ok((raft, rpc))
+    }
+}
+
+/// Openraft's answer, error included, as the reply payload.
+fn reply<T: Serialize>(result: &T) -> Result<Response<RaftReply>, Status> {
+    let payload =
+        wire::encode(result).map_err(|e| Status::internal(format!("encoding the answer: {e}")))?;
+    Ok(Response::new(RaftReply {
+        payload: payload.into(),
+    }))
+}
+
+#[tonic::async_trait]
+impl RaftService for Service {
+    async fn append_entries(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let (raft, rpc): (_, AppendEntriesRequest<TypeConfig>) =
+            self.unpack(request, "append-entries request")?;
+        reply(&raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let (raft, rpc): (_, VoteRequest<_>) = self.unpack(request, "vote request")?;
+        reply(&raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let (raft, rpc): (_, InstallSnapshotRequest<TypeConfig>) =
+            self.unpack(request, "install-snapshot request")?;
+        reply(&raft.install_snapshot(rpc).await)
+    }
+}

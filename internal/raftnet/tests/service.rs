@@ -1,0 +1,157 @@
+//! The Raft service and the Network's error paths, over real gRPC on loopback.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use chronos_partition::{NodeId, Partition, TypeConfig};
+use chronos_proto::raft::raft_service_client::RaftServiceClient;
+use chronos_proto::raft::RaftRequest;
+use chronos_raftnet::{wire, Groups, Network, Peer, Peers};
+use common::{solo_partition, Server};
+use openraft::error::{RPCError, RaftError};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesRequest, VoteRequest, VoteResponse};
+use openraft::{BasicNode, Vote};
+use tokio::net::TcpListener;
+use tonic::Code;
+
+const TTL: Duration = Duration::from_secs(2);
+
+/// A node serving one single-voter partition `id` (in `dir`).
+async fn serving(id: u32, dir: &Path) -> anyhow::Result<(Partition, Server)> {
+    let partition = solo_partition(id, dir).await?;
+    let groups = Groups::new();
+    groups.insert(id, partition.raft().clone());
+    let server = Server::start(TcpListener::bind("127.0.0.1:0").await?, groups)?;
+    Ok((partition, server))
+}
+
+fn peers(me: NodeId, others: &[(NodeId, String)]) -> anyhow::Result<Peers> {
+    let all: Vec<Peer> = others
+        .iter()
+        .map(|(id, addr)| Peer {
+            id: *id,
+            raft_addr: addr.clone(),
+            api_addr: String::new(),
+        })
+        .collect();
+    Ok(Peers::new(me, &all)?)
+}
+
+fn vote_request(term: u64) -> VoteRequest<NodeId> {
+    VoteRequest::new(Vote::new(term, 2), None)
+}
+
+#[tokio::test]
+async fn unknown_partition_is_not_found_and_garbage_is_invalid() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (partition, mut server) = serving(5, dir.path()).await?;
+    let mut client = RaftServiceClient::connect(format!("http://{}", server.addr)).await?;
+
+    let payload = wire::encode(&vote_request(1))?;
+    let status = client
+        .vote(RaftRequest {
+            partition: 9,
+            payload: payload.into(),
+        })
+        .await
+        .expect_err("partition 9 is not open");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(status.message().contains("partition 9"), "{status:?}");
+
+    let garbage = bytes::Bytes::from_static(&[0xff; 7]);
+    for rpc in ["append-entries", "vote", "install-snapshot"] {
+        let request = RaftRequest {
+            partition: 5,
+            payload: garbage.clone(),
+        };
+        let status = match rpc {
+            "append-entries" => client.append_entries(request).await,
+            "vote" => client.vote(request).await,
+            _ => client.install_snapshot(request).await,
+        }
+        .expect_err("garbage is refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{rpc}: {status:?}");
+        assert!(status.message().contains(rpc), "{rpc}: {status:?}");
+    }
+    // A vote request is not an append-entries request either.
+    let status = client
+        .append_entries(RaftRequest {
+            partition: 5,
+            payload: wire::encode(&vote_request(1))?.into(),
+        })
+        .await
+        .expect_err("wrong message");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+
+    // The group still answers well-formed requests.
+    let reply = client
+        .vote(RaftRequest {
+            partition: 5,
+            payload: wire::encode(&vote_request(0))?.into(),
+        })
+        .await?
+        .into_inner();
+    let answer: Result<VoteResponse<NodeId>, RaftError<NodeId>> = wire::decode(&reply.payload)?;
+    let answer = answer?;
+    assert!(
+        !answer.vote_granted,
+        "a stale vote is not granted: {answer:?}"
+    );
+
+    partition.shutdown().await;
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn network_errors_map_to_what_openraft_backs_off_from() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (partition, mut server) = serving(3, dir.path()).await?;
+    // Nothing listens on a port that was bound and released.
+    let dead = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
+    let peers = peers(2, &[(1, server.addr.to_string()), (4, dead.to_string())])?;
+    let option = || RPCOption::new(TTL);
+
+    // Node 1 answers for partition 3: a stale vote comes back refused.
+    let mut net = Network::new(3, peers.clone());
+    let mut to_1 = net.new_client(1, &BasicNode::default()).await;
+    let answer = to_1.vote(vote_request(0), option()).await?;
+    assert!(!answer.vote_granted);
+
+    // Unknown node id, nothing listening, partition not open there: unreachable.
+    for (partition, target, why) in [
+        (3, 9, "no node 9"),
+        (3, 4, "node 4 is down"),
+        (8, 1, "no partition 8"),
+    ] {
+        let mut net = Network::new(partition, peers.clone());
+        let mut client = net.new_client(target, &BasicNode::default()).await;
+        let err = client.vote(vote_request(1), option()).await.expect_err(why);
+        assert!(matches!(err, RPCError::Unreachable(_)), "{why}: {err:?}");
+    }
+
+    // openraft's own error on the other node comes back as that error.
+    partition.shutdown().await;
+    let heartbeat = AppendEntriesRequest::<TypeConfig> {
+        vote: Vote::new_committed(9, 2),
+        prev_log_id: None,
+        leader_commit: None,
+        entries: vec![],
+    };
+    let err = to_1
+        .append_entries(heartbeat, option())
+        .await
+        .expect_err("the group stopped");
+    match err {
+        RPCError::RemoteError(remote) => {
+            assert_eq!(remote.target, 1);
+            assert!(matches!(remote.source, RaftError::Fatal(_)), "{remote:?}");
+        }
+        other => panic!("want a remote fatal error, got {other:?}"),
+    }
+    server.stop().await;
+    Ok(())
+}
