@@ -170,6 +170,20 @@ fn retryable(s: &Status) -> bool {
     s.code() == Code::Unavailable
 }
 
+/// A forwarded call that lost its connection (tonic reports a reset stream
+/// as UNKNOWN "transport error") means the leader is unreachable: UNAVAILABLE.
+fn unreachable_as_unavailable(s: Status) -> Status {
+    let lost = s.code() == Code::Unknown
+        && (s.message().contains("transport error") || s.message().contains("h2 protocol"));
+    if !lost {
+        return s;
+    }
+    Status::unavailable(format!(
+        "lost the connection to a partition leader: {}",
+        s.message()
+    ))
+}
+
 fn hinted_leader(s: &Status) -> Option<u64> {
     s.metadata()
         .get(LEADER_HINT)
@@ -278,8 +292,8 @@ impl Node {
                             }
                             return Ok(v);
                         }
-                        Ok(Err(s)) => s,
-                        Err(_) => no_leader(partition, remote, "its leader did not answer in time"),
+                        Ok(Err(s)) => unreachable_as_unavailable(s),
+                        Err(_) => no_leader(partition, None, "its leader did not answer in time"),
                     }
                 }
                 Err(s) => s,
@@ -368,7 +382,7 @@ impl Node {
         .map_err(|_| Status::unavailable("a partition leader did not answer in time"))?;
         let mut all = vec![mine?];
         for t in theirs {
-            all.push(t?);
+            all.push(t.map_err(unreachable_as_unavailable)?);
         }
         Ok(all)
     }

@@ -161,6 +161,11 @@ impl Actor {
             self.ready_flag.store(ready, Ordering::Release);
             let can_propose = ready && self.may_propose();
             let refuse = self.refusal(ready).is_some();
+            // Shutting down while another node may lead (or none does): what
+            // is still queued can only wait, so its callers hear "shutting down".
+            if !ready && !refuse && self.mailbox.is_closed() {
+                break;
+            }
             tokio::select! {
                 req = self.mailbox.recv(), if can_propose || refuse => match req {
                     Some(first) => match self.refusal(ready) {

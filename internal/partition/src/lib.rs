@@ -65,6 +65,9 @@ use crate::log_store::LogStore;
 use crate::state_machine::{AppliedState, StateMachine};
 use crate::types::Command;
 
+/// How long a follower may take to store one snapshot chunk.
+const SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 10_000;
+
 /// Requests queued for the actor before publishers feel backpressure.
 const MAILBOX: usize = 4096;
 /// Log entries in one append-entries RPC. One entry can hold a large batch
@@ -174,6 +177,9 @@ impl Partition {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_every_entries),
             max_in_snapshot_log_to_keep: 0,
             max_payload_entries: MAX_PAYLOAD_ENTRIES,
+            // Each snapshot chunk (3 MiB) gets this long; openraft's 200 ms
+            // default is too short for a busy two-core machine.
+            install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT_MS,
             ..Default::default()
         };
         let config = Arc::new(

@@ -5,7 +5,9 @@
 //! the node, a refused connection or a group not open there is `Unreachable`
 //! (retried after a pause); a call past its time-to-live is `Timeout`; any
 //! other transport failure is `Network`; an error openraft returned on the
-//! other node comes back as that error, inside `RemoteError`.
+//! other node comes back as that error, inside `RemoteError` — except that a
+//! stopped group there (`Fatal`) is `Unreachable` too, with the remote error
+//! as its cause: openraft retries a `RemoteError` at once, without backoff.
 
 use std::time::Duration;
 
@@ -99,7 +101,7 @@ impl Connection {
     ) -> Result<R, Error<E>>
     where
         R: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
+        E: std::error::Error + DeserializeOwned + 'static,
     {
         let Some(client) = self.client.as_mut() else {
             let why = std::io::Error::other(format!("node {} is not a known peer", self.target));
@@ -126,7 +128,17 @@ impl Connection {
         };
         let answer: Result<R, RaftError<NodeId, E>> =
             wire::decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        answer.map_err(|e| {
+            let stopped = matches!(e, RaftError::Fatal(_));
+            let remote = RemoteError::new(self.target, e);
+            if stopped {
+                // The group there stopped (shut down, or a storage failure):
+                // retrying at once cannot help, so openraft should back off.
+                RPCError::Unreachable(Unreachable::new(&remote))
+            } else {
+                RPCError::RemoteError(remote)
+            }
+        })
     }
 
     fn adapt_append_budget(&mut self, timed_out: bool) {

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use chronos_partition::PartitionError;
+use chronos_partition::{Partition, PartitionError};
 use common::{cluster, event, leader_of, wait_for, Node};
 
 const VOTERS: [u64; 3] = [1, 2, 3];
@@ -57,6 +57,23 @@ async fn publish_sized(
     Ok(())
 }
 
+/// Checks that a publish through `partition` (not the leader) is refused at
+/// once with `NotLeader` naming `leader`.
+async fn refused_naming(partition: &Partition, leader: u64) -> anyhow::Result<()> {
+    let publish = partition.publish(vec![event("orders", "refused")]);
+    match tokio::time::timeout(Duration::from_secs(5), publish).await? {
+        Err(PartitionError::NotLeader {
+            partition: id,
+            leader: hint,
+        }) => {
+            anyhow::ensure!(id == partition.id(), "error names partition {id}");
+            anyhow::ensure!(hint == Some(leader), "hint {hint:?}, want {leader}");
+            Ok(())
+        }
+        other => anyhow::bail!("publish on node that does not lead: {other:?}"),
+    }
+}
+
 /// Waits until every node in `nodes` applied `partition` up to `leader`'s
 /// applied index and next offset `next_offset`.
 async fn applied_everywhere(
@@ -102,18 +119,7 @@ async fn three_voters_replicate_and_fail_over() -> anyhow::Result<()> {
 
     // A follower refuses at once, naming the leader.
     let follower = nodes.iter().find(|n| n.id != leader0).expect("three nodes");
-    let refused = tokio::time::timeout(
-        Duration::from_secs(5),
-        follower.partition(0).publish(vec![event("orders", "x")]),
-    )
-    .await?;
-    match refused {
-        Err(PartitionError::NotLeader {
-            partition: 0,
-            leader,
-        }) => anyhow::ensure!(leader == Some(leader0), "hint {leader:?}, want {leader0}"),
-        other => anyhow::bail!("follower publish: {other:?}"),
-    }
+    refused_naming(follower.partition(0), leader0).await?;
 
     // The leader of partition 0 goes away: its partitions and its server.
     let gone = nodes
@@ -173,17 +179,7 @@ async fn a_leader_that_steps_down_stops_leading() -> anyhow::Result<()> {
         "node {old} stepped down {stepped_down:?} after its heartbeats stopped; node {new} leads"
     );
 
-    let refused = tokio::time::timeout(
-        Duration::from_secs(5),
-        old_partition.publish(vec![event("orders", "x")]),
-    )
-    .await?;
-    match refused {
-        Err(PartitionError::NotLeader { leader, .. }) => {
-            anyhow::ensure!(leader == Some(new), "hint {leader:?}, want {new}")
-        }
-        other => anyhow::bail!("old leader's publish: {other:?}"),
-    }
+    refused_naming(old_partition, new).await?;
     let all: Vec<&Node> = nodes.iter().collect();
     let leader = leader_of(&all, 0, ELECTION_LIMIT).await?;
     publish(node(&nodes, leader), 0, "b", 3, 3).await?;

@@ -5,23 +5,26 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use chronos_partition::{NodeId, Partition, TypeConfig};
+use chronos_partition::{NodeId, Partition, SoloNetwork, TypeConfig};
 use chronos_proto::raft::raft_service_client::RaftServiceClient;
 use chronos_proto::raft::RaftRequest;
 use chronos_raftnet::{wire, Groups, Network, Peer, Peers};
-use common::{solo_partition, Server};
-use openraft::error::{RPCError, RaftError};
+use common::{options, Server};
+use openraft::error::{InstallSnapshotError, RPCError, RaftError};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, VoteRequest, VoteResponse};
-use openraft::{BasicNode, Vote};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest, VoteResponse};
+use openraft::{BasicNode, SnapshotMeta, Vote};
 use tokio::net::TcpListener;
 use tonic::Code;
 
 const TTL: Duration = Duration::from_secs(2);
+/// Above any term node 1 reaches by its own elections during a test.
+const LEADER_TERM: u64 = 1000;
 
-/// A node serving one single-voter partition `id` (in `dir`).
-async fn serving(id: u32, dir: &Path) -> anyhow::Result<(Partition, Server)> {
-    let partition = solo_partition(id, dir).await?;
+/// Node 1 serving partition `id` (in `dir`) of a group of `voters` (empty:
+/// node 1 alone). It reaches no other node: with other voters it never leads.
+async fn serving(id: u32, voters: &[NodeId], dir: &Path) -> anyhow::Result<(Partition, Server)> {
+    let partition = Partition::open(options(id, 1, voters, dir), SoloNetwork).await?;
     let groups = Groups::new();
     groups.insert(id, partition.raft().clone());
     let server = Server::start(TcpListener::bind("127.0.0.1:0").await?, groups)?;
@@ -47,7 +50,7 @@ fn vote_request(term: u64) -> VoteRequest<NodeId> {
 #[tokio::test]
 async fn unknown_partition_is_not_found_and_garbage_is_invalid() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let (partition, mut server) = serving(5, dir.path()).await?;
+    let (partition, mut server) = serving(5, &[], dir.path()).await?;
     let mut client = RaftServiceClient::connect(format!("http://{}", server.addr)).await?;
 
     let payload = wire::encode(&vote_request(1))?;
@@ -109,7 +112,8 @@ async fn unknown_partition_is_not_found_and_garbage_is_invalid() -> anyhow::Resu
 #[tokio::test]
 async fn network_errors_map_to_what_openraft_backs_off_from() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let (partition, mut server) = serving(3, dir.path()).await?;
+    // Node 1 is a voter of [1, 2] and cannot win: it takes a leader's requests.
+    let (partition, mut server) = serving(3, &[1, 2], dir.path()).await?;
     // Nothing listens on a port that was bound and released.
     let dead = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
     let peers = peers(2, &[(1, server.addr.to_string()), (4, dead.to_string())])?;
@@ -133,10 +137,42 @@ async fn network_errors_map_to_what_openraft_backs_off_from() -> anyhow::Result<
         assert!(matches!(err, RPCError::Unreachable(_)), "{why}: {err:?}");
     }
 
-    // openraft's own error on the other node comes back as that error.
+    // Snapshot chunks of openraft's default size (3 MiB) get through; an error
+    // openraft returns there (a new snapshot not starting at offset 0) comes
+    // back as itself.
+    let chunk = |id: &str, offset: u64| InstallSnapshotRequest::<TypeConfig> {
+        vote: Vote::new_committed(LEADER_TERM, 2),
+        meta: SnapshotMeta {
+            snapshot_id: id.into(),
+            ..Default::default()
+        },
+        offset,
+        data: vec![1; 3 << 20],
+        done: false,
+    };
+    // A chunk before the last is answered with the receiver's vote, unchanged.
+    to_1.install_snapshot(chunk("snapshot-1", 0), option())
+        .await?;
+    let err = to_1
+        .install_snapshot(chunk("snapshot-2", 7), option())
+        .await
+        .expect_err("a chunk at the wrong offset");
+    match err {
+        RPCError::RemoteError(remote) => {
+            assert_eq!(remote.target, 1);
+            let mismatch = matches!(
+                remote.source,
+                RaftError::APIError(InstallSnapshotError::SnapshotMismatch(_))
+            );
+            assert!(mismatch, "{remote:?}");
+        }
+        other => panic!("want a remote snapshot mismatch, got {other:?}"),
+    }
+
+    // A stopped group there is unreachable: openraft backs off from it.
     partition.shutdown().await;
     let heartbeat = AppendEntriesRequest::<TypeConfig> {
-        vote: Vote::new_committed(9, 2),
+        vote: Vote::new_committed(LEADER_TERM, 2),
         prev_log_id: None,
         leader_commit: None,
         entries: vec![],
@@ -145,13 +181,8 @@ async fn network_errors_map_to_what_openraft_backs_off_from() -> anyhow::Result<
         .append_entries(heartbeat, option())
         .await
         .expect_err("the group stopped");
-    match err {
-        RPCError::RemoteError(remote) => {
-            assert_eq!(remote.target, 1);
-            assert!(matches!(remote.source, RaftError::Fatal(_)), "{remote:?}");
-        }
-        other => panic!("want a remote fatal error, got {other:?}"),
-    }
+    assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
+    assert!(err.to_string().contains("stopped"), "{err}");
     server.stop().await;
     Ok(())
 }

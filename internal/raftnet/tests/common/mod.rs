@@ -9,9 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chronos_partition::{
-    DeliveryOptions, FiringOptions, NodeId, Partition, PartitionOptions, SoloNetwork,
-};
+use chronos_partition::{DeliveryOptions, FiringOptions, NodeId, Partition, PartitionOptions};
 use chronos_proto::v1::Event;
 use chronos_raftnet::{service, Groups, Network, Peer, Peers};
 use chronos_store::StoreResources;
@@ -192,11 +190,6 @@ pub async fn cluster(ids: &[NodeId], partitions: u32) -> anyhow::Result<Vec<Node
         });
     }
     Ok(nodes)
-}
-
-/// A single-voter partition (no peers) for tests of the service alone.
-pub async fn solo_partition(id: u32, dir: &Path) -> anyhow::Result<Partition> {
-    Ok(Partition::open(options(id, 1, &[], dir), SoloNetwork).await?)
 }
 
 /// Waits until every running node of `partition` names the same leader, and
