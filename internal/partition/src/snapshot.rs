@@ -201,6 +201,21 @@ impl SnapshotDir {
         Ok(self.current()?.map(|(meta, _)| meta))
     }
 
+    /// The current snapshot's meta and a file for it that exists without
+    /// packing: its pack if written already, else the descriptor.
+    pub fn current_file(&self) -> io::Result<Option<(SnapshotMeta, PathBuf)>> {
+        let Some((meta, dir)) = self.current()? else {
+            return Ok(None);
+        };
+        let pack = Self::pack_path(&dir);
+        let path = if pack.exists() {
+            pack
+        } else {
+            self.root.join(CURRENT)
+        };
+        Ok(Some((meta, path)))
+    }
+
     /// The current snapshot's descriptor file, as a handle openraft can hold
     /// where it wants a snapshot it will not read (a freshly built one).
     pub async fn meta_file(&self) -> io::Result<tokio::fs::File> {

@@ -76,6 +76,8 @@ pub struct StateMachine {
     /// Groups whose state changed since the last commit.
     dirty_groups: HashSet<(String, String)>,
     shared: Arc<AppliedState>,
+    /// Set once openraft has asked for the current snapshot (it does at start).
+    started: bool,
 }
 
 pub(crate) fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
@@ -122,6 +124,7 @@ impl StateMachine {
             groups: HashMap::new(),
             dirty_groups: HashSet::new(),
             shared: Arc::new(AppliedState::default()),
+            started: false,
         };
         sm.reload()?;
         Ok(sm)
@@ -152,7 +155,8 @@ impl StateMachine {
         Ok(())
     }
 
-    /// True when the group has a node other than this one to ship snapshots to.
+    /// True when the group has a node other than this one to ship snapshots to
+    /// (then the builder packs right away).
     fn has_peers(membership: &StoredMembership) -> bool {
         membership.membership().nodes().nth(1).is_some()
     }
@@ -525,16 +529,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     /// The current snapshot packed into one file, packing it now if needed
     /// (blocking this state machine meanwhile; with peers the builder has
-    /// usually packed it already). While the group has no other node nothing
-    /// can ask for the data, so the descriptor file stands in for it and
-    /// nothing is packed (openraft also asks at every start).
+    /// usually packed it already). Except the first time after open: that is
+    /// openraft loading its state at start, which reads only the meta, so an
+    /// unpacked snapshot is not packed for it (the descriptor file stands in).
+    /// Every later call is to ship the data: a group's membership as applied
+    /// here may not show the new member yet, so it does not decide.
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         let read = |e: std::io::Error| sm_err(ErrorVerb::Read, e);
-        if !Self::has_peers(&self.membership) {
-            let Some(meta) = self.snapshots.current_meta().map_err(read)? else {
+        if !std::mem::replace(&mut self.started, true) {
+            let Some((meta, path)) = self.snapshots.current_file().map_err(read)? else {
                 return Ok(None);
             };
-            let file = self.snapshots.meta_file().await.map_err(read)?;
+            let file = tokio::fs::File::open(&path).await.map_err(read)?;
             return Ok(Some(Snapshot {
                 meta,
                 snapshot: Box::new(file),

@@ -95,9 +95,11 @@ async fn with_partition<F>(dir: &Path, work: impl FnOnce(std::sync::Arc<Partitio
 where
     F: std::future::Future<Output = ()>,
 {
-    let p = std::sync::Arc::new(Partition::open(options(dir), crate::SoloNetwork)
+    let p = std::sync::Arc::new(
+        Partition::open(options(dir), crate::SoloNetwork)
             .await
-            .unwrap());
+            .unwrap(),
+    );
     wait_for("the partition to lead", || p.is_ready()).await;
     work(p.clone()).await;
     p.shutdown().await;
@@ -463,6 +465,36 @@ async fn a_corrupt_or_truncated_pack_is_rejected_and_changes_nothing() {
     let file = stream_into(&mut b, &good).await;
     b.install_snapshot(&meta, file).await.unwrap();
     assert_same_state(&a, &b);
+}
+
+/// openraft asks for the current snapshot once at start (meta only), then
+/// only to ship it: only those later asks pack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_current_snapshot_is_packed_when_asked_after_start() {
+    use tokio::io::AsyncReadExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a");
+    populate_a(&dir, 100).await;
+    let (_, mut sm) = open_sm(&dir).await;
+    let built = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let (_, mut sm) = {
+        drop(sm);
+        open_sm(&dir).await
+    };
+    let mut head = [0u8; 8];
+    let mut at_start = sm.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(at_start.meta, built.meta);
+    at_start.snapshot.read_exact(&mut head).await.unwrap();
+    assert_ne!(&head, b"CHRSNAP\0", "not packed for openraft's start");
+    let mut later = sm.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(later.meta, built.meta);
+    later.snapshot.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"CHRSNAP\0");
 }
 
 /// Timings for the report: `CHRONOS_SNAPSHOT_EVENTS=200000 cargo nextest run
