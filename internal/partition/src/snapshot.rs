@@ -6,8 +6,8 @@
 //!
 //! To ship a snapshot, openraft needs one file it can read in chunks: the
 //! checkpoint packed (`pack.rs`) into `snap-<ms>-<n>.pack` beside it, written
-//! once (eagerly when the group has other members, else on first request) and
-//! removed with its checkpoint. A follower receives the chunks into an
+//! once (by the builder when the group has other members, else when openraft
+//! first asks to ship it) and removed with its checkpoint. A follower receives the chunks into an
 //! `incoming-<n>` file, unpacks it into a new checkpoint directory and keeps
 //! the received file as that checkpoint's pack.
 //!
@@ -71,7 +71,7 @@ fn fsync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Marks a name busy until dropped.
+/// Keeps a name in `snapshots/` from being removed as a leftover until dropped.
 pub struct Busy {
     busy: Arc<Mutex<HashSet<String>>>,
     name: String,
