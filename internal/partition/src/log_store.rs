@@ -8,7 +8,16 @@
 //! the hot path never reads the disk back.
 //!
 //! Purge is logical: it records the purge point; segments are deleted only by
-//! WAL retention, and only at or below that point.
+//! WAL retention, and only at or below that point. The exception is a purge
+//! past the end of the log (a snapshot from the leader was installed beyond
+//! it: a wiped node or a lagging follower): the WAL's indices are dense, so it
+//! is restarted, empty, at the purge point + 1 ([`Wal::restart_at`]), where
+//! openraft appends next. The purge point is written first and `open` redoes
+//! the restart if it finds the log still ending before it, so a crash between
+//! the two is harmless. Entries without events appended after a restart, and
+//! before the first publish, carry `seq` 0 — a lower bound, which is all the
+//! WAL's seq index needs (replay filters by offset); the log store cannot
+//! know the snapshot's next offset.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -158,7 +167,8 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+/// Reads a JSON file; None if it does not exist.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
     match std::fs::read(path) {
         Ok(raw) => serde_json::from_slice(&raw)
             .map(Some)
@@ -189,7 +199,34 @@ impl LogStore {
             last_purged,
         };
         store.load_last()?;
+        if let Some(purged) = store.last_purged {
+            // A crash between recording a purge past the end and restarting the WAL.
+            if store.last_log_id.is_some_and(|l| l.index < purged.index) {
+                store.restart_after(purged)?;
+            }
+        }
         Ok(store)
+    }
+
+    /// Drops the whole WAL so that it continues at `purged.index + 1`: the
+    /// log ended before `purged`, which a snapshot now covers.
+    fn restart_after(&mut self, purged: LogId) -> Result<(), StorageError> {
+        tracing::info!(
+            last_log_id = ?self.last_log_id,
+            %purged,
+            "log ends before the purge point (a snapshot was installed past it): restarting it"
+        );
+        self.reader.cache.lock().clear();
+        self.reader
+            .wal
+            .restart_at(purged.index + 1)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        self.last_log_id = None;
+        // Unknown here (the state machine has it); 0 is a valid lower bound.
+        self.next_offset = 0;
+        self.flushed
+            .send_modify(|f| *f = (*f).max(purged.index + 1));
+        Ok(())
     }
 
     /// Reads the last entry of the WAL: its log id and the offset after it.
@@ -221,6 +258,67 @@ impl LogStore {
                 last.index
             )))),
         }
+    }
+}
+
+impl LogStore {
+    /// `RaftLogStorage::append` with a plain callback (openraft's cannot be
+    /// built outside openraft, and the tests need one): `on_durable` runs once
+    /// the entries are durable, or with the error that kept them from being.
+    fn append_then(
+        &mut self,
+        entries: impl IntoIterator<Item = Entry>,
+        on_durable: impl FnOnce(io::Result<()>) + Send + 'static,
+    ) -> Result<(), StorageError> {
+        let mut entries = entries.into_iter().peekable();
+        if let (Some(first), Some(last), Some(purged)) =
+            (entries.peek(), self.last_log_id, self.last_purged)
+        {
+            // Continuing after a purge past the end whose restart did not happen.
+            if last.index < purged.index && first.log_id.index == purged.index + 1 {
+                self.restart_after(purged)?;
+            }
+        }
+        let ts_ms = crate::wall_ms().max(0) as u64;
+        let mut encoded: Vec<(RecordHeader, Vec<u8>)> = Vec::new();
+        let mut decoded = Vec::new();
+        let mut next_offset = self.next_offset;
+        let mut last_log_id = self.last_log_id;
+        for entry in entries {
+            let header = codec::header(&entry, next_offset, ts_ms);
+            if let Some((first, n)) = codec::entry_offsets(&entry) {
+                debug_assert!(
+                    first >= next_offset,
+                    "offsets go backwards: {first} < {next_offset}"
+                );
+                next_offset = first + n;
+            }
+            encoded.push((header, codec::encode_payload(&entry)));
+            last_log_id = Some(entry.log_id);
+            decoded.push(entry);
+        }
+        let records: Vec<(RecordHeader, &[u8])> =
+            encoded.iter().map(|(h, p)| (*h, p.as_slice())).collect();
+        let flushed = self.flushed.clone();
+        let flushed_to = last_log_id.map_or(0, |l| l.index + 1);
+        let on_durable = Box::new(move |res: Result<(), WalError>| {
+            if res.is_ok() {
+                flushed.send_modify(|f| *f = (*f).max(flushed_to));
+            }
+            on_durable(res.map_err(io::Error::other));
+        });
+        self.reader
+            .wal
+            .append(&records, on_durable)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        // Only once the WAL took the records (a failed append keeps nothing).
+        self.next_offset = next_offset;
+        self.last_log_id = last_log_id;
+        let mut cache = self.reader.cache.lock();
+        for (entry, (_, payload)) in decoded.into_iter().zip(&encoded) {
+            cache.push(entry, payload.len());
+        }
+        Ok(())
     }
 }
 
@@ -278,10 +376,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogReader;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last = self.last_log_id;
         Ok(LogState {
             last_purged_log_id: self.last_purged,
-            last_log_id: last.or(self.last_purged),
+            last_log_id: self.last_log_id.max(self.last_purged),
         })
     }
 
@@ -310,46 +407,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let ts_ms = crate::wall_ms().max(0) as u64;
-        let mut encoded: Vec<(RecordHeader, Vec<u8>)> = Vec::new();
-        let mut decoded = Vec::new();
-        let mut next_offset = self.next_offset;
-        let mut last_log_id = self.last_log_id;
-        for entry in entries {
-            let header = codec::header(&entry, next_offset, ts_ms);
-            if let Some((first, n)) = codec::entry_offsets(&entry) {
-                debug_assert!(
-                    first >= next_offset,
-                    "offsets go backwards: {first} < {next_offset}"
-                );
-                next_offset = first + n;
-            }
-            encoded.push((header, codec::encode_payload(&entry)));
-            last_log_id = Some(entry.log_id);
-            decoded.push(entry);
-        }
-        let records: Vec<(RecordHeader, &[u8])> =
-            encoded.iter().map(|(h, p)| (*h, p.as_slice())).collect();
-        let flushed = self.flushed.clone();
-        let flushed_to = last_log_id.map_or(0, |l| l.index + 1);
-        let on_durable = Box::new(move |res: Result<(), WalError>| {
-            if res.is_ok() {
-                flushed.send_modify(|f| *f = (*f).max(flushed_to));
-            }
-            callback.log_io_completed(res.map_err(io::Error::other));
-        });
-        self.reader
-            .wal
-            .append(&records, on_durable)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        // Only once the WAL took the records (a failed append keeps nothing).
-        self.next_offset = next_offset;
-        self.last_log_id = last_log_id;
-        let mut cache = self.reader.cache.lock();
-        for (entry, (_, payload)) in decoded.into_iter().zip(&encoded) {
-            cache.push(entry, payload.len());
-        }
-        Ok(())
+        self.append_then(entries, move |res| callback.log_io_completed(res))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -368,6 +426,156 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         write_atomic(&self.dir.join(PURGED_FILE), &raw)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         self.last_purged = Some(log_id);
+        if self.last_log_id.is_none_or(|l| l.index < log_id.index) {
+            self.restart_after(log_id)?;
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use chronos_proto::internal::PublishCommand;
+    use chronos_wal::WalOptions;
+    use openraft::EntryPayload;
+
+    use super::*;
+    use crate::codec::log_id;
+    use crate::types::Command;
+
+    fn open(dir: &Path) -> LogStore {
+        let wal = Arc::new(Wal::open(dir, WalOptions::default()).unwrap());
+        LogStore::open(wal, dir, watch::channel(0).0).unwrap()
+    }
+
+    fn blank(term: u64, index: u64) -> Entry {
+        Entry {
+            log_id: log_id(term, 1, index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn publish(term: u64, index: u64, first_offset: u64) -> Entry {
+        Entry {
+            log_id: log_id(term, 1, index),
+            payload: EntryPayload::Normal(Command::publish(PublishCommand {
+                first_offset,
+                events: vec![
+                    bytes::Bytes::from_static(b"e1"),
+                    bytes::Bytes::from_static(b"e2"),
+                ],
+                ..Default::default()
+            })),
+        }
+    }
+
+    /// Appends and waits until the entries are durable.
+    fn append(store: &mut LogStore, entries: Vec<Entry>) {
+        let (tx, rx) = mpsc::channel();
+        store
+            .append_then(entries, move |r| {
+                let _ = tx.send(r);
+            })
+            .unwrap();
+        rx.recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap()
+            .unwrap();
+    }
+
+    async fn indexes(store: &mut LogStore, range: std::ops::Range<u64>) -> Vec<u64> {
+        store
+            .try_get_log_entries(range)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.log_id.index)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn purge_past_the_end_restarts_the_log_there_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let vote = Vote::new(2, 1);
+        {
+            let mut store = open(dir.path());
+            append(
+                &mut store,
+                (1..=100).map(|i| publish(1, i, 2 * (i - 1))).collect(),
+            );
+            store.save_vote(&vote).await.unwrap();
+            let state = store.get_log_state().await.unwrap();
+            assert_eq!(state.last_log_id, Some(log_id(1, 1, 100)));
+
+            // A snapshot at 4999 was installed: openraft purges up to it.
+            let snapshot = log_id(2, 1, 4_999);
+            store.purge(snapshot).await.unwrap();
+            let state = store.get_log_state().await.unwrap();
+            assert_eq!(state.last_purged_log_id, Some(snapshot));
+            assert_eq!(state.last_log_id, Some(snapshot));
+            assert!(
+                indexes(&mut store, 1..101).await.is_empty(),
+                "purged: absent"
+            );
+
+            // ... and appends from 4999 + 1. Entries without events before the
+            // first publish carry seq 0 (the log store cannot know the offset).
+            let mut next = vec![blank(2, 5_000), blank(2, 5_001)];
+            next.extend((5_002..=5_100).map(|i| publish(2, i, 9_000 + 2 * (i - 5_002))));
+            append(&mut store, next);
+            assert_eq!(indexes(&mut store, 5_000..5_101).await.len(), 101);
+        }
+        let mut store = open(dir.path());
+        assert_eq!(store.read_vote().await.unwrap(), Some(vote));
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(2, 1, 4_999)));
+        assert_eq!(state.last_log_id, Some(log_id(2, 1, 5_100)));
+        assert_eq!(store.next_offset, 9_000 + 2 * 99);
+        assert_eq!(
+            indexes(&mut store, 4_990..6_000).await,
+            (5_000..=5_100).collect::<Vec<_>>()
+        );
+        assert!(indexes(&mut store, 50..60).await.is_empty());
+        // The WAL itself says why: the documented error, not a panic.
+        match store.reader.wal.iter_from_index(50) {
+            Err(WalError::BelowFirstIndex {
+                requested: 50,
+                first: 5_000,
+            }) => {}
+            other => panic!("expected BelowFirstIndex, got {other:?}"),
+        }
+        append(&mut store, vec![blank(2, 5_101)]);
+        // An append that does not continue the log is refused.
+        assert!(store.append_then(vec![blank(2, 7_000)], |_| {}).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_crash_between_the_purge_point_and_the_restart_is_finished_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = open(dir.path());
+            append(&mut store, (1..=10).map(|i| blank(1, i)).collect());
+            // The purge point is on disk but the WAL was not restarted.
+            let raw = serde_json::to_vec(&log_id(3, 1, 500)).unwrap();
+            write_atomic(&dir.path().join(PURGED_FILE), &raw).unwrap();
+        }
+        let mut store = open(dir.path());
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(log_id(3, 1, 500)));
+        assert_eq!(store.reader.wal.first_index(), None);
+        append(&mut store, vec![blank(3, 501), blank(3, 502)]);
+        assert_eq!(indexes(&mut store, 0..1_000).await, vec![501, 502]);
+
+        // A wiped node: empty log, purge to the snapshot, continue after it.
+        let wiped = tempfile::tempdir().unwrap();
+        let mut store = open(wiped.path());
+        store.purge(log_id(3, 1, 41)).await.unwrap();
+        append(&mut store, vec![publish(3, 42, 77)]);
+        drop(store);
+        let mut store = open(wiped.path());
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(log_id(3, 1, 42)));
+        assert_eq!(store.next_offset, 79);
     }
 }

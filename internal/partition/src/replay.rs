@@ -5,7 +5,9 @@
 //! event (the WAL's `seq` and time indexes find it) and sends events through a bounded
 //! channel, so a replay of any length holds only the channel's worth in memory
 //! and stops as soon as the receiver goes away. Only applied entries are read:
-//! nothing uncommitted is ever replayed.
+//! nothing uncommitted is ever replayed. Offsets the WAL no longer holds —
+//! removed by retention, or never received because this node caught up from a
+//! snapshot (its log then starts after the snapshot) — are simply absent.
 
 use std::sync::Arc;
 
@@ -67,7 +69,7 @@ impl ReplayRange {
         match *self {
             ReplayRange::Offsets { from, .. } => wal.iter_from_seq(from),
             ReplayRange::PublishTime { from_ms, .. } => wal.iter_from_ts(from_ms.max(0) as u64),
-            ReplayRange::DueTime { .. } => wal.iter_from_index(wal.first_index().unwrap_or(0)),
+            ReplayRange::DueTime { .. } => Ok(wal.iter_all()),
         }
     }
 

@@ -8,7 +8,11 @@
 //! therefore idempotent (every write is a put of a value determined by the entry).
 //!
 //! Snapshots are RocksDB checkpoints (hard links, cheap) under `snapshots/`; they
-//! exist so the log can be purged logically and old WAL segments retired.
+//! let the log be purged logically and old WAL segments retired, and they are
+//! what a follower that is too far behind (or whose data was wiped) gets: the
+//! leader ships the checkpoint packed into one file (`snapshot.rs`), and the
+//! follower installs it into its live store (`state_machine/install.rs`,
+//! crash-safe: an interrupted install is finished by [`StateMachine::open`]).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -16,6 +20,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 mod groups;
+mod install;
+#[cfg(test)]
+mod replication_tests;
+#[cfg(test)]
+mod tests;
 
 use chronos_proto::internal::{
     command, group_item, CancelCommand, EventKeys, FireCommand, FiredRecord, GroupState,
@@ -67,6 +76,8 @@ pub struct StateMachine {
     /// Groups whose state changed since the last commit.
     dirty_groups: HashSet<(String, String)>,
     shared: Arc<AppliedState>,
+    /// Set once openraft has asked for the current snapshot (it does at start).
+    started: bool,
 }
 
 pub(crate) fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
@@ -95,32 +106,59 @@ fn read_meta<T: serde::de::DeserializeOwned>(
 }
 
 impl StateMachine {
+    /// Opens the state machine over `store`; first finishes a snapshot
+    /// install that a crash interrupted, so nothing reads a half-installed state.
     pub fn open(store: Store, partition_dir: &Path) -> Result<StateMachine, StorageError> {
-        let applied: Option<LogId> = read_meta(&store, META_APPLIED)?;
-        let membership = read_meta(&store, META_MEMBERSHIP)?.unwrap_or_default();
-        let next_offset = read_meta(&store, META_NEXT_OFFSET)?.unwrap_or(0u64);
-        let pending = read_meta(&store, META_PENDING)?.unwrap_or(0u64);
         let snapshots = SnapshotDir::open(partition_dir.join("snapshots"))
             .map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        let shared = Arc::new(AppliedState::default());
-        shared
-            .index
-            .store(applied.map_or(0, |l| l.index), Ordering::Release);
-        shared.next_offset.store(next_offset, Ordering::Release);
-        shared.pending.store(pending, Ordering::Release);
-        Ok(StateMachine {
+        install::finish_interrupted(&store, &snapshots)?;
+        let mut sm = StateMachine {
             store,
             snapshots,
-            applied,
-            membership,
-            next_offset,
-            pending,
+            applied: None,
+            membership: StoredMembership::default(),
+            next_offset: 0,
+            pending: 0,
             topics: HashMap::new(),
             dirty_topics: HashSet::new(),
             groups: HashMap::new(),
             dirty_groups: HashSet::new(),
-            shared,
-        })
+            shared: Arc::new(AppliedState::default()),
+            started: false,
+        };
+        sm.reload()?;
+        Ok(sm)
+    }
+
+    /// Reads what the store says was applied, drops every cache derived from
+    /// the store, and publishes the result to [`AppliedState`].
+    fn reload(&mut self) -> Result<(), StorageError> {
+        debug_assert!(
+            self.dirty_topics.is_empty() && self.dirty_groups.is_empty(),
+            "reload between commits only"
+        );
+        self.applied = read_meta(&self.store, META_APPLIED)?;
+        self.membership = read_meta(&self.store, META_MEMBERSHIP)?.unwrap_or_default();
+        self.next_offset = read_meta(&self.store, META_NEXT_OFFSET)?.unwrap_or(0u64);
+        self.pending = read_meta(&self.store, META_PENDING)?.unwrap_or(0u64);
+        self.topics.clear();
+        self.dirty_topics.clear();
+        self.groups.clear();
+        self.dirty_groups.clear();
+        self.shared
+            .index
+            .store(self.applied.map_or(0, |l| l.index), Ordering::Release);
+        self.shared
+            .next_offset
+            .store(self.next_offset, Ordering::Release);
+        self.shared.pending.store(self.pending, Ordering::Release);
+        Ok(())
+    }
+
+    /// True when the group has a node other than this one to ship snapshots to
+    /// (then the builder packs right away).
+    fn has_peers(membership: &StoredMembership) -> bool {
+        membership.membership().nodes().nth(1).is_some()
     }
 
     pub fn applied_state(&self) -> Arc<AppliedState> {
@@ -484,33 +522,39 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        _snapshot: Box<tokio::fs::File>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        // Receiving a snapshot needs a second voter; replication across nodes
-        // (and swapping the live RocksDB for the received checkpoint) comes with
-        // the cluster work. A single-voter group never gets here.
-        Err(sm_err(
-            ErrorVerb::Write,
-            std::io::Error::other(format!(
-                "installing snapshot {} needs cluster replication, not built yet",
-                meta.snapshot_id
-            )),
-        ))
+        self.install_received(meta, *snapshot).await.map(|_| ())
     }
 
+    /// The current snapshot packed into one file, packing it now if needed
+    /// (blocking this state machine meanwhile; with peers the builder has
+    /// usually packed it already). Except the first time after open: that is
+    /// openraft loading its state at start, which reads only the meta, so an
+    /// unpacked snapshot is not packed for it (the descriptor file stands in).
+    /// Every later call is to ship the data: a group's membership as applied
+    /// here may not show the new member yet, so it does not decide.
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let Some(meta) = self
-            .snapshots
-            .current_meta()
+        let read = |e: std::io::Error| sm_err(ErrorVerb::Read, e);
+        if !std::mem::replace(&mut self.started, true) {
+            let Some((meta, path)) = self.snapshots.current_file().map_err(read)? else {
+                return Ok(None);
+            };
+            let file = tokio::fs::File::open(&path).await.map_err(read)?;
+            return Ok(Some(Snapshot {
+                meta,
+                snapshot: Box::new(file),
+            }));
+        }
+        let snapshots = self.snapshots.clone();
+        let packed = tokio::task::spawn_blocking(move || snapshots.packed())
+            .await
             .map_err(|e| sm_err(ErrorVerb::Read, e))?
-        else {
+            .map_err(read)?;
+        let Some((meta, path)) = packed else {
             return Ok(None);
         };
-        let file = self
-            .snapshots
-            .meta_file()
-            .await
-            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let file = tokio::fs::File::open(&path).await.map_err(read)?;
         Ok(Some(Snapshot {
             meta,
             snapshot: Box::new(file),
@@ -526,40 +570,68 @@ pub struct SnapshotBuilder {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    /// Checkpoints the live store (under the live lock, so never in the middle
+    /// of an install), commits it as the current snapshot unless an install
+    /// committed a newer one meanwhile, and — when the group has other nodes —
+    /// packs it right away, off the apply path. The returned data is the pack
+    /// when there is one; openraft only keeps the meta of a built snapshot.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let store = self.store.clone();
         let snapshots = self.snapshots.clone();
-        let meta = tokio::task::spawn_blocking(move || -> Result<SnapshotMeta, StorageError> {
-            let dir = snapshots.new_checkpoint_dir();
-            store
-                .checkpoint(&dir)
-                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-            let copy = Store::open_read_only(&dir).map_err(|e| sm_err(ErrorVerb::Read, e))?;
-            let applied: Option<LogId> = read_meta(&copy, META_APPLIED)?;
-            let membership: StoredMembership =
-                read_meta(&copy, META_MEMBERSHIP)?.unwrap_or_default();
-            drop(copy);
-            let meta = SnapshotMeta {
-                last_log_id: applied,
-                last_membership: membership,
-                snapshot_id: SnapshotDir::id_of(&dir),
-            };
-            snapshots
-                .commit(&dir, &meta)
-                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-            Ok(meta)
-        })
-        .await
-        .map_err(|e| sm_err(ErrorVerb::Write, e))??;
-        let file = self
-            .snapshots
-            .meta_file()
+        let (meta, pack) = tokio::task::spawn_blocking(move || build_blocking(&store, &snapshots))
             .await
-            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            .map_err(|e| sm_err(ErrorVerb::Write, e))??;
+        let file = match pack {
+            Some(path) => tokio::fs::File::open(path).await,
+            None => self.snapshots.meta_file().await,
+        }
+        .map_err(|e| sm_err(ErrorVerb::Read, e))?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(file),
         })
+    }
+}
+
+fn build_blocking(
+    store: &Store,
+    snapshots: &SnapshotDir,
+) -> Result<(SnapshotMeta, Option<std::path::PathBuf>), StorageError> {
+    let (dir, _busy) = snapshots.new_checkpoint_dir();
+    {
+        let _live = snapshots.lock_live();
+        store
+            .checkpoint(&dir)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    }
+    let copy = Store::open_read_only(&dir).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+    let applied: Option<LogId> = read_meta(&copy, META_APPLIED)?;
+    let membership: StoredMembership = read_meta(&copy, META_MEMBERSHIP)?.unwrap_or_default();
+    drop(copy);
+    let meta = SnapshotMeta {
+        last_log_id: applied,
+        last_membership: membership,
+        snapshot_id: SnapshotDir::id_of(&dir),
+    };
+    let io = |e: std::io::Error| sm_err(ErrorVerb::Write, e);
+    if !snapshots.commit(&dir, &meta).map_err(io)? {
+        // An install committed a newer snapshot meanwhile: that one stands.
+        let current = snapshots.current_meta().map_err(io)?;
+        return Ok((current.unwrap_or(meta), None));
+    }
+    if !StateMachine::has_peers(&meta.last_membership) {
+        return Ok((meta, None));
+    }
+    match snapshots.packed() {
+        Ok(Some((packed_meta, path))) if packed_meta.snapshot_id == meta.snapshot_id => {
+            Ok((meta, Some(path)))
+        }
+        Ok(_) => Ok((meta, None)),
+        Err(e) => {
+            // Packing is retried when the snapshot is asked for.
+            tracing::warn!(snapshot = meta.snapshot_id, "packing snapshot: {e}");
+            Ok((meta, None))
+        }
     }
 }
 

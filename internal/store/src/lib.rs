@@ -3,7 +3,9 @@
 //! Owns the on-disk layout of the applied state: the column families, their key
 //! encodings, the write options (RocksDB's own WAL is **off** — the Raft log is the
 //! WAL — and flushes are atomic across column families, so after a crash every
-//! column family reflects the same applied index), checkpoints and flushes.
+//! column family reflects the same applied index), checkpoints and flushes, and
+//! replacing the live contents with a checkpoint's (`replace.rs`: installing a
+//! snapshot from the leader without swapping the shared RocksDB handle).
 //!
 //! Does not own: what a command means (the partition crate decides what to write)
 //! nor Raft. Everything written by applying one batch of log entries goes into one
@@ -23,6 +25,7 @@
 
 mod groups;
 mod keys;
+mod replace;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -35,6 +38,7 @@ use rocksdb::{
 
 pub use groups::GroupItemKey;
 pub use keys::{fired_key, group_key, id_key, item_key, pending_key, IdEntry, IdState};
+pub use replace::ReplaceStats;
 
 const CF_META: &str = "meta";
 const CF_IDS: &str = "ids";

@@ -232,7 +232,11 @@ fn roll(shared: &Shared, inner: &mut Inner, next_index: u64) -> Result<(), WalEr
     create_active(shared, inner, next_index)
 }
 
-fn create_active(shared: &Shared, inner: &mut Inner, first_index: u64) -> Result<(), WalError> {
+pub(crate) fn create_active(
+    shared: &Shared,
+    inner: &mut Inner,
+    first_index: u64,
+) -> Result<(), WalError> {
     let path = segment_path(&shared.dir, first_index);
     let created = create_segment_file(&path).and_then(|file| fsync_dir(&shared.dir).map(|()| file));
     let file = match created {

@@ -16,7 +16,9 @@
 //!   write is truncated, damaged or orphaned later segments are dropped
 //!   (`recovery.rs`).
 //! - *Truncation and retention*: [`Wal::truncate_from`] for Raft conflicts,
-//!   [`Wal::remove_segments`] for deleting whole old segments.
+//!   [`Wal::remove_segments`] for deleting whole old segments, and
+//!   [`Wal::restart_at`], which drops the whole log so it continues at a
+//!   later index (the caller installed a snapshot past its end).
 //!
 //! **What it does not do.** It knows nothing of Raft types, membership or
 //! votes, nor what a payload means: `term`, `index`, `seq` and `ts_ms` are

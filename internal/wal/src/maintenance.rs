@@ -1,6 +1,7 @@
 //! Removing records: `truncate_from` (Raft conflict resolution, cuts the
-//! newest records) and `remove_segments` (retention, deletes the oldest whole
-//! sealed segments). Raft's purge is logical and belongs to the caller; this
+//! newest records), `remove_segments` (retention, deletes the oldest whole
+//! sealed segments) and `restart_at` (drops the whole log so it can continue
+//! at a later index: the caller installed a snapshot past its end). Raft's purge is logical and belongs to the caller; this
 //! module only deletes what the caller says it may.
 
 use std::fs::File;
@@ -8,6 +9,7 @@ use std::io::{BufReader, Seek, SeekFrom};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::append::create_active;
 use crate::codec::{encoded_len_bytes, read_record, Frame, RecordHeader};
 use crate::error::{CorruptReason, WalError};
 use crate::options::{RemovedSegments, Retention};
@@ -19,14 +21,43 @@ impl Wal {
     /// Appends then continue at `index` (or at any index if the log became
     /// empty). A failure here puts the WAL in the failed state.
     pub fn truncate_from(&self, index: u64) -> Result<(), WalError> {
+        self.rewrite(|shared, inner| truncate_locked(shared, inner, index))
+    }
+
+    /// Runs `change` with the writer lock held; its failure fails the WAL.
+    fn rewrite(
+        &self,
+        change: impl FnOnce(&Shared, &mut Inner) -> Result<(), WalError>,
+    ) -> Result<(), WalError> {
         let mut inner = self.shared.inner.lock();
         self.shared.check_writable(&inner)?;
-        let result = truncate_locked(&self.shared, &mut inner, index);
+        let result = change(&self.shared, &mut inner);
         if let Err(e) = &result {
             self.shared.mark_failed(e);
         }
         inner.debug_check();
         result
+    }
+
+    /// Deletes every segment and restarts the log, empty, with its next
+    /// record expected at `next_index`: for a caller whose log ends before a
+    /// point it has moved past by other means (a Raft snapshot installed
+    /// beyond the last index). The log has no hole afterwards — it starts at
+    /// `next_index` — and reads below it get [`WalError::BelowFirstIndex`]
+    /// once records exist (an empty log reads as empty).
+    ///
+    /// Crash-safe in the sense that a crash leaves either the old log, a
+    /// contiguous suffix of it (oldest segments go first), or the new empty
+    /// one; the caller must therefore record *why* it restarts (e.g. its
+    /// purge point) before calling, and redo the call if it finds the log
+    /// still ending before that point. Callbacks of earlier appends still
+    /// run, but the durable index restarts. A failure puts the WAL in the
+    /// failed state.
+    pub fn restart_at(&self, next_index: u64) -> Result<(), WalError> {
+        if next_index == u64::MAX {
+            return Err(WalError::InvalidIndex { index: next_index });
+        }
+        self.rewrite(|shared, inner| restart_locked(shared, inner, next_index))
     }
 
     /// Deletes the oldest sealed segments (never the active one) whose last
@@ -75,6 +106,25 @@ impl Wal {
         }
         Ok(removed)
     }
+}
+
+fn restart_locked(shared: &Shared, inner: &mut Inner, next_index: u64) -> Result<(), WalError> {
+    let dropped = inner.segments.len();
+    for seg in std::mem::take(&mut inner.segments) {
+        remove_if_exists(&seg.path)?;
+        remove_if_exists(&idx_path(&shared.dir, seg.first_index))?;
+    }
+    inner.active = None;
+    inner.max_ts_ms = 0;
+    inner.epoch += 1;
+    shared.reset_durable(inner.epoch, None);
+    create_active(shared, inner, next_index)?;
+    tracing::info!(
+        dropped_segments = dropped,
+        next_index,
+        "log restarted past its end"
+    );
+    Ok(())
 }
 
 /// How many of the oldest segments retention deletes.

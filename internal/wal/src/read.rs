@@ -69,6 +69,16 @@ impl Wal {
         Ok(WalIter::new(spans_from(&inner.segments, k, pos), index))
     }
 
+    /// Every stored record, oldest first (empty if the log is empty). Unlike
+    /// `iter_from_index(first_index())`, cannot race with retention.
+    pub fn iter_all(&self) -> WalIter {
+        let inner = self.shared.inner.lock();
+        if inner.first_index().is_none() {
+            return WalIter::empty();
+        }
+        WalIter::new(spans_from(&inner.segments, 0, SEGMENT_HEADER_BYTES), 0)
+    }
+
     /// Records from the last checkpoint whose record has `seq <=` the given
     /// seq (or the log's start). No record containing `seq` is skipped;
     /// earlier records may be included, so the caller filters.
