@@ -401,73 +401,105 @@ async fn killing_a_leader_loses_nothing_and_fires_nothing_early() {
     );
 }
 
+/// Moves the leadership of `partition` to node `to`: kills whichever other
+/// node leads it, lets the group elect, restarts the killed node; repeats.
+async fn make_leader(cluster: &mut Cluster, to: u64, partition: u32) {
+    let mut rounds = 0;
+    loop {
+        let leader = cluster
+            .leader_of(to, partition, &[1, 2, 3], Duration::from_secs(15))
+            .await;
+        if leader == to {
+            return;
+        }
+        rounds += 1;
+        assert!(
+            rounds <= 10,
+            "node {to} never became leader of partition {partition}"
+        );
+        cluster.kill9(leader);
+        let others: Vec<u64> = (1..=3).filter(|&n| n != leader).collect();
+        cluster
+            .leader_of(to, partition, &others, Duration::from_secs(15))
+            .await;
+        cluster.restart(leader);
+        cluster.node(leader).wait_ready(common::START_DEADLINE);
+    }
+}
+
+/// Publishes `batches` × 5 events on topic `topic` through node 1, alternating
+/// due `soon` and `later`; what each was acknowledged with.
+async fn publish_mixed(
+    cluster: &Cluster,
+    topic: &str,
+    batches: usize,
+    payload: usize,
+    soon: i64,
+    later: i64,
+) -> BTreeMap<String, i64> {
+    let mut client = events_client(cluster.endpoint(1)).await;
+    let mut acked = BTreeMap::new();
+    for b in 0..batches {
+        let events = (0..5)
+            .map(|i| chronos_proto::v1::Event {
+                schedule_ts: if i % 2 == 0 { soon } else { later },
+                ..event(topic, &format!("w-{b}-{i}"), &vec![b'x'; payload])
+            })
+            .collect();
+        let resp = client
+            .publish_batch(PublishBatchRequest { events })
+            .await
+            .expect("publish");
+        for r in resp.into_inner().results {
+            acked.insert(r.message_id, r.due_ts);
+        }
+    }
+    acked
+}
+
+/// A member of `group` (from the earliest event) through node `via` takes and
+/// acks `n` deliveries.
+async fn consume_some(cluster: &Cluster, via: u64, group: &str, topic: &str, n: usize) {
+    let req = chronos_proto::v1::SubscribeRequest {
+        start: chronos_proto::v1::StartPosition::Earliest as i32,
+        ..subscribe_req(group, topic, 10)
+    };
+    let mut member = Member::join(cluster.node(via), req).await;
+    for _ in 0..n {
+        let d = member.next(Duration::from_secs(10)).await;
+        member.ack(&[d.delivery_id.as_str()]).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wiped_node_catches_up_from_a_snapshot_and_can_lead() {
+async fn wiped_node_catches_up_from_the_log_and_can_lead() {
     let dir = tempfile::tempdir().unwrap();
     let opts = Options {
-        // Snapshot (and purge the log) often, so the wiped node cannot be fed
-        // from the log alone.
+        // Snapshots are taken often; the log is kept regardless (retention
+        // decides), so the wiped node gets the whole history.
         extra_toml: "[raft]\nsnapshot_every_entries = 20\n".into(),
         ..Options::default()
     };
     let mut cluster = Cluster::start(dir.path(), opts);
-    let mut client = events_client(cluster.endpoint(1)).await;
-    let soon = now_ms() + 500;
-    let later = now_ms() + 3_600_000;
-    for b in 0..60 {
-        let events = (0..5)
-            .map(|i| chronos_proto::v1::Event {
-                schedule_ts: if i % 2 == 0 { soon } else { later },
-                ..event("w", &format!("w-{b}-{i}"), b"data")
-            })
-            .collect();
-        client
-            .publish_batch(PublishBatchRequest { events })
-            .await
-            .expect("publish");
-    }
-    // A group that consumed part of the topic, so group state exists too.
-    let req = chronos_proto::v1::SubscribeRequest {
-        start: chronos_proto::v1::StartPosition::Earliest as i32,
-        ..subscribe_req("g", "w", 10)
-    };
-    let mut member = Member::join(cluster.node(1), req).await;
-    for _ in 0..10 {
-        let d = member.next(Duration::from_secs(10)).await;
-        member.ack(&[d.delivery_id.as_str()]).await;
-    }
-    drop(member);
+    let acked = publish_mixed(&cluster, "w", 60, 4, now_ms() + 500, now_ms() + 3_600_000).await;
+    consume_some(&cluster, 1, "g", "w", 10).await;
 
     cluster.kill9(3);
     cluster.wipe(3);
     cluster.restart(3);
     cluster.node(3).wait_ready(common::START_DEADLINE);
     wait_caught_up(&cluster, 3, 1, Duration::from_secs(60)).await;
+    let installed = cluster.node(3).metric("chronos_snapshots_installed_total");
+    assert_eq!(
+        installed, 0.0,
+        "the retained log, not a snapshot, should feed node 3"
+    );
 
-    // Move leadership of partition 0 until node 3 has it: kill whichever
-    // other node leads it, let the group elect, restart the killed node.
-    let mut rounds = 0;
-    loop {
-        let leader = cluster
-            .leader_of(3, 0, &[1, 2, 3], Duration::from_secs(15))
-            .await;
-        if leader == 3 {
-            break;
-        }
-        rounds += 1;
-        assert!(rounds <= 8, "node 3 never became leader of partition 0");
-        cluster.kill9(leader);
-        let others: Vec<u64> = (1..=3).filter(|&n| n != leader).collect();
-        cluster
-            .leader_of(3, 0, &others, Duration::from_secs(15))
-            .await;
-        cluster.restart(leader);
-        cluster.node(leader).wait_ready(common::START_DEADLINE);
-    }
-    // Node 3, now leading partition 0, serves all of it: replay through it
-    // has every event, and a publish to partition 0 is taken.
+    make_leader(&mut cluster, 3, 0).await;
+    // Node 3, now leading partition 0, serves all of its history: replay
+    // through it has every event, and a publish to partition 0 is taken.
     let ids = replay_ids(cluster.endpoint(3), "w").await;
-    assert_eq!(ids.len(), 300, "events lost");
+    assert_eq!(ids.len(), acked.len(), "events lost");
     let key = (0..)
         .map(|i| format!("k{i}"))
         .find(|k| chronos_api::Router::new(4).route(k, "") == 0)
@@ -483,6 +515,78 @@ async fn wiped_node_catches_up_from_a_snapshot_and_can_lead() {
         .expect("publish on the new leader")
         .into_inner();
     assert_eq!(r.partition, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_node_catches_up_from_a_snapshot_below_retention_and_fires_on_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        // Small segments and a one-second retention: sealed segments go as
+        // soon as a snapshot covers them, so the log the wiped node needs is
+        // gone and only a snapshot can bring it back.
+        extra_toml: "[wal]\nsegment_bytes = \"64KiB\"\nretention_age = \"1s\"\n\
+                     retention_check_interval = \"200ms\"\n[raft]\nsnapshot_every_entries = 10\n"
+            .into(),
+        ..Options::default()
+    };
+    let mut cluster = Cluster::start(dir.path(), opts);
+    let later = now_ms() + 45_000;
+    let acked = publish_mixed(&cluster, "w", 120, 2048, now_ms() + 300, later).await;
+    consume_some(&cluster, 1, "g", "w", 10).await;
+    // Wait until every partition's log was purged by retention somewhere past
+    // its start (the WAL of node 1 no longer holds offset 0).
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let views = local_view(&cluster, 1).await;
+        if views.iter().all(|p| p.wal_segments >= 1) {
+            let mut client = events_client(cluster.endpoint(1)).await;
+            let req = ReplayRequest {
+                topic: "w".into(),
+                partition_id: None,
+                range: Some(chronos_proto::v1::replay_request::Range::Offsets(
+                    chronos_proto::v1::OffsetRange { from: 0, to: 0 },
+                )),
+                key: String::new(),
+            };
+            let mut stream = client.replay(req).await.expect("replay").into_inner();
+            let mut n = 0;
+            while let Ok(Some(_)) = stream.message().await {
+                n += 1;
+            }
+            if n < acked.len() {
+                break;
+            }
+        }
+        assert!(Instant::now() < until, "retention never removed a segment");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    cluster.kill9(3);
+    cluster.wipe(3);
+    cluster.restart(3);
+    cluster.node(3).wait_ready(common::START_DEADLINE);
+    wait_caught_up(&cluster, 3, 1, Duration::from_secs(60)).await;
+    let installed = cluster.node(3).metric("chronos_snapshots_installed_total");
+    assert!(
+        installed >= 1.0,
+        "node 3 should have installed snapshots, got {installed}"
+    );
+    make_leader(&mut cluster, 3, 0).await;
+
+    // Everything pending (the `later` half) fires on time, through node 3.
+    let pending: BTreeMap<String, i64> =
+        acked.into_iter().filter(|(_, due)| *due >= later).collect();
+    let (seen, consumer) = collect(vec![cluster.endpoint(3)], "late", "w", 500).await;
+    let left = Duration::from_millis((later - now_ms()).max(0) as u64);
+    let missing = wait_all(&seen, &pending, left + Duration::from_secs(30)).await;
+    consumer.abort();
+    assert!(
+        missing.is_empty(),
+        "{} pending events lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert_none_early(&seen, &pending);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -175,7 +175,11 @@ impl Partition {
             election_timeout_min: opts.election_timeout_min.as_millis() as u64,
             election_timeout_max: opts.election_timeout_max.as_millis() as u64,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_every_entries),
-            max_in_snapshot_log_to_keep: 0,
+            // The log is purged only where WAL retention deletes segments
+            // (`retention_loop`): a follower that fell behind or was wiped
+            // gets the retained log, so replay works on every replica for the
+            // same history; a snapshot is needed only below retention.
+            max_in_snapshot_log_to_keep: u64::MAX,
             max_payload_entries: MAX_PAYLOAD_ENTRIES,
             // Each snapshot chunk (3 MiB) gets this long; openraft's 200 ms
             // default is too short for a busy two-core machine.
@@ -495,18 +499,32 @@ pub(crate) fn wall_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Deletes whole WAL segments that retention allows and the last snapshot covers.
+/// Deletes whole WAL segments that retention allows and the last snapshot
+/// covers: first Raft purges its log up to the last of them (openraft does it
+/// once no replication still reads them), then, once purged, they are deleted.
 async fn retention_loop(id: u32, wal: Arc<Wal>, raft: Raft, retention: Retention, every: Duration) {
     let mut every = tokio::time::interval(every);
     loop {
         every.tick().await;
-        let Some(purged) = raft.metrics().borrow().purged else {
+        let (snapshot, purged) = {
+            let m = raft.metrics().borrow().clone();
+            (m.snapshot.map(|l| l.index), m.purged.map(|l| l.index))
+        };
+        let Some(snapshot) = snapshot else {
+            continue;
+        };
+        if let Some(upto) = wal.retention_point(&retention, snapshot) {
+            if purged.is_none_or(|p| p < upto) {
+                if let Err(e) = raft.trigger().purge_log(upto).await {
+                    tracing::warn!(partition = id, "raft log purge: {e}");
+                }
+            }
+        }
+        let Some(purged) = purged else {
             continue;
         };
         let wal = wal.clone();
-        match tokio::task::spawn_blocking(move || wal.remove_segments(&retention, purged.index))
-            .await
-        {
+        match tokio::task::spawn_blocking(move || wal.remove_segments(&retention, purged)).await {
             Ok(Ok(removed)) => tracing::debug!(partition = id, ?removed, "wal retention"),
             Ok(Err(e)) => tracing::warn!(partition = id, "wal retention: {e}"),
             Err(e) => tracing::warn!(partition = id, "wal retention task: {e}"),

@@ -65,6 +65,22 @@ impl Wal {
     /// their newest record's `ts_ms`) or must go to bring the log under
     /// `policy.max_bytes`. Stops at the first segment that qualifies for
     /// neither, so the log stays contiguous.
+    /// The last index of the segments `remove_segments(policy, upto_index)`
+    /// would delete now, without deleting anything; `None` when it would
+    /// delete none. Lets the caller first give up those entries elsewhere
+    /// (Raft purges its log up to here).
+    pub fn retention_point(&self, policy: &Retention, upto_index: u64) -> Option<u64> {
+        let inner = self.shared.inner.lock();
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let victims = pick_victims(&inner.segments, policy, upto_index, now_ms);
+        inner.segments[..victims]
+            .iter()
+            .rev()
+            .find_map(|s| s.last.map(|h| h.index))
+    }
+
     pub fn remove_segments(
         &self,
         policy: &Retention,

@@ -76,6 +76,7 @@ impl StateMachine {
         // leading, and reloads its groups then; the wake-up is for a worker
         // waiting on fire-log growth).
         self.shared.fire_log.notify_one();
+        metrics::counter!("chronos_snapshots_installed_total").increment(1);
         tracing::info!(
             snapshot = meta.snapshot_id,
             last_log_id = %meta.last_log_id.map(|l| l.to_string()).unwrap_or_default(),
