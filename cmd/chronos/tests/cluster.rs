@@ -43,7 +43,13 @@ async fn collect(
     let record = seen.clone();
     let task = tokio::spawn(async move {
         while let Some(d) = consumer.next().await {
-            let Ok(d) = d else { continue };
+            let d = match d {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("consumer: {e}");
+                    continue;
+                }
+            };
             record
                 .lock()
                 .unwrap()
@@ -691,7 +697,10 @@ async fn a_network_partition_heals_without_loss() {
     let missing = wait_all(&seen, &acked, Duration::from_secs(30)).await;
     assert!(
         missing.is_empty(),
-        "not delivered during the partition: {missing:?}"
+        "{} not delivered during the partition, e.g. {:?}\ngateway log:\n{}",
+        missing.len(),
+        &missing[..missing.len().min(5)],
+        cluster.log(gateway)
     );
 
     cluster.heal();

@@ -170,12 +170,21 @@ fn retryable(s: &Status) -> bool {
     s.code() == Code::Unavailable
 }
 
-/// A forwarded call that lost its connection (tonic reports a reset stream
-/// as UNKNOWN "transport error") means the leader is unreachable: UNAVAILABLE.
+/// A forwarded call that failed in transport (tonic made the status from a
+/// connection or HTTP/2 failure — a reset stream is UNKNOWN "transport error",
+/// a connection closed under a call CANCELLED) means the leader is
+/// unreachable: UNAVAILABLE, which is retried. A status the other node sent
+/// has no source and passes through.
 fn unreachable_as_unavailable(s: Status) -> Status {
-    let lost = s.code() == Code::Unknown
-        && (s.message().contains("transport error") || s.message().contains("h2 protocol"));
-    if !lost {
+    use std::error::Error as _;
+    let local = s.source().is_some()
+        || (s.code() == Code::Unknown && s.message().contains("transport error"));
+    let lost = local
+        && matches!(
+            s.code(),
+            Code::Unknown | Code::Cancelled | Code::Internal | Code::Unavailable
+        );
+    if !lost || s.code() == Code::Unavailable {
         return s;
     }
     Status::unavailable(format!(
