@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Cluster benchmarks on one machine: 3 nodes (RF=3, fsync before ack on a
+# quorum) started by scripts/cluster.sh, driven by chronos-loadtest.
+#   1. batched publish (1000 x 256 B per RPC), connections spread over the nodes
+#   2. one event per Publish, 64 clients
+#   3. replication lag while (1) runs, sampled from `chronos status --json`
+#   4. failover: kill -9 a leader during a one-event publish run through the
+#      two other nodes; the longest publish is the time writes to its
+#      partitions stopped (then the node is restarted)
+# Results go to stdout; BIN_DIR holds the release `chronos` and `chronos-loadtest`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${BIN_DIR:-${CARGO_TARGET_DIR:-target}/release}
+dir=${CLUSTER_DIR:-/tmp/chronos-bench-cluster}
+runs=${RUNS:-3}
+rm -rf "$dir"
+CLUSTER_BIN="$bin/chronos" CLUSTER_DIR="$dir" setsid bash scripts/cluster.sh >"$dir.log" 2>&1 &
+cluster=$!
+restarted=()
+cleanup() {
+  kill -TERM -- "-$cluster" "${restarted[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+until grep -q "cluster ready" "$dir.log" 2>/dev/null; do sleep 0.5; done
+all=http://127.0.0.1:9001,http://127.0.0.1:9002,http://127.0.0.1:9003
+lt="$bin/chronos-loadtest publish --payload 256 --due-in 1h --duration 10s"
+
+echo "== batched publish, 12 clients x 1000 events, over 3 nodes"
+for i in $(seq "$runs"); do $lt --addr $all --clients 12 --batch 1000 | tail -3; done
+
+echo "== one event per Publish, 64 clients, over 3 nodes"
+for i in $(seq "$runs"); do $lt --addr $all --clients 64 --batch 1 | tail -3; done
+
+echo "== replication lag (entries behind the leader) during batched publish"
+$lt --addr $all --clients 12 --batch 1000 >/dev/null &
+load=$!
+sleep 2
+for i in $(seq 8); do
+  "$bin/chronos" status --addr http://127.0.0.1:9001 --json | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+lags = [r["lag"] for p in s["partitions"] for r in p["replicas"]]
+print("lag max", max(lags), "mean %.2f" % (sum(lags) / len(lags)))'
+  sleep 1
+done
+wait $load
+
+echo "== failover: kill -9 a leader while publishing through the other nodes"
+for i in $(seq "$runs"); do
+  victim=$("$bin/chronos" status --addr http://127.0.0.1:9001 --json | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+print(s["partitions"][0]["leader"])')
+  others=$(for n in 1 2 3; do [ "$n" != "$victim" ] && printf "http://127.0.0.1:900%s," "$n"; done)
+  $lt --addr "${others%,}" --clients 16 --batch 1 --duration 12s > "$dir.failover" &
+  load=$!
+  sleep 4
+  pid=$(pgrep -f "config $dir/node-$victim/chronos.toml")
+  kill -9 "$pid"
+  echo "killed node $victim (leader of partition 0)"
+  wait $load || true
+  tail -3 "$dir.failover"
+  "$bin/chronos" serve --config "$dir/node-$victim/chronos.toml" >>"$dir/node-$victim/log" 2>&1 &
+  restarted+=($!)
+  until curl -sf "http://127.0.0.1:808$victim/ready" >/dev/null; do sleep 0.2; done
+  sleep 2
+done
