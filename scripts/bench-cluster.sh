@@ -24,16 +24,23 @@ cleanup() {
 trap cleanup EXIT
 until grep -q "cluster ready" "$dir.log" 2>/dev/null; do sleep 0.5; done
 all=http://127.0.0.1:9001,http://127.0.0.1:9002,http://127.0.0.1:9003
-lt="$bin/chronos-loadtest publish --payload 256 --due-in 1h --duration 10s"
+lt="$bin/chronos-loadtest publish --payload 256 --due-in 1h"
+sections=${SECTIONS:-"batched single lag failover"}
+want() { [[ " $sections " == *" $1 "* ]]; }
 
-echo "== batched publish, 12 clients x 1000 events, over 3 nodes"
-for i in $(seq "$runs"); do $lt --addr $all --clients 12 --batch 1000 | tail -3; done
+if want batched; then
+  echo "== batched publish, 12 clients x 1000 events, over 3 nodes"
+  for i in $(seq "$runs"); do $lt --duration 10s --addr $all --clients 12 --batch 1000 | tail -3; done
+fi
 
-echo "== one event per Publish, 64 clients, over 3 nodes"
-for i in $(seq "$runs"); do $lt --addr $all --clients 64 --batch 1 | tail -3; done
+if want single; then
+  echo "== one event per Publish, 64 clients, over 3 nodes"
+  for i in $(seq "$runs"); do $lt --duration 10s --addr $all --clients 64 --batch 1 | tail -3; done
+fi
 
+if want lag; then
 echo "== replication lag (entries behind the leader) during batched publish"
-$lt --addr $all --clients 12 --batch 1000 >/dev/null &
+$lt --duration 10s --addr $all --clients 12 --batch 1000 >/dev/null &
 load=$!
 sleep 2
 for i in $(seq 8); do
@@ -45,14 +52,16 @@ print("lag max", max(lags), "mean %.2f" % (sum(lags) / len(lags)))'
   sleep 1
 done
 wait $load
+fi
 
+want failover || exit 0
 echo "== failover: kill -9 a leader while publishing through the other nodes"
 for i in $(seq "$runs"); do
   victim=$("$bin/chronos" status --addr http://127.0.0.1:9001 --json | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
 print(s["partitions"][0]["leader"])')
-  others=$(for n in 1 2 3; do [ "$n" != "$victim" ] && printf "http://127.0.0.1:900%s," "$n"; done)
+  others=$(for n in 1 2 3; do if [ "$n" != "$victim" ]; then printf "http://127.0.0.1:900%s," "$n"; fi; done)
   $lt --addr "${others%,}" --clients 16 --batch 1 --duration 12s > "$dir.failover" &
   load=$!
   sleep 4
