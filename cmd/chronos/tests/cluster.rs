@@ -712,3 +712,105 @@ async fn a_network_partition_heals_without_loss() {
         assert!(ids.contains(id), "{id} lost after healing");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_replicas_of_three_every_node_serves_every_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        replication_factor: 2,
+        partitions: 6,
+        ..Options::default()
+    };
+    let cluster = Cluster::start(dir.path(), opts);
+    let status = cluster.status(2).await;
+    let mut holds = [0usize; 4];
+    for p in &status.partitions {
+        assert_eq!(
+            p.voters.len(),
+            2,
+            "partition {}: {:?}",
+            p.partition,
+            p.voters
+        );
+        assert!(
+            p.leader.is_some(),
+            "partition {} has no leader",
+            p.partition
+        );
+        for &v in &p.voters {
+            holds[v as usize] += 1;
+        }
+    }
+    // Some node does not hold some partition, so requests must hop.
+    assert!(
+        holds[1..].iter().any(|&n| n < 6),
+        "every node holds everything: {holds:?}"
+    );
+
+    // Publish through every node, consume through one, cancel and describe through others.
+    let mut member = Member::join(cluster.node(3), subscribe_req("g", "rf2", 100)).await;
+    let due = now_ms() + 800;
+    let mut want = BTreeSet::new();
+    for via in 1..=3u64 {
+        let events: Vec<_> = (0..20)
+            .map(|i| chronos_proto::v1::Event {
+                schedule_ts: due,
+                ..event("rf2", &format!("v{via}-{i}"), b"")
+            })
+            .collect();
+        let resp = events_client(cluster.endpoint(via))
+            .await
+            .publish_batch(PublishBatchRequest { events })
+            .await
+            .unwrap_or_else(|e| panic!("publish via node {via}: {e:?}"))
+            .into_inner();
+        want.extend(resp.results.into_iter().map(|r| r.message_id));
+    }
+    let later = chronos_proto::v1::Event {
+        schedule_ts: now_ms() + 3_600_000,
+        ..event("rf2", "to-cancel", b"")
+    };
+    events_client(cluster.endpoint(1))
+        .await
+        .publish(publish_req(later))
+        .await
+        .expect("publish");
+    for via in [2u64, 3] {
+        let r = events_client(cluster.endpoint(via))
+            .await
+            .cancel(chronos_proto::v1::CancelRequest {
+                topic: "rf2".into(),
+                message_id: "to-cancel".into(),
+                key: String::new(),
+            })
+            .await;
+        assert!(r.is_ok(), "cancel via node {via}: {r:?}");
+    }
+    let mut got = BTreeSet::new();
+    let until = Instant::now() + Duration::from_secs(20);
+    while got.len() < want.len() && Instant::now() < until {
+        let Some(d) = member.next_within(Duration::from_secs(1)).await else {
+            continue;
+        };
+        assert!(now_ms() >= d.due_ts, "delivered early");
+        member.ack(&[d.delivery_id.as_str()]).await;
+        got.insert(d.event.unwrap().message_id);
+    }
+    assert_eq!(got, want);
+    let topics = cluster
+        .admin(1)
+        .await
+        .list_topics(chronos_proto::v1::ListTopicsRequest {})
+        .await
+        .expect("topics via node 1")
+        .into_inner()
+        .topics;
+    let rf2 = topics
+        .iter()
+        .find(|t| t.name == "rf2")
+        .expect("topic listed");
+    assert_eq!(
+        rf2.pending, 0,
+        "the cancelled event is not pending: {topics:?}"
+    );
+}
