@@ -12,8 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chronos_partition::{Partition, PartitionStatus};
+use chronos_proto::v1::admin_service_client::AdminServiceClient;
 use chronos_proto::v1::admin_service_server::AdminService;
 use chronos_proto::v1::*;
+use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 use crate::gateway::{self, Incoming};
@@ -331,36 +333,25 @@ impl AdminService for Admin {
                 r.ts
             )));
         }
-        let answers = self
-            .scatter(
-                &incoming,
-                |parts| {
-                    let r = r.clone();
-                    Box::pin(async move {
-                        let parts = partitions_with(parts, &r.consumer_group, &r.topic)?;
-                        for p in &parts {
-                            p.seek(r.topic.clone(), r.consumer_group.clone(), r.ts)
-                                .await
-                                .map_err(status::from_partition)?;
-                        }
-                        Ok((!parts.is_empty()).then_some(()))
-                    })
-                },
-                |ch, scope| {
-                    let req = gateway::forwarded(
-                        r.clone(),
-                        &incoming,
-                        Some(self.deadline()),
-                        Some(&scope),
-                    );
-                    let mut client = gateway::admin_client(&self.node, ch);
-                    async move { found(client.seek_group(req).await).map(|o| o.map(|_| ())) }
-                },
-            )
-            .await?;
-        if answers.iter().all(Option::is_none) {
-            return Err(no_group(&r.consumer_group, &r.topic));
-        }
+        let (topic, group, ts) = (r.topic.clone(), r.consumer_group.clone(), r.ts);
+        self.on_group(
+            &incoming,
+            &r.consumer_group,
+            &r.topic,
+            move |p| {
+                let (topic, group) = (topic.clone(), group.clone());
+                async move {
+                    p.seek(topic, group, ts)
+                        .await
+                        .map_err(status::from_partition)
+                }
+            },
+            |mut client, scope| {
+                let req = self.scoped(r.clone(), &incoming, &scope);
+                async move { found(client.seek_group(req).await).map(|o| o.map(|_| ())) }
+            },
+        )
+        .await?;
         Ok(Response::new(SeekGroupResponse {}))
     }
 
@@ -380,34 +371,21 @@ impl AdminService for Admin {
             }
             n => n,
         } as usize;
+        let (topic, group) = (r.topic.clone(), r.consumer_group.clone());
         let answers = self
-            .scatter(
+            .on_group(
                 &incoming,
-                |parts| {
-                    let r = r.clone();
-                    Box::pin(async move {
-                        let parts = partitions_with(parts, &r.consumer_group, &r.topic)?;
-                        if parts.is_empty() {
-                            return Ok(None);
-                        }
-                        let mut dead = Vec::new();
-                        for p in parts {
-                            let rows = p
-                                .dead_letters(&r.topic, &r.consumer_group, limit)
-                                .map_err(status::from_partition)?;
-                            dead.extend(rows.into_iter().map(|(_, d)| d));
-                        }
-                        Ok(Some(dead))
-                    })
+                &r.consumer_group,
+                &r.topic,
+                move |p| {
+                    let rows = p.dead_letters(&topic, &group, limit);
+                    async move {
+                        let rows = rows.map_err(status::from_partition)?;
+                        Ok(rows.into_iter().map(|(_, d)| d).collect::<Vec<_>>())
+                    }
                 },
-                |ch, scope| {
-                    let req = gateway::forwarded(
-                        r.clone(),
-                        &incoming,
-                        Some(self.deadline()),
-                        Some(&scope),
-                    );
-                    let mut client = gateway::admin_client(&self.node, ch);
+                |mut client, scope| {
+                    let req = self.scoped(r.clone(), &incoming, &scope);
                     async move {
                         found(client.list_dead_letters(req).await)
                             .map(|o| o.map(|r| r.dead_letters))
@@ -415,10 +393,7 @@ impl AdminService for Admin {
                 },
             )
             .await?;
-        if answers.iter().all(Option::is_none) {
-            return Err(no_group(&r.consumer_group, &r.topic));
-        }
-        let mut dead: Vec<DeadLetter> = answers.into_iter().flatten().flatten().collect();
+        let mut dead: Vec<DeadLetter> = answers.into_iter().flatten().collect();
         // Oldest first across partitions.
         dead.sort_by_key(|d| (d.dead_ts, d.partition, d.offset));
         dead.truncate(limit);
@@ -437,45 +412,34 @@ impl AdminService for Admin {
         for (i, id) in r.message_ids.iter().enumerate() {
             validate::message_id(&format!("message_ids[{i}]"), id)?;
         }
+        let (topic, group, ids) = (
+            r.topic.clone(),
+            r.consumer_group.clone(),
+            r.message_ids.clone(),
+        );
         let answers = self
-            .scatter(
+            .on_group(
                 &incoming,
-                |parts| {
-                    let r = r.clone();
-                    Box::pin(async move {
-                        let parts = partitions_with(parts, &r.consumer_group, &r.topic)?;
-                        if parts.is_empty() {
-                            return Ok(None);
-                        }
-                        let mut redriven = 0;
-                        for p in parts {
-                            redriven += p
-                                .redrive(&r.topic, &r.consumer_group, &r.message_ids)
-                                .await
-                                .map_err(status::from_partition)?;
-                        }
-                        Ok(Some(redriven))
-                    })
+                &r.consumer_group,
+                &r.topic,
+                move |p| {
+                    let (topic, group, ids) = (topic.clone(), group.clone(), ids.clone());
+                    async move {
+                        p.redrive(&topic, &group, &ids)
+                            .await
+                            .map_err(status::from_partition)
+                    }
                 },
-                |ch, scope| {
-                    let req = gateway::forwarded(
-                        r.clone(),
-                        &incoming,
-                        Some(self.deadline()),
-                        Some(&scope),
-                    );
-                    let mut client = gateway::admin_client(&self.node, ch);
+                |mut client, scope| {
+                    let req = self.scoped(r.clone(), &incoming, &scope);
                     async move {
                         found(client.redrive_dead_letters(req).await).map(|o| o.map(|r| r.redriven))
                     }
                 },
             )
             .await?;
-        if answers.iter().all(Option::is_none) {
-            return Err(no_group(&r.consumer_group, &r.topic));
-        }
         Ok(Response::new(RedriveDeadLettersResponse {
-            redriven: answers.into_iter().flatten().sum(),
+            redriven: answers.into_iter().sum(),
         }))
     }
 }
@@ -496,6 +460,60 @@ fn no_group(group: &str, topic: &str) -> Status {
 }
 
 impl Admin {
+    /// `msg` forwarded to another leader, to answer for the partitions `scope`.
+    fn scoped<M>(&self, msg: M, incoming: &Incoming, scope: &[u32]) -> Request<M> {
+        gateway::forwarded(msg, incoming, Some(self.deadline()), Some(scope))
+    }
+
+    /// Runs `each` on every partition where the group exists — here on those
+    /// this node leads, through `remote` (a client of another leader and the
+    /// partitions it answers for) elsewhere — and returns every answer;
+    /// NOT_FOUND when the group exists nowhere.
+    async fn on_group<T, E, EF, R, RF>(
+        &self,
+        incoming: &Incoming,
+        group: &str,
+        topic: &str,
+        each: E,
+        remote: R,
+    ) -> Result<Vec<T>, Status>
+    where
+        T: Send + 'static,
+        E: Fn(Arc<Partition>) -> EF + Clone + Send + Sync + 'static,
+        EF: std::future::Future<Output = Result<T, Status>> + Send,
+        R: Fn(AdminServiceClient<Channel>, Vec<u32>) -> RF,
+        RF: std::future::Future<Output = Result<Option<T>, Status>>,
+    {
+        let (g, t) = (group.to_string(), topic.to_string());
+        let answers = self
+            .scatter(
+                incoming,
+                move |parts| {
+                    let (each, g, t) = (each.clone(), g.clone(), t.clone());
+                    Box::pin(async move {
+                        let parts = partitions_with(parts, &g, &t)?;
+                        if parts.is_empty() {
+                            return Ok(None);
+                        }
+                        let mut out = Vec::with_capacity(parts.len());
+                        for p in parts {
+                            out.push(each(p).await?);
+                        }
+                        Ok(Some(out))
+                    })
+                },
+                |ch, scope| {
+                    let answer = remote(gateway::admin_client(&self.node, ch), scope);
+                    async move { Ok(answer.await?.map(|t| vec![t])) }
+                },
+            )
+            .await?;
+        if answers.iter().all(Option::is_none) {
+            return Err(no_group(group, topic));
+        }
+        Ok(answers.into_iter().flatten().flatten().collect())
+    }
+
     /// Groups (of `topic`, or all when empty) merged across every partition.
     async fn groups(
         &self,
