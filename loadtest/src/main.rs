@@ -14,6 +14,8 @@
 //! - `redis-publish`, `redis-schedule` ([`redis_publish`], [`redis_schedule`]): the
 //!   publish and schedule workloads against a Redis sorted-set delay queue
 //!   ([`redis_queue`]), the peer `loadtest/peers/compare.sh` sets beside Chronos.
+//! - `plot` ([`plot`]): PNG charts of saved `--json` summaries
+//!   (`loadtest/plots.sh` runs the series behind `docs/img/`).
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -22,6 +24,7 @@ mod capacity;
 mod consumer;
 mod deliver;
 mod e2e;
+mod plot;
 mod progress;
 mod publish;
 mod redis_publish;
@@ -59,6 +62,8 @@ enum Mode {
     RedisPublish(redis_publish::RedisPublishArgs),
     /// `schedule` against a Redis sorted-set delay queue: Lua mover, BLMOVE consumers.
     RedisSchedule(redis_schedule::RedisScheduleArgs),
+    /// PNG charts of saved `--json` summaries: lateness, throughput vs batch, latency vs load.
+    Plot(plot::PlotArgs),
 }
 
 #[tokio::main]
@@ -71,5 +76,6 @@ async fn main() -> anyhow::Result<()> {
         Mode::Capacity(args) => capacity::run(args).await,
         Mode::RedisPublish(args) => redis_publish::run(args).await,
         Mode::RedisSchedule(args) => redis_schedule::run(args).await,
+        Mode::Plot(args) => plot::run(args),
     }
 }

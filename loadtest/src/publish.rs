@@ -21,7 +21,9 @@ use serde_json::json;
 use tonic::transport::Channel;
 
 use crate::progress::{notice, Progress, Table};
-use crate::stats::{corrected_latency, latency_histogram, record, LatencySummary, Pacer};
+use crate::stats::{
+    corrected_latency, curve_json, latency_histogram, record, LatencySummary, Pacer,
+};
 
 /// Open loop: how long after the last slot is due the run is stopped anyway.
 const OPEN_LOOP_STOP_GRACE: Duration = Duration::from_secs(5);
@@ -274,6 +276,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         errors: shared.errors.load(Ordering::Relaxed),
         sent_behind: shared.sent_behind.load(Ordering::Relaxed),
         latency: LatencySummary::of(&hist),
+        curve: curve_json(&hist),
     };
     if args.json {
         println!("{}", summary.to_json(&args));
@@ -293,6 +296,8 @@ struct Summary {
     errors: u64,
     sent_behind: u64,
     latency: LatencySummary,
+    /// `[[percentile, ms], …]`, for `chronos-loadtest plot`.
+    curve: serde_json::Value,
 }
 
 impl Summary {
@@ -306,7 +311,7 @@ impl Summary {
             "clients": args.clients, "connections": self.connections, "batch": args.batch, "payload_bytes": args.bounds.payload,
             "events": self.events, "seconds": self.seconds, "events_per_sec": self.rate(), "rpcs": self.rpcs,
             "errors": self.errors, "sent_behind_schedule": self.sent_behind,
-            "latency_ms": self.latency.to_json(),
+            "latency_ms": self.latency.to_json(), "latency_curve_ms": self.curve,
         })
     }
 

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::progress::{notice, Table};
 use crate::rss::RssStats;
-use crate::stats::{latency_histogram, LatencySummary};
+use crate::stats::{curve_json, latency_histogram, LatencySummary};
 use crate::workload::{Outcome, WorkloadArgs};
 
 /// Wall clock, microseconds since the Unix epoch.
@@ -289,6 +289,7 @@ impl Report {
                          "stream_errors": t.errors},
             "acks": {"sent": t.acks_sent, "acked": t.acked, "nacked": t.nacked, "unknown": t.ack_unknown},
             "lateness_ms": LatencySummary::of(&t.lateness_us).to_json(),
+            "lateness_curve_ms": curve_json(&t.lateness_us),
             "per_group": groups,
             "server_rss_mib": self.rss.as_ref().map(|r| json!({"max": r.max_mib(), "final": r.final_mib(), "samples": r.samples})),
         });

@@ -53,6 +53,26 @@ impl LatencySummary {
     }
 }
 
+/// Percentiles a latency curve is read at: p0 … p99.99, denser in the tail,
+/// then the maximum (p100). `chronos-loadtest plot` draws these.
+pub const CURVE_PERCENTILES: [f64; 20] = [
+    0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 97.5, 99.0, 99.5, 99.75, 99.9,
+    99.95, 99.975, 99.99, 100.0,
+];
+
+/// `[[percentile, ms], …]` of a histogram of microseconds at [`CURVE_PERCENTILES`]
+/// (empty for an empty histogram).
+pub fn curve_json(hist: &Histogram<u64>) -> Value {
+    if hist.is_empty() {
+        return json!([]);
+    }
+    let points: Vec<Value> = CURVE_PERCENTILES
+        .iter()
+        .map(|&p| json!([p, hist.value_at_percentile(p) as f64 / 1000.0]))
+        .collect();
+    Value::Array(points)
+}
+
 /// An open-loop schedule: request `i` is due `i × interval` after the start,
 /// whatever happened to the requests before it.
 #[derive(Clone, Copy, Debug)]
@@ -114,6 +134,22 @@ mod tests {
         for key in ["p50", "p90", "p99", "p999", "max"] {
             assert!(json[key].is_f64(), "{key} in {json}");
         }
+    }
+
+    #[test]
+    fn curve_is_monotonic_and_spans_min_to_max() {
+        let mut hist = latency_histogram();
+        for us in 1..=10_000u64 {
+            hist.record(us).unwrap();
+        }
+        let curve = curve_json(&hist);
+        let points = curve.as_array().unwrap();
+        assert_eq!(points.len(), CURVE_PERCENTILES.len());
+        let ms: Vec<f64> = points.iter().map(|p| p[1].as_f64().unwrap()).collect();
+        assert!(ms.windows(2).all(|w| w[0] <= w[1]), "{ms:?}");
+        assert_eq!(ms[0], 0.001);
+        assert!((ms[ms.len() - 1] - 10.0).abs() < 0.01, "{ms:?}");
+        assert_eq!(curve_json(&latency_histogram()), json!([]));
     }
 
     #[test]
