@@ -150,42 +150,44 @@ pub async fn subscribe(
         upstreams: Vec::new(),
     };
     let deadline = Instant::now() + node.publish_timeout;
-    for p in partitions {
-        // On failure `sub` drops and lets go of everything attached so far.
-        let attached = node
-            .on_leader(p, incoming, deadline, |target| {
-                let (member, req) = (member.clone(), req.clone());
-                async move {
-                    match target {
-                        Target::Local(part) => {
-                            part.attach(
-                                req.topic.clone(),
-                                req.consumer_group.clone(),
-                                start,
-                                member,
-                            )
+    // Every partition at once: a slow election on one does not hold up the others.
+    let attaching = partitions.into_iter().map(|p| {
+        let (member, req) = (member.clone(), req.clone());
+        node.on_leader(p, incoming, deadline, move |target| {
+            let (member, req) = (member.clone(), req.clone());
+            async move {
+                match target {
+                    Target::Local(part) => {
+                        part.attach(req.topic.clone(), req.consumer_group.clone(), start, member)
                             .await
                             .map_err(status::from_partition)?;
-                            Ok(Attached::Here(part))
-                        }
-                        Target::Remote { channel, .. } => {
-                            let req = SubscribeRequest {
-                                partition_id: Some(p as i32),
-                                max_inflight,
-                                ..req
-                            };
-                            open_upstream(node, incoming, channel, p, req, &member)
-                                .await
-                                .map(Attached::There)
-                        }
+                        Ok(Attached::Here(part))
+                    }
+                    Target::Remote { channel, .. } => {
+                        let req = SubscribeRequest {
+                            partition_id: Some(p as i32),
+                            max_inflight,
+                            ..req
+                        };
+                        open_upstream(node, incoming, channel, p, req, &member)
+                            .await
+                            .map(Attached::There)
                     }
                 }
-            })
-            .await?;
+            }
+        })
+    });
+    let mut failure = None;
+    for attached in futures::future::join_all(attaching).await {
         match attached {
-            Attached::Here(part) => sub.partitions.push(part),
-            Attached::There(up) => sub.upstreams.push(up),
+            Ok(Attached::Here(part)) => sub.partitions.push(part),
+            Ok(Attached::There(up)) => sub.upstreams.push(up),
+            Err(e) => failure = failure.or(Some(e)),
         }
+    }
+    // On failure `sub` drops and lets go of everything attached.
+    if let Some(e) = failure {
+        return Err(e);
     }
     metrics::counter!("chronos_subscriptions_total").increment(1);
     Ok(sub)
