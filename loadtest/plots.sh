@@ -72,7 +72,7 @@ for section in $SECTIONS; do
   load)
     # Open loop, one event per RPC, 64 clients (the cap on RPCs in flight).
     : >"$RUNS/load.json"
-    for rate in 2000 5000 8000 10000 12000 14000 16000 20000; do
+    for rate in 2000 5000 8000 10000 12000 14000 16000 18000 20000 22000 25000; do
       start_server
       "$BIN/chronos-loadtest" publish --addr "$ADDR" --clients 64 --batch 1 --payload 256 \
         --due-in 1h --rate "$rate" --warmup 1s --duration 6s --json >>"$RUNS/load.json"

@@ -268,7 +268,7 @@ fn si(value: f64) -> String {
     match value.abs() {
         v if v >= 1e6 => format!("{:.1}M", value / 1e6),
         v if v >= 1e4 => format!("{:.0}K", value / 1e3),
-        v if v >= 1e3 => format!("{}K", trim(value / 1e3)),
+        v if v >= 1e3 => format!("{:.1}K", value / 1e3).replace(".0K", "K"),
         _ => format!("{value:.0}"),
     }
 }
@@ -371,13 +371,23 @@ fn draw_batch(points: &[BatchPoint], out: &Path) -> anyhow::Result<()> {
     let line: Vec<(f64, f64)> = medians.iter().map(|&(b, r)| (b as f64, r)).collect();
     chart
         .draw_series(LineSeries::new(line, BLUE.stroke_width(2)))?
-        .label("events/s (median of runs)")
+        .label("events/s, median run (label: its p99 RPC latency); hollow: every run")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE.stroke_width(2)));
-    chart.draw_series(points.iter().map(|p| {
-        EmptyElement::at((p.batch as f64, p.events_per_sec))
+    // Every run as a hollow dot; the median run labelled.
+    chart.draw_series(
+        points
+            .iter()
+            .map(|p| Circle::new((p.batch as f64, p.events_per_sec), 4, BLUE.stroke_width(1))),
+    )?;
+    chart.draw_series(medians.iter().map(|&(batch, rate)| {
+        let p99_ms = points
+            .iter()
+            .find(|p| p.batch == batch && p.events_per_sec == rate)
+            .map_or(0.0, |p| p.p99_ms);
+        EmptyElement::at((batch as f64, rate))
             + Circle::new((0, 0), 4, BLUE.filled())
             + Text::new(
-                format!("{}/s, p99 {} ms", si(p.events_per_sec), ms_label(&p.p99_ms)),
+                format!("{}/s, p99 {} ms", si(rate), ms_label(&p99_ms)),
                 (8, 6),
                 ("sans-serif", 14),
             )
@@ -464,9 +474,9 @@ fn legend<'a, CT: plotters::coord::CoordTranslate>(
         .map_err(|e| anyhow::anyhow!("drawing the legend: {e}"))
 }
 
-/// `99.9` not `99.90000001`; `0` not `0.0`; `1.25` not `1.255` (three decimals at most).
-fn trim(value: f64) -> String {
-    let text = format!("{value:.3}");
+/// `99.9` not `99.90000001`; `0` not `0.0` (three decimals at most).
+fn trim(percentile: f64) -> String {
+    let text = format!("{percentile:.3}");
     text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
@@ -565,6 +575,7 @@ mod tests {
         assert_eq!(si(850.0), "850");
         assert_eq!(si(1_500.0), "1.5K");
         assert_eq!(si(5_000.0), "5K");
+        assert_eq!(si(9_592.0), "9.6K");
         assert_eq!(si(18_700.0), "19K");
         assert_eq!(si(1_250_000.0), "1.2M");
     }
