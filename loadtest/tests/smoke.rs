@@ -388,3 +388,75 @@ fn capacity_fills_then_restarts_to_ready() {
     ]);
     assert!(u64_at(&summary, "/events") >= 10, "{summary}");
 }
+
+/// `plot` draws the three PNGs from summaries the other modes wrote, and those
+/// summaries carry the percentile curves it reads.
+#[test]
+fn plot_draws_pngs_from_saved_summaries() {
+    let server = Server::start();
+    let addr = server.addr();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let short = ["--duration", "1s", "--warmup", "0s", "--addr", &addr];
+    let lateness = loadtest(
+        &[
+            &["schedule", "--addr", &addr][..],
+            &["--events", "300", "--rate", "1000", "--lead", "300ms"],
+        ]
+        .concat(),
+    );
+    let mut batch = Vec::new();
+    for size in ["1", "10"] {
+        batch.push(loadtest(
+            &[&["publish", "--clients", "2", "--batch", size][..], &short].concat(),
+        ));
+    }
+    let load = loadtest(&[&["publish", "--clients", "4", "--rate", "200"][..], &short].concat());
+    for (summary, key) in [
+        (&lateness, "lateness_curve_ms"),
+        (&batch[0], "latency_curve_ms"),
+        (&load, "latency_curve_ms"),
+    ] {
+        let points = summary[key].as_array().map_or(0, Vec::len);
+        assert!(points >= 10, "{key} in {summary}");
+    }
+    let save = |name: &str, summaries: &[&Value]| {
+        let text: String = summaries.iter().map(|s| format!("{s}\n")).collect();
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write summary");
+        path
+    };
+    let lateness = save("lateness.json", &[&lateness]);
+    let batch = save("batch.json", &batch.iter().collect::<Vec<_>>());
+    let load = save("load.json", &[&load]);
+    let out = dir.path().join("img");
+    let output = Command::new(env!("CARGO_BIN_EXE_chronos-loadtest"))
+        .arg("plot")
+        .arg("--out-dir")
+        .arg(&out)
+        .arg("--lateness")
+        .arg(&lateness)
+        .arg("--batch")
+        .arg(&batch)
+        .arg("--load")
+        .arg(&load)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chronos-loadtest plot");
+    assert!(
+        output.status.success(),
+        "plot: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for png in [
+        "lateness.png",
+        "publish-vs-batch.png",
+        "latency-vs-load.png",
+    ] {
+        let bytes = std::fs::read(out.join(png)).expect(png);
+        assert!(
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "{png} is not a PNG"
+        );
+    }
+}
