@@ -45,8 +45,23 @@ impl Events {
     ) -> Result<Vec<PublishResponse>, Status> {
         let deadline = Instant::now() + self.node.publish_timeout;
         let ids: Vec<String> = events.iter().map(|e| e.message_id.clone()).collect();
+        if self.node.cluster.is_none() {
+            // A single node holds and leads every partition: nothing to
+            // forward or retry, so the events need no spare copy.
+            let p = self.node.local(partition).ok_or_else(|| {
+                Status::internal(format!("partition {partition} is not open on this node"))
+            })?;
+            let outcomes = publish_here(p, events, reschedule).await?;
+            return Ok(ids
+                .into_iter()
+                .zip(outcomes)
+                .map(|(id, o)| response(partition, id, o))
+                .collect());
+        }
         self.node
             .on_leader(partition, incoming, deadline, |target| {
+                // A share may be retried (on the next leader), so each attempt
+                // takes a copy.
                 let events = events.clone();
                 let ids = ids.clone();
                 async move {
