@@ -270,7 +270,7 @@ async fn open_partitions(
 async fn serve_grpc(
     listener: TcpListener,
     node: Arc<Node>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -287,15 +287,25 @@ async fn serve_grpc(
             .set_service_status(name, tonic_health::ServingStatus::Serving)
             .await;
     }
-    // Small replies must not wait for Nagle's algorithm (a 40 ms stall against
-    // delayed ACKs was the whole of batched publish latency before this).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(events)
-        .add_service(admin)
+        .add_service(admin);
+    serve_until_stopped(router, listener, stop).await
+}
+
+/// Serves `router` on `listener` until `stop` turns true.
+async fn serve_until_stopped(
+    router: tonic::transport::server::Router,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    // Small replies must not wait for Nagle's algorithm (a 40 ms stall against
+    // delayed ACKs was the whole of batched publish latency before this).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    router
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|s| *s).await;
         })
@@ -310,19 +320,14 @@ async fn serve_internal(
     listener: TcpListener,
     node: Arc<Node>,
     groups: Groups,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let (events, admin) = chronos_api::services(node);
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .add_service(chronos_raftnet::service(groups))
         .add_service(events)
-        .add_service(admin)
-        .serve_with_incoming_shutdown(incoming, async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await?;
-    Ok(())
+        .add_service(admin);
+    serve_until_stopped(router, listener, stop).await
 }
 
 async fn wait_for_signal() -> anyhow::Result<&'static str> {

@@ -62,8 +62,14 @@ async fn collect(
     (seen, task)
 }
 
-/// Waits until `seen` holds every id of `want`; the ids still missing otherwise.
-async fn wait_all(seen: &Seen, want: &BTreeMap<String, i64>, deadline: Duration) -> Vec<String> {
+/// Waits until `seen` holds every id of `want`; fails the test, naming a few
+/// missing ids and `context`, when some are still missing at `deadline`.
+async fn wait_all(
+    seen: &Seen,
+    want: &BTreeMap<String, i64>,
+    deadline: Duration,
+    context: impl Fn() -> String,
+) {
     let until = Instant::now() + deadline;
     loop {
         let missing: Vec<String> = {
@@ -73,9 +79,17 @@ async fn wait_all(seen: &Seen, want: &BTreeMap<String, i64>, deadline: Duration)
                 .cloned()
                 .collect()
         };
-        if missing.is_empty() || Instant::now() > until {
-            return missing;
+        if missing.is_empty() {
+            return;
         }
+        assert!(
+            Instant::now() < until,
+            "{} of {} events not delivered within {deadline:?}, e.g. {:?}; {context}",
+            missing.len(),
+            want.len(),
+            &missing[..missing.len().min(5)],
+            context = context()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -387,14 +401,11 @@ async fn killing_a_leader_loses_nothing_and_fires_nothing_early() {
         acked.len()
     );
 
-    let missing = wait_all(&seen, &acked, Duration::from_secs(60)).await;
+    wait_all(&seen, &acked, Duration::from_secs(60), || {
+        "acked before and after the kill".into()
+    })
+    .await;
     consumer.abort();
-    assert!(
-        missing.is_empty(),
-        "{} acked events never delivered, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
     assert_none_early(&seen, &acked);
     let seen = seen.lock().unwrap();
     let redelivered = seen.values().filter(|v| v.len() > 1).count();
@@ -567,14 +578,11 @@ async fn wiped_node_catches_up_from_a_snapshot_below_retention_and_fires_on_time
         acked.into_iter().filter(|(_, due)| *due >= later).collect();
     let (seen, consumer) = collect(vec![cluster.endpoint(3)], "late", "w", 500).await;
     let left = Duration::from_millis((later - now_ms()).max(0) as u64);
-    let missing = wait_all(&seen, &pending, left + Duration::from_secs(30)).await;
+    wait_all(&seen, &pending, left + Duration::from_secs(30), || {
+        "pending before the wipe".into()
+    })
+    .await;
     consumer.abort();
-    assert!(
-        missing.is_empty(),
-        "{} pending events lost, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
     assert_none_early(&seen, &pending);
 }
 
@@ -677,14 +685,13 @@ async fn a_network_partition_heals_without_loss() {
         .expect_err("an isolated node cannot ack");
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
 
-    let missing = wait_all(&seen, &acked, Duration::from_secs(30)).await;
-    assert!(
-        missing.is_empty(),
-        "{} not delivered during the partition, e.g. {:?}\ngateway log:\n{}",
-        missing.len(),
-        &missing[..missing.len().min(5)],
-        cluster.log(gateway)
-    );
+    let context = || {
+        format!(
+            "during the partition; gateway log:\n{}",
+            cluster.log(gateway)
+        )
+    };
+    wait_all(&seen, &acked, Duration::from_secs(30), context).await;
 
     cluster.heal();
     wait_caught_up(&cluster, cut, gateway, Duration::from_secs(60)).await;

@@ -170,6 +170,36 @@ fn retryable(s: &Status) -> bool {
     s.code() == Code::Unavailable
 }
 
+/// Backoff between attempts of one request, bounded by its deadline.
+struct Retry {
+    deadline: Instant,
+    wait: Duration,
+    /// Attempts made so far (rotates the replicas a request is sent to).
+    attempt: u32,
+}
+
+impl Retry {
+    fn new(deadline: Instant) -> Retry {
+        Retry {
+            deadline,
+            wait: RETRY_FIRST,
+            attempt: 0,
+        }
+    }
+
+    /// Waits before the next attempt when `status` may pass with time and
+    /// time is left; otherwise gives `status` back as the request's answer.
+    async fn after(&mut self, status: Status) -> Result<(), Status> {
+        if !retryable(&status) || Instant::now() + self.wait >= self.deadline {
+            return Err(status);
+        }
+        tokio::time::sleep(self.wait).await;
+        self.wait = (self.wait * 2).min(RETRY_MAX);
+        self.attempt += 1;
+        Ok(())
+    }
+}
+
 /// A forwarded call that failed in transport (tonic made the status from a
 /// connection or HTTP/2 failure — a reset stream is UNKNOWN "transport error",
 /// a connection closed under a call CANCELLED) means the leader is
@@ -281,10 +311,9 @@ impl Node {
         F: FnMut(Target) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        let mut wait = RETRY_FIRST;
-        let mut attempt = 0u32;
+        let mut retry = Retry::new(deadline);
         loop {
-            let status = match self.target(partition, incoming, attempt) {
+            let status = match self.target(partition, incoming, retry.attempt) {
                 Ok(target) => {
                     let remote = match &target {
                         Target::Remote { node, .. } => Some(*node),
@@ -310,12 +339,7 @@ impl Node {
             if let (Some(l), Some(c)) = (hinted_leader(&status), &self.cluster) {
                 c.learn(partition, l);
             }
-            if !retryable(&status) || Instant::now() + wait >= deadline {
-                return Err(status);
-            }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(RETRY_MAX);
-            attempt += 1;
+            retry.after(status).await?;
         }
     }
 
@@ -336,20 +360,15 @@ impl Node {
         R: Fn(Channel, Vec<u32>) -> RF,
         RF: Future<Output = Result<T, Status>>,
     {
-        let mut wait = RETRY_FIRST;
-        let mut attempt = 0u32;
+        let mut retry = Retry::new(deadline);
         loop {
-            let result = self
+            let attempt = retry.attempt;
+            match self
                 .scatter_once(partitions, incoming, deadline, attempt, &local, &remote)
-                .await;
-            match result {
+                .await
+            {
                 Ok(v) => return Ok(v),
-                Err(s) if retryable(&s) && Instant::now() + wait < deadline => {
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(RETRY_MAX);
-                    attempt += 1;
-                }
-                Err(s) => return Err(s),
+                Err(s) => retry.after(s).await?,
             }
         }
     }
