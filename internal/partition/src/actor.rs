@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use chronos_proto::internal::{EventRecord, PublishCommand};
 use chronos_proto::v1::Event;
 use chronos_store::{id_key, Store};
@@ -39,6 +39,8 @@ pub const MAX_OUTSTANDING: usize = 1;
 const MAX_EVENTS_PER_PROPOSAL: usize = 20_000;
 /// Upper bound of payload bytes in one proposal.
 const MAX_BYTES_PER_PROPOSAL: usize = 16 << 20;
+/// Encoded records are written into buffers of at least this size.
+const RECORD_BUFFER_BYTES: usize = 256 << 10;
 
 /// Result of publishing one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -393,6 +395,7 @@ impl Actor {
     ) -> Result<Planned, (PublishReply, PartitionError)> {
         let mut outcomes = Vec::with_capacity(req.events.len());
         let mut waits_on: Vec<ProposalResult> = Vec::new();
+        let mut records = BytesMut::new();
         let ids: Vec<Vec<u8>> = req
             .events
             .iter()
@@ -402,7 +405,8 @@ impl Actor {
             Ok(stored) => stored,
             Err(e) => return Err((req.reply, PartitionError::storage(self.partition, &e))),
         };
-        for ((ev, key), stored) in req.events.into_iter().zip(ids).zip(stored) {
+        let count = req.events.len();
+        for (i, ((ev, key), stored)) in req.events.into_iter().zip(ids).zip(stored).enumerate() {
             let dedup = !req.reschedule;
             if let Some(f) = self.inflight.get(&key).filter(|_| dedup) {
                 outcomes.push(PublishOutcome {
@@ -435,7 +439,18 @@ impl Actor {
                 due_ts,
                 reschedule: req.reschedule,
             };
-            events.push(Bytes::from(record.encode_to_vec()));
+            // One buffer per request holds every record: `split` hands each
+            // its slice without a copy or an allocation of its own.
+            let len = record.encoded_len();
+            if records.capacity() - records.len() < len {
+                // Room for the rest of the request if its records are alike.
+                let rest = len.saturating_mul(count - i);
+                records.reserve(rest.min(RECORD_BUFFER_BYTES).max(len));
+            }
+            record
+                .encode(&mut records)
+                .expect("reserved enough for the record");
+            events.push(records.split().freeze());
             self.inflight.insert(
                 key.clone(),
                 InflightId {

@@ -197,3 +197,67 @@ fn pending_runs_read_wanted_keys_and_skip_gone_or_unwanted_ones() {
     assert_eq!(got(&[]), Vec::<Option<String>>::new());
     assert_eq!(got(&[(40, 5)]), vec![Some("e5".into())]);
 }
+
+#[test]
+fn compaction_drops_expired_ids_and_keeps_live_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &StoreResources::default()).unwrap();
+    let mut b = store.batch();
+    b.put_id("orders", "old", &entry(1, 1_000));
+    b.put_id("orders", "live", &entry(2, i64::MAX));
+    b.commit().unwrap();
+    store.flush().unwrap();
+    let ids = store.cf(CF_IDS);
+    store.db.compact_range_cf(ids, None::<&[u8]>, None::<&[u8]>);
+    let raw = |m: &str| store.db.get_cf(ids, id_key("orders", m)).unwrap();
+    assert!(raw("old").is_none(), "expired entry survived compaction");
+    assert_eq!(
+        store.get_id("orders", "live", 0).unwrap(),
+        Some(entry(2, i64::MAX))
+    );
+}
+
+#[test]
+fn pending_events_in_blob_files_read_back_after_flush_compaction_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = vec![7u8; 4 * PENDING_MIN_BLOB_BYTES as usize];
+    {
+        let store = Store::open(dir.path(), &StoreResources::default()).unwrap();
+        for round in 0..3u64 {
+            let mut b = store.batch();
+            for i in 0..100u64 {
+                let offset = round * 100 + i;
+                b.put_pending(1_000 + offset as i64, offset, &big);
+                b.put_pending(1_000 + offset as i64, 10_000 + offset, b"small");
+            }
+            b.commit().unwrap();
+            store.flush().unwrap();
+        }
+        let pending = store.cf(CF_PENDING);
+        store
+            .db
+            .compact_range_cf(pending, None::<&[u8]>, None::<&[u8]>);
+    }
+    let blobs = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "blob")
+        })
+        .count();
+    assert!(blobs > 0, "large pending values were not put in blob files");
+    let store = Store::open(dir.path(), &StoreResources::default()).unwrap();
+    let pending = store.cf(CF_PENDING);
+    let mut seen = 0;
+    for item in store.db.iterator_cf(pending, rocksdb::IteratorMode::Start) {
+        let (key, value) = item.unwrap();
+        let offset = u64::from_be_bytes(key[8..16].try_into().unwrap());
+        let want: &[u8] = if offset >= 10_000 { b"small" } else { &big };
+        assert_eq!(&value[..], want, "offset {offset}");
+        seen += 1;
+    }
+    assert_eq!(seen, 600);
+}
