@@ -171,13 +171,18 @@ impl Store {
         pending.set_compression_per_level(&[Plain, Plain, Lz4, Lz4, Lz4, Lz4, Lz4]);
         // Events wait in key (due) order while compaction merges each flush
         // into the last level: with the values in blob files it moves only
-        // keys and blob references. Blobs of fired events are garbage; GC
-        // rewrites what is still live in the older half of the files.
+        // keys and blob references. Blobs of fired events are garbage: a blob
+        // file goes when none of its events is pending any more. Compaction
+        // moves the live blobs out of the oldest quarter of the files as it
+        // passes over their keys, and is forced there once that quarter is
+        // half garbage. (GC of the older half copied still-pending blobs one
+        // read at a time and cost more than it saved.)
         pending.set_enable_blob_files(true);
         pending.set_min_blob_size(PENDING_MIN_BLOB_BYTES);
         pending.set_blob_file_size(64 << 20);
         pending.set_enable_blob_gc(true);
-        pending.set_blob_gc_age_cutoff(0.5);
+        pending.set_blob_gc_age_cutoff(0.25);
+        pending.set_blob_gc_force_threshold(0.5);
 
         let cfs = vec![
             ColumnFamilyDescriptor::new(CF_META, cf_options()),
