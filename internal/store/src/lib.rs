@@ -35,8 +35,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rocksdb::compaction_filter::CompactionFilter;
 use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory};
 use rocksdb::{
-    checkpoint::Checkpoint, BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor,
-    CompactionDecision, FlushOptions, Options, WriteBatch, WriteBufferManager, WriteOptions, DB,
+    checkpoint::Checkpoint, BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamily,
+    ColumnFamilyDescriptor, CompactionDecision, FlushOptions, Options, WriteBatch,
+    WriteBufferManager, WriteOptions, DB,
 };
 
 pub use groups::GroupItemKey;
@@ -149,7 +150,17 @@ impl Store {
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&resources.cache);
         table.set_bloom_filter(10.0, false);
+        // Index and filter blocks live in the block cache, cut into ~4 KiB
+        // partitions under a pinned top level. Whole, the filter of a large
+        // file outgrows a cache shard and is read again for every dedup
+        // lookup (at a few million ids per partition that took batched
+        // publish from 300 K to 90 K events/s).
         table.set_cache_index_and_filter_blocks(true);
+        table.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
+        table.set_partition_filters(true);
+        table.set_metadata_block_size(4096);
+        table.set_pin_top_level_index_and_filter(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
         let cf_options = || {
             let mut o = Options::default();
             o.set_write_buffer_size(MEMTABLE_BYTES);
