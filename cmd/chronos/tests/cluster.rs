@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use chronos_client::{Client, ConsumerOptions, Start};
 use chronos_proto::v1::event_service_client::EventServiceClient;
-use chronos_proto::v1::{ListPartitionsRequest, PartitionInfo, PublishBatchRequest, ReplayRequest};
-use common::cluster::{Cluster, Options};
+use chronos_proto::v1::{PublishBatchRequest, ReplayRequest};
+use common::cluster::{wait_caught_up, wipe_and_rejoin, Cluster, Options};
 use common::{event, now_ms, publish_req, subscribe_req, Member};
 use futures::StreamExt;
 use tonic::transport::Channel;
@@ -115,61 +115,6 @@ async fn events_client(endpoint: String) -> EventServiceClient<Channel> {
     EventServiceClient::connect(endpoint)
         .await
         .expect("connect")
-}
-
-/// Node `id`'s own view of the partitions it holds.
-async fn local_view(cluster: &Cluster, id: u64) -> Vec<PartitionInfo> {
-    let all: Vec<String> = (0..cluster.opts.partitions)
-        .map(|p| p.to_string())
-        .collect();
-    let mut req = tonic::Request::new(ListPartitionsRequest {});
-    req.metadata_mut()
-        .insert("chronos-scope", all.join(",").parse().unwrap());
-    cluster
-        .admin(id)
-        .await
-        .list_partitions(req)
-        .await
-        .expect("list partitions")
-        .into_inner()
-        .partitions
-}
-
-/// Waits until node `id` has applied as much of every partition as the leader
-/// reports (same next offset and pending count).
-async fn wait_caught_up(cluster: &Cluster, id: u64, via: u64, deadline: Duration) {
-    let until = Instant::now() + deadline;
-    loop {
-        let leaders = cluster.status(via).await.partitions;
-        let mine = local_view(cluster, id).await;
-        let behind: Vec<String> = leaders
-            .iter()
-            .filter_map(|l| {
-                let m = mine.iter().find(|m| m.partition == l.partition);
-                let ok = m.is_some_and(|m| {
-                    m.next_offset == l.next_offset && m.pending == l.pending && l.leader.is_some()
-                });
-                (!ok).then(|| {
-                    format!(
-                        "p{} leader {:?}/{} mine {:?}",
-                        l.partition,
-                        l.next_offset,
-                        l.pending,
-                        m.map(|m| (m.next_offset, m.pending, m.applied_index))
-                    )
-                })
-            })
-            .collect();
-        if behind.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < until,
-            "node {id} did not catch up within {deadline:?}: {behind:?}\n{}",
-            cluster.log(id)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Every event of `topic` the cluster's leaders hold, by message id.
@@ -501,12 +446,7 @@ async fn wiped_node_catches_up_from_the_log_and_can_lead() {
     let acked = publish_mixed(&cluster, "w", 60, 4, now_ms() + 500, now_ms() + 3_600_000).await;
     consume_some(&cluster, 1, "g", "w", 10).await;
 
-    cluster.kill9(3);
-    cluster.wipe(3);
-    cluster.restart(3);
-    cluster.node(3).wait_ready(common::START_DEADLINE);
-    wait_caught_up(&cluster, 3, 1, Duration::from_secs(60)).await;
-    let installed = cluster.node(3).metric("chronos_snapshots_installed_total");
+    let installed = wipe_and_rejoin(&mut cluster, 3).await;
     assert_eq!(
         installed, 0.0,
         "the retained log, not a snapshot, should feed node 3"
@@ -561,12 +501,7 @@ async fn wiped_node_catches_up_from_a_snapshot_below_retention_and_fires_on_time
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    cluster.kill9(3);
-    cluster.wipe(3);
-    cluster.restart(3);
-    cluster.node(3).wait_ready(common::START_DEADLINE);
-    wait_caught_up(&cluster, 3, 1, Duration::from_secs(60)).await;
-    let installed = cluster.node(3).metric("chronos_snapshots_installed_total");
+    let installed = wipe_and_rejoin(&mut cluster, 3).await;
     assert!(
         installed >= 1.0,
         "node 3 should have installed snapshots, got {installed}"

@@ -39,7 +39,8 @@ pub const MAX_OUTSTANDING: usize = 1;
 const MAX_EVENTS_PER_PROPOSAL: usize = 20_000;
 /// Upper bound of payload bytes in one proposal.
 const MAX_BYTES_PER_PROPOSAL: usize = 16 << 20;
-/// Encoded records are written into buffers of at least this size.
+/// A request's encoded records share buffers of at most this size (or of one
+/// record, when it is larger).
 const RECORD_BUFFER_BYTES: usize = 256 << 10;
 
 /// Result of publishing one event.

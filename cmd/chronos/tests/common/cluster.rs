@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chronos_proto::v1::admin_service_client::AdminServiceClient;
-use chronos_proto::v1::{ClusterStatusRequest, ClusterStatusResponse};
+use chronos_proto::v1::{
+    ClusterStatusRequest, ClusterStatusResponse, ListPartitionsRequest, PartitionInfo,
+};
 
 use super::{Server, START_DEADLINE};
 
@@ -342,4 +344,70 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
         let _ = to.shutdown(Shutdown::Both);
         let _ = from.shutdown(Shutdown::Both);
     });
+}
+
+/// Node `id`'s own view of the partitions it holds.
+pub async fn local_view(cluster: &Cluster, id: u64) -> Vec<PartitionInfo> {
+    let all: Vec<String> = (0..cluster.opts.partitions)
+        .map(|p| p.to_string())
+        .collect();
+    let mut req = tonic::Request::new(ListPartitionsRequest {});
+    req.metadata_mut()
+        .insert("chronos-scope", all.join(",").parse().unwrap());
+    cluster
+        .admin(id)
+        .await
+        .list_partitions(req)
+        .await
+        .expect("list partitions")
+        .into_inner()
+        .partitions
+}
+
+/// Waits until node `id` has applied as much of every partition as the leader
+/// reports (same next offset and pending count).
+pub async fn wait_caught_up(cluster: &Cluster, id: u64, via: u64, deadline: Duration) {
+    let until = Instant::now() + deadline;
+    loop {
+        let leaders = cluster.status(via).await.partitions;
+        let mine = local_view(cluster, id).await;
+        let behind: Vec<String> = leaders
+            .iter()
+            .filter_map(|l| {
+                let m = mine.iter().find(|m| m.partition == l.partition);
+                let ok = m.is_some_and(|m| {
+                    m.next_offset == l.next_offset && m.pending == l.pending && l.leader.is_some()
+                });
+                (!ok).then(|| {
+                    format!(
+                        "p{} leader {:?}/{} mine {:?}",
+                        l.partition,
+                        l.next_offset,
+                        l.pending,
+                        m.map(|m| (m.next_offset, m.pending, m.applied_index))
+                    )
+                })
+            })
+            .collect();
+        if behind.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "node {id} did not catch up within {deadline:?}: {behind:?}\n{}",
+            cluster.log(id)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Kills node `id`, wipes its data, restarts it and waits until it has caught
+/// up with node 1; returns how many snapshots it installed on the way.
+pub async fn wipe_and_rejoin(cluster: &mut Cluster, id: u64) -> f64 {
+    cluster.kill9(id);
+    cluster.wipe(id);
+    cluster.restart(id);
+    cluster.node(id).wait_ready(START_DEADLINE);
+    wait_caught_up(cluster, id, 1, Duration::from_secs(60)).await;
+    cluster.node(id).metric("chronos_snapshots_installed_total")
 }
