@@ -143,10 +143,10 @@ impl Store {
         opts.set_max_background_jobs(2);
         opts.set_bytes_per_sync(1 << 20);
         // Flushes and compactions go through the page cache on purpose: with
-        // direct I/O their output is cached only in the block cache, and the
-        // wheel's reads of events coming due (and dedup lookups) then wait on
-        // the disk in the apply path (fire lateness at 100 K/s: p99 50-120 ms
-        // buffered, 2-3 s direct).
+        // direct I/O their output is cached only in the block cache, and a
+        // `Fire`'s reads of the events coming due (and dedup lookups) then
+        // wait on the disk in the apply path (fire lateness at 100 K/s: p99
+        // 50-120 ms buffered, 2-3 s direct).
 
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&resources.cache);
