@@ -63,7 +63,7 @@ pub struct RedisScheduleArgs {
     #[arg(long, default_value_t = 1000)]
     batch: usize,
     /// Payload bytes per job.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 256)]
     payload: usize,
     /// Most jobs the poller's Lua script moves per call.
     #[arg(long, default_value_t = 1000)]

@@ -57,7 +57,7 @@ pub struct WorkloadArgs {
     #[arg(long, default_value_t = 1000)]
     pub batch: usize,
     /// Payload bytes per event.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 256)]
     pub payload: usize,
     /// Delivery ids per ack message (pending acks are also flushed every 5 ms).
     #[arg(long, default_value_t = 256)]

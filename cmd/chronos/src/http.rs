@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use chronos_api::Node;
+use chronos_raftlog::RaftLog;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -14,12 +15,14 @@ use tokio::sync::watch;
 #[derive(Clone)]
 struct AppState {
     node: Arc<Node>,
+    raft_log: Arc<RaftLog>,
     prometheus: PrometheusHandle,
 }
 
 pub async fn serve(
     listener: TcpListener,
     node: Arc<Node>,
+    raft_log: Arc<RaftLog>,
     prometheus: PrometheusHandle,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -27,7 +30,11 @@ pub async fn serve(
         .route("/health", get(|| async { "OK" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
-        .with_state(AppState { node, prometheus });
+        .with_state(AppState {
+            node,
+            raft_log,
+            prometheus,
+        });
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -60,6 +67,14 @@ async fn ready(State(s): State<AppState>) -> (StatusCode, String) {
 }
 
 async fn metrics(State(s): State<AppState>) -> String {
+    let log = s.raft_log.stats();
+    metrics::counter!("chronos_raftlog_appends_total").absolute(log.appends);
+    metrics::counter!("chronos_raftlog_fsyncs_total").absolute(log.fsyncs);
+    metrics::counter!("chronos_raftlog_written_bytes_total").absolute(log.bytes_written);
+    metrics::counter!("chronos_raftlog_rewritten_entries_total").absolute(log.entries_rewritten);
+    metrics::gauge!("chronos_raftlog_files").set(log.files as f64);
+    metrics::gauge!("chronos_raftlog_disk_bytes").set(log.bytes as f64);
+    metrics::gauge!("chronos_raftlog_entries").set(log.entries as f64);
     for p in &s.node.partitions {
         let st = p.wal_stats();
         let id = p.id().to_string();

@@ -14,9 +14,10 @@ use chronos_api::router::Placement;
 use chronos_api::{Limits, Node, Router};
 use chronos_config::{Config, FsyncMode};
 use chronos_partition::{DeliveryOptions, FiringOptions, Partition, PartitionOptions, SoloNetwork};
+use chronos_raftlog::{RaftLog, RaftLogOptions};
 use chronos_raftnet::{Groups, Network, Peer, Peers};
 use chronos_store::StoreResources;
-use chronos_wal::{Retention, WalOptions};
+use chronos_wal::Retention;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -79,7 +80,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(c) => c.placement.hosted_on(config.node_id),
     };
     let groups = Groups::new();
-    let partitions = open_partitions(&config, &hosted, cluster.as_ref(), &groups).await?;
+    let raft_log = open_raft_log(&config)?;
+    let gc_task = tokio::spawn(raft_log_gc(raft_log.clone()));
+    let partitions =
+        open_partitions(&config, &hosted, cluster.as_ref(), &groups, &raft_log).await?;
     let node = Arc::new(Node {
         node_id: config.node_id,
         partitions: partitions.clone(),
@@ -100,6 +104,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let http_task = tokio::spawn(http::serve(
         http_listener,
         node.clone(),
+        raft_log.clone(),
         prometheus,
         stop_rx.clone(),
     ));
@@ -128,6 +133,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         p.shutdown()
     }))
     .await;
+    gc_task.abort();
+    if let Err(e) = raft_log.sync() {
+        tracing::warn!("raft log fsync at shutdown: {e}");
+    }
     if let Some(task) = internal_task {
         task.abort();
     }
@@ -163,7 +172,11 @@ fn check_data_dir(dir: &Path, partitions: u32) -> anyhow::Result<()> {
     }
 }
 
-fn partition_options(config: &Config, id: u32, resources: &StoreResources) -> PartitionOptions {
+/// How often the node's Raft log looks for files no partition needs.
+const RAFT_LOG_GC_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Opens the node's Raft log, shared by every partition it holds.
+fn open_raft_log(config: &Config) -> anyhow::Result<Arc<RaftLog>> {
     let fsync = match config.wal.fsync {
         FsyncMode::Always => chronos_wal::FsyncMode::Always,
         FsyncMode::Batch => chronos_wal::FsyncMode::Batch {
@@ -173,16 +186,44 @@ fn partition_options(config: &Config, id: u32, resources: &StoreResources) -> Pa
             interval: config.wal.periodic_interval,
         },
     };
+    let dir = config.data_dir.join("raftlog");
+    let opts = RaftLogOptions {
+        fsync,
+        ..RaftLogOptions::default()
+    };
+    let log = RaftLog::open(&dir, opts)
+        .with_context(|| format!("opening the node's raft log in {}", dir.display()))?;
+    Ok(Arc::new(log))
+}
+
+/// Deletes the Raft log's files that no partition needs any more, rewriting
+/// the few live entries of lagging partitions when old files pile up.
+async fn raft_log_gc(log: Arc<RaftLog>) {
+    let mut every = tokio::time::interval(RAFT_LOG_GC_INTERVAL);
+    loop {
+        every.tick().await;
+        let log = log.clone();
+        match tokio::task::spawn_blocking(move || log.gc()).await {
+            Ok(Ok(report)) => tracing::debug!(?report, "raft log gc"),
+            Ok(Err(e)) => tracing::warn!("raft log gc: {e}"),
+            Err(e) => tracing::warn!("raft log gc task: {e}"),
+        }
+    }
+}
+
+fn partition_options(
+    config: &Config,
+    id: u32,
+    resources: &StoreResources,
+    raft_log: &Arc<RaftLog>,
+) -> PartitionOptions {
     PartitionOptions {
         id,
         node_id: config.node_id,
         voters: vec![],
         dir: config.data_dir.join(format!("partition-{id:04}")),
-        wal: WalOptions {
-            segment_bytes: config.wal.segment_bytes.0,
-            fsync,
-            ..WalOptions::default()
-        },
+        raft_log: raft_log.clone(),
+        history_segment_bytes: config.wal.segment_bytes.0,
         retention: Retention {
             max_age: Some(config.wal.retention_age),
             max_bytes: (config.wal.retention_bytes.0 > 0).then_some(config.wal.retention_bytes.0),
@@ -240,10 +281,11 @@ async fn open_partitions(
     ids: &[u32],
     cluster: Option<&Cluster>,
     groups: &Groups,
+    raft_log: &Arc<RaftLog>,
 ) -> anyhow::Result<Vec<Arc<Partition>>> {
     let resources = StoreResources::default();
     let opened = futures::future::join_all(ids.iter().map(|&id| {
-        let opts = partition_options(config, id, &resources);
+        let opts = partition_options(config, id, &resources, raft_log);
         async move {
             match cluster {
                 None => Partition::open(opts, SoloNetwork).await,

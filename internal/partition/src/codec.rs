@@ -80,6 +80,40 @@ pub fn entry_offsets(entry: &Entry) -> Option<(u64, u64)> {
     }
 }
 
+/// The leader's publish time of a publish entry.
+pub fn publish_ts(entry: &Entry) -> Option<i64> {
+    match &entry.payload {
+        EntryPayload::Normal(cmd) => match &cmd.0.kind {
+            Some(chronos_proto::internal::command::Kind::Publish(p)) => Some(p.publish_ts),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// An entry as the node's Raft log stores it: the term, then the WAL payload.
+pub fn encode_entry(entry: &Entry) -> Vec<u8> {
+    let payload = encode_payload(entry);
+    let mut out = Vec::with_capacity(8 + payload.len());
+    out.extend_from_slice(&entry.log_id.leader_id.term.to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Decodes what [`encode_entry`] wrote for the entry at `index`.
+pub fn decode_entry(index: u64, raw: &[u8]) -> Result<Entry, CodecError> {
+    let Some((term, payload)) = raw.split_first_chunk::<8>() else {
+        return Err(CodecError::Short(index));
+    };
+    let header = RecordHeader {
+        term: u64::from_le_bytes(*term),
+        index,
+        seq: 0,
+        ts_ms: 0,
+    };
+    decode(&header, payload)
+}
+
 pub fn log_id(term: u64, leader: NodeId, index: u64) -> LogId {
     LogId::new(CommittedLeaderId::new(term, leader), index)
 }

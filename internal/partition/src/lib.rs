@@ -1,17 +1,19 @@
-//! A partition: one openraft group whose log is our WAL and whose state machine
-//! is RocksDB, fronted by an actor that owns the publish path.
+//! A partition: one openraft group whose log is a view of the node's shared
+//! Raft log and whose state machine is RocksDB, fronted by an actor that owns
+//! the publish path.
 //!
 //! Owns: the Raft type configuration, the log-entry codec, the log storage over
-//! `chronos-wal`, the state machine over `chronos-store`, the partition actor
-//! (offsets, due times, dedup of in-flight ids, batching into proposals), replay
-//! by offset, snapshots and WAL retention.
+//! `chronos-raftlog`, the state machine over `chronos-store`, the history
+//! (every applied entry, for replay, over `chronos-wal`), the partition actor
+//! (offsets, due times, dedup of in-flight ids, batching into proposals), replay,
+//! snapshots, history retention and Raft log purge.
 //! Does not own: validation of input (the API layer checks it before anything
 //! reaches here), routing to partitions, gRPC, or the network between nodes:
 //! [`Partition::open`] takes the group's network factory (`chronos-raftnet`'s
 //! for a group of several voters, [`SoloNetwork`] for a single-voter group).
 //!
-//! Directory of one partition: `wal/` (segments, vote, purge point),
-//! `state/` (RocksDB), `snapshots/`.
+//! Directory of one partition: `wal/` (the history's segments), `state/`
+//! (RocksDB), `snapshots/`. The Raft log is the node's (`PartitionOptions::raft_log`).
 
 // openraft's storage traits return its `StorageError` (224 bytes); our helpers
 // that build one return it too rather than boxing and unboxing at every call.
@@ -23,7 +25,9 @@ mod delivery;
 mod error;
 mod firing;
 mod groups;
+mod history;
 mod log_store;
+mod migrate;
 mod network;
 mod replay;
 mod snapshot;
@@ -38,8 +42,9 @@ use std::time::Duration;
 
 use chronos_proto::internal::CancelCommand;
 use chronos_proto::v1::Event;
+use chronos_raftlog::RaftLog;
 use chronos_store::{Store, StoreResources};
-use chronos_wal::{Retention, Wal, WalOptions};
+use chronos_wal::Retention;
 use openraft::error::InitializeError;
 use openraft::error::RaftError;
 use openraft::{BasicNode, RaftNetworkFactory, ServerState, SnapshotPolicy};
@@ -61,6 +66,7 @@ use crate::actor::{Actor, PublishRequest};
 use crate::delivery::{Control, Worker};
 use crate::firing::Firing;
 pub use crate::firing::FiringOptions;
+use crate::history::History;
 use crate::log_store::LogStore;
 use crate::state_machine::{AppliedState, StateMachine};
 use crate::types::Command;
@@ -85,7 +91,11 @@ pub struct PartitionOptions {
     pub voters: Vec<NodeId>,
     /// This partition's own directory.
     pub dir: PathBuf,
-    pub wal: WalOptions,
+    /// The node's Raft log, shared by all its partitions.
+    pub raft_log: Arc<RaftLog>,
+    /// The history's segment size.
+    pub history_segment_bytes: u64,
+    /// What the history keeps.
     pub retention: Retention,
     pub retention_check_interval: Duration,
     /// With concurrent publishers, wait this long to gather them into one entry.
@@ -132,7 +142,7 @@ pub struct PartitionStatus {
 pub struct Partition {
     id: u32,
     raft: Raft,
-    wal: Arc<Wal>,
+    history: History,
     store: Store,
     applied: Arc<AppliedState>,
     /// Set by the actor while this node leads and has applied its whole log.
@@ -157,17 +167,33 @@ impl Partition {
         N: RaftNetworkFactory<TypeConfig>,
     {
         let id = opts.id;
-        let wal_dir = opts.dir.join("wal");
-        let wal = Arc::new(Wal::open(&wal_dir, opts.wal).map_err(|e| open_err(id, "wal", e))?);
+        let history = History::open(id, &opts.dir.join("wal"), opts.history_segment_bytes)
+            .map_err(|e| open_err(id, "history", e))?;
         let store = Store::open(&opts.dir.join("state"), &opts.resources)
             .map_err(|e| open_err(id, "state", e))?;
-        let (flushed_tx, flushed_rx) = tokio::sync::watch::channel(0);
-        let log_store = LogStore::open(wal.clone(), &wal_dir, flushed_tx)
-            .map_err(|e| open_err(id, "raft log", e))?;
-        let dedup_ttl_ms = opts.dedup_ttl.as_millis().min(i64::MAX as u128) as i64;
-        let sm = StateMachine::open(store.clone(), &opts.dir)
+        let sm = StateMachine::open(store.clone(), history.clone(), &opts.dir)
             .map_err(|e| open_err(id, "state machine", e))?;
         let applied = sm.applied_state();
+        migrate::take_over_old_log(
+            id,
+            &opts.raft_log,
+            &history,
+            &opts.dir.join("wal"),
+            sm.applied(),
+        )
+        .map_err(|e| open_err(id, "the raft log of an older layout", e))?;
+        let (flushed_tx, flushed_rx) = tokio::sync::watch::channel(0);
+        let log_store = LogStore::open(opts.raft_log.clone(), id, history.clone(), flushed_tx)
+            .map_err(|e| open_err(id, "raft log", e))?;
+        let reader = log_store.reader();
+        history
+            .align(
+                applied.index.load(Ordering::Acquire),
+                applied.next_offset.load(Ordering::Acquire),
+                |from, to| reader.entries(from, to).map_err(|e| e.to_string()),
+            )
+            .map_err(|e| open_err(id, "history", e))?;
+        let dedup_ttl_ms = opts.dedup_ttl.as_millis().min(i64::MAX as u128) as i64;
 
         let config = openraft::Config {
             cluster_name: format!("chronos-partition-{id}"),
@@ -175,10 +201,10 @@ impl Partition {
             election_timeout_min: opts.election_timeout_min.as_millis() as u64,
             election_timeout_max: opts.election_timeout_max.as_millis() as u64,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_every_entries),
-            // The log is purged only where WAL retention deletes segments
-            // (`retention_loop`): a follower that fell behind or was wiped
-            // gets the retained log, so replay works on every replica for the
-            // same history; a snapshot is needed only below retention.
+            // openraft's purge is driven by history retention (`upkeep_loop`):
+            // a follower that fell behind or was wiped gets the retained log
+            // (read from the history), so replay works on every replica for
+            // the same history; a snapshot is needed only below retention.
             max_in_snapshot_log_to_keep: u64::MAX,
             max_payload_entries: MAX_PAYLOAD_ENTRIES,
             // Each snapshot chunk (3 MiB) gets this long; openraft's 200 ms
@@ -236,9 +262,10 @@ impl Partition {
             options: opts.delivery,
         };
         let delivery_task = tokio::spawn(worker.run());
-        let retention_task = tokio::spawn(retention_loop(
+        let retention_task = tokio::spawn(upkeep_loop(
             id,
-            wal.clone(),
+            history.clone(),
+            opts.raft_log.clone(),
             raft.clone(),
             opts.retention,
             opts.retention_check_interval,
@@ -246,7 +273,7 @@ impl Partition {
         Ok(Partition {
             id,
             raft,
-            wal,
+            history,
             store,
             applied,
             leading,
@@ -368,7 +395,7 @@ impl Partition {
     /// Streams applied events in the query's range, in offset order.
     pub fn replay(&self, query: ReplayQuery) -> ReplayStream {
         let applied = self.applied.index.load(Ordering::Acquire);
-        replay::replay(self.id, self.wal.clone(), applied, query)
+        replay::replay(self.id, self.history.wal().clone(), applied, query)
     }
 
     /// True when the Raft group is healthy and has a leader, and — when that
@@ -386,7 +413,7 @@ impl Partition {
 
     pub fn status(&self) -> PartitionStatus {
         let m = self.raft.metrics().borrow().clone();
-        let wal = self.wal.stats();
+        let wal = self.history.stats();
         let applied = self.applied.index.load(Ordering::Acquire);
         PartitionStatus {
             id: self.id,
@@ -413,13 +440,13 @@ impl Partition {
         }
     }
 
-    /// WAL counters for /metrics.
+    /// The history's counters for /metrics.
     pub fn wal_stats(&self) -> chronos_wal::WalStats {
-        self.wal.stats()
+        self.history.stats()
     }
 
     /// Stops taking publishes, lets in-flight ones finish, stops Raft, then
-    /// flushes state and fsyncs the WAL so the next start replays nothing.
+    /// flushes state and fsyncs the history so the next start replays nothing.
     pub async fn shutdown(&self) {
         drop(self.mailbox.lock().take());
         let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock());
@@ -436,8 +463,8 @@ impl Partition {
         if let Err(e) = self.store.flush() {
             tracing::warn!(partition = self.id, "state flush at shutdown: {e}");
         }
-        if let Err(e) = self.wal.sync() {
-            tracing::warn!(partition = self.id, "wal fsync at shutdown: {e}");
+        if let Err(e) = self.history.sync() {
+            tracing::warn!(partition = self.id, "history fsync at shutdown: {e}");
         }
     }
 }
@@ -499,35 +526,68 @@ pub(crate) fn wall_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Deletes whole WAL segments that retention allows and the last snapshot
-/// covers: first Raft purges its log up to the last of them (openraft does it
-/// once no replication still reads them), then, once purged, they are deleted.
-async fn retention_loop(id: u32, wal: Arc<Wal>, raft: Raft, retention: Retention, every: Duration) {
-    let mut every = tokio::time::interval(every);
+/// How often the history is fsynced and the node log compacted behind it.
+const COMPACT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Keeps the partition's logs short. Every [`COMPACT_INTERVAL`]: fsyncs the
+/// history and drops from the node's Raft log what it now holds durably.
+/// Every `retention_every`: deletes the history's segments that retention
+/// allows and the last snapshot covers — first openraft purges its (logical)
+/// log up to the last of them, then, once purged, they are deleted.
+async fn upkeep_loop(
+    id: u32,
+    history: History,
+    raft_log: Arc<RaftLog>,
+    raft: Raft,
+    retention: Retention,
+    retention_every: Duration,
+) {
+    let mut compact_every = tokio::time::interval(COMPACT_INTERVAL);
+    let mut retention_every = tokio::time::interval(retention_every);
     loop {
-        every.tick().await;
-        let (snapshot, purged) = {
-            let m = raft.metrics().borrow().clone();
-            (m.snapshot.map(|l| l.index), m.purged.map(|l| l.index))
-        };
-        let Some(snapshot) = snapshot else {
-            continue;
-        };
-        if let Some(upto) = wal.retention_point(&retention, snapshot) {
-            if purged.is_none_or(|p| p < upto) {
-                if let Err(e) = raft.trigger().purge_log(upto).await {
-                    tracing::warn!(partition = id, "raft log purge: {e}");
+        tokio::select! {
+            _ = compact_every.tick() => {
+                let (history, raft_log) = (history.clone(), raft_log.clone());
+                let done = tokio::task::spawn_blocking(move || -> Result<(), String> {
+                    if let Some(synced) = history.sync().map_err(|e| e.to_string())? {
+                        log_store::compact(&raft_log, id, synced).map_err(|e| e.to_string())?;
+                    }
+                    Ok(())
+                })
+                .await;
+                match done {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(partition = id, "raft log compaction: {e}"),
+                    Err(e) => tracing::warn!(partition = id, "raft log compaction task: {e}"),
                 }
             }
+            _ = retention_every.tick() => apply_retention(id, &history, &raft, &retention).await,
         }
-        let Some(purged) = purged else {
-            continue;
-        };
-        let wal = wal.clone();
-        match tokio::task::spawn_blocking(move || wal.remove_segments(&retention, purged)).await {
-            Ok(Ok(removed)) => tracing::debug!(partition = id, ?removed, "wal retention"),
-            Ok(Err(e)) => tracing::warn!(partition = id, "wal retention: {e}"),
-            Err(e) => tracing::warn!(partition = id, "wal retention task: {e}"),
+    }
+}
+
+async fn apply_retention(id: u32, history: &History, raft: &Raft, retention: &Retention) {
+    let (snapshot, purged) = {
+        let m = raft.metrics().borrow().clone();
+        (m.snapshot.map(|l| l.index), m.purged.map(|l| l.index))
+    };
+    let Some(snapshot) = snapshot else {
+        return;
+    };
+    if let Some(upto) = history.wal().retention_point(retention, snapshot) {
+        if purged.is_none_or(|p| p < upto) {
+            if let Err(e) = raft.trigger().purge_log(upto).await {
+                tracing::warn!(partition = id, "raft log purge: {e}");
+            }
         }
+    }
+    let Some(purged) = purged else {
+        return;
+    };
+    let (wal, retention) = (history.wal().clone(), *retention);
+    match tokio::task::spawn_blocking(move || wal.remove_segments(&retention, purged)).await {
+        Ok(Ok(removed)) => tracing::debug!(partition = id, ?removed, "history retention"),
+        Ok(Err(e)) => tracing::warn!(partition = id, "history retention: {e}"),
+        Err(e) => tracing::warn!(partition = id, "history retention task: {e}"),
     }
 }

@@ -1,42 +1,37 @@
-//! openraft's log storage over our WAL.
+//! openraft's log storage: this partition's view of the node's shared Raft log.
 //!
-//! Entries are appended to the partition's [`Wal`]; openraft is told an append is
-//! flushed only from the WAL's durable callback, i.e. after fsync in the `always`
-//! and `batch` modes. The vote and the logical purge point live in small files
-//! beside the segments, replaced atomically. A bounded cache of the newest entries
-//! serves the reads openraft makes right after appending (apply, replication), so
-//! the hot path never reads the disk back.
+//! Entries go to the node-wide [`RaftLog`] (one append queue and one fsync
+//! for every partition); openraft is told an append is flushed only from its
+//! durable callback. The vote and the purge point are records of that log
+//! too. A bounded cache of the newest entries serves the reads openraft makes
+//! right after appending (apply, replication), so the hot path never reads
+//! the disk back.
 //!
-//! Purge is logical: it records the purge point; segments are deleted only by
-//! WAL retention, and only at or below that point. The exception is a purge
-//! past the end of the log (a snapshot from the leader was installed beyond
-//! it: a wiped node or a lagging follower): the WAL's indices are dense, so it
-//! is restarted, empty, at the purge point + 1 ([`Wal::restart_at`]), where
-//! openraft appends next. The purge point is written first and `open` redoes
-//! the restart if it finds the log still ending before it, so a crash between
-//! the two is harmless. Entries without events appended after a restart, and
-//! before the first publish, carry `seq` 0 — a lower bound, which is all the
-//! WAL's seq index needs (replay filters by offset); the log store cannot
-//! know the snapshot's next offset.
+//! Two purge points. openraft's (logical: below it openraft no longer asks
+//! for entries; set by history retention and by snapshot installs, as with
+//! any Raft log) is stored as the node log's purge meta. The node log's own
+//! (physical) point is where it dropped entries because the partition's
+//! history (`history.rs`) holds them durably: [`compact`] moves it, right
+//! behind apply. Entries between the two are read from the history, so
+//! openraft sees one contiguous log while the node's log stays short.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::io::{self, Write};
 use std::ops::{Bound, RangeBounds};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use chronos_wal::{RecordHeader, Wal, WalError};
+use chronos_raftlog::RaftLog;
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, StorageIOError};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::codec;
+use crate::history::History;
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
-const VOTE_FILE: &str = "vote.json";
-const PURGED_FILE: &str = "purged.json";
 /// Newest entries kept decoded in memory for openraft's read-back (apply runs
 /// right behind the append, so a few proposals' worth is plenty).
 const CACHE_MAX_ENTRIES: usize = 1_024;
@@ -107,21 +102,32 @@ impl TailCache {
 /// Reads the log; shared by the storage and the readers openraft asks for.
 #[derive(Clone)]
 pub struct LogReader {
-    wal: Arc<Wal>,
+    partition: u32,
+    log: Arc<RaftLog>,
+    /// Applied entries the node log has dropped.
+    history: History,
     cache: Arc<Mutex<TailCache>>,
 }
 
 /// The partition's Raft log storage.
 pub struct LogStore {
     reader: LogReader,
-    dir: PathBuf,
-    /// Offset the next published event gets, as of the last appended entry.
-    next_offset: u64,
-    /// Log id of the last entry in the WAL.
+    /// Log id of the last entry held.
     last_log_id: Option<LogId>,
     /// Index + 1 of the last entry known to be on disk (0: none yet).
     flushed: watch::Sender<u64>,
+    /// openraft's (logical) purge point.
     last_purged: Option<LogId>,
+}
+
+/// Drops `partition`'s entries up to `upto` from the node log (not from
+/// openraft's view): the caller guarantees the history holds them durably.
+pub fn compact(
+    log: &RaftLog,
+    partition: u32,
+    upto: u64,
+) -> Result<(), chronos_raftlog::RaftLogError> {
+    log.compact(partition, upto)
 }
 
 fn io_err(
@@ -179,89 +185,60 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Resu
 }
 
 impl LogStore {
-    /// Opens the log over `wal`, whose directory also holds the vote and purge files.
+    /// Opens `partition`'s view of the node's log.
     pub fn open(
-        wal: Arc<Wal>,
-        dir: &Path,
+        log: Arc<RaftLog>,
+        partition: u32,
+        history: History,
         flushed: watch::Sender<u64>,
     ) -> Result<LogStore, StorageError> {
-        let last_purged = read_json(&dir.join(PURGED_FILE)).map_err(read_logs_err)?;
+        // Empty meta: the node log compacted, openraft never purged.
+        let last_purged = match log.purged(partition) {
+            Some((_, raw)) if !raw.is_empty() => {
+                serde_json::from_slice(&raw).map_err(read_logs_err)?
+            }
+            _ => None,
+        };
         let reader = LogReader {
-            wal,
+            partition,
+            log,
+            history,
             cache: Arc::new(Mutex::new(TailCache::default())),
         };
         let mut store = LogStore {
             reader,
-            dir: dir.to_path_buf(),
-            next_offset: 0,
             last_log_id: None,
             flushed,
             last_purged,
         };
         store.load_last()?;
-        if let Some(purged) = store.last_purged {
-            // A crash between recording a purge past the end and restarting the WAL.
-            if store.last_log_id.is_some_and(|l| l.index < purged.index) {
-                store.restart_after(purged)?;
-            }
-        }
+        // Everything held at open is on disk (recovery read it back).
+        let durable = store.last_log_id.max(store.last_purged);
+        store
+            .flushed
+            .send_modify(|f| *f = (*f).max(durable.map_or(0, |l| l.index + 1)));
         Ok(store)
     }
 
-    /// Drops the whole WAL so that it continues at `purged.index + 1`: the
-    /// log ended before `purged`, which a snapshot now covers.
-    fn restart_after(&mut self, purged: LogId) -> Result<(), StorageError> {
-        tracing::info!(
-            last_log_id = ?self.last_log_id,
-            %purged,
-            "log ends before the purge point (a snapshot was installed past it): restarting it"
-        );
-        self.reader.cache.lock().clear();
-        self.reader
-            .wal
-            .restart_at(purged.index + 1)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
-        self.last_log_id = None;
-        // Unknown here (the state machine has it); 0 is a valid lower bound.
-        self.next_offset = 0;
-        self.flushed
-            .send_modify(|f| *f = (*f).max(purged.index + 1));
-        Ok(())
-    }
-
-    /// Reads the last entry of the WAL: its log id and the offset after it.
+    /// Reads the log id of the last entry held (in the node log, or, when
+    /// it holds none, the history's last if openraft has not purged it).
     fn load_last(&mut self) -> Result<(), StorageError> {
-        let (last_log_id, next_offset) = self.read_last()?;
-        self.last_log_id = last_log_id;
-        self.next_offset = next_offset;
+        self.last_log_id = match self.reader.log.range(self.reader.partition) {
+            Some((_, last)) => self
+                .reader
+                .read_range(last, last + 1)?
+                .pop()
+                .map(|e| e.log_id),
+            None => self
+                .reader
+                .history
+                .last_log_id()
+                .map_err(read_logs_err)?
+                .filter(|l| self.last_purged.is_none_or(|p| l.index > p.index)),
+        };
         Ok(())
     }
 
-    fn read_last(&self) -> Result<(Option<LogId>, u64), StorageError> {
-        let Some(last) = self.reader.wal.last_header() else {
-            return Ok((None, 0));
-        };
-        let mut it = self
-            .reader
-            .wal
-            .iter_from_index(last.index)
-            .map_err(read_logs_err)?;
-        match it.next() {
-            Some(Ok((header, payload))) => {
-                let entry = codec::decode(&header, &payload).map_err(read_logs_err)?;
-                let next = codec::entry_offsets(&entry).map_or(header.seq, |(first, n)| first + n);
-                Ok((Some(entry.log_id), next))
-            }
-            Some(Err(e)) => Err(read_logs_err(e)),
-            None => Err(read_logs_err(std::io::Error::other(format!(
-                "last WAL record {} vanished while reading it",
-                last.index
-            )))),
-        }
-    }
-}
-
-impl LogStore {
     /// `RaftLogStorage::append` with a plain callback (openraft's cannot be
     /// built outside openraft, and the tests need one): `on_durable` runs once
     /// the entries are durable, or with the error that kept them from being.
@@ -270,53 +247,34 @@ impl LogStore {
         entries: impl IntoIterator<Item = Entry>,
         on_durable: impl FnOnce(io::Result<()>) + Send + 'static,
     ) -> Result<(), StorageError> {
-        let mut entries = entries.into_iter().peekable();
-        if let (Some(first), Some(last), Some(purged)) =
-            (entries.peek(), self.last_log_id, self.last_purged)
-        {
-            // Continuing after a purge past the end whose restart did not happen.
-            if last.index < purged.index && first.log_id.index == purged.index + 1 {
-                self.restart_after(purged)?;
-            }
-        }
-        let ts_ms = crate::wall_ms().max(0) as u64;
-        let mut encoded: Vec<(RecordHeader, Vec<u8>)> = Vec::new();
-        let mut decoded = Vec::new();
-        let mut next_offset = self.next_offset;
-        let mut last_log_id = self.last_log_id;
-        for entry in entries {
-            let header = codec::header(&entry, next_offset, ts_ms);
-            if let Some((first, n)) = codec::entry_offsets(&entry) {
-                debug_assert!(
-                    first >= next_offset,
-                    "offsets go backwards: {first} < {next_offset}"
-                );
-                next_offset = first + n;
-            }
-            encoded.push((header, codec::encode_payload(&entry)));
-            last_log_id = Some(entry.log_id);
-            decoded.push(entry);
-        }
-        let records: Vec<(RecordHeader, &[u8])> =
-            encoded.iter().map(|(h, p)| (*h, p.as_slice())).collect();
+        let decoded: Vec<Entry> = entries.into_iter().collect();
+        let Some(last) = decoded.last().map(|e| e.log_id) else {
+            on_durable(Ok(()));
+            return Ok(());
+        };
+        let encoded: Vec<Vec<u8>> = decoded.iter().map(codec::encode_entry).collect();
+        let records: Vec<(u64, &[u8])> = decoded
+            .iter()
+            .zip(&encoded)
+            .map(|(e, raw)| (e.log_id.index, raw.as_slice()))
+            .collect();
         let flushed = self.flushed.clone();
-        let flushed_to = last_log_id.map_or(0, |l| l.index + 1);
-        let on_durable = Box::new(move |res: Result<(), WalError>| {
+        let flushed_to = last.index + 1;
+        let on_durable = Box::new(move |res: Result<(), chronos_raftlog::RaftLogError>| {
             if res.is_ok() {
                 flushed.send_modify(|f| *f = (*f).max(flushed_to));
             }
             on_durable(res.map_err(io::Error::other));
         });
         self.reader
-            .wal
-            .append(&records, on_durable)
+            .log
+            .append(self.reader.partition, &records, on_durable)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        // Only once the WAL took the records (a failed append keeps nothing).
-        self.next_offset = next_offset;
-        self.last_log_id = last_log_id;
+        // Only once the log took the records (a failed append keeps nothing).
+        self.last_log_id = Some(last);
         let mut cache = self.reader.cache.lock();
-        for (entry, (_, payload)) in decoded.into_iter().zip(&encoded) {
-            cache.push(entry, payload.len());
+        for (entry, raw) in decoded.into_iter().zip(&encoded) {
+            cache.push(entry, raw.len());
         }
         Ok(())
     }
@@ -330,22 +288,23 @@ impl LogReader {
         if let Some(hit) = self.cache.lock().get(start, end) {
             return Ok(hit);
         }
-        let Some(first) = self.wal.first_index() else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        for item in self
-            .wal
-            .iter_from_index(start.max(first))
+        // Below the node log's first entry: what the history holds.
+        let first = self.log.range(self.partition).map(|(first, _)| first);
+        let split = first.unwrap_or(end).clamp(start, end);
+        let mut out = self.history.read(start, split).map_err(read_logs_err)?;
+        for (index, raw) in self
+            .log
+            .read(self.partition, split, end)
             .map_err(read_logs_err)?
         {
-            let (header, payload) = item.map_err(read_logs_err)?;
-            if header.index >= end {
-                break;
-            }
-            out.push(codec::decode(&header, &payload).map_err(read_logs_err)?);
+            out.push(codec::decode_entry(index, &raw).map_err(read_logs_err)?);
         }
         Ok(out)
+    }
+
+    /// Entries in [start, end) held by the log (for the history's refill).
+    pub fn entries(&self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+        self.read_range(start, end)
     }
 }
 
@@ -355,11 +314,14 @@ impl RaftLogReader<TypeConfig> for LogReader {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let (start, end) = bounds(&range);
-        let end = match self.wal.last_header() {
-            Some(last) => end.min(last.index + 1),
-            None => return Ok(Vec::new()),
+        let last = match self.log.range(self.partition) {
+            Some((_, last)) => Some(last),
+            None => self.history.last_index(),
         };
-        self.read_range(start, end)
+        let Some(last) = last else {
+            return Ok(Vec::new());
+        };
+        self.read_range(start, end.min(last + 1))
     }
 }
 
@@ -369,6 +331,13 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         self.reader.try_get_log_entries(range).await
+    }
+}
+
+impl LogStore {
+    /// A reader of this partition's log (for work outside openraft).
+    pub fn reader(&self) -> LogReader {
+        self.reader.clone()
     }
 }
 
@@ -389,13 +358,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let raw = serde_json::to_vec(vote)
             .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
-        write_atomic(&self.dir.join(VOTE_FILE), &raw)
+        self.reader
+            .log
+            .save_vote(self.reader.partition, &raw)
             .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        read_json(&self.dir.join(VOTE_FILE))
-            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e))
+        match self.reader.log.vote(self.reader.partition) {
+            Some(raw) => serde_json::from_slice(&raw)
+                .map(Some)
+                .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e)),
+            None => Ok(None),
+        }
     }
 
     async fn append<I>(
@@ -413,21 +388,29 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.reader.cache.lock().truncate_from(log_id.index);
         self.reader
-            .wal
-            .truncate_from(log_id.index)
+            .log
+            .truncate(self.reader.partition, log_id.index)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
-        self.load_last()?;
-        Ok(())
+        self.load_last()
     }
 
+    /// Logical, except past the end of the log (a snapshot moved the
+    /// partition beyond it): then the node log drops everything up to it.
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let raw = serde_json::to_vec(&log_id)
+        let raw = serde_json::to_vec(&Some(log_id))
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
-        write_atomic(&self.dir.join(PURGED_FILE), &raw)
+        let past_end = self.last_log_id.is_none_or(|l| l.index <= log_id.index);
+        let physical = if past_end { log_id.index } else { 0 };
+        self.reader
+            .log
+            .purge(self.reader.partition, physical, &raw)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         self.last_purged = Some(log_id);
-        if self.last_log_id.is_none_or(|l| l.index < log_id.index) {
-            self.restart_after(log_id)?;
+        if past_end {
+            self.reader.cache.lock().clear();
+            self.last_log_id = None;
+            self.flushed
+                .send_modify(|f| *f = (*f).max(log_id.index + 1));
         }
         Ok(())
     }
@@ -438,16 +421,29 @@ mod tests {
     use std::sync::mpsc;
 
     use chronos_proto::internal::PublishCommand;
-    use chronos_wal::WalOptions;
+    use chronos_raftlog::RaftLogOptions;
     use openraft::EntryPayload;
+
+    use std::path::PathBuf;
 
     use super::*;
     use crate::codec::log_id;
     use crate::types::Command;
 
-    fn open(dir: &Path) -> LogStore {
-        let wal = Arc::new(Wal::open(dir, WalOptions::default()).unwrap());
-        LogStore::open(wal, dir, watch::channel(0).0).unwrap()
+    /// The node log of a node whose data directory is `dir`.
+    fn open_log(dir: &Path) -> (Arc<RaftLog>, PathBuf) {
+        let log = RaftLog::open(&dir.join("raftlog"), RaftLogOptions::default()).unwrap();
+        (Arc::new(log), dir.to_path_buf())
+    }
+
+    fn open((log, dir): &(Arc<RaftLog>, PathBuf), partition: u32) -> LogStore {
+        let history = History::open(
+            partition,
+            &dir.join(format!("history-{partition}")),
+            1 << 20,
+        )
+        .unwrap();
+        LogStore::open(log.clone(), partition, history, watch::channel(0).0).unwrap()
     }
 
     fn blank(term: u64, index: u64) -> Entry {
@@ -495,19 +491,52 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn purge_past_the_end_restarts_the_log_there_and_survives_reopen() {
+    async fn partitions_share_the_log_and_each_reopens_to_its_own_entries_vote_and_purge() {
         let dir = tempfile::tempdir().unwrap();
         let vote = Vote::new(2, 1);
         {
-            let mut store = open(dir.path());
+            let log = open_log(dir.path());
+            let mut a = open(&log, 0);
+            let mut b = open(&log, 7);
             append(
-                &mut store,
+                &mut a,
                 (1..=100).map(|i| publish(1, i, 2 * (i - 1))).collect(),
             );
-            store.save_vote(&vote).await.unwrap();
-            let state = store.get_log_state().await.unwrap();
-            assert_eq!(state.last_log_id, Some(log_id(1, 1, 100)));
+            append(&mut b, (1..=10).map(|i| blank(1, i)).collect());
+            a.save_vote(&vote).await.unwrap();
+            // b conflicts from 6 on and continues in term 2.
+            b.truncate(log_id(1, 1, 6)).await.unwrap();
+            append(&mut b, vec![blank(2, 6)]);
+            // a's snapshot covers up to 50.
+            a.purge(log_id(1, 1, 50)).await.unwrap();
+            log.0.sync().unwrap();
+        }
+        let log = open_log(dir.path());
+        let mut a = open(&log, 0);
+        let mut b = open(&log, 7);
+        assert_eq!(a.read_vote().await.unwrap(), Some(vote));
+        assert_eq!(b.read_vote().await.unwrap(), None);
+        let state = a.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 50)));
+        assert_eq!(state.last_log_id, Some(log_id(1, 1, 100)));
+        assert_eq!(
+            indexes(&mut a, 51..1_000).await,
+            (51..=100).collect::<Vec<_>>()
+        );
+        let state = b.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(log_id(2, 1, 6)));
+        assert_eq!(indexes(&mut b, 0..100).await, (1..=6).collect::<Vec<_>>());
+        let back = a.try_get_log_entries(60..61).await.unwrap();
+        assert_eq!(codec::entry_offsets(&back[0]), Some((118, 2)));
+    }
 
+    #[tokio::test]
+    async fn purge_past_the_end_continues_after_it_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = open_log(dir.path());
+            let mut store = open(&log, 3);
+            append(&mut store, (1..=10).map(|i| blank(1, i)).collect());
             // A snapshot at 4999 was installed: openraft purges up to it.
             let snapshot = log_id(2, 1, 4_999);
             store.purge(snapshot).await.unwrap();
@@ -515,67 +544,82 @@ mod tests {
             assert_eq!(state.last_purged_log_id, Some(snapshot));
             assert_eq!(state.last_log_id, Some(snapshot));
             assert!(
-                indexes(&mut store, 1..101).await.is_empty(),
+                indexes(&mut store, 1..11).await.is_empty(),
                 "purged: absent"
             );
-
-            // ... and appends from 4999 + 1. Entries without events before the
-            // first publish carry seq 0 (the log store cannot know the offset).
-            let mut next = vec![blank(2, 5_000), blank(2, 5_001)];
-            next.extend((5_002..=5_100).map(|i| publish(2, i, 9_000 + 2 * (i - 5_002))));
-            append(&mut store, next);
-            assert_eq!(indexes(&mut store, 5_000..5_101).await.len(), 101);
+            append(&mut store, vec![blank(2, 5_000), publish(2, 5_001, 77)]);
+            // An append that does not continue the log is refused.
+            assert!(store.append_then(vec![blank(2, 7_000)], |_| {}).is_err());
         }
-        let mut store = open(dir.path());
-        assert_eq!(store.read_vote().await.unwrap(), Some(vote));
+        let log = open_log(dir.path());
+        let mut store = open(&log, 3);
         let state = store.get_log_state().await.unwrap();
         assert_eq!(state.last_purged_log_id, Some(log_id(2, 1, 4_999)));
-        assert_eq!(state.last_log_id, Some(log_id(2, 1, 5_100)));
-        assert_eq!(store.next_offset, 9_000 + 2 * 99);
-        assert_eq!(
-            indexes(&mut store, 4_990..6_000).await,
-            (5_000..=5_100).collect::<Vec<_>>()
-        );
-        assert!(indexes(&mut store, 50..60).await.is_empty());
-        // The WAL itself says why: the documented error, not a panic.
-        match store.reader.wal.iter_from_index(50) {
-            Err(WalError::BelowFirstIndex {
-                requested: 50,
-                first: 5_000,
-            }) => {}
-            other => panic!("expected BelowFirstIndex, got {other:?}"),
-        }
-        append(&mut store, vec![blank(2, 5_101)]);
-        // An append that does not continue the log is refused.
-        assert!(store.append_then(vec![blank(2, 7_000)], |_| {}).is_err());
-    }
-
-    #[tokio::test]
-    async fn a_crash_between_the_purge_point_and_the_restart_is_finished_on_open() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut store = open(dir.path());
-            append(&mut store, (1..=10).map(|i| blank(1, i)).collect());
-            // The purge point is on disk but the WAL was not restarted.
-            let raw = serde_json::to_vec(&log_id(3, 1, 500)).unwrap();
-            write_atomic(&dir.path().join(PURGED_FILE), &raw).unwrap();
-        }
-        let mut store = open(dir.path());
-        let state = store.get_log_state().await.unwrap();
-        assert_eq!(state.last_log_id, Some(log_id(3, 1, 500)));
-        assert_eq!(store.reader.wal.first_index(), None);
-        append(&mut store, vec![blank(3, 501), blank(3, 502)]);
-        assert_eq!(indexes(&mut store, 0..1_000).await, vec![501, 502]);
+        assert_eq!(state.last_log_id, Some(log_id(2, 1, 5_001)));
+        assert_eq!(indexes(&mut store, 0..10_000).await, vec![5_000, 5_001]);
 
         // A wiped node: empty log, purge to the snapshot, continue after it.
         let wiped = tempfile::tempdir().unwrap();
-        let mut store = open(wiped.path());
+        let log = open_log(wiped.path());
+        let mut store = open(&log, 0);
         store.purge(log_id(3, 1, 41)).await.unwrap();
         append(&mut store, vec![publish(3, 42, 77)]);
         drop(store);
-        let mut store = open(wiped.path());
+        drop(log);
+        let log = open_log(wiped.path());
+        let mut store = open(&log, 0);
         let state = store.get_log_state().await.unwrap();
         assert_eq!(state.last_log_id, Some(log_id(3, 1, 42)));
-        assert_eq!(store.next_offset, 79);
+    }
+
+    #[tokio::test]
+    async fn entries_the_node_log_compacted_are_read_from_the_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries: Vec<Entry> = (1..=40).map(|i| publish(1, i, 2 * (i - 1))).collect();
+        {
+            let node = open_log(dir.path());
+            let mut store = open(&node, 5);
+            append(&mut store, entries.clone());
+            // Applied: the history holds 1..=30, synced; the node log drops them.
+            let applied: Vec<(&Entry, u64)> = entries[..30]
+                .iter()
+                .map(|e| (e, codec::entry_offsets(e).unwrap().0))
+                .collect();
+            store.reader.history.append(&applied).unwrap();
+            store.reader.history.sync().unwrap();
+            compact(&node.0, 5, 30).unwrap();
+            assert_eq!(node.0.range(5), Some((31, 40)));
+            store.reader.cache.lock().clear();
+            assert_eq!(
+                indexes(&mut store, 0..100).await,
+                (1..=40).collect::<Vec<_>>()
+            );
+            node.0.sync().unwrap();
+        }
+        let node = open_log(dir.path());
+        let mut store = open(&node, 5);
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, None, "compaction is not a purge");
+        assert_eq!(state.last_log_id, Some(log_id(1, 1, 40)));
+        let back = store.try_get_log_entries(10..35).await.unwrap();
+        assert_eq!(
+            back.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+            (10..35).collect::<Vec<_>>()
+        );
+        assert_eq!(codec::entry_offsets(&back[0]), Some((18, 2)));
+
+        // Everything applied and compacted: the last entry comes from the history.
+        let applied: Vec<(&Entry, u64)> = entries[30..]
+            .iter()
+            .map(|e| (e, codec::entry_offsets(e).unwrap().0))
+            .collect();
+        store.reader.history.append(&applied).unwrap();
+        compact(&node.0, 5, 40).unwrap();
+        drop(store);
+        let mut store = open(&node, 5);
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(log_id(1, 1, 40)));
+        append(&mut store, vec![blank(2, 41)]);
+        assert_eq!(indexes(&mut store, 39..100).await, vec![39, 40, 41]);
     }
 }

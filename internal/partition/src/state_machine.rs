@@ -35,6 +35,7 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, StorageIOError};
 use prost::Message;
 
+use crate::history::History;
 use crate::snapshot::SnapshotDir;
 use crate::types::{
     Applied, CancelOutcome, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -60,6 +61,8 @@ pub struct AppliedState {
 
 pub struct StateMachine {
     store: Store,
+    /// Every applied entry, written before the batch that applies it.
+    history: History,
     snapshots: SnapshotDir,
     applied: Option<LogId>,
     membership: StoredMembership,
@@ -108,12 +111,17 @@ fn read_meta<T: serde::de::DeserializeOwned>(
 impl StateMachine {
     /// Opens the state machine over `store`; first finishes a snapshot
     /// install that a crash interrupted, so nothing reads a half-installed state.
-    pub fn open(store: Store, partition_dir: &Path) -> Result<StateMachine, StorageError> {
+    pub fn open(
+        store: Store,
+        history: History,
+        partition_dir: &Path,
+    ) -> Result<StateMachine, StorageError> {
         let snapshots = SnapshotDir::open(partition_dir.join("snapshots"))
             .map_err(|e| sm_err(ErrorVerb::Read, e))?;
         install::finish_interrupted(&store, &snapshots)?;
         let mut sm = StateMachine {
             store,
+            history,
             snapshots,
             applied: None,
             membership: StoredMembership::default(),
@@ -159,6 +167,11 @@ impl StateMachine {
     /// (then the builder packs right away).
     fn has_peers(membership: &StoredMembership) -> bool {
         membership.membership().nodes().nth(1).is_some()
+    }
+
+    /// The log id of the last applied entry, as stored.
+    pub fn applied(&self) -> Option<LogId> {
+        self.applied
     }
 
     pub fn applied_state(&self) -> Arc<AppliedState> {
@@ -207,6 +220,25 @@ impl StateMachine {
         }
         let done = std::mem::replace(batch, store.batch());
         self.commit(done, membership_changed)
+    }
+
+    /// Appends `entries` to the history, each with the offset the next event
+    /// has before it.
+    fn write_history(&self, entries: &[Entry]) -> Result<(), StorageError> {
+        let mut next = self.next_offset;
+        let pairs: Vec<(&Entry, u64)> = entries
+            .iter()
+            .map(|e| {
+                let before = next;
+                if let Some((first, n)) = crate::codec::entry_offsets(e) {
+                    next = next.max(first + n);
+                }
+                (e, before)
+            })
+            .collect();
+        self.history
+            .append(&pairs)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))
     }
 
     /// True when the event stored under (due_ts, offset) is still pending. An
@@ -423,6 +455,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        self.write_history(&entries)?;
         let store = self.store.clone();
         let mut batch = store.batch();
         let mut replies = Vec::new();

@@ -9,7 +9,7 @@ use chronos_partition::{NodeId, Partition, SoloNetwork, TypeConfig};
 use chronos_proto::raft::raft_service_client::RaftServiceClient;
 use chronos_proto::raft::RaftRequest;
 use chronos_raftnet::{wire, Groups, Network, Peer, Peers};
-use common::{options, Server};
+use common::{options, raft_log, Server};
 use openraft::error::{InstallSnapshotError, RPCError, RaftError};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest, VoteResponse};
@@ -24,7 +24,8 @@ const LEADER_TERM: u64 = 1000;
 /// Node 1 serving partition `id` (in `dir`) of a group of `voters` (empty:
 /// node 1 alone). It reaches no other node: with other voters it never leads.
 async fn serving(id: u32, voters: &[NodeId], dir: &Path) -> anyhow::Result<(Partition, Server)> {
-    let partition = Partition::open(options(id, 1, voters, dir), SoloNetwork).await?;
+    let partition =
+        Partition::open(options(id, 1, voters, dir, raft_log(dir)), SoloNetwork).await?;
     let groups = Groups::new();
     groups.insert(id, partition.raft().clone());
     let server = Server::start(TcpListener::bind("127.0.0.1:0").await?, groups)?;

@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chronos_proto::internal::{EventRecord, PublishCommand};
+use chronos_raftlog::{RaftLog, RaftLogOptions};
 use chronos_store::{Store, StoreResources};
-use chronos_wal::{Wal, WalOptions};
+
+use crate::history::History;
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -98,13 +100,21 @@ impl RaftNetwork<TypeConfig> for Conn {
 struct Node {
     raft: Raft,
     store: Store,
-    wal: Arc<Wal>,
+    log: Arc<RaftLog>,
+    history: History,
     applied: Arc<AppliedState>,
 }
 
+impl Node {
+    /// First index of the node's Raft log.
+    fn log_first(&self) -> Option<u64> {
+        self.log.range(0).map(|(first, _)| first)
+    }
+}
+
 async fn start(id: NodeId, dir: &Path, router: &Router) -> Node {
-    let wal_dir = dir.join("wal");
-    let wal = Arc::new(Wal::open(&wal_dir, WalOptions::default()).unwrap());
+    let log = Arc::new(RaftLog::open(&dir.join("raftlog"), RaftLogOptions::default()).unwrap());
+    let history = History::open(0, &dir.join("wal"), 256 << 20).unwrap();
     let start = Instant::now();
     // A node just shut down may still hold its RocksDB for a moment.
     let store = loop {
@@ -116,8 +126,14 @@ async fn start(id: NodeId, dir: &Path, router: &Router) -> Node {
             }
         }
     };
-    let log = LogStore::open(wal.clone(), &wal_dir, tokio::sync::watch::channel(0).0).unwrap();
-    let sm = StateMachine::open(store.clone(), dir).unwrap();
+    let log_store = LogStore::open(
+        log.clone(),
+        0,
+        history.clone(),
+        tokio::sync::watch::channel(0).0,
+    )
+    .unwrap();
+    let sm = StateMachine::open(store.clone(), history.clone(), dir).unwrap();
     let applied = sm.applied_state();
     let config = openraft::Config {
         heartbeat_interval: 50,
@@ -133,7 +149,7 @@ async fn start(id: NodeId, dir: &Path, router: &Router) -> Node {
         id,
         Arc::new(config.validate().unwrap()),
         router.clone(),
-        log,
+        log_store,
         sm,
     )
     .await
@@ -142,7 +158,8 @@ async fn start(id: NodeId, dir: &Path, router: &Router) -> Node {
     Node {
         raft,
         store,
-        wal,
+        log,
+        history,
         applied,
     }
 }
@@ -250,7 +267,7 @@ async fn a_wiped_node_and_a_lagging_one_catch_up_from_a_snapshot_plus_the_log() 
     caught_up(&n3, &n1).await;
     router.0.lock().remove(&3);
     n3.raft.shutdown().await.unwrap();
-    let n3_last = n3.wal.last_header().unwrap().index;
+    let n3_last = n3.log.range(0).unwrap().1;
     drop(n3);
 
     write(&n1.raft, &mut offset, 40).await;
@@ -265,14 +282,19 @@ async fn a_wiped_node_and_a_lagging_one_catch_up_from_a_snapshot_plus_the_log() 
         .await
         .unwrap();
     caught_up(&n2, &n1).await;
-    assert_eq!(n2.wal.first_index(), Some(snapshot_index + 1));
+    assert_eq!(n2.log_first(), Some(snapshot_index + 1));
+    assert_eq!(
+        n2.history.wal().first_index(),
+        Some(snapshot_index + 1),
+        "the history starts after the snapshot"
+    );
     let m = n2.raft.metrics().borrow().clone();
     assert_eq!(m.snapshot.map(|s| s.index), Some(snapshot_index));
 
     // Node 3 comes back: its log ends long before the leader's purge point.
     let n3 = start(3, &dir(3), &router).await;
     caught_up(&n3, &n1).await;
-    assert_eq!(n3.wal.first_index(), Some(snapshot_index + 1));
+    assert_eq!(n3.log_first(), Some(snapshot_index + 1));
     write(&n1.raft, &mut offset, 5).await;
     caught_up(&n3, &n1).await;
     caught_up(&n2, &n1).await;
@@ -293,11 +315,7 @@ async fn a_wiped_node_and_a_lagging_one_catch_up_from_a_snapshot_plus_the_log() 
             .unwrap();
         assert_eq!(m.purged.map(|p| p.index), Some(snapshot_index), "node {id}");
         assert!(m.last_log_index >= Some(snapshot_index + 10), "node {id}");
-        assert_eq!(
-            node.wal.first_index(),
-            Some(snapshot_index + 1),
-            "node {id}"
-        );
+        assert_eq!(node.log_first(), Some(snapshot_index + 1), "node {id}");
         write(&n1.raft, &mut offset, 3).await;
         caught_up(&node, &n1).await;
         node.raft.shutdown().await.unwrap();

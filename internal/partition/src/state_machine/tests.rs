@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chronos_proto::internal::{EventRecord, PublishCommand};
 use chronos_proto::v1::Event;
+use chronos_raftlog::{RaftLog, RaftLogOptions};
 use chronos_store::{Store, StoreResources};
-use chronos_wal::{Retention, WalOptions};
+use chronos_wal::Retention;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::EntryPayload;
 use prost::Message;
@@ -35,7 +36,10 @@ fn options(dir: &Path) -> PartitionOptions {
         node_id: 1,
         voters: vec![1],
         dir: dir.to_path_buf(),
-        wal: WalOptions::default(),
+        raft_log: std::sync::Arc::new(
+            RaftLog::open(&dir.join("raftlog"), RaftLogOptions::default()).unwrap(),
+        ),
+        history_segment_bytes: 256 << 20,
         retention: Retention {
             max_age: None,
             max_bytes: None,
@@ -120,7 +124,8 @@ async fn open_sm(dir: &Path) -> (Store, StateMachine) {
             Err(e) => panic!("opening {}: {e}", dir.display()),
         }
     };
-    let sm = StateMachine::open(store.clone(), dir).unwrap();
+    let history = crate::history::History::open(0, &dir.join("wal"), 256 << 20).unwrap();
+    let sm = StateMachine::open(store.clone(), history, dir).unwrap();
     (store, sm)
 }
 

@@ -11,21 +11,36 @@ use std::time::{Duration, Instant};
 
 use chronos_partition::{DeliveryOptions, FiringOptions, NodeId, Partition, PartitionOptions};
 use chronos_proto::v1::Event;
+use chronos_raftlog::{RaftLog, RaftLogOptions};
 use chronos_raftnet::{service, Groups, Network, Peer, Peers};
 use chronos_store::StoreResources;
-use chronos_wal::{Retention, WalOptions};
+use chronos_wal::Retention;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// The Raft log of the node whose data directory is `dir`.
+pub fn raft_log(dir: &Path) -> Arc<RaftLog> {
+    Arc::new(
+        RaftLog::open(&dir.join("raftlog"), RaftLogOptions::default()).expect("raft log opens"),
+    )
+}
+
 /// Options of a partition for tests: the default Raft timings, small memory.
-pub fn options(id: u32, node_id: NodeId, voters: &[NodeId], dir: &Path) -> PartitionOptions {
+pub fn options(
+    id: u32,
+    node_id: NodeId,
+    voters: &[NodeId],
+    dir: &Path,
+    raft_log: Arc<RaftLog>,
+) -> PartitionOptions {
     PartitionOptions {
         id,
         node_id,
         voters: voters.to_vec(),
         dir: dir.join(format!("partition-{id:04}")),
-        wal: WalOptions::default(),
+        raft_log,
+        history_segment_bytes: 256 << 20,
         retention: Retention::default(),
         retention_check_interval: Duration::from_secs(60),
         group_commit_linger: Duration::ZERO,
@@ -170,10 +185,11 @@ pub async fn cluster(ids: &[NodeId], partitions: u32) -> anyhow::Result<Vec<Node
         let server = Server::start(listener, groups.clone())?;
         let peers = Peers::new(id, &all)?;
         let dir = tempfile::tempdir()?;
+        let log = raft_log(dir.path());
         let mut opened = Vec::new();
         for p in 0..partitions {
             let partition = Partition::open(
-                options(p, id, ids, dir.path()),
+                options(p, id, ids, dir.path(), log.clone()),
                 Network::new(p, peers.clone()),
             )
             .await?;

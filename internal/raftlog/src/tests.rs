@@ -1,0 +1,232 @@
+//! Unit tests of the whole log: reopen, rolling, gc, torn tails.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::{FsyncMode, RaftLog, RaftLogError, RaftLogOptions};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+fn opts(file_bytes: u64) -> RaftLogOptions {
+    RaftLogOptions {
+        file_bytes,
+        fsync: FsyncMode::Always,
+        max_files_before_rewrite: 2,
+    }
+}
+
+fn payload(p: u32, i: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|k| (p as u64 * 31 + i * 7 + k as u64) as u8)
+        .collect()
+}
+
+/// Appends `first..=last` of partition `p` and waits until durable.
+fn append(log: &RaftLog, p: u32, first: u64, last: u64, len: usize) {
+    let bodies: Vec<Vec<u8>> = (first..=last).map(|i| payload(p, i, len)).collect();
+    let entries: Vec<(u64, &[u8])> = (first..=last).zip(bodies.iter().map(|b| &b[..])).collect();
+    let (tx, rx) = mpsc::channel();
+    log.append(p, &entries, Box::new(move |r| drop(tx.send(r))))
+        .expect("append");
+    rx.recv_timeout(DEADLINE)
+        .expect("callback")
+        .expect("durable");
+}
+
+fn check(log: &RaftLog, p: u32, range: Option<(u64, u64)>, len: usize) {
+    assert_eq!(log.range(p), range, "partition {p}");
+    let got = log.read(p, 0, u64::MAX).expect("read");
+    let want: Vec<(u64, Vec<u8>)> = match range {
+        Some((a, b)) => (a..=b).map(|i| (i, payload(p, i, len))).collect(),
+        None => Vec::new(),
+    };
+    assert_eq!(got, want, "partition {p}");
+}
+
+#[test]
+fn append_read_truncate_purge_vote_survive_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let log = RaftLog::open(dir.path(), opts(1 << 20)).expect("open");
+        append(&log, 1, 1, 10, 100);
+        append(&log, 2, 5, 7, 50);
+        log.truncate(1, 8).expect("truncate");
+        log.purge(1, 3, b"meta-1").expect("purge");
+        log.purge(3, 100, b"meta-3").expect("purge past end");
+        log.save_vote(2, b"vote-2").expect("vote");
+        assert!(matches!(
+            log.append(1, &[(9, &b"x"[..])], Box::new(|_| {})),
+            Err(RaftLogError::InvalidAppend { .. })
+        ));
+        // A lower purge point keeps what was dropped and replaces the meta.
+        log.purge(1, 2, b"meta-1b").expect("purge below");
+        assert_eq!(log.purged(1), Some((3, b"meta-1b".to_vec())));
+        // Compaction drops more and keeps the meta; below the point it is a no-op.
+        log.compact(2, 5).expect("compact");
+        log.compact(2, 4).expect("compact below");
+        assert_eq!(log.purged(2), Some((5, Vec::new())));
+        assert_eq!(log.read(1, 5, 7).expect("read").len(), 2);
+        log.sync().expect("sync");
+    }
+    let log = RaftLog::open(dir.path(), opts(1 << 20)).expect("reopen");
+    check(&log, 1, Some((4, 7)), 100);
+    check(&log, 2, Some((6, 7)), 50);
+    check(&log, 3, None, 0);
+    assert_eq!(log.purged(1), Some((3, b"meta-1b".to_vec())));
+    assert_eq!(log.purged(2), Some((5, Vec::new())));
+    assert_eq!(log.purged(3), Some((100, b"meta-3".to_vec())));
+    assert_eq!(log.vote(2), Some(b"vote-2".to_vec()));
+    assert_eq!(log.partitions(), vec![1, 2, 3]);
+    assert!(log
+        .append(3, &[(100, &b"x"[..])], Box::new(|_| {}))
+        .is_err());
+    append(&log, 3, 101, 101, 10);
+    check(&log, 3, Some((101, 101)), 10);
+}
+
+#[test]
+fn rolling_keeps_meta_and_gc_deletes_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = RaftLog::open(dir.path(), opts(4096)).expect("open");
+    log.save_vote(7, b"v7").expect("vote");
+    log.purge(7, 0, b"p7").expect("purge");
+    append(&log, 1, 1, 4, 1000); // a lagging partition pinning the oldest file
+    for round in 0..20u64 {
+        append(&log, 7, round * 3 + 1, round * 3 + 3, 1500);
+    }
+    let files_before = log.stats().files;
+    assert!(files_before > 10, "{files_before} files");
+    log.purge(7, 57, b"p7b").expect("purge");
+    let report = log.gc().expect("gc");
+    assert!(report.files_removed > 0, "{report:?}");
+    assert!(report.entries_rewritten >= 4, "{report:?}");
+    assert!(log.stats().files < files_before);
+    check(&log, 1, Some((1, 4)), 1000);
+    check(&log, 7, Some((58, 60)), 1500);
+    drop(log);
+    let log = RaftLog::open(dir.path(), opts(4096)).expect("reopen");
+    check(&log, 1, Some((1, 4)), 1000);
+    check(&log, 7, Some((58, 60)), 1500);
+    assert_eq!(log.vote(7), Some(b"v7".to_vec()));
+    assert_eq!(log.purged(7), Some((57, b"p7b".to_vec())));
+}
+
+#[test]
+fn gc_without_rewrite_keeps_pinned_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut o = opts(4096);
+    o.max_files_before_rewrite = 1000;
+    let log = RaftLog::open(dir.path(), o).expect("open");
+    append(&log, 1, 1, 1, 3000);
+    for i in 1..=10 {
+        append(&log, 2, i, i, 3000);
+    }
+    let report = log.gc().expect("gc");
+    assert_eq!(report.files_removed, 0, "partition 1 pins the oldest file");
+    log.purge(1, 1, b"").expect("purge");
+    log.purge(2, 8, b"").expect("purge");
+    let report = log.gc().expect("gc");
+    assert!(report.files_removed >= 5, "{report:?}");
+    assert_eq!(report.entries_rewritten, 0);
+    check(&log, 2, Some((9, 10)), 3000);
+}
+
+#[test]
+fn torn_tail_keeps_the_prefix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = RaftLog::open(dir.path(), opts(1 << 20)).expect("open");
+    append(&log, 1, 1, 5, 200);
+    log.save_vote(1, b"v").expect("vote");
+    let synced = log.durable_position();
+    append(&log, 1, 6, 8, 200);
+    let at = log.close_without_sync();
+    assert!(at >= synced);
+    let path = crate::files::file_path(dir.path(), at.file_seq);
+    let len = std::fs::metadata(&path).expect("stat").len();
+    // Cut in the middle of entry 7's record.
+    let record = 200 + crate::codec::RECORD_OVERHEAD_BYTES as u64;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open file");
+    file.set_len(len - record - record / 2).expect("cut");
+    drop(file);
+    let log = RaftLog::open(dir.path(), opts(1 << 20)).expect("reopen");
+    check(&log, 1, Some((1, 6)), 200);
+    assert_eq!(log.vote(1), Some(b"v".to_vec()));
+    append(&log, 1, 7, 7, 200);
+    check(&log, 1, Some((1, 7)), 200);
+}
+
+#[test]
+fn file_without_header_is_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let log = RaftLog::open(dir.path(), opts(1 << 20)).expect("open");
+        append(&log, 4, 1, 3, 10);
+        log.sync().expect("sync");
+    }
+    let last = crate::files::list(dir.path())
+        .expect("list")
+        .last()
+        .map(|(s, _)| *s)
+        .unwrap_or(0);
+    // A crash while creating the next file leaves it without a header.
+    std::fs::write(crate::files::file_path(dir.path(), last + 1), b"CR").expect("write");
+    let log = RaftLog::open(dir.path(), opts(1 << 20)).expect("reopen");
+    check(&log, 4, Some((1, 3)), 10);
+    let seqs: Vec<u64> = crate::files::list(dir.path())
+        .expect("list")
+        .iter()
+        .map(|(s, _)| *s)
+        .collect();
+    assert!(!seqs.contains(&(last + 1)), "{seqs:?}");
+}
+
+#[test]
+fn batch_and_periodic_modes_run_callbacks() {
+    for fsync in [
+        FsyncMode::Batch {
+            max_delay: Duration::from_millis(2),
+        },
+        FsyncMode::Periodic {
+            interval: Duration::from_millis(2),
+        },
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = RaftLog::open(
+            dir.path(),
+            RaftLogOptions {
+                fsync,
+                ..opts(1 << 20)
+            },
+        )
+        .expect("open");
+        append(&log, 1, 1, 3, 10);
+        log.save_vote(1, b"v").expect("vote");
+        let fsyncs = log.stats().fsyncs;
+        assert!(fsyncs >= 1);
+        check(&log, 1, Some((1, 3)), 10);
+    }
+}
+
+#[test]
+fn dropping_fails_pending_callbacks_or_runs_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = RaftLog::open(
+        dir.path(),
+        RaftLogOptions {
+            fsync: FsyncMode::Batch {
+                max_delay: Duration::from_secs(60),
+            },
+            ..opts(1 << 20)
+        },
+    )
+    .expect("open");
+    let (tx, rx) = mpsc::channel();
+    log.append(1, &[(1, &b"x"[..])], Box::new(move |r| drop(tx.send(r))))
+        .expect("append");
+    drop(log);
+    let r = rx.recv_timeout(DEADLINE).expect("callback ran");
+    assert!(matches!(r, Err(RaftLogError::Closed)), "{r:?}");
+}
