@@ -22,6 +22,8 @@ use std::sync::Arc;
 mod groups;
 mod install;
 #[cfg(test)]
+mod migrate_tests;
+#[cfg(test)]
 mod replication_tests;
 #[cfg(test)]
 mod tests;

@@ -82,7 +82,7 @@ fn event(topic: &str, id: String, due_ts: i64) -> Event {
     }
 }
 
-async fn publish_all(p: &Partition, topic: &str, tag: &str, n: usize, due_in_ms: i64) {
+pub(super) async fn publish_all(p: &Partition, topic: &str, tag: &str, n: usize, due_in_ms: i64) {
     let due = crate::wall_ms() + due_in_ms;
     for chunk in (0..n).collect::<Vec<_>>().chunks(250) {
         let events = chunk
@@ -95,7 +95,7 @@ async fn publish_all(p: &Partition, topic: &str, tag: &str, n: usize, due_in_ms:
 
 /// Runs a partition at `dir` through `work`, then shuts it down and waits
 /// until its RocksDB can be opened again.
-async fn with_partition<F>(dir: &Path, work: impl FnOnce(std::sync::Arc<Partition>) -> F)
+pub(super) async fn with_partition<F>(dir: &Path, work: impl FnOnce(std::sync::Arc<Partition>) -> F)
 where
     F: std::future::Future<Output = ()>,
 {
@@ -112,7 +112,7 @@ where
 
 /// Opens the state machine of a partition directory (retrying while the
 /// shut-down partition's tasks still hold its RocksDB).
-async fn open_sm(dir: &Path) -> (Store, StateMachine) {
+pub(super) async fn open_sm(dir: &Path) -> (Store, StateMachine) {
     let start = Instant::now();
     let store = loop {
         match Store::open(&dir.join("state"), &StoreResources::new(8 << 20, 64 << 20)) {
@@ -253,7 +253,7 @@ async fn stream_into(b: &mut StateMachine, bytes: &[u8]) -> Box<tokio::fs::File>
 }
 
 /// A publish entry right after `sm`'s applied index, due now into `topic`.
-fn next_publish(sm: &StateMachine, topic: &str, id: &str) -> Entry {
+pub(super) fn next_publish(sm: &StateMachine, topic: &str, id: &str) -> Entry {
     let applied = sm.applied.unwrap();
     let now = crate::wall_ms();
     let record = EventRecord {
