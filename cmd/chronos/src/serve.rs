@@ -81,7 +81,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let groups = Groups::new();
     let raft_log = open_raft_log(&config)?;
-    let gc_task = tokio::spawn(raft_log_gc(raft_log.clone()));
+    let gc_task = tokio::spawn(raft_log_gc(
+        raft_log.clone(),
+        config.wal.retention_check_interval,
+    ));
     let partitions =
         open_partitions(&config, &hosted, cluster.as_ref(), &groups, &raft_log).await?;
     let node = Arc::new(Node {
@@ -172,9 +175,6 @@ fn check_data_dir(dir: &Path, partitions: u32) -> anyhow::Result<()> {
     }
 }
 
-/// How often the node's Raft log looks for files no partition needs.
-const RAFT_LOG_GC_INTERVAL: Duration = Duration::from_secs(10);
-
 /// Opens the node's Raft log, shared by every partition it holds.
 fn open_raft_log(config: &Config) -> anyhow::Result<Arc<RaftLog>> {
     let fsync = match config.wal.fsync {
@@ -189,6 +189,7 @@ fn open_raft_log(config: &Config) -> anyhow::Result<Arc<RaftLog>> {
     let dir = config.data_dir.join("raftlog");
     let opts = RaftLogOptions {
         fsync,
+        file_bytes: config.wal.raft_log_file_bytes.0,
         ..RaftLogOptions::default()
     };
     let log = RaftLog::open(&dir, opts)
@@ -198,8 +199,8 @@ fn open_raft_log(config: &Config) -> anyhow::Result<Arc<RaftLog>> {
 
 /// Deletes the Raft log's files that no partition needs any more, rewriting
 /// the few live entries of lagging partitions when old files pile up.
-async fn raft_log_gc(log: Arc<RaftLog>) {
-    let mut every = tokio::time::interval(RAFT_LOG_GC_INTERVAL);
+async fn raft_log_gc(log: Arc<RaftLog>, every: Duration) {
+    let mut every = tokio::time::interval(every);
     loop {
         every.tick().await;
         let log = log.clone();

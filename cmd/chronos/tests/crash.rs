@@ -55,11 +55,28 @@ async fn publisher(endpoint: String, client_no: usize, acked: Acked, stop_at: In
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_publishes_survive_kill_9_exactly_once() {
+    publish_kill_9_and_check(&[]).await;
+}
+
+/// The node's Raft log in 64 KiB files with garbage collection every 50 ms,
+/// and a snapshot (so a purge) every 20 entries: the kill lands among
+/// collections, rewrites, compactions and purges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_publishes_survive_kill_9_during_log_collection_and_purges() {
+    publish_kill_9_and_check(&[
+        ("CHRONOS_WAL__RAFT_LOG_FILE_BYTES", "64KiB"),
+        ("CHRONOS_WAL__RETENTION_CHECK_INTERVAL", "50ms"),
+        ("CHRONOS_RAFT__SNAPSHOT_EVERY_ENTRIES", "20"),
+    ])
+    .await;
+}
+
+async fn publish_kill_9_and_check(env: &[(&str, &str)]) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // Small segments so the crash also exercises segment rolls.
     let args = ["--partitions", "4", "--segment-size", "1MiB"];
-    let mut server = Server::start(&data, &args);
+    let mut server = Server::start_with_env(&data, &args, env);
 
     let acked: Acked = Arc::default();
     let stop_at = Instant::now() + Duration::from_secs(30);
@@ -85,7 +102,7 @@ async fn acked_publishes_survive_kill_9_exactly_once() {
     assert!(acked.len() >= 20_000);
     eprintln!("{} publishes acked before kill -9", acked.len());
 
-    let server = Server::start(&data, &args);
+    let server = Server::start_with_env(&data, &args, env);
     let mut c = server.events().await;
     let stored = replay_all(&mut c, "crash").await;
 

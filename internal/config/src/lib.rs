@@ -230,7 +230,10 @@ pub enum FsyncMode {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct WalConfig {
+    /// Size at which a partition's history starts a new segment.
     pub segment_bytes: ByteSize,
+    /// Size at which the node's Raft log starts a new file.
+    pub raft_log_file_bytes: ByteSize,
     pub fsync: FsyncMode,
     #[serde(with = "humantime_serde")]
     pub batch_delay: Duration,
@@ -245,7 +248,8 @@ pub struct WalConfig {
     pub retention_age: Duration,
     /// Oldest segments are deleted while a partition's WAL is larger than this (0 = no limit).
     pub retention_bytes: ByteSize,
-    /// How often retention looks for segments to delete.
+    /// How often retention looks for segments to delete, and the node's
+    /// Raft log for files no partition needs.
     #[serde(with = "humantime_serde")]
     pub retention_check_interval: Duration,
 }
@@ -308,6 +312,7 @@ impl Default for WalConfig {
     fn default() -> Self {
         Self {
             segment_bytes: ByteSize(256 << 20),
+            raft_log_file_bytes: ByteSize(64 << 20),
             fsync: FsyncMode::Always,
             batch_delay: Duration::from_millis(2),
             group_commit_linger: Duration::from_micros(100),
@@ -446,6 +451,12 @@ impl Config {
             return bad(format!(
                 "wal.segment_bytes must be at least 64KiB, got {}",
                 self.wal.segment_bytes
+            ));
+        }
+        if self.wal.raft_log_file_bytes.0 < 64 << 10 {
+            return bad(format!(
+                "wal.raft_log_file_bytes must be at least 64KiB, got {}",
+                self.wal.raft_log_file_bytes
             ));
         }
         if self.limits.max_payload_bytes.0 == 0 || self.limits.max_payload_bytes.0 > 32 << 20 {
