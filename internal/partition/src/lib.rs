@@ -190,7 +190,7 @@ impl Partition {
             .align(
                 applied.index.load(Ordering::Acquire),
                 applied.next_offset.load(Ordering::Acquire),
-                |from, to| reader.entries(from, to).map_err(|e| e.to_string()),
+                |from, to| reader.entries(from, to),
             )
             .map_err(|e| open_err(id, "history", e))?;
         let dedup_ttl_ms = opts.dedup_ttl.as_millis().min(i64::MAX as u128) as i64;
@@ -526,6 +526,15 @@ pub(crate) fn wall_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Why the node log could not be compacted behind the history.
+#[derive(Debug, thiserror::Error)]
+enum CompactError {
+    #[error("history fsync: {0}")]
+    History(#[from] chronos_wal::WalError),
+    #[error("node log: {0}")]
+    Log(#[from] chronos_raftlog::RaftLogError),
+}
+
 /// How often the history is fsynced and the node log compacted behind it.
 const COMPACT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -548,9 +557,9 @@ async fn upkeep_loop(
         tokio::select! {
             _ = compact_every.tick() => {
                 let (history, raft_log) = (history.clone(), raft_log.clone());
-                let done = tokio::task::spawn_blocking(move || -> Result<(), String> {
-                    if let Some(synced) = history.sync().map_err(|e| e.to_string())? {
-                        log_store::compact(&raft_log, id, synced).map_err(|e| e.to_string())?;
+                let done = tokio::task::spawn_blocking(move || -> Result<(), CompactError> {
+                    if let Some(synced) = history.sync()? {
+                        raft_log.compact(id, synced)?;
                     }
                     Ok(())
                 })

@@ -11,7 +11,7 @@
 //! for entries; set by history retention and by snapshot installs, as with
 //! any Raft log) is stored as the node log's purge meta. The node log's own
 //! (physical) point is where it dropped entries because the partition's
-//! history (`history.rs`) holds them durably: [`compact`] moves it, right
+//! history (`history.rs`) holds them durably: `RaftLog::compact` moves it, right
 //! behind apply. Entries between the two are read from the history, so
 //! openraft sees one contiguous log while the node's log stays short.
 
@@ -118,16 +118,6 @@ pub struct LogStore {
     flushed: watch::Sender<u64>,
     /// openraft's (logical) purge point.
     last_purged: Option<LogId>,
-}
-
-/// Drops `partition`'s entries up to `upto` from the node log (not from
-/// openraft's view): the caller guarantees the history holds them durably.
-pub fn compact(
-    log: &RaftLog,
-    partition: u32,
-    upto: u64,
-) -> Result<(), chronos_raftlog::RaftLogError> {
-    log.compact(partition, upto)
 }
 
 fn io_err(
@@ -587,7 +577,7 @@ mod tests {
                 .collect();
             store.reader.history.append(&applied).unwrap();
             store.reader.history.sync().unwrap();
-            compact(&node.0, 5, 30).unwrap();
+            node.0.compact(5, 30).unwrap();
             assert_eq!(node.0.range(5), Some((31, 40)));
             store.reader.cache.lock().clear();
             assert_eq!(
@@ -614,7 +604,7 @@ mod tests {
             .map(|e| (e, codec::entry_offsets(e).unwrap().0))
             .collect();
         store.reader.history.append(&applied).unwrap();
-        compact(&node.0, 5, 40).unwrap();
+        node.0.compact(5, 40).unwrap();
         drop(store);
         let mut store = open(&node, 5);
         let state = store.get_log_state().await.unwrap();
