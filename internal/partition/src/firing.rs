@@ -1,29 +1,24 @@
-//! The firing loop: while this node leads the partition, a timing wheel holds
-//! the near window of pending events and moves each into its topic's fire log
-//! (a `Fire` command through Raft) once the wall clock reaches its due time.
+//! Firing in a leader term: a timing wheel holds the near window of pending
+//! events and moves each into its topic's fire log (a `Fire` command through
+//! Raft) once the wall clock reaches its due time.
 //!
-//! The wheel is rebuilt from the `pending` column family every time this node
-//! becomes the ready leader, and refilled by range scans as time moves on, so
-//! memory follows the window (`horizon`), not the pending count. Events
-//! published into the window reach the wheel from the actor, after their
-//! proposal is applied. Nothing here persists anything: a crash or a leader
-//! change loses only the wheel, which the next leader rebuilds.
+//! The wheel is built from the `pending` column family when the term starts,
+//! and refilled by range scans as time moves on, so memory follows the window
+//! (`horizon`), not the pending count. Events published into the window join
+//! the wheel when their proposal is applied. Nothing here persists anything:
+//! a crash or a leader change loses only the wheel, which the next term
+//! rebuilds.
 //!
-//! **Invariant**: a `Fire` carries only events with `due_ts <= fire_ts`, where
-//! `fire_ts` is the wall clock when the wheel released them (the wheel never
-//! releases early; the state machine asserts it again).
-
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+//! **Invariant** (checked in release builds): a `Fire` carries only events
+//! with `due_ts <= fire_ts`, where `fire_ts` is the wall clock when the wheel
+//! released them; the state machine checks it again.
 
 use chronos_proto::internal::{FireCommand, PendingRef};
 use chronos_scheduler::{Fired, InsertError, TimingWheel, WheelConfig};
-use chronos_store::Store;
-use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::mpsc;
 
-use crate::types::{Command, Raft};
+use crate::owner::TermError;
+use crate::owner::{Completions, Ctx, TermCompletion, Written};
+use crate::types::Command;
 use crate::wall_ms;
 
 /// Pending keys read per range scan.
@@ -34,11 +29,6 @@ const FIRE_BATCH: usize = 10_000;
 /// a second proposal is appended while the first is applied; more would only
 /// queue, while released events batch up here instead.
 const MAX_FIRES_IN_FLIGHT: usize = 2;
-/// Longest sleep, so leadership changes are noticed promptly.
-const MAX_NAP: Duration = Duration::from_millis(50);
-
-/// (due_ts, offset) of events the actor saw applied.
-pub type NewEvents = mpsc::UnboundedReceiver<Vec<(i64, u64)>>;
 
 #[derive(Debug, Clone, Copy)]
 pub struct FiringOptions {
@@ -46,119 +36,107 @@ pub struct FiringOptions {
     pub horizon_ms: i64,
 }
 
-pub struct Firing {
-    pub partition: u32,
-    pub raft: Raft,
-    pub store: Store,
-    /// The actor's flag: leading, and the whole log applied.
-    pub leading: Arc<AtomicBool>,
-    pub new_events: NewEvents,
-    pub options: FiringOptions,
-}
-
-/// Why leading stopped.
-enum Stop {
-    LostLead,
-    Shutdown,
+pub(crate) struct Firing {
+    wheel: TimingWheel<()>,
+    /// The wheel's clock: the wall clock, never moving back.
+    now: i64,
+    /// What part of `pending` the wheel holds: everything due at or before
+    /// `loaded_to`, read up to `last_key`.
+    loaded_to: i64,
+    last_key: Option<(i64, u64)>,
+    /// Released but not yet proposed: waits while `MAX_FIRES_IN_FLIGHT`
+    /// proposals are out, then goes in one (bigger) proposal.
+    released: Vec<Fired<()>>,
+    in_flight: usize,
+    gauge: metrics::Gauge,
 }
 
 impl Firing {
-    pub async fn run(mut self) {
-        loop {
-            while !self.leading.load(Ordering::Acquire) {
-                // Not leading: what the actor reports is for a past or future leader.
-                while self.new_events.try_recv().is_ok() {}
-                if self.raft.metrics().borrow().running_state.is_err() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            match self.lead().await {
-                Ok(Stop::LostLead) => {
-                    tracing::info!(partition = self.partition, "firing paused: not leading")
-                }
-                Ok(Stop::Shutdown) => return,
-                Err(e) => {
-                    tracing::warn!(partition = self.partition, "firing loop restarts: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-            metrics::gauge!("chronos_wheel_entries", "partition" => self.partition.to_string())
-                .set(0.0);
-        }
-    }
-
-    async fn lead(&mut self) -> Result<Stop, String> {
-        let opts = self.options;
-        let mut now = wall_ms();
+    pub fn start(ctx: &Ctx) -> Result<Firing, TermError> {
+        let now = wall_ms();
+        let opts = ctx.firing;
         let config = WheelConfig {
             tick_ms: opts.tick_ms,
             horizon_ms: opts.horizon_ms,
             ..WheelConfig::default()
         };
-        let mut wheel: TimingWheel<()> =
-            TimingWheel::new(config, now).map_err(|e| e.to_string())?;
-        let mut window = Window {
+        let mut firing = Firing {
+            wheel: TimingWheel::new(config, now)?,
+            now,
             loaded_to: now + opts.horizon_ms,
             last_key: None,
+            released: Vec::new(),
+            in_flight: 0,
+            gauge: metrics::gauge!("chronos_wheel_entries", "partition" => ctx.partition.to_string()),
         };
-        self.load(&mut wheel, &mut window)?;
-        let label = self.partition.to_string();
-        let mut fired: Vec<Fired<()>> = Vec::new();
-        // Released but not yet proposed: waits while `MAX_FIRES_IN_FLIGHT`
-        // proposals are out, then goes in one (bigger) proposal.
-        let mut released: Vec<Fired<()>> = Vec::new();
-        let mut in_flight = FuturesUnordered::new();
-        loop {
-            if !self.leading.load(Ordering::Acquire) {
-                return Ok(Stop::LostLead);
-            }
-            now = now.max(wall_ms());
-            fired.clear();
-            wheel.advance(now, &mut fired);
-            released.append(&mut fired);
-            if !released.is_empty() && in_flight.len() < MAX_FIRES_IN_FLIGHT {
-                for proposal in self.propose_fire(now, &released).await? {
-                    in_flight.push(proposal);
+        firing.load(ctx)?;
+        Ok(firing)
+    }
+
+    /// Releases what came due, proposes it when a slot is free, and keeps
+    /// the window loaded ahead of the clock.
+    pub async fn step(
+        &mut self,
+        ctx: &Ctx,
+        term: u64,
+        completions: &mut Completions,
+    ) -> Result<(), TermError> {
+        self.now = self.now.max(wall_ms());
+        self.wheel.advance(self.now, &mut self.released);
+        if !self.released.is_empty() && self.in_flight < MAX_FIRES_IN_FLIGHT {
+            self.propose(ctx, term, completions).await?;
+        }
+        if self.now + ctx.firing.horizon_ms / 2 >= self.loaded_to {
+            self.loaded_to = self.now + ctx.firing.horizon_ms;
+            self.load(ctx)?;
+        }
+        self.gauge.set(self.wheel.len() as f64);
+        Ok(())
+    }
+
+    /// When `step` has work next (wall-clock ms).
+    pub fn next_wake_ms(&self, ctx: &Ctx) -> i64 {
+        self.wheel
+            .next_due_ms()
+            .unwrap_or(i64::MAX)
+            .min(self.loaded_to - ctx.firing.horizon_ms / 2)
+    }
+
+    /// Events whose publish applied; those beyond the window wait for a scan.
+    pub fn insert_new(&mut self, partition: u32, batch: Vec<(i64, u64)>) {
+        for (due, offset) in batch {
+            if due <= self.loaded_to {
+                if let Err(e) = insert(&mut self.wheel, due, offset) {
+                    tracing::warn!(partition, offset, "not scheduled: {e}");
                 }
-                released.clear();
-            }
-            if now + opts.horizon_ms / 2 >= window.loaded_to {
-                window.loaded_to = now + opts.horizon_ms;
-                self.load(&mut wheel, &mut window)?;
-            }
-            metrics::gauge!("chronos_wheel_entries", "partition" => label.clone())
-                .set(wheel.len() as f64);
-            let wake_at = wheel
-                .next_due_ms()
-                .unwrap_or(i64::MAX)
-                .min(window.loaded_to - opts.horizon_ms / 2);
-            let nap = Duration::from_millis(
-                (wake_at - wall_ms()).clamp(0, MAX_NAP.as_millis() as i64) as u64,
-            );
-            tokio::select! {
-                _ = tokio::time::sleep(nap) => {}
-                Some(done) = in_flight.next() => fire_applied(done)?,
-                batch = self.new_events.recv() => match batch {
-                    Some(batch) => self.insert_new(&mut wheel, &window, batch),
-                    None => return Ok(Stop::Shutdown),
-                },
             }
         }
     }
 
+    /// A `Fire` applied (or failed: that ends the term).
+    pub fn fired(&mut self, written: Written) -> Result<(), TermError> {
+        self.in_flight -= 1;
+        // Counted as applied: events already fired or cancelled are skipped.
+        let applied = written?;
+        metrics::counter!("chronos_fired_events_total").increment(applied.fired);
+        Ok(())
+    }
+
+    pub fn end(self) {
+        self.gauge.set(0.0);
+    }
+
     /// Scans `pending` from the last loaded key up to the window's end into the wheel.
-    fn load(&self, wheel: &mut TimingWheel<()>, window: &mut Window) -> Result<(), String> {
+    fn load(&mut self, ctx: &Ctx) -> Result<(), TermError> {
         loop {
-            let keys = self
+            let keys = ctx
                 .store
-                .scan_pending(window.last_key, window.loaded_to, SCAN_BATCH)
-                .map_err(|e| format!("scanning pending: {e}"))?;
+                .scan_pending(self.last_key, self.loaded_to, SCAN_BATCH)?;
             for &(due, offset) in &keys {
-                insert(wheel, due, offset)?;
+                insert(&mut self.wheel, due, offset)?;
             }
             if let Some(last) = keys.last() {
-                window.last_key = Some(*last);
+                self.last_key = Some(*last);
             }
             if keys.len() < SCAN_BATCH {
                 return Ok(());
@@ -166,30 +144,20 @@ impl Firing {
         }
     }
 
-    /// Events applied since the wheel was loaded; those beyond the window wait for a scan.
-    fn insert_new(&self, wheel: &mut TimingWheel<()>, window: &Window, batch: Vec<(i64, u64)>) {
-        for (due, offset) in batch {
-            if due <= window.loaded_to {
-                if let Err(e) = insert(wheel, due, offset) {
-                    tracing::warn!(partition = self.partition, offset, "not scheduled: {e}");
-                }
-            }
-        }
-    }
-
-    /// Proposes the released events (in chunks); the receivers resolve when applied.
-    async fn propose_fire(
-        &self,
-        fire_ts: i64,
-        released: &[Fired<()>],
-    ) -> Result<Vec<Proposal>, String> {
+    /// Proposes the released events (in chunks); each answers when applied.
+    async fn propose(
+        &mut self,
+        ctx: &Ctx,
+        term: u64,
+        completions: &mut Completions,
+    ) -> Result<(), TermError> {
+        let fire_ts = self.now;
         let lateness = metrics::histogram!("chronos_fire_lateness_seconds");
-        let mut proposals = Vec::new();
-        for chunk in released.chunks(FIRE_BATCH) {
+        for chunk in self.released.chunks(FIRE_BATCH) {
             let events: Vec<PendingRef> = chunk
                 .iter()
                 .map(|f| {
-                    debug_assert!(f.due_ms <= fire_ts, "wheel released an event early");
+                    assert!(f.due_ms <= fire_ts, "the wheel released an event early");
                     lateness.record((fire_ts - f.due_ms) as f64 / 1000.0);
                     PendingRef {
                         due_ts: f.due_ms,
@@ -197,50 +165,21 @@ impl Firing {
                     }
                 })
                 .collect();
-            let rx = self
-                .raft
-                .client_write_ff(Command::fire(FireCommand { fire_ts, events }))
-                .await
-                .map_err(|e| format!("proposing fire: {e}"))?;
-            proposals.push(rx);
+            let applied = ctx
+                .propose(Command::fire(FireCommand { fire_ts, events }))
+                .await?;
+            self.in_flight += 1;
+            completions.push_term(term, async move { TermCompletion::Fired(applied.await) });
         }
-        Ok(proposals)
+        self.released.clear();
+        Ok(())
     }
 }
 
-type WriteResult = Result<
-    openraft::raft::ClientWriteResponse<crate::types::TypeConfig>,
-    openraft::error::ClientWriteError<crate::types::NodeId, openraft::BasicNode>,
->;
-/// An in-flight `Fire`, answered once applied (openraft's oneshot responder).
-type Proposal = tokio::sync::oneshot::Receiver<WriteResult>;
-
-/// Books an applied `Fire`; an error (lost leadership, stopped group) ends this term's loop.
-fn fire_applied(
-    done: Result<WriteResult, tokio::sync::oneshot::error::RecvError>,
-) -> Result<(), String> {
-    match done {
-        Ok(Ok(resp)) => {
-            // Counted as applied: events already fired or cancelled are skipped.
-            metrics::counter!("chronos_fired_events_total").increment(resp.data.fired);
-            Ok(())
-        }
-        Ok(Err(e)) => Err(format!("fire not applied: {e}")),
-        Err(_) => Err("fire abandoned: raft stopped".into()),
-    }
-}
-
-/// What part of `pending` the wheel holds: everything due at or before
-/// `loaded_to`, read up to `last_key`.
-struct Window {
-    loaded_to: i64,
-    last_key: Option<(i64, u64)>,
-}
-
-fn insert(wheel: &mut TimingWheel<()>, due: i64, offset: u64) -> Result<(), String> {
+fn insert(wheel: &mut TimingWheel<()>, due: i64, offset: u64) -> Result<(), TermError> {
     match wheel.insert(offset, due, ()) {
-        // Seen by both the scan and the actor's report: once is enough.
+        // Seen by both the scan and the publish's answer: once is enough.
         Ok(()) | Err(InsertError::DuplicateKey { .. }) => Ok(()),
-        Err(e) => Err(format!("scheduling offset {offset}: {e}")),
+        Err(source) => Err(TermError::Wheel { offset, source }),
     }
 }

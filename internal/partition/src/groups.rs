@@ -1,4 +1,4 @@
-//! A partition's consumer-group API: members attach to the delivery worker,
+//! A partition's consumer-group API: members attach to the partition owner,
 //! acks go to it, and the admin views combine the state machine's records
 //! (cursor, dead letters) with the leader's runtime view (members, in flight).
 

@@ -1,12 +1,13 @@
 //! A partition: one openraft group whose log is a view of the node's shared
-//! Raft log and whose state machine is RocksDB, fronted by an actor that owns
-//! the publish path.
+//! Raft log and whose state machine is RocksDB, driven by one owner task that
+//! holds all leader-side state.
 //!
 //! Owns: the Raft type configuration, the log-entry codec, the log storage over
 //! `chronos-raftlog`, the state machine over `chronos-store`, the history
-//! (every applied entry, for replay, over `chronos-wal`), the partition actor
-//! (offsets, due times, dedup of in-flight ids, batching into proposals), replay,
-//! snapshots, history retention and Raft log purge.
+//! (every applied entry, for replay, over `chronos-wal`), the owner and its
+//! leader term (offsets, due times, dedup of in-flight ids, batching into
+//! proposals, the timing wheel, consumer groups), replay, snapshots, history
+//! retention and Raft log purge.
 //! Does not own: validation of input (the API layer checks it before anything
 //! reaches here), routing to partitions, gRPC, or the network between nodes:
 //! [`Partition::open`] takes the group's network factory (`chronos-raftnet`'s
@@ -19,7 +20,6 @@
 // that build one return it too rather than boxing and unboxing at every call.
 #![allow(clippy::result_large_err)]
 
-mod actor;
 mod codec;
 mod delivery;
 mod error;
@@ -29,14 +29,18 @@ mod history;
 mod log_store;
 mod migrate;
 mod network;
+mod owner;
+mod publisher;
 mod replay;
 mod snapshot;
 mod state_machine;
+#[cfg(test)]
+mod test_net;
 mod types;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,10 +52,9 @@ use chronos_wal::Retention;
 use openraft::error::InitializeError;
 use openraft::error::RaftError;
 use openraft::{BasicNode, RaftNetworkFactory, ServerState, SnapshotPolicy};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-pub use actor::PublishOutcome;
 pub use delivery::{
     delivery_id, event_of, parse_delivery_id, DeliveryOptions, Member, Outgoing, SettleItem,
     SettleOp, SettleResult, Start,
@@ -59,15 +62,16 @@ pub use delivery::{
 pub use error::PartitionError;
 pub use groups::GroupInfo;
 pub use network::SoloNetwork;
+pub use publisher::PublishOutcome;
 pub use replay::{ReplayQuery, ReplayRange, ReplayStream, ReplayedEvent};
 pub use types::{CancelOutcome, NodeId, Raft, TypeConfig};
 
-use crate::actor::{Actor, PublishRequest};
-use crate::delivery::{Control, Worker};
-use crate::firing::Firing;
+use crate::delivery::Control;
 pub use crate::firing::FiringOptions;
 use crate::history::History;
 use crate::log_store::LogStore;
+use crate::owner::{Ctx, Owner, Upkeep};
+use crate::publisher::PublishRequest;
 use crate::state_machine::{AppliedState, StateMachine};
 use crate::types::Command;
 
@@ -145,12 +149,12 @@ pub struct Partition {
     history: History,
     store: Store,
     applied: Arc<AppliedState>,
-    /// Set by the actor while this node leads and has applied its whole log.
-    leading: Arc<AtomicBool>,
+    /// The term this node is the ready leader of (set by the owner).
+    ready_term: watch::Receiver<Option<u64>>,
     mailbox: parking_lot::Mutex<Option<mpsc::Sender<PublishRequest>>>,
-    /// The delivery worker's requests.
+    /// Consumer-group requests to the owner.
     control: mpsc::UnboundedSender<Control>,
-    tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
+    owner: parking_lot::Mutex<Option<JoinHandle<()>>>,
 }
 
 fn open_err(id: u32, what: &str, e: impl std::fmt::Display) -> PartitionError {
@@ -182,8 +186,7 @@ impl Partition {
             sm.applied(),
         )
         .map_err(|e| open_err(id, "the raft log of an older layout", e))?;
-        let (flushed_tx, flushed_rx) = tokio::sync::watch::channel(0);
-        let log_store = LogStore::open(opts.raft_log.clone(), id, history.clone(), flushed_tx)
+        let log_store = LogStore::open(opts.raft_log.clone(), id, history.clone())
             .map_err(|e| open_err(id, "raft log", e))?;
         let reader = log_store.reader();
         history
@@ -223,68 +226,39 @@ impl Partition {
         initialize(&raft, id, opts.node_id, &opts.voters).await?;
 
         let (tx, rx) = mpsc::channel(MAILBOX);
-        // Unbounded: a dropped report would leave an applied event out of the
-        // wheel until the next leader change. The firing loop drains it promptly.
-        let (scheduled_tx, scheduled_rx) = mpsc::unbounded_channel();
-        let leading = Arc::new(AtomicBool::new(false));
-        let actor = Actor::new(
-            id,
-            opts.node_id,
-            raft.clone(),
-            store.clone(),
-            applied.clone(),
-            rx,
-            leading.clone(),
-            flushed_rx,
-            opts.group_commit_linger,
-            scheduled_tx,
-            dedup_ttl_ms,
-        );
-        let actor_task = tokio::spawn(actor.run());
-        let firing = Firing {
-            partition: id,
-            raft: raft.clone(),
-            store: store.clone(),
-            leading: leading.clone(),
-            new_events: scheduled_rx,
-            options: opts.firing,
-        };
-        let firing_task = tokio::spawn(firing.run());
         let (control, control_rx) = mpsc::unbounded_channel();
-        let worker = Worker {
-            meters: crate::delivery::Meters::new(),
+        let (ready_tx, ready_term) = watch::channel(None);
+        let ctx = Ctx {
             partition: id,
+            node_id: opts.node_id,
             raft: raft.clone(),
             store: store.clone(),
-            leading: leading.clone(),
-            control: control_rx,
-            fire_log: applied.fire_log.clone(),
-            options: opts.delivery,
+            applied: applied.clone(),
+            linger: opts.group_commit_linger,
+            dedup_ttl_ms,
+            firing: opts.firing,
+            delivery: opts.delivery,
+            meters: crate::delivery::Meters::new(),
         };
-        let delivery_task = tokio::spawn(worker.run());
-        let retention_task = tokio::spawn(upkeep_loop(
-            id,
+        let upkeep = Upkeep::new(
             history.clone(),
             opts.raft_log.clone(),
-            raft.clone(),
             opts.retention,
             opts.retention_check_interval,
-        ));
+        );
+        let notice = applied.notice.clone();
+        let owner = Owner::new(ctx, rx, control_rx, notice, ready_tx, upkeep);
+        let owner = tokio::spawn(owner.run());
         Ok(Partition {
             id,
             raft,
             history,
             store,
             applied,
-            leading,
+            ready_term,
             mailbox: parking_lot::Mutex::new(Some(tx)),
             control,
-            tasks: parking_lot::Mutex::new(vec![
-                actor_task,
-                retention_task,
-                firing_task,
-                delivery_task,
-            ]),
+            owner: parking_lot::Mutex::new(Some(owner)),
         })
     }
 
@@ -299,9 +273,9 @@ impl Partition {
     }
 
     /// True while this node leads the group, has applied its whole log and so
-    /// takes writes; the firing loop and the delivery worker run only then.
+    /// takes writes; it fires and delivers only then.
     pub fn is_leading(&self) -> bool {
-        self.leading.load(Ordering::Acquire)
+        self.ready_term.borrow().is_some()
     }
 
     /// Durably stores `events` (already validated) and returns one outcome per
@@ -402,7 +376,7 @@ impl Partition {
     /// leader is this node — it has applied its whole log and takes writes.
     pub fn is_ready(&self) -> bool {
         let m = self.raft.metrics().borrow().clone();
-        let leader_ready = m.current_leader != Some(m.id) || self.leading.load(Ordering::Acquire);
+        let leader_ready = m.current_leader != Some(m.id) || self.is_leading();
         m.running_state.is_ok() && m.current_leader.is_some() && leader_ready
     }
 
@@ -449,13 +423,15 @@ impl Partition {
     /// flushes state and fsyncs the history so the next start replays nothing.
     pub async fn shutdown(&self) {
         drop(self.mailbox.lock().take());
-        let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock());
-        let mut tasks = tasks.into_iter();
-        if let Some(actor) = tasks.next() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), actor).await;
-        }
-        for t in tasks {
-            t.abort();
+        let owner = self.owner.lock().take();
+        if let Some(mut owner) = owner {
+            // It stops once the publishes in flight are answered.
+            if tokio::time::timeout(Duration::from_secs(10), &mut owner)
+                .await
+                .is_err()
+            {
+                owner.abort();
+            }
         }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(partition = self.id, "raft shutdown: {e}");
@@ -524,79 +500,4 @@ pub(crate) fn wall_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// Why the node log could not be compacted behind the history.
-#[derive(Debug, thiserror::Error)]
-enum CompactError {
-    #[error("history fsync: {0}")]
-    History(#[from] chronos_wal::WalError),
-    #[error("node log: {0}")]
-    Log(#[from] chronos_raftlog::RaftLogError),
-}
-
-/// How often the history is fsynced and the node log compacted behind it.
-const COMPACT_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Keeps the partition's logs short. Every [`COMPACT_INTERVAL`]: fsyncs the
-/// history and drops from the node's Raft log what it now holds durably.
-/// Every `retention_every`: deletes the history's segments that retention
-/// allows and the last snapshot covers — first openraft purges its (logical)
-/// log up to the last of them, then, once purged, they are deleted.
-async fn upkeep_loop(
-    id: u32,
-    history: History,
-    raft_log: Arc<RaftLog>,
-    raft: Raft,
-    retention: Retention,
-    retention_every: Duration,
-) {
-    let mut compact_every = tokio::time::interval(COMPACT_INTERVAL);
-    let mut retention_every = tokio::time::interval(retention_every);
-    loop {
-        tokio::select! {
-            _ = compact_every.tick() => {
-                let (history, raft_log) = (history.clone(), raft_log.clone());
-                let done = tokio::task::spawn_blocking(move || -> Result<(), CompactError> {
-                    if let Some(synced) = history.sync()? {
-                        raft_log.compact(id, synced)?;
-                    }
-                    Ok(())
-                })
-                .await;
-                match done {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(partition = id, "raft log compaction: {e}"),
-                    Err(e) => tracing::warn!(partition = id, "raft log compaction task: {e}"),
-                }
-            }
-            _ = retention_every.tick() => apply_retention(id, &history, &raft, &retention).await,
-        }
-    }
-}
-
-async fn apply_retention(id: u32, history: &History, raft: &Raft, retention: &Retention) {
-    let (snapshot, purged) = {
-        let m = raft.metrics().borrow().clone();
-        (m.snapshot.map(|l| l.index), m.purged.map(|l| l.index))
-    };
-    let Some(snapshot) = snapshot else {
-        return;
-    };
-    if let Some(upto) = history.wal().retention_point(retention, snapshot) {
-        if purged.is_none_or(|p| p < upto) {
-            if let Err(e) = raft.trigger().purge_log(upto).await {
-                tracing::warn!(partition = id, "raft log purge: {e}");
-            }
-        }
-    }
-    let Some(purged) = purged else {
-        return;
-    };
-    let (wal, retention) = (history.wal().clone(), *retention);
-    match tokio::task::spawn_blocking(move || wal.remove_segments(&retention, purged)).await {
-        Ok(Ok(removed)) => tracing::debug!(partition = id, ?removed, "history retention"),
-        Ok(Err(e)) => tracing::warn!(partition = id, "history retention: {e}"),
-        Err(e) => tracing::warn!(partition = id, "history retention task: {e}"),
-    }
 }

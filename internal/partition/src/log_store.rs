@@ -26,7 +26,6 @@ use chronos_raftlog::RaftLog;
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, StorageIOError};
 use parking_lot::Mutex;
-use tokio::sync::watch;
 
 use crate::codec;
 use crate::history::History;
@@ -114,8 +113,6 @@ pub struct LogStore {
     reader: LogReader,
     /// Log id of the last entry held.
     last_log_id: Option<LogId>,
-    /// Index + 1 of the last entry known to be on disk (0: none yet).
-    flushed: watch::Sender<u64>,
     /// openraft's (logical) purge point.
     last_purged: Option<LogId>,
 }
@@ -180,7 +177,6 @@ impl LogStore {
         log: Arc<RaftLog>,
         partition: u32,
         history: History,
-        flushed: watch::Sender<u64>,
     ) -> Result<LogStore, StorageError> {
         // Empty meta: the node log compacted, openraft never purged.
         let last_purged = match log.purged(partition) {
@@ -198,15 +194,9 @@ impl LogStore {
         let mut store = LogStore {
             reader,
             last_log_id: None,
-            flushed,
             last_purged,
         };
         store.load_last()?;
-        // Everything held at open is on disk (recovery read it back).
-        let durable = store.last_log_id.max(store.last_purged);
-        store
-            .flushed
-            .send_modify(|f| *f = (*f).max(durable.map_or(0, |l| l.index + 1)));
         Ok(store)
     }
 
@@ -248,12 +238,7 @@ impl LogStore {
             .zip(&encoded)
             .map(|(e, raw)| (e.log_id.index, raw.as_slice()))
             .collect();
-        let flushed = self.flushed.clone();
-        let flushed_to = last.index + 1;
         let on_durable = Box::new(move |res: Result<(), chronos_raftlog::RaftLogError>| {
-            if res.is_ok() {
-                flushed.send_modify(|f| *f = (*f).max(flushed_to));
-            }
             on_durable(res.map_err(io::Error::other));
         });
         self.reader
@@ -399,8 +384,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if past_end {
             self.reader.cache.lock().clear();
             self.last_log_id = None;
-            self.flushed
-                .send_modify(|f| *f = (*f).max(log_id.index + 1));
         }
         Ok(())
     }
@@ -433,7 +416,7 @@ mod tests {
             1 << 20,
         )
         .unwrap();
-        LogStore::open(log.clone(), partition, history, watch::channel(0).0).unwrap()
+        LogStore::open(log.clone(), partition, history).unwrap()
     }
 
     fn blank(term: u64, index: u64) -> Entry {

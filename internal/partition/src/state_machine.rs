@@ -26,7 +26,7 @@ mod migrate_tests;
 #[cfg(test)]
 mod replication_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use chronos_proto::internal::{
     command, group_item, CancelCommand, EventKeys, FireCommand, FiredRecord, GroupState,
@@ -57,8 +57,11 @@ pub struct AppliedState {
     pub next_offset: AtomicU64,
     /// Events in `pending` (exact, as of the last commit).
     pub pending: AtomicU64,
-    /// Notified when an applied entry appended to some topic's fire log.
-    pub fire_log: Arc<tokio::sync::Notify>,
+    /// Counts applied batches (and snapshot installs) that changed a fire log.
+    pub fire_log_changes: AtomicU64,
+    /// Notified after every applied batch and snapshot install: the
+    /// partition's owner waits on it to catch up and to deliver.
+    pub notice: Arc<tokio::sync::Notify>,
 }
 
 pub struct StateMachine {
@@ -534,8 +537,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         self.commit(batch, &mut membership_changed)?;
         if fire_log_grew {
-            self.shared.fire_log.notify_one();
+            self.shared.fire_log_changes.fetch_add(1, Ordering::AcqRel);
         }
+        self.shared.notice.notify_one();
         Ok(replies)
     }
 

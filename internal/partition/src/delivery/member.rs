@@ -26,7 +26,7 @@ pub struct Member {
     id: u64,
     outbox: mpsc::UnboundedSender<Outgoing>,
     credits: AtomicI64,
-    /// The delivery workers this member is attached to, woken when credit returns.
+    /// The partition owners this member is attached to, woken when credit returns.
     wakers: parking_lot::Mutex<Vec<Arc<Notify>>>,
 }
 
@@ -73,7 +73,7 @@ impl Member {
             .is_ok()
     }
 
-    /// Returns credit and wakes the workers that may now deliver more.
+    /// Returns credit and wakes the owners that may now deliver more.
     pub(crate) fn give_back(&self, n: i64) {
         if n <= 0 {
             return;

@@ -1,4 +1,4 @@
-//! The delivery worker: while this node leads the partition, it hands each
+//! Delivery: while this node leads the partition, its owner hands each
 //! topic's fired events to the members of every consumer group of the topic
 //! (fan-out across groups, round-robin among a group's members), within each
 //! member's credits; it takes acks and nacks, redelivers on timeout or nack
@@ -12,13 +12,13 @@
 //! redelivery (at-least-once), never a loss. An ack is answered only once the
 //! entry recording it is applied, so an acknowledged event never comes back.
 //!
-//! At the start of a term the worker loads every group and the in-flight set
+//! At the start of a term the owner loads every group and the in-flight set
 //! from the state machine; deliveries of an earlier term are redelivered at
 //! once (their members are gone).
 
+mod dispatch;
 mod group;
 mod member;
-mod worker;
 
 use std::time::Duration;
 
@@ -26,8 +26,8 @@ use chronos_proto::internal::{EventRecord, StartKind};
 use chronos_proto::v1::Event;
 use tokio::sync::oneshot;
 
+pub(crate) use dispatch::{Attaching, Dispatcher, Seeking, Waiter};
 pub use member::{Member, Outgoing};
-pub(crate) use worker::{Meters, Worker};
 
 use crate::PartitionError;
 
@@ -161,7 +161,24 @@ pub struct GroupRuntime {
 
 type Reply<T> = oneshot::Sender<Result<T, PartitionError>>;
 
-/// Requests to the delivery worker.
+/// Metric handles, looked up once rather than per delivery.
+pub(crate) struct Meters {
+    deliveries: metrics::Counter,
+    redeliveries: metrics::Counter,
+    lateness: metrics::Histogram,
+}
+
+impl Meters {
+    pub fn new() -> Meters {
+        Meters {
+            deliveries: metrics::counter!("chronos_deliveries_total"),
+            redeliveries: metrics::counter!("chronos_redeliveries_total"),
+            lateness: metrics::histogram!("chronos_delivery_lateness_seconds"),
+        }
+    }
+}
+
+/// Consumer-group requests to the partition's owner.
 pub(crate) enum Control {
     Attach {
         topic: String,

@@ -72,10 +72,12 @@ impl StateMachine {
                 .await
                 .map_err(|e| sm_err(ErrorVerb::Write, e))??;
         self.reload()?;
-        // The fire logs changed under the delivery worker (it acts only when
-        // leading, and reloads its groups then; the wake-up is for a worker
-        // waiting on fire-log growth).
-        self.shared.fire_log.notify_one();
+        // The fire logs changed under the owner (it delivers only when
+        // leading, and reloads its groups then).
+        self.shared
+            .fire_log_changes
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.shared.notice.notify_one();
         metrics::counter!("chronos_snapshots_installed_total").increment(1);
         tracing::info!(
             snapshot = meta.snapshot_id,

@@ -15,87 +15,15 @@ use chronos_raftlog::{RaftLog, RaftLogOptions};
 use chronos_store::{Store, StoreResources};
 
 use crate::history::History;
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, RemoteError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
-};
 use openraft::{BasicNode, SnapshotPolicy};
-use parking_lot::Mutex;
 use prost::Message;
 
 use super::{AppliedState, StateMachine};
 use crate::log_store::LogStore;
-use crate::types::{Command, NodeId, Raft, TypeConfig};
+use crate::test_net::Router;
+use crate::types::{Command, NodeId, Raft};
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// Delivers requests to the nodes that are up.
-#[derive(Clone, Default)]
-struct Router(Arc<Mutex<BTreeMap<NodeId, Raft>>>);
-
-struct Conn {
-    router: Router,
-    target: NodeId,
-}
-
-impl RaftNetworkFactory<TypeConfig> for Router {
-    type Network = Conn;
-
-    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> Conn {
-        Conn {
-            router: self.clone(),
-            target,
-        }
-    }
-}
-
-impl Conn {
-    fn raft<E: std::error::Error>(&self) -> Result<Raft, RPCError<NodeId, BasicNode, E>> {
-        let raft = self.router.0.lock().get(&self.target).cloned();
-        raft.ok_or_else(|| {
-            let why = std::io::Error::other(format!("node {} is down", self.target));
-            RPCError::Unreachable(Unreachable::new(&why))
-        })
-    }
-
-    fn remote<E: std::error::Error>(&self, e: E) -> RPCError<NodeId, BasicNode, E> {
-        RPCError::RemoteError(RemoteError::new(self.target, e))
-    }
-}
-
-impl RaftNetwork<TypeConfig> for Conn {
-    async fn append_entries(
-        &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        let raft = self.raft()?;
-        raft.append_entries(rpc).await.map_err(|e| self.remote(e))
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
-    > {
-        let raft = self.raft()?;
-        raft.install_snapshot(rpc).await.map_err(|e| self.remote(e))
-    }
-
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<NodeId>,
-        _option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        let raft = self.raft()?;
-        raft.vote(rpc).await.map_err(|e| self.remote(e))
-    }
-}
 
 struct Node {
     raft: Raft,
@@ -126,13 +54,7 @@ async fn start(id: NodeId, dir: &Path, router: &Router) -> Node {
             }
         }
     };
-    let log_store = LogStore::open(
-        log.clone(),
-        0,
-        history.clone(),
-        tokio::sync::watch::channel(0).0,
-    )
-    .unwrap();
+    let log_store = LogStore::open(log.clone(), 0, history.clone()).unwrap();
     let sm = StateMachine::open(store.clone(), history.clone(), dir).unwrap();
     let applied = sm.applied_state();
     let config = openraft::Config {
@@ -148,13 +70,13 @@ async fn start(id: NodeId, dir: &Path, router: &Router) -> Node {
     let raft = Raft::new(
         id,
         Arc::new(config.validate().unwrap()),
-        router.clone(),
+        router.node(id),
         log_store,
         sm,
     )
     .await
     .unwrap();
-    router.0.lock().insert(id, raft.clone());
+    router.add(id, raft.clone());
     Node {
         raft,
         store,
@@ -265,7 +187,7 @@ async fn a_wiped_node_and_a_lagging_one_catch_up_from_a_snapshot_plus_the_log() 
         .await
         .unwrap();
     caught_up(&n3, &n1).await;
-    router.0.lock().remove(&3);
+    router.remove(3);
     n3.raft.shutdown().await.unwrap();
     let n3_last = n3.log.range(0).unwrap().1;
     drop(n3);
@@ -302,7 +224,7 @@ async fn a_wiped_node_and_a_lagging_one_catch_up_from_a_snapshot_plus_the_log() 
     // Both restart from what they stored (vote, purge point, log after the
     // snapshot) and keep following.
     for (id, node) in [(2, n2), (3, n3)] {
-        router.0.lock().remove(&id);
+        router.remove(id);
         node.raft.shutdown().await.unwrap();
         drop(node);
         let node = start(id, &dir(id), &router).await;

@@ -30,7 +30,7 @@ const DEADLINE: Duration = Duration::from_secs(30);
 /// exercise more of the seek-and-write path.
 const CHUNK_BYTES: usize = 64 << 10;
 
-fn options(dir: &Path) -> PartitionOptions {
+pub(crate) fn options(dir: &Path) -> PartitionOptions {
     PartitionOptions {
         id: 0,
         node_id: 1,
@@ -63,7 +63,7 @@ fn options(dir: &Path) -> PartitionOptions {
     }
 }
 
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+pub(crate) async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
         assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
@@ -71,7 +71,7 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn event(topic: &str, id: String, due_ts: i64) -> Event {
+pub(crate) fn event(topic: &str, id: String, due_ts: i64) -> Event {
     Event {
         message_id: id,
         schedule_ts: due_ts,
@@ -321,7 +321,7 @@ async fn a_snapshot_streamed_in_chunks_replaces_an_older_state() {
     let (meta, pack) = snapshot_of(&mut a).await;
     let bytes = std::fs::read(&pack).unwrap();
     let file = stream_into(&mut b, &bytes).await;
-    let woken = b.shared.fire_log.clone();
+    let woken = b.shared.notice.clone();
     let started = Instant::now();
     b.install_snapshot(&meta, file).await.unwrap();
     eprintln!(

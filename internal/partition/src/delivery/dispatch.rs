@@ -1,0 +1,778 @@
+//! Delivery in a leader term: the consumer groups of the partition with
+//! their members and deliveries. See the module docs of `delivery`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chronos_proto::internal::{
+    DeliveryCommand, EventRecord, FiredRecord, GroupCommand, GroupState, InflightRecord,
+    TopicState, TopicTrim, TrimCommand,
+};
+use chronos_proto::v1::Delivery;
+use prost::Message;
+use tokio::sync::Notify;
+
+use super::group::GroupRt;
+use super::{
+    delivery_id, event_of, Control, GroupRuntime, Member, Reply, SettleItem, SettleOp,
+    SettleResult, Start, MAX_PROPOSALS,
+};
+use crate::owner::{Completions, Ctx, TermCompletion, TermError, Written};
+use crate::types::Command;
+use crate::{wall_ms, PartitionError};
+
+/// Fired records read per scan of a topic's fire log.
+const READ_BATCH: usize = 1_000;
+/// Changes to groups wait up to this long to share one log entry.
+const LINGER: Duration = Duration::from_millis(2);
+/// ... unless this many have gathered.
+const LINGER_MAX_CHANGES: usize = 4_096;
+/// How often the per-group gauges are refreshed.
+const GAUGE_EVERY: Duration = Duration::from_secs(1);
+
+type GroupKey = (String, String);
+
+/// Settle results waiting for the entry that records them.
+pub(crate) struct Waiter {
+    reply: Reply<Vec<SettleResult>>,
+    results: Vec<SettleResult>,
+}
+
+impl Waiter {
+    /// Answers once the entry recording the settles applied (or failed).
+    pub fn answer(self, written: &Written) {
+        let _ = self.reply.send(match written {
+            Ok(_) => Ok(self.results),
+            Err(e) => Err(e.clone()),
+        });
+    }
+}
+
+/// A member waiting for its new group's `Group` entry to apply.
+pub(crate) struct Attaching {
+    key: GroupKey,
+    member: Arc<Member>,
+    reply: Reply<()>,
+}
+
+impl Attaching {
+    /// The term that proposed the group ended: the member must attach again.
+    pub fn refuse(self, err: PartitionError) {
+        let _ = self.reply.send(Err(err));
+    }
+}
+
+/// A seek waiting for its `Group` entry to apply.
+pub(crate) struct Seeking {
+    key: GroupKey,
+    reply: Reply<()>,
+}
+
+impl Seeking {
+    /// The seek is durable (or failed) though its term ended.
+    pub fn answer(self, written: &Written) {
+        let _ = self
+            .reply
+            .send(written.as_ref().map(|_| ()).map_err(Clone::clone));
+    }
+}
+
+pub(crate) struct Dispatcher {
+    groups: HashMap<GroupKey, GroupRt>,
+    members: HashMap<u64, Arc<Member>>,
+    /// Settles applied in memory, answered when the next recorded entry applies.
+    waiters: Vec<Waiter>,
+    /// Groups whose seek is being applied: neither delivered from nor
+    /// recorded until it is, so no older cursor overtakes it.
+    seeking: HashSet<GroupKey>,
+    /// Members waiting for their new group's entry to apply (how many such
+    /// attaches each has), and those of them that detached meanwhile: they
+    /// must not join when it does.
+    attaching: HashMap<u64, usize>,
+    left_while_attaching: HashSet<u64>,
+    /// Recording proposals out.
+    recording: usize,
+    /// Since when changes have waited for a proposal.
+    dirty_since: Option<Instant>,
+    /// Fire logs, credits or redeliveries changed since the last pump.
+    needs_pump: bool,
+    /// `AppliedState::fire_log_changes` as last seen.
+    fire_log_seen: u64,
+    gauges_at: Instant,
+    trim_at: Instant,
+    trimming: bool,
+    /// Handed to members: they notify it when credit returns.
+    credit: Arc<Notify>,
+}
+
+impl Dispatcher {
+    /// Loads every group of the partition and its in-flight set.
+    pub fn start(ctx: &Ctx, credit: Arc<Notify>) -> Result<Dispatcher, TermError> {
+        let decode = |what: &'static str| move |source| TermError::Decode { what, source };
+        let mut groups = HashMap::new();
+        for (topic, group, raw) in ctx.store.list_groups()? {
+            let state = GroupState::decode(raw.as_slice()).map_err(decode("a group"))?;
+            let rt = GroupRt::new(
+                topic.clone(),
+                group.clone(),
+                state.cursor,
+                state.from_due_ts,
+            );
+            groups.insert((topic, group), rt);
+        }
+        let mut restored = 0u64;
+        for (key, raw) in ctx.store.scan_inflight()? {
+            let r = InflightRecord::decode(raw.as_slice()).map_err(decode("a delivery"))?;
+            if let Some(g) = groups.get_mut(&(key.topic, key.group)) {
+                g.restore(key.seq, r.attempt, r.at_ts, r.delivered);
+                restored += 1;
+            }
+        }
+        tracing::info!(
+            partition = ctx.partition,
+            groups = groups.len(),
+            inflight = restored,
+            "delivering"
+        );
+        Ok(Dispatcher {
+            groups,
+            members: HashMap::new(),
+            waiters: Vec::new(),
+            seeking: HashSet::new(),
+            attaching: HashMap::new(),
+            left_while_attaching: HashSet::new(),
+            recording: 0,
+            dirty_since: None,
+            needs_pump: true,
+            fire_log_seen: ctx.applied.fire_log_changes.load(Ordering::Acquire),
+            gauges_at: Instant::now(),
+            trim_at: Instant::now() + ctx.delivery.trim_every,
+            trimming: false,
+            credit,
+        })
+    }
+
+    /// A member got credit back.
+    pub fn credit_returned(&mut self) {
+        self.needs_pump = true;
+    }
+
+    /// Runs what is due: gauges, fire-log trims, ack deadlines and
+    /// redeliveries, deliveries to members with credit, and the proposal
+    /// recording them.
+    pub async fn step(
+        &mut self,
+        ctx: &Ctx,
+        term: u64,
+        completions: &mut Completions,
+    ) -> Result<(), TermError> {
+        if self.gauges_at.elapsed() >= GAUGE_EVERY {
+            self.gauges_at = Instant::now();
+            self.set_gauges(ctx);
+        }
+        if !self.trimming && Instant::now() >= self.trim_at {
+            self.trim_at = Instant::now() + ctx.delivery.trim_every;
+            self.trim(ctx, term, completions).await?;
+        }
+        let fire_log = ctx.applied.fire_log_changes.load(Ordering::Acquire);
+        if fire_log != self.fire_log_seen {
+            self.fire_log_seen = fire_log;
+            self.needs_pump = true;
+        }
+        let now = wall_ms();
+        self.expire(ctx, now);
+        if std::mem::take(&mut self.needs_pump) {
+            for (key, group) in self.groups.iter_mut() {
+                if !self.seeking.contains(key) {
+                    pump(ctx, group, &self.members, now)?;
+                }
+            }
+        }
+        self.flush(ctx, term, completions, false).await?;
+        Ok(())
+    }
+
+    /// When `step` has work next: a group's timer (wall-clock ms) or the
+    /// recording linger, the gauges, a trim.
+    pub fn next_wake(&self, now: Instant) -> Instant {
+        let timer_ms = self
+            .groups
+            .values()
+            .filter_map(GroupRt::next_timer)
+            .min()
+            .unwrap_or(i64::MAX);
+        let until_timer = Duration::from_millis(timer_ms.saturating_sub(wall_ms()).max(0) as u64);
+        let mut at = now
+            .checked_add(until_timer)
+            .unwrap_or(now + Duration::from_secs(3600))
+            .min(self.gauges_at + GAUGE_EVERY);
+        if !self.trimming {
+            at = at.min(self.trim_at);
+        }
+        if let Some(since) = self.dirty_since {
+            if self.recording < MAX_PROPOSALS {
+                at = at.min(since + LINGER);
+            }
+        }
+        at
+    }
+
+    pub async fn handle(
+        &mut self,
+        ctx: &Ctx,
+        term: u64,
+        c: Control,
+        completions: &mut Completions,
+    ) -> Result<(), TermError> {
+        match c {
+            Control::Attach {
+                topic,
+                group,
+                start,
+                member,
+                reply,
+            } => {
+                let key = (topic, group);
+                if self.groups.contains_key(&key) {
+                    self.join(key, member);
+                    let _ = reply.send(Ok(()));
+                } else {
+                    let attaching = Attaching { key, member, reply };
+                    self.create(ctx, term, attaching, start, completions).await;
+                }
+            }
+            Control::Detach { member } => {
+                if self.attaching.contains_key(&member) {
+                    self.left_while_attaching.insert(member);
+                }
+                if self.members.remove(&member).is_some() {
+                    for g in self.groups.values_mut() {
+                        g.release_member(member);
+                    }
+                    self.needs_pump = true;
+                }
+            }
+            Control::Settle {
+                group,
+                items,
+                reply,
+            } => {
+                let results = self.settle(ctx, &group, items);
+                let changed = results.iter().any(|r| *r != SettleResult::Unknown);
+                if changed {
+                    self.waiters.push(Waiter { reply, results });
+                } else {
+                    let _ = reply.send(Ok(results));
+                }
+            }
+            Control::Seek {
+                topic,
+                group,
+                ts,
+                reply,
+            } => {
+                let key = (topic, group);
+                if !self.groups.contains_key(&key) || self.seeking.contains(&key) {
+                    let what = if self.seeking.contains(&key) {
+                        "is being sought already"
+                    } else {
+                        "does not exist"
+                    };
+                    let _ = reply.send(Err(PartitionError::NotFound(format!(
+                        "consumer group {:?} on topic {:?} {what} in partition {}",
+                        key.1, key.0, ctx.partition
+                    ))));
+                    return Ok(());
+                }
+                // Earlier cursor advances must apply before the seek, or they
+                // would move a backward seek forward again.
+                self.flush(ctx, term, completions, true).await?;
+                let cmd = GroupCommand {
+                    topic: key.0.clone(),
+                    group: key.1.clone(),
+                    start: 0,
+                    start_ts: ts,
+                    now_ts: wall_ms(),
+                    seek: true,
+                };
+                let seeking = Seeking {
+                    key: key.clone(),
+                    reply,
+                };
+                match ctx.propose(Command::group(cmd)).await {
+                    Ok(applied) => {
+                        self.seeking.insert(key);
+                        completions.push_term(term, async move {
+                            TermCompletion::Sought(seeking, applied.await)
+                        });
+                    }
+                    Err(e) => seeking.answer(&Err(e)),
+                }
+            }
+            Control::Runtime { reply } => {
+                let rows = self
+                    .groups
+                    .values()
+                    .map(|g| GroupRuntime {
+                        topic: g.topic.clone(),
+                        group: g.name.clone(),
+                        members: g.members.clone(),
+                        inflight: g.flights.len() as u64,
+                    })
+                    .collect();
+                let _ = reply.send(Ok(rows));
+            }
+        }
+        Ok(())
+    }
+
+    /// Proposes a new group for an attaching member; it joins once applied.
+    async fn create(
+        &mut self,
+        ctx: &Ctx,
+        term: u64,
+        attaching: Attaching,
+        start: Start,
+        completions: &mut Completions,
+    ) {
+        let (kind, start_ts) = start.to_command();
+        let cmd = GroupCommand {
+            topic: attaching.key.0.clone(),
+            group: attaching.key.1.clone(),
+            start: kind as i32,
+            start_ts,
+            now_ts: wall_ms(),
+            seek: false,
+        };
+        match ctx.propose(Command::group(cmd)).await {
+            Ok(applied) => {
+                *self.attaching.entry(attaching.member.id()).or_default() += 1;
+                completions.push_term(term, async move {
+                    TermCompletion::GroupCreated(attaching, applied.await)
+                })
+            }
+            Err(e) => attaching.refuse(e),
+        }
+    }
+
+    pub fn group_created(&mut self, ctx: &Ctx, attaching: Attaching, written: Written) {
+        let id = attaching.member.id();
+        let left = self.left_while_attaching.contains(&id);
+        if let Some(n) = self.attaching.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                self.attaching.remove(&id);
+                self.left_while_attaching.remove(&id);
+            }
+        }
+        let position = written.and_then(|applied| {
+            applied.group.ok_or_else(|| {
+                PartitionError::Storage(format!(
+                    "partition {}: group command applied without a position",
+                    ctx.partition
+                ))
+            })
+        });
+        match position {
+            Ok((cursor, from_due_ts)) => {
+                let Attaching { key, member, reply } = attaching;
+                // Another member's attach may have created it meanwhile.
+                self.groups.entry(key.clone()).or_insert_with(|| {
+                    GroupRt::new(key.0.clone(), key.1.clone(), cursor, from_due_ts)
+                });
+                if !left {
+                    self.join(key, member);
+                }
+                let _ = reply.send(Ok(()));
+            }
+            Err(e) => attaching.refuse(e),
+        }
+    }
+
+    pub fn sought(&mut self, seeking: Seeking, written: Written) {
+        self.seeking.remove(&seeking.key);
+        if let (Ok(applied), Some(g)) = (&written, self.groups.get_mut(&seeking.key)) {
+            if let Some((cursor, from_due_ts)) = applied.group {
+                g.reset(cursor, from_due_ts);
+            }
+        }
+        self.needs_pump = true;
+        seeking.answer(&written);
+    }
+
+    pub fn recorded(&mut self, written: Written, waiters: Vec<Waiter>) -> Result<(), TermError> {
+        self.recording -= 1;
+        for w in waiters {
+            w.answer(&written);
+        }
+        written?;
+        Ok(())
+    }
+
+    pub fn trimmed(&mut self, written: Written, events: u64) -> Result<(), TermError> {
+        self.trimming = false;
+        written?;
+        metrics::counter!("chronos_fired_trimmed_total").increment(events);
+        Ok(())
+    }
+
+    /// The term ended: members' streams end with `reason` (they reattach to
+    /// the next leader); settles not yet proposed are refused.
+    pub fn end(self, ctx: &Ctx, reason: &str) {
+        for member in self.members.values() {
+            member.close(reason.to_string());
+        }
+        for w in self.waiters {
+            let _ = w.reply.send(Err(ctx.not_leader()));
+        }
+    }
+
+    fn join(&mut self, key: GroupKey, member: Arc<Member>) {
+        member.add_waker(self.credit.clone());
+        if let Some(g) = self.groups.get_mut(&key) {
+            if !g.members.contains(&member.id()) {
+                g.members.push(member.id());
+            }
+        }
+        self.members.insert(member.id(), member);
+        self.needs_pump = true;
+    }
+
+    /// Proposes every group's changes in one entry, when a slot is free and
+    /// the changes have gathered for [`LINGER`] (or are many), or at once
+    /// with `now`: fewer, larger entries leave the log's fsyncs to `Fire`
+    /// and publishes.
+    async fn flush(
+        &mut self,
+        ctx: &Ctx,
+        term: u64,
+        completions: &mut Completions,
+        now: bool,
+    ) -> Result<(), TermError> {
+        let pending: usize = self
+            .groups
+            .iter()
+            .filter(|(key, _)| !self.seeking.contains(*key))
+            .map(|(_, g)| g.pending_changes())
+            .sum();
+        if pending == 0 {
+            self.dirty_since = None;
+            return Ok(());
+        }
+        let since = *self.dirty_since.get_or_insert_with(Instant::now);
+        let waited = since.elapsed() >= LINGER || pending >= LINGER_MAX_CHANGES;
+        if !now && (self.recording >= MAX_PROPOSALS || !waited) {
+            return Ok(());
+        }
+        self.dirty_since = None;
+        let groups: Vec<_> = self
+            .groups
+            .iter_mut()
+            .filter(|(key, _)| !self.seeking.contains(*key))
+            .filter_map(|(_, g)| g.take_delta())
+            .collect();
+        let applied = ctx
+            .propose(Command::delivery(DeliveryCommand {
+                now_ts: wall_ms(),
+                groups,
+            }))
+            .await?;
+        let waiters = std::mem::take(&mut self.waiters);
+        self.recording += 1;
+        completions.push_term(term, async move {
+            TermCompletion::Recorded {
+                written: applied.await,
+                waiters,
+            }
+        });
+        Ok(())
+    }
+
+    /// Runs every group's timers: timed-out deliveries are retried or dead.
+    fn expire(&mut self, ctx: &Ctx, now: i64) {
+        let opts = ctx.delivery;
+        for g in self.groups.values_mut() {
+            if g.next_timer().is_none_or(|at| at > now) {
+                continue;
+            }
+            let expired = g.expire(now, opts.max_attempts, |a| opts.backoff_ms(a));
+            for m in expired.credits {
+                if let Some(member) = self.members.get(&m) {
+                    member.give_back(1);
+                }
+            }
+            metrics::counter!("chronos_ack_timeouts_total")
+                .increment(expired.retried + expired.dead);
+            metrics::counter!("chronos_dead_letters_total").increment(expired.dead);
+            self.needs_pump = true;
+        }
+    }
+
+    /// Applies acks and nacks to the in-memory state; they are recorded by the
+    /// next flush, and answered when it applies.
+    fn settle(&mut self, ctx: &Ctx, group: &str, items: Vec<SettleItem>) -> Vec<SettleResult> {
+        let now = wall_ms();
+        let opts = ctx.delivery;
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            let Some(g) = self.groups.get_mut(&(item.topic, group.to_string())) else {
+                results.push(SettleResult::Unknown);
+                continue;
+            };
+            let (result, holder) = match item.op {
+                SettleOp::Ack => match g.ack(item.seq) {
+                    Some(holder) => (SettleResult::Acked, holder),
+                    None => (SettleResult::Unknown, None),
+                },
+                SettleOp::Nack { delay_ms } => match g.flights.get(&item.seq).map(|f| f.attempt) {
+                    Some(attempt) if attempt == item.attempt => {
+                        let dead = (attempt >= opts.max_attempts)
+                            .then(|| format!("nacked on attempt {attempt} of {attempt}"));
+                        if dead.is_some() {
+                            metrics::counter!("chronos_dead_letters_total").increment(1);
+                        }
+                        let delay = match delay_ms {
+                            0 => opts.backoff_ms(attempt),
+                            d => d.min(i64::MAX as u64) as i64,
+                        };
+                        let holder = g.fail(item.seq, now.saturating_add(delay), dead);
+                        (SettleResult::Nacked, holder)
+                    }
+                    _ => (SettleResult::Unknown, None),
+                },
+            };
+            if let Some(member) = holder.and_then(|m| self.members.get(&m)) {
+                member.give_back(1);
+            }
+            results.push(result);
+        }
+        results
+    }
+
+    /// Proposes dropping the start of each topic's fire log: events older than
+    /// the retention age that every group of the topic is done with (past its
+    /// cursor and not in flight).
+    async fn trim(
+        &mut self,
+        ctx: &Ctx,
+        term: u64,
+        completions: &mut Completions,
+    ) -> Result<(), TermError> {
+        let cutoff = wall_ms().saturating_sub(
+            ctx.delivery
+                .fired_retention
+                .as_millis()
+                .min(i64::MAX as u128) as i64,
+        );
+        let mut floors: HashMap<&str, u64> = HashMap::new();
+        for g in self.groups.values() {
+            let held = g.flights.keys().min().copied().unwrap_or(u64::MAX);
+            let floor = floors.entry(g.topic.as_str()).or_insert(u64::MAX);
+            *floor = (*floor).min(g.cursor).min(held);
+        }
+        let mut topics = Vec::new();
+        let mut events = 0;
+        for (topic, _) in ctx.store.list_topics()? {
+            let floor = floors.get(topic.as_str()).copied().unwrap_or(u64::MAX);
+            let Some(first) = ctx.store.first_fired_seq(&topic)? else {
+                continue;
+            };
+            let mut below = first;
+            'scan: loop {
+                let rows = ctx.store.scan_fired(&topic, below, READ_BATCH)?;
+                for (seq, raw) in &rows {
+                    let rec = FiredRecord::decode(raw.as_slice()).map_err(|source| {
+                        TermError::Decode {
+                            what: "a fired record",
+                            source,
+                        }
+                    })?;
+                    if *seq >= floor || rec.fire_ts >= cutoff {
+                        break 'scan;
+                    }
+                    below = seq + 1;
+                }
+                if rows.len() < READ_BATCH {
+                    break;
+                }
+            }
+            if below > first {
+                events += below - first;
+                topics.push(TopicTrim {
+                    topic,
+                    below_seq: below,
+                });
+            }
+        }
+        if topics.is_empty() {
+            return Ok(());
+        }
+        let applied = ctx.propose(Command::trim(TrimCommand { topics })).await?;
+        self.trimming = true;
+        completions.push_term(term, async move {
+            TermCompletion::Trimmed {
+                written: applied.await,
+                events,
+            }
+        });
+        Ok(())
+    }
+
+    /// Per-group lag (fired events not yet handed out) and in-flight counts.
+    fn set_gauges(&self, ctx: &Ctx) {
+        let partition = ctx.partition.to_string();
+        for g in self.groups.values() {
+            let next = match ctx.store.get_topic(&g.topic) {
+                Ok(Some(raw)) => TopicState::decode(raw.as_slice()).map_or(0, |t| t.next_fire_seq),
+                _ => continue,
+            };
+            let labels = [
+                ("partition", partition.clone()),
+                ("topic", g.topic.clone()),
+                ("group", g.name.clone()),
+            ];
+            metrics::gauge!("chronos_group_lag", &labels).set(next.saturating_sub(g.cursor) as f64);
+            metrics::gauge!("chronos_group_inflight", &labels).set(g.flights.len() as f64);
+        }
+    }
+}
+
+/// Hands the group's ready redeliveries, then its next fired events, to its
+/// members while they have credit.
+fn pump(
+    ctx: &Ctx,
+    g: &mut GroupRt,
+    members: &HashMap<u64, Arc<Member>>,
+    now: i64,
+) -> Result<(), TermError> {
+    if g.members.is_empty() {
+        return Ok(());
+    }
+    let decode = |source| TermError::Decode {
+        what: "a fired record",
+        source,
+    };
+    while let Some(&seq) = g.ready.first() {
+        let Some(member) = pick(g, members) else {
+            return Ok(());
+        };
+        let attempt = g.flights.get(&seq).map_or(0, |f| f.attempt) + 1;
+        match ctx.store.get_fired(&g.topic, seq)? {
+            Some(raw) => {
+                let rec = FiredRecord::decode(Bytes::from(raw)).map_err(decode)?;
+                deliver(ctx, g, &member, seq, rec, attempt, now)?;
+            }
+            // Trimmed from the fire log: nothing left to deliver.
+            None => {
+                g.ack(seq);
+                member.give_back(1);
+            }
+        }
+    }
+    loop {
+        let budget: i64 = g
+            .members
+            .iter()
+            .filter_map(|m| members.get(m))
+            .map(|m| m.credits().max(0))
+            .sum();
+        if budget == 0 {
+            return Ok(());
+        }
+        let limit = (budget as usize).min(READ_BATCH);
+        let records = ctx.store.scan_fired(&g.topic, g.cursor, limit)?;
+        if records.is_empty() {
+            return Ok(());
+        }
+        for (seq, raw) in records {
+            // From an owned buffer, so the event (and its payload) are
+            // slices of it rather than copies.
+            let rec = FiredRecord::decode(Bytes::from(raw)).map_err(decode)?;
+            let for_us = rec.only_group.is_empty() || rec.only_group == g.name;
+            if rec.due_ts < g.from_due_ts || !for_us {
+                g.advance(seq + 1);
+                continue;
+            }
+            let Some(member) = pick(g, members) else {
+                return Ok(());
+            };
+            g.advance(seq + 1);
+            deliver(ctx, g, &member, seq, rec, 1, now)?;
+        }
+    }
+}
+
+/// Sends one delivery (the member holds a credit for it) and records it.
+fn deliver(
+    ctx: &Ctx,
+    g: &mut GroupRt,
+    member: &Arc<Member>,
+    seq: u64,
+    rec: FiredRecord,
+    attempt: u32,
+    now: i64,
+) -> Result<(), TermError> {
+    assert!(
+        rec.due_ts <= rec.fire_ts,
+        "an event is never delivered before it is due"
+    );
+    let record = EventRecord::decode(rec.event.clone()).map_err(|source| TermError::Decode {
+        what: "a fired event",
+        source,
+    })?;
+    let delivery = Delivery {
+        delivery_id: delivery_id(ctx.partition, &g.topic, seq, attempt),
+        event: Some(event_of(record)),
+        partition: ctx.partition,
+        offset: rec.offset,
+        due_ts: rec.due_ts,
+        attempt,
+    };
+    if !member.send(delivery) {
+        // The stream is gone; its Detach follows. Try this event again then.
+        member.give_back(1);
+        g.release_member(member.id());
+        if g.flights.contains_key(&seq) {
+            g.ready.insert(seq);
+        } else {
+            // A first delivery, past the cursor already: keep it as a
+            // (recorded) redelivery rather than read it again.
+            g.requeue(seq, now);
+        }
+        return Ok(());
+    }
+    g.delivered(
+        seq,
+        attempt,
+        now + ctx.delivery.ack_timeout_ms(),
+        member.id(),
+    );
+    ctx.meters.deliveries.increment(1);
+    if attempt == 1 {
+        ctx.meters
+            .lateness
+            .record((now - rec.due_ts).max(0) as f64 / 1000.0);
+    } else {
+        ctx.meters.redeliveries.increment(1);
+    }
+    Ok(())
+}
+
+/// The next member of the group (round-robin) that has a credit, taking it.
+fn pick(g: &mut GroupRt, members: &HashMap<u64, Arc<Member>>) -> Option<Arc<Member>> {
+    let n = g.members.len();
+    for i in 0..n {
+        let idx = (g.next_member + i) % n;
+        let Some(member) = members.get(&g.members[idx]) else {
+            continue;
+        };
+        if !member.is_gone() && member.try_take() {
+            g.next_member = (idx + 1) % n;
+            return Some(member.clone());
+        }
+    }
+    None
+}

@@ -1,0 +1,578 @@
+//! The partition's owner: one task that holds every piece of leader-side
+//! state and is driven by a closed set of inputs ([`Input`]).
+//!
+//! While this node leads the partition and has applied its whole log, the
+//! owner holds a [`LeaderTerm`]: the publish path (next offset, ids in
+//! flight), the timing wheel, and the consumer groups with their members and
+//! deliveries. The term object is created when leading starts and dropped
+//! when it stops, and carries the Raft term as a fence: every proposal's
+//! answer comes back tagged with the term that made it, and only that term
+//! may act on it. Nothing here polls for state changes: Raft metrics, the
+//! state machine's applied notices, proposals' answers, members' credit and
+//! named ticks wake the loop.
+//!
+//! The owner also keeps the partition's logs short on every replica
+//! (`upkeep`): history fsync and node-log compaction, retention.
+
+mod term;
+mod upkeep;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chronos_store::Store;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
+use openraft::ServerState;
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::delivery::{Control, DeliveryOptions, Meters};
+use crate::firing::FiringOptions;
+use crate::publisher::{self, PublishRequest};
+use crate::state_machine::AppliedState;
+use crate::types::{Applied, Command, NodeId, Raft};
+use crate::PartitionError;
+
+pub(crate) use term::{LeaderTerm, TermError};
+pub(crate) use upkeep::Upkeep;
+
+/// Longest a control request waits for this node to become the ready leader.
+const DEFER_LIMIT: Duration = Duration::from_secs(5);
+/// After a term failed on a storage or decoding error, wait this long before
+/// building the next one.
+const RESTART_DELAY: Duration = Duration::from_millis(100);
+/// Longest the loop sleeps on a wall-clock deadline, so a step of the wall
+/// clock is noticed.
+const MAX_NAP: Duration = Duration::from_secs(1);
+
+/// What the owner needs from its partition, for every term.
+pub(crate) struct Ctx {
+    pub partition: u32,
+    pub node_id: NodeId,
+    pub raft: Raft,
+    pub store: Store,
+    pub applied: Arc<AppliedState>,
+    /// With concurrent publishers, wait this long to gather them into one entry.
+    pub linger: Duration,
+    pub dedup_ttl_ms: i64,
+    pub firing: FiringOptions,
+    pub delivery: DeliveryOptions,
+    pub meters: Meters,
+}
+
+/// What applying a proposed command reported, or why it did not apply.
+pub(crate) type Written = Result<Applied, PartitionError>;
+
+impl Ctx {
+    /// Hands `cmd` to Raft; the future resolves once it is applied (or failed).
+    pub async fn propose(
+        &self,
+        cmd: Command,
+    ) -> Result<BoxFuture<'static, Written>, PartitionError> {
+        let partition = self.partition;
+        let rx = self
+            .raft
+            .client_write_ff(cmd)
+            .await
+            .map_err(|fatal| PartitionError::from_fatal(partition, &fatal))?;
+        let raft = self.raft.clone();
+        Ok(async move {
+            match rx.await {
+                Ok(Ok(resp)) => Ok(resp.data),
+                Ok(Err(e)) => Err(PartitionError::from_write_error(partition, &e)),
+                // The group stopped before answering: say why (a failed fsync,
+                // a full disk), as the metrics record it.
+                Err(_) => Err(stopped(partition, &raft)),
+            }
+        }
+        .boxed())
+    }
+
+    pub fn not_leader(&self) -> PartitionError {
+        PartitionError::NotLeader {
+            partition: self.partition,
+            leader: self.raft.metrics().borrow().current_leader,
+        }
+    }
+}
+
+/// Why the partition's Raft group no longer answers.
+pub(crate) fn stopped(partition: u32, raft: &Raft) -> PartitionError {
+    match &raft.metrics().borrow().running_state {
+        Err(fatal) => PartitionError::from_fatal(partition, fatal),
+        Ok(()) => PartitionError::Unavailable(format!("partition {partition} is shutting down")),
+    }
+}
+
+/// A proposal's answer, or a background job's, as it reaches the owner.
+pub(crate) enum Completion {
+    /// Answered whatever the term: its callers wait, and a term starts only
+    /// once none is out.
+    Published(publisher::Published),
+    /// Acted on only by the term that proposed it.
+    Term(TermCompletion),
+    Upkeep(upkeep::Job),
+}
+
+pub(crate) enum TermCompletion {
+    Fired(Written),
+    /// Deliveries, acks and retries recorded; `waiters` are the acks' callers.
+    Recorded {
+        written: Written,
+        waiters: Vec<crate::delivery::Waiter>,
+    },
+    GroupCreated(crate::delivery::Attaching, Written),
+    Sought(crate::delivery::Seeking, Written),
+    Trimmed {
+        written: Written,
+        events: u64,
+    },
+}
+
+/// A completion with the term whose proposal it answers (None: not a proposal).
+pub(crate) struct Done {
+    term: Option<u64>,
+    completion: Completion,
+}
+
+/// Every outstanding proposal and job of the partition, of this term and of
+/// ended ones (whose callers are still answered when they resolve).
+#[derive(Default)]
+pub(crate) struct Completions {
+    set: FuturesUnordered<BoxFuture<'static, Done>>,
+}
+
+impl Completions {
+    pub fn push(
+        &mut self,
+        term: Option<u64>,
+        fut: impl std::future::Future<Output = Completion> + Send + 'static,
+    ) {
+        self.set
+            .push(fut.map(move |completion| Done { term, completion }).boxed());
+    }
+
+    /// A proposal only `term` acts on.
+    pub fn push_term(
+        &mut self,
+        term: u64,
+        fut: impl std::future::Future<Output = TermCompletion> + Send + 'static,
+    ) {
+        self.push(Some(term), fut.map(Completion::Term));
+    }
+}
+
+/// The closed set of things the owner reacts to.
+enum Input {
+    /// Raft's view changed: leadership, term, health.
+    Metrics,
+    /// The state machine applied entries (the log caught up, fire logs grew).
+    Applied,
+    Publish(PublishRequest),
+    /// The publish mailbox closed: the partition is shutting down.
+    PublishesClosed,
+    Control(Control),
+    Done(Done),
+    /// A member got credit back.
+    Credit,
+    Tick(Tick),
+}
+
+/// The owner's named timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tick {
+    /// The wheel's next due time, a refill of its window, a publish linger, a
+    /// redelivery or ack deadline, or a delivery linger.
+    Term,
+    /// Deferred control requests time out.
+    Deferred,
+    /// A failed term may be rebuilt.
+    Restart,
+    /// History fsync and node-log compaction.
+    Compact,
+    /// History retention and openraft's purge.
+    Retention,
+}
+
+pub(crate) struct Owner {
+    ctx: Ctx,
+    publishes: mpsc::Receiver<PublishRequest>,
+    publishes_open: bool,
+    controls: mpsc::UnboundedReceiver<Control>,
+    /// Notified by the state machine after every applied batch.
+    applied_notice: Arc<Notify>,
+    /// Notified by members that got credit back.
+    credit: Arc<Notify>,
+    /// The term this node is the ready leader of, for `is_leading`.
+    ready: watch::Sender<Option<u64>>,
+    completions: Completions,
+    term: Option<LeaderTerm>,
+    /// Leading in this term; the term starts once the log up to this index is applied.
+    catching_up: Option<(u64, u64)>,
+    /// Publish proposals not yet answered, of any term. A term starts only
+    /// when none is left, so its next offset counts them all.
+    publishes_out: usize,
+    /// Control requests that came while this node may become the ready leader.
+    deferred: Vec<(Instant, Control)>,
+    restart_at: Option<Instant>,
+    /// The group stopped on a storage failure.
+    fatal: Option<PartitionError>,
+    /// Another node leads (a hint for refused requests).
+    led_elsewhere: Option<NodeId>,
+    upkeep: Upkeep,
+}
+
+impl Owner {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        ctx: Ctx,
+        publishes: mpsc::Receiver<PublishRequest>,
+        controls: mpsc::UnboundedReceiver<Control>,
+        applied_notice: Arc<Notify>,
+        ready: watch::Sender<Option<u64>>,
+        upkeep: Upkeep,
+    ) -> Owner {
+        Owner {
+            ctx,
+            publishes,
+            publishes_open: true,
+            controls,
+            applied_notice,
+            credit: Arc::new(Notify::new()),
+            ready,
+            completions: Completions::default(),
+            term: None,
+            catching_up: None,
+            publishes_out: 0,
+            deferred: Vec::new(),
+            restart_at: None,
+            fatal: None,
+            led_elsewhere: None,
+            upkeep,
+        }
+    }
+
+    pub async fn run(mut self) {
+        let mut metrics = self.ctx.raft.metrics();
+        self.observe(&metrics.borrow_and_update());
+        loop {
+            if !self.publishes_open && self.publishes_out == 0 {
+                break;
+            }
+            let takes_publishes = self.publishes_open
+                && (self.refusal().is_some()
+                    || self.publishes.is_closed()
+                    || self.term.as_ref().is_some_and(LeaderTerm::takes_publishes));
+            let (wake_at, tick) = self.next_tick();
+            let has_completions = !self.completions.set.is_empty();
+            let input = tokio::select! {
+                changed = metrics.changed() => match changed {
+                    Ok(()) => Input::Metrics,
+                    Err(_) => break,
+                },
+                _ = self.applied_notice.notified() => Input::Applied,
+                req = self.publishes.recv(), if takes_publishes => match req {
+                    Some(req) => Input::Publish(req),
+                    None => Input::PublishesClosed,
+                },
+                c = self.controls.recv() => match c {
+                    Some(c) => Input::Control(c),
+                    None => break,
+                },
+                Some(done) = self.completions.set.next(), if has_completions => Input::Done(done),
+                _ = self.credit.notified() => Input::Credit,
+                _ = tokio::time::sleep_until(wake_at.into()) => Input::Tick(tick),
+            };
+            if let Input::Metrics = input {
+                self.observe(&metrics.borrow_and_update());
+            }
+            self.handle(input).await;
+        }
+        let reason = format!("partition {} is shutting down", self.ctx.partition);
+        self.end_term(&reason);
+        for (_, c) in std::mem::take(&mut self.deferred) {
+            refuse(c, PartitionError::Unavailable(reason.clone()));
+        }
+        tracing::debug!(partition = self.ctx.partition, "partition owner stopped");
+    }
+
+    async fn handle(&mut self, input: Input) {
+        let result = match input {
+            Input::Metrics | Input::Applied => Ok(()),
+            Input::Publish(req) => {
+                self.publish(req).await;
+                Ok(())
+            }
+            Input::PublishesClosed => {
+                self.publishes_open = false;
+                Ok(())
+            }
+            Input::Control(c) => self.control(c).await,
+            Input::Done(done) => self.complete(done),
+            Input::Credit => {
+                if let Some(term) = &mut self.term {
+                    term.credit_returned();
+                }
+                Ok(())
+            }
+            Input::Tick(tick) => self.tick(tick).await,
+        };
+        if let Err(e) = result {
+            tracing::warn!(partition = self.ctx.partition, "leader term ends: {e}");
+            self.end_term(&format!(
+                "partition {} stopped delivering: {e}",
+                self.ctx.partition
+            ));
+            self.restart_at = Some(Instant::now() + RESTART_DELAY);
+        }
+        self.try_start_term().await;
+        if let Some(term) = &mut self.term {
+            match term
+                .step(&self.ctx, &mut self.publishes, &mut self.completions)
+                .await
+            {
+                Ok(proposed) => self.publishes_out += proposed,
+                Err(e) => {
+                    tracing::warn!(partition = self.ctx.partition, "leader term ends: {e}");
+                    self.end_term(&format!(
+                        "partition {} stopped delivering: {e}",
+                        self.ctx.partition
+                    ));
+                    self.restart_at = Some(Instant::now() + RESTART_DELAY);
+                }
+            }
+        }
+    }
+
+    /// Follows Raft's view: a term that is no longer ours ends at once.
+    fn observe(&mut self, m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) {
+        self.fatal = m
+            .running_state
+            .as_ref()
+            .err()
+            .map(|f| PartitionError::from_fatal(self.ctx.partition, f));
+        self.led_elsewhere = m.current_leader.filter(|&l| l != self.ctx.node_id);
+        let leading = m.state == ServerState::Leader
+            && m.current_leader == Some(self.ctx.node_id)
+            && self.fatal.is_none();
+        let leading_term = leading.then_some(m.current_term);
+        if self
+            .term
+            .as_ref()
+            .is_some_and(|t| Some(t.term()) != leading_term)
+        {
+            let reason = format!("partition {} stopped delivering", self.ctx.partition);
+            self.end_term(&reason);
+            tracing::info!(partition = self.ctx.partition, "not leading");
+        }
+        match leading_term {
+            Some(term) if self.term.is_none() => {
+                if self.catching_up.is_none_or(|(t, _)| t != term) {
+                    self.catching_up = Some((term, m.last_log_index.unwrap_or(0)));
+                }
+            }
+            Some(_) => {}
+            None => self.catching_up = None,
+        }
+    }
+
+    /// Starts the term once this node leads, has applied its whole log and
+    /// no publish of an earlier term is unanswered: then the dedup index and
+    /// the next offset are exact.
+    async fn try_start_term(&mut self) {
+        let Some((term, index)) = self.catching_up else {
+            return;
+        };
+        if self.ctx.applied.index.load(Ordering::Acquire) < index
+            || self.publishes_out > 0
+            || self.restart_at.is_some_and(|at| Instant::now() < at)
+        {
+            return;
+        }
+        self.catching_up = None;
+        self.restart_at = None;
+        match LeaderTerm::start(&self.ctx, term, self.credit.clone()) {
+            Ok(t) => {
+                tracing::info!(
+                    partition = self.ctx.partition,
+                    term,
+                    next_offset = t.next_offset(),
+                    "leading"
+                );
+                self.term = Some(t);
+                self.ready.send_replace(Some(term));
+            }
+            Err(e) => {
+                tracing::warn!(
+                    partition = self.ctx.partition,
+                    "leader term cannot start: {e}"
+                );
+                self.catching_up = Some((term, index));
+                self.restart_at = Some(Instant::now() + RESTART_DELAY);
+                return;
+            }
+        }
+        for (_, c) in std::mem::take(&mut self.deferred) {
+            if let Err(e) = self.control(c).await {
+                tracing::warn!(partition = self.ctx.partition, "deferred request: {e}");
+            }
+        }
+    }
+
+    fn end_term(&mut self, reason: &str) {
+        if let Some(term) = self.term.take() {
+            term.end(&self.ctx, reason);
+            self.ready.send_replace(None);
+        }
+    }
+
+    /// Why queued publishes are answered at once rather than proposed: the
+    /// group stopped, or (while this node has no term) another node leads.
+    fn refusal(&self) -> Option<PartitionError> {
+        if let Some(fatal) = &self.fatal {
+            return Some(fatal.clone());
+        }
+        match (&self.term, self.led_elsewhere) {
+            (None, Some(leader)) => Some(PartitionError::NotLeader {
+                partition: self.ctx.partition,
+                leader: Some(leader),
+            }),
+            _ => None,
+        }
+    }
+
+    async fn publish(&mut self, req: PublishRequest) {
+        if let Some(why) = self.refusal() {
+            let _ = req.reply.send(Err(why));
+            return;
+        }
+        match &mut self.term {
+            Some(term) => {
+                let proposed = term
+                    .publish(&self.ctx, req, &mut self.publishes, &mut self.completions)
+                    .await;
+                self.publishes_out += proposed;
+            }
+            // Taken only to answer it: the mailbox is closing.
+            None => {
+                let _ = req.reply.send(Err(PartitionError::Unavailable(format!(
+                    "partition {} is shutting down",
+                    self.ctx.partition
+                ))));
+            }
+        }
+    }
+
+    async fn control(&mut self, c: Control) -> Result<(), TermError> {
+        if let Some(term) = &mut self.term {
+            return term.control(&self.ctx, c, &mut self.completions).await;
+        }
+        if let Some(fatal) = &self.fatal {
+            refuse(c, fatal.clone());
+        } else if self.led_elsewhere.is_some() {
+            refuse(c, self.ctx.not_leader());
+        } else if !matches!(c, Control::Detach { .. }) {
+            // No leader known yet, or this node is catching up to lead.
+            self.deferred.push((Instant::now(), c));
+        }
+        Ok(())
+    }
+
+    fn complete(&mut self, done: Done) -> Result<(), TermError> {
+        let Done { term, completion } = done;
+        match completion {
+            Completion::Upkeep(job) => {
+                self.upkeep.finished(self.ctx.partition, job);
+                Ok(())
+            }
+            Completion::Published(p) => {
+                self.publishes_out -= 1;
+                let (seq, new_events) = p.finish();
+                if let Some(t) = self.term.as_mut().filter(|t| Some(t.term()) == term) {
+                    t.published(&self.ctx, seq, new_events);
+                }
+                Ok(())
+            }
+            Completion::Term(completion) => {
+                match self.term.as_mut().filter(|t| Some(t.term()) == term) {
+                    Some(t) => t.complete(&self.ctx, completion),
+                    // An ended term's proposal: answer its callers, nothing else.
+                    None => {
+                        term::answer_stale(&self.ctx, completion);
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    async fn tick(&mut self, tick: Tick) -> Result<(), TermError> {
+        match tick {
+            // `step` runs after every input.
+            Tick::Term | Tick::Restart => {}
+            Tick::Deferred => {
+                let now = Instant::now();
+                let (keep, expired): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
+                    .into_iter()
+                    .partition(|(at, _)| now.duration_since(*at) < DEFER_LIMIT);
+                self.deferred = keep;
+                for (_, c) in expired {
+                    refuse(c, self.ctx.not_leader());
+                }
+            }
+            Tick::Compact => self
+                .upkeep
+                .compact(self.ctx.partition, &mut self.completions),
+            Tick::Retention => {
+                self.upkeep
+                    .retention(self.ctx.partition, &self.ctx.raft, &mut self.completions)
+                    .await
+            }
+        }
+        Ok(())
+    }
+
+    /// The earliest named timer.
+    fn next_tick(&self) -> (Instant, Tick) {
+        let now = Instant::now();
+        let mut next = (now + MAX_NAP, Tick::Term);
+        let mut consider = |at: Instant, tick: Tick| {
+            if at < next.0 {
+                next = (at, tick);
+            }
+        };
+        if let Some(term) = &self.term {
+            consider(term.next_wake(&self.ctx), Tick::Term);
+        }
+        if let Some((at, _)) = self.deferred.first() {
+            consider(*at + DEFER_LIMIT, Tick::Deferred);
+        }
+        if let Some(at) = self.restart_at {
+            consider(at, Tick::Restart);
+        }
+        let (at, tick) = self.upkeep.next_tick();
+        consider(at, tick);
+        next
+    }
+}
+
+/// Answers a request that needs the ready leader.
+fn refuse(c: Control, err: PartitionError) {
+    match c {
+        Control::Attach { reply, .. } | Control::Seek { reply, .. } => {
+            let _ = reply.send(Err(err));
+        }
+        Control::Settle { reply, .. } => {
+            let _ = reply.send(Err(err));
+        }
+        Control::Runtime { reply } => {
+            let _ = reply.send(Ok(Vec::new()));
+        }
+        Control::Detach { .. } => {}
+    }
+}

@@ -1,0 +1,180 @@
+//! A leader term: everything this node holds only while it leads the
+//! partition, created when it starts leading (with its whole log applied)
+//! and dropped when it stops.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, Notify};
+
+use super::{Completions, Ctx, TermCompletion};
+use crate::delivery::{Control, Dispatcher};
+use crate::firing::Firing;
+use crate::publisher::{PublishRequest, Publisher};
+use crate::wall_ms;
+use crate::PartitionError;
+
+/// Why a term cannot go on; the owner ends it and builds a new one.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TermError {
+    #[error("storage: {0}")]
+    Store(#[from] chronos_store::StoreError),
+    #[error("decoding {what}: {source}")]
+    Decode {
+        what: &'static str,
+        source: prost::DecodeError,
+    },
+    #[error("wheel: {0}")]
+    WheelConfig(#[from] chronos_scheduler::ConfigError),
+    #[error("scheduling offset {offset}: {source}")]
+    Wheel {
+        offset: u64,
+        source: chronos_scheduler::InsertError,
+    },
+    #[error(transparent)]
+    Write(#[from] PartitionError),
+}
+
+pub(crate) struct LeaderTerm {
+    /// The Raft term: the fence. Answers of other terms' proposals never act here.
+    term: u64,
+    publisher: Publisher,
+    firing: Firing,
+    dispatcher: Dispatcher,
+}
+
+impl LeaderTerm {
+    /// Builds the term's state from the applied state machine.
+    pub fn start(ctx: &Ctx, term: u64, credit: Arc<Notify>) -> Result<LeaderTerm, TermError> {
+        let next_offset = ctx
+            .applied
+            .next_offset
+            .load(std::sync::atomic::Ordering::Acquire);
+        Ok(LeaderTerm {
+            term,
+            publisher: Publisher::new(next_offset),
+            firing: Firing::start(ctx)?,
+            dispatcher: Dispatcher::start(ctx, credit)?,
+        })
+    }
+
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    pub fn next_offset(&self) -> u64 {
+        self.publisher.next_offset()
+    }
+
+    pub fn takes_publishes(&self) -> bool {
+        self.publisher.takes()
+    }
+
+    /// Returns the proposals made (0 or 1).
+    pub async fn publish(
+        &mut self,
+        ctx: &Ctx,
+        req: PublishRequest,
+        mailbox: &mut mpsc::Receiver<PublishRequest>,
+        completions: &mut Completions,
+    ) -> usize {
+        self.publisher
+            .receive(ctx, self.term, req, mailbox, completions)
+            .await
+    }
+
+    /// A publish proposal of this term was answered.
+    pub fn published(&mut self, ctx: &Ctx, seq: u64, new_events: Option<Vec<(i64, u64)>>) {
+        self.publisher.answered(seq);
+        if let Some(events) = new_events {
+            self.firing.insert_new(ctx.partition, events);
+        }
+    }
+
+    pub async fn control(
+        &mut self,
+        ctx: &Ctx,
+        c: Control,
+        completions: &mut Completions,
+    ) -> Result<(), TermError> {
+        self.dispatcher.handle(ctx, self.term, c, completions).await
+    }
+
+    pub fn credit_returned(&mut self) {
+        self.dispatcher.credit_returned();
+    }
+
+    /// A proposal of this term (other than a publish) was answered.
+    pub fn complete(&mut self, ctx: &Ctx, completion: TermCompletion) -> Result<(), TermError> {
+        match completion {
+            TermCompletion::Fired(written) => self.firing.fired(written),
+            TermCompletion::Recorded { written, waiters } => {
+                self.dispatcher.recorded(written, waiters)
+            }
+            TermCompletion::GroupCreated(attaching, written) => {
+                self.dispatcher.group_created(ctx, attaching, written);
+                Ok(())
+            }
+            TermCompletion::Sought(seeking, written) => {
+                self.dispatcher.sought(seeking, written);
+                Ok(())
+            }
+            TermCompletion::Trimmed { written, events } => self.dispatcher.trimmed(written, events),
+        }
+    }
+
+    /// Does what is due after any input: a lingering publish, the wheel, deliveries.
+    /// Returns the publish proposals made.
+    pub async fn step(
+        &mut self,
+        ctx: &Ctx,
+        mailbox: &mut mpsc::Receiver<PublishRequest>,
+        completions: &mut Completions,
+    ) -> Result<usize, TermError> {
+        let proposed = self
+            .publisher
+            .step(ctx, self.term, mailbox, completions)
+            .await;
+        self.firing.step(ctx, self.term, completions).await?;
+        self.dispatcher.step(ctx, self.term, completions).await?;
+        Ok(proposed)
+    }
+
+    /// When `step` has work next.
+    pub fn next_wake(&self, ctx: &Ctx) -> Instant {
+        let now = Instant::now();
+        let fire_in = self
+            .firing
+            .next_wake_ms(ctx)
+            .saturating_sub(wall_ms())
+            .max(0);
+        let mut at = now
+            .checked_add(Duration::from_millis(fire_in as u64))
+            .unwrap_or(now + Duration::from_secs(3600))
+            .min(self.dispatcher.next_wake(now));
+        if let Some(linger) = self.publisher.linger_deadline() {
+            at = at.min(linger);
+        }
+        at
+    }
+
+    pub fn end(self, ctx: &Ctx, reason: &str) {
+        self.publisher.end(ctx);
+        self.firing.end();
+        self.dispatcher.end(ctx, reason);
+    }
+}
+
+/// Answers the callers of an ended term's proposal; nothing else acts on it.
+pub(crate) fn answer_stale(ctx: &Ctx, completion: TermCompletion) {
+    match completion {
+        TermCompletion::Recorded { written, waiters } => {
+            for w in waiters {
+                w.answer(&written);
+            }
+        }
+        TermCompletion::GroupCreated(attaching, _) => attaching.refuse(ctx.not_leader()),
+        TermCompletion::Sought(seeking, written) => seeking.answer(&written),
+        TermCompletion::Fired(_) | TermCompletion::Trimmed { .. } => {}
+    }
+}

@@ -1,0 +1,209 @@
+//! The owner's handling of its inputs, on a real single-voter partition
+//! (RocksDB, the node log, openraft): concurrent publishes, a term change
+//! in the middle of deliveries, and acks that must never come back.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::state_machine::tests::{event, options, wait_for};
+use crate::test_net::Router;
+use crate::{
+    parse_delivery_id, wall_ms, Member, Outgoing, Partition, SettleItem, SettleOp, SoloNetwork,
+    Start,
+};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+async fn open(dir: &std::path::Path) -> Arc<Partition> {
+    let p = Arc::new(Partition::open(options(dir), SoloNetwork).await.unwrap());
+    wait_for("the partition to lead", || p.is_ready()).await;
+    p
+}
+
+/// The next delivery on `rx`: (fire sequence, attempt).
+async fn next_delivery(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Outgoing>) -> (u64, u32) {
+    match tokio::time::timeout(DEADLINE, rx.recv()).await {
+        Ok(Some(Outgoing::Delivery(d))) => {
+            let (_, _, seq, attempt) = parse_delivery_id(&d.delivery_id).unwrap();
+            assert_eq!(attempt, d.attempt);
+            (seq, attempt)
+        }
+        other => panic!("expected a delivery, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishers_get_dense_offsets_and_a_duplicate_shares_its_original() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = open(tmp.path()).await;
+    let due = wall_ms() + 3_600_000;
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let p = p.clone();
+        // Tasks 2k and 2k+1 publish the same ids, so some land in the same
+        // proposal and some dedup against one still in flight.
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for i in 0..25 {
+                let id = format!("id-{}-{i}", t / 2);
+                let outcome = p.publish(vec![event("t", id.clone(), due)]).await.unwrap();
+                out.push((id, outcome[0]));
+            }
+            out
+        }));
+    }
+    let mut by_id: BTreeMap<String, Vec<crate::PublishOutcome>> = BTreeMap::new();
+    for t in tasks {
+        for (id, outcome) in t.await.unwrap() {
+            by_id.entry(id).or_default().push(outcome);
+        }
+    }
+    assert_eq!(by_id.len(), 100);
+    let mut offsets = BTreeSet::new();
+    for (id, outcomes) in &by_id {
+        assert_eq!(outcomes.len(), 2, "{id}");
+        assert_eq!(outcomes[0].offset, outcomes[1].offset, "{id}: one offset");
+        assert_eq!(
+            outcomes.iter().filter(|o| !o.duplicate).count(),
+            1,
+            "{id}: exactly one original"
+        );
+        offsets.insert(outcomes[0].offset);
+    }
+    assert_eq!(offsets, (0..100).collect(), "offsets are dense from 0");
+    assert_eq!(p.status().next_offset, 100);
+    p.shutdown().await;
+}
+
+/// Opens partition 0 on nodes 1..=3 over `router`.
+async fn cluster(dir: &std::path::Path, router: &Router) -> BTreeMap<u64, Arc<Partition>> {
+    let mut nodes = BTreeMap::new();
+    for id in 1..=3 {
+        let mut o = options(&dir.join(format!("node-{id}")));
+        o.node_id = id;
+        o.voters = vec![1, 2, 3];
+        let p = Arc::new(Partition::open(o, router.node(id)).await.unwrap());
+        router.add(id, p.raft().clone());
+        nodes.insert(id, p);
+    }
+    nodes
+}
+
+/// The node whose owner holds a term, other than `not`.
+async fn leader(nodes: &BTreeMap<u64, Arc<Partition>>, not: Option<u64>) -> u64 {
+    let found = || {
+        nodes
+            .iter()
+            .find(|(id, p)| Some(**id) != not && p.is_leading())
+            .map(|(id, _)| *id)
+    };
+    wait_for("a leader", || found().is_some()).await;
+    found().unwrap()
+}
+
+fn acks(seqs: &[u64]) -> Vec<SettleItem> {
+    seqs.iter()
+        .map(|&seq| SettleItem {
+            topic: "t".into(),
+            seq,
+            attempt: 1,
+            op: SettleOp::Ack,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_term_change_ends_the_old_term_and_each_new_one_starts_from_the_applied_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let router = Router::default();
+    let nodes = cluster(tmp.path(), &router).await;
+    let first = leader(&nodes, None).await;
+    let p = &nodes[&first];
+    let (member, mut rx) = Member::new(100);
+    p.attach("t".into(), "g".into(), Start::Earliest, member)
+        .await
+        .unwrap();
+    let now = wall_ms();
+    let events = (0..10).map(|i| event("t", format!("e{i}"), now)).collect();
+    p.publish(events).await.unwrap();
+    let mut delivered = BTreeSet::new();
+    while delivered.len() < 10 {
+        let (seq, attempt) = next_delivery(&mut rx).await;
+        assert_eq!(attempt, 1);
+        delivered.insert(seq);
+    }
+    let acked: Vec<u64> = delivered.iter().copied().take(5).collect();
+    p.settle("g".into(), acks(&acked)).await.unwrap();
+
+    // Cut off, the leader is replaced in a later term; healed, it hears of
+    // that term, ends its own, and tells its member to go.
+    router.cut(first, true);
+    let second = leader(&nodes, Some(first)).await;
+    router.cut(first, false);
+    match tokio::time::timeout(DEADLINE, rx.recv()).await {
+        Ok(Some(Outgoing::Closed(_))) => {}
+        Ok(Some(Outgoing::Delivery(d))) => panic!("delivery after the term ended: {d:?}"),
+        other => panic!("expected the stream to close, got {other:?}"),
+    }
+    wait_for("the old leader to drop its term", || {
+        !nodes[&first].is_leading()
+    })
+    .await;
+
+    // The new term goes on from the applied state: the next offset, what was
+    // not acked redelivered (attempt 2), the new event delivered, and an
+    // acked event never again.
+    let p = &nodes[&second];
+    let outcome = p
+        .publish(vec![event("t", "after".into(), wall_ms())])
+        .await
+        .unwrap();
+    assert_eq!((outcome[0].offset, outcome[0].duplicate), (10, false));
+    let (member, mut rx) = Member::new(100);
+    p.attach("t".into(), "g".into(), Start::Earliest, member)
+        .await
+        .unwrap();
+    let mut again = BTreeMap::new();
+    while again.len() < 6 {
+        let (seq, attempt) = next_delivery(&mut rx).await;
+        assert!(!acked.contains(&seq), "acked event {seq} came back");
+        again.insert(seq, attempt);
+    }
+    for seq in delivered.iter().skip(5) {
+        assert_eq!(
+            again.get(seq),
+            Some(&2),
+            "event {seq} is redelivered as attempt 2"
+        );
+    }
+    let new: Vec<u64> = again
+        .iter()
+        .filter(|(_, &a)| a == 1)
+        .map(|(s, _)| *s)
+        .collect();
+    assert_eq!(new.len(), 1, "the new event, once: {again:?}");
+    p.settle("g".into(), acks(&new)).await.unwrap();
+
+    // The first node's owner leads again, in a yet later term, and builds
+    // it from everything applied since.
+    let mut current = second;
+    while current != first {
+        router.cut(current, true);
+        let next = leader(&nodes, Some(current)).await;
+        router.cut(current, false);
+        wait_for("the cut leader to step down", || {
+            !nodes[&current].is_leading()
+        })
+        .await;
+        current = next;
+    }
+    let outcome = nodes[&first]
+        .publish(vec![event("t", "back".into(), wall_ms())])
+        .await
+        .unwrap();
+    assert_eq!((outcome[0].offset, outcome[0].duplicate), (11, false));
+    for p in nodes.values() {
+        p.shutdown().await;
+    }
+}

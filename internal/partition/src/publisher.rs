@@ -1,0 +1,402 @@
+//! The publish path of a leader term: turns publish requests into Raft
+//! proposals.
+//!
+//! It holds the term's next offset and the ids proposed but not yet applied.
+//! One proposal is out at a time: openraft 0.9's core waits for each append's
+//! fsync before it appends the next entry, so a second proposal would only
+//! queue; everything that arrives meanwhile waits in the mailbox and rides in
+//! the next proposal, which batches concurrent publishers into one log entry.
+//!
+//! **Invariants** (checked in release builds): offsets are dense and assigned
+//! only here, only in a term that started after the whole log was applied (so
+//! the dedup index is complete); an event's due time is decided here, once,
+//! never before its schedule time, and carried in the log entry.
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use chronos_proto::internal::{EventRecord, PublishCommand};
+use chronos_proto::v1::Event;
+use chronos_store::id_key;
+use prost::Message;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::PartitionError;
+use crate::owner::{Completion, Completions, Ctx, Written};
+use crate::types::Command;
+use crate::wall_ms;
+
+/// Upper bound of events in one proposal (one log entry).
+const MAX_EVENTS_PER_PROPOSAL: usize = 20_000;
+/// Upper bound of payload bytes in one proposal.
+const MAX_BYTES_PER_PROPOSAL: usize = 16 << 20;
+/// A request's encoded records share buffers of at most this size (or of one
+/// record, when it is larger).
+const RECORD_BUFFER_BYTES: usize = 256 << 10;
+
+/// Result of publishing one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishOutcome {
+    pub offset: u64,
+    pub due_ts: i64,
+    pub duplicate: bool,
+}
+
+pub type PublishReply = oneshot::Sender<Result<Vec<PublishOutcome>, PartitionError>>;
+
+pub struct PublishRequest {
+    pub events: Vec<Event>,
+    /// Replace still-pending events with the same ids instead of deduplicating.
+    pub reschedule: bool,
+    pub reply: PublishReply,
+}
+
+/// Outcome of one proposal, shared with requests that deduplicated against it.
+type ProposalResult = watch::Receiver<Option<Result<(), PartitionError>>>;
+
+struct InflightId {
+    offset: u64,
+    due_ts: i64,
+    proposal: ProposalResult,
+}
+
+/// A request's answers, resolved once the proposals they depend on finish.
+struct Planned {
+    reply: PublishReply,
+    outcomes: Vec<PublishOutcome>,
+    waits_on: Vec<ProposalResult>,
+}
+
+/// A publish proposal's answer, carrying everything needed to answer its
+/// callers even after the term that made it ended.
+pub(crate) struct Published {
+    seq: u64,
+    written: Written,
+    result: watch::Sender<Option<Result<(), PartitionError>>>,
+    planned: Vec<Planned>,
+    /// (due_ts, offset) of the new events, for the wheel.
+    new_events: Vec<(i64, u64)>,
+}
+
+impl Published {
+    /// Answers the callers. Returns the proposal's number and, if it
+    /// applied, its new events.
+    pub fn finish(self) -> (u64, Option<Vec<(i64, u64)>>) {
+        let applied = match self.written {
+            Ok(applied) => {
+                if applied.fired > 0 {
+                    metrics::counter!("chronos_fired_events_total").increment(applied.fired);
+                    // Fired at publish time: zero lateness.
+                    metrics::histogram!("chronos_fire_lateness_seconds")
+                        .record_many(0.0, applied.fired as usize);
+                }
+                let _ = self.result.send(Some(Ok(())));
+                Some(self.new_events)
+            }
+            Err(e) => {
+                let _ = self.result.send(Some(Err(e)));
+                None
+            }
+        };
+        tokio::spawn(answer(self.planned));
+        (self.seq, applied)
+    }
+}
+
+pub(crate) struct Publisher {
+    next_offset: u64,
+    /// Keyed by `id_key`; Fx hashing: a collision only costs time, bounded by the map size.
+    inflight: HashMap<Vec<u8>, InflightId, BuildHasherDefault<rustc_hash::FxHasher>>,
+    /// The ids of each unanswered proposal, by number.
+    proposals: HashMap<u64, Vec<Vec<u8>>>,
+    seq: u64,
+    /// Requests in the newest proposal: more than one means concurrent publishers.
+    last_batch_requests: usize,
+    /// The first request of the next proposal, and until when more may join it.
+    lingering: Option<(PublishRequest, Instant)>,
+}
+
+impl Publisher {
+    pub fn new(next_offset: u64) -> Publisher {
+        Publisher {
+            next_offset,
+            inflight: HashMap::default(),
+            proposals: HashMap::new(),
+            seq: 0,
+            last_batch_requests: 0,
+            lingering: None,
+        }
+    }
+
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    /// True when the next request may be taken from the mailbox.
+    pub fn takes(&self) -> bool {
+        self.proposals.is_empty() && self.lingering.is_none()
+    }
+
+    pub fn linger_deadline(&self) -> Option<Instant> {
+        self.lingering.as_ref().map(|(_, at)| *at)
+    }
+
+    /// Takes `req`: proposes it with whatever else waits in the mailbox, or,
+    /// while publishers are concurrent, first lets more join it for the
+    /// linger. Returns the proposals made (0 or 1).
+    pub async fn receive(
+        &mut self,
+        ctx: &Ctx,
+        term: u64,
+        req: PublishRequest,
+        mailbox: &mut mpsc::Receiver<PublishRequest>,
+        completions: &mut Completions,
+    ) -> usize {
+        // The last proposal carried several requests: let more join this one,
+        // so one fsync covers them. A lone publisher never waits.
+        if self.last_batch_requests > 1 && !ctx.linger.is_zero() {
+            self.lingering = Some((req, Instant::now() + ctx.linger));
+            return 0;
+        }
+        self.propose(ctx, term, req, mailbox, completions).await
+    }
+
+    /// Proposes the lingering request once its linger is over.
+    pub async fn step(
+        &mut self,
+        ctx: &Ctx,
+        term: u64,
+        mailbox: &mut mpsc::Receiver<PublishRequest>,
+        completions: &mut Completions,
+    ) -> usize {
+        match self.lingering.take() {
+            Some((req, at)) if at <= Instant::now() => {
+                self.propose(ctx, term, req, mailbox, completions).await
+            }
+            other => {
+                self.lingering = other;
+                0
+            }
+        }
+    }
+
+    /// The proposal `seq` was answered: its ids no longer deduplicate here
+    /// (the state machine has them, if it applied).
+    pub fn answered(&mut self, seq: u64) {
+        for key in self.proposals.remove(&seq).unwrap_or_default() {
+            self.inflight.remove(&key);
+        }
+    }
+
+    /// The term ended: a request still lingering goes to the next leader.
+    pub fn end(self, ctx: &Ctx) {
+        if let Some((req, _)) = self.lingering {
+            let _ = req.reply.send(Err(ctx.not_leader()));
+        }
+    }
+
+    /// Takes `first` and whatever else waits in the mailbox (bounded) into one proposal.
+    async fn propose(
+        &mut self,
+        ctx: &Ctx,
+        term: u64,
+        first: PublishRequest,
+        mailbox: &mut mpsc::Receiver<PublishRequest>,
+        completions: &mut Completions,
+    ) -> usize {
+        let seq = self.seq;
+        self.seq += 1;
+        let (result_tx, result_rx) = watch::channel(None);
+        let now = wall_ms();
+        let first_offset = self.next_offset;
+        let mut events: Vec<Bytes> = Vec::new();
+        let mut keys = Vec::new();
+        let mut bytes = 0usize;
+        let mut planned = Vec::new();
+        let mut has_reschedule = false;
+        let mut next = Some(first);
+        while let Some(req) = next.take() {
+            if !req.reply.is_closed() {
+                has_reschedule |= req.reschedule;
+                let before = events.len();
+                let planned_one = self.plan(ctx, req, now, &result_rx, &mut events, &mut keys);
+                bytes += events[before..].iter().map(Bytes::len).sum::<usize>();
+                match planned_one {
+                    Ok(p) => planned.push(p),
+                    Err((reply, e)) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            if events.len() < MAX_EVENTS_PER_PROPOSAL && bytes < MAX_BYTES_PER_PROPOSAL {
+                next = mailbox.try_recv().ok();
+            }
+        }
+        self.last_batch_requests = planned.len();
+        if events.is_empty() {
+            // Nothing new (all duplicates): answer without touching the log.
+            drop(result_tx);
+            tokio::spawn(answer(planned));
+            return 0;
+        }
+        assert_eq!(
+            self.next_offset,
+            first_offset + events.len() as u64,
+            "offsets of a proposal are dense"
+        );
+        let new_events: Vec<(i64, u64)> = planned
+            .iter()
+            .flat_map(|p| {
+                p.outcomes
+                    .iter()
+                    .filter(|o| !o.duplicate)
+                    .map(|o| (o.due_ts, o.offset))
+            })
+            .collect();
+        let cmd = Command::publish(PublishCommand {
+            publish_ts: now,
+            first_offset,
+            events,
+            dedup_expiry_ts: now.saturating_add(ctx.dedup_ttl_ms),
+            has_reschedule,
+        });
+        let proposed = ctx.propose(cmd).await;
+        self.proposals.insert(seq, keys);
+        completions.push(Some(term), async move {
+            let written = match proposed {
+                Ok(applied) => applied.await,
+                Err(e) => Err(e),
+            };
+            Completion::Published(Published {
+                seq,
+                written,
+                result: result_tx,
+                planned,
+                new_events,
+            })
+        });
+        1
+    }
+
+    /// Decides each event of `req`: duplicate of an applied event, duplicate of
+    /// one in flight, or new (gets an offset and a due time, joins `events`).
+    #[allow(clippy::result_large_err)]
+    fn plan(
+        &mut self,
+        ctx: &Ctx,
+        req: PublishRequest,
+        now: i64,
+        this_proposal: &ProposalResult,
+        events: &mut Vec<Bytes>,
+        keys: &mut Vec<Vec<u8>>,
+    ) -> Result<Planned, (PublishReply, PartitionError)> {
+        let mut outcomes = Vec::with_capacity(req.events.len());
+        let mut waits_on: Vec<ProposalResult> = Vec::new();
+        let mut records = BytesMut::new();
+        let ids: Vec<Vec<u8>> = req
+            .events
+            .iter()
+            .map(|ev| id_key(&ev.topic, &ev.message_id))
+            .collect();
+        let stored = match ctx.store.get_ids(&ids, now) {
+            Ok(stored) => stored,
+            Err(e) => return Err((req.reply, PartitionError::storage(ctx.partition, &e))),
+        };
+        let count = req.events.len();
+        for (i, ((ev, key), stored)) in req.events.into_iter().zip(ids).zip(stored).enumerate() {
+            let dedup = !req.reschedule;
+            if let Some(f) = self.inflight.get(&key).filter(|_| dedup) {
+                outcomes.push(PublishOutcome {
+                    offset: f.offset,
+                    due_ts: f.due_ts,
+                    duplicate: true,
+                });
+                waits_on.push(f.proposal.clone());
+                continue;
+            }
+            if let Some(e) = stored.filter(|_| dedup) {
+                outcomes.push(PublishOutcome {
+                    offset: e.offset,
+                    due_ts: e.due_ts,
+                    duplicate: true,
+                });
+                continue;
+            }
+            let offset = self.next_offset;
+            self.next_offset += 1;
+            let due_ts = ev.schedule_ts.max(now);
+            assert!(
+                due_ts >= ev.schedule_ts,
+                "an event is never due before its schedule time"
+            );
+            let record = EventRecord {
+                topic: ev.topic,
+                message_id: ev.message_id,
+                key: ev.key,
+                payload: ev.payload,
+                headers: ev.headers,
+                schedule_ts: ev.schedule_ts,
+                due_ts,
+                reschedule: req.reschedule,
+            };
+            // One buffer per request holds every record: `split` hands each
+            // its slice without a copy or an allocation of its own.
+            let len = record.encoded_len();
+            if records.capacity() - records.len() < len {
+                // Room for the rest of the request if its records are alike.
+                let rest = len.saturating_mul(count - i);
+                records.reserve(rest.min(RECORD_BUFFER_BYTES).max(len));
+            }
+            record
+                .encode(&mut records)
+                .expect("reserved enough for the record");
+            events.push(records.split().freeze());
+            self.inflight.insert(
+                key.clone(),
+                InflightId {
+                    offset,
+                    due_ts,
+                    proposal: this_proposal.clone(),
+                },
+            );
+            keys.push(key);
+            outcomes.push(PublishOutcome {
+                offset,
+                due_ts,
+                duplicate: false,
+            });
+        }
+        if outcomes.iter().any(|o| !o.duplicate) {
+            waits_on.push(this_proposal.clone());
+        }
+        Ok(Planned {
+            reply: req.reply,
+            outcomes,
+            waits_on,
+        })
+    }
+}
+
+/// Sends each request its outcomes once every proposal it depends on succeeded,
+/// or the first failure among them.
+async fn answer(planned: Vec<Planned>) {
+    for p in planned {
+        let mut failure = None;
+        for mut dep in p.waits_on {
+            let result = match dep.wait_for(Option::is_some).await {
+                Ok(v) => v.clone().unwrap_or(Ok(())),
+                Err(_) => Err(PartitionError::Unavailable("proposal abandoned".into())),
+            };
+            if let Err(e) = result {
+                failure = Some(e);
+                break;
+            }
+        }
+        let _ = p.reply.send(match failure {
+            Some(e) => Err(e),
+            None => Ok(p.outcomes),
+        });
+    }
+}
