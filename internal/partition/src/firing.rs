@@ -78,13 +78,13 @@ impl Firing {
     pub async fn step(
         &mut self,
         ctx: &Ctx,
-        term: u64,
+        epoch: u64,
         completions: &mut Completions,
     ) -> Result<(), TermError> {
         self.now = self.now.max(wall_ms());
         self.wheel.advance(self.now, &mut self.released);
         if !self.released.is_empty() && self.in_flight < MAX_FIRES_IN_FLIGHT {
-            self.propose(ctx, term, completions).await?;
+            self.propose(ctx, epoch, completions).await?;
         }
         if self.now + ctx.firing.horizon_ms / 2 >= self.loaded_to {
             self.loaded_to = self.now + ctx.firing.horizon_ms;
@@ -148,7 +148,7 @@ impl Firing {
     async fn propose(
         &mut self,
         ctx: &Ctx,
-        term: u64,
+        epoch: u64,
         completions: &mut Completions,
     ) -> Result<(), TermError> {
         let fire_ts = self.now;
@@ -169,7 +169,7 @@ impl Firing {
                 .propose(Command::fire(FireCommand { fire_ts, events }))
                 .await?;
             self.in_flight += 1;
-            completions.push_term(term, async move { TermCompletion::Fired(applied.await) });
+            completions.push_term(epoch, async move { TermCompletion::Fired(applied.await) });
         }
         self.released.clear();
         Ok(())

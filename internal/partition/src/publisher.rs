@@ -149,7 +149,7 @@ impl Publisher {
     pub async fn receive(
         &mut self,
         ctx: &Ctx,
-        term: u64,
+        epoch: u64,
         req: PublishRequest,
         mailbox: &mut mpsc::Receiver<PublishRequest>,
         completions: &mut Completions,
@@ -160,20 +160,20 @@ impl Publisher {
             self.lingering = Some((req, Instant::now() + ctx.linger));
             return 0;
         }
-        self.propose(ctx, term, req, mailbox, completions).await
+        self.propose(ctx, epoch, req, mailbox, completions).await
     }
 
     /// Proposes the lingering request once its linger is over.
     pub async fn step(
         &mut self,
         ctx: &Ctx,
-        term: u64,
+        epoch: u64,
         mailbox: &mut mpsc::Receiver<PublishRequest>,
         completions: &mut Completions,
     ) -> usize {
         match self.lingering.take() {
             Some((req, at)) if at <= Instant::now() => {
-                self.propose(ctx, term, req, mailbox, completions).await
+                self.propose(ctx, epoch, req, mailbox, completions).await
             }
             other => {
                 self.lingering = other;
@@ -201,7 +201,7 @@ impl Publisher {
     async fn propose(
         &mut self,
         ctx: &Ctx,
-        term: u64,
+        epoch: u64,
         first: PublishRequest,
         mailbox: &mut mpsc::Receiver<PublishRequest>,
         completions: &mut Completions,
@@ -264,7 +264,7 @@ impl Publisher {
         });
         let proposed = ctx.propose(cmd).await;
         self.proposals.insert(seq, keys);
-        completions.push(Some(term), async move {
+        completions.push(Some(epoch), async move {
             let written = match proposed {
                 Ok(applied) => applied.await,
                 Err(e) => Err(e),

@@ -166,7 +166,7 @@ impl Dispatcher {
     pub async fn step(
         &mut self,
         ctx: &Ctx,
-        term: u64,
+        epoch: u64,
         completions: &mut Completions,
     ) -> Result<(), TermError> {
         if self.gauges_at.elapsed() >= GAUGE_EVERY {
@@ -175,7 +175,7 @@ impl Dispatcher {
         }
         if !self.trimming && Instant::now() >= self.trim_at {
             self.trim_at = Instant::now() + ctx.delivery.trim_every;
-            self.trim(ctx, term, completions).await?;
+            self.trim(ctx, epoch, completions).await?;
         }
         let fire_log = ctx.applied.fire_log_changes.load(Ordering::Acquire);
         if fire_log != self.fire_log_seen {
@@ -191,7 +191,7 @@ impl Dispatcher {
                 }
             }
         }
-        self.flush(ctx, term, completions, false).await?;
+        self.flush(ctx, epoch, completions, false).await?;
         Ok(())
     }
 
@@ -223,7 +223,7 @@ impl Dispatcher {
     pub async fn handle(
         &mut self,
         ctx: &Ctx,
-        term: u64,
+        epoch: u64,
         c: Control,
         completions: &mut Completions,
     ) -> Result<(), TermError> {
@@ -241,7 +241,7 @@ impl Dispatcher {
                     let _ = reply.send(Ok(()));
                 } else {
                     let attaching = Attaching { key, member, reply };
-                    self.create(ctx, term, attaching, start, completions).await;
+                    self.create(ctx, epoch, attaching, start, completions).await;
                 }
             }
             Control::Detach { member } => {
@@ -289,7 +289,7 @@ impl Dispatcher {
                 }
                 // Earlier cursor advances must apply before the seek, or they
                 // would move a backward seek forward again.
-                self.flush(ctx, term, completions, true).await?;
+                self.flush(ctx, epoch, completions, true).await?;
                 let cmd = GroupCommand {
                     topic: key.0.clone(),
                     group: key.1.clone(),
@@ -305,7 +305,7 @@ impl Dispatcher {
                 match ctx.propose(Command::group(cmd)).await {
                     Ok(applied) => {
                         self.seeking.insert(key);
-                        completions.push_term(term, async move {
+                        completions.push_term(epoch, async move {
                             TermCompletion::Sought(seeking, applied.await)
                         });
                     }
@@ -333,7 +333,7 @@ impl Dispatcher {
     async fn create(
         &mut self,
         ctx: &Ctx,
-        term: u64,
+        epoch: u64,
         attaching: Attaching,
         start: Start,
         completions: &mut Completions,
@@ -350,7 +350,7 @@ impl Dispatcher {
         match ctx.propose(Command::group(cmd)).await {
             Ok(applied) => {
                 *self.attaching.entry(attaching.member.id()).or_default() += 1;
-                completions.push_term(term, async move {
+                completions.push_term(epoch, async move {
                     TermCompletion::GroupCreated(attaching, applied.await)
                 })
             }
@@ -448,7 +448,7 @@ impl Dispatcher {
     async fn flush(
         &mut self,
         ctx: &Ctx,
-        term: u64,
+        epoch: u64,
         completions: &mut Completions,
         now: bool,
     ) -> Result<(), TermError> {
@@ -482,7 +482,7 @@ impl Dispatcher {
             .await?;
         let waiters = std::mem::take(&mut self.waiters);
         self.recording += 1;
-        completions.push_term(term, async move {
+        completions.push_term(epoch, async move {
             TermCompletion::Recorded {
                 written: applied.await,
                 waiters,
@@ -558,7 +558,7 @@ impl Dispatcher {
     async fn trim(
         &mut self,
         ctx: &Ctx,
-        term: u64,
+        epoch: u64,
         completions: &mut Completions,
     ) -> Result<(), TermError> {
         let cutoff = wall_ms().saturating_sub(
@@ -612,7 +612,7 @@ impl Dispatcher {
         }
         let applied = ctx.propose(Command::trim(TrimCommand { topics })).await?;
         self.trimming = true;
-        completions.push_term(term, async move {
+        completions.push_term(epoch, async move {
             TermCompletion::Trimmed {
                 written: applied.await,
                 events,

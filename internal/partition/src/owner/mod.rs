@@ -134,9 +134,10 @@ pub(crate) enum TermCompletion {
     },
 }
 
-/// A completion with the term whose proposal it answers (None: not a proposal).
+/// A completion with the epoch of the term whose proposal it answers (None:
+/// not a proposal).
 pub(crate) struct Done {
-    term: Option<u64>,
+    epoch: Option<u64>,
     completion: Completion,
 }
 
@@ -150,20 +151,22 @@ pub(crate) struct Completions {
 impl Completions {
     pub fn push(
         &mut self,
-        term: Option<u64>,
+        epoch: Option<u64>,
         fut: impl std::future::Future<Output = Completion> + Send + 'static,
     ) {
-        self.set
-            .push(fut.map(move |completion| Done { term, completion }).boxed());
+        self.set.push(
+            fut.map(move |completion| Done { epoch, completion })
+                .boxed(),
+        );
     }
 
-    /// A proposal only `term` acts on.
+    /// A proposal only the term of `epoch` acts on.
     pub fn push_term(
         &mut self,
-        term: u64,
+        epoch: u64,
         fut: impl std::future::Future<Output = TermCompletion> + Send + 'static,
     ) {
-        self.push(Some(term), fut.map(Completion::Term));
+        self.push(Some(epoch), fut.map(Completion::Term));
     }
 }
 
@@ -224,6 +227,8 @@ pub(crate) struct Owner {
     fatal: Option<PartitionError>,
     /// Another node leads (a hint for refused requests).
     led_elsewhere: Option<NodeId>,
+    /// Terms started so far: the next one's epoch.
+    epochs: u64,
     upkeep: Upkeep,
 }
 
@@ -253,6 +258,7 @@ impl Owner {
             restart_at: None,
             fatal: None,
             led_elsewhere: None,
+            epochs: 0,
             upkeep,
         }
     }
@@ -396,7 +402,8 @@ impl Owner {
         }
         self.catching_up = None;
         self.restart_at = None;
-        match LeaderTerm::start(&self.ctx, term, self.credit.clone()) {
+        self.epochs += 1;
+        match LeaderTerm::start(&self.ctx, term, self.epochs, self.credit.clone()) {
             Ok(t) => {
                 tracing::info!(
                     partition = self.ctx.partition,
@@ -484,7 +491,7 @@ impl Owner {
     }
 
     fn complete(&mut self, done: Done) -> Result<(), TermError> {
-        let Done { term, completion } = done;
+        let Done { epoch, completion } = done;
         match completion {
             Completion::Upkeep(job) => {
                 self.upkeep.finished(self.ctx.partition, job);
@@ -493,13 +500,13 @@ impl Owner {
             Completion::Published(p) => {
                 self.publishes_out -= 1;
                 let (seq, new_events) = p.finish();
-                if let Some(t) = self.term.as_mut().filter(|t| Some(t.term()) == term) {
+                if let Some(t) = self.term.as_mut().filter(|t| Some(t.epoch()) == epoch) {
                     t.published(&self.ctx, seq, new_events);
                 }
                 Ok(())
             }
             Completion::Term(completion) => {
-                match self.term.as_mut().filter(|t| Some(t.term()) == term) {
+                match self.term.as_mut().filter(|t| Some(t.epoch()) == epoch) {
                     Some(t) => t.complete(&self.ctx, completion),
                     // An ended term's proposal: answer its callers, nothing else.
                     None => {

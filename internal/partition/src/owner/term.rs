@@ -36,8 +36,12 @@ pub(crate) enum TermError {
 }
 
 pub(crate) struct LeaderTerm {
-    /// The Raft term: the fence. Answers of other terms' proposals never act here.
+    /// The Raft term this node leads in.
     term: u64,
+    /// The fence: this object's number among the owner's terms (a Raft term
+    /// can hold two, when a term ended on an error and was rebuilt). Answers
+    /// to other terms' proposals never act here.
+    epoch: u64,
     publisher: Publisher,
     firing: Firing,
     dispatcher: Dispatcher,
@@ -45,13 +49,19 @@ pub(crate) struct LeaderTerm {
 
 impl LeaderTerm {
     /// Builds the term's state from the applied state machine.
-    pub fn start(ctx: &Ctx, term: u64, credit: Arc<Notify>) -> Result<LeaderTerm, TermError> {
+    pub fn start(
+        ctx: &Ctx,
+        term: u64,
+        epoch: u64,
+        credit: Arc<Notify>,
+    ) -> Result<LeaderTerm, TermError> {
         let next_offset = ctx
             .applied
             .next_offset
             .load(std::sync::atomic::Ordering::Acquire);
         Ok(LeaderTerm {
             term,
+            epoch,
             publisher: Publisher::new(next_offset),
             firing: Firing::start(ctx)?,
             dispatcher: Dispatcher::start(ctx, credit)?,
@@ -60,6 +70,10 @@ impl LeaderTerm {
 
     pub fn term(&self) -> u64 {
         self.term
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     pub fn next_offset(&self) -> u64 {
@@ -79,7 +93,7 @@ impl LeaderTerm {
         completions: &mut Completions,
     ) -> usize {
         self.publisher
-            .receive(ctx, self.term, req, mailbox, completions)
+            .receive(ctx, self.epoch, req, mailbox, completions)
             .await
     }
 
@@ -97,7 +111,9 @@ impl LeaderTerm {
         c: Control,
         completions: &mut Completions,
     ) -> Result<(), TermError> {
-        self.dispatcher.handle(ctx, self.term, c, completions).await
+        self.dispatcher
+            .handle(ctx, self.epoch, c, completions)
+            .await
     }
 
     pub fn credit_returned(&mut self) {
@@ -133,10 +149,10 @@ impl LeaderTerm {
     ) -> Result<usize, TermError> {
         let proposed = self
             .publisher
-            .step(ctx, self.term, mailbox, completions)
+            .step(ctx, self.epoch, mailbox, completions)
             .await;
-        self.firing.step(ctx, self.term, completions).await?;
-        self.dispatcher.step(ctx, self.term, completions).await?;
+        self.firing.step(ctx, self.epoch, completions).await?;
+        self.dispatcher.step(ctx, self.epoch, completions).await?;
         Ok(proposed)
     }
 
