@@ -78,7 +78,7 @@ use crate::types::Command;
 /// How long a follower may take to store one snapshot chunk.
 const SNAPSHOT_CHUNK_TIMEOUT_MS: u64 = 10_000;
 
-/// Requests queued for the actor before publishers feel backpressure.
+/// Requests queued for the owner before publishers feel backpressure.
 const MAILBOX: usize = 4096;
 /// Log entries in one append-entries RPC. One entry can hold a large batch
 /// (a 1000-event publish is ~260 KB), so this keeps an RPC to a few MB; the
@@ -204,7 +204,7 @@ impl Partition {
             election_timeout_min: opts.election_timeout_min.as_millis() as u64,
             election_timeout_max: opts.election_timeout_max.as_millis() as u64,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_every_entries),
-            // openraft's purge is driven by history retention (`upkeep_loop`):
+            // openraft's purge is driven by history retention (the owner's upkeep):
             // a follower that fell behind or was wiped gets the retained log
             // (read from the history), so replay works on every replica for
             // the same history; a snapshot is needed only below retention.

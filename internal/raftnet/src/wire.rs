@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// Largest gRPC message either side sends or accepts. One log entry holds at
-/// most the partition actor's 16 MiB proposal; an append-entries request is
+/// most the publisher's 16 MiB proposal; an append-entries request is
 /// otherwise cut at `network::APPEND_BUDGET_BYTES`; a snapshot chunk is
 /// openraft's `snapshot_max_chunk_size` (3 MiB by default).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -63,7 +63,7 @@ pub(crate) mod tests {
         LogId::new(CommittedLeaderId::new(term, 1), index)
     }
 
-    /// A publish of `events` events of `payload_bytes` each, as the actor builds it.
+    /// A publish of `events` events of `payload_bytes` each, as the publisher builds it.
     pub fn publish(events: usize, payload_bytes: usize) -> Command {
         let record = |i: usize| EventRecord {
             topic: "orders".into(),

@@ -168,7 +168,7 @@ async fn a_leader_that_steps_down_stops_leading() -> anyhow::Result<()> {
     })
     .await?;
     let stepped_down = silenced.elapsed();
-    // The flag the firing loop and delivery worker gate on falls with it.
+    // The owner's leader term (firing, delivery) ends with it.
     wait_for(
         "the old leader's flag to fall",
         Duration::from_secs(1),

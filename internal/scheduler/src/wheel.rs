@@ -45,7 +45,7 @@ struct Action {
 
 /// A hierarchical timing wheel over a near window of `horizon_ms`.
 ///
-/// Single-owner (the partition actor): `&mut self` for every change; the
+/// Single-owner (the partition owner's leader term): `&mut self` for every change; the
 /// interior `Cell` caching [`Self::next_due_ms`] makes it `Send` but not
 /// `Sync`.
 #[derive(Debug)]

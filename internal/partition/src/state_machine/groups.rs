@@ -1,7 +1,7 @@
 //! Applying consumer-group commands: creating and seeking groups, recording
 //! deliveries, acks, retries and dead letters, and redriving dead letters.
 //!
-//! Every change here comes from the leader's delivery worker or the admin API
+//! Every change here comes from the leader term's dispatcher or the admin API
 //! through the log, so a restart (or a new leader) finds the same group state:
 //! cursors, the in-flight set with attempts and deadlines, and the DLQ.
 
@@ -100,7 +100,7 @@ impl StateMachine {
         Ok((cursor, from_due_ts))
     }
 
-    /// Records what the leader's delivery worker did. Items of a group that
+    /// Records what the leader's dispatcher did. Items of a group that
     /// does not exist are ignored (the same on every replica).
     pub(super) fn apply_delivery(
         &mut self,

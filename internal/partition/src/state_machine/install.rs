@@ -59,7 +59,7 @@ fn snapshot_err(meta: &SnapshotMeta, verb: ErrorVerb, msg: String) -> StorageErr
 impl StateMachine {
     /// Installs the snapshot `meta` whose packed form openraft received into
     /// `file`; see the module doc. Afterwards everything derived from the
-    /// store in memory is reloaded and the delivery worker woken.
+    /// store in memory is reloaded and the owner woken.
     pub(super) async fn install_received(
         &mut self,
         meta: &SnapshotMeta,

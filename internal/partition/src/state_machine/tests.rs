@@ -333,7 +333,7 @@ async fn a_snapshot_streamed_in_chunks_replaces_an_older_state() {
     assert_same_state(&a, &b);
     tokio::time::timeout(Duration::from_secs(1), woken.notified())
         .await
-        .expect("the delivery worker is woken");
+        .expect("the owner is woken");
 
     // B's current snapshot is the installed one, shippable as received.
     let (b_meta, b_pack) = b.snapshots.packed().unwrap().unwrap();
