@@ -5,7 +5,8 @@
 # redis-server (the Redis peer of the load generator is tested against it),
 # grpcio + grpcio-tools for python3 (the Python SDK's test generates its
 # gRPC code and runs clients/python/example.py), and the DejaVu fonts
-# (`chronos-loadtest plot` renders its PNGs' text from DejaVuSans.ttf).
+# (`chronos-loadtest plot` renders its PNGs' text from DejaVuSans.ttf), and
+# libfaketime (the clock-offset test skews one node's clock).
 set -euo pipefail
 
 need_apt=()
@@ -14,6 +15,8 @@ command -v clang >/dev/null 2>&1 || need_apt+=(clang)
 command -v g++ >/dev/null 2>&1 || need_apt+=(build-essential)
 # The load generator's Redis peer (loadtest/peers) is tested against a real redis-server.
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# The clock test runs one cluster node under libfaketime.
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || need_apt+=(faketime)
 # `chronos-loadtest plot` (loadtest/plots.sh) reads this font file at run time.
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -14,7 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let public = ["chronos/v1/events.proto", "chronos/v1/admin.proto"].map(|f| proto_root.join(f));
     let internal = ["internal/storage.proto"].map(|f| proto_root.join(f));
-    let raft = ["internal/raft.proto"].map(|f| proto_root.join(f));
+    let raft = ["internal/raft.proto", "internal/clock.proto"].map(|f| proto_root.join(f));
 
     // tonic-prost-build does not emit rerun-if-changed for the inputs itself.
     println!("cargo:rerun-if-changed={}", proto_root.display());
@@ -33,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(false)
         .bytes(".")
         .compile_protos(&internal, std::slice::from_ref(&proto_root))?;
-    // The node-to-node Raft service: stubs, but no descriptor set either.
+    // The node-to-node Raft and clock services: stubs, but no descriptor set either.
     tonic_prost_build::configure()
         .codec_path("crate::codec::ChronosCodec")
         .bytes(".")

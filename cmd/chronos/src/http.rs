@@ -1,5 +1,6 @@
 //! HTTP endpoints: `/health` (process is up), `/ready` (every partition has a
-//! leader and a healthy log), `/metrics` (Prometheus text format).
+//! leader and a healthy log, and this node's clock is within bounds of the
+//! cluster's), `/metrics` (Prometheus text format).
 
 use std::sync::Arc;
 
@@ -46,6 +47,13 @@ pub async fn serve(
 }
 
 async fn ready(State(s): State<AppState>) -> (StatusCode, String) {
+    let clock = s.node.clock.report();
+    if !clock.within_bounds {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("NOT READY: {}", clock.describe()),
+        );
+    }
     let not_ready: Vec<String> = s
         .node
         .partitions

@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use chronos_api::gateway::Cluster;
 use chronos_api::router::Placement;
 use chronos_api::{Limits, Node, Router};
+use chronos_clock::{Clock, ClockOptions};
 use chronos_config::{Config, FsyncMode};
 use chronos_partition::{DeliveryOptions, FiringOptions, Partition, PartitionOptions, SoloNetwork};
 use chronos_raftlog::{RaftLog, RaftLogOptions};
@@ -75,6 +76,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let http_addr = http_listener.local_addr()?;
 
     let cluster = cluster(&config)?;
+    let clock = match &cluster {
+        None => Clock::single(),
+        Some(c) => Clock::spawn(
+            c.peers
+                .all()
+                .filter(|p| p.id != config.node_id)
+                .filter_map(|p| Some((p.id, c.peers.channel(p.id)?)))
+                .collect(),
+            ClockOptions {
+                max_offset: config.cluster.max_clock_offset,
+                probe_every: config.cluster.clock_probe_interval,
+            },
+        ),
+    };
     let hosted = match &cluster {
         None => (0..config.partitions).collect(),
         Some(c) => c.placement.hosted_on(config.node_id),
@@ -85,8 +100,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         raft_log.clone(),
         config.wal.retention_check_interval,
     ));
-    let partitions =
-        open_partitions(&config, &hosted, cluster.as_ref(), &groups, &raft_log).await?;
+    let partitions = open_partitions(
+        &config,
+        &hosted,
+        cluster.as_ref(),
+        &groups,
+        &raft_log,
+        &clock,
+    )
+    .await?;
     let node = Arc::new(Node {
         node_id: config.node_id,
         partitions: partitions.clone(),
@@ -101,6 +123,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         grpc_addr: grpc_addr.to_string(),
         default_max_inflight: config.delivery.default_max_inflight,
         cluster,
+        clock,
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -217,8 +240,10 @@ fn partition_options(
     id: u32,
     resources: &StoreResources,
     raft_log: &Arc<RaftLog>,
+    clock_ok: watch::Receiver<bool>,
 ) -> PartitionOptions {
     PartitionOptions {
+        clock_ok,
         id,
         node_id: config.node_id,
         voters: vec![],
@@ -283,10 +308,11 @@ async fn open_partitions(
     cluster: Option<&Cluster>,
     groups: &Groups,
     raft_log: &Arc<RaftLog>,
+    clock: &Clock,
 ) -> anyhow::Result<Vec<Arc<Partition>>> {
     let resources = StoreResources::default();
     let opened = futures::future::join_all(ids.iter().map(|&id| {
-        let opts = partition_options(config, id, &resources, raft_log);
+        let opts = partition_options(config, id, &resources, raft_log, clock.subscribe());
         async move {
             match cluster {
                 None => Partition::open(opts, SoloNetwork).await,
@@ -365,9 +391,11 @@ async fn serve_internal(
     groups: Groups,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let now = chronos_clock::service(node.node_id);
     let (events, admin) = chronos_api::services(node);
     let router = tonic::transport::Server::builder()
         .add_service(chronos_raftnet::service(groups))
+        .add_service(now)
         .add_service(events)
         .add_service(admin);
     serve_until_stopped(router, listener, stop).await

@@ -4,112 +4,17 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chronos_client::{Client, ConsumerOptions, Start};
 use chronos_proto::v1::event_service_client::EventServiceClient;
 use chronos_proto::v1::{PublishBatchRequest, ReplayRequest};
 use common::cluster::{wait_caught_up, wipe_and_rejoin, Cluster, Options};
+use common::seen::{assert_none_early, collect, wait_all};
 use common::{event, now_ms, publish_req, subscribe_req, Member};
-use futures::StreamExt;
 use tonic::transport::Channel;
 use tonic::Code;
-
-/// What a consumer saw of each message id: (attempt, received at ms, due_ts).
-type Seen = Arc<Mutex<HashMap<String, Vec<(u32, i64, i64)>>>>;
-
-/// Runs an SDK consumer (which subscribes again when its stream breaks) that
-/// acks everything and records what it saw, until the returned handle is aborted.
-async fn collect(
-    endpoints: Vec<String>,
-    group: &str,
-    topic: &str,
-    max_inflight: u32,
-) -> (Seen, tokio::task::JoinHandle<()>) {
-    let client = Client::connect(endpoints).await.expect("connect");
-    let mut consumer = client
-        .consumer(ConsumerOptions {
-            group: group.into(),
-            topic: topic.into(),
-            max_inflight,
-            start: Start::Earliest,
-            ..Default::default()
-        })
-        .await
-        .expect("subscribe");
-    let seen: Seen = Arc::default();
-    let record = seen.clone();
-    let task = tokio::spawn(async move {
-        while let Some(d) = consumer.next().await {
-            let d = match d {
-                Ok(d) => d,
-                Err(e) => {
-                    eprintln!("consumer: {e}");
-                    continue;
-                }
-            };
-            record
-                .lock()
-                .unwrap()
-                .entry(d.event.message_id.clone())
-                .or_default()
-                .push((d.attempt, now_ms(), d.due_ts));
-            let _ = consumer.ack(&d).await;
-        }
-    });
-    (seen, task)
-}
-
-/// Waits until `seen` holds every id of `want`; fails the test, naming a few
-/// missing ids and `context`, when some are still missing at `deadline`.
-async fn wait_all(
-    seen: &Seen,
-    want: &BTreeMap<String, i64>,
-    deadline: Duration,
-    context: impl Fn() -> String,
-) {
-    let until = Instant::now() + deadline;
-    loop {
-        let missing: Vec<String> = {
-            let seen = seen.lock().unwrap();
-            want.keys()
-                .filter(|id| !seen.contains_key(*id))
-                .cloned()
-                .collect()
-        };
-        if missing.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < until,
-            "{} of {} events not delivered within {deadline:?}, e.g. {:?}; {context}",
-            missing.len(),
-            want.len(),
-            &missing[..missing.len().min(5)],
-            context = context()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// No delivery came before its due time, and each came with the due time the
-/// publish was answered with.
-fn assert_none_early(seen: &Seen, want: &BTreeMap<String, i64>) {
-    for (id, got) in seen.lock().unwrap().iter() {
-        for &(attempt, at, due) in got {
-            assert!(
-                at >= due,
-                "{id} attempt {attempt} arrived at {at}, {} ms before its due time {due}",
-                due - at
-            );
-            if let Some(&published_due) = want.get(id) {
-                assert_eq!(due, published_due, "{id}: delivered with another due time");
-            }
-        }
-    }
-}
 
 async fn events_client(endpoint: String) -> EventServiceClient<Channel> {
     EventServiceClient::connect(endpoint)
@@ -363,32 +268,6 @@ async fn killing_a_leader_loses_nothing_and_fires_nothing_early() {
     );
 }
 
-/// Moves the leadership of `partition` to node `to`: kills whichever other
-/// node leads it, lets the group elect, restarts the killed node; repeats.
-async fn make_leader(cluster: &mut Cluster, to: u64, partition: u32) {
-    let mut rounds = 0;
-    loop {
-        let leader = cluster
-            .leader_of(to, partition, &[1, 2, 3], Duration::from_secs(15))
-            .await;
-        if leader == to {
-            return;
-        }
-        rounds += 1;
-        assert!(
-            rounds <= 10,
-            "node {to} never became leader of partition {partition}"
-        );
-        cluster.kill9(leader);
-        let others: Vec<u64> = (1..=3).filter(|&n| n != leader).collect();
-        cluster
-            .leader_of(to, partition, &others, Duration::from_secs(15))
-            .await;
-        cluster.restart(leader);
-        cluster.node(leader).wait_ready(common::START_DEADLINE);
-    }
-}
-
 /// Publishes `batches` × 5 events on topic `topic` through node 1, alternating
 /// due `soon` and `later`; what each was acknowledged with.
 async fn publish_mixed(
@@ -452,7 +331,7 @@ async fn wiped_node_catches_up_from_the_log_and_can_lead() {
         "the retained log, not a snapshot, should feed node 3"
     );
 
-    make_leader(&mut cluster, 3, 0).await;
+    cluster.make_leader(3, 0).await;
     // Node 3, now leading partition 0, serves all of its history: replay
     // through it has every event, and a publish to partition 0 is taken.
     let ids = replay_ids(cluster.endpoint(3), "w").await;
@@ -506,7 +385,7 @@ async fn wiped_node_catches_up_from_a_snapshot_below_retention_and_fires_on_time
         installed >= 1.0,
         "node 3 should have installed snapshots, got {installed}"
     );
-    make_leader(&mut cluster, 3, 0).await;
+    cluster.make_leader(3, 0).await;
 
     // Everything pending (the `later` half) fires on time, through node 3.
     let pending: BTreeMap<String, i64> =

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use chronos_client::{
     Client, Consumer, ConsumerOptions, Delivery, Error, EventBuilder, ProducerOptions, Replay,
-    Start,
 };
+use common::seen::consumer;
 use common::{now_ms, Server};
 use futures::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -25,19 +25,6 @@ fn publish_requests(server: &Server, label: &str) -> f64 {
         .filter(|l| l.starts_with("chronos_publish_requests_total{") && l.contains(label))
         .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
         .sum()
-}
-
-async fn consumer(client: &Client, group: &str, topic: &str, max_inflight: u32) -> Consumer {
-    client
-        .consumer(ConsumerOptions {
-            group: group.into(),
-            topic: topic.into(),
-            max_inflight,
-            start: Start::Earliest,
-            ..Default::default()
-        })
-        .await
-        .expect("subscribe")
 }
 
 /// The next delivery, or None if none arrives within `wait`.

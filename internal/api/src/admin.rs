@@ -260,6 +260,17 @@ impl AdminService for Admin {
         _r: Request<ClusterStatusRequest>,
     ) -> Result<Response<ClusterStatusResponse>, Status> {
         let (partitions, reached) = self.cluster_infos().await;
+        let clock = self.node.clock.report();
+        let offset_of = |id: u64| {
+            if id == self.node.node_id {
+                return Some(0);
+            }
+            clock
+                .peers
+                .iter()
+                .find(|(peer, _)| *peer == id)
+                .and_then(|(_, o)| o.map(|o| o.offset_ms))
+        };
         let (nodes, replication_factor) = match &self.node.cluster {
             None => (
                 vec![NodeInfo {
@@ -267,6 +278,7 @@ impl AdminService for Admin {
                     api_addr: self.node.grpc_addr.clone(),
                     raft_addr: String::new(),
                     reachable: true,
+                    clock_offset_ms: Some(0),
                 }],
                 1,
             ),
@@ -278,6 +290,7 @@ impl AdminService for Admin {
                         api_addr: p.api_addr.clone(),
                         raft_addr: p.raft_addr.clone(),
                         reachable: reached.contains(&p.id),
+                        clock_offset_ms: offset_of(p.id),
                     })
                     .collect(),
                 c.replication_factor,
@@ -288,6 +301,8 @@ impl AdminService for Admin {
             nodes,
             partitions,
             replication_factor,
+            clock_within_bounds: clock.within_bounds,
+            max_clock_offset_ms: clock.max_offset_ms,
         }))
     }
 

@@ -42,6 +42,8 @@ pub struct Node {
     pub default_max_inflight: u32,
     /// The other nodes and the placement; `None` on a single node.
     pub cluster: Option<gateway::Cluster>,
+    /// This node's clock against its peers' (always within bounds alone).
+    pub clock: chronos_clock::Clock,
 }
 
 impl Node {

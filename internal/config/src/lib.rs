@@ -60,7 +60,7 @@ pub struct Config {
 }
 
 /// Static cluster membership. Empty `nodes` = a single node that needs no peers.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Voters per partition; 0 picks the default: 3 when more than one node
@@ -68,6 +68,24 @@ pub struct ClusterConfig {
     pub replication_factor: u32,
     /// Every node of the cluster, this one included (`node_id` names it).
     pub nodes: Vec<NodeConfig>,
+    /// A node whose wall clock is further than this from a majority of the
+    /// nodes leads nothing and fires nothing until it is back within it.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_offset: Duration,
+    /// How often each node probes every other node's clock.
+    #[serde(with = "humantime_serde")]
+    pub clock_probe_interval: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            replication_factor: 0,
+            nodes: Vec::new(),
+            max_clock_offset: Duration::from_millis(250),
+            clock_probe_interval: Duration::from_millis(500),
+        }
+    }
 }
 
 /// One node as every node knows it.
@@ -97,6 +115,16 @@ impl ClusterConfig {
     }
 
     fn validate(&self, node_id: u64) -> Result<(), String> {
+        if self.max_clock_offset.is_zero() {
+            return Err("cluster.max_clock_offset: must be above 0 (e.g. \"250ms\")".into());
+        }
+        if self.clock_probe_interval.is_zero() || self.clock_probe_interval > Duration::from_secs(2)
+        {
+            return Err(
+                "cluster.clock_probe_interval: must be above 0 and at most 2s (an estimate counts for 5s)"
+                    .into(),
+            );
+        }
         if self.nodes.is_empty() {
             if self.replication_factor > 1 {
                 return Err(format!(

@@ -115,6 +115,9 @@ pub struct PartitionOptions {
     pub delivery: DeliveryOptions,
     /// RocksDB memory shared with the node's other partitions.
     pub resources: StoreResources,
+    /// Whether the node's clock is within bounds of the cluster's (always
+    /// true on a single node). While false this replica does not lead.
+    pub clock_ok: watch::Receiver<bool>,
 }
 
 /// What `status` reports about a partition.
@@ -247,7 +250,15 @@ impl Partition {
             opts.retention_check_interval,
         );
         let notice = applied.notice.clone();
-        let owner = Owner::new(ctx, rx, control_rx, notice, ready_tx, upkeep);
+        let owner = Owner::new(
+            ctx,
+            rx,
+            control_rx,
+            notice,
+            ready_tx,
+            upkeep,
+            opts.clock_ok.clone(),
+        );
         let owner = tokio::spawn(owner.run());
         Ok(Partition {
             id,

@@ -94,6 +94,7 @@ impl AdminService for Node {
             nodes: self.nodes.clone(),
             partitions: vec![],
             replication_factor: self.nodes.len() as u32,
+            ..Default::default()
         }))
     }
     async fn list_groups(&self, _: Request<ListGroupsRequest>) -> Answer<ListGroupsResponse> {
@@ -145,12 +146,14 @@ async fn unavailable_with_a_leader_hint_redirects_to_the_leader() {
             api_addr: a_addr.to_string(),
             raft_addr: String::new(),
             reachable: true,
+            clock_offset_ms: None,
         },
         NodeInfo {
             id: 2,
             api_addr: b_addr.to_string(),
             raft_addr: String::new(),
             reachable: true,
+            clock_offset_ms: None,
         },
     ];
     let (a_calls, b_calls) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));

@@ -24,5 +24,10 @@ pub mod raft {
     tonic::include_proto!("chronos.raft.v1");
 }
 
+/// The node-to-node clock probe (`proto/internal/clock.proto`).
+pub mod clock {
+    tonic::include_proto!("chronos.clock.v1");
+}
+
 /// Encoded `FileDescriptorSet` of the public protos, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("chronos_descriptor");

@@ -77,11 +77,13 @@ pub async fn status(conn: &Conn) -> Result<()> {
             .iter()
             .map(|n| {
                 json!({"id": n.id, "api_addr": n.api_addr, "raft_addr": n.raft_addr,
-                       "reachable": n.reachable})
+                       "reachable": n.reachable, "clock_offset_ms": n.clock_offset_ms})
             })
             .collect();
         print_json(&json!({
             "node_id": s.node_id, "replication_factor": s.replication_factor,
+            "clock_within_bounds": s.clock_within_bounds,
+            "max_clock_offset_ms": s.max_clock_offset_ms,
             "nodes": nodes, "partitions": partitions,
         }));
         return Ok(());
@@ -92,6 +94,12 @@ pub async fn status(conn: &Conn) -> Result<()> {
         s.replication_factor,
         s.nodes.len()
     );
+    if !s.clock_within_bounds {
+        println!(
+            "  CLOCK: node {}'s clock is not within {} ms of a majority of the nodes: it leads and fires nothing",
+            s.node_id, s.max_clock_offset_ms
+        );
+    }
     for n in &s.nodes {
         let raft = if n.raft_addr.is_empty() {
             String::new()
@@ -99,7 +107,20 @@ pub async fn status(conn: &Conn) -> Result<()> {
             format!("  raft {}", n.raft_addr)
         };
         let down = if n.reachable { "" } else { "  UNREACHABLE" };
-        println!("  node {}  api {}{raft}{down}", n.id, n.api_addr);
+        let clock = match n.clock_offset_ms {
+            Some(_) if n.id == s.node_id => String::new(),
+            Some(ms) => format!("  clock {ms:+} ms"),
+            None => "  clock not measured".to_string(),
+        };
+        let leads = s
+            .partitions
+            .iter()
+            .filter(|p| p.leader == Some(n.id))
+            .count();
+        println!(
+            "  node {}  api {}{raft}  leads {leads}{clock}{down}",
+            n.id, n.api_addr
+        );
     }
     println!(
         "{:>9} {:>7} {:>5} {:>8} {:>10} {:>10} {:>11} {:>10} {:>10}  {:<19} replica lag",

@@ -32,6 +32,8 @@ pub struct Options {
     pub proxied: bool,
     /// Appended to every node's config file (e.g. `[raft]` settings).
     pub extra_toml: String,
+    /// Extra environment of some nodes' processes, by node id.
+    pub env: BTreeMap<u64, Vec<(String, String)>>,
 }
 
 impl Default for Options {
@@ -42,6 +44,7 @@ impl Default for Options {
             replication_factor: 3,
             proxied: false,
             extra_toml: String::new(),
+            env: BTreeMap::new(),
         }
     }
 }
@@ -73,6 +76,13 @@ fn ip_of(node: u64) -> String {
 impl Cluster {
     /// Starts every node and waits until each is ready (all partitions have leaders).
     pub fn start(root: &Path, opts: Options) -> Cluster {
+        let cluster = Cluster::start_unready(root, opts);
+        cluster.wait_ready_all();
+        cluster
+    }
+
+    /// Starts every node without waiting for `/ready`.
+    pub fn start_unready(root: &Path, opts: Options) -> Cluster {
         let n = opts.nodes;
         let api: Vec<String> = (1..=n)
             .map(|i| format!("{}:{}", ip_of(i), free_port(&ip_of(i))))
@@ -104,7 +114,6 @@ impl Cluster {
         for id in 1..=n {
             cluster.spawn(id);
         }
-        cluster.wait_ready_all();
         cluster
     }
 
@@ -136,10 +145,16 @@ impl Cluster {
 
     fn spawn(&mut self, id: u64) {
         let config = self.config_path(id);
+        let env: Vec<(&str, &str)> = self
+            .opts
+            .env
+            .get(&id)
+            .map(|vars| vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
+            .unwrap_or_default();
         let server = Server::spawn(
             &self.data_dir(id),
             &["--config", config.to_str().unwrap()],
-            &[],
+            &env,
         );
         self.servers[id as usize - 1] = Some(server);
     }
@@ -196,6 +211,32 @@ impl Cluster {
     pub fn heal(&self) {
         for proxy in self.links.values() {
             proxy.heal();
+        }
+    }
+
+    /// Moves the leadership of `partition` to node `to`: kills whichever other
+    /// node leads it, lets the group elect, restarts the killed node; repeats.
+    pub async fn make_leader(&mut self, to: u64, partition: u32) {
+        let all: Vec<u64> = (1..=self.opts.nodes).collect();
+        let mut rounds = 0;
+        loop {
+            let leader = self
+                .leader_of(to, partition, &all, Duration::from_secs(15))
+                .await;
+            if leader == to {
+                return;
+            }
+            rounds += 1;
+            assert!(
+                rounds <= 10,
+                "node {to} never became leader of partition {partition}"
+            );
+            self.kill9(leader);
+            let others: Vec<u64> = all.iter().copied().filter(|&n| n != leader).collect();
+            self.leader_of(to, partition, &others, Duration::from_secs(15))
+                .await;
+            self.restart(leader);
+            self.node(leader).wait_ready(START_DEADLINE);
         }
     }
 

@@ -13,6 +13,11 @@
 //!
 //! The owner also keeps the partition's logs short on every replica
 //! (`upkeep`): history fsync and node-log compaction, retention.
+//!
+//! While the node's clock is not within bounds of the cluster's
+//! (`chronos-clock`), the owner holds no term and this replica neither
+//! campaigns nor sends heartbeats, so a leader hands over to a node whose
+//! clock agrees with the majority's instead of firing early.
 
 mod term;
 mod upkeep;
@@ -183,6 +188,8 @@ enum Input {
     Done(Done),
     /// A member got credit back.
     Credit,
+    /// The node's clock came within bounds or left them.
+    Clock,
     Tick(Tick),
 }
 
@@ -230,6 +237,10 @@ pub(crate) struct Owner {
     /// Terms started so far: the next one's epoch.
     epochs: u64,
     upkeep: Upkeep,
+    /// Whether the node's clock is within bounds (see the module docs).
+    clock: watch::Receiver<bool>,
+    clock_ok: bool,
+    clock_open: bool,
 }
 
 impl Owner {
@@ -241,6 +252,7 @@ impl Owner {
         applied_notice: Arc<Notify>,
         ready: watch::Sender<Option<u64>>,
         upkeep: Upkeep,
+        clock: watch::Receiver<bool>,
     ) -> Owner {
         Owner {
             ctx,
@@ -260,11 +272,15 @@ impl Owner {
             led_elsewhere: None,
             epochs: 0,
             upkeep,
+            clock,
+            clock_ok: true,
+            clock_open: true,
         }
     }
 
     pub async fn run(mut self) {
         let mut metrics = self.ctx.raft.metrics();
+        self.follow_clock();
         self.observe(&metrics.borrow_and_update());
         loop {
             if !self.publishes_open && self.publishes_out == 0 {
@@ -292,10 +308,23 @@ impl Owner {
                 },
                 Some(done) = self.completions.set.next(), if has_completions => Input::Done(done),
                 _ = self.credit.notified() => Input::Credit,
+                changed = self.clock.changed(), if self.clock_open => match changed {
+                    Ok(()) => Input::Clock,
+                    // The monitor is gone (a test, or shutdown): the verdict stays.
+                    Err(_) => {
+                        self.clock_open = false;
+                        continue;
+                    }
+                },
                 _ = tokio::time::sleep_until(wake_at.into()) => Input::Tick(tick),
             };
-            if let Input::Metrics = input {
-                self.observe(&metrics.borrow_and_update());
+            match input {
+                Input::Metrics => self.observe(&metrics.borrow_and_update()),
+                Input::Clock => {
+                    self.follow_clock();
+                    self.observe(&metrics.borrow());
+                }
+                _ => {}
             }
             self.handle(input).await;
         }
@@ -309,7 +338,7 @@ impl Owner {
 
     async fn handle(&mut self, input: Input) {
         let result = match input {
-            Input::Metrics | Input::Applied => Ok(()),
+            Input::Metrics | Input::Applied | Input::Clock => Ok(()),
             Input::Publish(req) => {
                 self.publish(req).await;
                 Ok(())
@@ -365,16 +394,22 @@ impl Owner {
         self.led_elsewhere = m.current_leader.filter(|&l| l != self.ctx.node_id);
         let leading = m.state == ServerState::Leader
             && m.current_leader == Some(self.ctx.node_id)
-            && self.fatal.is_none();
+            && self.fatal.is_none()
+            && self.clock_ok;
         let leading_term = leading.then_some(m.current_term);
         if self
             .term
             .as_ref()
             .is_some_and(|t| Some(t.term()) != leading_term)
         {
-            let reason = format!("partition {} stopped delivering", self.ctx.partition);
+            let why = if self.clock_ok {
+                ""
+            } else {
+                ": this node's clock is not within bounds of the cluster's"
+            };
+            let reason = format!("partition {} stopped delivering{why}", self.ctx.partition);
             self.end_term(&reason);
-            tracing::info!(partition = self.ctx.partition, "not leading");
+            tracing::info!(partition = self.ctx.partition, "not leading{why}");
         }
         match leading_term {
             Some(term) if self.term.is_none() => {
@@ -385,6 +420,16 @@ impl Owner {
             Some(_) => {}
             None => self.catching_up = None,
         }
+    }
+
+    /// Reads the clock verdict: out of bounds, this replica stops
+    /// campaigning and, if it leads, sending heartbeats, so the followers
+    /// elect another leader after an election timeout.
+    fn follow_clock(&mut self) {
+        self.clock_ok = *self.clock.borrow_and_update();
+        let runtime = self.ctx.raft.runtime_config();
+        runtime.elect(self.clock_ok);
+        runtime.heartbeat(self.clock_ok);
     }
 
     /// Starts the term once this node leads, has applied its whole log and

@@ -1,0 +1,237 @@
+//! `chronos-clock`: how far this node's wall clock is from its peers', and
+//! whether that is close enough for it to lead.
+//!
+//! A leader fires events by its own wall clock, so a leader whose clock runs
+//! ahead delivers early. As CockroachDB's clock monitor does, every node
+//! probes every peer (`Now` on the node-to-node listener, [`service`]) and
+//! estimates the peer's offset from the round trip: `offset = remote −
+//! (sent + rtt / 2)`, known to within `rtt / 2`. Of the last few samples the
+//! one with the shortest round trip counts.
+//!
+//! **Verdict** ([`within_bounds`]): this node is within bounds when a
+//! majority of the cluster's nodes, itself included, agree with its clock: a
+//! peer agrees when it was measured recently and its offset is not certainly
+//! beyond `max_offset` (|offset| − uncertainty ≤ max_offset). A node whose
+//! clock is off disagrees with every peer and loses the majority; the peers
+//! keep theirs. Until a majority has been measured (at start) a node is not
+//! within bounds. A single node has no peers and is always within bounds: it
+//! cannot tell its own clock is wrong.
+//!
+//! Owns: the probe loop, the estimates, the verdict (a `watch` that the
+//! partitions follow: out of bounds, they do not lead), and the
+//! `chronos_clock_*` metrics. Does not own what leading means.
+
+mod estimate;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chronos_proto::clock::clock_service_client::ClockServiceClient;
+use chronos_proto::clock::clock_service_server::{ClockService, ClockServiceServer};
+use chronos_proto::clock::{NowReply, NowRequest};
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+pub use estimate::{within_bounds, PeerOffset, Samples};
+
+/// Longest a probe may take; a slower answer says little about the offset.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Wall clock, Unix milliseconds.
+pub fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ClockOptions {
+    /// Largest offset from the cluster at which this node may still lead.
+    pub max_offset: Duration,
+    /// How often every peer is probed.
+    pub probe_every: Duration,
+}
+
+/// What this node knows of its clock, for `/ready`, `status` and logs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClockReport {
+    pub within_bounds: bool,
+    pub max_offset_ms: i64,
+    /// Every peer, in id order.
+    pub peers: Vec<(u64, Option<PeerOffset>)>,
+}
+
+impl ClockReport {
+    /// One line: the verdict and each peer's offset.
+    pub fn describe(&self) -> String {
+        let peers: Vec<String> = self
+            .peers
+            .iter()
+            .map(|(id, o)| match o {
+                Some(o) => format!("node {id} {:+} ms (±{} ms)", o.offset_ms, o.uncertainty_ms),
+                None => format!("node {id} not measured"),
+            })
+            .collect();
+        let verdict = if self.within_bounds {
+            "within"
+        } else {
+            "NOT within"
+        };
+        format!(
+            "clock {verdict} {} ms of the cluster's majority; peers' offsets from this node: {}",
+            self.max_offset_ms,
+            peers.join(", ")
+        )
+    }
+}
+
+/// The running monitor (cheap to clone).
+#[derive(Clone)]
+pub struct Clock {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    max_offset_ms: i64,
+    /// Nodes in the cluster, this one included.
+    cluster_size: usize,
+    samples: Mutex<BTreeMap<u64, Samples>>,
+    verdict: watch::Sender<bool>,
+}
+
+impl Clock {
+    /// A node without peers: always within bounds, nothing to probe.
+    pub fn single() -> Clock {
+        Clock {
+            inner: Arc::new(Inner {
+                max_offset_ms: 0,
+                cluster_size: 1,
+                samples: Mutex::new(BTreeMap::new()),
+                verdict: watch::channel(true).0,
+            }),
+        }
+    }
+
+    /// Starts probing `peers` (every node but this one).
+    pub fn spawn(peers: Vec<(u64, Channel)>, opts: ClockOptions) -> Clock {
+        let clock = Clock {
+            inner: Arc::new(Inner {
+                max_offset_ms: opts.max_offset.as_millis() as i64,
+                cluster_size: peers.len() + 1,
+                samples: Mutex::new(
+                    peers
+                        .iter()
+                        .map(|(id, _)| (*id, Samples::default()))
+                        .collect(),
+                ),
+                verdict: watch::channel(peers.is_empty()).0,
+            }),
+        };
+        let running = clock.clone();
+        tokio::spawn(async move { running.probe_loop(peers, opts.probe_every).await });
+        clock
+    }
+
+    /// Follows the verdict: `true` while this node may lead.
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.inner.verdict.subscribe()
+    }
+
+    pub fn within_bounds(&self) -> bool {
+        *self.inner.verdict.borrow()
+    }
+
+    pub fn report(&self) -> ClockReport {
+        let now = Instant::now();
+        let samples = self.inner.samples.lock();
+        ClockReport {
+            within_bounds: self.within_bounds(),
+            max_offset_ms: self.inner.max_offset_ms,
+            peers: samples.iter().map(|(id, s)| (*id, s.best(now))).collect(),
+        }
+    }
+
+    async fn probe_loop(self, peers: Vec<(u64, Channel)>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let probes = peers
+                .iter()
+                .map(|(id, ch)| async move { (*id, probe(ch.clone()).await) });
+            for (id, result) in futures::future::join_all(probes).await {
+                match result {
+                    Ok(sample) => {
+                        metrics::gauge!("chronos_clock_offset_seconds", "peer" => id.to_string())
+                            .set(sample.offset_ms as f64 / 1000.0);
+                        if let Some(s) = self.inner.samples.lock().get_mut(&id) {
+                            s.push(sample);
+                        }
+                    }
+                    Err(e) => tracing::debug!(peer = id, "clock probe: {e}"),
+                }
+            }
+            self.judge();
+        }
+    }
+
+    fn judge(&self) {
+        let report = {
+            let now = Instant::now();
+            let samples = self.inner.samples.lock();
+            let offsets: Vec<Option<PeerOffset>> = samples.values().map(|s| s.best(now)).collect();
+            within_bounds(self.inner.cluster_size, &offsets, self.inner.max_offset_ms)
+        };
+        metrics::gauge!("chronos_clock_within_bounds").set(if report { 1.0 } else { 0.0 });
+        let was = self.inner.verdict.send_replace(report);
+        if was != report {
+            let text = self.report().describe();
+            if report {
+                tracing::info!("{text}: leading again");
+            } else {
+                tracing::warn!(
+                    "{text}: this node will not lead or fire until it is back within bounds"
+                );
+            }
+        }
+    }
+}
+
+/// One round trip to a peer.
+async fn probe(channel: Channel) -> Result<PeerOffset, Status> {
+    let mut client = ClockServiceClient::new(channel);
+    let sent_wall = wall_ms();
+    let sent = Instant::now();
+    let reply = tokio::time::timeout(PROBE_TIMEOUT, client.now(NowRequest {}))
+        .await
+        .map_err(|_| Status::deadline_exceeded("clock probe timed out"))??
+        .into_inner();
+    Ok(PeerOffset::from_round_trip(
+        sent_wall,
+        sent.elapsed(),
+        reply.wall_ms,
+        sent,
+    ))
+}
+
+/// The `Now` service peers probe, for the node-to-node listener.
+pub fn service(node_id: u64) -> ClockServiceServer<NowService> {
+    ClockServiceServer::new(NowService { node_id })
+}
+
+pub struct NowService {
+    node_id: u64,
+}
+
+#[tonic::async_trait]
+impl ClockService for NowService {
+    async fn now(&self, _: Request<NowRequest>) -> Result<Response<NowReply>, Status> {
+        Ok(Response::new(NowReply {
+            wall_ms: wall_ms(),
+            node_id: self.node_id,
+        }))
+    }
+}
