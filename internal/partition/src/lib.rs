@@ -242,6 +242,7 @@ impl Partition {
             firing: opts.firing,
             delivery: opts.delivery,
             meters: crate::delivery::Meters::new(),
+            lease: opts.election_timeout_min * 9 / 10,
         };
         let upkeep = Upkeep::new(
             history.clone(),

@@ -14,6 +14,14 @@
 //! The owner also keeps the partition's logs short on every replica
 //! (`upkeep`): history fsync and node-log compaction, retention.
 //!
+//! A term fires and delivers only while its **lease** holds: a quorum of
+//! voters acknowledged this leader (openraft's `millis_since_quorum_ack`)
+//! less than 9/10 of the minimum election timeout ago. No follower grants a
+//! vote to another candidate sooner than that, so a leader that was cut off
+//! or paused (SIGSTOP) never delivers beside the leader that replaced it; it
+//! resumes when heartbeats are answered again, or ends its term when it
+//! learns of the next one.
+//!
 //! While the node's clock is not within bounds of the cluster's
 //! (`chronos-clock`), the owner holds no term and this replica neither
 //! campaigns nor sends heartbeats, so a leader hands over to a node whose
@@ -68,6 +76,8 @@ pub(crate) struct Ctx {
     pub firing: FiringOptions,
     pub delivery: DeliveryOptions,
     pub meters: Meters,
+    /// How long a quorum's acknowledgement lets this leader act.
+    pub lease: Duration,
 }
 
 /// What applying a proposed command reported, or why it did not apply.
@@ -241,6 +251,10 @@ pub(crate) struct Owner {
     clock: watch::Receiver<bool>,
     clock_ok: bool,
     clock_open: bool,
+    /// While leading: until when the last quorum acknowledgement lets the
+    /// term fire and deliver (`None`: not known; a single voter needs none).
+    lease_until: Option<Instant>,
+    single_voter: bool,
 }
 
 impl Owner {
@@ -275,6 +289,8 @@ impl Owner {
             clock,
             clock_ok: true,
             clock_open: true,
+            lease_until: None,
+            single_voter: false,
         }
     }
 
@@ -366,9 +382,15 @@ impl Owner {
             self.restart_at = Some(Instant::now() + RESTART_DELAY);
         }
         self.try_start_term().await;
+        let leased = self.leased(Instant::now());
         if let Some(term) = &mut self.term {
             match term
-                .step(&self.ctx, &mut self.publishes, &mut self.completions)
+                .step(
+                    &self.ctx,
+                    leased,
+                    &mut self.publishes,
+                    &mut self.completions,
+                )
                 .await
             {
                 Ok(proposed) => self.publishes_out += proposed,
@@ -392,6 +414,10 @@ impl Owner {
             .err()
             .map(|f| PartitionError::from_fatal(self.ctx.partition, f));
         self.led_elsewhere = m.current_leader.filter(|&l| l != self.ctx.node_id);
+        self.single_voter = m.membership_config.membership().voter_ids().count() == 1;
+        self.lease_until = m.millis_since_quorum_ack.and_then(|ms| {
+            (Instant::now() + self.ctx.lease).checked_sub(Duration::from_millis(ms))
+        });
         let leading = m.state == ServerState::Leader
             && m.current_leader == Some(self.ctx.node_id)
             && self.fatal.is_none()
@@ -420,6 +446,11 @@ impl Owner {
             Some(_) => {}
             None => self.catching_up = None,
         }
+    }
+
+    /// Whether the term may fire and deliver now (see the module docs).
+    fn leased(&self, now: Instant) -> bool {
+        self.single_voter || self.lease_until.is_some_and(|until| now < until)
     }
 
     /// Reads the clock verdict: out of bounds, this replica stops
@@ -598,7 +629,8 @@ impl Owner {
                 next = (at, tick);
             }
         };
-        if let Some(term) = &self.term {
+        // Without a lease the term waits for Raft's metrics, not its timers.
+        if let Some(term) = self.term.as_ref().filter(|_| self.leased(now)) {
             consider(term.next_wake(&self.ctx), Tick::Term);
         }
         if let Some((at, _)) = self.deferred.first() {

@@ -139,11 +139,12 @@ impl LeaderTerm {
         }
     }
 
-    /// Does what is due after any input: a lingering publish, the wheel, deliveries.
-    /// Returns the publish proposals made.
+    /// Does what is due after any input: a lingering publish, and while
+    /// `leased`, the wheel and deliveries. Returns the publish proposals made.
     pub async fn step(
         &mut self,
         ctx: &Ctx,
+        leased: bool,
         mailbox: &mut mpsc::Receiver<PublishRequest>,
         completions: &mut Completions,
     ) -> Result<usize, TermError> {
@@ -151,8 +152,10 @@ impl LeaderTerm {
             .publisher
             .step(ctx, self.epoch, mailbox, completions)
             .await;
-        self.firing.step(ctx, self.epoch, completions).await?;
-        self.dispatcher.step(ctx, self.epoch, completions).await?;
+        if leased {
+            self.firing.step(ctx, self.epoch, completions).await?;
+            self.dispatcher.step(ctx, self.epoch, completions).await?;
+        }
         Ok(proposed)
     }
 
