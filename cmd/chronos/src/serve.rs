@@ -244,6 +244,7 @@ fn partition_options(
 ) -> PartitionOptions {
     PartitionOptions {
         clock_ok,
+        preferred_leader: None,
         id,
         node_id: config.node_id,
         voters: vec![],
@@ -319,6 +320,7 @@ async fn open_partitions(
                 Some(c) => {
                     let opts = PartitionOptions {
                         voters: c.placement.replicas(id).to_vec(),
+                        preferred_leader: c.placement.preferred_leader(id),
                         ..opts
                     };
                     let p = Partition::open(opts, Network::new(id, c.peers.clone())).await?;

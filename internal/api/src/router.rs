@@ -66,6 +66,10 @@ struct NodeVNode {
 #[derive(Debug, Clone)]
 pub struct Placement {
     replicas: Vec<Vec<u64>>,
+    /// Each partition's preferred leader: one of its replicas, chosen so that
+    /// every node prefers as many partitions as the others (±1 where the
+    /// replica sets allow it).
+    preferred: Vec<u64>,
 }
 
 impl Placement {
@@ -80,7 +84,7 @@ impl Placement {
         distinct.sort_unstable();
         distinct.dedup();
         let want = (replication_factor as usize).clamp(1, distinct.len().max(1));
-        let replicas = (0..partitions)
+        let replicas: Vec<Vec<u64>> = (0..partitions)
             .map(|p| {
                 let mut chosen: Vec<u64> = Vec::with_capacity(want);
                 // Probe the ring with a sequence of keys for this partition:
@@ -108,10 +112,19 @@ impl Placement {
                 chosen
             })
             .collect();
-        Placement { replicas }
+        let preferred = spread_leaders(&replicas);
+        Placement {
+            replicas,
+            preferred,
+        }
     }
 
-    /// The nodes holding `partition` (its Raft voters), the preferred leader first.
+    /// The replica of `partition` that should lead it, the same on every node.
+    pub fn preferred_leader(&self, partition: u32) -> Option<u64> {
+        self.preferred.get(partition as usize).copied()
+    }
+
+    /// The nodes holding `partition` (its Raft voters).
     pub fn replicas(&self, partition: u32) -> &[u64] {
         self.replicas
             .get(partition as usize)
@@ -126,9 +139,55 @@ impl Placement {
     }
 }
 
+/// Picks a leader among each partition's replicas, greedily: the replica
+/// preferring the fewest partitions so far, the earlier listed on a tie.
+fn spread_leaders(replicas: &[Vec<u64>]) -> Vec<u64> {
+    let mut load: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    replicas
+        .iter()
+        .map(|r| {
+            let pick = r
+                .iter()
+                .copied()
+                .min_by_key(|n| load.get(n).copied().unwrap_or(0))
+                .unwrap_or(0);
+            *load.entry(pick).or_default() += 1;
+            pick
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preferred_leaders_spread_evenly_over_the_nodes() {
+        for (nodes, partitions, rf) in [
+            (vec![1, 2, 3], 8, 3),
+            (vec![1, 2, 3], 8, 2),
+            (vec![1, 2, 3, 4, 5], 64, 3),
+            (vec![1, 2], 7, 2),
+        ] {
+            let pl = Placement::new(&nodes, partitions, rf);
+            let mut led = std::collections::BTreeMap::new();
+            for p in 0..partitions {
+                let l = pl.preferred_leader(p).expect("a preferred leader");
+                assert!(pl.replicas(p).contains(&l), "{l} does not hold {p}");
+                *led.entry(l).or_insert(0usize) += 1;
+            }
+            let (min, max) = (
+                nodes
+                    .iter()
+                    .map(|n| led.get(n).copied().unwrap_or(0))
+                    .min()
+                    .unwrap(),
+                led.values().copied().max().unwrap(),
+            );
+            assert!(max - min <= 1, "{nodes:?} p={partitions} rf={rf}: {led:?}");
+        }
+        assert_eq!(Placement::new(&[1, 2, 3], 8, 3).preferred_leader(8), None);
+    }
 
     #[test]
     fn placement_picks_distinct_nodes_and_spreads_them() {

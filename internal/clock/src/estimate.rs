@@ -1,10 +1,7 @@
 //! Offset estimates from round trips, and the verdict over the cluster.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// Samples kept per peer; the one with the shortest round trip counts.
-const KEEP: usize = 6;
 /// A sample older than this says nothing about the clock now.
 pub const FRESH_FOR: Duration = Duration::from_secs(5);
 
@@ -35,27 +32,23 @@ impl PeerOffset {
     }
 }
 
-/// The last few samples of one peer.
+/// What is known of one peer's clock: the latest sample only, so that a
+/// clock that jumped counts as jumped from the next probe on (an older
+/// sample with a shorter round trip would hide the jump).
 #[derive(Debug, Default, Clone)]
 pub struct Samples {
-    recent: VecDeque<PeerOffset>,
+    latest: Option<PeerOffset>,
 }
 
 impl Samples {
     pub fn push(&mut self, s: PeerOffset) {
-        if self.recent.len() == KEEP {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(s);
+        self.latest = Some(s);
     }
 
-    /// The fresh sample with the shortest round trip.
+    /// The latest sample, if it is fresh.
     pub fn best(&self, now: Instant) -> Option<PeerOffset> {
-        self.recent
-            .iter()
+        self.latest
             .filter(|s| now.saturating_duration_since(s.measured_at) <= FRESH_FOR)
-            .min_by_key(|s| s.uncertainty_ms)
-            .copied()
     }
 }
 
@@ -108,39 +101,22 @@ mod tests {
     }
 
     #[test]
-    fn the_shortest_fresh_round_trip_counts() {
+    fn the_latest_fresh_sample_counts() {
         let now = Instant::now();
         let mut s = Samples::default();
-        let old = now.checked_sub(FRESH_FOR * 2).unwrap_or(now);
+        assert_eq!(s.best(now), None);
         s.push(PeerOffset {
-            offset_ms: 5,
-            uncertainty_ms: 0,
-            measured_at: old,
+            offset_ms: 12,
+            uncertainty_ms: 1,
+            measured_at: now,
         });
-        assert_eq!(s.best(now).map(|o| o.offset_ms), (old == now).then_some(5));
         s.push(PeerOffset {
-            offset_ms: 40,
+            offset_ms: 2_000,
             uncertainty_ms: 30,
             measured_at: now,
         });
-        s.push(PeerOffset {
-            offset_ms: 12,
-            uncertainty_ms: 2,
-            measured_at: now,
-        });
-        s.push(PeerOffset {
-            offset_ms: 90,
-            uncertainty_ms: 80,
-            measured_at: now,
-        });
-        assert_eq!(s.best(now).map(|o| o.offset_ms), Some(12));
-        for _ in 0..KEEP {
-            s.push(PeerOffset {
-                offset_ms: 7,
-                uncertainty_ms: 9,
-                measured_at: now,
-            });
-        }
-        assert_eq!(s.best(now).map(|o| o.offset_ms), Some(7));
+        assert_eq!(s.best(now).map(|o| o.offset_ms), Some(2_000));
+        let later = now + FRESH_FOR + Duration::from_millis(1);
+        assert_eq!(s.best(later), None, "a stale sample counts for nothing");
     }
 }

@@ -5,8 +5,8 @@
 //! ahead delivers early. As CockroachDB's clock monitor does, every node
 //! probes every peer (`Now` on the node-to-node listener, [`service`]) and
 //! estimates the peer's offset from the round trip: `offset = remote −
-//! (sent + rtt / 2)`, known to within `rtt / 2`. Of the last few samples the
-//! one with the shortest round trip counts.
+//! (sent + rtt / 2)`, known to within `rtt / 2`. The latest sample counts
+//! (for 5 s), so a jump shows from the next probe on.
 //!
 //! **Verdict** ([`within_bounds`]): this node is within bounds when a
 //! majority of the cluster's nodes, itself included, agree with its clock: a

@@ -118,6 +118,8 @@ pub struct PartitionOptions {
     /// Whether the node's clock is within bounds of the cluster's (always
     /// true on a single node). While false this replica does not lead.
     pub clock_ok: watch::Receiver<bool>,
+    /// The replica that should lead (the others let it win the first election).
+    pub preferred_leader: Option<NodeId>,
 }
 
 /// What `status` reports about a partition.
@@ -226,7 +228,15 @@ impl Partition {
         let raft = Raft::new(opts.node_id, config, network, log_store, sm)
             .await
             .map_err(|e| open_err(id, "raft", e))?;
-        initialize(&raft, id, opts.node_id, &opts.voters).await?;
+        // openraft's `initialize` campaigns at once: at formation only the
+        // preferred leader does; the others join its group, or initialize
+        // themselves once they stop holding back (it may be down).
+        if opts
+            .preferred_leader
+            .is_none_or(|p| p == opts.node_id || opts.voters.len() <= 1)
+        {
+            initialize(&raft, id, opts.node_id, &opts.voters).await?;
+        }
 
         let (tx, rx) = mpsc::channel(MAILBOX);
         let (control, control_rx) = mpsc::unbounded_channel();
@@ -243,6 +253,9 @@ impl Partition {
             delivery: opts.delivery,
             meters: crate::delivery::Meters::new(),
             lease: opts.election_timeout_min * 9 / 10,
+            preferred_leader: opts.preferred_leader,
+            hold_back: opts.election_timeout_max * 3,
+            voters: opts.voters.clone(),
         };
         let upkeep = Upkeep::new(
             history.clone(),
@@ -461,7 +474,7 @@ impl Partition {
 /// without an address (the transport finds a node by id). A group already
 /// initialised — by an earlier start, or by another voter's vote or entries
 /// arriving first — keeps what it has.
-async fn initialize(
+pub(crate) async fn initialize(
     raft: &Raft,
     id: u32,
     node_id: NodeId,

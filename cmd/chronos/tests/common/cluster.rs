@@ -83,6 +83,13 @@ impl Cluster {
 
     /// Starts every node without waiting for `/ready`.
     pub fn start_unready(root: &Path, opts: Options) -> Cluster {
+        let all: Vec<u64> = (1..=opts.nodes).collect();
+        Cluster::start_only(root, opts, &all)
+    }
+
+    /// Starts only the nodes `ids` (the others stay stopped; `restart` starts
+    /// them) without waiting for `/ready`.
+    pub fn start_only(root: &Path, opts: Options, ids: &[u64]) -> Cluster {
         let n = opts.nodes;
         let api: Vec<String> = (1..=n)
             .map(|i| format!("{}:{}", ip_of(i), free_port(&ip_of(i))))
@@ -111,7 +118,7 @@ impl Cluster {
         for id in 1..=n {
             cluster.write_config(id);
         }
-        for id in 1..=n {
+        for &id in ids {
             cluster.spawn(id);
         }
         cluster

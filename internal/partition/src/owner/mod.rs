@@ -22,6 +22,11 @@
 //! resumes when heartbeats are answered again, or ends its term when it
 //! learns of the next one.
 //!
+//! When a node starts and no leader is known, a replica that is not the
+//! partition's preferred leader (spread evenly by the placement) holds back
+//! from campaigning for a few election timeouts, so the preferred one wins
+//! the first election and leaders start out balanced.
+//!
 //! While the node's clock is not within bounds of the cluster's
 //! (`chronos-clock`), the owner holds no term and this replica neither
 //! campaigns nor sends heartbeats, so a leader hands over to a node whose
@@ -78,6 +83,12 @@ pub(crate) struct Ctx {
     pub meters: Meters,
     /// How long a quorum's acknowledgement lets this leader act.
     pub lease: Duration,
+    /// The replica that should lead, and how long the others hold back from
+    /// the first election for it.
+    pub preferred_leader: Option<NodeId>,
+    pub hold_back: Duration,
+    /// The group's voters at formation (empty: this node alone).
+    pub voters: Vec<NodeId>,
 }
 
 /// What applying a proposed command reported, or why it did not apply.
@@ -211,6 +222,8 @@ pub(crate) enum Tick {
     Term,
     /// Deferred control requests time out.
     Deferred,
+    /// This replica stops holding back from the first election.
+    Campaign,
     /// A failed term may be rebuilt.
     Restart,
     /// History fsync and node-log compaction.
@@ -255,6 +268,10 @@ pub(crate) struct Owner {
     /// term fire and deliver (`None`: not known; a single voter needs none).
     lease_until: Option<Instant>,
     single_voter: bool,
+    /// This replica leaves the first election to the preferred leader, for
+    /// `Ctx::hold_back` from when its clock first allows campaigning.
+    holds_back: bool,
+    hold_back_until: Option<Instant>,
 }
 
 impl Owner {
@@ -291,11 +308,21 @@ impl Owner {
             clock_open: true,
             lease_until: None,
             single_voter: false,
+            holds_back: false,
+            hold_back_until: None,
         }
     }
 
     pub async fn run(mut self) {
         let mut metrics = self.ctx.raft.metrics();
+        if self
+            .ctx
+            .preferred_leader
+            .is_some_and(|p| p != self.ctx.node_id)
+            && metrics.borrow().current_leader.is_none()
+        {
+            self.holds_back = true;
+        }
         self.follow_clock();
         self.observe(&metrics.borrow_and_update());
         loop {
@@ -414,6 +441,11 @@ impl Owner {
             .err()
             .map(|f| PartitionError::from_fatal(self.ctx.partition, f));
         self.led_elsewhere = m.current_leader.filter(|&l| l != self.ctx.node_id);
+        if m.current_leader.is_some() && self.holds_back {
+            self.holds_back = false;
+            self.hold_back_until = None;
+            self.switch_raft();
+        }
         self.single_voter = m.membership_config.membership().voter_ids().count() == 1;
         self.lease_until = m.millis_since_quorum_ack.and_then(|ms| {
             (Instant::now() + self.ctx.lease).checked_sub(Duration::from_millis(ms))
@@ -458,8 +490,16 @@ impl Owner {
     /// elect another leader after an election timeout.
     fn follow_clock(&mut self) {
         self.clock_ok = *self.clock.borrow_and_update();
+        self.switch_raft();
+    }
+
+    /// Campaigning and heartbeats as the clock and the first election allow.
+    fn switch_raft(&mut self) {
+        if self.holds_back && self.clock_ok && self.hold_back_until.is_none() {
+            self.hold_back_until = Some(Instant::now() + self.ctx.hold_back);
+        }
         let runtime = self.ctx.raft.runtime_config();
-        runtime.elect(self.clock_ok);
+        runtime.elect(self.clock_ok && !self.holds_back);
         runtime.heartbeat(self.clock_ok);
     }
 
@@ -608,6 +648,24 @@ impl Owner {
                     refuse(c, self.ctx.not_leader());
                 }
             }
+            Tick::Campaign => {
+                self.holds_back = false;
+                self.hold_back_until = None;
+                self.switch_raft();
+                // No word from the preferred leader: form the group here.
+                let ctx = &self.ctx;
+                if !ctx.raft.is_initialized().await.unwrap_or(true) {
+                    tracing::info!(
+                        partition = ctx.partition,
+                        "the preferred leader is silent; forming the group"
+                    );
+                    if let Err(e) =
+                        crate::initialize(&ctx.raft, ctx.partition, ctx.node_id, &ctx.voters).await
+                    {
+                        tracing::warn!(partition = ctx.partition, "forming the group: {e}");
+                    }
+                }
+            }
             Tick::Compact => self
                 .upkeep
                 .compact(self.ctx.partition, &mut self.completions),
@@ -638,6 +696,9 @@ impl Owner {
         }
         if let Some(at) = self.restart_at {
             consider(at, Tick::Restart);
+        }
+        if let Some(at) = self.hold_back_until {
+            consider(at, Tick::Campaign);
         }
         let (at, tick) = self.upkeep.next_tick();
         consider(at, tick);

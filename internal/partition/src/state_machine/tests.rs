@@ -61,6 +61,7 @@ pub(crate) fn options(dir: &Path) -> PartitionOptions {
         },
         resources: StoreResources::new(8 << 20, 64 << 20),
         clock_ok: tokio::sync::watch::channel(true).1,
+        preferred_leader: None,
     }
 }
 

@@ -1,0 +1,81 @@
+//! Leaders start out balanced: each partition's preferred leader (spread
+//! evenly by the placement) wins the first election, and `chronos status`
+//! shows how many partitions each node leads.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::cluster::{Cluster, Options};
+
+/// Waits (30 s at most) until every partition has a leader as node `via`
+/// sees it; how many each node leads.
+async fn leaders_per_node(cluster: &Cluster, via: u64) -> BTreeMap<u64, u32> {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = cluster.status(via).await;
+        let leaders: Vec<Option<u64>> = status.partitions.iter().map(|p| p.leader).collect();
+        if leaders.iter().all(Option::is_some) {
+            let mut led = BTreeMap::new();
+            for l in leaders.into_iter().flatten() {
+                *led.entry(l).or_insert(0u32) += 1;
+            }
+            return led;
+        }
+        assert!(
+            Instant::now() < until,
+            "partitions without a leader: {leaders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn eight_partitions() -> Options {
+    Options {
+        partitions: 8,
+        ..Options::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_each_lead_two_or_three_of_eight_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), eight_partitions());
+    let led = leaders_per_node(&cluster, 1).await;
+    for node in 1..=3 {
+        let n = led.get(&node).copied().unwrap_or(0);
+        assert!((2..=3).contains(&n), "node {node} leads {n}: {led:?}");
+    }
+
+    // The operator sees the same in `chronos status`.
+    let out = Command::new(env!("CARGO_BIN_EXE_chronos"))
+        .args(["status", "--addr", &cluster.endpoint(2)])
+        .output()
+        .expect("run chronos status");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for (node, n) in &led {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("node {node}  api ")))
+            .unwrap_or_else(|| panic!("no line for node {node} in:\n{text}"));
+        assert!(line.contains(&format!("leads {n}")), "{line}");
+    }
+}
+
+/// The preferred leaders of some partitions never start: the other replicas
+/// stop holding back and form those groups themselves; the late node joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_form_without_their_preferred_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start_only(dir.path(), eight_partitions(), &[2, 3]);
+    cluster.node(2).wait_ready(common::START_DEADLINE);
+    let led = leaders_per_node(&cluster, 2).await;
+    assert_eq!(led.get(&1), None, "{led:?}");
+    assert_eq!(led.values().sum::<u32>(), 8, "{led:?}");
+    cluster.restart(1);
+    cluster.node(1).wait_ready(common::START_DEADLINE);
+    assert_eq!(leaders_per_node(&cluster, 1).await.values().sum::<u32>(), 8);
+}
