@@ -7,6 +7,7 @@
 #   4. failover: kill -9 a leader during a one-event publish run through the
 #      two other nodes; the longest publish is the time writes to its
 #      partitions stopped (then the node is restarted)
+# Leaders per node are printed at the start and after each failover.
 # Results go to stdout; BIN_DIR holds the release `chronos` and `chronos-loadtest`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,14 @@ cleanup() {
 }
 trap cleanup EXIT
 until grep -q "cluster ready" "$dir.log" 2>/dev/null; do sleep 0.5; done
+leaders() {
+  "$bin/chronos" status --addr http://127.0.0.1:9001 --json | python3 -c '
+import collections, json, sys
+s = json.load(sys.stdin)
+led = collections.Counter(p["leader"] for p in s["partitions"])
+print("leaders per node:", ", ".join("node %s: %d" % (n, led[n]) for n in sorted(led, key=str)))'
+}
+leaders
 all=http://127.0.0.1:9001,http://127.0.0.1:9002,http://127.0.0.1:9003
 lt="$bin/chronos-loadtest publish --payload 256 --due-in 1h"
 sections=${SECTIONS:-"batched single lag failover"}
@@ -74,4 +83,5 @@ print(s["partitions"][0]["leader"])')
   restarted+=($!)
   until curl -sf "http://127.0.0.1:808$victim/ready" >/dev/null; do sleep 0.2; done
   sleep 2
+  leaders
 done
