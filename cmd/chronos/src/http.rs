@@ -47,6 +47,12 @@ pub async fn serve(
 }
 
 async fn ready(State(s): State<AppState>) -> (StatusCode, String) {
+    if *s.node.stopping.borrow() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NOT READY: stopping".into(),
+        );
+    }
     let clock = s.node.clock.report();
     if !clock.within_bounds {
         return (

@@ -100,13 +100,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         raft_log.clone(),
         config.wal.retention_check_interval,
     ));
+    let (stopping_tx, stopping) = watch::channel(false);
+    let may_lead = may_lead(&clock, stopping.clone());
     let partitions = open_partitions(
         &config,
         &hosted,
         cluster.as_ref(),
         &groups,
         &raft_log,
-        &clock,
+        &may_lead,
     )
     .await?;
     let node = Arc::new(Node {
@@ -124,6 +126,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         default_max_inflight: config.delivery.default_max_inflight,
         cluster,
         clock,
+        stopping,
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -146,7 +149,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(%grpc_addr, %http_addr, partitions = config.partitions, data_dir = %config.data_dir.display(), "chronos listening");
 
     let signal = wait_for_signal().await?;
-    tracing::info!(signal, "stopping: draining in-flight requests");
+    // Leadership goes first, while this node still answers the others (so
+    // its forwarded requests are redirected and Raft reaches it); then the
+    // subscriptions end, so the drain below does not wait on them.
+    tracing::info!(signal, "stopping: leaving leadership to the other nodes");
+    let _ = stopping_tx.send(true);
+    if node.cluster.is_some() {
+        hand_over(
+            &partitions,
+            config.node_id,
+            8 * config.raft.election_timeout_max,
+        )
+        .await;
+    }
+    tracing::info!("stopping: draining in-flight requests");
     let _ = stop_tx.send(true);
     match tokio::time::timeout(DRAIN_TIMEOUT, grpc_task).await {
         Ok(Ok(Err(e))) => tracing::warn!("grpc server: {e}"),
@@ -198,6 +214,56 @@ fn check_data_dir(dir: &Path, partitions: u32) -> anyhow::Result<()> {
     }
 }
 
+/// Whether this node may lead: its clock is within bounds and it is not
+/// stopping (what every partition's owner follows).
+fn may_lead(clock: &Clock, mut stopping: watch::Receiver<bool>) -> watch::Receiver<bool> {
+    let mut verdict = clock.subscribe();
+    let now = |v: &watch::Receiver<bool>, s: &watch::Receiver<bool>| *v.borrow() && !*s.borrow();
+    let (tx, rx) = watch::channel(now(&verdict, &stopping));
+    tokio::spawn(async move {
+        loop {
+            let changed = tokio::select! {
+                r = verdict.changed() => r,
+                r = stopping.changed() => r,
+            };
+            if changed.is_err() {
+                return; // the node is going away; the last value stays
+            }
+            let v = now(&verdict, &stopping);
+            tx.send_if_modified(|cur| std::mem::replace(cur, v) != v);
+        }
+    });
+    rx
+}
+
+/// Waits (at most `limit`) until every partition here is led by another
+/// node: with leading switched off, the followers elect one after an
+/// election timeout.
+async fn hand_over(partitions: &[Arc<Partition>], me: u64, limit: Duration) {
+    let until = tokio::time::Instant::now() + limit;
+    loop {
+        // A leader known elsewhere, not just none: until this node hears
+        // from it, its own requests have nowhere to go.
+        let leading: Vec<u32> = partitions
+            .iter()
+            .filter(|p| p.status().leader.is_none_or(|l| l == me))
+            .map(|p| p.id())
+            .collect();
+        if leading.is_empty() {
+            tracing::info!("stopping: every partition is led elsewhere");
+            return;
+        }
+        if tokio::time::Instant::now() >= until {
+            tracing::warn!(
+                ?leading,
+                "stopping: no other leader after {limit:?}; stopping anyway"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Opens the node's Raft log, shared by every partition it holds.
 fn open_raft_log(config: &Config) -> anyhow::Result<Arc<RaftLog>> {
     let fsync = match config.wal.fsync {
@@ -240,10 +306,10 @@ fn partition_options(
     id: u32,
     resources: &StoreResources,
     raft_log: &Arc<RaftLog>,
-    clock_ok: watch::Receiver<bool>,
+    may_lead: watch::Receiver<bool>,
 ) -> PartitionOptions {
     PartitionOptions {
-        clock_ok,
+        may_lead,
         preferred_leader: None,
         id,
         node_id: config.node_id,
@@ -309,11 +375,11 @@ async fn open_partitions(
     cluster: Option<&Cluster>,
     groups: &Groups,
     raft_log: &Arc<RaftLog>,
-    clock: &Clock,
+    may_lead: &watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<Arc<Partition>>> {
     let resources = StoreResources::default();
     let opened = futures::future::join_all(ids.iter().map(|&id| {
-        let opts = partition_options(config, id, &resources, raft_log, clock.subscribe());
+        let opts = partition_options(config, id, &resources, raft_log, may_lead.clone());
         async move {
             match cluster {
                 None => Partition::open(opts, SoloNetwork).await,

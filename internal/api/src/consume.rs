@@ -31,6 +31,9 @@ pub struct Subscription {
     pub member: Arc<Member>,
     pub group: String,
     outbox: mpsc::UnboundedReceiver<Outgoing>,
+    /// The node's stop signal: the subscription ends when it is set.
+    stopping: tokio::sync::watch::Receiver<bool>,
+    node_id: u64,
     partitions: Vec<Arc<Partition>>,
     /// Streams from the leaders of partitions this node does not lead.
     upstreams: Vec<Upstream>,
@@ -60,7 +63,16 @@ impl Subscription {
     /// The next delivery; an error when a partition stopped serving it; None
     /// when every partition let go of the member.
     pub async fn next(&mut self) -> Option<Result<Delivery, Status>> {
-        match self.outbox.recv().await? {
+        let next = tokio::select! {
+            next = self.outbox.recv() => next?,
+            _ = self.stopping.wait_for(|s| *s) => {
+                return Some(Err(Status::unavailable(format!(
+                    "node {} is stopping; subscribe again on another node",
+                    self.node_id
+                ))));
+            }
+        };
+        match next {
             Outgoing::Delivery(d) => Some(Ok(d)),
             Outgoing::Closed(reason) => Some(Err(Status::unavailable(format!(
                 "{reason}; subscribe again"
@@ -146,6 +158,8 @@ pub async fn subscribe(
         member: member.clone(),
         group: req.consumer_group.clone(),
         outbox,
+        stopping: node.stopping.clone(),
+        node_id: node.node_id,
         partitions: Vec::new(),
         upstreams: Vec::new(),
     };

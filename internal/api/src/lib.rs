@@ -44,6 +44,9 @@ pub struct Node {
     pub cluster: Option<gateway::Cluster>,
     /// This node's clock against its peers' (always within bounds alone).
     pub clock: chronos_clock::Clock,
+    /// Set when the node begins to stop: subscriptions end (clients
+    /// subscribe again elsewhere) and `/ready` says so.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Node {

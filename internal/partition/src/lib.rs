@@ -115,9 +115,10 @@ pub struct PartitionOptions {
     pub delivery: DeliveryOptions,
     /// RocksDB memory shared with the node's other partitions.
     pub resources: StoreResources,
-    /// Whether the node's clock is within bounds of the cluster's (always
-    /// true on a single node). While false this replica does not lead.
-    pub clock_ok: watch::Receiver<bool>,
+    /// Whether this node may lead: its clock is within bounds of the
+    /// cluster's (always on a single node) and it is not stopping. While
+    /// false this replica does not lead.
+    pub may_lead: watch::Receiver<bool>,
     /// The replica that should lead (the others let it win the first election).
     pub preferred_leader: Option<NodeId>,
 }
@@ -271,7 +272,7 @@ impl Partition {
             notice,
             ready_tx,
             upkeep,
-            opts.clock_ok.clone(),
+            opts.may_lead.clone(),
         );
         let owner = tokio::spawn(owner.run());
         Ok(Partition {

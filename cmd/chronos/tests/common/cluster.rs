@@ -194,6 +194,19 @@ impl Cluster {
         }
     }
 
+    /// Stops node `id` with SIGTERM, as an operator does, and waits for it
+    /// to exit (it must within `deadline`).
+    pub fn terminate(&mut self, id: u64, deadline: Duration) -> std::process::ExitStatus {
+        let mut s = self.servers[id as usize - 1]
+            .take()
+            .unwrap_or_else(|| panic!("node {id} is stopped"));
+        let status = s.terminate(deadline);
+        for line in s.log().lines().filter(|l| l.contains("stopping")) {
+            eprintln!("node {id}: {line}");
+        }
+        status
+    }
+
     /// Starts a stopped node again on its data directory (not waiting for ready).
     pub fn restart(&mut self, id: u64) {
         assert!(self.servers[id as usize - 1].is_none(), "node {id} runs");

@@ -27,10 +27,11 @@
 //! from campaigning for a few election timeouts, so the preferred one wins
 //! the first election and leaders start out balanced.
 //!
-//! While the node's clock is not within bounds of the cluster's
-//! (`chronos-clock`), the owner holds no term and this replica neither
-//! campaigns nor sends heartbeats, so a leader hands over to a node whose
-//! clock agrees with the majority's instead of firing early.
+//! While the node may not lead (`PartitionOptions::may_lead`: its clock is
+//! not within bounds of the cluster's, see `chronos-clock`, or it is
+//! stopping) the owner holds no term and this replica neither campaigns nor
+//! sends heartbeats, so the followers elect another node instead of this one
+//! firing early or going away as leader.
 
 mod term;
 mod upkeep;
@@ -209,8 +210,8 @@ enum Input {
     Done(Done),
     /// A member got credit back.
     Credit,
-    /// The node's clock came within bounds or left them.
-    Clock,
+    /// The node became allowed to lead, or stopped being allowed.
+    MayLead,
     Tick(Tick),
 }
 
@@ -260,16 +261,16 @@ pub(crate) struct Owner {
     /// Terms started so far: the next one's epoch.
     epochs: u64,
     upkeep: Upkeep,
-    /// Whether the node's clock is within bounds (see the module docs).
-    clock: watch::Receiver<bool>,
-    clock_ok: bool,
-    clock_open: bool,
+    /// Whether this node may lead (see the module docs).
+    may_lead: watch::Receiver<bool>,
+    allowed: bool,
+    may_lead_open: bool,
     /// While leading: until when the last quorum acknowledgement lets the
     /// term fire and deliver (`None`: not known; a single voter needs none).
     lease_until: Option<Instant>,
     single_voter: bool,
     /// This replica leaves the first election to the preferred leader, for
-    /// `Ctx::hold_back` from when its clock first allows campaigning.
+    /// `Ctx::hold_back` from when it may first lead.
     holds_back: bool,
     hold_back_until: Option<Instant>,
 }
@@ -283,7 +284,7 @@ impl Owner {
         applied_notice: Arc<Notify>,
         ready: watch::Sender<Option<u64>>,
         upkeep: Upkeep,
-        clock: watch::Receiver<bool>,
+        may_lead: watch::Receiver<bool>,
     ) -> Owner {
         Owner {
             ctx,
@@ -303,9 +304,9 @@ impl Owner {
             led_elsewhere: None,
             epochs: 0,
             upkeep,
-            clock,
-            clock_ok: true,
-            clock_open: true,
+            may_lead,
+            allowed: true,
+            may_lead_open: true,
             lease_until: None,
             single_voter: false,
             holds_back: false,
@@ -323,7 +324,7 @@ impl Owner {
         {
             self.holds_back = true;
         }
-        self.follow_clock();
+        self.follow_gate();
         self.observe(&metrics.borrow_and_update());
         loop {
             if !self.publishes_open && self.publishes_out == 0 {
@@ -351,11 +352,11 @@ impl Owner {
                 },
                 Some(done) = self.completions.set.next(), if has_completions => Input::Done(done),
                 _ = self.credit.notified() => Input::Credit,
-                changed = self.clock.changed(), if self.clock_open => match changed {
-                    Ok(()) => Input::Clock,
-                    // The monitor is gone (a test, or shutdown): the verdict stays.
+                changed = self.may_lead.changed(), if self.may_lead_open => match changed {
+                    Ok(()) => Input::MayLead,
+                    // Nobody changes it any more (a test, or shutdown): it stays.
                     Err(_) => {
-                        self.clock_open = false;
+                        self.may_lead_open = false;
                         continue;
                     }
                 },
@@ -363,8 +364,8 @@ impl Owner {
             };
             match input {
                 Input::Metrics => self.observe(&metrics.borrow_and_update()),
-                Input::Clock => {
-                    self.follow_clock();
+                Input::MayLead => {
+                    self.follow_gate();
                     self.observe(&metrics.borrow());
                 }
                 _ => {}
@@ -381,7 +382,7 @@ impl Owner {
 
     async fn handle(&mut self, input: Input) {
         let result = match input {
-            Input::Metrics | Input::Applied | Input::Clock => Ok(()),
+            Input::Metrics | Input::Applied | Input::MayLead => Ok(()),
             Input::Publish(req) => {
                 self.publish(req).await;
                 Ok(())
@@ -453,21 +454,30 @@ impl Owner {
         let leading = m.state == ServerState::Leader
             && m.current_leader == Some(self.ctx.node_id)
             && self.fatal.is_none()
-            && self.clock_ok;
+            && self.allowed;
         let leading_term = leading.then_some(m.current_term);
         if self
             .term
             .as_ref()
             .is_some_and(|t| Some(t.term()) != leading_term)
         {
-            let why = if self.clock_ok {
+            let why = if self.allowed {
                 ""
             } else {
-                ": this node's clock is not within bounds of the cluster's"
+                ": this node may not lead (its clock is off, or it is stopping)"
             };
             let reason = format!("partition {} stopped delivering{why}", self.ctx.partition);
             self.end_term(&reason);
             tracing::info!(partition = self.ctx.partition, "not leading{why}");
+        }
+        // Requests deferred while no leader was known go to the one now known
+        // (their callers retry there) instead of waiting out `DEFER_LIMIT`.
+        if self.term.is_none() && leading_term.is_none() {
+            if let Some(err) = self.refusal() {
+                for (_, c) in std::mem::take(&mut self.deferred) {
+                    refuse(c, err.clone());
+                }
+            }
         }
         match leading_term {
             Some(term) if self.term.is_none() => {
@@ -485,22 +495,22 @@ impl Owner {
         self.single_voter || self.lease_until.is_some_and(|until| now < until)
     }
 
-    /// Reads the clock verdict: out of bounds, this replica stops
+    /// Reads whether this node may lead: if not, this replica stops
     /// campaigning and, if it leads, sending heartbeats, so the followers
     /// elect another leader after an election timeout.
-    fn follow_clock(&mut self) {
-        self.clock_ok = *self.clock.borrow_and_update();
+    fn follow_gate(&mut self) {
+        self.allowed = *self.may_lead.borrow_and_update();
         self.switch_raft();
     }
 
-    /// Campaigning and heartbeats as the clock and the first election allow.
+    /// Campaigning and heartbeats as the gate and the first election allow.
     fn switch_raft(&mut self) {
-        if self.holds_back && self.clock_ok && self.hold_back_until.is_none() {
+        if self.holds_back && self.allowed && self.hold_back_until.is_none() {
             self.hold_back_until = Some(Instant::now() + self.ctx.hold_back);
         }
         let runtime = self.ctx.raft.runtime_config();
-        runtime.elect(self.clock_ok && !self.holds_back);
-        runtime.heartbeat(self.clock_ok);
+        runtime.elect(self.allowed && !self.holds_back);
+        runtime.heartbeat(self.allowed);
     }
 
     /// Starts the term once this node leads, has applied its whole log and
@@ -554,19 +564,20 @@ impl Owner {
         }
     }
 
-    /// Why queued publishes are answered at once rather than proposed: the
-    /// group stopped, or (while this node has no term) another node leads.
+    /// Why queued publishes and requests are answered at once rather than
+    /// proposed or deferred: the group stopped, or (while this node has no
+    /// term) another node leads or this one may not.
     fn refusal(&self) -> Option<PartitionError> {
         if let Some(fatal) = &self.fatal {
             return Some(fatal.clone());
         }
-        match (&self.term, self.led_elsewhere) {
-            (None, Some(leader)) => Some(PartitionError::NotLeader {
-                partition: self.ctx.partition,
-                leader: Some(leader),
-            }),
-            _ => None,
+        if self.term.is_some() {
+            return None;
         }
+        (self.led_elsewhere.is_some() || !self.allowed).then_some(PartitionError::NotLeader {
+            partition: self.ctx.partition,
+            leader: self.led_elsewhere,
+        })
     }
 
     async fn publish(&mut self, req: PublishRequest) {
@@ -595,10 +606,8 @@ impl Owner {
         if let Some(term) = &mut self.term {
             return term.control(&self.ctx, c, &mut self.completions).await;
         }
-        if let Some(fatal) = &self.fatal {
-            refuse(c, fatal.clone());
-        } else if self.led_elsewhere.is_some() {
-            refuse(c, self.ctx.not_leader());
+        if let Some(err) = self.refusal() {
+            refuse(c, err);
         } else if !matches!(c, Control::Detach { .. }) {
             // No leader known yet, or this node is catching up to lead.
             self.deferred.push((Instant::now(), c));

@@ -60,7 +60,7 @@ pub(crate) fn options(dir: &Path) -> PartitionOptions {
             ..Default::default()
         },
         resources: StoreResources::new(8 << 20, 64 << 20),
-        clock_ok: tokio::sync::watch::channel(true).1,
+        may_lead: tokio::sync::watch::channel(true).1,
         preferred_leader: None,
     }
 }

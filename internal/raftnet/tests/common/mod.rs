@@ -55,7 +55,7 @@ pub fn options(
         },
         delivery: DeliveryOptions::default(),
         resources: StoreResources::new(8 << 20, 32 << 20),
-        clock_ok: tokio::sync::watch::channel(true).1,
+        may_lead: tokio::sync::watch::channel(true).1,
         preferred_leader: None,
     }
 }
