@@ -253,9 +253,7 @@ impl Partition {
             firing: opts.firing,
             delivery: opts.delivery,
             meters: crate::delivery::Meters::new(),
-            lease: opts.election_timeout_min * 9 / 10,
             preferred_leader: opts.preferred_leader,
-            hold_back: opts.election_timeout_max * 3,
             voters: opts.voters.clone(),
         };
         let upkeep = Upkeep::new(
@@ -272,7 +270,11 @@ impl Partition {
             notice,
             ready_tx,
             upkeep,
-            opts.may_lead.clone(),
+            crate::owner::Standing::new(
+                opts.may_lead.clone(),
+                opts.election_timeout_min * 9 / 10,
+                opts.election_timeout_max * 3,
+            ),
         );
         let owner = tokio::spawn(owner.run());
         Ok(Partition {

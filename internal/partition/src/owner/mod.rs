@@ -33,6 +33,7 @@
 //! sends heartbeats, so the followers elect another node instead of this one
 //! firing early or going away as leader.
 
+mod standing;
 mod term;
 mod upkeep;
 
@@ -57,6 +58,7 @@ use crate::state_machine::AppliedState;
 use crate::types::{Applied, Command, NodeId, Raft};
 use crate::PartitionError;
 
+pub(crate) use standing::Standing;
 pub(crate) use term::{LeaderTerm, TermError};
 pub(crate) use upkeep::Upkeep;
 
@@ -82,12 +84,9 @@ pub(crate) struct Ctx {
     pub firing: FiringOptions,
     pub delivery: DeliveryOptions,
     pub meters: Meters,
-    /// How long a quorum's acknowledgement lets this leader act.
-    pub lease: Duration,
-    /// The replica that should lead, and how long the others hold back from
-    /// the first election for it.
+    /// The replica that should lead (the others hold back from the first
+    /// election for it).
     pub preferred_leader: Option<NodeId>,
-    pub hold_back: Duration,
     /// The group's voters at formation (empty: this node alone).
     pub voters: Vec<NodeId>,
 }
@@ -261,18 +260,8 @@ pub(crate) struct Owner {
     /// Terms started so far: the next one's epoch.
     epochs: u64,
     upkeep: Upkeep,
-    /// Whether this node may lead (see the module docs).
-    may_lead: watch::Receiver<bool>,
-    allowed: bool,
-    may_lead_open: bool,
-    /// While leading: until when the last quorum acknowledgement lets the
-    /// term fire and deliver (`None`: not known; a single voter needs none).
-    lease_until: Option<Instant>,
-    single_voter: bool,
-    /// This replica leaves the first election to the preferred leader, for
-    /// `Ctx::hold_back` from when it may first lead.
-    holds_back: bool,
-    hold_back_until: Option<Instant>,
+    /// Whether this replica may lead and act (gate, lease, hold-back).
+    standing: Standing,
 }
 
 impl Owner {
@@ -284,7 +273,7 @@ impl Owner {
         applied_notice: Arc<Notify>,
         ready: watch::Sender<Option<u64>>,
         upkeep: Upkeep,
-        may_lead: watch::Receiver<bool>,
+        standing: Standing,
     ) -> Owner {
         Owner {
             ctx,
@@ -304,27 +293,15 @@ impl Owner {
             led_elsewhere: None,
             epochs: 0,
             upkeep,
-            may_lead,
-            allowed: true,
-            may_lead_open: true,
-            lease_until: None,
-            single_voter: false,
-            holds_back: false,
-            hold_back_until: None,
+            standing,
         }
     }
 
     pub async fn run(mut self) {
         let mut metrics = self.ctx.raft.metrics();
-        if self
-            .ctx
-            .preferred_leader
-            .is_some_and(|p| p != self.ctx.node_id)
-            && metrics.borrow().current_leader.is_none()
-        {
-            self.holds_back = true;
-        }
-        self.follow_gate();
+        let ctx = &self.ctx;
+        self.standing
+            .start(&ctx.raft, ctx.node_id, ctx.preferred_leader);
         self.observe(&metrics.borrow_and_update());
         loop {
             if !self.publishes_open && self.publishes_out == 0 {
@@ -352,20 +329,17 @@ impl Owner {
                 },
                 Some(done) = self.completions.set.next(), if has_completions => Input::Done(done),
                 _ = self.credit.notified() => Input::Credit,
-                changed = self.may_lead.changed(), if self.may_lead_open => match changed {
-                    Ok(()) => Input::MayLead,
-                    // Nobody changes it any more (a test, or shutdown): it stays.
-                    Err(_) => {
-                        self.may_lead_open = false;
-                        continue;
-                    }
+                // False: nobody changes it any more (a test, shutdown); it stays.
+                open = self.standing.gate_changed() => match open {
+                    true => Input::MayLead,
+                    false => continue,
                 },
                 _ = tokio::time::sleep_until(wake_at.into()) => Input::Tick(tick),
             };
             match input {
                 Input::Metrics => self.observe(&metrics.borrow_and_update()),
                 Input::MayLead => {
-                    self.follow_gate();
+                    self.standing.follow_gate(&self.ctx.raft);
                     self.observe(&metrics.borrow());
                 }
                 _ => {}
@@ -410,7 +384,7 @@ impl Owner {
             self.restart_at = Some(Instant::now() + RESTART_DELAY);
         }
         self.try_start_term().await;
-        let leased = self.leased(Instant::now());
+        let leased = self.standing.leased(Instant::now());
         if let Some(term) = &mut self.term {
             match term
                 .step(
@@ -442,26 +416,19 @@ impl Owner {
             .err()
             .map(|f| PartitionError::from_fatal(self.ctx.partition, f));
         self.led_elsewhere = m.current_leader.filter(|&l| l != self.ctx.node_id);
-        if m.current_leader.is_some() && self.holds_back {
-            self.holds_back = false;
-            self.hold_back_until = None;
-            self.switch_raft();
-        }
-        self.single_voter = m.membership_config.membership().voter_ids().count() == 1;
-        self.lease_until = m.millis_since_quorum_ack.and_then(|ms| {
-            (Instant::now() + self.ctx.lease).checked_sub(Duration::from_millis(ms))
-        });
+        self.standing.observe(&self.ctx.raft, m);
+        let allowed = self.standing.allowed();
         let leading = m.state == ServerState::Leader
             && m.current_leader == Some(self.ctx.node_id)
             && self.fatal.is_none()
-            && self.allowed;
+            && allowed;
         let leading_term = leading.then_some(m.current_term);
         if self
             .term
             .as_ref()
             .is_some_and(|t| Some(t.term()) != leading_term)
         {
-            let why = if self.allowed {
+            let why = if allowed {
                 ""
             } else {
                 ": this node may not lead (its clock is off, or it is stopping)"
@@ -488,29 +455,6 @@ impl Owner {
             Some(_) => {}
             None => self.catching_up = None,
         }
-    }
-
-    /// Whether the term may fire and deliver now (see the module docs).
-    fn leased(&self, now: Instant) -> bool {
-        self.single_voter || self.lease_until.is_some_and(|until| now < until)
-    }
-
-    /// Reads whether this node may lead: if not, this replica stops
-    /// campaigning and, if it leads, sending heartbeats, so the followers
-    /// elect another leader after an election timeout.
-    fn follow_gate(&mut self) {
-        self.allowed = *self.may_lead.borrow_and_update();
-        self.switch_raft();
-    }
-
-    /// Campaigning and heartbeats as the gate and the first election allow.
-    fn switch_raft(&mut self) {
-        if self.holds_back && self.allowed && self.hold_back_until.is_none() {
-            self.hold_back_until = Some(Instant::now() + self.ctx.hold_back);
-        }
-        let runtime = self.ctx.raft.runtime_config();
-        runtime.elect(self.allowed && !self.holds_back);
-        runtime.heartbeat(self.allowed);
     }
 
     /// Starts the term once this node leads, has applied its whole log and
@@ -574,10 +518,12 @@ impl Owner {
         if self.term.is_some() {
             return None;
         }
-        (self.led_elsewhere.is_some() || !self.allowed).then_some(PartitionError::NotLeader {
-            partition: self.ctx.partition,
-            leader: self.led_elsewhere,
-        })
+        (self.led_elsewhere.is_some() || !self.standing.allowed()).then_some(
+            PartitionError::NotLeader {
+                partition: self.ctx.partition,
+                leader: self.led_elsewhere,
+            },
+        )
     }
 
     async fn publish(&mut self, req: PublishRequest) {
@@ -658,9 +604,7 @@ impl Owner {
                 }
             }
             Tick::Campaign => {
-                self.holds_back = false;
-                self.hold_back_until = None;
-                self.switch_raft();
+                self.standing.campaign(&self.ctx.raft);
                 // No word from the preferred leader: form the group here.
                 let ctx = &self.ctx;
                 if !ctx.raft.is_initialized().await.unwrap_or(true) {
@@ -697,7 +641,7 @@ impl Owner {
             }
         };
         // Without a lease the term waits for Raft's metrics, not its timers.
-        if let Some(term) = self.term.as_ref().filter(|_| self.leased(now)) {
+        if let Some(term) = self.term.as_ref().filter(|_| self.standing.leased(now)) {
             consider(term.next_wake(&self.ctx), Tick::Term);
         }
         if let Some((at, _)) = self.deferred.first() {
@@ -706,7 +650,7 @@ impl Owner {
         if let Some(at) = self.restart_at {
             consider(at, Tick::Restart);
         }
-        if let Some(at) = self.hold_back_until {
+        if let Some(at) = self.standing.campaign_at() {
             consider(at, Tick::Campaign);
         }
         let (at, tick) = self.upkeep.next_tick();

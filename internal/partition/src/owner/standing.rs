@@ -1,0 +1,113 @@
+//! Whether this replica may lead and act as leader: the node's gate, the
+//! quorum lease and the hold-back at formation, in one place (see the
+//! module docs of `owner`). The owner feeds it Raft's metrics and the gate's
+//! changes; it switches the replica's campaigning and heartbeats.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::types::{NodeId, Raft};
+
+pub(crate) struct Standing {
+    /// Whether this node may lead (clock within bounds, not stopping).
+    gate: watch::Receiver<bool>,
+    gate_open: bool,
+    allowed: bool,
+    /// How long a quorum's acknowledgement lets a leader act.
+    lease: Duration,
+    /// While leading: until when the last quorum acknowledgement lets the
+    /// term fire and deliver (`None`: not known; a single voter needs none).
+    lease_until: Option<Instant>,
+    single_voter: bool,
+    /// This replica leaves the first election to the preferred leader, for
+    /// `hold_back` from when it may first lead.
+    holds_back: bool,
+    hold_back: Duration,
+    hold_back_until: Option<Instant>,
+}
+
+impl Standing {
+    pub fn new(gate: watch::Receiver<bool>, lease: Duration, hold_back: Duration) -> Standing {
+        Standing {
+            gate,
+            gate_open: true,
+            allowed: true,
+            lease,
+            lease_until: None,
+            single_voter: false,
+            holds_back: false,
+            hold_back,
+            hold_back_until: None,
+        }
+    }
+
+    /// At start: a replica that is not the preferred leader of a group with
+    /// no known leader leaves it the first election.
+    pub fn start(&mut self, raft: &Raft, me: NodeId, preferred: Option<NodeId>) {
+        self.holds_back =
+            preferred.is_some_and(|p| p != me) && raft.metrics().borrow().current_leader.is_none();
+        self.follow_gate(raft);
+    }
+
+    /// The gate changed, or (`Err`) nobody will change it any more.
+    pub async fn gate_changed(&mut self) -> bool {
+        if !self.gate_open {
+            return std::future::pending().await;
+        }
+        let open = self.gate.changed().await.is_ok();
+        self.gate_open = open;
+        open
+    }
+
+    /// Reads the gate: closed, this replica stops campaigning and, if it
+    /// leads, sending heartbeats, so the followers elect another leader.
+    pub fn follow_gate(&mut self, raft: &Raft) {
+        self.allowed = *self.gate.borrow_and_update();
+        self.switch(raft);
+    }
+
+    pub fn allowed(&self) -> bool {
+        self.allowed
+    }
+
+    /// Takes what Raft's metrics say about the lease and the first election.
+    pub fn observe(&mut self, raft: &Raft, m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) {
+        if m.current_leader.is_some() && self.holds_back {
+            self.holds_back = false;
+            self.hold_back_until = None;
+            self.switch(raft);
+        }
+        self.single_voter = m.membership_config.membership().voter_ids().count() == 1;
+        self.lease_until = m
+            .millis_since_quorum_ack
+            .and_then(|ms| (Instant::now() + self.lease).checked_sub(Duration::from_millis(ms)));
+    }
+
+    /// Whether a term may fire and deliver now.
+    pub fn leased(&self, now: Instant) -> bool {
+        self.single_voter || self.lease_until.is_some_and(|until| now < until)
+    }
+
+    /// When the hold-back ends (`Tick::Campaign`).
+    pub fn campaign_at(&self) -> Option<Instant> {
+        self.hold_back_until
+    }
+
+    /// The hold-back is over: campaign.
+    pub fn campaign(&mut self, raft: &Raft) {
+        self.holds_back = false;
+        self.hold_back_until = None;
+        self.switch(raft);
+    }
+
+    /// Campaigning and heartbeats as the gate and the first election allow.
+    fn switch(&mut self, raft: &Raft) {
+        if self.holds_back && self.allowed && self.hold_back_until.is_none() {
+            self.hold_back_until = Some(Instant::now() + self.hold_back);
+        }
+        let runtime = raft.runtime_config();
+        runtime.elect(self.allowed && !self.holds_back);
+        runtime.heartbeat(self.allowed);
+    }
+}
