@@ -273,7 +273,7 @@ impl Partition {
             crate::owner::Standing::new(
                 opts.may_lead.clone(),
                 opts.election_timeout_min * 9 / 10,
-                opts.election_timeout_max * 3,
+                opts.election_timeout_max * 5,
             ),
         );
         let owner = tokio::spawn(owner.run());
