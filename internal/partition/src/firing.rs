@@ -11,10 +11,11 @@
 //!
 //! **Invariant** (checked in release builds): a `Fire` carries only events
 //! with `due_ts <= fire_ts`, where `fire_ts` is the wall clock when the wheel
-//! released them; the state machine checks it again.
+//! released them (for a while not the wall clock after it jumped ahead:
+//! `StepGuard`); the state machine checks it again.
 
 use chronos_proto::internal::{FireCommand, PendingRef};
-use chronos_scheduler::{Fired, InsertError, TimingWheel, WheelConfig};
+use chronos_scheduler::{Fired, InsertError, StepGuard, TimingWheel, WheelConfig};
 
 use crate::owner::TermError;
 use crate::owner::{Completions, Ctx, TermCompletion, Written};
@@ -49,6 +50,8 @@ pub(crate) struct Firing {
     released: Vec<Fired<()>>,
     in_flight: usize,
     gauge: metrics::Gauge,
+    /// A wall clock that just jumped ahead is not fired by at once.
+    guard: StepGuard,
 }
 
 impl Firing {
@@ -68,6 +71,7 @@ impl Firing {
             released: Vec::new(),
             in_flight: 0,
             gauge: metrics::gauge!("chronos_wheel_entries", "partition" => ctx.partition.to_string()),
+            guard: StepGuard::default(),
         };
         firing.load(ctx)?;
         Ok(firing)
@@ -81,7 +85,8 @@ impl Firing {
         epoch: u64,
         completions: &mut Completions,
     ) -> Result<(), TermError> {
-        self.now = self.now.max(wall_ms());
+        let wall = self.guard.now(wall_ms(), std::time::Instant::now());
+        self.now = self.now.max(wall);
         self.wheel.advance(self.now, &mut self.released);
         if !self.released.is_empty() && self.in_flight < MAX_FIRES_IN_FLIGHT {
             self.propose(ctx, epoch, completions).await?;

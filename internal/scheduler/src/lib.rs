@@ -15,6 +15,9 @@
 //!   plus a key → node index: O(1) insert and cancel, no allocation in
 //!   steady state.
 //!
+//! - *Step guard* (`step_guard.rs`): what time the driver should pass when
+//!   the wall clock has just jumped ahead (not the jumped one, for a while).
+//!
 //! **What it does not do.** It does not read a clock: the driver passes
 //! `now_ms` (Unix epoch ms), computed fresh from its clock on each call so
 //! there is no tick counting to drift. It does not load or persist events:
@@ -33,9 +36,11 @@
 mod config;
 mod error;
 mod occupancy;
+mod step_guard;
 mod store;
 mod wheel;
 
 pub use config::{WheelConfig, DEFAULT_HORIZON_MS, DEFAULT_SLOTS, DEFAULT_TICK_MS, MAX_SLOTS};
 pub use error::{ConfigError, InsertError};
+pub use step_guard::{StepGuard, DISTRUST_FOR, STEP_TOLERANCE_MS};
 pub use wheel::{Fired, TimingWheel};
