@@ -35,6 +35,37 @@ where
     }
 }
 
+/// Publishes `n` events through node `via`, the first due `first_ms` from
+/// now and each next `step_ms` later; records their due times in `want`.
+async fn publish_due(
+    cluster: &Cluster,
+    via: u64,
+    prefix: &str,
+    n: i64,
+    first_ms: i64,
+    step_ms: i64,
+    want: &mut BTreeMap<String, i64>,
+) {
+    let mut client = EventServiceClient::connect(cluster.endpoint(via))
+        .await
+        .unwrap();
+    let now = now_ms();
+    let events: Vec<Event> = (0..n)
+        .map(|i| Event {
+            schedule_ts: now + first_ms + i * step_ms,
+            ..event("clock", &format!("{prefix}-{i}"), b"p")
+        })
+        .collect();
+    let resp = client
+        .publish_batch(PublishBatchRequest { events })
+        .await
+        .unwrap_or_else(|s| panic!("publish via node {via}: {s:?}"))
+        .into_inner();
+    for r in resp.results {
+        want.insert(r.message_id, r.due_ts);
+    }
+}
+
 fn offset_of(s: &ClusterStatusResponse, id: u64) -> Option<i64> {
     s.nodes
         .iter()
@@ -82,24 +113,7 @@ async fn a_node_with_a_skewed_clock_leads_nothing_and_nothing_is_early() {
     // Events coming due over the 2 s the clock jumps across: none may fire
     // early, on node 3 or anywhere.
     let mut want = BTreeMap::new();
-    let mut client = EventServiceClient::connect(cluster.endpoint(1))
-        .await
-        .unwrap();
-    let now = now_ms();
-    let events: Vec<Event> = (0..60)
-        .map(|i| Event {
-            schedule_ts: now + 300 + i * 40,
-            ..event("clock", &format!("jump-{i}"), b"p")
-        })
-        .collect();
-    let resp = client
-        .publish_batch(PublishBatchRequest { events })
-        .await
-        .expect("publish before the jump")
-        .into_inner();
-    for r in resp.results {
-        want.insert(r.message_id, r.due_ts);
-    }
+    publish_due(&cluster, 1, "jump", 60, 300, 40, &mut want).await;
     std::fs::write(&skew, "+2s").unwrap();
 
     // Node 3 says why it is not ready, and what it measured.
@@ -155,24 +169,7 @@ async fn a_node_with_a_skewed_clock_leads_nothing_and_nothing_is_early() {
     // 1, due over the next 2.5 s by the real clock, all reach a consumer and
     // none before its due time.
     for via in [3, 1] {
-        let mut client = EventServiceClient::connect(cluster.endpoint(via))
-            .await
-            .unwrap();
-        let now = now_ms();
-        let events: Vec<Event> = (0..40)
-            .map(|i| Event {
-                schedule_ts: now + 500 + i * 50,
-                ..event("clock", &format!("via{via}-{i}"), b"p")
-            })
-            .collect();
-        let resp = client
-            .publish_batch(PublishBatchRequest { events })
-            .await
-            .unwrap_or_else(|s| panic!("publish via node {via}: {s:?}"))
-            .into_inner();
-        for r in resp.results {
-            want.insert(r.message_id, r.due_ts);
-        }
+        publish_due(&cluster, via, &format!("via{via}"), 40, 500, 50, &mut want).await;
     }
     assert_eq!(want.len(), 140);
     wait_all(&seen, &want, DEADLINE, || cluster.log(3)).await;
