@@ -63,14 +63,20 @@ impl Subscription {
     /// The next delivery; an error when a partition stopped serving it; None
     /// when every partition let go of the member.
     pub async fn next(&mut self) -> Option<Result<Delivery, Status>> {
-        let next = tokio::select! {
-            next = self.outbox.recv() => next?,
-            _ = self.stopping.wait_for(|s| *s) => {
-                return Some(Err(Status::unavailable(format!(
-                    "node {} is stopping; subscribe again on another node",
-                    self.node_id
-                ))));
-            }
+        let stopped = |node_id| {
+            Some(Err(Status::unavailable(format!(
+                "node {node_id} is stopping; subscribe again on another node"
+            ))))
+        };
+        // Per delivery: while the outbox holds some, only a look at the
+        // stop flag, no waiter on it.
+        let next = match self.outbox.try_recv() {
+            Ok(_) if *self.stopping.borrow() => return stopped(self.node_id),
+            Ok(next) => next,
+            Err(_) => tokio::select! {
+                next = self.outbox.recv() => next?,
+                _ = self.stopping.wait_for(|s| *s) => return stopped(self.node_id),
+            },
         };
         match next {
             Outgoing::Delivery(d) => Some(Ok(d)),

@@ -36,17 +36,17 @@ impl PeerOffset {
 /// clock that jumped counts as jumped from the next probe on (an older
 /// sample with a shorter round trip would hide the jump).
 #[derive(Debug, Default, Clone)]
-pub struct Samples {
+pub(crate) struct Latest {
     latest: Option<PeerOffset>,
 }
 
-impl Samples {
+impl Latest {
     pub fn push(&mut self, s: PeerOffset) {
         self.latest = Some(s);
     }
 
     /// The latest sample, if it is fresh.
-    pub fn best(&self, now: Instant) -> Option<PeerOffset> {
+    pub fn fresh(&self, now: Instant) -> Option<PeerOffset> {
         self.latest
             .filter(|s| now.saturating_duration_since(s.measured_at) <= FRESH_FOR)
     }
@@ -103,8 +103,8 @@ mod tests {
     #[test]
     fn the_latest_fresh_sample_counts() {
         let now = Instant::now();
-        let mut s = Samples::default();
-        assert_eq!(s.best(now), None);
+        let mut s = Latest::default();
+        assert_eq!(s.fresh(now), None);
         s.push(PeerOffset {
             offset_ms: 12,
             uncertainty_ms: 1,
@@ -115,8 +115,8 @@ mod tests {
             uncertainty_ms: 30,
             measured_at: now,
         });
-        assert_eq!(s.best(now).map(|o| o.offset_ms), Some(2_000));
+        assert_eq!(s.fresh(now).map(|o| o.offset_ms), Some(2_000));
         let later = now + FRESH_FOR + Duration::from_millis(1);
-        assert_eq!(s.best(later), None, "a stale sample counts for nothing");
+        assert_eq!(s.fresh(later), None, "a stale sample counts for nothing");
     }
 }

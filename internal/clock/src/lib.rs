@@ -35,7 +35,8 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-pub use estimate::{within_bounds, PeerOffset, Samples};
+use estimate::Latest;
+pub use estimate::{within_bounds, PeerOffset};
 
 /// Longest a probe may take; a slower answer says little about the offset.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -98,7 +99,7 @@ struct Inner {
     max_offset_ms: i64,
     /// Nodes in the cluster, this one included.
     cluster_size: usize,
-    samples: Mutex<BTreeMap<u64, Samples>>,
+    samples: Mutex<BTreeMap<u64, Latest>>,
     verdict: watch::Sender<bool>,
 }
 
@@ -124,7 +125,7 @@ impl Clock {
                 samples: Mutex::new(
                     peers
                         .iter()
-                        .map(|(id, _)| (*id, Samples::default()))
+                        .map(|(id, _)| (*id, Latest::default()))
                         .collect(),
                 ),
                 verdict: watch::channel(peers.is_empty()).0,
@@ -150,7 +151,7 @@ impl Clock {
         ClockReport {
             within_bounds: self.within_bounds(),
             max_offset_ms: self.inner.max_offset_ms,
-            peers: samples.iter().map(|(id, s)| (*id, s.best(now))).collect(),
+            peers: samples.iter().map(|(id, s)| (*id, s.fresh(now))).collect(),
         }
     }
 
@@ -182,7 +183,7 @@ impl Clock {
         let report = {
             let now = Instant::now();
             let samples = self.inner.samples.lock();
-            let offsets: Vec<Option<PeerOffset>> = samples.values().map(|s| s.best(now)).collect();
+            let offsets: Vec<Option<PeerOffset>> = samples.values().map(|s| s.fresh(now)).collect();
             within_bounds(self.inner.cluster_size, &offsets, self.inner.max_offset_ms)
         };
         metrics::gauge!("chronos_clock_within_bounds").set(if report { 1.0 } else { 0.0 });
