@@ -14,7 +14,9 @@ use chronos_api::router::Placement;
 use chronos_api::{Limits, Node, Router};
 use chronos_clock::{Clock, ClockOptions};
 use chronos_config::{Config, FsyncMode};
-use chronos_partition::{DeliveryOptions, FiringOptions, Partition, PartitionOptions, SoloNetwork};
+use chronos_partition::{
+    DeliveryOptions, FiringOptions, Handoffs, Partition, PartitionOptions, SoloNetwork,
+};
 use chronos_raftlog::{RaftLog, RaftLogOptions};
 use chronos_raftnet::{Groups, Network, Peer, Peers};
 use chronos_store::StoreResources;
@@ -102,13 +104,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
     let (stopping_tx, stopping) = watch::channel(false);
     let may_lead = may_lead(&clock, stopping.clone());
+    let handoffs = Handoffs::new();
     let partitions = open_partitions(
         &config,
         &hosted,
         cluster.as_ref(),
         &groups,
         &raft_log,
-        &may_lead,
+        (&may_lead, &handoffs),
     )
     .await?;
     let node = Arc::new(Node {
@@ -311,6 +314,7 @@ fn partition_options(
     PartitionOptions {
         may_lead,
         preferred_leader: None,
+        handoffs: Handoffs::new(),
         id,
         node_id: config.node_id,
         voters: vec![],
@@ -375,11 +379,14 @@ async fn open_partitions(
     cluster: Option<&Cluster>,
     groups: &Groups,
     raft_log: &Arc<RaftLog>,
-    may_lead: &watch::Receiver<bool>,
+    (may_lead, handoffs): (&watch::Receiver<bool>, &Handoffs),
 ) -> anyhow::Result<Vec<Arc<Partition>>> {
     let resources = StoreResources::default();
     let opened = futures::future::join_all(ids.iter().map(|&id| {
-        let opts = partition_options(config, id, &resources, raft_log, may_lead.clone());
+        let opts = PartitionOptions {
+            handoffs: handoffs.clone(),
+            ..partition_options(config, id, &resources, raft_log, may_lead.clone())
+        };
         async move {
             match cluster {
                 None => Partition::open(opts, SoloNetwork).await,

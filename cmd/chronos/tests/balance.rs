@@ -6,9 +6,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use chronos_client::{Client, EventBuilder};
 use common::cluster::{Cluster, Options};
+use common::seen::{assert_none_early, collect, wait_all};
 
 /// Waits (30 s at most) until every partition has a leader as node `via`
 /// sees it; how many each node leads.
@@ -78,4 +80,65 @@ async fn groups_form_without_their_preferred_leader() {
     cluster.restart(1);
     cluster.node(1).wait_ready(common::START_DEADLINE);
     assert_eq!(leaders_per_node(&cluster, 1).await.values().sum::<u32>(), 8);
+}
+
+/// Waits until each of the three nodes leads two or three of the eight
+/// partitions, as node `via` sees it; fails after `deadline`.
+async fn wait_balanced(cluster: &Cluster, via: u64, deadline: Duration) -> BTreeMap<u64, u32> {
+    let until = Instant::now() + deadline;
+    loop {
+        let led = leaders_per_node(cluster, via).await;
+        if (1..=3).all(|n| (2..=3).contains(&led.get(&n).copied().unwrap_or(0))) {
+            return led;
+        }
+        assert!(
+            Instant::now() < until,
+            "leaders not balanced within {deadline:?}: {led:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A node killed and restarted gets its partitions back: the others lead
+/// them meanwhile, then hand each to it once it has caught up (leadership
+/// transfer, no election timeout). Nothing acknowledged is lost or early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaders_return_to_balance_after_a_node_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), eight_partitions());
+    wait_balanced(&cluster, 1, Duration::from_secs(30)).await;
+    let endpoints: Vec<String> = [1, 3].iter().map(|&n| cluster.endpoint(n)).collect();
+    let (seen, consumer) = collect(endpoints.clone(), "g", "balance", 500).await;
+    let client = Client::connect(endpoints).await.expect("connect");
+    let mut want = BTreeMap::new();
+    // Due before the kill, during the outage and after the restart.
+    for i in 0..400u64 {
+        let due = SystemTime::now() + Duration::from_millis(i * 25);
+        let id = format!("e{i}");
+        let published = client
+            .publish(EventBuilder::new("balance", &id).due_at(due).build())
+            .await
+            .expect("publish");
+        want.insert(id, published.due_ts);
+    }
+
+    cluster.kill9(2);
+    let t = Instant::now();
+    let until = t + Duration::from_secs(30);
+    loop {
+        let led = leaders_per_node(&cluster, 1).await;
+        if !led.contains_key(&2) {
+            break;
+        }
+        assert!(Instant::now() < until, "node 2 still leads: {led:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.restart(2);
+    cluster.node(2).wait_ready(common::START_DEADLINE);
+    let led = wait_balanced(&cluster, 2, Duration::from_secs(30)).await;
+    eprintln!("balanced {:?} after the kill: {led:?}", t.elapsed());
+
+    wait_all(&seen, &want, Duration::from_secs(30), || cluster.log(2)).await;
+    assert_none_early(&seen, &want);
+    consumer.abort();
 }

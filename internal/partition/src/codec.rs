@@ -8,9 +8,9 @@
 //! `0` blank, `1` a protobuf [`Command`], `2` a JSON membership (rare).
 
 use chronos_wal::RecordHeader;
-use openraft::{CommittedLeaderId, EntryPayload};
+use openraft::EntryPayload;
 
-use crate::types::{Command, Entry, LogId, NodeId};
+use crate::types::{Command, Entry, LeaderId, LogId, NodeId};
 
 const KIND_BLANK: u8 = 0;
 const KIND_NORMAL: u8 = 1;
@@ -115,7 +115,13 @@ pub fn decode_entry(index: u64, raw: &[u8]) -> Result<Entry, CodecError> {
 }
 
 pub fn log_id(term: u64, leader: NodeId, index: u64) -> LogId {
-    LogId::new(CommittedLeaderId::new(term, leader), index)
+    LogId::new(
+        LeaderId {
+            term,
+            node_id: leader,
+        },
+        index,
+    )
 }
 
 /// Decodes a WAL record back into the entry it was written from.
@@ -190,7 +196,7 @@ mod tests {
         );
         round_trip(e);
         let nodes = BTreeMap::from([(1u64, BasicNode::new("127.0.0.1:1"))]);
-        let m = Membership::new(vec![BTreeSet::from([1u64])], nodes);
+        let m = Membership::new(vec![BTreeSet::from([1u64])], nodes).unwrap();
         let e = Entry {
             log_id: log_id(1, 7, 1),
             payload: EntryPayload::Membership(m),

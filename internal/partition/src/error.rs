@@ -1,9 +1,8 @@
 //! What can go wrong in a partition, in terms the API layer maps to gRPC statuses.
 
 use openraft::error::{ClientWriteError, Fatal};
-use openraft::BasicNode;
 
-use crate::types::NodeId;
+use crate::types::{NodeId, TypeConfig};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PartitionError {
@@ -42,7 +41,7 @@ impl PartitionError {
     }
 
     /// The Raft group stopped; a storage failure (a failed fsync or write) is why.
-    pub fn from_fatal(partition: u32, fatal: &Fatal<NodeId>) -> PartitionError {
+    pub fn from_fatal(partition: u32, fatal: &Fatal<TypeConfig>) -> PartitionError {
         let msg = format!("partition {partition} cannot accept writes: {fatal}");
         if looks_like_disk_full(&msg) {
             PartitionError::StorageFull(msg)
@@ -51,10 +50,7 @@ impl PartitionError {
         }
     }
 
-    pub fn from_write_error(
-        partition: u32,
-        e: &ClientWriteError<NodeId, BasicNode>,
-    ) -> PartitionError {
+    pub fn from_write_error(partition: u32, e: &ClientWriteError<TypeConfig>) -> PartitionError {
         match e {
             ClientWriteError::ForwardToLeader(f) => PartitionError::NotLeader {
                 partition,

@@ -133,7 +133,7 @@ impl History {
         &self,
         applied: u64,
         applied_next_offset: u64,
-        read_log: impl FnOnce(u64, u64) -> Result<Vec<Entry>, crate::types::StorageError>,
+        read_log: impl FnOnce(u64, u64) -> Result<Vec<Entry>, std::io::Error>,
     ) -> Result<(), WalError> {
         let Some(last) = self.last_index() else {
             return Ok(());

@@ -16,10 +16,6 @@
 //! Directory of one partition: `wal/` (the history's segments), `state/`
 //! (RocksDB), `snapshots/`. The Raft log is the node's (`PartitionOptions::raft_log`).
 
-// openraft's storage traits return its `StorageError` (224 bytes); our helpers
-// that build one return it too rather than boxing and unboxing at every call.
-#![allow(clippy::result_large_err)]
-
 mod codec;
 mod delivery;
 mod error;
@@ -49,8 +45,10 @@ use chronos_proto::v1::Event;
 use chronos_raftlog::RaftLog;
 use chronos_store::{Store, StoreResources};
 use chronos_wal::Retention;
+use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::InitializeError;
 use openraft::error::RaftError;
+use openraft::network::NetSnapshot;
 use openraft::{BasicNode, RaftNetworkFactory, ServerState, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -64,12 +62,13 @@ pub use groups::GroupInfo;
 pub use network::SoloNetwork;
 pub use publisher::PublishOutcome;
 pub use replay::{ReplayQuery, ReplayRange, ReplayStream, ReplayedEvent};
-pub use types::{CancelOutcome, NodeId, Raft, TypeConfig};
+pub use types::{CancelOutcome, Entry, LeaderId, LogId, NodeId, Raft, TypeConfig, Vote};
 
 use crate::delivery::Control;
 pub use crate::firing::FiringOptions;
 use crate::history::History;
 use crate::log_store::LogStore;
+pub use crate::owner::Handoffs;
 use crate::owner::{Ctx, Owner, Upkeep};
 use crate::publisher::PublishRequest;
 use crate::state_machine::{AppliedState, StateMachine};
@@ -84,6 +83,10 @@ const MAILBOX: usize = 4096;
 /// (a 1000-event publish is ~260 KB), so this keeps an RPC to a few MB; the
 /// transport also splits a request that is still too large by bytes.
 const MAX_PAYLOAD_ENTRIES: u64 = 64;
+/// A leader rebalances a partition to its preferred leader after leading it
+/// this many (maximum) election timeouts: the restarted node has caught up
+/// on the others by then, and a flapping node is not chased.
+const REBALANCE_SETTLE_TIMEOUTS: u32 = 10;
 
 /// Everything needed to open one partition.
 #[derive(Clone)]
@@ -119,8 +122,11 @@ pub struct PartitionOptions {
     /// cluster's (always on a single node) and it is not stopping. While
     /// false this replica does not lead.
     pub may_lead: watch::Receiver<bool>,
-    /// The replica that should lead (the others let it win the first election).
+    /// The replica that should lead (the others let it win the first
+    /// election, and a leader hands it leadership once it is caught up).
     pub preferred_leader: Option<NodeId>,
+    /// The node's handoffs of leadership (one rebalancing handoff at a time).
+    pub handoffs: Handoffs,
 }
 
 /// What `status` reports about a partition.
@@ -132,8 +138,7 @@ pub struct PartitionStatus {
     pub term: u64,
     pub voters: Vec<NodeId>,
     pub last_log_index: u64,
-    /// Highest index known committed. openraft 0.9 does not report the commit
-    /// index, so this is the applied index: everything applied is committed.
+    /// Highest index this node knows committed.
     pub committed_index: u64,
     pub applied_index: u64,
     pub next_offset: u64,
@@ -175,6 +180,7 @@ impl Partition {
     pub async fn open<N>(opts: PartitionOptions, network: N) -> Result<Partition, PartitionError>
     where
         N: RaftNetworkFactory<TypeConfig>,
+        N::Network: NetSnapshot<TypeConfig, SnapshotData = tokio::fs::File>,
     {
         let id = opts.id;
         let history = History::open(id, &opts.dir.join("wal"), opts.history_segment_bytes)
@@ -219,6 +225,9 @@ impl Partition {
             // Each snapshot chunk (3 MiB) gets this long; openraft's 200 ms
             // default is too short for a busy two-core machine.
             install_snapshot_timeout: SNAPSHOT_CHUNK_TIMEOUT_MS,
+            // A node whose data directory was wiped comes back with an empty
+            // log; the leader catches it up instead of refusing it.
+            allow_log_reversion: Some(true),
             ..Default::default()
         };
         let config = Arc::new(
@@ -226,9 +235,11 @@ impl Partition {
                 .validate()
                 .map_err(|e| open_err(id, "raft config", e))?,
         );
+        let serving = sm.serving_switch();
         let raft = Raft::new(opts.node_id, config, network, log_store, sm)
             .await
             .map_err(|e| open_err(id, "raft", e))?;
+        serving.store(true, Ordering::Release);
         // openraft's `initialize` campaigns at once: at formation only the
         // preferred leader does; the others join its group, or initialize
         // themselves once they stop holding back (it may be down).
@@ -274,6 +285,14 @@ impl Partition {
                 opts.may_lead.clone(),
                 opts.election_timeout_min * 9 / 10,
                 opts.election_timeout_max * 5,
+            ),
+            crate::owner::Handoff::new(
+                id,
+                opts.node_id,
+                opts.preferred_leader,
+                opts.handoffs.clone(),
+                opts.election_timeout_max * REBALANCE_SETTLE_TIMEOUTS,
+                opts.election_timeout_max * 2,
             ),
         );
         let owner = tokio::spawn(owner.run());
@@ -321,7 +340,7 @@ impl Partition {
         reschedule: bool,
     ) -> Result<Vec<PublishOutcome>, PartitionError> {
         // A group stopped by a storage failure answers at once, with the cause.
-        if let Err(fatal) = &self.raft.metrics().borrow().running_state {
+        if let Err(fatal) = &self.raft.metrics().borrow_watched().running_state {
             return Err(PartitionError::from_fatal(self.id, fatal));
         }
         let mailbox = self.mailbox.lock().clone();
@@ -369,7 +388,7 @@ impl Partition {
         topic: String,
         message_id: String,
     ) -> Result<CancelOutcome, PartitionError> {
-        if let Err(fatal) = &self.raft.metrics().borrow().running_state {
+        if let Err(fatal) = &self.raft.metrics().borrow_watched().running_state {
             return Err(PartitionError::from_fatal(self.id, fatal));
         }
         let cmd = Command::cancel(CancelCommand { topic, message_id });
@@ -386,7 +405,7 @@ impl Partition {
 
     /// Why the partition cannot answer: its Raft group stopped (and on what).
     fn stopped_error(&self) -> PartitionError {
-        match &self.raft.metrics().borrow().running_state {
+        match &self.raft.metrics().borrow_watched().running_state {
             Err(fatal) => PartitionError::from_fatal(self.id, fatal),
             Ok(()) => {
                 PartitionError::Unavailable(format!("partition {} is shutting down", self.id))
@@ -403,18 +422,18 @@ impl Partition {
     /// True when the Raft group is healthy and has a leader, and — when that
     /// leader is this node — it has applied its whole log and takes writes.
     pub fn is_ready(&self) -> bool {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         let leader_ready = m.current_leader != Some(m.id) || self.is_leading();
         m.running_state.is_ok() && m.current_leader.is_some() && leader_ready
     }
 
     /// The node this partition's Raft group currently follows as leader.
     pub fn leader(&self) -> Option<NodeId> {
-        self.raft.metrics().borrow().current_leader
+        self.raft.metrics().borrow_watched().current_leader
     }
 
     pub fn status(&self) -> PartitionStatus {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         let wal = self.history.stats();
         let applied = self.applied.index.load(Ordering::Acquire);
         PartitionStatus {
@@ -431,7 +450,7 @@ impl Partition {
             pending: self.applied.pending.load(Ordering::Acquire),
             next_due_ts: self.store.first_pending_due().ok().flatten(),
             healthy: m.running_state.is_ok(),
-            committed_index: applied,
+            committed_index: m.local_committed.map_or(applied, |l| l.index.max(applied)),
             replication: m
                 .replication
                 .iter()

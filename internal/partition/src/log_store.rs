@@ -23,13 +23,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chronos_raftlog::RaftLog;
-use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::{ErrorSubject, ErrorVerb, StorageIOError};
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use parking_lot::Mutex;
 
 use crate::codec;
 use crate::history::History;
-use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 /// Newest entries kept decoded in memory for openraft's read-back (apply runs
 /// right behind the append, so a few proposals' worth is plenty).
@@ -117,18 +116,8 @@ pub struct LogStore {
     last_purged: Option<LogId>,
 }
 
-fn io_err(
-    subject: ErrorSubject<u64>,
-    verb: ErrorVerb,
-    e: impl std::error::Error + 'static,
-) -> StorageError {
-    StorageError::IO {
-        source: StorageIOError::new(subject, verb, openraft::AnyError::new(&e)),
-    }
-}
-
-fn read_logs_err(e: impl std::error::Error + 'static) -> StorageError {
-    io_err(ErrorSubject::Logs, ErrorVerb::Read, e)
+fn io_err(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
+    io::Error::other(e)
 }
 
 fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
@@ -177,12 +166,10 @@ impl LogStore {
         log: Arc<RaftLog>,
         partition: u32,
         history: History,
-    ) -> Result<LogStore, StorageError> {
+    ) -> Result<LogStore, io::Error> {
         // Empty meta: the node log compacted, openraft never purged.
         let last_purged = match log.purged(partition) {
-            Some((_, raw)) if !raw.is_empty() => {
-                serde_json::from_slice(&raw).map_err(read_logs_err)?
-            }
+            Some((_, raw)) if !raw.is_empty() => serde_json::from_slice(&raw).map_err(io_err)?,
             _ => None,
         };
         let reader = LogReader {
@@ -202,7 +189,7 @@ impl LogStore {
 
     /// Reads the log id of the last entry held (in the node log, or, when
     /// it holds none, the history's last if openraft has not purged it).
-    fn load_last(&mut self) -> Result<(), StorageError> {
+    fn load_last(&mut self) -> Result<(), io::Error> {
         self.last_log_id = match self.reader.log.range(self.reader.partition) {
             Some((_, last)) => self
                 .reader
@@ -213,7 +200,7 @@ impl LogStore {
                 .reader
                 .history
                 .last_log_id()
-                .map_err(read_logs_err)?
+                .map_err(io_err)?
                 .filter(|l| self.last_purged.is_none_or(|p| l.index > p.index)),
         };
         Ok(())
@@ -226,7 +213,7 @@ impl LogStore {
         &mut self,
         entries: impl IntoIterator<Item = Entry>,
         on_durable: impl FnOnce(io::Result<()>) + Send + 'static,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), io::Error> {
         let decoded: Vec<Entry> = entries.into_iter().collect();
         let Some(last) = decoded.last().map(|e| e.log_id) else {
             on_durable(Ok(()));
@@ -244,7 +231,7 @@ impl LogStore {
         self.reader
             .log
             .append(self.reader.partition, &records, on_durable)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+            .map_err(io_err)?;
         // Only once the log took the records (a failed append keeps nothing).
         self.last_log_id = Some(last);
         let mut cache = self.reader.cache.lock();
@@ -256,7 +243,7 @@ impl LogStore {
 }
 
 impl LogReader {
-    fn read_range(&self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+    fn read_range(&self, start: u64, end: u64) -> Result<Vec<Entry>, io::Error> {
         if start >= end {
             return Ok(Vec::new());
         }
@@ -266,28 +253,24 @@ impl LogReader {
         // Below the node log's first entry: what the history holds.
         let first = self.log.range(self.partition).map(|(first, _)| first);
         let split = first.unwrap_or(end).clamp(start, end);
-        let mut out = self.history.read(start, split).map_err(read_logs_err)?;
-        for (index, raw) in self
-            .log
-            .read(self.partition, split, end)
-            .map_err(read_logs_err)?
-        {
-            out.push(codec::decode_entry(index, &raw).map_err(read_logs_err)?);
+        let mut out = self.history.read(start, split).map_err(io_err)?;
+        for (index, raw) in self.log.read(self.partition, split, end).map_err(io_err)? {
+            out.push(codec::decode_entry(index, &raw).map_err(io_err)?);
         }
         Ok(out)
     }
 
     /// Entries in [start, end) held by the log (for the history's refill).
-    pub fn entries(&self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+    pub fn entries(&self, start: u64, end: u64) -> Result<Vec<Entry>, io::Error> {
         self.read_range(start, end)
     }
 }
 
 impl RaftLogReader<TypeConfig> for LogReader {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + openraft::OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> Result<Vec<Entry>, io::Error> {
         let (start, end) = bounds(&range);
         let last = match self.log.range(self.partition) {
             Some((_, last)) => Some(last),
@@ -298,14 +281,25 @@ impl RaftLogReader<TypeConfig> for LogReader {
         };
         self.read_range(start, end.min(last + 1))
     }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        match self.log.vote(self.partition) {
+            Some(raw) => serde_json::from_slice(&raw).map(Some).map_err(io_err),
+            None => Ok(None),
+        }
+    }
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + openraft::OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> Result<Vec<Entry>, io::Error> {
         self.reader.try_get_log_entries(range).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        self.reader.read_vote().await
     }
 }
 
@@ -319,7 +313,7 @@ impl LogStore {
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogReader;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         Ok(LogState {
             last_purged_log_id: self.last_purged,
             last_log_id: self.last_log_id.max(self.last_purged),
@@ -330,56 +324,46 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.reader.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        let raw = serde_json::to_vec(vote)
-            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        let raw = serde_json::to_vec(vote).map_err(io_err)?;
         self.reader
             .log
             .save_vote(self.reader.partition, &raw)
-            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))
-    }
-
-    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        match self.reader.log.vote(self.reader.partition) {
-            Some(raw) => serde_json::from_slice(&raw)
-                .map(Some)
-                .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e)),
-            None => Ok(None),
-        }
+            .map_err(io_err)
     }
 
     async fn append<I>(
         &mut self,
         entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        self.append_then(entries, move |res| callback.log_io_completed(res))
+        self.append_then(entries, move |res| callback.io_completed(res))
     }
 
-    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.reader.cache.lock().truncate_from(log_id.index);
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let from = last_log_id.map_or(0, |l| l.index + 1);
+        self.reader.cache.lock().truncate_from(from);
         self.reader
             .log
-            .truncate(self.reader.partition, log_id.index)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+            .truncate(self.reader.partition, from)
+            .map_err(io_err)?;
         self.load_last()
     }
 
     /// Logical, except past the end of the log (a snapshot moved the
     /// partition beyond it): then the node log drops everything up to it.
-    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let raw = serde_json::to_vec(&Some(log_id))
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        let raw = serde_json::to_vec(&Some(log_id)).map_err(io_err)?;
         let past_end = self.last_log_id.is_none_or(|l| l.index <= log_id.index);
         let physical = if past_end { log_id.index } else { 0 };
         self.reader
             .log
             .purge(self.reader.partition, physical, &raw)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+            .map_err(io_err)?;
         self.last_purged = Some(log_id);
         if past_end {
             self.reader.cache.lock().clear();
@@ -478,7 +462,7 @@ mod tests {
             append(&mut b, (1..=10).map(|i| blank(1, i)).collect());
             a.save_vote(&vote).await.unwrap();
             // b conflicts from 6 on and continues in term 2.
-            b.truncate(log_id(1, 1, 6)).await.unwrap();
+            b.truncate_after(Some(log_id(1, 1, 5))).await.unwrap();
             append(&mut b, vec![blank(2, 6)]);
             // a's snapshot covers up to 50.
             a.purge(log_id(1, 1, 50)).await.unwrap();

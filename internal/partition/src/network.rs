@@ -4,24 +4,25 @@
 //! call answers "unreachable". A group of several voters uses
 //! `chronos-raftnet`'s gRPC transport instead.
 
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use std::future::Future;
+
+use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
 
-use crate::types::{NodeId, TypeConfig};
+use crate::types::{NodeId, Snapshot, TypeConfig, Vote};
 
 #[derive(Debug, Clone, Default)]
 pub struct SoloNetwork;
 
-fn unreachable<E: std::error::Error>(target: NodeId) -> RPCError<NodeId, BasicNode, E> {
+fn unreachable(target: NodeId) -> Unreachable<TypeConfig> {
     let why = std::io::Error::other(format!(
         "node {target}: this partition group has a single voter"
     ));
-    RPCError::Unreachable(Unreachable::new(&why))
+    Unreachable::new(&why)
 }
 
 pub struct NoPeer(NodeId);
@@ -34,31 +35,32 @@ impl RaftNetworkFactory<TypeConfig> for SoloNetwork {
     }
 }
 
-impl RaftNetwork<TypeConfig> for NoPeer {
+impl RaftNetworkV2<TypeConfig> for NoPeer {
+    type SnapshotData = tokio::fs::File;
+
     async fn append_entries(
         &mut self,
         _rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        Err(unreachable(self.0))
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
-    > {
-        Err(unreachable(self.0))
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        Err(RPCError::Unreachable(unreachable(self.0)))
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<NodeId>,
+        _rpc: VoteRequest<TypeConfig>,
         _option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        Err(unreachable(self.0))
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        Err(RPCError::Unreachable(unreachable(self.0)))
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        _vote: Vote,
+        _snapshot: Snapshot,
+        _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        Err(StreamingError::Unreachable(unreachable(self.0)))
     }
 }

@@ -252,7 +252,7 @@ impl SnapshotDir {
             return Err(io::Error::other("snapshot replaced while packing it"));
         }
         tracing::info!(
-            snapshot = meta.snapshot_id,
+            last_log_id = ?meta.last_log_id,
             files = stats.files,
             bytes = stats.data_bytes,
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -340,9 +340,8 @@ impl SnapshotDir {
 mod tests {
     use super::*;
 
-    fn meta_at(dir: &Path, index: u64) -> SnapshotMeta {
+    fn meta_at(_dir: &Path, index: u64) -> SnapshotMeta {
         SnapshotMeta {
-            snapshot_id: SnapshotDir::id_of(dir),
             last_log_id: Some(crate::codec::log_id(1, 1, index)),
             ..Default::default()
         }
@@ -364,8 +363,8 @@ mod tests {
         assert!(snaps.commit(&second, &meta2).unwrap());
         assert!(!first.exists(), "older snapshot removed");
         assert_eq!(
-            snaps.current_meta().unwrap().unwrap().snapshot_id,
-            meta2.snapshot_id
+            snaps.current_meta().unwrap().unwrap().last_log_id,
+            meta2.last_log_id
         );
         // An older one (it lost a race with an install) is not committed.
         let (stale, _b3) = snaps.new_checkpoint_dir();
@@ -384,8 +383,8 @@ mod tests {
         assert!(!dir.path().join("s/incoming-3").exists());
         assert!(second.exists());
         assert_eq!(
-            reopened.current_meta().unwrap().unwrap().snapshot_id,
-            meta2.snapshot_id
+            reopened.current_meta().unwrap().unwrap().last_log_id,
+            meta2.last_log_id
         );
     }
 

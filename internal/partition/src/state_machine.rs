@@ -15,6 +15,7 @@
 //! crash-safe: an interrupted install is finished by [`StateMachine::open`]).
 
 use std::collections::{HashMap, HashSet};
+use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -33,14 +34,16 @@ use chronos_proto::internal::{
     PublishCommand, TopicState,
 };
 use chronos_store::{Batch, IdEntry, IdState, Store};
-use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
-use openraft::{EntryPayload, ErrorSubject, ErrorVerb, StorageIOError};
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::EntryPayload;
+use openraft_legacy::network_v1::SnapshotReceiverFactory;
 use prost::Message;
 
 use crate::history::History;
 use crate::snapshot::SnapshotDir;
 use crate::types::{
-    Applied, CancelOutcome, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    Applied, CancelOutcome, Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
 };
 
 const META_APPLIED: &str = "applied";
@@ -84,31 +87,21 @@ pub struct StateMachine {
     /// Groups whose state changed since the last commit.
     dirty_groups: HashSet<(String, String)>,
     shared: Arc<AppliedState>,
-    /// Set once openraft has asked for the current snapshot (it does at start).
-    started: bool,
+    /// Set once `Raft::new` returned: before, openraft is loading its state
+    /// and reads only a snapshot's meta (see `get_current_snapshot`).
+    serving: Arc<std::sync::atomic::AtomicBool>,
 }
 
-pub(crate) fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
-    StorageError::IO {
-        source: StorageIOError::new(
-            ErrorSubject::StateMachine,
-            verb,
-            openraft::AnyError::new(&e),
-        ),
-    }
+pub(crate) fn sm_err(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
+    io::Error::other(e)
 }
 
 fn read_meta<T: serde::de::DeserializeOwned>(
     store: &Store,
     key: &str,
-) -> Result<Option<T>, StorageError> {
-    match store
-        .get_meta(key)
-        .map_err(|e| sm_err(ErrorVerb::Read, e))?
-    {
-        Some(raw) => serde_json::from_slice(&raw)
-            .map(Some)
-            .map_err(|e| sm_err(ErrorVerb::Read, e)),
+) -> Result<Option<T>, io::Error> {
+    match store.get_meta(key).map_err(sm_err)? {
+        Some(raw) => serde_json::from_slice(&raw).map(Some).map_err(sm_err),
         None => Ok(None),
     }
 }
@@ -120,9 +113,8 @@ impl StateMachine {
         store: Store,
         history: History,
         partition_dir: &Path,
-    ) -> Result<StateMachine, StorageError> {
-        let snapshots = SnapshotDir::open(partition_dir.join("snapshots"))
-            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+    ) -> Result<StateMachine, io::Error> {
+        let snapshots = SnapshotDir::open(partition_dir.join("snapshots")).map_err(sm_err)?;
         install::finish_interrupted(&store, &snapshots)?;
         let mut sm = StateMachine {
             store,
@@ -137,7 +129,7 @@ impl StateMachine {
             groups: HashMap::new(),
             dirty_groups: HashSet::new(),
             shared: Arc::new(AppliedState::default()),
-            started: false,
+            serving: Arc::default(),
         };
         sm.reload()?;
         Ok(sm)
@@ -145,7 +137,7 @@ impl StateMachine {
 
     /// Reads what the store says was applied, drops every cache derived from
     /// the store, and publishes the result to [`AppliedState`].
-    fn reload(&mut self) -> Result<(), StorageError> {
+    fn reload(&mut self) -> Result<(), io::Error> {
         debug_assert!(
             self.dirty_topics.is_empty() && self.dirty_groups.is_empty(),
             "reload between commits only"
@@ -179,6 +171,11 @@ impl StateMachine {
         self.applied
     }
 
+    /// Flipped once openraft has loaded its state (see `get_current_snapshot`).
+    pub fn serving_switch(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.serving.clone()
+    }
+
     pub fn applied_state(&self) -> Arc<AppliedState> {
         self.shared.clone()
     }
@@ -188,7 +185,7 @@ impl StateMachine {
         &mut self,
         mut batch: Batch<'_>,
         membership_changed: &mut bool,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), io::Error> {
         let Some(applied) = self.applied else {
             return Ok(());
         };
@@ -204,7 +201,7 @@ impl StateMachine {
         if std::mem::take(membership_changed) {
             batch.put_meta(META_MEMBERSHIP, &to_json(&self.membership)?);
         }
-        batch.commit().map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        batch.commit().map_err(sm_err)?;
         self.shared
             .next_offset
             .store(self.next_offset, Ordering::Release);
@@ -219,7 +216,7 @@ impl StateMachine {
         store: &'s Store,
         batch: &mut Batch<'s>,
         membership_changed: &mut bool,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), io::Error> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -229,7 +226,7 @@ impl StateMachine {
 
     /// Appends `entries` to the history, each with the offset the next event
     /// has before it.
-    fn write_history(&self, entries: &[Entry]) -> Result<(), StorageError> {
+    fn write_history(&self, entries: &[Entry]) -> Result<(), io::Error> {
         let mut next = self.next_offset;
         let pairs: Vec<(&Entry, u64)> = entries
             .iter()
@@ -241,21 +238,19 @@ impl StateMachine {
                 (e, before)
             })
             .collect();
-        self.history
-            .append(&pairs)
-            .map_err(|e| sm_err(ErrorVerb::Write, e))
+        self.history.append(&pairs).map_err(sm_err)
     }
 
     /// True when the event stored under (due_ts, offset) is still pending. An
     /// id whose entry says `Pending` but whose event left `pending` has fired:
     /// firing does not rewrite the id entry (that would cost a read and a write
     /// per fired event).
-    fn still_pending(&self, id: &IdEntry) -> Result<bool, StorageError> {
+    fn still_pending(&self, id: &IdEntry) -> Result<bool, io::Error> {
         Ok(id.state == IdState::Pending
             && self
                 .store
                 .get_pending(id.due_ts, id.offset)
-                .map_err(|e| sm_err(ErrorVerb::Read, e))?
+                .map_err(sm_err)?
                 .is_some())
     }
 
@@ -265,11 +260,11 @@ impl StateMachine {
         batch: &mut Batch<'_>,
         topic: &str,
         message_id: &str,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), io::Error> {
         let old = self
             .store
             .get_id(topic, message_id, i64::MIN)
-            .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            .map_err(sm_err)?;
         if let Some(old) = old {
             if self.still_pending(&old)? {
                 batch.delete_pending(old.due_ts, old.offset);
@@ -280,10 +275,8 @@ impl StateMachine {
     }
 
     /// Moves each still-pending event of `f` into its topic's fire log.
-    fn apply_fire(&mut self, batch: &mut Batch<'_>, f: &FireCommand) -> Result<u64, StorageError> {
-        let read = |e: &dyn std::fmt::Display| {
-            sm_err(ErrorVerb::Read, std::io::Error::other(e.to_string()))
-        };
+    fn apply_fire(&mut self, batch: &mut Batch<'_>, f: &FireCommand) -> Result<u64, io::Error> {
+        let read = |e: &dyn std::fmt::Display| io::Error::other(e.to_string());
         // The wheel releases in due order, so the refs are (nearly) a run of
         // `pending`: one range scan reads them, where point lookups would each
         // search every level.
@@ -319,8 +312,8 @@ impl StateMachine {
         &mut self,
         batch: &mut Batch<'_>,
         c: &CancelCommand,
-    ) -> Result<CancelOutcome, StorageError> {
-        let read = |e: chronos_store::StoreError| sm_err(ErrorVerb::Read, e);
+    ) -> Result<CancelOutcome, io::Error> {
+        let read = |e: chronos_store::StoreError| sm_err(e);
         // Expiry is not checked here: the TTL only bounds deduplication.
         let Some(mut id) = self
             .store
@@ -346,16 +339,10 @@ impl StateMachine {
     }
 
     /// The state of `topic`, loaded on first use and marked for the next commit.
-    fn topic_mut(&mut self, topic: &str) -> Result<&mut TopicState, StorageError> {
+    fn topic_mut(&mut self, topic: &str) -> Result<&mut TopicState, io::Error> {
         if !self.topics.contains_key(topic) {
-            let stored = match self
-                .store
-                .get_topic(topic)
-                .map_err(|e| sm_err(ErrorVerb::Read, e))?
-            {
-                Some(raw) => {
-                    TopicState::decode(raw.as_slice()).map_err(|e| sm_err(ErrorVerb::Read, e))?
-                }
+            let stored = match self.store.get_topic(topic).map_err(sm_err)? {
+                Some(raw) => TopicState::decode(raw.as_slice()).map_err(sm_err)?,
                 None => TopicState::default(),
             };
             self.topics.insert(topic.to_string(), stored);
@@ -363,16 +350,13 @@ impl StateMachine {
         if !self.dirty_topics.contains(topic) {
             self.dirty_topics.insert(topic.to_string());
         }
-        self.topics.get_mut(topic).ok_or_else(|| {
-            sm_err(
-                ErrorVerb::Read,
-                std::io::Error::other("topic state vanished"),
-            )
-        })
+        self.topics
+            .get_mut(topic)
+            .ok_or_else(|| io::Error::other("topic state vanished"))
     }
 
     /// The next fire sequence number of `topic`, advancing it.
-    fn take_fire_seq(&mut self, topic: &str) -> Result<u64, StorageError> {
+    fn take_fire_seq(&mut self, topic: &str) -> Result<u64, io::Error> {
         let state = self.topic_mut(topic)?;
         let seq = state.next_fire_seq;
         state.next_fire_seq += 1;
@@ -380,7 +364,7 @@ impl StateMachine {
     }
 
     /// One event of `topic` entered (+1) or left (-1) the pending store.
-    fn count_pending(&mut self, topic: &str, entered: bool) -> Result<(), StorageError> {
+    fn count_pending(&mut self, topic: &str, entered: bool) -> Result<(), io::Error> {
         let state = self.topic_mut(topic)?;
         state.pending = if entered {
             state.pending + 1
@@ -403,7 +387,7 @@ impl StateMachine {
         &mut self,
         batch: &mut Batch<'_>,
         p: &PublishCommand,
-    ) -> Result<u64, StorageError> {
+    ) -> Result<u64, io::Error> {
         let mut fired = 0;
         // The leader numbers events contiguously and the stored state always
         // matches the applied index, so a command starts exactly where we are.
@@ -414,7 +398,7 @@ impl StateMachine {
         let expiry_ms = p.dedup_expiry_ts;
         for (i, raw) in p.events.iter().enumerate() {
             let offset = p.first_offset + i as u64;
-            let event = EventKeys::decode(raw.as_ref()).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            let event = EventKeys::decode(raw.as_ref()).map_err(sm_err)?;
             if event.reschedule {
                 self.unschedule(batch, &event.topic, &event.message_id)?;
             }
@@ -449,18 +433,88 @@ impl StateMachine {
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = tokio::fs::File;
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         Ok((self.applied, self.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    async fn apply<S>(&mut self, entries: S) -> Result<(), io::Error>
     where
-        I: IntoIterator<Item = Entry> + Send,
-        I::IntoIter: Send,
+        S: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
     {
-        let entries: Vec<Entry> = entries.into_iter().collect();
+        let (entries, responders): (Vec<Entry>, Vec<_>) =
+            entries.try_collect::<Vec<_>>().await?.into_iter().unzip();
+        let replies = self.apply_entries(entries)?;
+        for (responder, reply) in responders.into_iter().zip(replies) {
+            if let Some(responder) = responder {
+                responder.send(reply);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            store: self.store.clone(),
+            snapshots: self.snapshots.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: tokio::fs::File,
+    ) -> Result<(), io::Error> {
+        self.install_received(meta, snapshot).await.map(|_| ())
+    }
+
+    /// The current snapshot packed into one file, packing it now if needed
+    /// (blocking this state machine meanwhile; with peers the builder has
+    /// usually packed it already). Except while openraft loads its state at
+    /// start: it reads only the meta then (and installs a snapshot only when
+    /// it is past what was applied, which a checkpoint of this store never
+    /// is), so an unpacked snapshot is not packed for it. Every later call is
+    /// to ship the data: a group's membership as applied here may not show
+    /// the new member yet, so it does not decide.
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        if !self.serving.load(Ordering::Acquire) {
+            let Some((meta, path)) = self.snapshots.current_file()? else {
+                return Ok(None);
+            };
+            // The descriptor standing in for the data must never be installed.
+            assert!(
+                meta.last_log_id <= self.applied,
+                "snapshot at {:?} is past the applied {:?}",
+                meta.last_log_id,
+                self.applied
+            );
+            let file = tokio::fs::File::open(&path).await?;
+            return Ok(Some(Snapshot {
+                meta,
+                snapshot: file,
+            }));
+        }
+        let snapshots = self.snapshots.clone();
+        let packed = tokio::task::spawn_blocking(move || snapshots.packed())
+            .await
+            .map_err(sm_err)??;
+        let Some((meta, path)) = packed else {
+            return Ok(None);
+        };
+        let file = tokio::fs::File::open(&path).await?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: file,
+        }))
+    }
+}
+
+impl StateMachine {
+    /// Applies committed entries in one write batch (split where a command
+    /// must read what earlier ones wrote); one reply per entry.
+    pub(crate) fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<Vec<Applied>, io::Error> {
         self.write_history(&entries)?;
         let store = self.store.clone();
         let mut batch = store.batch();
@@ -542,63 +596,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.shared.notice.notify_one();
         Ok(replies)
     }
+}
 
-    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        SnapshotBuilder {
-            store: self.store.clone(),
-            snapshots: self.snapshots.clone(),
-        }
-    }
+impl SnapshotReceiverFactory<TypeConfig> for StateMachine {
+    type SnapshotReceiver = tokio::fs::File;
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
-        let file = self
-            .snapshots
-            .incoming_file()
-            .await
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        Ok(Box::new(file))
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta,
-        snapshot: Box<tokio::fs::File>,
-    ) -> Result<(), StorageError> {
-        self.install_received(meta, *snapshot).await.map(|_| ())
-    }
-
-    /// The current snapshot packed into one file, packing it now if needed
-    /// (blocking this state machine meanwhile; with peers the builder has
-    /// usually packed it already). Except the first time after open: that is
-    /// openraft loading its state at start, which reads only the meta, so an
-    /// unpacked snapshot is not packed for it (the descriptor file stands in).
-    /// Every later call is to ship the data: a group's membership as applied
-    /// here may not show the new member yet, so it does not decide.
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let read = |e: std::io::Error| sm_err(ErrorVerb::Read, e);
-        if !std::mem::replace(&mut self.started, true) {
-            let Some((meta, path)) = self.snapshots.current_file().map_err(read)? else {
-                return Ok(None);
-            };
-            let file = tokio::fs::File::open(&path).await.map_err(read)?;
-            return Ok(Some(Snapshot {
-                meta,
-                snapshot: Box::new(file),
-            }));
-        }
-        let snapshots = self.snapshots.clone();
-        let packed = tokio::task::spawn_blocking(move || snapshots.packed())
-            .await
-            .map_err(|e| sm_err(ErrorVerb::Read, e))?
-            .map_err(read)?;
-        let Some((meta, path)) = packed else {
-            return Ok(None);
-        };
-        let file = tokio::fs::File::open(&path).await.map_err(read)?;
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: Box::new(file),
-        }))
+    async fn begin_receiving_snapshot(&mut self) -> Result<tokio::fs::File, io::Error> {
+        self.snapshots.incoming_file().await
     }
 }
 
@@ -610,25 +614,27 @@ pub struct SnapshotBuilder {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = tokio::fs::File;
+
     /// Checkpoints the live store (under the live lock, so never in the middle
     /// of an install), commits it as the current snapshot unless an install
     /// committed a newer one meanwhile, and — when the group has other nodes —
     /// packs it right away, off the apply path. The returned data is the pack
     /// when there is one; openraft only keeps the meta of a built snapshot.
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let store = self.store.clone();
         let snapshots = self.snapshots.clone();
         let (meta, pack) = tokio::task::spawn_blocking(move || build_blocking(&store, &snapshots))
             .await
-            .map_err(|e| sm_err(ErrorVerb::Write, e))??;
+            .map_err(sm_err)??;
         let file = match pack {
             Some(path) => tokio::fs::File::open(path).await,
             None => self.snapshots.meta_file().await,
         }
-        .map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        .map_err(sm_err)?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(file),
+            snapshot: file,
         })
     }
 }
@@ -636,24 +642,21 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 fn build_blocking(
     store: &Store,
     snapshots: &SnapshotDir,
-) -> Result<(SnapshotMeta, Option<std::path::PathBuf>), StorageError> {
+) -> Result<(SnapshotMeta, Option<std::path::PathBuf>), io::Error> {
     let (dir, _busy) = snapshots.new_checkpoint_dir();
     {
         let _live = snapshots.lock_live();
-        store
-            .checkpoint(&dir)
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        store.checkpoint(&dir).map_err(sm_err)?;
     }
-    let copy = Store::open_read_only(&dir).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+    let copy = Store::open_read_only(&dir).map_err(sm_err)?;
     let applied: Option<LogId> = read_meta(&copy, META_APPLIED)?;
     let membership: StoredMembership = read_meta(&copy, META_MEMBERSHIP)?.unwrap_or_default();
     drop(copy);
     let meta = SnapshotMeta {
         last_log_id: applied,
         last_membership: membership,
-        snapshot_id: SnapshotDir::id_of(&dir),
     };
-    let io = |e: std::io::Error| sm_err(ErrorVerb::Write, e);
+    let io = |e: std::io::Error| sm_err(e);
     if !snapshots.commit(&dir, &meta).map_err(io)? {
         // An install committed a newer snapshot meanwhile: that one stands.
         let current = snapshots.current_meta().map_err(io)?;
@@ -663,18 +666,18 @@ fn build_blocking(
         return Ok((meta, None));
     }
     match snapshots.packed() {
-        Ok(Some((packed_meta, path))) if packed_meta.snapshot_id == meta.snapshot_id => {
+        Ok(Some((packed_meta, path))) if packed_meta.last_log_id == meta.last_log_id => {
             Ok((meta, Some(path)))
         }
         Ok(_) => Ok((meta, None)),
         Err(e) => {
             // Packing is retried when the snapshot is asked for.
-            tracing::warn!(snapshot = meta.snapshot_id, "packing snapshot: {e}");
+            tracing::warn!(last_log_id = ?meta.last_log_id, "packing snapshot: {e}");
             Ok((meta, None))
         }
     }
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
-    serde_json::to_vec(value).map_err(|e| sm_err(ErrorVerb::Write, e))
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, io::Error> {
+    serde_json::to_vec(value).map_err(sm_err)
 }

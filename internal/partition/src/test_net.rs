@@ -4,13 +4,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, RemoteError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::error::{RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    AppendEntriesRequest, AppendEntriesResponse, TransferLeaderRequest, TransferLeaderResponse,
     VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
+use openraft_legacy::network_v1::{
+    Adapter, ChunkedSnapshotReceiver, InstallSnapshotError, InstallSnapshotRequest,
+    InstallSnapshotResponse, RaftNetwork,
+};
 use parking_lot::Mutex;
 
 use crate::types::{NodeId, Raft, TypeConfig};
@@ -65,19 +69,19 @@ pub(crate) struct Conn {
 }
 
 impl RaftNetworkFactory<TypeConfig> for Net {
-    type Network = Conn;
+    type Network = Adapter<TypeConfig, Conn, tokio::fs::File>;
 
-    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> Conn {
-        Conn {
+    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> Self::Network {
+        Adapter::new(Conn {
             router: self.router.clone(),
             me: self.me,
             target,
-        }
+        })
     }
 }
 
 impl Conn {
-    fn raft<E: std::error::Error>(&self) -> Result<Raft, RPCError<NodeId, BasicNode, E>> {
+    fn raft<E: std::error::Error>(&self) -> Result<Raft, RPCError<TypeConfig, E>> {
         let nodes = self.router.0.lock();
         let reachable = !nodes.cut.contains(&self.me) && !nodes.cut.contains(&self.target);
         let raft = nodes.up.get(&self.target).filter(|_| reachable).cloned();
@@ -87,7 +91,7 @@ impl Conn {
         })
     }
 
-    fn remote<E: std::error::Error>(&self, e: E) -> RPCError<NodeId, BasicNode, E> {
+    fn remote<E: std::error::Error>(&self, e: E) -> RPCError<TypeConfig, E> {
         RPCError::RemoteError(RemoteError::new(self.target, e))
     }
 }
@@ -97,7 +101,8 @@ impl RaftNetwork<TypeConfig> for Conn {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig, RaftError<TypeConfig>>>
+    {
         let raft = self.raft()?;
         raft.append_entries(rpc).await.map_err(|e| self.remote(e))
     }
@@ -107,19 +112,32 @@ impl RaftNetwork<TypeConfig> for Conn {
         rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+        InstallSnapshotResponse<TypeConfig>,
+        RPCError<TypeConfig, RaftError<TypeConfig, InstallSnapshotError>>,
     > {
         let raft = self.raft()?;
-        raft.install_snapshot(rpc).await.map_err(|e| self.remote(e))
+        ChunkedSnapshotReceiver::install_snapshot(&raft, rpc)
+            .await
+            .map_err(|e| self.remote(e))
     }
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<NodeId>,
+        rpc: VoteRequest<TypeConfig>,
         _option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig, RaftError<TypeConfig>>> {
         let raft = self.raft()?;
         raft.vote(rpc).await.map_err(|e| self.remote(e))
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let raft = self.raft()?;
+        raft.handle_transfer_leader(req)
+            .await
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
     }
 }

@@ -9,30 +9,26 @@ use chronos_proto::internal::{
 use prost::Message;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-// `declare_raft_types!` names `Cursor` for its default SnapshotData even when overridden.
-#[allow(unused_imports)]
-use std::io::Cursor;
-
 openraft::declare_raft_types!(
     /// Types of one partition's Raft group.
     pub TypeConfig:
         D = Command,
         R = Applied,
         NodeId = u64,
-        Node = openraft::BasicNode,
-        Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = tokio::fs::File,
-        AsyncRuntime = openraft::TokioRuntime,
+        Node = openraft::impls::BasicNode,
+        AsyncRuntime = openraft::impls::TokioRuntime,
 );
 
 pub type NodeId = u64;
-pub type LogId = openraft::LogId<NodeId>;
-pub type Entry = openraft::Entry<TypeConfig>;
-pub type Vote = openraft::Vote<NodeId>;
-pub type Raft = openraft::Raft<TypeConfig>;
-pub type StorageError = openraft::StorageError<NodeId>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
+pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+pub type LeaderId = openraft::impls::leader_id_adv::LeaderId<u64, NodeId>;
+pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
+pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
+pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::StateMachine>;
+pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, tokio::fs::File>;
+pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
 
 /// A state-machine command. The wire/disk form is the `chronos.internal.v1.Command`
 /// protobuf; serde (required by openraft's `serde` feature) carries the same bytes.

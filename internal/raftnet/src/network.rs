@@ -11,18 +11,21 @@
 
 use std::time::Duration;
 
-use chronos_partition::{NodeId, TypeConfig};
+use chronos_partition::{LogId, NodeId, TypeConfig};
 use chronos_proto::raft::raft_service_client::RaftServiceClient;
 use chronos_proto::raft::RaftRequest;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+    Fatal, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    AppendEntriesRequest, AppendEntriesResponse, TransferLeaderRequest, TransferLeaderResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, LogId, RPCTypes, RaftLogId};
+use openraft::{BasicNode, RPCTypes};
+use openraft_legacy::network_v1::{
+    Adapter, InstallSnapshotError, InstallSnapshotRequest, InstallSnapshotResponse, RaftNetwork,
+};
 use serde::de::DeserializeOwned;
 use tonic::transport::Channel;
 use tonic::Code;
@@ -37,11 +40,12 @@ const APPEND_BUDGET_BYTES: usize = 4 << 20;
 /// The budget shrinks (halving) to no less than this while requests time out.
 const MIN_APPEND_BUDGET_BYTES: usize = 64 << 10;
 
-type Error<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
+type Error<E = openraft::error::Infallible> = RPCError<TypeConfig, RaftError<TypeConfig, E>>;
 
 /// openraft's network factory for partition `partition`: a client per target
 /// node, found by node id in [`Peers`] (the membership's `BasicNode` carries
-/// no address).
+/// no address). Snapshots go in chunks (openraft-legacy's adapter), so a
+/// large one never has to fit in one message.
 #[derive(Clone)]
 pub struct Network {
     partition: u32,
@@ -55,22 +59,21 @@ impl Network {
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
-    type Network = Connection;
+    type Network = Adapter<TypeConfig, Connection, tokio::fs::File>;
 
-    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> Connection {
+    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> Self::Network {
         let client = self.peers.channel(target).map(|channel| {
             RaftServiceClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES)
         });
-        Connection {
+        Adapter::new(Connection {
             partition: self.partition,
             me: self.peers.me(),
             target,
             client,
             append_budget: APPEND_BUDGET_BYTES,
-            appending: false,
-        }
+        })
     }
 }
 
@@ -86,13 +89,62 @@ pub struct Connection {
     /// behind catches up in requests that fit the heartbeat interval instead
     /// of timing out on the same large request again and again.
     append_budget: usize,
-    /// An append-entries call is under way; still set when the next begins,
-    /// it means openraft dropped the call at its deadline (a timeout).
-    appending: bool,
+}
+
+/// Why a call got no answer from openraft on the other node.
+enum Failure {
+    Unreachable(Unreachable<TypeConfig>),
+    Timeout(Timeout<TypeConfig>),
+    Network(NetworkError<TypeConfig>),
+}
+
+impl Failure {
+    fn into_rpc<E: std::error::Error>(self) -> RPCError<TypeConfig, E> {
+        match self {
+            Failure::Unreachable(e) => RPCError::Unreachable(e),
+            Failure::Timeout(e) => RPCError::Timeout(e),
+            Failure::Network(e) => RPCError::Network(e),
+        }
+    }
 }
 
 impl Connection {
-    /// Sends `payload` as `action` and decodes openraft's answer, within `ttl`.
+    /// Sends `payload` as `action` within `ttl`; openraft's answer, decoded.
+    async fn send<T: DeserializeOwned>(
+        &mut self,
+        action: RPCTypes,
+        payload: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<T, Failure> {
+        let Some(client) = self.client.as_mut() else {
+            let why = std::io::Error::other(format!("node {} is not a known peer", self.target));
+            return Err(Failure::Unreachable(Unreachable::new(&why)));
+        };
+        let mut request = tonic::Request::new(RaftRequest {
+            partition: self.partition,
+            payload: payload.into(),
+        });
+        // The receiver gives up too once we stopped waiting.
+        request.set_timeout(ttl);
+        // openraft leaves timeouts to the network.
+        let sent = tokio::time::timeout(ttl, async {
+            match action {
+                RPCTypes::AppendEntries => client.append_entries(request).await,
+                RPCTypes::Vote => client.vote(request).await,
+                RPCTypes::InstallSnapshot => client.install_snapshot(request).await,
+                RPCTypes::TransferLeader => client.transfer_leader(request).await,
+            }
+        })
+        .await;
+        let reply = match sent {
+            Ok(Ok(reply)) => reply.into_inner(),
+            Ok(Err(status)) => return Err(self.failed(action, ttl, status)),
+            Err(_elapsed) => return Err(self.timeout(action, ttl)),
+        };
+        wire::decode(&reply.payload).map_err(|e| Failure::Network(NetworkError::new(&e)))
+    }
+
+    /// Sends a request whose answer is openraft's `Result<R, RaftError<E>>`.
     async fn call<R, E>(
         &mut self,
         action: RPCTypes,
@@ -103,31 +155,10 @@ impl Connection {
         R: DeserializeOwned,
         E: std::error::Error + DeserializeOwned + 'static,
     {
-        let Some(client) = self.client.as_mut() else {
-            let why = std::io::Error::other(format!("node {} is not a known peer", self.target));
-            return Err(RPCError::Unreachable(Unreachable::new(&why)));
-        };
-        let mut request = tonic::Request::new(RaftRequest {
-            partition: self.partition,
-            payload: payload.into(),
-        });
-        // The receiver gives up too once openraft stopped waiting.
-        request.set_timeout(ttl);
-        let sent = tokio::time::timeout(ttl, async {
-            match action {
-                RPCTypes::AppendEntries => client.append_entries(request).await,
-                RPCTypes::Vote => client.vote(request).await,
-                RPCTypes::InstallSnapshot => client.install_snapshot(request).await,
-            }
-        })
-        .await;
-        let reply = match sent {
-            Ok(Ok(reply)) => reply.into_inner(),
-            Ok(Err(status)) => return Err(self.failed(action, ttl, status)),
-            Err(_elapsed) => return Err(self.timeout(action, ttl)),
-        };
-        let answer: Result<R, RaftError<NodeId, E>> =
-            wire::decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let answer: Result<R, RaftError<TypeConfig, E>> = self
+            .send(action, payload, ttl)
+            .await
+            .map_err(Failure::into_rpc)?;
         answer.map_err(|e| {
             let stopped = matches!(e, RaftError::Fatal(_));
             let remote = RemoteError::new(self.target, e);
@@ -151,8 +182,8 @@ impl Connection {
         };
     }
 
-    fn timeout<E: std::error::Error>(&self, action: RPCTypes, ttl: Duration) -> Error<E> {
-        RPCError::Timeout(Timeout {
+    fn timeout(&self, action: RPCTypes, ttl: Duration) -> Failure {
+        Failure::Timeout(Timeout {
             action,
             id: self.me,
             target: self.target,
@@ -161,12 +192,7 @@ impl Connection {
     }
 
     /// What a failed call means to openraft's retry policy.
-    fn failed<E: std::error::Error>(
-        &self,
-        action: RPCTypes,
-        ttl: Duration,
-        status: tonic::Status,
-    ) -> Error<E> {
+    fn failed(&self, action: RPCTypes, ttl: Duration, status: tonic::Status) -> Failure {
         tracing::trace!(
             partition = self.partition,
             target = self.target,
@@ -175,9 +201,9 @@ impl Connection {
         );
         match status.code() {
             // Connection refused or lost, or the group is not open there (yet).
-            Code::Unavailable | Code::NotFound => RPCError::Unreachable(Unreachable::new(&status)),
+            Code::Unavailable | Code::NotFound => Failure::Unreachable(Unreachable::new(&status)),
             Code::DeadlineExceeded | Code::Cancelled => self.timeout(action, ttl),
-            _ => RPCError::Network(NetworkError::new(&status)),
+            _ => Failure::Network(NetworkError::new(&status)),
         }
     }
 }
@@ -188,7 +214,7 @@ impl Connection {
 fn encode_append(
     mut rpc: AppendEntriesRequest<TypeConfig>,
     budget: usize,
-) -> Result<(Vec<u8>, Option<LogId<NodeId>>), bincode::Error> {
+) -> Result<(Vec<u8>, Option<LogId>), bincode::Error> {
     let whole = wire::encode(&rpc)?;
     if whole.len() <= budget || rpc.entries.len() <= 1 {
         return Ok((whole, None));
@@ -209,7 +235,7 @@ fn encode_append(
         keep += 1;
     }
     rpc.entries.truncate(keep);
-    let last = rpc.entries.last().map(|e| *e.get_log_id());
+    let last = rpc.entries.last().map(|e| e.log_id);
     Ok((wire::encode(&rpc)?, last))
 }
 
@@ -218,17 +244,12 @@ impl RaftNetwork<TypeConfig> for Connection {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, Error> {
-        if self.appending {
-            self.adapt_append_budget(true);
-        }
+    ) -> Result<AppendEntriesResponse<TypeConfig>, Error> {
         let (payload, cut_at) = encode_append(rpc, self.append_budget)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        self.appending = true;
         let answer = self
             .call(RPCTypes::AppendEntries, payload, option.hard_ttl())
             .await;
-        self.appending = false;
         match &answer {
             Ok(_) => self.adapt_append_budget(false),
             Err(RPCError::Timeout(_)) => self.adapt_append_budget(true),
@@ -248,7 +269,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, Error<InstallSnapshotError>> {
+    ) -> Result<InstallSnapshotResponse<TypeConfig>, Error<InstallSnapshotError>> {
         let payload = wire::encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         self.call(RPCTypes::InstallSnapshot, payload, option.hard_ttl())
             .await
@@ -256,17 +277,33 @@ impl RaftNetwork<TypeConfig> for Connection {
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<NodeId>,
+        rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, Error> {
+    ) -> Result<VoteResponse<TypeConfig>, Error> {
         let payload = wire::encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         self.call(RPCTypes::Vote, payload, option.hard_ttl()).await
+    }
+
+    /// Tells the target that this leader hands it leadership; it campaigns
+    /// once its log holds the leader's last entry.
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let payload = wire::encode(&req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let answer: Result<TransferLeaderResponse<TypeConfig>, Fatal<TypeConfig>> = self
+            .send(RPCTypes::TransferLeader, payload, option.hard_ttl())
+            .await
+            .map_err(Failure::into_rpc)?;
+        answer.map_err(|fatal| RPCError::Unreachable(Unreachable::new(&fatal)))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use openraft::{EntryPayload, Vote};
+    use openraft::impls::Vote;
+    use openraft::EntryPayload;
 
     use super::*;
     use crate::wire::tests::{entry, log_id, publish};
@@ -290,7 +327,6 @@ mod tests {
             target: 2,
             client: None,
             append_budget: APPEND_BUDGET_BYTES,
-            appending: false,
         };
         for _ in 0..20 {
             c.adapt_append_budget(true);

@@ -4,7 +4,8 @@
 use chronos_partition::{Raft, TypeConfig};
 use chronos_proto::raft::raft_service_server::{RaftService, RaftServiceServer};
 use chronos_proto::raft::{RaftReply, RaftRequest};
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
+use openraft_legacy::network_v1::{ChunkedSnapshotReceiver, InstallSnapshotRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
@@ -76,6 +77,15 @@ impl RaftService for Service {
     ) -> Result<Response<RaftReply>, Status> {
         let (raft, rpc): (_, InstallSnapshotRequest<TypeConfig>) =
             self.unpack(request, "install-snapshot request")?;
-        reply(&raft.install_snapshot(rpc).await)
+        reply(&ChunkedSnapshotReceiver::install_snapshot(&raft, rpc).await)
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let (raft, rpc): (_, TransferLeaderRequest<TypeConfig>) =
+            self.unpack(request, "transfer-leader request")?;
+        reply(&raft.handle_transfer_leader(rpc).await)
     }
 }

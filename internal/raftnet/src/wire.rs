@@ -41,16 +41,16 @@ pub(crate) mod tests {
     use std::collections::BTreeSet;
 
     use bytes::Bytes;
+    use chronos_partition::{Entry, LeaderId, LogId};
     use chronos_partition::{NodeId, TypeConfig};
     use chronos_proto::internal::{command, Command as CommandPb, EventRecord, PublishCommand};
-    use openraft::error::{Fatal, InstallSnapshotError, RaftError, SnapshotMismatch};
-    use openraft::raft::{
-        AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
-        InstallSnapshotResponse,
-    };
-    use openraft::{
-        CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftTypeConfig,
-        SnapshotSegmentId, StorageIOError, Vote,
+    use openraft::error::{Fatal, RaftError};
+    use openraft::impls::Vote;
+    use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
+    use openraft::{EntryPayload, Membership, RaftTypeConfig, StorageError};
+    use openraft_legacy::network_v1::{
+        InstallSnapshotError, InstallSnapshotRequest, InstallSnapshotResponse, SnapshotMismatch,
+        SnapshotSegmentId,
     };
     use prost::Message;
     use serde::Deserialize;
@@ -59,8 +59,8 @@ pub(crate) mod tests {
 
     pub type Command = <TypeConfig as RaftTypeConfig>::D;
 
-    pub fn log_id(term: u64, index: u64) -> LogId<NodeId> {
-        LogId::new(CommittedLeaderId::new(term, 1), index)
+    pub fn log_id(term: u64, index: u64) -> LogId {
+        LogId::new(LeaderId { term, node_id: 1 }, index)
     }
 
     /// A publish of `events` events of `payload_bytes` each, as the publisher builds it.
@@ -88,7 +88,7 @@ pub(crate) mod tests {
         Command::deserialize(de).expect("a valid command")
     }
 
-    pub fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry<TypeConfig> {
+    pub fn entry(index: u64, payload: EntryPayload<Command, NodeId, openraft::BasicNode>) -> Entry {
         Entry {
             log_id: log_id(2, index),
             payload,
@@ -106,7 +106,7 @@ pub(crate) mod tests {
     fn append_entries_round_trip_compactly() {
         let batch = publish(1000, 200);
         let command_bytes = encode(&batch).expect("encodes").len();
-        let members = Membership::new(vec![BTreeSet::from([1, 2, 3])], None);
+        let members = Membership::new_with_defaults(vec![BTreeSet::from([1, 2, 3])], []);
         let rpc = AppendEntriesRequest::<TypeConfig> {
             vote: Vote::new_committed(2, 1),
             prev_log_id: Some(log_id(1, 9)),
@@ -130,15 +130,21 @@ pub(crate) mod tests {
 
     #[test]
     fn answers_and_remote_errors_round_trip() {
-        type Append = Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>;
-        type Install =
-            Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;
+        type Append = Result<AppendEntriesResponse<TypeConfig>, RaftError<TypeConfig>>;
+        type Install = Result<
+            InstallSnapshotResponse<TypeConfig>,
+            RaftError<TypeConfig, InstallSnapshotError>,
+        >;
         same::<Append>(&Ok(AppendEntriesResponse::HigherVote(Vote::new(7, 3))));
         same::<Append>(&Ok(AppendEntriesResponse::Conflict));
         same::<Append>(&Err(RaftError::Fatal(Fatal::Stopped)));
         let io = std::io::Error::other("No space left on device");
-        let storage = StorageIOError::<NodeId>::write_logs(&io);
-        same::<Append>(&Err(RaftError::Fatal(Fatal::StorageError(storage.into()))));
+        let storage = StorageError::<TypeConfig>::from_io_error(
+            openraft::ErrorSubject::Logs,
+            openraft::ErrorVerb::Write,
+            io,
+        );
+        same::<Append>(&Err(RaftError::Fatal(Fatal::StorageError(storage))));
         let mismatch = SnapshotMismatch {
             expect: SnapshotSegmentId {
                 id: "snap-1".into(),
@@ -155,7 +161,11 @@ pub(crate) mod tests {
         }));
         let chunk = InstallSnapshotRequest::<TypeConfig> {
             vote: Vote::new_committed(4, 2),
-            meta: Default::default(),
+            meta: openraft_legacy::network_v1::SnapshotMeta {
+                last_log_id: None,
+                last_membership: Default::default(),
+                snapshot_id: "snap-1".into(),
+            },
             offset: 3 << 20,
             data: vec![7; 1 << 20],
             done: false,
@@ -166,11 +176,12 @@ pub(crate) mod tests {
 
     #[test]
     fn malformed_input_is_an_error() {
-        let raw = encode(&Vote::<NodeId>::new(3, 1)).expect("encodes");
-        assert!(decode::<Vote<NodeId>>(&raw[..raw.len() - 1]).is_err());
+        type V = chronos_partition::Vote;
+        let raw = encode(&V::new(3, 1)).expect("encodes");
+        assert!(decode::<V>(&raw[..raw.len() - 1]).is_err());
         let mut long = raw.clone();
         long.push(0);
-        assert!(decode::<Vote<NodeId>>(&long).is_err(), "trailing bytes");
+        assert!(decode::<V>(&long).is_err(), "trailing bytes");
         // A length prefix claiming more than a message may hold.
         let huge = encode(&u64::MAX).expect("encodes");
         assert!(decode::<Vec<u8>>(&huge).is_err());

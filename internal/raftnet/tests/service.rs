@@ -10,10 +10,14 @@ use chronos_proto::raft::raft_service_client::RaftServiceClient;
 use chronos_proto::raft::RaftRequest;
 use chronos_raftnet::{wire, Groups, Network, Peer, Peers};
 use common::{options, raft_log, Server};
-use openraft::error::{InstallSnapshotError, RPCError, RaftError};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest, VoteResponse};
-use openraft::{BasicNode, SnapshotMeta, Vote};
+use openraft::error::{RPCError, RaftError};
+use openraft::impls::Vote;
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesRequest, VoteRequest, VoteResponse};
+use openraft::BasicNode;
+use openraft_legacy::network_v1::{
+    InstallSnapshotError, InstallSnapshotRequest, RaftNetwork, SnapshotMeta,
+};
 use tokio::net::TcpListener;
 use tonic::Code;
 
@@ -44,7 +48,7 @@ fn peers(me: NodeId, others: &[(NodeId, String)]) -> anyhow::Result<Peers> {
     Ok(Peers::new(me, &all)?)
 }
 
-fn vote_request(term: u64) -> VoteRequest<NodeId> {
+fn vote_request(term: u64) -> VoteRequest<TypeConfig> {
     VoteRequest::new(Vote::new(term, 2), None)
 }
 
@@ -98,7 +102,8 @@ async fn unknown_partition_is_not_found_and_garbage_is_invalid() -> anyhow::Resu
         })
         .await?
         .into_inner();
-    let answer: Result<VoteResponse<NodeId>, RaftError<NodeId>> = wire::decode(&reply.payload)?;
+    let answer: Result<VoteResponse<TypeConfig>, RaftError<TypeConfig>> =
+        wire::decode(&reply.payload)?;
     let answer = answer?;
     assert!(
         !answer.vote_granted,
@@ -122,7 +127,7 @@ async fn network_errors_map_to_what_openraft_backs_off_from() -> anyhow::Result<
 
     // Node 1 answers for partition 3: a stale vote comes back refused.
     let mut net = Network::new(3, peers.clone());
-    let mut to_1 = net.new_client(1, &BasicNode::default()).await;
+    let mut to_1 = net.new_client(1, &BasicNode::default()).await.into_inner();
     let answer = to_1.vote(vote_request(0), option()).await?;
     assert!(!answer.vote_granted);
 
@@ -133,7 +138,10 @@ async fn network_errors_map_to_what_openraft_backs_off_from() -> anyhow::Result<
         (8, 1, "no partition 8"),
     ] {
         let mut net = Network::new(partition, peers.clone());
-        let mut client = net.new_client(target, &BasicNode::default()).await;
+        let mut client = net
+            .new_client(target, &BasicNode::default())
+            .await
+            .into_inner();
         let err = client.vote(vote_request(1), option()).await.expect_err(why);
         assert!(matches!(err, RPCError::Unreachable(_)), "{why}: {err:?}");
     }
@@ -144,8 +152,9 @@ async fn network_errors_map_to_what_openraft_backs_off_from() -> anyhow::Result<
     let chunk = |id: &str, offset: u64| InstallSnapshotRequest::<TypeConfig> {
         vote: Vote::new_committed(LEADER_TERM, 2),
         meta: SnapshotMeta {
+            last_log_id: None,
+            last_membership: Default::default(),
             snapshot_id: id.into(),
-            ..Default::default()
         },
         offset,
         data: vec![1; 3 << 20],

@@ -33,6 +33,7 @@
 //! sends heartbeats, so the followers elect another node instead of this one
 //! firing early or going away as leader.
 
+mod handoff;
 mod standing;
 mod term;
 mod upkeep;
@@ -48,6 +49,7 @@ use chronos_store::Store;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
+use openraft::async_runtime::watch::WatchReceiver;
 use openraft::ServerState;
 use tokio::sync::{mpsc, watch, Notify};
 
@@ -55,9 +57,11 @@ use crate::delivery::{Control, DeliveryOptions, Meters};
 use crate::firing::FiringOptions;
 use crate::publisher::{self, PublishRequest};
 use crate::state_machine::AppliedState;
-use crate::types::{Applied, Command, NodeId, Raft};
+use crate::types::{Applied, Command, NodeId, Raft, RaftMetrics};
 use crate::PartitionError;
 
+pub(crate) use handoff::Handoff;
+pub use handoff::Handoffs;
 pub(crate) use standing::Standing;
 pub(crate) use term::{LeaderTerm, TermError};
 pub(crate) use upkeep::Upkeep;
@@ -101,9 +105,9 @@ impl Ctx {
         cmd: Command,
     ) -> Result<BoxFuture<'static, Written>, PartitionError> {
         let partition = self.partition;
-        let rx = self
-            .raft
-            .client_write_ff(cmd)
+        let (responder, rx) = openraft::impls::ProgressResponder::complete_only();
+        self.raft
+            .client_write_ff(cmd, Some(responder))
             .await
             .map_err(|fatal| PartitionError::from_fatal(partition, &fatal))?;
         let raft = self.raft.clone();
@@ -122,14 +126,14 @@ impl Ctx {
     pub fn not_leader(&self) -> PartitionError {
         PartitionError::NotLeader {
             partition: self.partition,
-            leader: self.raft.metrics().borrow().current_leader,
+            leader: self.raft.metrics().borrow_watched().current_leader,
         }
     }
 }
 
 /// Why the partition's Raft group no longer answers.
 pub(crate) fn stopped(partition: u32, raft: &Raft) -> PartitionError {
-    match &raft.metrics().borrow().running_state {
+    match &raft.metrics().borrow_watched().running_state {
         Err(fatal) => PartitionError::from_fatal(partition, fatal),
         Ok(()) => PartitionError::Unavailable(format!("partition {partition} is shutting down")),
     }
@@ -224,6 +228,8 @@ pub(crate) enum Tick {
     Deferred,
     /// This replica stops holding back from the first election.
     Campaign,
+    /// Time to hand leadership over, or to ask again.
+    Handoff,
     /// A failed term may be rebuilt.
     Restart,
     /// History fsync and node-log compaction.
@@ -262,6 +268,8 @@ pub(crate) struct Owner {
     upkeep: Upkeep,
     /// Whether this replica may lead and act (gate, lease, hold-back).
     standing: Standing,
+    /// When to hand leadership to another replica.
+    handoff: Handoff,
 }
 
 impl Owner {
@@ -274,6 +282,7 @@ impl Owner {
         ready: watch::Sender<Option<u64>>,
         upkeep: Upkeep,
         standing: Standing,
+        handoff: Handoff,
     ) -> Owner {
         Owner {
             ctx,
@@ -294,6 +303,7 @@ impl Owner {
             epochs: 0,
             upkeep,
             standing,
+            handoff,
         }
     }
 
@@ -340,7 +350,7 @@ impl Owner {
                 Input::Metrics => self.observe(&metrics.borrow_and_update()),
                 Input::MayLead => {
                     self.standing.follow_gate(&self.ctx.raft);
-                    self.observe(&metrics.borrow());
+                    self.observe(&metrics.borrow_watched());
                 }
                 _ => {}
             }
@@ -409,7 +419,7 @@ impl Owner {
     }
 
     /// Follows Raft's view: a term that is no longer ours ends at once.
-    fn observe(&mut self, m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) {
+    fn observe(&mut self, m: &RaftMetrics) {
         self.fatal = m
             .running_state
             .as_ref()
@@ -418,6 +428,7 @@ impl Owner {
         self.led_elsewhere = m.current_leader.filter(|&l| l != self.ctx.node_id);
         self.standing.observe(&self.ctx.raft, m);
         let allowed = self.standing.allowed();
+        self.handoff.observe(&self.ctx.raft, m, allowed);
         let leading = m.state == ServerState::Leader
             && m.current_leader == Some(self.ctx.node_id)
             && self.fatal.is_none()
@@ -619,6 +630,11 @@ impl Owner {
                     }
                 }
             }
+            Tick::Handoff => {
+                let m = self.ctx.raft.metrics().borrow_watched().clone();
+                self.handoff
+                    .observe(&self.ctx.raft, &m, self.standing.allowed());
+            }
             Tick::Compact => self
                 .upkeep
                 .compact(self.ctx.partition, &mut self.completions),
@@ -652,6 +668,9 @@ impl Owner {
         }
         if let Some(at) = self.standing.campaign_at() {
             consider(at, Tick::Campaign);
+        }
+        if let Some(at) = self.handoff.wake_at() {
+            consider(at, Tick::Handoff);
         }
         let (at, tick) = self.upkeep.next_tick();
         consider(at, tick);

@@ -5,9 +5,11 @@
 
 use std::time::{Duration, Instant};
 
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::Instant as _;
 use tokio::sync::watch;
 
-use crate::types::{NodeId, Raft};
+use crate::types::{NodeId, Raft, RaftMetrics};
 
 pub(crate) struct Standing {
     /// Whether this node may lead (clock within bounds, not stopping).
@@ -45,8 +47,8 @@ impl Standing {
     /// At start: a replica that is not the preferred leader of a group with
     /// no known leader leaves it the first election.
     pub fn start(&mut self, raft: &Raft, me: NodeId, preferred: Option<NodeId>) {
-        self.holds_back =
-            preferred.is_some_and(|p| p != me) && raft.metrics().borrow().current_leader.is_none();
+        self.holds_back = preferred.is_some_and(|p| p != me)
+            && raft.metrics().borrow_watched().current_leader.is_none();
         self.follow_gate(raft);
     }
 
@@ -72,7 +74,7 @@ impl Standing {
     }
 
     /// Takes what Raft's metrics say about the lease and the first election.
-    pub fn observe(&mut self, raft: &Raft, m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) {
+    pub fn observe(&mut self, raft: &Raft, m: &RaftMetrics) {
         if m.current_leader.is_some() && self.holds_back {
             self.holds_back = false;
             self.hold_back_until = None;
@@ -80,8 +82,9 @@ impl Standing {
         }
         self.single_voter = m.membership_config.membership().voter_ids().count() == 1;
         self.lease_until = m
-            .millis_since_quorum_ack
-            .and_then(|ms| (Instant::now() + self.lease).checked_sub(Duration::from_millis(ms)));
+            .last_quorum_acked
+            .as_ref()
+            .and_then(|acked| (Instant::now() + self.lease).checked_sub(acked.elapsed()));
     }
 
     /// Whether a term may fire and deliver now.

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use chronos_raftlog::RaftLog;
 use chronos_wal::Retention;
+use openraft::async_runtime::watch::WatchReceiver;
 
 use super::{Completion, Completions, Tick};
 use crate::history::History;
@@ -102,7 +103,7 @@ impl Upkeep {
             return;
         }
         let (snapshot, purged) = {
-            let m = raft.metrics().borrow().clone();
+            let m = raft.metrics().borrow_watched().clone();
             (m.snapshot.map(|l| l.index), m.purged.map(|l| l.index))
         };
         let Some(snapshot) = snapshot else {

@@ -10,28 +10,23 @@ use chronos_proto::internal::{
     InflightRecord, RedriveCommand, StartKind,
 };
 use chronos_store::{Batch, Store};
-use openraft::ErrorVerb;
 use prost::Message;
 
-use super::{sm_err, StateMachine};
-use crate::types::StorageError;
+use super::StateMachine;
+use std::io;
 
 /// A time seek starts this much before the first event fired at the target
 /// time: fire times are nearly but not strictly increasing along the fire log,
 /// and events due before the target are filtered out anyway.
 const SEEK_SLACK_MS: i64 = 1_000;
 
-fn read_err(e: impl std::fmt::Display) -> StorageError {
-    sm_err(ErrorVerb::Read, std::io::Error::other(e.to_string()))
+fn read_err(e: impl std::fmt::Display) -> io::Error {
+    std::io::Error::other(e.to_string())
 }
 
 impl StateMachine {
     /// The stored state of a group, through the cache; None if it does not exist.
-    fn group_state(
-        &mut self,
-        topic: &str,
-        group: &str,
-    ) -> Result<Option<GroupState>, StorageError> {
+    fn group_state(&mut self, topic: &str, group: &str) -> Result<Option<GroupState>, io::Error> {
         let key = (topic.to_string(), group.to_string());
         if let Some(state) = self.groups.get(&key) {
             return Ok(Some(*state));
@@ -52,7 +47,7 @@ impl StateMachine {
 
     /// The fire sequence number `topic`'s next fired event gets, without
     /// creating the topic.
-    fn next_fire_seq(&mut self, topic: &str) -> Result<u64, StorageError> {
+    fn next_fire_seq(&mut self, topic: &str) -> Result<u64, io::Error> {
         if let Some(state) = self.topics.get(topic) {
             return Ok(state.next_fire_seq);
         }
@@ -69,7 +64,7 @@ impl StateMachine {
     /// Creates the group (first subscribe) or, for a seek, moves it. Returns
     /// the group's (cursor, from_due_ts) afterwards. Reads the fire log, so
     /// everything before this entry must be committed.
-    pub(super) fn apply_group(&mut self, g: &GroupCommand) -> Result<(u64, i64), StorageError> {
+    pub(super) fn apply_group(&mut self, g: &GroupCommand) -> Result<(u64, i64), io::Error> {
         let existing = self.group_state(&g.topic, &g.group)?;
         if let (Some(state), false) = (&existing, g.seek) {
             return Ok((state.cursor, state.from_due_ts));
@@ -106,7 +101,7 @@ impl StateMachine {
         &mut self,
         batch: &mut Batch<'_>,
         d: &DeliveryCommand,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), io::Error> {
         for delta in &d.groups {
             let Some(mut state) = self.group_state(&delta.topic, &delta.group)? else {
                 continue;
@@ -159,7 +154,7 @@ impl StateMachine {
         &mut self,
         batch: &mut Batch<'_>,
         r: &RedriveCommand,
-    ) -> Result<u64, StorageError> {
+    ) -> Result<u64, io::Error> {
         let Some(mut state) = self.group_state(&r.topic, &r.group)? else {
             return Ok(0);
         };
@@ -201,7 +196,7 @@ impl StateMachine {
 
 /// The first fire sequence number (below `next`) that a group starting at
 /// `ts` must read from: a binary search of the fire log by fire time.
-fn seek_seq(store: &Store, topic: &str, ts: i64, next: u64) -> Result<u64, StorageError> {
+fn seek_seq(store: &Store, topic: &str, ts: i64, next: u64) -> Result<u64, io::Error> {
     let target = ts.saturating_sub(SEEK_SLACK_MS);
     let Some(mut lo) = store.first_fired_seq(topic).map_err(read_err)? else {
         return Ok(next);

@@ -6,7 +6,7 @@
 //!    the file count and the trailer checked; everything fsynced) and check
 //!    that the checkpoint's applied log id is the one the meta names. Any
 //!    failure: the directory and the received file are removed, the live
-//!    state was not touched, and a `StorageError` says why.
+//!    state was not touched, and a `io::Error` says why.
 //! 2. Write `snapshots/installing.json` naming the checkpoint (fsynced).
 //! 3. Under the snapshot dir's live lock (no checkpoint can be taken midway):
 //!    delete every key of every column family, copy the checkpoint's keys in
@@ -23,16 +23,15 @@
 //! the redo itself only means doing it again. The marker goes only after the
 //! flush, so it never disappears while the live state is partial.
 
-use std::io::{BufReader, Seek, SeekFrom};
+use std::io::{self, BufReader, Seek, SeekFrom};
 use std::path::Path;
 use std::time::Instant;
 
 use chronos_store::{ReplaceStats, Store};
-use openraft::{ErrorSubject, ErrorVerb, StorageIOError};
 
 use super::{read_meta, sm_err, to_json, StateMachine, META_APPLIED, META_MEMBERSHIP};
 use crate::snapshot::{unpack, PackStats, SnapshotDir};
-use crate::types::{LogId, SnapshotMeta, StorageError};
+use crate::types::{LogId, SnapshotMeta};
 
 /// Upper bound on one write batch while copying a checkpoint into the live store.
 const COPY_BATCH_BYTES: usize = 4 << 20;
@@ -46,16 +45,6 @@ pub struct InstallReport {
     pub replace_ms: u64,
 }
 
-fn snapshot_err(meta: &SnapshotMeta, verb: ErrorVerb, msg: String) -> StorageError {
-    StorageError::IO {
-        source: StorageIOError::new(
-            ErrorSubject::Snapshot(Some(meta.signature())),
-            verb,
-            openraft::AnyError::error(msg),
-        ),
-    }
-}
-
 impl StateMachine {
     /// Installs the snapshot `meta` whose packed form openraft received into
     /// `file`; see the module doc. Afterwards everything derived from the
@@ -64,13 +53,13 @@ impl StateMachine {
         &mut self,
         meta: &SnapshotMeta,
         file: tokio::fs::File,
-    ) -> Result<InstallReport, StorageError> {
+    ) -> Result<InstallReport, io::Error> {
         let file = file.into_std().await;
         let (store, snapshots, owned) = (self.store.clone(), self.snapshots.clone(), meta.clone());
         let report =
             tokio::task::spawn_blocking(move || install_blocking(&store, &snapshots, &owned, file))
                 .await
-                .map_err(|e| sm_err(ErrorVerb::Write, e))??;
+                .map_err(sm_err)??;
         self.reload()?;
         // The fire logs changed under the owner (it delivers only when
         // leading, and reloads its groups then).
@@ -80,7 +69,7 @@ impl StateMachine {
         self.shared.notice.notify_one();
         metrics::counter!("chronos_snapshots_installed_total").increment(1);
         tracing::info!(
-            snapshot = meta.snapshot_id,
+            last_log_id = ?meta.last_log_id,
             last_log_id = %meta.last_log_id.map(|l| l.to_string()).unwrap_or_default(),
             files = report.unpacked.files,
             pack_bytes = report.unpacked.data_bytes,
@@ -98,7 +87,7 @@ fn install_blocking(
     snapshots: &SnapshotDir,
     meta: &SnapshotMeta,
     mut file: std::fs::File,
-) -> Result<InstallReport, StorageError> {
+) -> Result<InstallReport, io::Error> {
     let started = Instant::now();
     let (dir, _busy) = snapshots.new_checkpoint_dir();
     let unpacked = file
@@ -113,20 +102,14 @@ fn install_blocking(
             if let Err(e) = snapshots.discard_incoming() {
                 tracing::warn!("removing a rejected snapshot file: {e}");
             }
-            return Err(snapshot_err(
-                meta,
-                ErrorVerb::Read,
-                format!(
-                    "snapshot {} rejected, live state unchanged: {why}",
-                    meta.snapshot_id
-                ),
-            ));
+            let at = meta.last_log_id.map(|l| l.to_string()).unwrap_or_default();
+            return Err(io::Error::other(format!(
+                "snapshot at {at} rejected, live state unchanged: {why}"
+            )));
         }
     };
     let unpack_ms = started.elapsed().as_millis() as u64;
-    snapshots
-        .begin_install(&dir, meta)
-        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    snapshots.begin_install(&dir, meta).map_err(sm_err)?;
     // The marker protects the checkpoint and its pack from cleanup from here on.
     if let Err(e) = snapshots.adopt_incoming(&file, &dir) {
         // Only a cache: the checkpoint is packed again if it must be shipped.
@@ -164,11 +147,11 @@ pub(super) fn replace_live(
     snapshots: &SnapshotDir,
     dir: &Path,
     meta: &SnapshotMeta,
-) -> Result<ReplaceStats, StorageError> {
-    let write = |e: chronos_store::StoreError| sm_err(ErrorVerb::Write, e);
+) -> Result<ReplaceStats, io::Error> {
+    let write = |e: chronos_store::StoreError| sm_err(e);
     let copied = {
         let _live = snapshots.lock_live();
-        let src = Store::open_read_only(dir).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        let src = Store::open_read_only(dir).map_err(sm_err)?;
         let copied = store.replace_with(&src, COPY_BATCH_BYTES).map_err(write)?;
         drop(src);
         let mut batch = store.batch();
@@ -180,29 +163,19 @@ pub(super) fn replace_live(
         store.flush().map_err(write)?;
         copied
     };
-    snapshots
-        .commit(dir, meta)
-        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-    snapshots
-        .end_install()
-        .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+    snapshots.commit(dir, meta).map_err(sm_err)?;
+    snapshots.end_install().map_err(sm_err)?;
     Ok(copied)
 }
 
 /// Finishes an install a crash interrupted (the marker is still there).
 /// Runs in [`StateMachine::open`] before anything reads the state.
-pub(super) fn finish_interrupted(
-    store: &Store,
-    snapshots: &SnapshotDir,
-) -> Result<(), StorageError> {
-    let Some((meta, dir)) = snapshots
-        .pending_install()
-        .map_err(|e| sm_err(ErrorVerb::Read, e))?
-    else {
+pub(super) fn finish_interrupted(store: &Store, snapshots: &SnapshotDir) -> Result<(), io::Error> {
+    let Some((meta, dir)) = snapshots.pending_install().map_err(sm_err)? else {
         return Ok(());
     };
     tracing::warn!(
-        snapshot = meta.snapshot_id,
+        last_log_id = ?meta.last_log_id,
         dir = %dir.display(),
         "finishing a snapshot install interrupted by a crash"
     );

@@ -15,6 +15,7 @@ use chronos_raftlog::{RaftLog, RaftLogOptions};
 use chronos_store::{Store, StoreResources};
 
 use crate::history::History;
+use openraft::async_runtime::watch::WatchReceiver;
 use openraft::{BasicNode, SnapshotPolicy};
 use prost::Message;
 
@@ -143,11 +144,11 @@ async fn snapshot_and_purge(leader: &Node) -> u64 {
     let index = applied(leader);
     leader.raft.trigger().snapshot().await.unwrap();
     let mut m = leader.raft.metrics();
-    m.wait_for(|m| m.snapshot.is_some_and(|s| s.index >= index))
+    m.wait_until(|m| m.snapshot.is_some_and(|s| s.index >= index))
         .await
         .unwrap();
     leader.raft.trigger().purge_log(index).await.unwrap();
-    m.wait_for(|m| m.purged.is_some_and(|p| p.index >= index))
+    m.wait_until(|m| m.purged.is_some_and(|p| p.index >= index))
         .await
         .unwrap();
     index
@@ -210,7 +211,7 @@ async fn a_wiped_node_and_a_lagging_one_catch_up_from_a_snapshot_plus_the_log() 
         Some(snapshot_index + 1),
         "the history starts after the snapshot"
     );
-    let m = n2.raft.metrics().borrow().clone();
+    let m = n2.raft.metrics().borrow_watched().clone();
     assert_eq!(m.snapshot.map(|s| s.index), Some(snapshot_index));
 
     // Node 3 comes back: its log ends long before the leader's purge point.

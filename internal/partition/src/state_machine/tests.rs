@@ -62,6 +62,7 @@ pub(crate) fn options(dir: &Path) -> PartitionOptions {
         resources: StoreResources::new(8 << 20, 64 << 20),
         may_lead: tokio::sync::watch::channel(true).1,
         preferred_leader: None,
+        handoffs: Default::default(),
     }
 }
 
@@ -242,7 +243,8 @@ async fn snapshot_of(a: &mut StateMachine) -> (SnapshotMeta, PathBuf) {
 
 /// Writes `bytes` into B's receiving file the way openraft's chunked
 /// transport does: per chunk, seek to its offset and write; shut down at the end.
-async fn stream_into(b: &mut StateMachine, bytes: &[u8]) -> Box<tokio::fs::File> {
+async fn stream_into(b: &mut StateMachine, bytes: &[u8]) -> tokio::fs::File {
+    use openraft_legacy::network_v1::SnapshotReceiverFactory;
     let mut file = b.begin_receiving_snapshot().await.unwrap();
     for (i, chunk) in bytes.chunks(CHUNK_BYTES).enumerate() {
         file.seek(std::io::SeekFrom::Start((i * CHUNK_BYTES) as u64))
@@ -360,8 +362,8 @@ async fn a_snapshot_streamed_in_chunks_replaces_an_older_state() {
 
     // Both go on identically.
     let next = next_publish(&a, "orders", "after");
-    a.apply(vec![next.clone()]).await.unwrap();
-    b.apply(vec![next]).await.unwrap();
+    a.apply_entries(vec![next.clone()]).unwrap();
+    b.apply_entries(vec![next]).unwrap();
     assert_same_state(&a, &b);
 }
 
@@ -371,7 +373,7 @@ async fn installing_clears_the_per_topic_cache() {
     let Pair { mut a, mut b, .. } = pair(tmp.path(), 200).await;
     // B's caches hold its old view of "orders" (fire sequence, pending).
     let entry = next_publish(&b, "orders", "b-cached");
-    b.apply(vec![entry]).await.unwrap();
+    b.apply_entries(vec![entry]).unwrap();
     assert!(b.topics.contains_key("orders"));
 
     let (meta, pack) = snapshot_of(&mut a).await;
@@ -379,8 +381,8 @@ async fn installing_clears_the_per_topic_cache() {
     b.install_snapshot(&meta, file).await.unwrap();
     assert!(b.topics.is_empty() && b.groups.is_empty());
     let next = next_publish(&a, "orders", "after");
-    a.apply(vec![next.clone()]).await.unwrap();
-    b.apply(vec![next]).await.unwrap();
+    a.apply_entries(vec![next.clone()]).unwrap();
+    b.apply_entries(vec![next]).unwrap();
     assert_same_state(&a, &b);
 }
 
@@ -474,8 +476,8 @@ async fn a_corrupt_or_truncated_pack_is_rejected_and_changes_nothing() {
     assert_same_state(&a, &b);
 }
 
-/// openraft asks for the current snapshot once at start (meta only), then
-/// only to ship it: only those later asks pack.
+/// openraft asks for the current snapshot while it loads its state (meta
+/// only), then only to ship it: only asks after `Raft::new` returned pack.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_current_snapshot_is_packed_when_asked_after_start() {
     use tokio::io::AsyncReadExt;
@@ -498,6 +500,14 @@ async fn the_current_snapshot_is_packed_when_asked_after_start() {
     assert_eq!(at_start.meta, built.meta);
     at_start.snapshot.read_exact(&mut head).await.unwrap();
     assert_ne!(&head, b"CHRSNAP\0", "not packed for openraft's start");
+    let mut again = sm.get_current_snapshot().await.unwrap().unwrap();
+    again.snapshot.read_exact(&mut head).await.unwrap();
+    assert_ne!(
+        &head, b"CHRSNAP\0",
+        "asked twice while loading: still not packed"
+    );
+    sm.serving_switch()
+        .store(true, std::sync::atomic::Ordering::Release);
     let mut later = sm.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(later.meta, built.meta);
     later.snapshot.read_exact(&mut head).await.unwrap();
@@ -533,7 +543,7 @@ async fn measure_snapshot_pack_unpack_install() {
     let bytes = std::fs::read(&pack).unwrap();
     eprintln!("pack: {} bytes in {:?}", bytes.len(), started.elapsed());
     let file = stream_into(&mut b, &bytes).await;
-    let report = b.install_received(&built.meta, *file).await.unwrap();
+    let report = b.install_received(&built.meta, file).await.unwrap();
     eprintln!("install: {report:?}");
     assert_same_state(&a, &b);
 }

@@ -57,6 +57,7 @@ pub fn options(
         resources: StoreResources::new(8 << 20, 32 << 20),
         may_lead: tokio::sync::watch::channel(true).1,
         preferred_leader: None,
+        handoffs: Default::default(),
     }
 }
 
