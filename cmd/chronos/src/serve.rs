@@ -130,6 +130,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         cluster,
         clock,
         stopping,
+        handoffs,
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -315,6 +316,7 @@ fn partition_options(
         may_lead,
         preferred_leader: None,
         handoffs: Handoffs::new(),
+        rebalance_after: config.cluster.rebalance_after,
         id,
         node_id: config.node_id,
         voters: vec![],

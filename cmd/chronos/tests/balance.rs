@@ -142,3 +142,37 @@ async fn leaders_return_to_balance_after_a_node_restarts() {
     assert_none_early(&seen, &want);
     consumer.abort();
 }
+
+/// With automatic rebalancing an hour off, a restarted node leads nothing
+/// until `chronos cluster rebalance` hands its partitions back at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chronos_cluster_rebalance_hands_partitions_back_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        cluster_toml: "rebalance_after = \"1h\"\n".into(),
+        ..eight_partitions()
+    };
+    let mut cluster = Cluster::start(dir.path(), opts);
+    wait_balanced(&cluster, 1, Duration::from_secs(30)).await;
+    cluster.terminate(3, Duration::from_secs(10));
+    cluster.restart(3);
+    cluster.node(3).wait_ready(common::START_DEADLINE);
+    // Node 3 has caught up; the others keep its partitions (for an hour).
+    common::cluster::wait_caught_up(&cluster, 3, 1, Duration::from_secs(20)).await;
+    let led = leaders_per_node(&cluster, 3).await;
+    assert_eq!(led.get(&3), None, "rebalanced without being asked: {led:?}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_chronos"))
+        .args(["cluster", "rebalance", "--addr", &cluster.endpoint(1)])
+        .output()
+        .expect("run chronos cluster rebalance");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("node(s) 1, 2, 3"), "{text}");
+    let t = Instant::now();
+    let led = wait_balanced(&cluster, 3, Duration::from_secs(15)).await;
+    eprintln!(
+        "balanced {:?} after `chronos cluster rebalance`: {led:?}",
+        t.elapsed()
+    );
+}

@@ -242,6 +242,38 @@ impl AdminService for Admin {
         Ok(Response::new(ListTopicsResponse { topics }))
     }
 
+    async fn rebalance(
+        &self,
+        r: Request<RebalanceRequest>,
+    ) -> Result<Response<RebalanceResponse>, Status> {
+        let incoming = self.incoming(&r)?;
+        self.node.handoffs.rebalance_now();
+        let mut nodes = vec![self.node.node_id];
+        // Asked by a client: every other node rebalances its own too.
+        if let (0, Some(cluster)) = (incoming.hops, &self.node.cluster) {
+            let me = self.node.node_id;
+            let asks = cluster.peers.all().filter(|p| p.id != me).map(|peer| {
+                let (id, channel) = (peer.id, cluster.peers.channel(peer.id));
+                let incoming = &incoming;
+                async move {
+                    let deadline = Instant::now() + STATUS_TIMEOUT;
+                    let req =
+                        gateway::forwarded(RebalanceRequest {}, incoming, Some(deadline), None);
+                    let mut client = gateway::admin_client(&self.node, channel?);
+                    let call = client.rebalance(req);
+                    tokio::time::timeout(STATUS_TIMEOUT, call)
+                        .await
+                        .ok()?
+                        .ok()?;
+                    Some(id)
+                }
+            });
+            nodes.extend(futures::future::join_all(asks).await.into_iter().flatten());
+        }
+        nodes.sort_unstable();
+        Ok(Response::new(RebalanceResponse { nodes }))
+    }
+
     async fn list_partitions(
         &self,
         r: Request<ListPartitionsRequest>,

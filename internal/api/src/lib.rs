@@ -47,6 +47,8 @@ pub struct Node {
     /// Set when the node begins to stop: subscriptions end (clients
     /// subscribe again elsewhere) and `/ready` says so.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// The node's leadership handoffs (`Rebalance` starts them at once).
+    pub handoffs: chronos_partition::Handoffs,
 }
 
 impl Node {

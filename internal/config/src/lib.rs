@@ -75,6 +75,11 @@ pub struct ClusterConfig {
     /// How often each node probes every other node's clock.
     #[serde(with = "humantime_serde")]
     pub clock_probe_interval: Duration,
+    /// A leader hands a partition back to its preferred leader (the one the
+    /// placement spreads evenly) once it has led it this long and that node
+    /// has caught up; `chronos cluster rebalance` does it at once.
+    #[serde(with = "humantime_serde")]
+    pub rebalance_after: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -84,6 +89,7 @@ impl Default for ClusterConfig {
             nodes: Vec::new(),
             max_clock_offset: Duration::from_millis(250),
             clock_probe_interval: Duration::from_millis(500),
+            rebalance_after: Duration::from_secs(10),
         }
     }
 }
@@ -122,6 +128,12 @@ impl ClusterConfig {
         {
             return Err(
                 "cluster.clock_probe_interval: must be above 0 and at most 2s (an estimate counts for 5s)"
+                    .into(),
+            );
+        }
+        if self.rebalance_after < Duration::from_secs(1) {
+            return Err(
+                "cluster.rebalance_after: must be at least 1s (a restarted node catches up first)"
                     .into(),
             );
         }

@@ -83,10 +83,6 @@ const MAILBOX: usize = 4096;
 /// (a 1000-event publish is ~260 KB), so this keeps an RPC to a few MB; the
 /// transport also splits a request that is still too large by bytes.
 const MAX_PAYLOAD_ENTRIES: u64 = 64;
-/// A leader rebalances a partition to its preferred leader after leading it
-/// this many (maximum) election timeouts: the restarted node has caught up
-/// on the others by then, and a flapping node is not chased.
-const REBALANCE_SETTLE_TIMEOUTS: u32 = 10;
 
 /// Everything needed to open one partition.
 #[derive(Clone)]
@@ -127,6 +123,9 @@ pub struct PartitionOptions {
     pub preferred_leader: Option<NodeId>,
     /// The node's handoffs of leadership (one rebalancing handoff at a time).
     pub handoffs: Handoffs,
+    /// How long a leader keeps a partition before handing it to its
+    /// preferred leader.
+    pub rebalance_after: Duration,
 }
 
 /// What `status` reports about a partition.
@@ -291,7 +290,7 @@ impl Partition {
                 opts.node_id,
                 opts.preferred_leader,
                 opts.handoffs.clone(),
-                opts.election_timeout_max * REBALANCE_SETTLE_TIMEOUTS,
+                opts.rebalance_after,
                 opts.election_timeout_max * 2,
             ),
         );

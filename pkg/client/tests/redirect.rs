@@ -121,6 +121,9 @@ impl AdminService for Node {
     ) -> Answer<RedriveDeadLettersResponse> {
         nope()
     }
+    async fn rebalance(&self, _: Request<RebalanceRequest>) -> Answer<RebalanceResponse> {
+        nope()
+    }
 }
 
 /// Serves `node` on `listener` until the test ends.

@@ -1,8 +1,8 @@
-//! `status`, `groups`, `dlq`.
+//! `status`, `groups`, `dlq`, `cluster`.
 
 use chronos_proto::v1::{
     ClusterStatusRequest, DescribeGroupRequest, GroupInfo, ListDeadLettersRequest,
-    ListGroupsRequest, RedriveDeadLettersRequest, SeekGroupRequest,
+    ListGroupsRequest, RebalanceRequest, RedriveDeadLettersRequest, SeekGroupRequest,
 };
 use clap::Subcommand;
 use serde_json::json;
@@ -46,6 +46,36 @@ pub enum DlqCommand {
         #[arg(long = "id")]
         ids: Vec<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Hand each partition to its preferred leader now (leaders spread
+    /// evenly), where that node has caught up; one handoff per node at a time.
+    Rebalance,
+}
+
+pub async fn cluster(conn: &Conn, cmd: ClusterCommand) -> Result<()> {
+    match cmd {
+        ClusterCommand::Rebalance => {
+            let mut admin = admin_client(conn).await?;
+            let nodes = admin
+                .rebalance(RebalanceRequest {})
+                .await?
+                .into_inner()
+                .nodes;
+            if conn.json {
+                print_json(&json!({ "nodes": nodes }));
+            } else {
+                let list: Vec<String> = nodes.iter().map(u64::to_string).collect();
+                println!(
+                    "asked node(s) {} to hand partitions to their preferred leaders; `chronos status` shows leaders per node",
+                    list.join(", ")
+                );
+            }
+            Ok(())
+        }
+    }
 }
 
 pub async fn status(conn: &Conn) -> Result<()> {

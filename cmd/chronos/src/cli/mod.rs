@@ -1,5 +1,5 @@
 //! The client subcommands: `publish`, `subscribe`, `replay`, `cancel`,
-//! `status`, `groups`, `dlq`. Each talks to a node over the public gRPC API,
+//! `status`, `groups`, `dlq`, `cluster`. Each talks to a node over the public gRPC API,
 //! prints people-friendly text (or one JSON object per line with `--json`),
 //! and exits 0 on success, 1 on a usage error, 2 when the server refused or
 //! could not be reached — printing the server's message.
@@ -16,7 +16,7 @@ use chronos_proto::v1::event_service_client::EventServiceClient;
 use clap::Subcommand;
 use tonic::transport::{Channel, Endpoint};
 
-pub use admin::{DlqCommand, GroupsCommand};
+pub use admin::{ClusterCommand, DlqCommand, GroupsCommand};
 pub use events::{CancelArgs, PublishArgs, ReplayArgs, SubscribeArgs};
 
 /// How to reach the node; shared by every client subcommand.
@@ -53,6 +53,9 @@ pub enum ClientCommand {
     /// List or redrive a group's dead letters.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Cluster operations: `rebalance` leaders.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
 }
 
 /// Why a client command failed, and so its exit code.
@@ -86,6 +89,7 @@ pub fn run(conn: Conn, cmd: ClientCommand) -> ExitCode {
             ClientCommand::Status => admin::status(&conn).await,
             ClientCommand::Groups(c) => admin::groups(&conn, c).await,
             ClientCommand::Dlq(c) => admin::dlq(&conn, c).await,
+            ClientCommand::Cluster(c) => admin::cluster(&conn, c).await,
         }
     });
     match result {

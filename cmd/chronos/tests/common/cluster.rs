@@ -32,6 +32,8 @@ pub struct Options {
     pub proxied: bool,
     /// Appended to every node's config file (e.g. `[raft]` settings).
     pub extra_toml: String,
+    /// Appended to every node's `[cluster]` section.
+    pub cluster_toml: String,
     /// Extra environment of some nodes' processes, by node id.
     pub env: BTreeMap<u64, Vec<(String, String)>>,
 }
@@ -44,6 +46,7 @@ impl Default for Options {
             replication_factor: 3,
             proxied: false,
             extra_toml: String::new(),
+            cluster_toml: String::new(),
             env: BTreeMap::new(),
         }
     }
@@ -134,8 +137,11 @@ impl Cluster {
 
     fn write_config(&self, id: u64) {
         let mut text = format!(
-            "node_id = {id}\npartitions = {}\n{}\n[cluster]\nreplication_factor = {}\n",
-            self.opts.partitions, self.opts.extra_toml, self.opts.replication_factor
+            "node_id = {id}\npartitions = {}\n{}\n[cluster]\nreplication_factor = {}\n{}\n",
+            self.opts.partitions,
+            self.opts.extra_toml,
+            self.opts.replication_factor,
+            self.opts.cluster_toml
         );
         for peer in 1..=self.opts.nodes {
             let raft = match self.links.get(&(id, peer)) {

@@ -63,6 +63,7 @@ pub(crate) fn options(dir: &Path) -> PartitionOptions {
         may_lead: tokio::sync::watch::channel(true).1,
         preferred_leader: None,
         handoffs: Default::default(),
+        rebalance_after: Duration::from_secs(10),
     }
 }
 

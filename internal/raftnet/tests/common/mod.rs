@@ -58,6 +58,7 @@ pub fn options(
         may_lead: tokio::sync::watch::channel(true).1,
         preferred_leader: None,
         handoffs: Default::default(),
+        rebalance_after: Duration::from_secs(10),
     }
 }
 
