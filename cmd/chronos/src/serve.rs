@@ -145,7 +145,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::spawn(serve_internal(
             listener,
             node.clone(),
-            groups.clone(),
+            (groups.clone(), may_lead.clone()),
             stop_rx.clone(),
         ))
     });
@@ -465,13 +465,13 @@ async fn serve_until_stopped(
 async fn serve_internal(
     listener: TcpListener,
     node: Arc<Node>,
-    groups: Groups,
+    (groups, may_lead): (Groups, watch::Receiver<bool>),
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let now = chronos_clock::service(node.node_id);
     let (events, admin) = chronos_api::services(node);
     let router = tonic::transport::Server::builder()
-        .add_service(chronos_raftnet::service(groups))
+        .add_service(chronos_raftnet::service(groups, may_lead))
         .add_service(now)
         .add_service(events)
         .add_service(admin);

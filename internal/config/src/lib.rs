@@ -343,7 +343,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::Text,
-            level: "info".into(),
+            level: "info,openraft=warn".into(),
         }
     }
 }

@@ -240,11 +240,13 @@ impl Partition {
             .map_err(|e| open_err(id, "raft", e))?;
         serving.store(true, Ordering::Release);
         // openraft's `initialize` campaigns at once: at formation only the
-        // preferred leader does; the others join its group, or initialize
-        // themselves once they stop holding back (it may be down).
-        if opts
-            .preferred_leader
-            .is_none_or(|p| p == opts.node_id || opts.voters.len() <= 1)
+        // preferred leader does, and only once it may lead (its clock has
+        // been measured; else its owner does it when the gate opens); the
+        // others join its group, or initialize themselves once they stop
+        // holding back (it may be down).
+        let single = opts.voters.len() <= 1;
+        if single
+            || (opts.preferred_leader.is_none_or(|p| p == opts.node_id) && *opts.may_lead.borrow())
         {
             initialize(&raft, id, opts.node_id, &opts.voters).await?;
         }

@@ -12,7 +12,7 @@
 //! request means (that is `chronos-api`).
 //!
 //! Wiring on a node: one `Peers` for the cluster; one `Groups`, served by
-//! `service(groups)` on the node's `raft_addr`; each partition opened with
+//! `service(groups, may_lead)` on the node's `raft_addr`; each partition opened with
 //! `Network::new(id, peers.clone())` and registered with
 //! `groups.insert(id, partition.raft().clone())` (removed before it shuts down).
 //!

@@ -8,15 +8,18 @@ use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use openraft_legacy::network_v1::{ChunkedSnapshotReceiver, InstallSnapshotRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::groups::Groups;
 use crate::wire::{self, MAX_MESSAGE_BYTES};
 
 /// The Raft service over `groups`, ready to add to a tonic server on the
-/// node-to-node listener.
-pub fn service(groups: Groups) -> RaftServiceServer<Service> {
-    RaftServiceServer::new(Service { groups })
+/// node-to-node listener. While `may_lead` is false (the node is stopping,
+/// or its clock is off) leadership handed to it is refused, so a leader that
+/// hands over to it does not get it straight back.
+pub fn service(groups: Groups, may_lead: watch::Receiver<bool>) -> RaftServiceServer<Service> {
+    RaftServiceServer::new(Service { groups, may_lead })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
@@ -24,6 +27,7 @@ pub fn service(groups: Groups) -> RaftServiceServer<Service> {
 /// Answers openraft's RPCs for every group in [`Groups`].
 pub struct Service {
     groups: Groups,
+    may_lead: watch::Receiver<bool>,
 }
 
 impl Service {
@@ -86,6 +90,11 @@ impl RaftService for Service {
     ) -> Result<Response<RaftReply>, Status> {
         let (raft, rpc): (_, TransferLeaderRequest<TypeConfig>) =
             self.unpack(request, "transfer-leader request")?;
+        if !*self.may_lead.borrow() {
+            return Err(Status::unavailable(
+                "this node may not lead now (stopping, or its clock is off)",
+            ));
+        }
         reply(&raft.handle_transfer_leader(rpc).await)
     }
 }

@@ -350,6 +350,14 @@ impl Owner {
                 Input::Metrics => self.observe(&metrics.borrow_and_update()),
                 Input::MayLead => {
                     self.standing.follow_gate(&self.ctx.raft);
+                    if self.standing.allowed()
+                        && self
+                            .ctx
+                            .preferred_leader
+                            .is_none_or(|p| p == self.ctx.node_id)
+                    {
+                        form_group(&self.ctx, "this node may lead now").await;
+                    }
                     self.observe(&metrics.borrow_watched());
                 }
                 _ => {}
@@ -616,19 +624,7 @@ impl Owner {
             }
             Tick::Campaign => {
                 self.standing.campaign(&self.ctx.raft);
-                // No word from the preferred leader: form the group here.
-                let ctx = &self.ctx;
-                if !ctx.raft.is_initialized().await.unwrap_or(true) {
-                    tracing::info!(
-                        partition = ctx.partition,
-                        "the preferred leader is silent; forming the group"
-                    );
-                    if let Err(e) =
-                        crate::initialize(&ctx.raft, ctx.partition, ctx.node_id, &ctx.voters).await
-                    {
-                        tracing::warn!(partition = ctx.partition, "forming the group: {e}");
-                    }
-                }
+                form_group(&self.ctx, "the preferred leader is silent").await;
             }
             Tick::Handoff => {
                 let m = self.ctx.raft.metrics().borrow_watched().clone();
@@ -675,6 +671,17 @@ impl Owner {
         let (at, tick) = self.upkeep.next_tick();
         consider(at, tick);
         next
+    }
+}
+
+/// Initialises the group here (and so campaigns) unless it already is.
+async fn form_group(ctx: &Ctx, why: &str) {
+    if ctx.raft.is_initialized().await.unwrap_or(true) {
+        return;
+    }
+    tracing::info!(partition = ctx.partition, "{why}; forming the group");
+    if let Err(e) = crate::initialize(&ctx.raft, ctx.partition, ctx.node_id, &ctx.voters).await {
+        tracing::warn!(partition = ctx.partition, "forming the group: {e}");
     }
 }
 

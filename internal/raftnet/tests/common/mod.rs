@@ -105,7 +105,7 @@ impl Server {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let task = tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
-                .add_service(service(groups))
+                .add_service(service(groups, tokio::sync::watch::channel(true).1))
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;
                 })
