@@ -103,9 +103,10 @@ async fn a_rolling_restart_under_load_fails_no_publish_and_loses_nothing() {
         q(0.99),
         q(1.0)
     );
-    // A partition pauses for an election when its leader stops (openraft
-    // 0.9 cannot transfer leadership): about a second, never the 10 s a
-    // request stuck on the stopping node waited.
+    // A stopping node hands its partitions over (leadership transfer): tens
+    // of milliseconds; this bound only catches a return of the 10 s a
+    // request stuck on a stopping node once waited, or of an election pause
+    // per partition (timings belong in docs/benchmarks.md).
     assert!(
         q(1.0) < Duration::from_secs(5),
         "a publish took {:?}",
