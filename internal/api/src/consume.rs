@@ -313,41 +313,34 @@ pub async fn ack(
     }
     let deadline = Instant::now() + node.publish_timeout;
     let settles = by_partition.into_iter().map(|(partition, (items, raw))| {
-        let group = group.clone();
-        node.on_leader(partition, incoming, deadline, move |target| {
-            let (group, items, raw) = (group.clone(), items.clone(), raw.clone());
+        let req = AckRequest {
+            consumer_group: group.clone(),
+            items: raw,
+        };
+        let here = move |p: Arc<Partition>, req: AckRequest| {
+            let items = items.clone();
             async move {
-                match target {
-                    Target::Local(p) => {
-                        let results = p
-                            .settle(group, items)
-                            .await
-                            .map_err(status::from_partition)?;
-                        let mut resp = AckResponse::default();
-                        for (r, item) in results.into_iter().zip(raw) {
-                            match r {
-                                SettleResult::Acked => resp.acked += 1,
-                                SettleResult::Nacked => resp.nacked += 1,
-                                SettleResult::Unknown => resp.unknown.push(item.delivery_id),
-                            }
-                        }
-                        metrics::counter!("chronos_acks_total").increment(u64::from(resp.acked));
-                        metrics::counter!("chronos_nacks_total").increment(u64::from(resp.nacked));
-                        Ok(resp)
-                    }
-                    Target::Remote { channel, .. } => {
-                        let req = AckRequest {
-                            consumer_group: group,
-                            items: raw,
-                        };
-                        gateway::events_client(node, channel)
-                            .ack(gateway::forwarded(req, incoming, Some(deadline), None))
-                            .await
-                            .map(tonic::Response::into_inner)
+                let results = p
+                    .settle(req.consumer_group, items)
+                    .await
+                    .map_err(status::from_partition)?;
+                let mut resp = AckResponse::default();
+                for (r, item) in results.into_iter().zip(req.items) {
+                    match r {
+                        SettleResult::Acked => resp.acked += 1,
+                        SettleResult::Nacked => resp.nacked += 1,
+                        SettleResult::Unknown => resp.unknown.push(item.delivery_id),
                     }
                 }
+                metrics::counter!("chronos_acks_total").increment(u64::from(resp.acked));
+                metrics::counter!("chronos_nacks_total").increment(u64::from(resp.nacked));
+                Ok(resp)
             }
-        })
+        };
+        async move {
+            node.on_leader_of(partition, incoming, deadline, &req, here, |r| r)
+                .await
+        }
     });
     let mut resp = AckResponse::default();
     for share in futures::future::join_all(settles).await {

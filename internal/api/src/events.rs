@@ -20,7 +20,7 @@ use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::gateway::{self, Incoming, Target};
+use crate::gateway::Incoming;
 use crate::{consume, status, validate, Node};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -44,13 +44,13 @@ impl Events {
         incoming: &Incoming,
     ) -> Result<Vec<PublishResponse>, Status> {
         let deadline = Instant::now() + self.node.publish_timeout;
-        let ids: Vec<String> = events.iter().map(|e| e.message_id.clone()).collect();
         if self.node.cluster.is_none() {
             // A single node holds and leads every partition: nothing to
             // forward or retry, so the events need no spare copy.
             let p = self.node.local(partition).ok_or_else(|| {
                 Status::internal(format!("partition {partition} is not open on this node"))
             })?;
+            let ids: Vec<String> = events.iter().map(|e| e.message_id.clone()).collect();
             let outcomes = publish_here(p, events, reschedule).await?;
             return Ok(ids
                 .into_iter()
@@ -58,55 +58,44 @@ impl Events {
                 .map(|(id, o)| response(partition, id, o))
                 .collect());
         }
-        self.node
-            .on_leader(partition, incoming, deadline, |target| {
-                // A share may be retried (on the next leader), so each attempt
-                // takes a copy.
-                let events = events.clone();
-                let ids = ids.clone();
-                async move {
-                    match target {
-                        Target::Local(p) => {
-                            let outcomes = publish_here(&p, events, reschedule).await?;
-                            Ok(ids
-                                .into_iter()
-                                .zip(outcomes)
-                                .map(|(id, o)| response(partition, id, o))
-                                .collect())
-                        }
-                        Target::Remote { channel, .. } => {
-                            let mut client = gateway::events_client(&self.node, channel);
-                            if reschedule || events.len() == 1 {
-                                let mut events = events;
-                                let event = events.pop();
-                                let req = PublishRequest { event, reschedule };
-                                let resp = client
-                                    .publish(gateway::forwarded(
-                                        req,
-                                        incoming,
-                                        Some(deadline),
-                                        None,
-                                    ))
-                                    .await?;
-                                Ok(vec![resp.into_inner()])
-                            } else {
-                                let req = PublishBatchRequest { events };
-                                let resp = client
-                                    .publish_batch(gateway::forwarded(
-                                        req,
-                                        incoming,
-                                        Some(deadline),
-                                        None,
-                                    ))
-                                    .await?;
-                                Ok(resp.into_inner().results)
-                            }
-                        }
-                    }
-                }
-            })
-            .await
+        // A share may be retried (on the next leader): each attempt takes a copy.
+        if reschedule || events.len() == 1 {
+            let req = PublishRequest {
+                event: events.into_iter().next(),
+                reschedule,
+            };
+            let here = |p: Arc<Partition>, req: PublishRequest| async move {
+                let events: Vec<Event> = req.event.into_iter().collect();
+                let outcomes = publish_here(&p, events.clone(), req.reschedule).await?;
+                Ok(responses(partition, &events, outcomes))
+            };
+            self.node
+                .on_leader_of(partition, incoming, deadline, &req, here, |r| vec![r])
+                .await
+        } else {
+            let req = PublishBatchRequest { events };
+            let here = |p: Arc<Partition>, req: PublishBatchRequest| async move {
+                let outcomes = publish_here(&p, req.events.clone(), false).await?;
+                Ok(responses(partition, &req.events, outcomes))
+            };
+            self.node
+                .on_leader_of(partition, incoming, deadline, &req, here, |r| r.results)
+                .await
+        }
     }
+}
+
+/// One response per published event, in order.
+fn responses(
+    partition: u32,
+    events: &[Event],
+    outcomes: Vec<PublishOutcome>,
+) -> Vec<PublishResponse> {
+    events
+        .iter()
+        .zip(outcomes)
+        .map(|(e, o)| response(partition, e.message_id.clone(), o))
+        .collect()
 }
 
 /// Publishes on this node's replica, which leads; records the request metrics.
@@ -249,23 +238,11 @@ impl EventService for Events {
         validate::message_id("message_id", &req.message_id)?;
         let partition = self.node.router.route(&req.key, &req.message_id);
         let deadline = Instant::now() + self.node.publish_timeout;
-        let incoming = &incoming;
+        let here =
+            |p: Arc<Partition>, req: CancelRequest| async move { cancel_here(&p, req).await };
         let resp = self
             .node
-            .on_leader(partition, incoming, deadline, |target| {
-                let req = req.clone();
-                async move {
-                    match target {
-                        Target::Local(p) => cancel_here(&p, req).await,
-                        Target::Remote { channel, .. } => {
-                            gateway::events_client(&self.node, channel)
-                                .cancel(gateway::forwarded(req, incoming, Some(deadline), None))
-                                .await
-                                .map(Response::into_inner)
-                        }
-                    }
-                }
-            })
+            .on_leader_of(partition, &incoming, deadline, &req, here, |r| r)
             .await?;
         Ok(Response::new(resp))
     }
@@ -377,30 +354,20 @@ async fn open_replay(
     req: ReplayRequest,
 ) -> Result<BoxStream<ReplayEvent>, Status> {
     let deadline = Instant::now() + node.publish_timeout;
-    node.on_leader(p, incoming, deadline, |target| {
-        let (query, req) = (query.clone(), req.clone());
+    let here = |part: Arc<Partition>, _req: ReplayRequest| {
+        let query = query.clone();
         async move {
-            match target {
-                Target::Local(part) => {
-                    let stream: BoxStream<ReplayEvent> =
-                        Box::pin(ReceiverStream::new(part.replay(query)).map(move |item| {
-                            item.map(|ev| replay_event(p, ev))
-                                .map_err(status::from_partition)
-                        }));
-                    Ok(stream)
-                }
-                Target::Remote { channel, .. } => {
-                    // The stream outlives the deadline: only opening it is bounded.
-                    let resp = gateway::events_client(node, channel)
-                        .replay(gateway::forwarded(req, incoming, None, None))
-                        .await?;
-                    let stream: BoxStream<ReplayEvent> = Box::pin(resp.into_inner());
-                    Ok(stream)
-                }
-            }
+            let stream: BoxStream<ReplayEvent> =
+                Box::pin(ReceiverStream::new(part.replay(query)).map(move |item| {
+                    item.map(|ev| replay_event(p, ev))
+                        .map_err(status::from_partition)
+                }));
+            Ok(stream)
         }
-    })
-    .await
+    };
+    let there = |stream: Streaming<ReplayEvent>| -> BoxStream<ReplayEvent> { Box::pin(stream) };
+    node.on_leader_of(p, incoming, deadline, &req, here, there)
+        .await
 }
 
 /// The requested range, checked: `to` (0 = no end) must not come before `from`.

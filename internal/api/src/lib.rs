@@ -11,6 +11,7 @@
 mod admin;
 mod consume;
 mod events;
+mod forward;
 pub mod gateway;
 pub mod router;
 pub mod status;

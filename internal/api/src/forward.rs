@@ -1,0 +1,90 @@
+//! Requests that one partition's leader answers, sent there as they are.
+//!
+//! A forwarded request reaches the same public handler on the leader's node,
+//! which runs it locally; so each operation is written once, as what the
+//! leader does (`Node::on_leader_of`), and forwarding is this one mapping
+//! from a request type to its RPC.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chronos_partition::Partition;
+use chronos_proto::v1::event_service_client::EventServiceClient;
+use chronos_proto::v1::{
+    AckRequest, AckResponse, CancelRequest, CancelResponse, PublishBatchRequest,
+    PublishBatchResponse, PublishRequest, PublishResponse, ReplayEvent, ReplayRequest,
+};
+use tonic::transport::Channel;
+use tonic::{Request, Status, Streaming};
+
+use crate::gateway::{self, Incoming, Target};
+use crate::Node;
+
+type Sent<R> = Pin<Box<dyn Future<Output = Result<R, Status>> + Send + 'static>>;
+
+/// A public request one partition's leader answers.
+pub trait Forward: Clone + Send + Sync + 'static {
+    type Reply: Send + 'static;
+    /// False for a stream, which outlives the request's deadline (only
+    /// opening it is bounded).
+    const BOUNDED: bool = true;
+    fn send(client: EventServiceClient<Channel>, req: Request<Self>) -> Sent<Self::Reply>;
+}
+
+macro_rules! forward {
+    ($req:ty => $reply:ty, $method:ident $(, bounded = $bounded:expr)?) => {
+        impl Forward for $req {
+            type Reply = $reply;
+            $(const BOUNDED: bool = $bounded;)?
+            fn send(mut client: EventServiceClient<Channel>, req: Request<Self>) -> Sent<$reply> {
+                Box::pin(async move { Ok(client.$method(req).await?.into_inner()) })
+            }
+        }
+    };
+}
+
+forward!(PublishRequest => PublishResponse, publish);
+forward!(PublishBatchRequest => PublishBatchResponse, publish_batch);
+forward!(CancelRequest => CancelResponse, cancel);
+forward!(AckRequest => AckResponse, ack);
+forward!(ReplayRequest => Streaming<ReplayEvent>, replay, bounded = false);
+
+impl Node {
+    /// Runs `req` on `partition`'s leader: `here` when this node leads it,
+    /// else the request is forwarded and `there` turns the leader's reply
+    /// into the answer. Retried on UNAVAILABLE until `deadline`.
+    pub async fn on_leader_of<R, T, H, HF>(
+        &self,
+        partition: u32,
+        incoming: &Incoming,
+        deadline: Instant,
+        req: &R,
+        here: H,
+        there: impl Fn(R::Reply) -> T,
+    ) -> Result<T, Status>
+    where
+        R: Forward,
+        H: Fn(Arc<Partition>, R) -> HF,
+        HF: Future<Output = Result<T, Status>>,
+    {
+        let (here, there) = (&here, &there);
+        self.on_leader(partition, incoming, deadline, |target| {
+            let req = req.clone();
+            async move {
+                match target {
+                    Target::Local(p) => here(p, req).await,
+                    Target::Remote { channel, .. } => {
+                        let bound = R::BOUNDED.then_some(deadline);
+                        let req = gateway::forwarded(req, incoming, bound, None);
+                        R::send(gateway::events_client(self, channel), req)
+                            .await
+                            .map(there)
+                    }
+                }
+            }
+        })
+        .await
+    }
+}
