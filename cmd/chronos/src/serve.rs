@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use chronos_api::gateway::Cluster;
-use chronos_api::router::Placement;
 use chronos_api::{Limits, Node, Router};
 use chronos_clock::{Clock, ClockOptions};
 use chronos_config::{Config, FsyncMode};
 use chronos_partition::{
     DeliveryOptions, FiringOptions, Handoffs, Partition, PartitionOptions, SoloNetwork,
 };
+use chronos_placement::Placement;
 use chronos_raftlog::{RaftLog, RaftLogOptions};
 use chronos_raftnet::{Groups, Network, Peer, Peers};
 use chronos_store::StoreResources;

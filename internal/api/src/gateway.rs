@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chronos_partition::Partition;
+use chronos_placement::Placement;
 use chronos_proto::v1::admin_service_client::AdminServiceClient;
 use chronos_proto::v1::event_service_client::EventServiceClient;
 use chronos_raftnet::Peers;
@@ -23,7 +24,6 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-use crate::router::Placement;
 use crate::status::LEADER_HINT;
 use crate::Node;
 

@@ -13,7 +13,6 @@ mod consume;
 mod events;
 mod forward;
 pub mod gateway;
-pub mod router;
 pub mod status;
 pub mod validate;
 
@@ -25,7 +24,7 @@ use chronos_proto::v1::admin_service_server::AdminServiceServer;
 use chronos_proto::v1::event_service_server::EventServiceServer;
 use tonic::Status;
 
-pub use router::Router;
+pub use chronos_placement::Router;
 pub use validate::Limits;
 
 /// The partitions this node serves and how requests reach them.

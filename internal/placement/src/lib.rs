@@ -1,4 +1,7 @@
-//! Which partition an event belongs to: consistent hashing of its routing key.
+//! Where things live in a cluster, the same on every node: which partition
+//! an event belongs to ([`Router`]: consistent hashing of its routing key)
+//! and which nodes hold each partition and which of them should lead it
+//! ([`Placement`]).
 //!
 //! The routing key is the event's `key`, or its `message_id` when it has none.
 //! Keys are first reduced to a stable 64-bit hash (CRC32C of two halves; not
