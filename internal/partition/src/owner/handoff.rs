@@ -86,6 +86,9 @@ pub(crate) struct Handoff {
     leading: Option<(u64, Instant)>,
     /// The last handoff asked for in the current term.
     asked: Option<Instant>,
+    /// Nodes asked in the current term that did not take over (a node that
+    /// may not lead refuses): the next ask goes to another.
+    tried: Vec<NodeId>,
     last_rebalance: Option<Instant>,
     /// `Handoffs::urgent` when last looked at.
     urgent_seen: u64,
@@ -110,6 +113,7 @@ impl Handoff {
             patience,
             leading: None,
             asked: None,
+            tried: Vec::new(),
             last_rebalance: None,
             urgent_seen,
         }
@@ -142,11 +146,23 @@ impl Handoff {
         if self.leading.is_none_or(|(term, _)| term != m.current_term) {
             self.leading = Some((m.current_term, now));
             self.asked = None;
+            self.tried.clear();
         }
         if self.asked.is_some_and(|at| now < at + self.patience) {
             return;
         }
-        let caught_up = caught_up(m, self.me);
+        let mut caught_up = caught_up(m, self.me);
+        if !allowed {
+            // Still leading after asking them: try the others first.
+            let untried: BTreeMap<NodeId, u64> = caught_up
+                .iter()
+                .filter(|(id, _)| !self.tried.contains(id))
+                .map(|(id, index)| (*id, *index))
+                .collect();
+            if !untried.is_empty() {
+                caught_up = untried;
+            }
+        }
         let target = if !allowed {
             // The preferred leader first, else whoever has the most.
             self.preferred
@@ -165,6 +181,7 @@ impl Handoff {
             "handing leadership over"
         );
         self.asked = Some(now);
+        self.tried.push(to);
         let trigger = raft.clone();
         tokio::spawn(async move {
             if let Err(e) = trigger.trigger().transfer_leader(to).await {

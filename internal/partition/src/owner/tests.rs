@@ -83,6 +83,11 @@ async fn cluster(dir: &std::path::Path, router: &Router) -> BTreeMap<u64, Arc<Pa
         let mut o = options(&dir.join(format!("node-{id}")));
         o.node_id = id;
         o.voters = vec![1, 2, 3];
+        // Elections only where the test cuts a node off, not because a
+        // loaded machine stalled a heartbeat for 150 ms.
+        o.heartbeat_interval = Duration::from_millis(100);
+        o.election_timeout_min = Duration::from_millis(800);
+        o.election_timeout_max = Duration::from_millis(1600);
         let p = Arc::new(Partition::open(o, router.node(id)).await.unwrap());
         router.add(id, p.raft().clone());
         nodes.insert(id, p);
