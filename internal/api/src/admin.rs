@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chronos_partition::{Partition, PartitionStatus};
-use chronos_proto::v1::admin_service_client::AdminServiceClient;
 use chronos_proto::v1::admin_service_server::AdminService;
 use chronos_proto::v1::*;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
-use crate::gateway::{self, Incoming};
+use crate::forward::{ForwardAdmin, Sent};
+use crate::gateway::Incoming;
 use crate::{status, validate, Node};
 
 /// How long status waits for each other node's view.
@@ -62,21 +62,18 @@ impl Admin {
             let channel = cluster.peers.channel(peer.id);
             let id = peer.id;
             async move {
-                let channel = channel?;
                 let all: Vec<u32> = self.node.all_partitions();
-                let req = gateway::forwarded(
-                    ListPartitionsRequest {},
-                    &Incoming::default(),
-                    Some(Instant::now() + STATUS_TIMEOUT),
-                    Some(&all),
-                );
-                let mut client = gateway::admin_client(&self.node, channel);
-                let call = client.list_partitions(req);
+                let deadline = Instant::now() + STATUS_TIMEOUT;
+                let incoming = Incoming::default();
+                let req = ListPartitionsRequest {};
+                let call = self
+                    .node
+                    .ask(channel?, req, &incoming, deadline, Some(&all));
                 let resp = tokio::time::timeout(STATUS_TIMEOUT, call)
                     .await
                     .ok()?
                     .ok()?;
-                Some((id, resp.into_inner().partitions))
+                Some((id, resp.partitions))
             }
         });
         let mut reached = BTreeSet::from([me]);
@@ -167,9 +164,9 @@ fn info(s: PartitionStatus) -> PartitionInfo {
 }
 
 /// A forwarded share that found no such group answers NOT_FOUND: none there.
-fn found<T>(r: Result<tonic::Response<T>, Status>) -> Result<Option<T>, Status> {
+fn found<T>(r: Result<T, Status>) -> Result<Option<T>, Status> {
     match r {
-        Ok(resp) => Ok(Some(resp.into_inner())),
+        Ok(resp) => Ok(Some(resp)),
         Err(s) if s.code() == Code::NotFound => Ok(None),
         Err(s) => Err(s),
     }
@@ -220,14 +217,8 @@ impl AdminService for Admin {
                     })
                 },
                 |ch, scope| {
-                    let req = gateway::forwarded(
-                        ListTopicsRequest {},
-                        &incoming,
-                        Some(self.deadline()),
-                        Some(&scope),
-                    );
-                    let mut client = gateway::admin_client(&self.node, ch);
-                    async move { Ok(client.list_topics(req).await?.into_inner().topics) }
+                    let ask = self.scoped(ch, ListTopicsRequest {}, &incoming, &scope);
+                    async move { Ok(ask.await?.topics) }
                 },
             )
             .await?;
@@ -257,10 +248,9 @@ impl AdminService for Admin {
                 let incoming = &incoming;
                 async move {
                     let deadline = Instant::now() + STATUS_TIMEOUT;
-                    let req =
-                        gateway::forwarded(RebalanceRequest {}, incoming, Some(deadline), None);
-                    let mut client = gateway::admin_client(&self.node, channel?);
-                    let call = client.rebalance(req);
+                    let call =
+                        self.node
+                            .ask(channel?, RebalanceRequest {}, incoming, deadline, None);
                     tokio::time::timeout(STATUS_TIMEOUT, call)
                         .await
                         .ok()?
@@ -393,9 +383,9 @@ impl AdminService for Admin {
                         .map_err(status::from_partition)
                 }
             },
-            |mut client, scope| {
-                let req = self.scoped(r.clone(), &incoming, &scope);
-                async move { found(client.seek_group(req).await).map(|o| o.map(|_| ())) }
+            |ch, scope| {
+                let ask = self.scoped(ch, r.clone(), &incoming, &scope);
+                async move { found(ask.await).map(|o| o.map(|_| ())) }
             },
         )
         .await?;
@@ -431,12 +421,9 @@ impl AdminService for Admin {
                         Ok(rows.into_iter().map(|(_, d)| d).collect::<Vec<_>>())
                     }
                 },
-                |mut client, scope| {
-                    let req = self.scoped(r.clone(), &incoming, &scope);
-                    async move {
-                        found(client.list_dead_letters(req).await)
-                            .map(|o| o.map(|r| r.dead_letters))
-                    }
+                |ch, scope| {
+                    let ask = self.scoped(ch, r.clone(), &incoming, &scope);
+                    async move { found(ask.await).map(|o| o.map(|r| r.dead_letters)) }
                 },
             )
             .await?;
@@ -477,11 +464,9 @@ impl AdminService for Admin {
                             .map_err(status::from_partition)
                     }
                 },
-                |mut client, scope| {
-                    let req = self.scoped(r.clone(), &incoming, &scope);
-                    async move {
-                        found(client.redrive_dead_letters(req).await).map(|o| o.map(|r| r.redriven))
-                    }
+                |ch, scope| {
+                    let ask = self.scoped(ch, r.clone(), &incoming, &scope);
+                    async move { found(ask.await).map(|o| o.map(|r| r.redriven)) }
                 },
             )
             .await?;
@@ -507,9 +492,16 @@ fn no_group(group: &str, topic: &str) -> Status {
 }
 
 impl Admin {
-    /// `msg` forwarded to another leader, to answer for the partitions `scope`.
-    fn scoped<M>(&self, msg: M, incoming: &Incoming, scope: &[u32]) -> Request<M> {
-        gateway::forwarded(msg, incoming, Some(self.deadline()), Some(scope))
+    /// `req` sent to another leader, to answer for the partitions `scope`.
+    fn scoped<R: ForwardAdmin>(
+        &self,
+        channel: Channel,
+        req: R,
+        incoming: &Incoming,
+        scope: &[u32],
+    ) -> Sent<R::Reply> {
+        self.node
+            .ask(channel, req, incoming, self.deadline(), Some(scope))
     }
 
     /// Runs `each` on every partition where the group exists — here on those
@@ -528,7 +520,7 @@ impl Admin {
         T: Send + 'static,
         E: Fn(Arc<Partition>) -> EF + Clone + Send + Sync + 'static,
         EF: std::future::Future<Output = Result<T, Status>> + Send,
-        R: Fn(AdminServiceClient<Channel>, Vec<u32>) -> RF,
+        R: Fn(Channel, Vec<u32>) -> RF,
         RF: std::future::Future<Output = Result<Option<T>, Status>>,
     {
         let (g, t) = (group.to_string(), topic.to_string());
@@ -550,7 +542,7 @@ impl Admin {
                     })
                 },
                 |ch, scope| {
-                    let answer = remote(gateway::admin_client(&self.node, ch), scope);
+                    let answer = remote(ch, scope);
                     async move { Ok(answer.await?.map(|t| vec![t])) }
                 },
             )
@@ -575,16 +567,11 @@ impl Admin {
                     Box::pin(async move { local_groups(parts, &topic).await })
                 },
                 |ch, scope| {
-                    let req = gateway::forwarded(
-                        ListGroupsRequest {
-                            topic: topic.to_string(),
-                        },
-                        incoming,
-                        Some(self.deadline()),
-                        Some(&scope),
-                    );
-                    let mut client = gateway::admin_client(&self.node, ch);
-                    async move { Ok(client.list_groups(req).await?.into_inner().groups) }
+                    let req = ListGroupsRequest {
+                        topic: topic.to_string(),
+                    };
+                    let ask = self.scoped(ch, req, incoming, &scope);
+                    async move { Ok(ask.await?.groups) }
                 },
             )
             .await?;

@@ -1,9 +1,10 @@
-//! Requests that one partition's leader answers, sent there as they are.
+//! Requests sent to another node as they are.
 //!
 //! A forwarded request reaches the same public handler on the leader's node,
 //! which runs it locally; so each operation is written once, as what the
-//! leader does (`Node::on_leader_of`), and forwarding is this one mapping
-//! from a request type to its RPC.
+//! leader does (`Node::on_leader_of`; admin requests, scoped to the
+//! partitions the receiver answers for, through `ForwardAdmin`), and
+//! forwarding is this one mapping from a request type to its RPC.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,10 +12,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chronos_partition::Partition;
+use chronos_proto::v1::admin_service_client::AdminServiceClient;
 use chronos_proto::v1::event_service_client::EventServiceClient;
 use chronos_proto::v1::{
-    AckRequest, AckResponse, CancelRequest, CancelResponse, PublishBatchRequest,
-    PublishBatchResponse, PublishRequest, PublishResponse, ReplayEvent, ReplayRequest,
+    AckRequest, AckResponse, CancelRequest, CancelResponse, ListDeadLettersRequest,
+    ListDeadLettersResponse, ListGroupsRequest, ListGroupsResponse, ListPartitionsRequest,
+    ListPartitionsResponse, ListTopicsRequest, ListTopicsResponse, PublishBatchRequest,
+    PublishBatchResponse, PublishRequest, PublishResponse, RebalanceRequest, RebalanceResponse,
+    RedriveDeadLettersRequest, RedriveDeadLettersResponse, ReplayEvent, ReplayRequest,
+    SeekGroupRequest, SeekGroupResponse,
 };
 use tonic::transport::Channel;
 use tonic::{Request, Status, Streaming};
@@ -22,7 +28,7 @@ use tonic::{Request, Status, Streaming};
 use crate::gateway::{self, Incoming, Target};
 use crate::Node;
 
-type Sent<R> = Pin<Box<dyn Future<Output = Result<R, Status>> + Send + 'static>>;
+pub(crate) type Sent<R> = Pin<Box<dyn Future<Output = Result<R, Status>> + Send + 'static>>;
 
 /// A public request one partition's leader answers.
 pub trait Forward: Clone + Send + Sync + 'static {
@@ -50,6 +56,48 @@ forward!(PublishBatchRequest => PublishBatchResponse, publish_batch);
 forward!(CancelRequest => CancelResponse, cancel);
 forward!(AckRequest => AckResponse, ack);
 forward!(ReplayRequest => Streaming<ReplayEvent>, replay, bounded = false);
+
+/// A public admin request another node answers (for its own partitions, or
+/// those of the request's scope).
+pub trait ForwardAdmin: Sized + Send + 'static {
+    type Reply: Send + 'static;
+    fn send(client: AdminServiceClient<Channel>, req: Request<Self>) -> Sent<Self::Reply>;
+}
+
+macro_rules! forward_admin {
+    ($req:ty => $reply:ty, $method:ident) => {
+        impl ForwardAdmin for $req {
+            type Reply = $reply;
+            fn send(mut client: AdminServiceClient<Channel>, req: Request<Self>) -> Sent<$reply> {
+                Box::pin(async move { Ok(client.$method(req).await?.into_inner()) })
+            }
+        }
+    };
+}
+
+forward_admin!(ListTopicsRequest => ListTopicsResponse, list_topics);
+forward_admin!(ListPartitionsRequest => ListPartitionsResponse, list_partitions);
+forward_admin!(ListGroupsRequest => ListGroupsResponse, list_groups);
+forward_admin!(SeekGroupRequest => SeekGroupResponse, seek_group);
+forward_admin!(ListDeadLettersRequest => ListDeadLettersResponse, list_dead_letters);
+forward_admin!(RedriveDeadLettersRequest => RedriveDeadLettersResponse, redrive_dead_letters);
+forward_admin!(RebalanceRequest => RebalanceResponse, rebalance);
+
+impl Node {
+    /// Sends admin request `req` to the node at `channel`, one hop further,
+    /// within `deadline`, answering for `scope` (None: its own view).
+    pub fn ask<R: ForwardAdmin>(
+        &self,
+        channel: Channel,
+        req: R,
+        incoming: &Incoming,
+        deadline: Instant,
+        scope: Option<&[u32]>,
+    ) -> Sent<R::Reply> {
+        let req = gateway::forwarded(req, incoming, Some(deadline), scope);
+        R::send(gateway::admin_client(self, channel), req)
+    }
+}
 
 impl Node {
     /// Runs `req` on `partition`'s leader: `here` when this node leads it,

@@ -21,6 +21,28 @@ async fn open(dir: &std::path::Path) -> Arc<Partition> {
     p
 }
 
+/// Retries `op` while the leader refuses writes without naming a leader:
+/// openraft does so while its quorum lease lapses (a loaded machine stalls
+/// the heartbeats), and a refused write was not appended.
+async fn retrying<T, F, Fut>(what: &str, mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::PartitionError>>,
+{
+    let until = std::time::Instant::now() + DEADLINE;
+    loop {
+        match op().await {
+            Ok(v) => return v,
+            Err(crate::PartitionError::NotLeader { leader: None, .. })
+                if std::time::Instant::now() < until =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+}
+
 /// The next delivery on `rx`: (fire sequence, attempt).
 async fn next_delivery(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Outgoing>) -> (u64, u32) {
     match tokio::time::timeout(DEADLINE, rx.recv()).await {
@@ -130,8 +152,8 @@ async fn a_term_change_ends_the_old_term_and_each_new_one_starts_from_the_applie
         .await
         .unwrap();
     let now = wall_ms();
-    let events = (0..10).map(|i| event("t", format!("e{i}"), now)).collect();
-    p.publish(events).await.unwrap();
+    let events: Vec<_> = (0..10).map(|i| event("t", format!("e{i}"), now)).collect();
+    retrying("publish", || p.publish(events.clone())).await;
     let mut delivered = BTreeSet::new();
     while delivered.len() < 10 {
         let (seq, attempt) = next_delivery(&mut rx).await;
@@ -139,7 +161,7 @@ async fn a_term_change_ends_the_old_term_and_each_new_one_starts_from_the_applie
         delivered.insert(seq);
     }
     let acked: Vec<u64> = delivered.iter().copied().take(5).collect();
-    p.settle("g".into(), acks(&acked)).await.unwrap();
+    retrying("ack", || p.settle("g".into(), acks(&acked))).await;
 
     // Cut off, the leader is replaced in a later term; healed, it hears of
     // that term, ends its own, and tells its member to go.
@@ -160,10 +182,8 @@ async fn a_term_change_ends_the_old_term_and_each_new_one_starts_from_the_applie
     // not acked redelivered (attempt 2), the new event delivered, and an
     // acked event never again.
     let p = &nodes[&second];
-    let outcome = p
-        .publish(vec![event("t", "after".into(), wall_ms())])
-        .await
-        .unwrap();
+    let after = event("t", "after".into(), wall_ms());
+    let outcome = retrying("publish", || p.publish(vec![after.clone()])).await;
     assert_eq!((outcome[0].offset, outcome[0].duplicate), (10, false));
     let (member, mut rx) = Member::new(100);
     p.attach("t".into(), "g".into(), Start::Earliest, member)
@@ -188,7 +208,7 @@ async fn a_term_change_ends_the_old_term_and_each_new_one_starts_from_the_applie
         .map(|(s, _)| *s)
         .collect();
     assert_eq!(new.len(), 1, "the new event, once: {again:?}");
-    p.settle("g".into(), acks(&new)).await.unwrap();
+    retrying("ack", || p.settle("g".into(), acks(&new))).await;
 
     // The first node's owner leads again, in a yet later term, and builds
     // it from everything applied since.
@@ -203,10 +223,8 @@ async fn a_term_change_ends_the_old_term_and_each_new_one_starts_from_the_applie
         .await;
         current = next;
     }
-    let outcome = nodes[&first]
-        .publish(vec![event("t", "back".into(), wall_ms())])
-        .await
-        .unwrap();
+    let back = event("t", "back".into(), wall_ms());
+    let outcome = retrying("publish", || nodes[&first].publish(vec![back.clone()])).await;
     assert_eq!((outcome[0].offset, outcome[0].duplicate), (11, false));
     for p in nodes.values() {
         p.shutdown().await;
