@@ -26,9 +26,9 @@ use crate::wall_ms;
 const SCAN_BATCH: usize = 10_000;
 /// Events per `Fire` command.
 const FIRE_BATCH: usize = 10_000;
-/// `Fire` proposals out at once. openraft 0.9 appends one entry per fsync, so
-/// a second proposal is appended while the first is applied; more would only
-/// queue, while released events batch up here instead.
+/// `Fire` proposals out at once: a second is appended while the first is
+/// applied; meanwhile released events batch up here (four measured no
+/// better: docs/benchmarks.md).
 const MAX_FIRES_IN_FLIGHT: usize = 2;
 
 #[derive(Debug, Clone, Copy)]

@@ -2,10 +2,10 @@
 //! proposals.
 //!
 //! It holds the term's next offset and the ids proposed but not yet applied.
-//! One proposal is out at a time: openraft 0.9's core waits for each append's
-//! fsync before it appends the next entry, so a second proposal would only
-//! queue; everything that arrives meanwhile waits in the mailbox and rides in
-//! the next proposal, which batches concurrent publishers into one log entry.
+//! One proposal is out at a time; everything that arrives meanwhile waits in
+//! the mailbox and rides in the next proposal, which batches concurrent
+//! publishers into one log entry. (Keeping two out, which openraft 0.10's
+//! pipelined appends allow, measured no better: docs/benchmarks.md.)
 //!
 //! **Invariants** (checked in release builds): offsets are dense and assigned
 //! only here, only in a term that started after the whole log was applied (so

@@ -20,8 +20,8 @@
 //! carries openraft's `Result`, so a remote error arrives as the openraft
 //! error it was. Transport failures become the `RPCError` openraft backs off
 //! from properly (see `network.rs`). An append-entries request carries at
-//! most a few MB of entries, fewer while requests time out: openraft 0.9
-//! allows one a heartbeat interval.
+//! most a few MB of entries, fewer while requests time out: each call is
+//! bounded by openraft's time-to-live (a heartbeat interval).
 
 mod groups;
 mod network;

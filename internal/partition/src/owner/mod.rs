@@ -15,7 +15,7 @@
 //! (`upkeep`): history fsync and node-log compaction, retention.
 //!
 //! A term fires and delivers only while its **lease** holds: a quorum of
-//! voters acknowledged this leader (openraft's `millis_since_quorum_ack`)
+//! voters acknowledged this leader (openraft's `last_quorum_acked`)
 //! less than 9/10 of the minimum election timeout ago. No follower grants a
 //! vote to another candidate sooner than that, so a leader that was cut off
 //! or paused (SIGSTOP) never delivers beside the leader that replaced it; it
