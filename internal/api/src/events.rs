@@ -50,13 +50,9 @@ impl Events {
             let p = self.node.local(partition).ok_or_else(|| {
                 Status::internal(format!("partition {partition} is not open on this node"))
             })?;
-            let ids: Vec<String> = events.iter().map(|e| e.message_id.clone()).collect();
+            let ids = message_ids(&events);
             let outcomes = publish_here(p, events, reschedule).await?;
-            return Ok(ids
-                .into_iter()
-                .zip(outcomes)
-                .map(|(id, o)| response(partition, id, o))
-                .collect());
+            return Ok(responses(partition, ids, outcomes));
         }
         // A share may be retried (on the next leader): each attempt takes a copy.
         if reschedule || events.len() == 1 {
@@ -66,8 +62,9 @@ impl Events {
             };
             let here = |p: Arc<Partition>, req: PublishRequest| async move {
                 let events: Vec<Event> = req.event.into_iter().collect();
-                let outcomes = publish_here(&p, events.clone(), req.reschedule).await?;
-                Ok(responses(partition, &events, outcomes))
+                let ids = message_ids(&events);
+                let outcomes = publish_here(&p, events, req.reschedule).await?;
+                Ok(responses(partition, ids, outcomes))
             };
             self.node
                 .on_leader_of(partition, incoming, deadline, &req, here, |r| vec![r])
@@ -75,8 +72,9 @@ impl Events {
         } else {
             let req = PublishBatchRequest { events };
             let here = |p: Arc<Partition>, req: PublishBatchRequest| async move {
-                let outcomes = publish_here(&p, req.events.clone(), false).await?;
-                Ok(responses(partition, &req.events, outcomes))
+                let ids = message_ids(&req.events);
+                let outcomes = publish_here(&p, req.events, false).await?;
+                Ok(responses(partition, ids, outcomes))
             };
             self.node
                 .on_leader_of(partition, incoming, deadline, &req, here, |r| r.results)
@@ -85,16 +83,21 @@ impl Events {
     }
 }
 
+/// The events' message ids, kept for the responses while the events move
+/// into the partition (no second copy of the payloads).
+fn message_ids(events: &[Event]) -> Vec<String> {
+    events.iter().map(|e| e.message_id.clone()).collect()
+}
+
 /// One response per published event, in order.
 fn responses(
     partition: u32,
-    events: &[Event],
+    ids: Vec<String>,
     outcomes: Vec<PublishOutcome>,
 ) -> Vec<PublishResponse> {
-    events
-        .iter()
+    ids.into_iter()
         .zip(outcomes)
-        .map(|(e, o)| response(partition, e.message_id.clone(), o))
+        .map(|(id, o)| response(partition, id, o))
         .collect()
 }
 

@@ -29,9 +29,11 @@
 //!
 //! While the node may not lead (`PartitionOptions::may_lead`: its clock is
 //! not within bounds of the cluster's, see `chronos-clock`, or it is
-//! stopping) the owner holds no term and this replica neither campaigns nor
-//! sends heartbeats, so the followers elect another node instead of this one
-//! firing early or going away as leader.
+//! stopping) the owner holds no term, hands leadership to a caught-up voter
+//! (`handoff`) and this replica neither campaigns nor sends heartbeats, so
+//! another node leads instead of this one firing early or going away as
+//! leader. When it may lead, `handoff` also returns the partition to its
+//! preferred leader after a failover.
 
 mod handoff;
 mod standing;
