@@ -9,8 +9,8 @@ use std::time::Duration;
 use crate::state_machine::tests::{event, options, wait_for};
 use crate::test_net::Router;
 use crate::{
-    parse_delivery_id, wall_ms, Member, Outgoing, Partition, SettleItem, SettleOp, SoloNetwork,
-    Start,
+    parse_delivery_id, wall_ms, Member, Outgoing, Partition, SettleItem, SettleOp, SettleResult,
+    SoloNetwork, Start,
 };
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -160,8 +160,18 @@ async fn a_term_change_ends_the_old_term_and_each_new_one_starts_from_the_applie
         assert_eq!(attempt, 1);
         delivered.insert(seq);
     }
-    let acked: Vec<u64> = delivered.iter().copied().take(5).collect();
-    retrying("ack", || p.settle("g".into(), acks(&acked))).await;
+    let tried: Vec<u64> = delivered.iter().copied().take(5).collect();
+    let results = retrying("ack", || p.settle("g".into(), acks(&tried))).await;
+    // Under load a lapsed lease can end the term between delivery and ack
+    // (the ack then finds attempt 1 no longer in flight): count only what
+    // was acked.
+    let acked: Vec<u64> = tried
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| matches!(r, SettleResult::Acked))
+        .map(|(seq, _)| *seq)
+        .collect();
+    assert!(!acked.is_empty(), "no ack took: {results:?}");
 
     // Cut off, the leader is replaced in a later term; healed, it hears of
     // that term, ends its own, and tells its member to go.
@@ -179,8 +189,8 @@ async fn a_term_change_ends_the_old_term_and_each_new_one_starts_from_the_applie
     .await;
 
     // The new term goes on from the applied state: the next offset, what was
-    // not acked redelivered (attempt 2), the new event delivered, and an
-    // acked event never again.
+    // not acked redelivered (attempt 2 or later), the new event delivered,
+    // and an acked event never again.
     let p = &nodes[&second];
     let after = event("t", "after".into(), wall_ms());
     let outcome = retrying("publish", || p.publish(vec![after.clone()])).await;
@@ -190,16 +200,15 @@ async fn a_term_change_ends_the_old_term_and_each_new_one_starts_from_the_applie
         .await
         .unwrap();
     let mut again = BTreeMap::new();
-    while again.len() < 6 {
+    while again.len() < delivered.len() - acked.len() + 1 {
         let (seq, attempt) = next_delivery(&mut rx).await;
         assert!(!acked.contains(&seq), "acked event {seq} came back");
         again.insert(seq, attempt);
     }
-    for seq in delivered.iter().skip(5) {
-        assert_eq!(
-            again.get(seq),
-            Some(&2),
-            "event {seq} is redelivered as attempt 2"
+    for seq in delivered.iter().filter(|s| !acked.contains(s)) {
+        assert!(
+            again.get(seq).is_some_and(|&a| a >= 2),
+            "event {seq} is redelivered as attempt 2 or later: {again:?}"
         );
     }
     let new: Vec<u64> = again
