@@ -63,6 +63,7 @@ async fn ready(State(s): State<AppState>) -> (StatusCode, String) {
     let not_ready: Vec<String> = s
         .node
         .partitions
+        .all()
         .iter()
         .filter(|p| !p.is_ready())
         .map(|p| p.id().to_string())
@@ -89,7 +90,7 @@ async fn metrics(State(s): State<AppState>) -> String {
     metrics::gauge!("chronos_raftlog_files").set(log.files as f64);
     metrics::gauge!("chronos_raftlog_disk_bytes").set(log.bytes as f64);
     metrics::gauge!("chronos_raftlog_entries").set(log.entries as f64);
-    for p in &s.node.partitions {
+    for p in s.node.partitions.all().iter() {
         let st = p.wal_stats();
         let id = p.id().to_string();
         let label = [("partition", id.clone())];

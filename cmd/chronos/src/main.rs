@@ -8,6 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cli;
 mod http;
+mod replicas;
 mod serve;
 mod telemetry;
 

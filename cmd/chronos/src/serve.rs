@@ -10,21 +10,23 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use chronos_api::gateway::Cluster;
-use chronos_api::{Limits, Node, Router};
+use chronos_api::{Hosted, Limits, Node, Router};
 use chronos_clock::{Clock, ClockOptions};
 use chronos_config::{Config, FsyncMode};
 use chronos_partition::{
-    DeliveryOptions, FiringOptions, Handoffs, Partition, PartitionOptions, SoloNetwork,
+    DeliveryOptions, FiringOptions, Handoffs, Partition, PartitionOptions, Placed,
 };
-use chronos_placement::Placement;
+use chronos_placement::{Placement, ROSTER_GROUP};
+use chronos_proto::internal::RosterNode;
 use chronos_raftlog::{RaftLog, RaftLogOptions};
-use chronos_raftnet::{Groups, Network, Peer, Peers};
+use chronos_raftnet::{Groups, Peer, Peers};
 use chronos_store::StoreResources;
 use chronos_wal::Retention;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::replicas::{self, Opener, Replicas};
 use crate::{http, telemetry};
 
 /// How long in-flight RPCs get to finish after a stop signal.
@@ -77,14 +79,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let grpc_addr = grpc.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 
-    let cluster = cluster(&config)?;
-    let clock = match &cluster {
+    let peers = peers(&config)?;
+    let clock = match &peers {
         None => Clock::single(),
-        Some(c) => Clock::spawn(
-            c.peers
+        Some(peers) => Clock::spawn(
+            peers
                 .all()
+                .into_iter()
                 .filter(|p| p.id != config.node_id)
-                .filter_map(|p| Some((p.id, c.peers.channel(p.id)?)))
+                .filter_map(|p| Some((p.id, peers.channel(p.id)?)))
                 .collect(),
             ClockOptions {
                 max_offset: config.cluster.max_clock_offset,
@@ -92,11 +95,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             },
         ),
     };
-    let hosted = match &cluster {
-        None => (0..config.partitions).collect(),
-        Some(c) => c.placement.hosted_on(config.node_id),
-    };
-    let groups = Groups::new();
     let raft_log = open_raft_log(&config)?;
     let gc_task = tokio::spawn(raft_log_gc(
         raft_log.clone(),
@@ -105,18 +103,94 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (stopping_tx, stopping) = watch::channel(false);
     let may_lead = may_lead(&clock, stopping.clone());
     let handoffs = Handoffs::new();
-    let partitions = open_partitions(
-        &config,
-        &hosted,
-        cluster.as_ref(),
-        &groups,
-        &raft_log,
-        (&may_lead, &handoffs),
-    )
-    .await?;
+    let groups = Groups::new();
+    let opener = Opener {
+        config: config.clone(),
+        raft_log: raft_log.clone(),
+        resources: StoreResources::default(),
+        may_lead: may_lead.clone(),
+        handoffs: handoffs.clone(),
+        groups: groups.clone(),
+        peers: peers.clone(),
+    };
+    opener.finish_releases()?;
+    let seeds = seeds(&config);
+    let (roster_group, roster) = match &peers {
+        None => (None, None),
+        Some(_) => {
+            let formed_with = Placed {
+                replicas: seeds.iter().map(|n| n.id).collect(),
+                preferred: None,
+            };
+            let group = opener
+                .open(ROSTER_GROUP, formed_with, config.cluster.join)
+                .await?;
+            let roster = group.roster()?;
+            (Some(group), roster)
+        }
+    };
+    let cluster = match (&peers, &roster) {
+        (None, _) => None,
+        (Some(peers), roster) => {
+            let placement = match roster {
+                Some(r) => {
+                    for n in &r.nodes {
+                        peers.upsert(&Peer {
+                            id: n.id,
+                            raft_addr: n.raft_addr.clone(),
+                            api_addr: n.api_addr.clone(),
+                        })?;
+                    }
+                    replicas::placement_of(r, &config)
+                }
+                None => Placement::new(
+                    &seeds.iter().map(|n| n.id).collect::<Vec<_>>(),
+                    config.partitions,
+                    config.cluster.effective_replication_factor(),
+                ),
+            };
+            Some(Cluster::new(
+                peers.clone(),
+                placement,
+                config.cluster.effective_replication_factor(),
+            ))
+        }
+    };
+    if let (Some(group), Some(r)) = (&roster_group, &roster) {
+        group.set_placement(Placed {
+            replicas: r.nodes.iter().map(|n| n.id).collect(),
+            preferred: None,
+        });
+    }
+    let mut hosted: Vec<u32> = match &cluster {
+        None => (0..config.partitions).collect(),
+        Some(c) => c.placement().hosted_on(config.node_id),
+    };
+    if cluster.is_some() {
+        // Replicas being moved away (or not yet released) stay open until
+        // their group lets them go.
+        hosted.extend(opener.on_disk());
+        hosted.sort_unstable();
+        hosted.dedup();
+    }
+    // Once a cluster formed, a replica new here joins its group.
+    let join = config.cluster.join || roster.is_some();
+    let opened = futures::future::join_all(hosted.iter().map(|&id| {
+        let placed = match &cluster {
+            None => Placed::default(),
+            Some(c) => replicas::placed(&c.placement(), id),
+        };
+        opener.open(id, placed, join)
+    }))
+    .await;
+    let mut partitions = Vec::with_capacity(opened.len());
+    for p in opened {
+        partitions.push(p?);
+    }
     let node = Arc::new(Node {
         node_id: config.node_id,
-        partitions: partitions.clone(),
+        partitions: Hosted::new(partitions),
+        roster: roster_group.clone(),
         router: Router::new(config.partitions),
         limits: Limits {
             max_payload_bytes: config.limits.max_payload_bytes.0 as usize,
@@ -149,7 +223,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             stop_rx.clone(),
         ))
     });
-    let grpc_task = tokio::spawn(serve_grpc(grpc, node.clone(), stop_rx));
+    let grpc_task = tokio::spawn(serve_grpc(grpc, node.clone(), stop_rx.clone()));
+    let replicas_task = node.cluster.is_some().then(|| {
+        let replicas = Replicas {
+            node: node.clone(),
+            opener,
+            seeds: if config.cluster.join {
+                Vec::new()
+            } else {
+                seeds
+            },
+            seen: 0,
+            busy: Arc::default(),
+            retired: false,
+            asks: Default::default(),
+        };
+        tokio::spawn(replicas.run(stop_rx.clone()))
+    });
     tracing::info!(%grpc_addr, %http_addr, partitions = config.partitions, data_dir = %config.data_dir.display(), "chronos listening");
 
     let signal = wait_for_signal().await?;
@@ -159,12 +249,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(signal, "stopping: leaving leadership to the other nodes");
     let _ = stopping_tx.send(true);
     if node.cluster.is_some() {
-        hand_over(
-            &partitions,
-            config.node_id,
-            8 * config.raft.election_timeout_max,
-        )
-        .await;
+        let mut led: Vec<Arc<Partition>> = node.partitions.all().as_ref().clone();
+        led.extend(roster_group.clone());
+        hand_over(&led, config.node_id, 8 * config.raft.election_timeout_max).await;
     }
     tracing::info!("stopping: draining in-flight requests");
     let _ = stop_tx.send(true);
@@ -174,7 +261,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("in-flight RPCs did not finish within {DRAIN_TIMEOUT:?}"),
         Ok(Ok(Ok(()))) => {}
     }
-    futures::future::join_all(partitions.iter().map(|p| {
+    if let Some(task) = replicas_task {
+        task.abort();
+    }
+    let mut open: Vec<Arc<Partition>> = node.partitions.all().as_ref().clone();
+    open.extend(roster_group);
+    futures::future::join_all(open.iter().map(|p| {
         groups.remove(p.id());
         p.shutdown()
     }))
@@ -305,7 +397,7 @@ async fn raft_log_gc(log: Arc<RaftLog>, every: Duration) {
     }
 }
 
-fn partition_options(
+pub(crate) fn partition_options(
     config: &Config,
     id: u32,
     resources: &StoreResources,
@@ -320,6 +412,7 @@ fn partition_options(
         id,
         node_id: config.node_id,
         voters: vec![],
+        join: false,
         dir: config.data_dir.join(format!("partition-{id:04}")),
         raft_log: raft_log.clone(),
         history_segment_bytes: config.wal.segment_bytes.0,
@@ -350,8 +443,8 @@ fn partition_options(
     }
 }
 
-/// The peers and the placement, when a cluster is configured.
-fn cluster(config: &Config) -> anyhow::Result<Option<Cluster>> {
+/// The configured nodes' channels, when a cluster is configured.
+fn peers(config: &Config) -> anyhow::Result<Option<Peers>> {
     if config.cluster.nodes.is_empty() {
         return Ok(None);
     }
@@ -365,52 +458,26 @@ fn cluster(config: &Config) -> anyhow::Result<Option<Cluster>> {
             api_addr: n.api_addr.clone(),
         })
         .collect();
-    let peers = Peers::new(config.node_id, &nodes).context("cluster.nodes")?;
-    let rf = config.cluster.effective_replication_factor();
-    let ids: Vec<u64> = nodes.iter().map(|n| n.id).collect();
-    let placement = Placement::new(&ids, config.partitions, rf);
-    Ok(Some(Cluster::new(peers, placement, rf)))
+    Ok(Some(
+        Peers::new(config.node_id, &nodes).context("cluster.nodes")?,
+    ))
 }
 
-/// Opens the partitions this node holds (`ids`, in order); in a cluster each
-/// is a Raft group of its placement's voters, registered in `groups` so the
-/// other nodes' Raft messages reach it.
-async fn open_partitions(
-    config: &Config,
-    ids: &[u32],
-    cluster: Option<&Cluster>,
-    groups: &Groups,
-    raft_log: &Arc<RaftLog>,
-    (may_lead, handoffs): (&watch::Receiver<bool>, &Handoffs),
-) -> anyhow::Result<Vec<Arc<Partition>>> {
-    let resources = StoreResources::default();
-    let opened = futures::future::join_all(ids.iter().map(|&id| {
-        let opts = PartitionOptions {
-            handoffs: handoffs.clone(),
-            ..partition_options(config, id, &resources, raft_log, may_lead.clone())
-        };
-        async move {
-            match cluster {
-                None => Partition::open(opts, SoloNetwork).await,
-                Some(c) => {
-                    let opts = PartitionOptions {
-                        voters: c.placement.replicas(id).to_vec(),
-                        preferred_leader: c.placement.preferred_leader(id),
-                        ..opts
-                    };
-                    let p = Partition::open(opts, Network::new(id, c.peers.clone())).await?;
-                    groups.insert(id, p.raft().clone());
-                    Ok(p)
-                }
-            }
-        }
-    }))
-    .await;
-    let mut partitions = Vec::with_capacity(opened.len());
-    for p in opened {
-        partitions.push(Arc::new(p?));
-    }
-    Ok(partitions)
+/// The roster a new cluster forms with: `cluster.nodes` (a joining node
+/// leaves itself out; it is added later).
+fn seeds(config: &Config) -> Vec<RosterNode> {
+    config
+        .cluster
+        .nodes
+        .iter()
+        .filter(|n| !(config.cluster.join && n.id == config.node_id))
+        .map(|n| RosterNode {
+            id: n.id,
+            raft_addr: n.raft_addr.clone(),
+            api_addr: n.api_addr.clone(),
+            leaving: false,
+        })
+        .collect()
 }
 
 async fn serve_grpc(

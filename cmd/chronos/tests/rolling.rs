@@ -4,13 +4,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use chronos_client::{Client, EventBuilder};
 use common::cluster::{Cluster, Options};
+use common::load::Load;
 use common::seen::{assert_none_early, collect, wait_all};
 use common::START_DEADLINE;
 
@@ -24,47 +21,9 @@ async fn a_rolling_restart_under_load_fails_no_publish_and_loses_nothing() {
     let (seen, consumer) = collect(endpoints.clone(), "g", "roll", 200).await;
 
     // Publishers through the SDK (which retries on another node), one event
-    // per call, due within the next 1.5 s.
+    // per call, due within the next 1.6 s.
     let t0 = Instant::now();
-    let acked: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
-    let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut publishers = Vec::new();
-    for p in 0..PUBLISHERS {
-        let client = Client::connect(endpoints.clone()).await.expect("connect");
-        let (acked, latencies, stop) = (acked.clone(), latencies.clone(), stop.clone());
-        publishers.push(tokio::spawn(async move {
-            let mut failures = Vec::new();
-            for i in 0.. {
-                if stop.load(Ordering::Acquire) {
-                    break;
-                }
-                let id = format!("p{p}-{i}");
-                let due = SystemTime::now() + Duration::from_millis((i % 16) * 100);
-                let started = Instant::now();
-                match client
-                    .publish(EventBuilder::new("roll", &id).due_at(due).build())
-                    .await
-                {
-                    Ok(published) => {
-                        let took = started.elapsed();
-                        if took > Duration::from_secs(1) {
-                            eprintln!(
-                                "slow publish {id}: {took:?}, sent at {:?}, partition {}",
-                                started - t0,
-                                published.partition
-                            );
-                        }
-                        latencies.lock().unwrap().push(took);
-                        acked.lock().unwrap().insert(id, published.due_ts);
-                    }
-                    Err(e) => failures.push(format!("{id}: {e}")),
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            failures
-        }));
-    }
+    let load = Load::start(&endpoints, "roll", PUBLISHERS).await;
 
     for id in 1..=3 {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -80,25 +39,22 @@ async fn a_rolling_restart_under_load_fails_no_publish_and_loses_nothing() {
         eprintln!("{:?}: node {id} ready again", t0.elapsed());
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Release);
-    let mut failures = Vec::new();
-    for p in publishers {
-        failures.extend(p.await.expect("publisher"));
-    }
-    assert!(failures.is_empty(), "publishes failed: {failures:?}");
-
-    let want = acked.lock().unwrap().clone();
+    let published = load.stop().await;
+    assert!(
+        published.failures.is_empty(),
+        "publishes failed: {:?}",
+        published.failures
+    );
+    let want = &published.acked;
     assert!(want.len() > 100, "only {} publishes", want.len());
-    wait_all(&seen, &want, Duration::from_secs(60), || cluster.log(1)).await;
-    assert_none_early(&seen, &want);
+    wait_all(&seen, want, Duration::from_secs(60), || cluster.log(1)).await;
+    assert_none_early(&seen, want);
     consumer.abort();
 
-    let mut lat = latencies.lock().unwrap().clone();
-    lat.sort();
-    let q = |f: f64| lat[((lat.len() - 1) as f64 * f) as usize];
+    let q = |f| published.quantile(f);
     eprintln!(
         "rolling restart: {} publishes, latency p50 {:?} p99 {:?} max {:?}",
-        lat.len(),
+        published.latencies.len(),
         q(0.5),
         q(0.99),
         q(1.0)

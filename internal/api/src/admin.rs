@@ -45,6 +45,7 @@ impl Admin {
     fn local_infos(&self, scope: Option<&[u32]>) -> Vec<PartitionInfo> {
         self.node
             .partitions
+            .all()
             .iter()
             .filter(|p| scope.is_none_or(|s| s.contains(&p.id())))
             .map(|p| info(p.status()))
@@ -58,24 +59,29 @@ impl Admin {
             return (self.local_infos(None), BTreeSet::from([self.node.node_id]));
         };
         let me = self.node.node_id;
-        let views = cluster.peers.all().filter(|p| p.id != me).map(|peer| {
-            let channel = cluster.peers.channel(peer.id);
-            let id = peer.id;
-            async move {
-                let all: Vec<u32> = self.node.all_partitions();
-                let deadline = Instant::now() + STATUS_TIMEOUT;
-                let incoming = Incoming::default();
-                let req = ListPartitionsRequest {};
-                let call = self
-                    .node
-                    .ask(channel?, req, &incoming, deadline, Some(&all));
-                let resp = tokio::time::timeout(STATUS_TIMEOUT, call)
-                    .await
-                    .ok()?
-                    .ok()?;
-                Some((id, resp.partitions))
-            }
-        });
+        let views = cluster
+            .peers
+            .all()
+            .into_iter()
+            .filter(|p| p.id != me)
+            .map(|peer| {
+                let channel = cluster.peers.channel(peer.id);
+                let id = peer.id;
+                async move {
+                    let all: Vec<u32> = self.node.all_partitions();
+                    let deadline = Instant::now() + STATUS_TIMEOUT;
+                    let incoming = Incoming::default();
+                    let req = ListPartitionsRequest {};
+                    let call = self
+                        .node
+                        .ask(channel?, req, &incoming, deadline, Some(&all));
+                    let resp = tokio::time::timeout(STATUS_TIMEOUT, call)
+                        .await
+                        .ok()?
+                        .ok()?;
+                    Some((id, resp.partitions))
+                }
+            });
         let mut reached = BTreeSet::from([me]);
         let mut best: BTreeMap<u32, (bool, PartitionInfo)> = BTreeMap::new();
         let mut consider = |from: u64, p: PartitionInfo| {
@@ -103,11 +109,12 @@ impl Admin {
         }
         let mut infos: Vec<PartitionInfo> = best.into_values().map(|(_, p)| p).collect();
         // A partition no reachable node holds still shows, with its voters.
+        let placement = cluster.placement();
         for p in self.node.all_partitions() {
             if !infos.iter().any(|i| i.partition == p) {
                 infos.push(PartitionInfo {
                     partition: p,
-                    voters: cluster.placement.replicas(p).to_vec(),
+                    voters: placement.replicas(p).to_vec(),
                     ..PartitionInfo::default()
                 });
             }
@@ -151,6 +158,7 @@ fn info(s: PartitionStatus) -> PartitionInfo {
         leader: s.leader,
         term: s.term,
         voters: s.voters,
+        learners: s.learners,
         last_log_index: s.last_log_index,
         commit_index: s.committed_index,
         applied_index: s.applied_index,
@@ -243,21 +251,26 @@ impl AdminService for Admin {
         // Asked by a client: every other node rebalances its own too.
         if let (0, Some(cluster)) = (incoming.hops, &self.node.cluster) {
             let me = self.node.node_id;
-            let asks = cluster.peers.all().filter(|p| p.id != me).map(|peer| {
-                let (id, channel) = (peer.id, cluster.peers.channel(peer.id));
-                let incoming = &incoming;
-                async move {
-                    let deadline = Instant::now() + STATUS_TIMEOUT;
-                    let call =
-                        self.node
-                            .ask(channel?, RebalanceRequest {}, incoming, deadline, None);
-                    tokio::time::timeout(STATUS_TIMEOUT, call)
-                        .await
-                        .ok()?
-                        .ok()?;
-                    Some(id)
-                }
-            });
+            let asks = cluster
+                .peers
+                .all()
+                .into_iter()
+                .filter(|p| p.id != me)
+                .map(|peer| {
+                    let (id, channel) = (peer.id, cluster.peers.channel(peer.id));
+                    let incoming = &incoming;
+                    async move {
+                        let deadline = Instant::now() + STATUS_TIMEOUT;
+                        let call =
+                            self.node
+                                .ask(channel?, RebalanceRequest {}, incoming, deadline, None);
+                        tokio::time::timeout(STATUS_TIMEOUT, call)
+                            .await
+                            .ok()?
+                            .ok()?;
+                        Some(id)
+                    }
+                });
             nodes.extend(futures::future::join_all(asks).await.into_iter().flatten());
         }
         nodes.sort_unstable();
@@ -293,7 +306,8 @@ impl AdminService for Admin {
                 .find(|(peer, _)| *peer == id)
                 .and_then(|(_, o)| o.map(|o| o.offset_ms))
         };
-        let (nodes, replication_factor) = match &self.node.cluster {
+        let roster = self.node.roster_now();
+        let (nodes, replication_factor, moves) = match &self.node.cluster {
             None => (
                 vec![NodeInfo {
                     id: self.node.node_id,
@@ -301,22 +315,35 @@ impl AdminService for Admin {
                     raft_addr: String::new(),
                     reachable: true,
                     clock_offset_ms: Some(0),
+                    state: "active".into(),
                 }],
                 1,
+                Vec::new(),
             ),
-            Some(c) => (
-                c.peers
-                    .all()
-                    .map(|p| NodeInfo {
-                        id: p.id,
-                        api_addr: p.api_addr.clone(),
-                        raft_addr: p.raft_addr.clone(),
-                        reachable: reached.contains(&p.id),
-                        clock_offset_ms: offset_of(p.id),
-                    })
-                    .collect(),
-                c.replication_factor,
-            ),
+            Some(c) => {
+                let mut nodes = match &roster {
+                    Some(r) => crate::roster::node_infos(r),
+                    // Before the roster is written: the configured nodes.
+                    None => c
+                        .peers
+                        .all()
+                        .into_iter()
+                        .map(|p| NodeInfo {
+                            id: p.id,
+                            api_addr: p.api_addr,
+                            raft_addr: p.raft_addr,
+                            state: "active".into(),
+                            ..NodeInfo::default()
+                        })
+                        .collect(),
+                };
+                for n in &mut nodes {
+                    n.reachable = reached.contains(&n.id);
+                    n.clock_offset_ms = offset_of(n.id);
+                }
+                let moves = crate::roster::moves(&c.placement(), &partitions);
+                (nodes, c.replication_factor, moves)
+            }
         };
         Ok(Response::new(ClusterStatusResponse {
             node_id: self.node.node_id,
@@ -325,6 +352,54 @@ impl AdminService for Admin {
             replication_factor,
             clock_within_bounds: clock.within_bounds,
             max_clock_offset_ms: clock.max_offset_ms,
+            roster_version: roster.map_or(0, |r| r.version),
+            moves,
+        }))
+    }
+
+    async fn add_node(
+        &self,
+        r: Request<AddNodeRequest>,
+    ) -> Result<Response<AddNodeResponse>, Status> {
+        let incoming = self.incoming(&r)?;
+        let req = r.into_inner();
+        let node = chronos_proto::internal::RosterNode {
+            id: req.node_id,
+            raft_addr: req.raft_addr.clone(),
+            api_addr: req.api_addr.clone(),
+            leaving: false,
+        };
+        let (nodes, roster_version) = self
+            .node
+            .change_roster(
+                &incoming,
+                req,
+                Node::add_rule(node),
+                |a: AddNodeResponse| (a.nodes, a.roster_version),
+            )
+            .await?;
+        Ok(Response::new(AddNodeResponse {
+            nodes,
+            roster_version,
+        }))
+    }
+
+    async fn remove_node(
+        &self,
+        r: Request<RemoveNodeRequest>,
+    ) -> Result<Response<RemoveNodeResponse>, Status> {
+        let incoming = self.incoming(&r)?;
+        let req = r.into_inner();
+        let rule = self.node.remove_rule(req.node_id);
+        let (nodes, roster_version) = self
+            .node
+            .change_roster(&incoming, req, rule, |a: RemoveNodeResponse| {
+                (a.nodes, a.roster_version)
+            })
+            .await?;
+        Ok(Response::new(RemoveNodeResponse {
+            nodes,
+            roster_version,
         }))
     }
 

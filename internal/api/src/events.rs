@@ -51,7 +51,7 @@ impl Events {
                 Status::internal(format!("partition {partition} is not open on this node"))
             })?;
             let ids = message_ids(&events);
-            let outcomes = publish_here(p, events, reschedule).await?;
+            let outcomes = publish_here(&p, events, reschedule).await?;
             return Ok(responses(partition, ids, outcomes));
         }
         // A share may be retried (on the next leader): each attempt takes a copy.

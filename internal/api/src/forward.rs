@@ -15,12 +15,12 @@ use chronos_partition::Partition;
 use chronos_proto::v1::admin_service_client::AdminServiceClient;
 use chronos_proto::v1::event_service_client::EventServiceClient;
 use chronos_proto::v1::{
-    AckRequest, AckResponse, CancelRequest, CancelResponse, ListDeadLettersRequest,
-    ListDeadLettersResponse, ListGroupsRequest, ListGroupsResponse, ListPartitionsRequest,
-    ListPartitionsResponse, ListTopicsRequest, ListTopicsResponse, PublishBatchRequest,
-    PublishBatchResponse, PublishRequest, PublishResponse, RebalanceRequest, RebalanceResponse,
-    RedriveDeadLettersRequest, RedriveDeadLettersResponse, ReplayEvent, ReplayRequest,
-    SeekGroupRequest, SeekGroupResponse,
+    AckRequest, AckResponse, AddNodeRequest, AddNodeResponse, CancelRequest, CancelResponse,
+    ListDeadLettersRequest, ListDeadLettersResponse, ListGroupsRequest, ListGroupsResponse,
+    ListPartitionsRequest, ListPartitionsResponse, ListTopicsRequest, ListTopicsResponse,
+    PublishBatchRequest, PublishBatchResponse, PublishRequest, PublishResponse, RebalanceRequest,
+    RebalanceResponse, RedriveDeadLettersRequest, RedriveDeadLettersResponse, RemoveNodeRequest,
+    RemoveNodeResponse, ReplayEvent, ReplayRequest, SeekGroupRequest, SeekGroupResponse,
 };
 use tonic::transport::Channel;
 use tonic::{Request, Status, Streaming};
@@ -82,6 +82,8 @@ forward_admin!(SeekGroupRequest => SeekGroupResponse, seek_group);
 forward_admin!(ListDeadLettersRequest => ListDeadLettersResponse, list_dead_letters);
 forward_admin!(RedriveDeadLettersRequest => RedriveDeadLettersResponse, redrive_dead_letters);
 forward_admin!(RebalanceRequest => RebalanceResponse, rebalance);
+forward_admin!(AddNodeRequest => AddNodeResponse, add_node);
+forward_admin!(RemoveNodeRequest => RemoveNodeResponse, remove_node);
 
 impl Node {
     /// Sends admin request `req` to the node at `channel`, one hop further,

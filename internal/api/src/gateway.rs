@@ -39,7 +39,8 @@ const RETRY_MAX: Duration = Duration::from_millis(400);
 /// The other nodes and where partitions live. Absent on a single node.
 pub struct Cluster {
     pub peers: Peers,
-    pub placement: Placement,
+    /// Recomputed whenever the roster changes.
+    placement: parking_lot::RwLock<Arc<Placement>>,
     pub replication_factor: u32,
     /// The last leader learned for each partition (from a hint or a success).
     leaders: parking_lot::Mutex<Vec<Option<u64>>>,
@@ -52,10 +53,19 @@ impl Cluster {
             .count();
         Cluster {
             peers,
-            placement,
+            placement: parking_lot::RwLock::new(Arc::new(placement)),
             replication_factor,
             leaders: parking_lot::Mutex::new(vec![None; n]),
         }
+    }
+
+    /// Where partitions live now.
+    pub fn placement(&self) -> Arc<Placement> {
+        self.placement.read().clone()
+    }
+
+    pub fn set_placement(&self, placement: Placement) {
+        *self.placement.write() = Arc::new(placement);
     }
 
     fn learn(&self, partition: u32, leader: u64) {
@@ -251,11 +261,11 @@ impl Node {
         attempt: u32,
     ) -> Result<Target, Status> {
         let local = self.local(partition);
-        let leader = match local {
+        let leader = match &local {
             Some(p) => p.leader(),
             None => None,
         };
-        if let Some(p) = local {
+        if let Some(p) = &local {
             if leader == Some(self.node_id) {
                 return Ok(Target::Local(p.clone()));
             }
@@ -278,7 +288,8 @@ impl Node {
             (None, _) => match cluster.cached(partition) {
                 Some(l) => l,
                 None => {
-                    let replicas = cluster.placement.replicas(partition);
+                    let placement = cluster.placement();
+                    let replicas = placement.replicas(partition);
                     if replicas.is_empty() {
                         return Err(Status::internal(format!(
                             "partition {partition} has no replicas in the placement"

@@ -13,6 +13,7 @@ mod consume;
 mod events;
 mod forward;
 pub mod gateway;
+mod roster;
 pub mod status;
 pub mod validate;
 
@@ -27,12 +28,59 @@ use tonic::Status;
 pub use chronos_placement::Router;
 pub use validate::Limits;
 
+/// The partitions this node holds, in id order: all of them on a single
+/// node, its replicas in a cluster (which come and go as replicas move).
+#[derive(Default)]
+pub struct Hosted(parking_lot::RwLock<Arc<Vec<Arc<Partition>>>>);
+
+impl Hosted {
+    pub fn new(mut partitions: Vec<Arc<Partition>>) -> Hosted {
+        partitions.sort_by_key(|p| p.id());
+        Hosted(parking_lot::RwLock::new(Arc::new(partitions)))
+    }
+
+    /// The partitions held now.
+    pub fn all(&self) -> Arc<Vec<Arc<Partition>>> {
+        self.0.read().clone()
+    }
+
+    pub fn get(&self, id: u32) -> Option<Arc<Partition>> {
+        let all = self.0.read();
+        all.binary_search_by_key(&id, |p| p.id())
+            .ok()
+            .map(|i| all[i].clone())
+    }
+
+    /// Adds a replica opened here (one of that id must not be held).
+    pub fn insert(&self, partition: Arc<Partition>) {
+        let mut all = self.0.write();
+        let mut next: Vec<Arc<Partition>> = all.as_ref().clone();
+        let at = match next.binary_search_by_key(&partition.id(), |p| p.id()) {
+            Ok(_) => panic!("partition {} is held twice", partition.id()),
+            Err(at) => at,
+        };
+        next.insert(at, partition);
+        *all = Arc::new(next);
+    }
+
+    /// Stops serving `id` here; the replica, for the caller to shut down.
+    pub fn remove(&self, id: u32) -> Option<Arc<Partition>> {
+        let mut all = self.0.write();
+        let at = all.binary_search_by_key(&id, |p| p.id()).ok()?;
+        let mut next: Vec<Arc<Partition>> = all.as_ref().clone();
+        let gone = next.remove(at);
+        *all = Arc::new(next);
+        Some(gone)
+    }
+}
+
 /// The partitions this node serves and how requests reach them.
 pub struct Node {
     pub node_id: u64,
-    /// The partitions this node holds, in id order: all of them on a single
-    /// node, its replicas in a cluster.
-    pub partitions: Vec<Arc<Partition>>,
+    pub partitions: Hosted,
+    /// This node's replica of the roster group (the cluster's node list);
+    /// `None` on a single node.
+    pub roster: Option<Arc<Partition>>,
     pub router: Router,
     pub limits: Limits,
     /// Longest a publish waits for its partition before answering UNAVAILABLE.
@@ -65,12 +113,13 @@ impl Node {
             })
     }
 
-    /// This node's replica of partition `id`, if it holds one.
-    pub fn local(&self, id: u32) -> Option<&Arc<Partition>> {
-        self.partitions
-            .binary_search_by_key(&id, |p| p.id())
-            .ok()
-            .map(|i| &self.partitions[i])
+    /// This node's replica of partition `id` (or of the roster group), if
+    /// it holds one.
+    pub fn local(&self, id: u32) -> Option<Arc<Partition>> {
+        if id == chronos_placement::ROSTER_GROUP {
+            return self.roster.clone();
+        }
+        self.partitions.get(id)
     }
 
     /// Every partition id of the cluster.

@@ -80,6 +80,11 @@ pub struct ClusterConfig {
     /// has caught up; `chronos cluster rebalance` does it at once.
     #[serde(with = "humantime_serde")]
     pub rebalance_after: Duration,
+    /// This node joins a running cluster: it forms no group and waits until
+    /// `chronos cluster add-node` adds it. `nodes` then lists the cluster's
+    /// nodes as configured on them, plus this one. Ignored once the node
+    /// holds the roster (every restart after it was added).
+    pub join: bool,
 }
 
 impl Default for ClusterConfig {
@@ -90,6 +95,7 @@ impl Default for ClusterConfig {
             max_clock_offset: Duration::from_millis(250),
             clock_probe_interval: Duration::from_millis(500),
             rebalance_after: Duration::from_secs(10),
+            join: false,
         }
     }
 }
@@ -108,7 +114,9 @@ pub struct NodeConfig {
 impl ClusterConfig {
     /// The replication factor in effect.
     pub fn effective_replication_factor(&self) -> u32 {
-        match (self.replication_factor, self.nodes.len()) {
+        // A joining node counts the nodes it joins, as they counted themselves.
+        let listed = self.nodes.len() - usize::from(self.join && !self.nodes.is_empty());
+        match (self.replication_factor, listed) {
             (0, 0 | 1) => 1,
             (0, n) => (n as u32).min(3),
             (rf, _) => rf,
@@ -138,6 +146,9 @@ impl ClusterConfig {
             );
         }
         if self.nodes.is_empty() {
+            if self.join {
+                return Err("cluster.join: a joining node needs cluster.nodes (the nodes it joins and itself)".into());
+            }
             if self.replication_factor > 1 {
                 return Err(format!(
                     "cluster.replication_factor is {} but cluster.nodes is empty; list the nodes",

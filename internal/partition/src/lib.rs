@@ -23,6 +23,7 @@ mod firing;
 mod groups;
 mod history;
 mod log_store;
+mod membership;
 mod migrate;
 mod network;
 mod owner;
@@ -59,6 +60,7 @@ pub use delivery::{
 };
 pub use error::PartitionError;
 pub use groups::GroupInfo;
+pub use membership::{Members, CATCH_UP_SLACK};
 pub use network::SoloNetwork;
 pub use publisher::PublishOutcome;
 pub use replay::{ReplayQuery, ReplayRange, ReplayStream, ReplayedEvent};
@@ -92,6 +94,9 @@ pub struct PartitionOptions {
     /// The group's voters, `node_id` among them; empty means `node_id` alone.
     /// Used only to initialise a new group: every voter must be given the same list.
     pub voters: Vec<NodeId>,
+    /// This replica joins a group that exists elsewhere (a replica moved
+    /// here): it never initialises one, it waits for the leader to add it.
+    pub join: bool,
     /// This partition's own directory.
     pub dir: PathBuf,
     /// The node's Raft log, shared by all its partitions.
@@ -128,6 +133,15 @@ pub struct PartitionOptions {
     pub rebalance_after: Duration,
 }
 
+/// Where the placement puts a partition now (it changes with the roster):
+/// a leader not among `replicas` hands leadership to one that is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placed {
+    /// Empty: no placement (a single node).
+    pub replicas: Vec<NodeId>,
+    pub preferred: Option<NodeId>,
+}
+
 /// What `status` reports about a partition.
 #[derive(Debug, Clone, Default)]
 pub struct PartitionStatus {
@@ -136,6 +150,8 @@ pub struct PartitionStatus {
     pub is_leader: bool,
     pub term: u64,
     pub voters: Vec<NodeId>,
+    /// Replicas catching up before they vote (a move in progress).
+    pub learners: Vec<NodeId>,
     pub last_log_index: u64,
     /// Highest index this node knows committed.
     pub committed_index: u64,
@@ -165,6 +181,7 @@ pub struct Partition {
     /// Consumer-group requests to the owner.
     control: mpsc::UnboundedSender<Control>,
     owner: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    placed: watch::Sender<Placed>,
 }
 
 fn open_err(id: u32, what: &str, e: impl std::fmt::Display) -> PartitionError {
@@ -245,8 +262,10 @@ impl Partition {
         // others join its group, or initialize themselves once they stop
         // holding back (it may be down).
         let single = opts.voters.len() <= 1;
-        if single
-            || (opts.preferred_leader.is_none_or(|p| p == opts.node_id) && *opts.may_lead.borrow())
+        if !opts.join
+            && (single
+                || (opts.preferred_leader.is_none_or(|p| p == opts.node_id)
+                    && *opts.may_lead.borrow()))
         {
             initialize(&raft, id, opts.node_id, &opts.voters).await?;
         }
@@ -266,8 +285,12 @@ impl Partition {
             delivery: opts.delivery,
             meters: crate::delivery::Meters::new(),
             preferred_leader: opts.preferred_leader,
-            voters: opts.voters.clone(),
+            voters: (!opts.join).then(|| opts.voters.clone()),
         };
+        let (placed, placed_rx) = watch::channel(Placed {
+            replicas: opts.voters.clone(),
+            preferred: opts.preferred_leader,
+        });
         let upkeep = Upkeep::new(
             history.clone(),
             opts.raft_log.clone(),
@@ -290,7 +313,7 @@ impl Partition {
             crate::owner::Handoff::new(
                 id,
                 opts.node_id,
-                opts.preferred_leader,
+                placed_rx,
                 opts.handoffs.clone(),
                 opts.rebalance_after,
                 opts.election_timeout_max * 2,
@@ -307,7 +330,17 @@ impl Partition {
             mailbox: parking_lot::Mutex::new(Some(tx)),
             control,
             owner: parking_lot::Mutex::new(Some(owner)),
+            placed,
         })
+    }
+
+    /// Where the placement puts this partition now.
+    pub fn set_placement(&self, placed: Placed) {
+        self.placed.send_if_modified(|cur| {
+            let changed = *cur != placed;
+            *cur = placed;
+            changed
+        });
     }
 
     pub fn id(&self) -> u32 {
@@ -404,6 +437,10 @@ impl Partition {
             })
     }
 
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Why the partition cannot answer: its Raft group stopped (and on what).
     fn stopped_error(&self) -> PartitionError {
         match &self.raft.metrics().borrow_watched().running_state {
@@ -443,6 +480,7 @@ impl Partition {
             is_leader: m.state == ServerState::Leader,
             term: m.current_term,
             voters: m.membership_config.membership().voter_ids().collect(),
+            learners: m.membership_config.membership().learner_ids().collect(),
             last_log_index: m.last_log_index.unwrap_or(0),
             applied_index: applied,
             next_offset: self.applied.next_offset.load(Ordering::Acquire),
@@ -452,13 +490,7 @@ impl Partition {
             next_due_ts: self.store.first_pending_due().ok().flatten(),
             healthy: m.running_state.is_ok(),
             committed_index: m.local_committed.map_or(applied, |l| l.index.max(applied)),
-            replication: m
-                .replication
-                .iter()
-                .flatten()
-                .filter(|(id, _)| **id != m.id)
-                .map(|(id, matched)| (*id, matched.map_or(0, |l| l.index)))
-                .collect(),
+            replication: membership::matched(&m).into_iter().collect(),
         }
     }
 

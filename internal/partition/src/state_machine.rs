@@ -26,6 +26,7 @@ mod install;
 mod migrate_tests;
 #[cfg(test)]
 mod replication_tests;
+pub(crate) mod roster;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -77,6 +78,8 @@ pub struct StateMachine {
     next_offset: u64,
     /// Events in `pending`.
     pending: u64,
+    /// The roster's version (the roster group only; 0 = never set).
+    roster_version: u64,
     /// Per-topic state (next fire sequence, pending count), loaded from the
     /// `topics` column family on first use.
     topics: HashMap<String, TopicState>,
@@ -124,6 +127,7 @@ impl StateMachine {
             membership: StoredMembership::default(),
             next_offset: 0,
             pending: 0,
+            roster_version: 0,
             topics: HashMap::new(),
             dirty_topics: HashSet::new(),
             groups: HashMap::new(),
@@ -146,6 +150,7 @@ impl StateMachine {
         self.membership = read_meta(&self.store, META_MEMBERSHIP)?.unwrap_or_default();
         self.next_offset = read_meta(&self.store, META_NEXT_OFFSET)?.unwrap_or(0u64);
         self.pending = read_meta(&self.store, META_PENDING)?.unwrap_or(0u64);
+        self.roster_version = roster::read(&self.store)?.map_or(0, |r| r.version);
         self.topics.clear();
         self.dirty_topics.clear();
         self.groups.clear();
@@ -526,6 +531,7 @@ impl StateMachine {
             let mut cancel = None;
             let mut group = None;
             let mut redriven = 0;
+            let mut roster = None;
             match &entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(cmd) => match &cmd.0.kind {
@@ -572,6 +578,9 @@ impl StateMachine {
                         self.commit_so_far(&store, &mut batch, &mut membership_changed)?;
                         redriven = self.apply_redrive(&mut batch, r)?;
                     }
+                    Some(command::Kind::Roster(r)) => {
+                        roster = Some(self.apply_roster(&mut batch, entry.log_id.index, r));
+                    }
                     None => {}
                 },
                 EntryPayload::Membership(m) => {
@@ -587,6 +596,7 @@ impl StateMachine {
                 cancel,
                 group,
                 redriven,
+                roster,
             });
         }
         self.commit(batch, &mut membership_changed)?;

@@ -4,7 +4,7 @@ use std::fmt;
 
 use chronos_proto::internal::{
     command, CancelCommand, Command as CommandPb, DeliveryCommand, FireCommand, GroupCommand,
-    PublishCommand, RedriveCommand, TrimCommand,
+    PublishCommand, RedriveCommand, RosterCommand, TrimCommand,
 };
 use prost::Message;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -78,6 +78,12 @@ impl Command {
         })
     }
 
+    pub fn roster(cmd: RosterCommand) -> Command {
+        Command(CommandPb {
+            kind: Some(command::Kind::Roster(cmd)),
+        })
+    }
+
     pub fn encode_to_vec(&self) -> Vec<u8> {
         self.0.encode_to_vec()
     }
@@ -125,6 +131,14 @@ impl fmt::Debug for Command {
             Some(command::Kind::Trim(t)) => write!(f, "Trim{{topics: {}}}", t.topics.len()),
             Some(command::Kind::Redrive(r)) => {
                 write!(f, "Redrive{{{}/{}: {}}}", r.topic, r.group, r.seqs.len())
+            }
+            Some(command::Kind::Roster(r)) => {
+                write!(
+                    f,
+                    "Roster{{v{}: {} nodes}}",
+                    r.expect_version,
+                    r.nodes.len()
+                )
             }
             None => write!(f, "Empty"),
         }
@@ -186,6 +200,9 @@ pub struct Applied {
     pub group: Option<(u64, i64)>,
     /// A `Redrive` entry: dead letters put back.
     pub redriven: u64,
+    /// A `Roster` entry: whether it replaced the roster (its expected
+    /// version was still current).
+    pub roster: Option<bool>,
 }
 
 /// The result of applying a `Cancel`.

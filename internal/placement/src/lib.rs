@@ -1,7 +1,7 @@
 //! Where things live in a cluster, the same on every node: which partition
 //! an event belongs to ([`Router`]: consistent hashing of its routing key)
 //! and which nodes hold each partition and which of them should lead it
-//! ([`Placement`]).
+//! ([`Placement`]), over the cluster's node list ([`roster`]).
 //!
 //! The routing key is the event's `key`, or its `message_id` when it has none.
 //! Keys are first reduced to a stable 64-bit hash (CRC32C of two halves; not
@@ -9,6 +9,9 @@
 //! moves under a running data directory.
 
 use hashring::HashRing;
+
+pub mod roster;
+pub use roster::{RosterError, ROSTER_GROUP};
 
 /// Virtual nodes per partition on the ring: smooths the share each one gets.
 const VNODES_PER_PARTITION: u32 = 64;

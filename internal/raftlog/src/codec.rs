@@ -32,6 +32,8 @@ pub(crate) enum Kind {
     Purge = 4,
     /// The partition's vote; body = opaque vote bytes.
     Vote = 5,
+    /// Drop every entry and the purge point (the vote stays); empty body.
+    Forget = 6,
 }
 
 impl Kind {
@@ -42,6 +44,7 @@ impl Kind {
             3 => Kind::Truncate,
             4 => Kind::Purge,
             5 => Kind::Vote,
+            6 => Kind::Forget,
             _ => return None,
         })
     }

@@ -82,6 +82,12 @@ impl PartitionState {
         self.purged = Some((upto, meta));
     }
 
+    /// Drops every entry and the purge point; the vote stays.
+    pub(crate) fn forget(&mut self) {
+        self.locs.clear();
+        self.purged = None;
+    }
+
     pub(crate) fn loc(&self, index: u64) -> Option<Loc> {
         let offset = index.checked_sub(self.first)?;
         self.locs.get(usize::try_from(offset).ok()?).copied()
@@ -127,6 +133,10 @@ impl ReplayPartition {
                 self.purged = Some((record.index, record.body.to_vec()));
             }
             Kind::Vote => self.vote = Some(record.body.to_vec()),
+            Kind::Forget => {
+                self.entries.clear();
+                self.purged = None;
+            }
         }
     }
 

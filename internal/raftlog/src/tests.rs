@@ -85,6 +85,34 @@ fn append_read_truncate_purge_vote_survive_reopen() {
 }
 
 #[test]
+fn forget_drops_entries_and_purge_point_but_keeps_the_vote() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let log = RaftLog::open(dir.path(), opts(4096)).expect("open");
+        append(&log, 1, 1, 40, 100);
+        append(&log, 2, 1, 5, 10);
+        log.purge(1, 10, b"meta-1").expect("purge");
+        log.save_vote(1, b"vote-1").expect("vote");
+        log.forget(1).expect("forget");
+        check(&log, 1, None, 0);
+        assert_eq!(log.purged(1), None);
+        assert_eq!(log.vote(1), Some(b"vote-1".to_vec()));
+        // Opened again here, the partition starts at any index.
+        append(&log, 1, 1, 3, 20);
+        log.forget(1).expect("forget again");
+        log.forget(9).expect("forget what was never held");
+    }
+    // The files written before the forget are still there: replay drops them.
+    let log = RaftLog::open(dir.path(), opts(4096)).expect("reopen");
+    check(&log, 1, None, 0);
+    assert_eq!(log.purged(1), None);
+    assert_eq!(log.vote(1), Some(b"vote-1".to_vec()));
+    check(&log, 2, Some((1, 5)), 10);
+    append(&log, 1, 7, 8, 20);
+    check(&log, 1, Some((7, 8)), 20);
+}
+
+#[test]
 fn rolling_keeps_meta_and_gc_deletes_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = RaftLog::open(dir.path(), opts(4096)).expect("open");

@@ -252,6 +252,27 @@ impl RaftLog {
         Ok(())
     }
 
+    /// Drops every entry of `partition` and its purge point, and returns once
+    /// that is fsynced: its replica left this node, and one opened here again
+    /// starts from an empty log. The vote stays (a vote forgotten could be
+    /// cast twice in one term).
+    pub fn forget(&self, partition: u32) -> Result<(), RaftLogError> {
+        {
+            let mut inner = self.shared.inner.lock();
+            inner.check_writable()?;
+            let mut buf = Vec::new();
+            codec::encode(&mut buf, Kind::Forget, partition, 0, &[]);
+            self.write_meta(&mut inner, &buf)?;
+            if let Some(state) = inner.parts.get_mut(&partition) {
+                state.forget();
+                if state.is_blank() {
+                    inner.parts.remove(&partition);
+                }
+            }
+        }
+        self.sync()
+    }
+
     /// Stores the partition's vote and returns once it is fsynced, whatever
     /// the fsync mode: a vote forgotten after a crash breaks Raft's safety.
     pub fn save_vote(&self, partition: u32, vote: &[u8]) -> Result<(), RaftLogError> {

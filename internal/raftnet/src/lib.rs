@@ -7,6 +7,8 @@
 //! groups, the partition id in each message: its receiving side
 //! ([`service`] over the [`Groups`] open on this node) and its sending side
 //! ([`Network`], openraft's network factory for one partition).
+//! It also answers two questions a move asks: how this node sees a group's
+//! membership (`membership`), and which groups it holds (`held`).
 //! Does not own: placement (which nodes hold a partition), a group's
 //! membership (`chronos-partition` initialises it), or what a forwarded
 //! request means (that is `chronos-api`).
@@ -32,4 +34,4 @@ pub mod wire;
 pub use groups::Groups;
 pub use network::{Connection, Network};
 pub use peers::{Peer, Peers};
-pub use server::{service, Service};
+pub use server::{held, membership, service, Service};

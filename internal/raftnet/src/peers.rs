@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::RwLock;
 use tonic::transport::{Channel, Endpoint};
 
 /// How long a connection attempt to a peer may take before the call fails.
@@ -20,31 +21,56 @@ pub struct Peer {
 }
 
 /// The cluster's nodes and a lazily connected channel to each (this node included,
-/// so a request can be sent to "the leader" without a special case).
+/// so a request can be sent to "the leader" without a special case). Nodes
+/// are added as the roster learns of them; every clone sees the same set.
 #[derive(Clone)]
 pub struct Peers {
     me: u64,
-    nodes: Arc<BTreeMap<u64, (Peer, Channel)>>,
+    nodes: Arc<RwLock<BTreeMap<u64, (Peer, Channel)>>>,
+}
+
+fn connect(peer: &Peer) -> Result<Channel, tonic::transport::Error> {
+    let endpoint = Endpoint::from_shared(format!("http://{}", peer.raft_addr))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
+    Ok(endpoint.connect_lazy())
 }
 
 impl Peers {
     /// Channels connect on first use and reconnect after failures; HTTP/2
     /// multiplexes every concurrent call over one connection per peer.
     pub fn new(me: u64, nodes: &[Peer]) -> Result<Peers, tonic::transport::Error> {
-        let mut map = BTreeMap::new();
-        for peer in nodes {
-            let endpoint = Endpoint::from_shared(format!("http://{}", peer.raft_addr))?
-                .connect_timeout(CONNECT_TIMEOUT)
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(5))
-                .keep_alive_timeout(Duration::from_secs(5))
-                .keep_alive_while_idle(true);
-            map.insert(peer.id, (peer.clone(), endpoint.connect_lazy()));
-        }
-        Ok(Peers {
+        let peers = Peers {
             me,
-            nodes: Arc::new(map),
-        })
+            nodes: Arc::default(),
+        };
+        for peer in nodes {
+            peers.upsert(peer)?;
+        }
+        Ok(peers)
+    }
+
+    /// Adds `peer`, or replaces its entry (and channel) if its addresses changed.
+    pub fn upsert(&self, peer: &Peer) -> Result<(), tonic::transport::Error> {
+        if self
+            .nodes
+            .read()
+            .get(&peer.id)
+            .is_some_and(|(p, _)| p == peer)
+        {
+            return Ok(());
+        }
+        let channel = connect(peer)?;
+        self.nodes.write().insert(peer.id, (peer.clone(), channel));
+        Ok(())
+    }
+
+    /// Forgets a node that left the cluster.
+    pub fn remove(&self, id: u64) {
+        self.nodes.write().remove(&id);
     }
 
     pub fn me(&self) -> u64 {
@@ -52,15 +78,15 @@ impl Peers {
     }
 
     pub fn channel(&self, id: u64) -> Option<Channel> {
-        self.nodes.get(&id).map(|(_, c)| c.clone())
+        self.nodes.read().get(&id).map(|(_, c)| c.clone())
     }
 
-    pub fn peer(&self, id: u64) -> Option<&Peer> {
-        self.nodes.get(&id).map(|(p, _)| p)
+    pub fn peer(&self, id: u64) -> Option<Peer> {
+        self.nodes.read().get(&id).map(|(p, _)| p.clone())
     }
 
     /// Every node, in id order.
-    pub fn all(&self) -> impl Iterator<Item = &Peer> {
-        self.nodes.values().map(|(p, _)| p)
+    pub fn all(&self) -> Vec<Peer> {
+        self.nodes.read().values().map(|(p, _)| p.clone()).collect()
     }
 }

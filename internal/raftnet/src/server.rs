@@ -3,7 +3,10 @@
 
 use chronos_partition::{Raft, TypeConfig};
 use chronos_proto::raft::raft_service_server::{RaftService, RaftServiceServer};
-use chronos_proto::raft::{RaftReply, RaftRequest};
+use chronos_proto::raft::{
+    HeldReply, HeldRequest, MembershipReply, MembershipRequest, RaftReply, RaftRequest,
+};
+use openraft::async_runtime::watch::WatchReceiver;
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use openraft_legacy::network_v1::{ChunkedSnapshotReceiver, InstallSnapshotRequest};
 use serde::de::DeserializeOwned;
@@ -97,4 +100,48 @@ impl RaftService for Service {
         }
         reply(&raft.handle_transfer_leader(rpc).await)
     }
+
+    async fn membership(
+        &self,
+        request: Request<MembershipRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let partition = request.into_inner().partition;
+        let Some(raft) = self.groups.get(partition) else {
+            return Ok(Response::new(MembershipReply::default()));
+        };
+        let m = raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        Ok(Response::new(MembershipReply {
+            held: true,
+            leader: m.current_leader,
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            joint: membership.get_joint_config().len() > 1,
+        }))
+    }
+
+    async fn held(&self, _: Request<HeldRequest>) -> Result<Response<HeldReply>, Status> {
+        Ok(Response::new(HeldReply {
+            partitions: self.groups.ids(),
+        }))
+    }
+}
+
+/// Asks the node behind `channel` how it sees `partition`'s membership.
+pub async fn membership(
+    channel: tonic::transport::Channel,
+    partition: u32,
+) -> Result<MembershipReply, Status> {
+    let mut client = chronos_proto::raft::raft_service_client::RaftServiceClient::new(channel);
+    let mut request = Request::new(MembershipRequest { partition });
+    request.set_timeout(std::time::Duration::from_secs(2));
+    Ok(client.membership(request).await?.into_inner())
+}
+
+/// Asks the node behind `channel` which groups it has open.
+pub async fn held(channel: tonic::transport::Channel) -> Result<Vec<u32>, Status> {
+    let mut client = chronos_proto::raft::raft_service_client::RaftServiceClient::new(channel);
+    let mut request = Request::new(HeldRequest {});
+    request.set_timeout(std::time::Duration::from_secs(2));
+    Ok(client.held(request).await?.into_inner().partitions)
 }

@@ -124,6 +124,12 @@ impl AdminService for Node {
     async fn rebalance(&self, _: Request<RebalanceRequest>) -> Answer<RebalanceResponse> {
         nope()
     }
+    async fn add_node(&self, _: Request<AddNodeRequest>) -> Answer<AddNodeResponse> {
+        nope()
+    }
+    async fn remove_node(&self, _: Request<RemoveNodeRequest>) -> Answer<RemoveNodeResponse> {
+        nope()
+    }
 }
 
 /// Serves `node` on `listener` until the test ends.
@@ -150,6 +156,7 @@ async fn unavailable_with_a_leader_hint_redirects_to_the_leader() {
             raft_addr: String::new(),
             reachable: true,
             clock_offset_ms: None,
+            ..Default::default()
         },
         NodeInfo {
             id: 2,
@@ -157,6 +164,7 @@ async fn unavailable_with_a_leader_hint_redirects_to_the_leader() {
             raft_addr: String::new(),
             reachable: true,
             clock_offset_ms: None,
+            ..Default::default()
         },
     ];
     let (a_calls, b_calls) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));

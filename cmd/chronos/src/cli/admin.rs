@@ -1,8 +1,9 @@
 //! `status`, `groups`, `dlq`, `cluster`.
 
 use chronos_proto::v1::{
-    ClusterStatusRequest, DescribeGroupRequest, GroupInfo, ListDeadLettersRequest,
-    ListGroupsRequest, RebalanceRequest, RedriveDeadLettersRequest, SeekGroupRequest,
+    AddNodeRequest, ClusterStatusRequest, DescribeGroupRequest, GroupInfo, ListDeadLettersRequest,
+    ListGroupsRequest, NodeInfo, RebalanceRequest, RedriveDeadLettersRequest, RemoveNodeRequest,
+    SeekGroupRequest,
 };
 use clap::Subcommand;
 use serde_json::json;
@@ -53,6 +54,45 @@ pub enum ClusterCommand {
     /// Hand each partition to its preferred leader now (leaders spread
     /// evenly), where that node has caught up; one handoff per node at a time.
     Rebalance,
+    /// Add a node to the cluster: start it first with `cluster.join = true`;
+    /// partitions then move onto it a few at a time (`chronos status` shows
+    /// the moves).
+    AddNode {
+        /// The new node's id (its `node_id`).
+        #[arg(long)]
+        id: u64,
+        /// Where the other nodes reach it (Raft and forwarded requests), host:port.
+        #[arg(long)]
+        raft_addr: String,
+        /// Its public gRPC address, host:port.
+        #[arg(long)]
+        api_addr: String,
+    },
+    /// Remove a node: its replicas move to the other nodes, then it leaves
+    /// the cluster (`chronos status` shows when; then stop it). Refused when
+    /// the nodes left could not hold replication_factor copies.
+    RemoveNode {
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+fn print_roster(conn: &Conn, what: &str, nodes: &[NodeInfo], version: u64) {
+    if conn.json {
+        let nodes: Vec<_> = nodes
+            .iter()
+            .map(|n| json!({"id": n.id, "api_addr": n.api_addr, "raft_addr": n.raft_addr, "state": n.state}))
+            .collect();
+        print_json(&json!({ "roster_version": version, "nodes": nodes }));
+        return;
+    }
+    println!("{what}; the roster (version {version}):");
+    for n in nodes {
+        println!(
+            "  node {}  api {}  raft {}  {}",
+            n.id, n.api_addr, n.raft_addr, n.state
+        );
+    }
 }
 
 pub async fn cluster(conn: &Conn, cmd: ClusterCommand) -> Result<()> {
@@ -75,6 +115,42 @@ pub async fn cluster(conn: &Conn, cmd: ClusterCommand) -> Result<()> {
             }
             Ok(())
         }
+        ClusterCommand::AddNode {
+            id,
+            raft_addr,
+            api_addr,
+        } => {
+            let mut admin = admin_client(conn).await?;
+            let r = admin
+                .add_node(AddNodeRequest {
+                    node_id: id,
+                    raft_addr,
+                    api_addr,
+                })
+                .await?
+                .into_inner();
+            print_roster(
+                conn,
+                &format!("node {id} is in the cluster"),
+                &r.nodes,
+                r.roster_version,
+            );
+            Ok(())
+        }
+        ClusterCommand::RemoveNode { id } => {
+            let mut admin = admin_client(conn).await?;
+            let r = admin
+                .remove_node(RemoveNodeRequest { node_id: id })
+                .await?
+                .into_inner();
+            let what = if r.nodes.iter().any(|n| n.id == id) {
+                format!("node {id} is leaving: its replicas move to the other nodes")
+            } else {
+                format!("node {id} has left the cluster")
+            };
+            print_roster(conn, &what, &r.nodes, r.roster_version);
+            Ok(())
+        }
     }
 }
 
@@ -95,7 +171,7 @@ pub async fn status(conn: &Conn) -> Result<()> {
                     "commit_index": p.commit_index, "applied_index": p.applied_index,
                     "next_offset": p.next_offset, "pending": p.pending,
                     "next_due_ts": p.next_due_ts, "wal_bytes": p.wal_bytes,
-                    "wal_segments": p.wal_segments,
+                    "wal_segments": p.wal_segments, "learners": p.learners,
                     "replicas": p.replicas.iter().map(|r| json!({
                         "node_id": r.node_id, "matched_index": r.matched_index, "lag": r.lag,
                     })).collect::<Vec<_>>(),
@@ -107,14 +183,22 @@ pub async fn status(conn: &Conn) -> Result<()> {
             .iter()
             .map(|n| {
                 json!({"id": n.id, "api_addr": n.api_addr, "raft_addr": n.raft_addr,
-                       "reachable": n.reachable, "clock_offset_ms": n.clock_offset_ms})
+                       "reachable": n.reachable, "clock_offset_ms": n.clock_offset_ms,
+                       "state": n.state})
             })
             .collect();
         print_json(&json!({
             "node_id": s.node_id, "replication_factor": s.replication_factor,
             "clock_within_bounds": s.clock_within_bounds,
             "max_clock_offset_ms": s.max_clock_offset_ms,
-            "nodes": nodes, "partitions": partitions,
+            "nodes": nodes, "partitions": partitions, "roster_version": s.roster_version,
+            "moves": s.moves.iter().map(|m| json!({
+                "partition": m.partition, "voters": m.voters, "target": m.target,
+                "step": m.step,
+                "learners": m.learners.iter().map(|r| json!({
+                    "node_id": r.node_id, "matched_index": r.matched_index, "lag": r.lag,
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
         }));
         return Ok(());
     }
@@ -137,6 +221,11 @@ pub async fn status(conn: &Conn) -> Result<()> {
             format!("  raft {}", n.raft_addr)
         };
         let down = if n.reachable { "" } else { "  UNREACHABLE" };
+        let leaving = if n.state == "leaving" {
+            "  LEAVING"
+        } else {
+            ""
+        };
         let clock = match n.clock_offset_ms {
             Some(_) if n.id == s.node_id => String::new(),
             Some(ms) => format!("  clock {ms:+} ms"),
@@ -148,9 +237,32 @@ pub async fn status(conn: &Conn) -> Result<()> {
             .filter(|p| p.leader == Some(n.id))
             .count();
         println!(
-            "  node {}  api {}{raft}  leads {leads}{clock}{down}",
+            "  node {}  api {}{raft}  leads {leads}{clock}{leaving}{down}",
             n.id, n.api_addr
         );
+    }
+    if !s.moves.is_empty() {
+        println!("{} partition(s) moving:", s.moves.len());
+        for m in &s.moves {
+            let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+            let learners: Vec<String> = m
+                .learners
+                .iter()
+                .map(|r| format!("{} (lag {})", r.node_id, r.lag))
+                .collect();
+            println!(
+                "  partition {}: voters {} -> {}; {}{}",
+                m.partition,
+                list(&m.voters),
+                list(&m.target),
+                m.step,
+                if learners.is_empty() {
+                    String::new()
+                } else {
+                    format!("; learners {}", learners.join(", "))
+                }
+            );
+        }
     }
     println!(
         "{:>9} {:>7} {:>5} {:>8} {:>10} {:>10} {:>11} {:>10} {:>10}  {:<19} replica lag",

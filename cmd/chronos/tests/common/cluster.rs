@@ -36,6 +36,9 @@ pub struct Options {
     pub cluster_toml: String,
     /// Extra environment of some nodes' processes, by node id.
     pub env: BTreeMap<u64, Vec<(String, String)>>,
+    /// Nodes that join later (`cluster.join`): only their own config lists
+    /// them; the others form the cluster without them.
+    pub joiners: Vec<u64>,
 }
 
 impl Default for Options {
@@ -48,6 +51,7 @@ impl Default for Options {
             extra_toml: String::new(),
             cluster_toml: String::new(),
             env: BTreeMap::new(),
+            joiners: Vec::new(),
         }
     }
 }
@@ -135,15 +139,22 @@ impl Cluster {
         self.root.join(format!("node{id}"))
     }
 
+    /// Node `id`'s node-to-node address.
+    pub fn raft_addr(&self, id: u64) -> String {
+        self.raft[id as usize - 1].clone()
+    }
+
     fn write_config(&self, id: u64) {
+        let joins = self.opts.joiners.contains(&id);
         let mut text = format!(
-            "node_id = {id}\npartitions = {}\n{}\n[cluster]\nreplication_factor = {}\n{}\n",
+            "node_id = {id}\npartitions = {}\n{}\n[cluster]\nreplication_factor = {}\njoin = {joins}\n{}\n",
             self.opts.partitions,
             self.opts.extra_toml,
             self.opts.replication_factor,
             self.opts.cluster_toml
         );
-        for peer in 1..=self.opts.nodes {
+        let listed = (1..=self.opts.nodes).filter(|&p| p == id || !self.opts.joiners.contains(&p));
+        for peer in listed {
             let raft = match self.links.get(&(id, peer)) {
                 Some(proxy) => proxy.addr.clone(),
                 None => self.raft[peer as usize - 1].clone(),

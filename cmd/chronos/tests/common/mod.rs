@@ -20,6 +20,7 @@ use chronos_proto::v1::{
 use tonic::transport::Channel;
 
 pub mod cluster;
+pub mod load;
 pub mod seen;
 
 pub const START_DEADLINE: Duration = Duration::from_secs(60);

@@ -18,8 +18,11 @@ use std::time::{Duration, Instant};
 
 use openraft::ServerState;
 use parking_lot::Mutex;
+use tokio::sync::watch;
 
+use crate::membership::CATCH_UP_SLACK;
 use crate::types::{NodeId, Raft, RaftMetrics};
+use crate::Placed;
 
 /// Least time between two rebalancing handoffs of one partition.
 const REBALANCE_EVERY: Duration = Duration::from_secs(60);
@@ -76,7 +79,8 @@ impl Handoffs {
 pub(crate) struct Handoff {
     partition: u32,
     me: NodeId,
-    preferred: Option<NodeId>,
+    /// Where the placement puts the partition now (changes with the roster).
+    placed: watch::Receiver<Placed>,
     node: Handoffs,
     /// How long a leader keeps leadership before it rebalances it.
     settle: Duration,
@@ -98,7 +102,7 @@ impl Handoff {
     pub fn new(
         partition: u32,
         me: NodeId,
-        preferred: Option<NodeId>,
+        placed: watch::Receiver<Placed>,
         node: Handoffs,
         settle: Duration,
         patience: Duration,
@@ -107,7 +111,7 @@ impl Handoff {
         Handoff {
             partition,
             me,
-            preferred,
+            placed,
             node,
             settle,
             patience,
@@ -125,7 +129,9 @@ impl Handoff {
         let (_, since) = self.leading?;
         let at = match self.asked {
             Some(at) => at + self.patience,
-            None if self.preferred.is_some_and(|p| p != self.me) => since + self.settle,
+            None if self.placed.borrow().preferred.is_some_and(|p| p != self.me) => {
+                since + self.settle
+            }
             None => return None,
         };
         // Past that, Raft's metrics (replication progress) drive the checks.
@@ -151,8 +157,16 @@ impl Handoff {
         if self.asked.is_some_and(|at| now < at + self.patience) {
             return;
         }
+        let placed = self.placed.borrow().clone();
         let mut caught_up = caught_up(m, self.me);
-        if !allowed {
+        // The placement moved this partition off this node: leadership goes
+        // to a replica that stays (the move adds them as voters first).
+        let moving_away = !placed.replicas.is_empty() && !placed.replicas.contains(&self.me);
+        if moving_away {
+            caught_up.retain(|id, _| placed.replicas.contains(id));
+        }
+        let urgent = !allowed || moving_away;
+        if urgent {
             // Still leading after asking them: try the others first.
             let untried: BTreeMap<NodeId, u64> = caught_up
                 .iter()
@@ -163,13 +177,14 @@ impl Handoff {
                 caught_up = untried;
             }
         }
-        let target = if !allowed {
+        let target = if urgent {
             // The preferred leader first, else whoever has the most.
-            self.preferred
+            placed
+                .preferred
                 .filter(|p| caught_up.contains_key(p))
                 .or_else(|| best(&caught_up))
         } else {
-            self.rebalance_target(&caught_up, now)
+            self.rebalance_target(placed.preferred, &caught_up, now)
         };
         let Some(to) = target else {
             return;
@@ -177,7 +192,13 @@ impl Handoff {
         tracing::info!(
             partition = self.partition,
             to,
-            reason = if allowed { "rebalance" } else { "may not lead" },
+            reason = if !allowed {
+                "may not lead"
+            } else if moving_away {
+                "moving away"
+            } else {
+                "rebalance"
+            },
             "handing leadership over"
         );
         self.asked = Some(now);
@@ -192,11 +213,12 @@ impl Handoff {
 
     fn rebalance_target(
         &mut self,
+        preferred: Option<NodeId>,
         caught_up: &BTreeMap<NodeId, u64>,
         now: Instant,
     ) -> Option<NodeId> {
         let urgent = self.node.urgent();
-        let Some(preferred) = self.preferred.filter(|&p| p != self.me) else {
+        let Some(preferred) = preferred.filter(|&p| p != self.me) else {
             self.urgent_seen = urgent;
             return None;
         };
@@ -219,10 +241,6 @@ impl Handoff {
         Some(preferred)
     }
 }
-
-/// Entries a voter may lack and still be handed leadership: openraft makes
-/// it wait for them (they are on their way) before it campaigns.
-const CATCH_UP_SLACK: u64 = 256;
 
 /// The other voters whose log holds nearly all of the leader's, with their
 /// matched index.

@@ -93,8 +93,9 @@ pub(crate) struct Ctx {
     /// The replica that should lead (the others hold back from the first
     /// election for it).
     pub preferred_leader: Option<NodeId>,
-    /// The group's voters at formation (empty: this node alone).
-    pub voters: Vec<NodeId>,
+    /// The group's voters at formation (empty: this node alone); `None`
+    /// when this replica joins a group that exists elsewhere.
+    pub voters: Option<Vec<NodeId>>,
 }
 
 /// What applying a proposed command reported, or why it did not apply.
@@ -678,11 +679,14 @@ impl Owner {
 
 /// Initialises the group here (and so campaigns) unless it already is.
 async fn form_group(ctx: &Ctx, why: &str) {
+    let Some(voters) = &ctx.voters else {
+        return;
+    };
     if ctx.raft.is_initialized().await.unwrap_or(true) {
         return;
     }
     tracing::info!(partition = ctx.partition, "{why}; forming the group");
-    if let Err(e) = crate::initialize(&ctx.raft, ctx.partition, ctx.node_id, &ctx.voters).await {
+    if let Err(e) = crate::initialize(&ctx.raft, ctx.partition, ctx.node_id, voters).await {
         tracing::warn!(partition = ctx.partition, "forming the group: {e}");
     }
 }

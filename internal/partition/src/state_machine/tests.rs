@@ -35,6 +35,7 @@ pub(crate) fn options(dir: &Path) -> PartitionOptions {
         id: 0,
         node_id: 1,
         voters: vec![1],
+        join: false,
         dir: dir.to_path_buf(),
         raft_log: std::sync::Arc::new(
             RaftLog::open(&dir.join("raftlog"), RaftLogOptions::default()).unwrap(),

@@ -38,6 +38,7 @@ pub fn options(
         id,
         node_id,
         voters: voters.to_vec(),
+        join: false,
         dir: dir.join(format!("partition-{id:04}")),
         raft_log,
         history_segment_bytes: 256 << 20,
