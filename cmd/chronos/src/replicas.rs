@@ -268,9 +268,14 @@ impl Replicas {
                 moving.push((started, p, target));
             }
         }
-        // Moves under way first, then new ones, in partition order.
-        moving.sort_by_key(|(started, p, _)| (!*started, p.id() != ROSTER_GROUP, p.id()));
-        for (_, p, target) in moving.into_iter().take(MAX_MOVES) {
+        // The roster group first, outside the limit: a node learns the
+        // roster (and so opens the replicas it is given) only through it,
+        // so partition moves to that node wait on it. Then moves under way,
+        // then new ones, in partition order.
+        moving.sort_by_key(|(started, p, _)| (p.id() != ROSTER_GROUP, !*started, p.id()));
+        let limit =
+            MAX_MOVES + usize::from(moving.first().is_some_and(|m| m.1.id() == ROSTER_GROUP));
+        for (_, p, target) in moving.into_iter().take(limit) {
             if !self.busy.lock().is_ok_and(|mut b| b.insert(p.id())) {
                 continue;
             }
@@ -286,6 +291,7 @@ impl Replicas {
         }
         // Replicas the placement took away: deleted once their leader
         // confirms this node is out of the group.
+        let mut released = Vec::new();
         for p in self.node.partitions.all().iter() {
             if placement.replicas(p.id()).contains(&me) || p.members().leader == Some(me) {
                 self.asks.remove(&p.id());
@@ -298,11 +304,16 @@ impl Replicas {
             }
             if self.left_group(p, &placement).await {
                 self.asks.remove(&p.id());
-                self.release(p.id()).await?;
+                released.push(p.id());
             } else {
                 let pause = (pause * 2).min(MAX_ASK_PAUSE);
                 self.asks.insert(p.id(), (now + pause, pause));
             }
+        }
+        // After the loop: its list of partitions holds each replica too,
+        // and a release waits until nothing else does.
+        for id in released {
+            self.release(id).await?;
         }
         if roster_group.members().leader == Some(me) {
             self.finish_leaving(&roster, &roster_group).await?;
@@ -405,6 +416,12 @@ impl Replicas {
         while Arc::strong_count(&p) > 1 && tokio::time::Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        if Arc::strong_count(&p) > 1 {
+            tracing::warn!(
+                partition = id,
+                "the released replica is still in use; deleting it anyway"
+            );
+        }
         drop(p);
         let dir = self.opener.dir(id);
         let doomed = dir.with_extension("removed");
@@ -464,11 +481,13 @@ async fn step(p: &Partition, me: u64, target: &BTreeSet<u64>) -> anyhow::Result<
     if !missing.is_empty() {
         return Ok(());
     }
-    let behind: BTreeMap<u64, u64> = target
+    // A learner that has not acknowledged anything yet (its node has not
+    // opened the replica) is behind however short the log is.
+    let behind: BTreeMap<u64, Option<u64>> = target
         .iter()
         .filter(|n| !m.voters.contains(n))
-        .map(|&n| (n, m.matched.get(&n).copied().unwrap_or(0)))
-        .filter(|&(_, matched)| matched + CATCH_UP_SLACK < m.last_log_index)
+        .map(|&n| (n, m.matched.get(&n).copied().flatten()))
+        .filter(|&(_, matched)| matched.is_none_or(|i| i + CATCH_UP_SLACK < m.last_log_index))
         .collect();
     if !behind.is_empty() {
         return Ok(());

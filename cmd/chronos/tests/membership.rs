@@ -63,6 +63,10 @@ fn settled_on(s: &ClusterStatusResponse, nodes: &[u64]) -> bool {
         && s.partitions
             .iter()
             .all(|p| p.voters.len() == 3 && p.learners.is_empty() && p.leader.is_some())
+        // Every voter holds the log (a new one is not promoted empty).
+        && s.partitions.iter().all(|p| {
+            p.replicas.len() == 2 && p.replicas.iter().all(|r| r.matched_index > 0 && r.lag <= 256)
+        })
         && used == nodes.iter().copied().collect()
 }
 

@@ -490,7 +490,10 @@ impl Partition {
             next_due_ts: self.store.first_pending_due().ok().flatten(),
             healthy: m.running_state.is_ok(),
             committed_index: m.local_committed.map_or(applied, |l| l.index.max(applied)),
-            replication: membership::matched(&m).into_iter().collect(),
+            replication: membership::matched(&m)
+                .into_iter()
+                .map(|(id, matched)| (id, matched.unwrap_or(0)))
+                .collect(),
         }
     }
 

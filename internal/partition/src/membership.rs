@@ -34,18 +34,19 @@ pub struct Members {
     /// A change is half done (joint consensus of two voter sets).
     pub joint: bool,
     pub leader: Option<NodeId>,
-    /// On the leader: its last log index and each other replica's matched index.
+    /// On the leader: its last log index and each other replica's matched
+    /// index (`None` until it acknowledged an entry or a snapshot).
     pub last_log_index: u64,
-    pub matched: BTreeMap<NodeId, u64>,
+    pub matched: BTreeMap<NodeId, Option<u64>>,
 }
 
-/// On the leader: each other replica's matched log index (0 for none yet).
-pub(crate) fn matched(m: &RaftMetrics) -> BTreeMap<NodeId, u64> {
+/// On the leader: each other replica's matched log index (`None` for none yet).
+pub(crate) fn matched(m: &RaftMetrics) -> BTreeMap<NodeId, Option<u64>> {
     m.replication
         .iter()
         .flatten()
         .filter(|(id, _)| **id != m.id)
-        .map(|(id, matched)| (*id, matched.map_or(0, |l| l.index)))
+        .map(|(id, matched)| (*id, matched.map(|l| l.index)))
         .collect()
 }
 
