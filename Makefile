@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR
 PATH := $(HOME)/.local/bin:$(PATH)
 export PATH
 
-.PHONY: run cluster test lint deps bench loadtest
+.PHONY: run cluster cluster-secure test lint deps bench loadtest
 
 ## Run one node with zero configuration: ./data, gRPC :9000, HTTP :8080.
 run: deps
@@ -15,6 +15,10 @@ run: deps
 ## A local 3-node cluster on loopback (gRPC 127.0.0.1:9001-9003) until Ctrl-C.
 cluster: deps
 	bash scripts/cluster.sh
+
+## The same with mutual TLS between nodes, TLS and a token for clients, audit.
+cluster-secure: deps
+	CLUSTER_SECURE=1 bash scripts/cluster.sh
 
 ## Unit, property, gRPC-over-loopback, crash and grpcurl tests.
 test: deps

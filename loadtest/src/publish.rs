@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use chronos_client::{Bearer, Conn, Tls};
 use chronos_proto::v1::event_service_client::EventServiceClient;
 use chronos_proto::v1::{Event, PublishBatchRequest, PublishRequest};
 use hdrhistogram::Histogram;
@@ -76,6 +77,15 @@ pub struct PublishArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
+    /// CA certificate (PEM) of a server with TLS (`https://` addresses).
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// The name the server's certificate carries, if not the address' host.
+    #[arg(long)]
+    tls_domain: Option<String>,
+    /// Bearer token sent with every RPC (or CHRONOS_TOKEN).
+    #[arg(long, env = "CHRONOS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 struct Shared {
@@ -90,7 +100,7 @@ struct Shared {
 
 async fn client_loop(
     args: PublishArgs,
-    channel: Channel,
+    channel: Conn,
     no: usize,
     shared: Arc<Shared>,
     start: Instant,
@@ -201,15 +211,26 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         n => n.min(args.clients),
     };
     let addrs: Vec<&str> = args.addr.split(',').map(str::trim).collect();
+    let tls = match &args.tls_ca {
+        None => None,
+        Some(ca) => Some(Tls {
+            domain: args.tls_domain.clone(),
+            ..Tls::from_files(ca, None, None)?
+        }),
+    };
+    let bearer = Bearer::new(args.token.as_deref())?;
     let mut channels = Vec::with_capacity(connections);
     for i in 0..connections {
         let addr = addrs[i % addrs.len()];
-        let channel = Channel::from_shared(addr.to_string())?
-            .tcp_nodelay(true)
+        let mut endpoint = Channel::from_shared(addr.to_string())?.tcp_nodelay(true);
+        if let Some(tls) = &tls {
+            endpoint = endpoint.tls_config(tls.config())?;
+        }
+        let channel = endpoint
             .connect()
             .await
             .with_context(|| format!("connecting to {addr}"))?;
-        channels.push(channel);
+        channels.push(Conn::new(channel, bearer.clone()));
     }
     let start = Instant::now();
     let mut tasks = Vec::new();

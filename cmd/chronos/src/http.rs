@@ -1,17 +1,25 @@
 //! HTTP endpoints: `/health` (process is up), `/ready` (every partition has a
 //! leader and a healthy log, and this node's clock is within bounds of the
-//! cluster's), `/metrics` (Prometheus text format).
+//! cluster's), `/metrics` (Prometheus text format). With `[auth]` on,
+//! `/ready` and `/metrics` want a bearer token of a principal that may
+//! describe the cluster, unless `auth.open_ready` / `auth.open_metrics`;
+//! `/health` is always open.
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use chronos_access::{Action, Permission};
+use chronos_api::guard::Caller;
 use chronos_api::Node;
 use chronos_raftlog::RaftLog;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+use crate::listen::{HttpsListener, Listener};
 
 #[derive(Clone)]
 struct AppState {
@@ -21,29 +29,65 @@ struct AppState {
 }
 
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     node: Arc<Node>,
     raft_log: Arc<RaftLog>,
     prometheus: PrometheusHandle,
     mut stop: watch::Receiver<bool>,
 ) {
+    let state = AppState {
+        node,
+        raft_log,
+        prometheus,
+    };
     let app = axum::Router::new()
-        .route("/health", get(|| async { "OK" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
-        .with_state(AppState {
-            node,
-            raft_log,
-            prometheus,
-        });
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await;
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorized))
+        .route("/health", get(|| async { "OK" }))
+        .with_state(state);
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let result = match listener {
+        Listener::Plain(l) => axum::serve(l, app).with_graceful_shutdown(stopped).await,
+        Listener::Tls(incoming) => {
+            let addr = incoming.local_addr();
+            let l = HttpsListener { incoming, addr };
+            axum::serve(l, app).with_graceful_shutdown(stopped).await
+        }
+    };
     if let Err(e) = result {
         tracing::warn!("http server: {e}");
     }
+}
+
+/// `/ready` and `/metrics` for a principal that may describe the cluster
+/// (or for anyone, where the config leaves them open).
+async fn authorized(State(s): State<AppState>, request: Request, next: Next) -> Response {
+    let access = s.node.guard.access();
+    let open = match request.uri().path() {
+        "/ready" => access.open_ready(),
+        "/metrics" => access.open_metrics(),
+        _ => false,
+    };
+    if !open {
+        let md = tonic::metadata::MetadataMap::from_headers(request.headers().clone());
+        let checked = s.node.guard.authenticate(&md, Vec::new).and_then(|p| {
+            let caller = Caller::Edge(p);
+            s.node
+                .guard
+                .authorize(&caller, &Action::cluster(Permission::Describe))
+        });
+        if let Err(status) = checked {
+            let code = match status.code() {
+                tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+                _ => StatusCode::FORBIDDEN,
+            };
+            return (code, format!("{}\n", status.message())).into_response();
+        }
+    }
+    next.run(request).await
 }
 
 async fn ready(State(s): State<AppState>) -> (StatusCode, String) {

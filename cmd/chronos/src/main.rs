@@ -8,6 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cli;
 mod http;
+mod listen;
 mod replicas;
 mod serve;
 mod telemetry;
@@ -35,8 +36,45 @@ struct Cli {
 enum Command {
     /// Run a node. With no options: ./data, gRPC on :9000, HTTP on :8080.
     Serve(ServeArgs),
+    /// Make bearer tokens and the hashes the server's config stores.
+    #[command(subcommand)]
+    Token(TokenCommand),
     #[command(flatten)]
     Client(cli::ClientCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// A new random token and its hash: give the token to the client, put
+    /// the hash in `auth.principals[].tokens`.
+    New,
+    /// The hash of a token (read from stdin, so it stays out of the shell's
+    /// history and the process list).
+    Hash,
+}
+
+fn token(cmd: TokenCommand) -> ExitCode {
+    match cmd {
+        TokenCommand::New => {
+            let token = chronos_access::new_token();
+            println!("token: {token}");
+            println!("hash:  {}", chronos_access::hash_token(&token));
+        }
+        TokenCommand::Hash => {
+            let mut line = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut line) {
+                eprintln!("chronos: reading the token from stdin: {e}");
+                return ExitCode::from(1);
+            }
+            let token = line.trim();
+            if token.is_empty() {
+                eprintln!("chronos: no token on stdin");
+                return ExitCode::from(1);
+            }
+            println!("{}", chronos_access::hash_token(token));
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// Flags override CHRONOS_* environment variables, which override the file.
@@ -133,6 +171,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Client(cmd) => cli::run(cli.conn, cmd),
+        Command::Token(cmd) => token(cmd),
         Command::Serve(args) => {
             let config =
                 match chronos_config::Config::load(args.config.as_deref(), &args.overrides()) {

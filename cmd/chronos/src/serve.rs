@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use chronos_api::gateway::Cluster;
+use chronos_api::guard::{Gate, Guard};
 use chronos_api::{Hosted, Limits, Node, Router};
 use chronos_clock::{Clock, ClockOptions};
 use chronos_config::{Config, FsyncMode};
@@ -19,13 +20,16 @@ use chronos_partition::{
 use chronos_placement::{Placement, ROSTER_GROUP};
 use chronos_proto::internal::RosterNode;
 use chronos_raftlog::{RaftLog, RaftLogOptions};
-use chronos_raftnet::{Groups, Peer, Peers};
+use chronos_raftnet::{Groups, Peer, PeerTls, Peers};
 use chronos_store::StoreResources;
 use chronos_wal::Retention;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
+use crate::listen::{self, Listener};
 use crate::replicas::{self, Opener, Replicas};
 use crate::{http, telemetry};
 
@@ -79,6 +83,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let grpc_addr = grpc.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 
+    let public_tls = listen::public_tls(config.tls.as_ref())?;
+    let cluster_tls = listen::cluster_tls(config.cluster.tls.as_ref())?;
     let peers = peers(&config)?;
     let clock = match &peers {
         None => Clock::single(),
@@ -205,25 +211,56 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         clock,
         stopping,
         handoffs,
+        guard: guard(&config)?,
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let http_task = tokio::spawn(http::serve(
-        http_listener,
+        Listener::new(http_listener, public_tls.as_ref()),
         node.clone(),
         raft_log.clone(),
         prometheus,
         stop_rx.clone(),
     ));
     let internal_task = internal.map(|listener| {
+        // Over TLS, the peer's certificate must name a node of the roster.
+        let check = match (&cluster_tls, &node.cluster) {
+            (Some(_), Some(cluster)) => Some(listen::NodeCheck {
+                peers: cluster.peers.clone(),
+                cluster: config.cluster.name.clone(),
+            }),
+            _ => None,
+        };
         tokio::spawn(serve_internal(
-            listener,
+            (Listener::new(listener, cluster_tls.as_ref()), check),
             node.clone(),
             (groups.clone(), may_lead.clone()),
             stop_rx.clone(),
         ))
     });
-    let grpc_task = tokio::spawn(serve_grpc(grpc, node.clone(), stop_rx.clone()));
+    let grpc_task = tokio::spawn(serve_grpc(
+        Listener::new(grpc, public_tls.as_ref()),
+        node.clone(),
+        stop_rx.clone(),
+    ));
+    let reloads: Vec<(&'static str, chronos_tls::ServerTls)> = [
+        ("tls", public_tls.clone()),
+        ("cluster.tls", cluster_tls.clone()),
+    ]
+    .into_iter()
+    .filter_map(|(what, tls)| Some((what, tls?)))
+    .collect();
+    let reload_principals = {
+        let (node, config) = (node.clone(), config.clone());
+        Arc::new(move || match access(&config) {
+            Ok(access) => {
+                node.guard.replace(access);
+                tracing::info!("SIGHUP: principals and tokens reloaded");
+            }
+            Err(e) => tracing::warn!("SIGHUP: principals kept; reload failed: {e:#}"),
+        })
+    };
+    let hup_task = listen::reload_on_sighup(reloads, reload_principals)?;
     let replicas_task = node.cluster.is_some().then(|| {
         let replicas = Replicas {
             node: node.clone(),
@@ -279,6 +316,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         task.abort();
     }
     http_task.abort();
+    hup_task.abort();
     upkeep.abort();
     tracing::info!("stopped");
     Ok(())
@@ -458,8 +496,27 @@ fn peers(config: &Config) -> anyhow::Result<Option<Peers>> {
             api_addr: n.api_addr.clone(),
         })
         .collect();
+    let tls = match &config.cluster.tls {
+        None => None,
+        Some(tls) => {
+            let read = |field: &str, path: &Path| {
+                std::fs::read(path)
+                    .with_context(|| format!("cluster.tls.{field}: reading {}", path.display()))
+            };
+            let config_tls = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(read("ca", &tls.ca)?))
+                .identity(Identity::from_pem(
+                    read("cert", &tls.cert)?,
+                    read("key", &tls.key)?,
+                ));
+            Some(PeerTls {
+                config: config_tls,
+                cluster: config.cluster.name.clone(),
+            })
+        }
+    };
     Ok(Some(
-        Peers::new(config.node_id, &nodes).context("cluster.nodes")?,
+        Peers::new(config.node_id, &nodes, tls).context("cluster.nodes")?,
     ))
 }
 
@@ -481,7 +538,7 @@ fn seeds(config: &Config) -> Vec<RosterNode> {
 }
 
 async fn serve_grpc(
-    listener: TcpListener,
+    listener: Listener,
     node: Arc<Node>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -494,7 +551,7 @@ async fn serve_grpc(
         .register_encoded_file_descriptor_set(chronos_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let (events, admin) = chronos_api::services(node);
+    let (events, admin) = chronos_api::services(node.clone(), Gate::Edge(node));
     for name in ["", "chronos.v1.EventService", "chronos.v1.AdminService"] {
         health
             .set_service_status(name, tonic_health::ServingStatus::Serving)
@@ -512,17 +569,29 @@ async fn serve_grpc(
 /// Serves `router` on `listener` until `stop` turns true.
 async fn serve_until_stopped(
     router: tonic::transport::server::Router,
-    listener: TcpListener,
+    listener: Listener,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    // Small replies must not wait for Nagle's algorithm (a 40 ms stall against
-    // delayed ACKs was the whole of batched publish latency before this).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    router
-        .serve_with_incoming_shutdown(incoming, async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await?;
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    match listener {
+        Listener::Plain(listener) => {
+            // Small replies must not wait for Nagle's algorithm (a 40 ms stall
+            // against delayed ACKs was the whole of batched publish latency
+            // before this).
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            router
+                .serve_with_incoming_shutdown(incoming, stopped)
+                .await?
+        }
+        Listener::Tls(incoming) => {
+            router
+                .serve_with_incoming_shutdown(incoming, stopped)
+                .await?
+        }
+    }
     Ok(())
 }
 
@@ -530,18 +599,22 @@ async fn serve_until_stopped(
 /// groups, and forwarded public requests (the same services, without health
 /// and reflection).
 async fn serve_internal(
-    listener: TcpListener,
+    (listener, check): (Listener, Option<listen::NodeCheck>),
     node: Arc<Node>,
     (groups, may_lead): (Groups, watch::Receiver<bool>),
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let now = chronos_clock::service(node.node_id);
-    let (events, admin) = chronos_api::services(node);
+    let (events, admin) = chronos_api::services(node, Gate::Internal);
+    let check = listen::OptionalCheck(check);
     let router = tonic::transport::Server::builder()
-        .add_service(chronos_raftnet::service(groups, may_lead))
-        .add_service(now)
-        .add_service(events)
-        .add_service(admin);
+        .add_service(InterceptedService::new(
+            chronos_raftnet::service(groups, may_lead),
+            check.clone(),
+        ))
+        .add_service(InterceptedService::new(now, check.clone()))
+        .add_service(InterceptedService::new(events, check.clone()))
+        .add_service(InterceptedService::new(admin, check));
     serve_until_stopped(router, listener, stop).await
 }
 
@@ -553,4 +626,22 @@ async fn wait_for_signal() -> anyhow::Result<&'static str> {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     })
+}
+
+/// The rules of the config's `[auth]` (and its principals file).
+fn access(config: &Config) -> anyhow::Result<chronos_access::Access> {
+    let extra = match &config.auth.principals_file {
+        None => Vec::new(),
+        Some(path) => chronos_access::read_principals_file(path)
+            .with_context(|| format!("auth.principals_file {}", path.display()))?,
+    };
+    chronos_access::Access::new(&config.auth, extra).context("auth")
+}
+
+fn guard(config: &Config) -> anyhow::Result<Guard> {
+    let audit = match &config.audit {
+        None => chronos_access::Audit::disabled(),
+        Some(audit) => chronos_access::Audit::open(audit.clone()).context("audit")?,
+    };
+    Ok(Guard::new(access(config)?, audit, config.node_id))
 }

@@ -34,7 +34,8 @@ fn readme_grpcurl_lines() -> Vec<String> {
     readme
         .lines()
         .map(str::trim)
-        .filter(|l| l.starts_with("grpcurl "))
+        // Lines for a secured server (`-cacert`) run in tests/security.rs.
+        .filter(|l| l.starts_with("grpcurl ") && !l.contains("-cacert"))
         .map(String::from)
         .collect()
 }

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chronos_access::{Action, Permission};
 use chronos_partition::{Partition, PartitionStatus};
 use chronos_proto::v1::admin_service_server::AdminService;
 use chronos_proto::v1::*;
@@ -35,6 +36,13 @@ impl Admin {
 
     fn incoming<T>(&self, r: &Request<T>) -> Result<Incoming, Status> {
         Incoming::of(r, self.node.router.partitions())
+    }
+
+    /// The request's caller and forwarding, once the caller may do `action`.
+    fn admit<T>(&self, r: &Request<T>, action: Action) -> Result<Incoming, Status> {
+        let incoming = self.incoming(r)?;
+        self.node.guard.authorize(&incoming.caller, &action)?;
+        Ok(incoming)
     }
 
     fn deadline(&self) -> Instant {
@@ -70,7 +78,7 @@ impl Admin {
                 async move {
                     let all: Vec<u32> = self.node.all_partitions();
                     let deadline = Instant::now() + STATUS_TIMEOUT;
-                    let incoming = Incoming::default();
+                    let incoming = Incoming::internal();
                     let req = ListPartitionsRequest {};
                     let call = self
                         .node
@@ -209,7 +217,7 @@ impl AdminService for Admin {
         &self,
         r: Request<ListTopicsRequest>,
     ) -> Result<Response<ListTopicsResponse>, Status> {
-        let incoming = self.incoming(&r)?;
+        let incoming = self.admit(&r, Action::cluster(Permission::Describe))?;
         let answers = self
             .scatter(
                 &incoming,
@@ -245,7 +253,7 @@ impl AdminService for Admin {
         &self,
         r: Request<RebalanceRequest>,
     ) -> Result<Response<RebalanceResponse>, Status> {
-        let incoming = self.incoming(&r)?;
+        let incoming = self.admit(&r, Action::cluster(Permission::Cluster))?;
         self.node.handoffs.rebalance_now();
         let mut nodes = vec![self.node.node_id];
         // Asked by a client: every other node rebalances its own too.
@@ -274,6 +282,10 @@ impl AdminService for Admin {
             nodes.extend(futures::future::join_all(asks).await.into_iter().flatten());
         }
         nodes.sort_unstable();
+        let done: Result<(), Status> = Ok(());
+        self.node
+            .guard
+            .audit(&incoming.caller, "rebalance", "cluster", &done);
         Ok(Response::new(RebalanceResponse { nodes }))
     }
 
@@ -281,7 +293,7 @@ impl AdminService for Admin {
         &self,
         r: Request<ListPartitionsRequest>,
     ) -> Result<Response<ListPartitionsResponse>, Status> {
-        let incoming = self.incoming(&r)?;
+        let incoming = self.admit(&r, Action::cluster(Permission::Describe))?;
         let partitions = match &incoming.scope {
             // Another node asks for this node's own view.
             Some(scope) => self.local_infos(Some(scope)),
@@ -292,8 +304,9 @@ impl AdminService for Admin {
 
     async fn cluster_status(
         &self,
-        _r: Request<ClusterStatusRequest>,
+        r: Request<ClusterStatusRequest>,
     ) -> Result<Response<ClusterStatusResponse>, Status> {
+        self.admit(&r, Action::cluster(Permission::Describe))?;
         let (partitions, reached) = self.cluster_infos().await;
         let clock = self.node.clock.report();
         let offset_of = |id: u64| {
@@ -361,15 +374,16 @@ impl AdminService for Admin {
         &self,
         r: Request<AddNodeRequest>,
     ) -> Result<Response<AddNodeResponse>, Status> {
-        let incoming = self.incoming(&r)?;
+        let incoming = self.admit(&r, Action::cluster(Permission::Cluster))?;
         let req = r.into_inner();
+        let target = format!("node={} raft_addr={}", req.node_id, req.raft_addr);
         let node = chronos_proto::internal::RosterNode {
             id: req.node_id,
             raft_addr: req.raft_addr.clone(),
             api_addr: req.api_addr.clone(),
             leaving: false,
         };
-        let (nodes, roster_version) = self
+        let changed = self
             .node
             .change_roster(
                 &incoming,
@@ -377,7 +391,11 @@ impl AdminService for Admin {
                 Node::add_rule(node),
                 |a: AddNodeResponse| (a.nodes, a.roster_version),
             )
-            .await?;
+            .await;
+        self.node
+            .guard
+            .audit(&incoming.caller, "add_node", &target, &changed);
+        let (nodes, roster_version) = changed?;
         Ok(Response::new(AddNodeResponse {
             nodes,
             roster_version,
@@ -388,15 +406,20 @@ impl AdminService for Admin {
         &self,
         r: Request<RemoveNodeRequest>,
     ) -> Result<Response<RemoveNodeResponse>, Status> {
-        let incoming = self.incoming(&r)?;
+        let incoming = self.admit(&r, Action::cluster(Permission::Cluster))?;
         let req = r.into_inner();
+        let target = format!("node={}", req.node_id);
         let rule = self.node.remove_rule(req.node_id);
-        let (nodes, roster_version) = self
+        let changed = self
             .node
             .change_roster(&incoming, req, rule, |a: RemoveNodeResponse| {
                 (a.nodes, a.roster_version)
             })
-            .await?;
+            .await;
+        self.node
+            .guard
+            .audit(&incoming.caller, "remove_node", &target, &changed);
+        let (nodes, roster_version) = changed?;
         Ok(Response::new(RemoveNodeResponse {
             nodes,
             roster_version,
@@ -412,6 +435,12 @@ impl AdminService for Admin {
         if !topic.is_empty() {
             validate::topic("topic", &topic)?;
         }
+        let action = Action {
+            permission: Permission::Describe,
+            topic: (!topic.is_empty()).then_some(topic.as_str()),
+            group: None,
+        };
+        self.node.guard.authorize(&incoming.caller, &action)?;
         let groups = self.groups(&incoming, &topic).await?;
         Ok(Response::new(ListGroupsResponse {
             groups: groups.into_values().collect(),
@@ -425,6 +454,8 @@ impl AdminService for Admin {
         let incoming = self.incoming(&r)?;
         let r = r.into_inner();
         validate_group(&r.consumer_group, &r.topic)?;
+        let action = Action::on_group(Permission::Describe, &r.topic, &r.consumer_group);
+        self.node.guard.authorize(&incoming.caller, &action)?;
         let mut groups = self.groups(&incoming, &r.topic).await?;
         let group = groups
             .remove(&(r.topic.clone(), r.consumer_group.clone()))
@@ -439,6 +470,8 @@ impl AdminService for Admin {
         let incoming = self.incoming(&r)?;
         let r = r.into_inner();
         validate_group(&r.consumer_group, &r.topic)?;
+        let action = Action::on_group(Permission::Seek, &r.topic, &r.consumer_group);
+        self.node.guard.authorize(&incoming.caller, &action)?;
         if r.ts < 0 {
             return Err(Status::invalid_argument(format!(
                 "ts: {} is negative; it is milliseconds since the Unix epoch",
@@ -446,24 +479,30 @@ impl AdminService for Admin {
             )));
         }
         let (topic, group, ts) = (r.topic.clone(), r.consumer_group.clone(), r.ts);
-        self.on_group(
-            &incoming,
-            &r.consumer_group,
-            &r.topic,
-            move |p| {
-                let (topic, group) = (topic.clone(), group.clone());
-                async move {
-                    p.seek(topic, group, ts)
-                        .await
-                        .map_err(status::from_partition)
-                }
-            },
-            |ch, scope| {
-                let ask = self.scoped(ch, r.clone(), &incoming, &scope);
-                async move { found(ask.await).map(|o| o.map(|_| ())) }
-            },
-        )
-        .await?;
+        let sought = self
+            .on_group(
+                &incoming,
+                &r.consumer_group,
+                &r.topic,
+                move |p| {
+                    let (topic, group) = (topic.clone(), group.clone());
+                    async move {
+                        p.seek(topic, group, ts)
+                            .await
+                            .map_err(status::from_partition)
+                    }
+                },
+                |ch, scope| {
+                    let ask = self.scoped(ch, r.clone(), &incoming, &scope);
+                    async move { found(ask.await).map(|o| o.map(|_| ())) }
+                },
+            )
+            .await;
+        let target = format!("topic={} group={} ts={}", r.topic, r.consumer_group, r.ts);
+        self.node
+            .guard
+            .audit(&incoming.caller, "seek_group", &target, &sought);
+        sought?;
         Ok(Response::new(SeekGroupResponse {}))
     }
 
@@ -474,6 +513,8 @@ impl AdminService for Admin {
         let incoming = self.incoming(&r)?;
         let r = r.into_inner();
         validate_group(&r.consumer_group, &r.topic)?;
+        let action = Action::on_group(Permission::ReadDeadLetters, &r.topic, &r.consumer_group);
+        self.node.guard.authorize(&incoming.caller, &action)?;
         let limit = match r.limit {
             0 => DEFAULT_DEAD_LETTERS,
             n if n > MAX_DEAD_LETTERS => {
@@ -518,6 +559,8 @@ impl AdminService for Admin {
         let incoming = self.incoming(&r)?;
         let r = r.into_inner();
         validate_group(&r.consumer_group, &r.topic)?;
+        let action = Action::on_group(Permission::Redrive, &r.topic, &r.consumer_group);
+        self.node.guard.authorize(&incoming.caller, &action)?;
         for (i, id) in r.message_ids.iter().enumerate() {
             validate::message_id(&format!("message_ids[{i}]"), id)?;
         }
@@ -544,7 +587,21 @@ impl AdminService for Admin {
                     async move { found(ask.await).map(|o| o.map(|r| r.redriven)) }
                 },
             )
-            .await?;
+            .await;
+        let target = format!(
+            "topic={} group={} message_ids={}",
+            r.topic,
+            r.consumer_group,
+            if r.message_ids.is_empty() {
+                "all".to_string()
+            } else {
+                r.message_ids.join(",")
+            }
+        );
+        self.node
+            .guard
+            .audit(&incoming.caller, "redrive_dead_letters", &target, &answers);
+        let answers = answers?;
         Ok(Response::new(RedriveDeadLettersResponse {
             redriven: answers.into_iter().sum(),
         }))

@@ -5,10 +5,11 @@
 //! same stream. Acks are split by the partition named in each delivery id and
 //! go to that partition's leader.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::Arc;
 
+use chronos_access::{Action, Permission, StreamGuard};
 use chronos_config::MAX_INFLIGHT_LIMIT;
 use chronos_partition::{
     parse_delivery_id, Member, Outgoing, Partition, SettleItem, SettleOp, SettleResult, Start,
@@ -37,6 +38,8 @@ pub struct Subscription {
     partitions: Vec<Arc<Partition>>,
     /// Streams from the leaders of partitions this node does not lead.
     upstreams: Vec<Upstream>,
+    /// Holds one of the caller's concurrent streams while the member lives.
+    _quota: Option<StreamGuard>,
 }
 
 /// A `Consume` stream to another node that leads one of the partitions.
@@ -125,6 +128,9 @@ pub async fn subscribe(
     let field = |name: &str| format!("{prefix}{name}");
     validate::group(&field("consumer_group"), &req.consumer_group)?;
     validate::topic(&field("topic"), &req.topic)?;
+    let action = Action::on_group(Permission::Consume, &req.topic, &req.consumer_group);
+    node.guard.authorize(&incoming.caller, &action)?;
+    let stream_quota = node.guard.open_stream(&incoming.caller)?;
     if req.max_inflight > MAX_INFLIGHT_LIMIT {
         return Err(invalid(
             &field("max_inflight"),
@@ -168,6 +174,7 @@ pub async fn subscribe(
         node_id: node.node_id,
         partitions: Vec::new(),
         upstreams: Vec::new(),
+        _quota: stream_quota,
     };
     let deadline = Instant::now() + node.publish_timeout;
     // Every partition at once: a slow election on one does not hold up the others.
@@ -285,6 +292,7 @@ pub async fn ack(
         }
     };
     let mut by_partition: BTreeMap<u32, (Vec<SettleItem>, Vec<AckItem>)> = BTreeMap::new();
+    let mut checked = BTreeSet::new();
     for (i, item) in req.items.into_iter().enumerate() {
         let field = || format!("{prefix}items[{i}].delivery_id");
         let (partition, topic, seq, attempt) =
@@ -295,6 +303,10 @@ pub async fn ack(
                 )
             })?;
         node.partition_id(&field(), partition.into())?;
+        if checked.insert(topic.clone()) {
+            let action = Action::on_group(Permission::Consume, &topic, &group);
+            node.guard.authorize(&incoming.caller, &action)?;
+        }
         let op = if item.nack {
             SettleOp::Nack {
                 delay_ms: item.nack_delay_ms,

@@ -1,11 +1,12 @@
 //! `EventService`: publish, cancel, consume (Subscribe, Ack, Consume: see
 //! `consume.rs`) and replay.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chronos_access::{Action, Permission};
 use chronos_partition::{
     event_of, CancelOutcome, Partition, PartitionError, PublishOutcome, ReplayQuery, ReplayRange,
     ReplayedEvent,
@@ -169,6 +170,12 @@ impl EventService for Events {
             .event
             .ok_or_else(|| Status::invalid_argument("event: is required"))?;
         validate::event("event", &event, &self.node.limits)?;
+        let guard = &self.node.guard;
+        guard.authorize(
+            &incoming.caller,
+            &Action::on_topic(Permission::Publish, &event.topic),
+        )?;
+        guard.charge_publish(&incoming.caller, 1, event.payload.len() as u64)?;
         let started = Instant::now();
         let partition = self.node.router.route(&event.key, &event.message_id);
         let result = self
@@ -191,6 +198,16 @@ impl EventService for Events {
         let started = Instant::now();
         let events = request.into_inner().events;
         validate::batch(&events, &self.node.limits)?;
+        let guard = &self.node.guard;
+        let topics: BTreeSet<&str> = events.iter().map(|e| e.topic.as_str()).collect();
+        for topic in topics {
+            guard.authorize(
+                &incoming.caller,
+                &Action::on_topic(Permission::Publish, topic),
+            )?;
+        }
+        let bytes = events.iter().map(|e| e.payload.len() as u64).sum();
+        guard.charge_publish(&incoming.caller, events.len() as u64, bytes)?;
         let total = events.len();
         let mut by_partition: BTreeMap<u32, (Vec<usize>, Vec<Event>)> = BTreeMap::new();
         for (i, ev) in events.into_iter().enumerate() {
@@ -239,6 +256,11 @@ impl EventService for Events {
         let req = request.into_inner();
         validate::topic("topic", &req.topic)?;
         validate::message_id("message_id", &req.message_id)?;
+        let guard = &self.node.guard;
+        guard.authorize(
+            &incoming.caller,
+            &Action::on_topic(Permission::Cancel, &req.topic),
+        )?;
         let partition = self.node.router.route(&req.key, &req.message_id);
         let deadline = Instant::now() + self.node.publish_timeout;
         let here =
@@ -246,8 +268,10 @@ impl EventService for Events {
         let resp = self
             .node
             .on_leader_of(partition, &incoming, deadline, &req, here, |r| r)
-            .await?;
-        Ok(Response::new(resp))
+            .await;
+        let target = format!("topic={} message_id={}", req.topic, req.message_id);
+        guard.audit(&incoming.caller, "cancel", &target, &resp);
+        Ok(Response::new(resp?))
     }
 
     type SubscribeStream = BoxStream<Delivery>;
@@ -292,6 +316,12 @@ impl EventService for Events {
             validate::topic("topic", &req.topic)?;
             Some(req.topic.clone())
         };
+        let action = Action {
+            permission: Permission::Replay,
+            topic: topic.as_deref(),
+            group: None,
+        };
+        self.node.guard.authorize(&incoming.caller, &action)?;
         let partitions = match req.partition_id {
             None | Some(-1) => self.node.all_partitions(),
             Some(id) => vec![self.node.partition_id("partition_id", id.into())?],

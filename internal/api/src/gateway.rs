@@ -24,6 +24,7 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
+use crate::guard::{Caller, PRINCIPAL};
 use crate::status::LEADER_HINT;
 use crate::Node;
 
@@ -92,9 +93,10 @@ pub enum Target {
     Remote { node: u64, channel: Channel },
 }
 
-/// What a request arriving here says about its forwarding.
-#[derive(Debug, Clone, Default)]
+/// What a request arriving here says about its caller and its forwarding.
+#[derive(Debug, Clone)]
 pub struct Incoming {
+    pub caller: Caller,
     pub hops: u32,
     /// The partitions an admin request covers (set by the forwarding gateway).
     pub scope: Option<Vec<u32>>,
@@ -102,10 +104,26 @@ pub struct Incoming {
 
 impl Incoming {
     pub fn of<T>(request: &Request<T>, partitions: u32) -> Result<Incoming, Status> {
-        Incoming::from_metadata(request.metadata(), partitions)
+        let caller = Caller::of(request)?;
+        Incoming::from_metadata(caller, request.metadata(), partitions)
     }
 
-    pub fn from_metadata(md: &MetadataMap, partitions: u32) -> Result<Incoming, Status> {
+    /// A request this node makes of its own accord (status gathering).
+    pub fn internal() -> Incoming {
+        Incoming {
+            caller: Caller::Node {
+                principal: "system".into(),
+            },
+            hops: 0,
+            scope: None,
+        }
+    }
+
+    fn from_metadata(
+        caller: Caller,
+        md: &MetadataMap,
+        partitions: u32,
+    ) -> Result<Incoming, Status> {
         let text = |key: &str| md.get(key).and_then(|v| v.to_str().ok());
         let hops = match text(HOPS) {
             None => 0,
@@ -128,7 +146,11 @@ impl Incoming {
                     })?,
             ),
         };
-        Ok(Incoming { hops, scope })
+        Ok(Incoming {
+            caller,
+            hops,
+            scope,
+        })
     }
 
     /// The partitions this request covers: its scope, or every partition.
@@ -151,6 +173,9 @@ pub fn forwarded<T>(
     let md = req.metadata_mut();
     if let Ok(v) = (incoming.hops + 1).to_string().parse() {
         md.insert(HOPS, v);
+    }
+    if let Ok(v) = incoming.caller.name().parse() {
+        md.insert(PRINCIPAL, v);
     }
     if let Some(scope) = scope {
         let list: Vec<String> = scope.iter().map(u32::to_string).collect();

@@ -13,6 +13,7 @@ mod consume;
 mod events;
 mod forward;
 pub mod gateway;
+pub mod guard;
 mod roster;
 pub mod status;
 pub mod validate;
@@ -23,6 +24,7 @@ use std::time::Duration;
 use chronos_partition::Partition;
 use chronos_proto::v1::admin_service_server::AdminServiceServer;
 use chronos_proto::v1::event_service_server::EventServiceServer;
+use tonic::service::interceptor::InterceptedService;
 use tonic::Status;
 
 pub use chronos_placement::Router;
@@ -97,6 +99,8 @@ pub struct Node {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// The node's leadership handoffs (`Rebalance` starts them at once).
     pub handoffs: chronos_partition::Handoffs,
+    /// Authentication, authorization, quotas and audit at the edge.
+    pub guard: guard::Guard,
 }
 
 impl Node {
@@ -135,17 +139,23 @@ impl Node {
     }
 }
 
-/// The two public services over one node.
+/// The public services over one node, as a listener serves them: `gate`
+/// sets each request's caller (authenticating clients on the public
+/// listener; trusting the forwarding node on the node-to-node one).
 pub fn services(
     node: Arc<Node>,
+    gate: guard::Gate,
 ) -> (
-    EventServiceServer<events::Events>,
-    AdminServiceServer<admin::Admin>,
+    InterceptedService<EventServiceServer<events::Events>, guard::Gate>,
+    InterceptedService<AdminServiceServer<admin::Admin>, guard::Gate>,
 ) {
     let limit = node.message_limit();
     let events = EventServiceServer::new(events::Events::new(node.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
     let admin = AdminServiceServer::new(admin::Admin::new(node));
-    (events, admin)
+    (
+        InterceptedService::new(events, gate.clone()),
+        InterceptedService::new(admin, gate),
+    )
 }

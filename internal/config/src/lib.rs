@@ -57,6 +57,36 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     pub delivery: DeliveryConfig,
     pub cluster: ClusterConfig,
+    /// TLS on the public gRPC and HTTP listeners; absent = plaintext.
+    pub tls: Option<TlsConfig>,
+    /// Who may call: principals, their tokens and grants (off by default).
+    pub auth: chronos_access::AuthConfig,
+    /// Where state-changing actions and denials are written; absent = nowhere.
+    pub audit: Option<chronos_access::AuditConfig>,
+}
+
+/// Certificate and key (PEM files) a listener presents; re-read on SIGHUP.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key of the leaf (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// CA whose client certificates authenticate clients (mapped to
+    /// principals by `auth.principals[].cert_names`); absent = none asked.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Mutual TLS between nodes: each node presents `cert` (naming it
+/// `node-<id>.<cluster.name>`) and accepts only peers whose certificate
+/// `ca` signed and that name a node of the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTlsConfig {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Static cluster membership. Empty `nodes` = a single node that needs no peers.
@@ -85,6 +115,14 @@ pub struct ClusterConfig {
     /// nodes as configured on them, plus this one. Ignored once the node
     /// holds the roster (every restart after it was added).
     pub join: bool,
+    /// The cluster's name: node certificates name `node-<id>.<name>`, so a
+    /// node of another cluster (even under the same CA) is refused.
+    pub name: String,
+    /// Mutual TLS between nodes; required unless `allow_plaintext`.
+    pub tls: Option<ClusterTlsConfig>,
+    /// Let a cluster run without TLS on its node-to-node and public
+    /// listeners (a lab, or a network that is private by other means).
+    pub allow_plaintext: bool,
 }
 
 impl Default for ClusterConfig {
@@ -96,6 +134,9 @@ impl Default for ClusterConfig {
             clock_probe_interval: Duration::from_millis(500),
             rebalance_after: Duration::from_secs(10),
             join: false,
+            name: "chronos".into(),
+            tls: None,
+            allow_plaintext: false,
         }
     }
 }
@@ -184,6 +225,24 @@ impl ClusterConfig {
             return Err(format!(
                 "node_id {node_id} is not one of cluster.nodes (ids {ids:?})"
             ));
+        }
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(format!(
+                "cluster.name: {:?} must be letters, digits, '-' and '.' (it is part of a DNS name)",
+                self.name
+            ));
+        }
+        if self.tls.is_none() && !self.allow_plaintext {
+            return Err(
+                "cluster.tls: a cluster needs mutual TLS between its nodes (cluster.tls.ca, .cert, .key); \
+                 set cluster.allow_plaintext = true to run one without"
+                    .into(),
+            );
         }
         let rf = self.effective_replication_factor();
         if rf == 0 || rf as usize > self.nodes.len() {
@@ -346,6 +405,9 @@ impl Default for Config {
             scheduler: SchedulerConfig::default(),
             delivery: DeliveryConfig::default(),
             cluster: ClusterConfig::default(),
+            tls: None,
+            auth: chronos_access::AuthConfig::default(),
+            audit: None,
         }
     }
 }
@@ -555,7 +617,18 @@ impl Config {
         if self.dedup_ttl.is_zero() {
             return bad("dedup_ttl must be positive".into());
         }
-        self.cluster.validate(self.node_id).or_else(bad)
+        self.cluster.validate(self.node_id).or_else(bad)?;
+        self.auth
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if !self.cluster.nodes.is_empty() && self.tls.is_none() && !self.cluster.allow_plaintext {
+            return bad(
+                "tls: a cluster serves clients over TLS (tls.cert, tls.key); \
+                 set cluster.allow_plaintext = true to run one without"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 }
 

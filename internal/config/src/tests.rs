@@ -75,7 +75,7 @@ fn example_file_matches_defaults() {
 
 fn cluster_file(dir: &Path, node_id: u64, extra: &str) -> PathBuf {
     let file = dir.join(format!("node{node_id}.toml"));
-    let mut text = format!("node_id = {node_id}\n[cluster]\n{extra}\n");
+    let mut text = format!("node_id = {node_id}\n[cluster]\nallow_plaintext = true\n{extra}\n");
     for id in 1..=3 {
         text.push_str(&format!(
             "[[cluster.nodes]]\nid = {id}\nraft_addr = \"127.0.0.{id}:9100\"\napi_addr = \"127.0.0.{id}:9000\"\n"
@@ -146,4 +146,43 @@ fn bad_cluster_configs_name_the_field() {
     std::fs::write(&file, "[cluster]\nreplication_factor = 3\n").unwrap();
     let err = Config::load(Some(&file), &flags).unwrap_err();
     assert!(err.to_string().contains("cluster.nodes is empty"), "{err}");
+}
+
+#[test]
+fn a_cluster_needs_tls_or_says_it_allows_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = Overrides::default();
+    let file = dir.path().join("plain.toml");
+    let mut text = String::from("node_id = 1\n[cluster]\n");
+    for id in 1..=3 {
+        text += &format!(
+            "[[cluster.nodes]]\nid = {id}\nraft_addr = \"127.0.0.{id}:9100\"\napi_addr = \"127.0.0.{id}:9000\"\n"
+        );
+    }
+    std::fs::write(&file, &text).unwrap();
+    let err = Config::load(Some(&file), &flags).unwrap_err();
+    assert!(err.to_string().contains("cluster.tls"), "{err}");
+
+    // Node-to-node TLS alone still leaves clients in plaintext.
+    let tls = "[cluster.tls]\nca = \"ca.pem\"\ncert = \"n.pem\"\nkey = \"n.key\"\n";
+    std::fs::write(&file, format!("{text}{tls}")).unwrap();
+    let err = Config::load(Some(&file), &flags).unwrap_err();
+    assert!(
+        err.to_string().starts_with("invalid configuration: tls:"),
+        "{err}"
+    );
+
+    let public = "[tls]\ncert = \"s.pem\"\nkey = \"s.key\"\n";
+    std::fs::write(&file, format!("{text}{tls}{public}")).unwrap();
+    let c = Config::load(Some(&file), &flags).expect("secured cluster");
+    assert_eq!(c.cluster.name, "chronos");
+    assert_eq!(c.tls.unwrap().client_ca, None);
+
+    let named = text.replace(
+        "[cluster]\n",
+        "[cluster]\nname = \"bad name\"\nallow_plaintext = true\n",
+    );
+    std::fs::write(&file, named).unwrap();
+    let err = Config::load(Some(&file), &flags).unwrap_err();
+    assert!(err.to_string().contains("cluster.name"), "{err}");
 }

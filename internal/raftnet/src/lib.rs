@@ -33,5 +33,5 @@ pub mod wire;
 
 pub use groups::Groups;
 pub use network::{Connection, Network};
-pub use peers::{Peer, Peers};
+pub use peers::{Peer, PeerTls, Peers};
 pub use server::{held, membership, service, Service};

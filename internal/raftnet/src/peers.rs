@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// How long a connection attempt to a peer may take before the call fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -27,10 +27,28 @@ pub struct Peer {
 pub struct Peers {
     me: u64,
     nodes: Arc<RwLock<BTreeMap<u64, (Peer, Channel)>>>,
+    tls: Option<PeerTls>,
 }
 
-fn connect(peer: &Peer) -> Result<Channel, tonic::transport::Error> {
-    let endpoint = Endpoint::from_shared(format!("http://{}", peer.raft_addr))?
+/// Mutual TLS to the other nodes: this node's certificate and the cluster
+/// CA; each peer must present a certificate naming it
+/// (`node-<id>.<cluster>`), whatever address it is reached at.
+#[derive(Clone, Debug)]
+pub struct PeerTls {
+    pub config: ClientTlsConfig,
+    pub cluster: String,
+}
+
+fn connect(peer: &Peer, tls: Option<&PeerTls>) -> Result<Channel, tonic::transport::Error> {
+    let endpoint = match tls {
+        None => Endpoint::from_shared(format!("http://{}", peer.raft_addr))?,
+        Some(tls) => Endpoint::from_shared(format!("https://{}", peer.raft_addr))?.tls_config(
+            tls.config
+                .clone()
+                .domain_name(chronos_tls::node_name(&tls.cluster, peer.id)),
+        )?,
+    };
+    let endpoint = endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
@@ -42,10 +60,15 @@ fn connect(peer: &Peer) -> Result<Channel, tonic::transport::Error> {
 impl Peers {
     /// Channels connect on first use and reconnect after failures; HTTP/2
     /// multiplexes every concurrent call over one connection per peer.
-    pub fn new(me: u64, nodes: &[Peer]) -> Result<Peers, tonic::transport::Error> {
+    pub fn new(
+        me: u64,
+        nodes: &[Peer],
+        tls: Option<PeerTls>,
+    ) -> Result<Peers, tonic::transport::Error> {
         let peers = Peers {
             me,
             nodes: Arc::default(),
+            tls,
         };
         for peer in nodes {
             peers.upsert(peer)?;
@@ -63,7 +86,7 @@ impl Peers {
         {
             return Ok(());
         }
-        let channel = connect(peer)?;
+        let channel = connect(peer, self.tls.as_ref())?;
         self.nodes.write().insert(peer.id, (peer.clone(), channel));
         Ok(())
     }

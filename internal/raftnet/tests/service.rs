@@ -45,7 +45,7 @@ fn peers(me: NodeId, others: &[(NodeId, String)]) -> anyhow::Result<Peers> {
             api_addr: String::new(),
         })
         .collect();
-    Ok(Peers::new(me, &all)?)
+    Ok(Peers::new(me, &all, None)?)
 }
 
 fn vote_request(term: u64) -> VoteRequest<TypeConfig> {

@@ -11,6 +11,7 @@ use chronos_proto::v1::{CancelRequest, ClusterStatusRequest, PublishRequest};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
+use crate::credentials::{Bearer, Conn, Tls};
 use crate::event::{Event, Published};
 use crate::retry::{Budget, RetryPolicy};
 use crate::Error;
@@ -27,6 +28,10 @@ pub struct ClientOptions {
     /// take before it counts as failed (`DeadlineExceeded`, retried like
     /// `Unavailable`).
     pub request_timeout: Duration,
+    /// TLS to the server; `host:port` addresses then mean `https://`.
+    pub tls: Option<Tls>,
+    /// Bearer token sent with every call.
+    pub token: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -35,6 +40,8 @@ impl Default for ClientOptions {
             retry: RetryPolicy::default(),
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(30),
+            tls: None,
+            token: None,
         }
     }
 }
@@ -74,6 +81,7 @@ pub struct Client {
 struct Inner {
     endpoints: Vec<String>,
     options: ClientOptions,
+    bearer: Bearer,
     current: Mutex<Current>,
 }
 
@@ -83,7 +91,7 @@ struct Inner {
 struct Current {
     generation: u64,
     index: usize,
-    channel: Channel,
+    channel: Conn,
 }
 
 impl std::fmt::Debug for Client {
@@ -111,7 +119,12 @@ impl Client {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let endpoints: Vec<String> = addrs.into_iter().map(|a| normalize(a.as_ref())).collect();
+        let secure = options.tls.is_some();
+        let endpoints: Vec<String> = addrs
+            .into_iter()
+            .map(|a| normalize(a.as_ref(), secure))
+            .collect();
+        let bearer = Bearer::new(options.token.as_deref())?;
         if endpoints.is_empty() {
             return Err(Error::InvalidEndpoint {
                 addr: String::new(),
@@ -126,12 +139,13 @@ impl Client {
                     let current = Current {
                         generation: 0,
                         index,
-                        channel,
+                        channel: Conn::new(channel, bearer.clone()),
                     };
                     return Ok(Client {
                         inner: Arc::new(Inner {
                             endpoints,
                             options,
+                            bearer,
                             current: Mutex::new(current),
                         }),
                     });
@@ -159,7 +173,7 @@ impl Client {
     }
 
     /// The channel to use now and its generation.
-    pub(crate) fn channel(&self) -> (u64, Channel) {
+    pub(crate) fn channel(&self) -> (u64, Conn) {
         let cur = self.current();
         (cur.generation, cur.channel)
     }
@@ -172,6 +186,7 @@ impl Client {
     }
 
     fn replace(&self, generation: u64, index: usize, channel: Channel) {
+        let channel = Conn::new(channel, self.inner.bearer.clone());
         let mut cur = match self.inner.current.lock() {
             Ok(c) => c,
             Err(poisoned) => poisoned.into_inner(),
@@ -211,21 +226,22 @@ impl Client {
     }
 
     /// The API address of node `leader`, from `ClusterStatus`.
-    async fn leader_addr(&self, channel: Channel, leader: u64) -> Option<String> {
+    async fn leader_addr(&self, channel: Conn, leader: u64) -> Option<String> {
         let status = AdminServiceClient::new(channel)
             .cluster_status(ClusterStatusRequest {})
             .await
             .ok()?
             .into_inner();
         let node = status.nodes.into_iter().find(|n| n.id == leader)?;
-        (!node.api_addr.is_empty()).then(|| normalize(&node.api_addr))
+        let secure = self.inner.options.tls.is_some();
+        (!node.api_addr.is_empty()).then(|| normalize(&node.api_addr, secure))
     }
 
     /// Runs `call` on the current channel; when `idempotent`, retries
     /// retryable failures within the retry policy, failing over between tries.
     pub(crate) async fn call<T, F, Fut>(&self, idempotent: bool, mut call: F) -> Result<T, Error>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Conn) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let mut budget = Budget::new(self.retry_policy());
@@ -297,11 +313,14 @@ impl Client {
     }
 }
 
-/// `host:port` → `http://host:port`; anything with a scheme is kept.
-fn normalize(addr: &str) -> String {
+/// `host:port` → `http://host:port` (`https://` with TLS); anything with a
+/// scheme is kept.
+fn normalize(addr: &str, secure: bool) -> String {
     let addr = addr.trim();
     if addr.contains("://") {
         addr.to_string()
+    } else if secure {
+        format!("https://{addr}")
     } else {
         format!("http://{addr}")
     }
@@ -312,6 +331,15 @@ fn endpoint(addr: &str, options: &ClientOptions) -> Result<Endpoint, Error> {
         addr: addr.to_string(),
         message: e.to_string(),
     })?;
+    let ep = match &options.tls {
+        None => ep,
+        Some(tls) => ep
+            .tls_config(tls.config())
+            .map_err(|e| Error::InvalidOption {
+                field: "tls".into(),
+                message: e.to_string(),
+            })?,
+    };
     Ok(ep
         .connect_timeout(options.connect_timeout)
         .tcp_nodelay(true)
@@ -327,8 +355,9 @@ mod tests {
 
     #[test]
     fn addresses_get_a_scheme() {
-        assert_eq!(normalize("127.0.0.1:9000"), "http://127.0.0.1:9000");
-        assert_eq!(normalize(" http://a:1 "), "http://a:1");
+        assert_eq!(normalize("127.0.0.1:9000", false), "http://127.0.0.1:9000");
+        assert_eq!(normalize("127.0.0.1:9000", true), "https://127.0.0.1:9000");
+        assert_eq!(normalize(" http://a:1 ", true), "http://a:1");
     }
 
     #[tokio::test]

@@ -44,6 +44,16 @@ pub enum Error {
     /// Retried by the client for idempotent calls.
     #[error("transport: {message}")]
     Transport { message: String },
+    /// No credentials, or credentials the server does not accept.
+    #[error("unauthenticated: {message}")]
+    Unauthenticated { message: String },
+    /// The caller is known but may not do this; `message` names what it lacks.
+    #[error("permission denied: {message}")]
+    PermissionDenied { message: String },
+    /// A client option is unusable (a TLS file that cannot be read, a token
+    /// with spaces); `field` names it.
+    #[error("{field}: {message}")]
+    InvalidOption { field: String, message: String },
     /// An address passed to [`Client::connect`](crate::Client::connect) is not a URI.
     #[error("invalid endpoint {addr:?}: {message}")]
     InvalidEndpoint { addr: String, message: String },
@@ -95,6 +105,8 @@ impl From<Status> for Error {
         match status.code() {
             Code::InvalidArgument | Code::OutOfRange => Error::InvalidArgument { message },
             Code::NotFound => Error::NotFound { message },
+            Code::Unauthenticated => Error::Unauthenticated { message },
+            Code::PermissionDenied => Error::PermissionDenied { message },
             Code::FailedPrecondition => Error::FailedPrecondition { message },
             Code::Unavailable => Error::Unavailable {
                 leader_hint: status

@@ -41,6 +41,7 @@
 mod admin;
 mod client;
 mod consumer;
+mod credentials;
 mod error;
 mod event;
 mod producer;
@@ -49,6 +50,7 @@ mod retry;
 
 pub use client::{Client, ClientOptions};
 pub use consumer::{Acker, Consumer, ConsumerOptions, Delivery, Start};
+pub use credentials::{Bearer, Conn, Tls};
 pub use error::{Error, LEADER_HINT};
 pub use event::{from_ms, to_ms, Event, EventBuilder, Published};
 pub use producer::{Producer, ProducerOptions};

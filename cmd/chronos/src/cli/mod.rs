@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use chronos_proto::v1::admin_service_client::AdminServiceClient;
 use chronos_proto::v1::event_service_client::EventServiceClient;
 use clap::Subcommand;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 pub use admin::{ClusterCommand, DlqCommand, GroupsCommand};
 pub use events::{CancelArgs, PublishArgs, ReplayArgs, SubscribeArgs};
@@ -30,6 +30,20 @@ pub struct Conn {
         global = true
     )]
     pub addr: String,
+    /// CA certificate (PEM) to trust for a server with TLS; `host:port`
+    /// addresses then mean https.
+    #[arg(long, env = "CHRONOS_TLS_CA", global = true)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM), for servers that map certificates to principals.
+    #[arg(long, env = "CHRONOS_TLS_CERT", global = true, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "CHRONOS_TLS_KEY", global = true, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Bearer token (better from the environment than the command line,
+    /// where other users of the machine can see it).
+    #[arg(long, env = "CHRONOS_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
     /// Print JSON (one object per line) instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -105,21 +119,46 @@ pub fn run(conn: Conn, cmd: ClientCommand) -> ExitCode {
     }
 }
 
-async fn channel(conn: &Conn) -> Result<Channel> {
-    let endpoint = Endpoint::from_shared(conn.addr.clone())
+async fn channel(conn: &Conn) -> Result<chronos_client::Conn> {
+    let usage = |e: chronos_client::Error| match e {
+        chronos_client::Error::InvalidOption { field, message } => {
+            Failure::Usage(format!("--{}: {message}", field.replace('_', "-")))
+        }
+        other => Failure::Usage(other.to_string()),
+    };
+    let tls = match &conn.tls_ca {
+        None => None,
+        Some(ca) => Some(
+            chronos_client::Tls::from_files(ca, conn.tls_cert.as_deref(), conn.tls_key.as_deref())
+                .map_err(usage)?,
+        ),
+    };
+    let bearer = chronos_client::Bearer::new(conn.token.as_deref()).map_err(usage)?;
+    let addr = match (&tls, conn.addr.contains("://")) {
+        (Some(_), false) => format!("https://{}", conn.addr),
+        (None, false) => format!("http://{}", conn.addr),
+        (_, true) => conn.addr.clone(),
+    };
+    let mut endpoint = Endpoint::from_shared(addr.clone())
         .map_err(|e| Failure::Usage(format!("--addr {:?}: {e}", conn.addr)))?
         .connect_timeout(Duration::from_secs(5));
-    endpoint
+    if let Some(tls) = &tls {
+        endpoint = endpoint
+            .tls_config(tls.config())
+            .map_err(|e| Failure::Usage(format!("--tls-ca: {e}")))?;
+    }
+    let channel = endpoint
         .connect()
         .await
-        .map_err(|e| Failure::Server(format!("cannot reach {}: {e}", conn.addr)))
+        .map_err(|e| Failure::Server(format!("cannot reach {addr}: {e:?}")))?;
+    Ok(chronos_client::Conn::new(channel, bearer))
 }
 
-pub async fn events_client(conn: &Conn) -> Result<EventServiceClient<Channel>> {
+pub async fn events_client(conn: &Conn) -> Result<EventServiceClient<chronos_client::Conn>> {
     Ok(EventServiceClient::new(channel(conn).await?))
 }
 
-pub async fn admin_client(conn: &Conn) -> Result<AdminServiceClient<Channel>> {
+pub async fn admin_client(conn: &Conn) -> Result<AdminServiceClient<chronos_client::Conn>> {
     Ok(AdminServiceClient::new(channel(conn).await?))
 }
 

@@ -30,9 +30,10 @@ pub struct Options {
     pub replication_factor: u32,
     /// Route node-to-node traffic through cuttable proxies.
     pub proxied: bool,
-    /// Appended to every node's config file (e.g. `[raft]` settings).
+    /// Appended to every node's config file (e.g. `[raft]` settings);
+    /// `{node}` stands for the node's id.
     pub extra_toml: String,
-    /// Appended to every node's `[cluster]` section.
+    /// Appended to every node's `[cluster]` section; `{node}` as above.
     pub cluster_toml: String,
     /// Extra environment of some nodes' processes, by node id.
     pub env: BTreeMap<u64, Vec<(String, String)>>,
@@ -147,11 +148,11 @@ impl Cluster {
     fn write_config(&self, id: u64) {
         let joins = self.opts.joiners.contains(&id);
         let mut text = format!(
-            "node_id = {id}\npartitions = {}\n{}\n[cluster]\nreplication_factor = {}\njoin = {joins}\n{}\n",
+            "node_id = {id}\npartitions = {}\n{}\n[cluster]\nallow_plaintext = true\nreplication_factor = {}\njoin = {joins}\n{}\n",
             self.opts.partitions,
-            self.opts.extra_toml,
+            self.opts.extra_toml.replace("{node}", &id.to_string()),
             self.opts.replication_factor,
-            self.opts.cluster_toml
+            self.opts.cluster_toml.replace("{node}", &id.to_string())
         );
         let listed = (1..=self.opts.nodes).filter(|&p| p == id || !self.opts.joiners.contains(&p));
         for peer in listed {

@@ -37,7 +37,17 @@ pub async fn collect(
     max_inflight: u32,
 ) -> (Seen, tokio::task::JoinHandle<()>) {
     let client = Client::connect(endpoints).await.expect("connect");
-    let mut consumer = consumer(&client, group, topic, max_inflight).await;
+    collect_with(&client, group, topic, max_inflight).await
+}
+
+/// [`collect`] through `client` (one with TLS, say).
+pub async fn collect_with(
+    client: &Client,
+    group: &str,
+    topic: &str,
+    max_inflight: u32,
+) -> (Seen, tokio::task::JoinHandle<()>) {
+    let mut consumer = consumer(client, group, topic, max_inflight).await;
     let seen: Seen = Arc::default();
     let record = seen.clone();
     let task = tokio::spawn(async move {

@@ -188,7 +188,7 @@ pub async fn cluster(ids: &[NodeId], partitions: u32) -> anyhow::Result<Vec<Node
     for (&id, listener) in ids.iter().zip(listeners) {
         let groups = Groups::new();
         let server = Server::start(listener, groups.clone())?;
-        let peers = Peers::new(id, &all)?;
+        let peers = Peers::new(id, &all, None)?;
         let dir = tempfile::tempdir()?;
         let log = raft_log(dir.path());
         let mut opened = Vec::new();
