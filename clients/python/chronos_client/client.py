@@ -36,22 +36,91 @@ def _result(r: events_pb2.PublishResponse) -> PublishResult:
     return PublishResult(r.partition, r.offset, r.due_ts, r.duplicate)
 
 
+class _Bearer(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds `authorization: Bearer <token>` to every call."""
+
+    def __init__(self, token: str):
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _with_token(self, details):
+        metadata = list(details.metadata or []) + [self._header]
+        return details._replace(metadata=metadata)
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._with_token(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._with_token(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):
+        return continuation(self._with_token(details), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):
+        return continuation(self._with_token(details), requests)
+
+
+def _read(field: str, path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ValueError(f"{field}: {path}: {e.strerror}") from None
+
+
 class Client:
     """A connection to a Chronos node's `EventService`.
 
-    `addr` is `host:port` (plaintext gRPC). Every unary call has a deadline of
-    `timeout_s` seconds; failures raise `ChronosError`. Use as a context
-    manager, or call `close()`.
+    `addr` is `host:port`. Plaintext gRPC unless `tls_ca` names the CA
+    certificate (PEM file) that signed the server's; `tls_cert` and `tls_key`
+    add a client certificate, `tls_domain` the name the server's certificate
+    carries when it is not the host dialled. `token` is sent as a bearer
+    token with every call. Every unary call has a deadline of `timeout_s`
+    seconds; failures raise `ChronosError`. Use as a context manager, or call
+    `close()`.
     """
 
-    def __init__(self, addr: str = "localhost:9000", *, timeout_s: float = 30.0):
+    def __init__(
+        self,
+        addr: str = "localhost:9000",
+        *,
+        timeout_s: float = 30.0,
+        tls_ca: Optional[str] = None,
+        tls_cert: Optional[str] = None,
+        tls_key: Optional[str] = None,
+        tls_domain: Optional[str] = None,
+        token: Optional[str] = None,
+    ):
         self.addr = addr
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(addr)
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("tls_cert: a client certificate needs its key (give both or neither)")
+        if token is not None and (not token or not token.isascii() or any(c.isspace() for c in token)):
+            raise ValueError("token: must be printable ASCII without spaces")
+        if tls_ca is None:
+            if tls_cert is not None:
+                raise ValueError("tls_cert: a client certificate needs tls_ca")
+            channel = grpc.insecure_channel(addr)
+        else:
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=_read("tls_ca", tls_ca),
+                private_key=_read("tls_key", tls_key) if tls_key else None,
+                certificate_chain=_read("tls_cert", tls_cert) if tls_cert else None,
+            )
+            options = [("grpc.ssl_target_name_override", tls_domain)] if tls_domain else []
+            channel = grpc.secure_channel(addr, creds, options=options)
+        self._raw_channel = channel
+        if token is not None:
+            channel = grpc.intercept_channel(channel, _Bearer(token))
+        self._channel = channel
         self._events = events_pb2_grpc.EventServiceStub(self._channel)
 
     def close(self) -> None:
-        self._channel.close()
+        self._raw_channel.close()
 
     def __enter__(self) -> "Client":
         return self

@@ -1,5 +1,6 @@
 //! The Python SDK (`clients/python`) against a real server: `generate.sh`,
-//! then `example.py` and `tests/check_sdk.py` run as child processes, each
+//! then `example.py`, `tests/check_sdk.py` and (against a server with TLS
+//! and tokens) `tests/check_secure.py` run as child processes, each
 //! with a deadline. Needs python3 with grpcio and grpcio-tools (`make deps`).
 
 mod common;
@@ -191,4 +192,81 @@ fn readme_python_snippet_runs_verbatim() {
         started.elapsed() >= Duration::from_secs(4),
         "delivered early"
     );
+}
+
+/// The SDK over TLS with a bearer token (`tests/check_secure.py`) against a
+/// secured server.
+#[test]
+fn tls_and_tokens_from_python() {
+    generate();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let ca = chronos_tls::testing::TestCa::new("python test CA");
+    let ca_path = root.join("ca.pem");
+    std::fs::write(&ca_path, ca.cert_pem()).unwrap();
+    let (cert, key) = ca
+        .issue(&["localhost", "127.0.0.1"])
+        .write(root, "server")
+        .unwrap();
+    let token = "chr_python_test_token";
+    let config = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[auth]\nenabled = true\n\
+         [[auth.principals]]\nname = \"py\"\ntokens = [\"{}\"]\n\
+         [[auth.principals.grants]]\nrole = \"producer\"\ntopics = [\"orders.*\"]\n\
+         [[auth.principals.grants]]\nrole = \"consumer\"\ntopics = [\"orders.*\"]\ngroups = [\"orders-*\"]\n",
+        cert.display(),
+        key.display(),
+        chronos_access::hash_token(token)
+    );
+    let config_path = root.join("chronos.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let server = Server::spawn(
+        &root.join("data"),
+        &["--config", config_path.to_str().unwrap()],
+        &[],
+    );
+    let port = server.grpc.rsplit_once(':').unwrap().1.to_string();
+    // Ready over HTTPS (every partition has a leader) before the script runs.
+    let http_port = server.http.rsplit_once(':').unwrap().1.to_string();
+    let until = Instant::now() + common::START_DEADLINE;
+    loop {
+        let ready = Command::new("curl")
+            .args(["-sf", "--cacert"])
+            .arg(&ca_path)
+            .arg(format!("https://localhost:{http_port}/ready"))
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ready {
+            break;
+        }
+        assert!(Instant::now() < until, "not ready; log:\n{}", server.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = run(
+        Command::new("python3")
+            .arg(python_dir().join("tests/check_secure.py"))
+            .args(["--addr", &format!("localhost:{port}")])
+            .arg("--ca")
+            .arg(&ca_path)
+            .args(["--token", token]),
+        SCRIPT_DEADLINE,
+    );
+    assert!(
+        out.status.success(),
+        "check_secure.py exited with {}\nstdout:\n{}\nstderr:\n{}\nserver log:\n{}",
+        out.status,
+        out.stdout,
+        out.stderr,
+        server.log()
+    );
+    for check in [
+        "ok: published over TLS with a token",
+        "ok: received and acked over TLS",
+        "ok: PERMISSION_DENIED: principal \"py\" may not publish",
+        "ok: UNAUTHENTICATED without a token",
+        "ok: a bad token is refused locally",
+        "all checks passed",
+    ] {
+        line(&out.stdout, check);
+    }
 }
