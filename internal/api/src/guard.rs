@@ -68,11 +68,6 @@ impl Guard {
         }
     }
 
-    /// Everyone may do everything: authentication is off.
-    pub fn open(node_id: u64) -> Guard {
-        Guard::new(Access::open(), Audit::disabled(), node_id)
-    }
-
     pub fn access(&self) -> Arc<Access> {
         self.access.read().clone()
     }
