@@ -206,13 +206,7 @@ async fn a_node_joins_and_another_leaves_under_load_losing_nothing() {
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let published = load.stop().await;
-    assert!(
-        published.failures.is_empty(),
-        "publishes failed: {:?}",
-        published.failures
-    );
-    let want = &published.acked;
-    assert!(want.len() > 100, "only {} publishes", want.len());
+    let want = published.checked();
     for (group, seen) in [("a", &seen_a), ("b", &seen_b)] {
         wait_all(seen, want, Duration::from_secs(60), || {
             format!("group {group}; node 1 log:\n{}", tail(&cluster.log(1), 40))

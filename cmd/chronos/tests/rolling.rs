@@ -40,13 +40,7 @@ async fn a_rolling_restart_under_load_fails_no_publish_and_loses_nothing() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let published = load.stop().await;
-    assert!(
-        published.failures.is_empty(),
-        "publishes failed: {:?}",
-        published.failures
-    );
-    let want = &published.acked;
-    assert!(want.len() > 100, "only {} publishes", want.len());
+    let want = published.checked();
     wait_all(&seen, want, Duration::from_secs(60), || cluster.log(1)).await;
     assert_none_early(&seen, want);
     consumer.abort();

@@ -27,6 +27,21 @@ pub struct Published {
 }
 
 impl Published {
+    /// The acknowledged events, once no publish failed and more than 100 did not.
+    pub fn checked(&self) -> &BTreeMap<String, i64> {
+        assert!(
+            self.failures.is_empty(),
+            "publishes failed: {:?}",
+            self.failures
+        );
+        assert!(
+            self.acked.len() > 100,
+            "only {} publishes",
+            self.acked.len()
+        );
+        &self.acked
+    }
+
     pub fn quantile(&self, f: f64) -> Duration {
         let lat = &self.latencies;
         lat[((lat.len() - 1) as f64 * f) as usize]
