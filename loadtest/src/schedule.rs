@@ -4,7 +4,10 @@
 //!    (start = latest: the groups exist before anything is published, and the
 //!    first event is due `--lead` later).
 //! 2. `--events` events are published with `PublishBatch`, due uniformly at
-//!    `--rate` per second from start + lead (or all at that instant, `--burst`).
+//!    `--rate` per second from start + lead (or all at that instant, `--burst`):
+//!    as fast as they go, or with `--paced` at `--rate` too, so that
+//!    publishing runs while events fire (each is published about `--lead`
+//!    before it is due).
 //! 3. The run waits until each group has received each message id at least once,
 //!    every member's stream has ended, or `--timeout` passes; then members flush
 //!    their acks and stop.
@@ -18,6 +21,7 @@ use anyhow::ensure;
 use tokio::time::Instant;
 
 use crate::report::{now_us, Report};
+use crate::stats::Pacer;
 use crate::workload::{Due, Plan, Session, WorkloadArgs};
 
 #[derive(clap::Args, Clone)]
@@ -33,6 +37,9 @@ pub struct ScheduleArgs {
     /// Every event due at the same instant, start + lead.
     #[arg(long)]
     pub burst: bool,
+    /// Publish at `--rate` as well (in batches of `--batch`), not all at once.
+    #[arg(long, conflicts_with = "burst")]
+    pub paced: bool,
 }
 
 /// Runs the `schedule` mode, prints its report, and fails if an event is
@@ -65,13 +72,20 @@ pub async fn run(args: ScheduleArgs) -> anyhow::Result<()> {
     if now_us() / 1000 > first_ms {
         crate::progress::notice("subscribing took longer than --lead; events are due already");
     }
-    let publish = session.publish(w, deadline, None).await?;
+    let pacer = if args.paced {
+        Pacer::new(args.rate / w.batch as f64)
+    } else {
+        None
+    };
+    let publish = session.publish(w, deadline, pacer).await?;
     let timed_out = crate::workload::wait(&session.tracker, deadline).await;
     let plan = session.plan.clone();
     let outcome = session.finish(members).await?;
     let report = Report {
         due: if args.burst {
             "burst".to_string()
+        } else if args.paced {
+            format!("due at {:.0}/s, published at that rate too", args.rate)
         } else {
             format!("due at {:.0}/s", args.rate)
         },

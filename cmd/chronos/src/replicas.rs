@@ -140,10 +140,11 @@ impl Opener {
 
 /// The placement over `roster`'s active nodes.
 pub fn placement_of(roster: &Roster, config: &Config) -> Placement {
+    let configured = config.cluster.effective_replication_factor();
     Placement::new(
         &active(roster),
         config.partitions,
-        config.cluster.effective_replication_factor(),
+        chronos_placement::roster::replication_factor(roster, configured),
     )
 }
 
@@ -208,6 +209,7 @@ impl Replicas {
                 let cmd = RosterCommand {
                     expect_version: 0,
                     nodes: self.seeds.clone(),
+                    replication_factor: self.opener.config.cluster.effective_replication_factor(),
                 };
                 if roster_group.write_roster(cmd).await? {
                     tracing::info!(nodes = self.seeds.len(), "the roster is written");
@@ -453,6 +455,7 @@ impl Replicas {
             let cmd = RosterCommand {
                 expect_version: roster.version,
                 nodes: chronos_placement::roster::forget(roster, n.id),
+                replication_factor: roster.replication_factor,
             };
             if group.write_roster(cmd).await? {
                 tracing::info!(

@@ -89,12 +89,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let clock = match &peers {
         None => Clock::single(),
         Some(peers) => Clock::spawn(
-            peers
-                .all()
-                .into_iter()
-                .filter(|p| p.id != config.node_id)
-                .filter_map(|p| Some((p.id, peers.channel(p.id)?)))
-                .collect(),
+            {
+                let (peers, me) = (peers.clone(), config.node_id);
+                move || {
+                    peers
+                        .all()
+                        .into_iter()
+                        .filter(|p| p.id != me)
+                        .filter_map(|p| Some((p.id, peers.channel(p.id)?)))
+                        .collect()
+                }
+            },
             ClockOptions {
                 max_offset: config.cluster.max_clock_offset,
                 probe_every: config.cluster.clock_probe_interval,
@@ -155,11 +160,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     config.cluster.effective_replication_factor(),
                 ),
             };
-            Some(Cluster::new(
-                peers.clone(),
-                placement,
-                config.cluster.effective_replication_factor(),
-            ))
+            Some(Cluster::new(peers.clone(), placement))
         }
     };
     if let (Some(group), Some(r)) = (&roster_group, &roster) {

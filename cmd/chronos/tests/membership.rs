@@ -70,11 +70,6 @@ fn settled_on(s: &ClusterStatusResponse, nodes: &[u64]) -> bool {
         && used == nodes.iter().copied().collect()
 }
 
-// Known bug (2026-12-03): in about half of the clean-clone runs one
-// partition's move stalls growing 3 -> 4 (node 4 a learner that never
-// acknowledges, matched index 0). Run it with `cargo nextest run
-// --run-ignored all --test membership` until that is fixed.
-#[ignore = "known stall of one partition's move; see the comment above"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_joins_and_another_leaves_under_load_losing_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -149,6 +144,19 @@ async fn a_node_joins_and_another_leaves_under_load_losing_nothing() {
         "grow to 4 nodes",
         Duration::from_secs(120),
         |s| settled_on(s, &[1, 2, 3, 4]),
+    )
+    .await;
+    // Node 1 probes the new node's clock too.
+    wait_status(
+        &cluster,
+        1,
+        "node 4's clock offset",
+        Duration::from_secs(10),
+        |s| {
+            s.nodes
+                .iter()
+                .any(|n| n.id == 4 && n.clock_offset_ms.is_some())
+        },
     )
     .await;
     let grew_in = grow.elapsed();

@@ -355,7 +355,7 @@ impl AdminService for Admin {
                     n.clock_offset_ms = offset_of(n.id);
                 }
                 let moves = crate::roster::moves(&c.placement(), &partitions);
-                (nodes, c.replication_factor, moves)
+                (nodes, c.replication_factor(), moves)
             }
         };
         Ok(Response::new(ClusterStatusResponse {

@@ -42,20 +42,18 @@ pub struct Cluster {
     pub peers: Peers,
     /// Recomputed whenever the roster changes.
     placement: parking_lot::RwLock<Arc<Placement>>,
-    pub replication_factor: u32,
     /// The last leader learned for each partition (from a hint or a success).
     leaders: parking_lot::Mutex<Vec<Option<u64>>>,
 }
 
 impl Cluster {
-    pub fn new(peers: Peers, placement: Placement, replication_factor: u32) -> Cluster {
+    pub fn new(peers: Peers, placement: Placement) -> Cluster {
         let n = (0..)
             .take_while(|&p| !placement.replicas(p).is_empty())
             .count();
         Cluster {
             peers,
             placement: parking_lot::RwLock::new(Arc::new(placement)),
-            replication_factor,
             leaders: parking_lot::Mutex::new(vec![None; n]),
         }
     }
@@ -63,6 +61,11 @@ impl Cluster {
     /// Where partitions live now.
     pub fn placement(&self) -> Arc<Placement> {
         self.placement.read().clone()
+    }
+
+    /// Copies of each partition, as the roster says.
+    pub fn replication_factor(&self) -> u32 {
+        self.placement.read().replication_factor()
     }
 
     pub fn set_placement(&self, placement: Placement) {

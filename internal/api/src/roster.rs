@@ -64,6 +64,7 @@ async fn apply(
         let cmd = RosterCommand {
             expect_version: current.version,
             nodes,
+            replication_factor: current.replication_factor,
         };
         if p.write_roster(cmd).await.map_err(status::from_partition)? {
             return p
@@ -132,7 +133,7 @@ impl Node {
         &self,
         id: u64,
     ) -> impl Fn(&Roster) -> Result<Vec<RosterNode>, RosterError> {
-        let rf = self.cluster.as_ref().map_or(1, |c| c.replication_factor);
+        let rf = self.cluster.as_ref().map_or(1, |c| c.replication_factor());
         move |r| rules::remove(r, id, rf)
     }
 

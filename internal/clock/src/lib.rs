@@ -97,8 +97,7 @@ pub struct Clock {
 
 struct Inner {
     max_offset_ms: i64,
-    /// Nodes in the cluster, this one included.
-    cluster_size: usize,
+    /// One per peer in the cluster now (the cluster is these and this node).
     samples: Mutex<BTreeMap<u64, Latest>>,
     verdict: watch::Sender<bool>,
 }
@@ -109,31 +108,39 @@ impl Clock {
         Clock {
             inner: Arc::new(Inner {
                 max_offset_ms: 0,
-                cluster_size: 1,
                 samples: Mutex::new(BTreeMap::new()),
                 verdict: watch::channel(true).0,
             }),
         }
     }
 
-    /// Starts probing `peers` (every node but this one).
-    pub fn spawn(peers: Vec<(u64, Channel)>, opts: ClockOptions) -> Clock {
+    /// Starts probing the peers (every node but this one) that `peers`
+    /// lists, asked again before each round: nodes join and leave the cluster.
+    pub fn spawn<F>(peers: F, opts: ClockOptions) -> Clock
+    where
+        F: Fn() -> Vec<(u64, Channel)> + Send + 'static,
+    {
+        let first = peers();
         let clock = Clock {
             inner: Arc::new(Inner {
                 max_offset_ms: opts.max_offset.as_millis() as i64,
-                cluster_size: peers.len() + 1,
-                samples: Mutex::new(
-                    peers
-                        .iter()
-                        .map(|(id, _)| (*id, Latest::default()))
-                        .collect(),
-                ),
-                verdict: watch::channel(peers.is_empty()).0,
+                samples: Mutex::new(BTreeMap::new()),
+                verdict: watch::channel(first.is_empty()).0,
             }),
         };
+        clock.follow(&first);
         let running = clock.clone();
         tokio::spawn(async move { running.probe_loop(peers, opts.probe_every).await });
         clock
+    }
+
+    /// Keeps a sample slot for each of `peers` and none for a node gone.
+    fn follow(&self, peers: &[(u64, Channel)]) {
+        let mut samples = self.inner.samples.lock();
+        samples.retain(|id, _| peers.iter().any(|(p, _)| p == id));
+        for (id, _) in peers {
+            samples.entry(*id).or_default();
+        }
     }
 
     /// Follows the verdict: `true` while this node may lead.
@@ -155,11 +162,16 @@ impl Clock {
         }
     }
 
-    async fn probe_loop(self, peers: Vec<(u64, Channel)>, every: Duration) {
+    async fn probe_loop<F>(self, peers: F, every: Duration)
+    where
+        F: Fn() -> Vec<(u64, Channel)>,
+    {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            let peers = peers();
+            self.follow(&peers);
             let probes = peers
                 .iter()
                 .map(|(id, ch)| async move { (*id, probe(ch.clone()).await) });
@@ -184,7 +196,7 @@ impl Clock {
             let now = Instant::now();
             let samples = self.inner.samples.lock();
             let offsets: Vec<Option<PeerOffset>> = samples.values().map(|s| s.fresh(now)).collect();
-            within_bounds(self.inner.cluster_size, &offsets, self.inner.max_offset_ms)
+            within_bounds(offsets.len() + 1, &offsets, self.inner.max_offset_ms)
         };
         metrics::gauge!("chronos_clock_within_bounds").set(if report { 1.0 } else { 0.0 });
         let was = self.inner.verdict.send_replace(report);

@@ -76,6 +76,8 @@ pub struct Placement {
     /// every node prefers as many partitions as the others (±1 where the
     /// replica sets allow it).
     preferred: Vec<u64>,
+    /// Copies asked for (each partition has fewer while there are fewer nodes).
+    replication_factor: u32,
 }
 
 impl Placement {
@@ -122,7 +124,12 @@ impl Placement {
         Placement {
             replicas,
             preferred,
+            replication_factor,
         }
+    }
+
+    pub fn replication_factor(&self) -> u32 {
+        self.replication_factor
     }
 
     /// The replica of `partition` that should lead it, the same on every node.

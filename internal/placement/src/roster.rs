@@ -26,6 +26,15 @@ pub enum RosterError {
     Refused(String),
 }
 
+/// The replication factor the roster keeps, or (a roster written before it
+/// kept one) this node's configured one.
+pub fn replication_factor(roster: &Roster, configured: u32) -> u32 {
+    match roster.replication_factor {
+        0 => configured,
+        rf => rf,
+    }
+}
+
 /// Ids of the nodes partitions are placed on (not leaving), ascending.
 pub fn active(roster: &Roster) -> Vec<u64> {
     let mut ids: Vec<u64> = roster
@@ -164,7 +173,19 @@ mod tests {
         Roster {
             version: 1,
             nodes: ids.iter().map(|&i| node(i)).collect(),
+            replication_factor: 3,
         }
+    }
+
+    #[test]
+    fn the_roster_keeps_the_replication_factor_its_first_writer_set() {
+        let r = roster(&[1, 2, 3]);
+        assert_eq!(replication_factor(&r, 1), 3, "a node configured otherwise");
+        let old = Roster {
+            replication_factor: 0,
+            ..r
+        };
+        assert_eq!(replication_factor(&old, 2), 2, "written before it kept one");
     }
 
     #[test]
@@ -173,6 +194,7 @@ mod tests {
         let grown = Roster {
             version: 2,
             nodes: add(&r, node(4)).expect("add 4"),
+            ..r.clone()
         };
         assert_eq!(active(&grown), vec![1, 2, 3, 4]);
         assert_eq!(add(&r, node(2)).expect("again"), r.nodes, "same node again");
@@ -218,6 +240,7 @@ mod tests {
         let shrunk = Roster {
             version: 2,
             nodes: remove(&r, 4, 3).expect("4 of 4 with rf 3"),
+            ..r.clone()
         };
         assert_eq!(active(&shrunk), vec![1, 2, 3]);
         assert_eq!(
@@ -238,7 +261,8 @@ mod tests {
         assert_eq!(
             active(&Roster {
                 version: 3,
-                nodes: forget(&shrunk, 4)
+                nodes: forget(&shrunk, 4),
+                ..r
             }),
             vec![1, 2, 3]
         );

@@ -62,19 +62,21 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Adapter<TypeConfig, Connection, tokio::fs::File>;
 
     async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> Self::Network {
-        let client = self.peers.channel(target).map(|channel| {
-            RaftServiceClient::new(channel)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES)
-        });
         Adapter::new(Connection {
             partition: self.partition,
             me: self.peers.me(),
             target,
-            client,
+            peers: self.peers.clone(),
+            client: None,
             append_budget: APPEND_BUDGET_BYTES,
         })
     }
+}
+
+fn client_of(channel: Channel) -> RaftServiceClient<Channel> {
+    RaftServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 /// One partition group's calls to one node; the channel under it is shared.
@@ -82,7 +84,11 @@ pub struct Connection {
     partition: u32,
     me: NodeId,
     target: NodeId,
-    /// None when the node is not among the peers: every call is unreachable.
+    peers: Peers,
+    /// Looked up in `peers` at the first call that finds the node there: a
+    /// node added to the cluster may be in a group's membership before this
+    /// node has its address, and openraft keeps a client for the life of the
+    /// replication stream. Until then every call is unreachable.
     client: Option<RaftServiceClient<Channel>>,
     /// Bytes of entries the next append-entries may carry: halved when one
     /// times out, doubled back after one succeeds, so a follower that is
@@ -116,6 +122,9 @@ impl Connection {
         payload: Vec<u8>,
         ttl: Duration,
     ) -> Result<T, Failure> {
+        if self.client.is_none() {
+            self.client = self.peers.channel(self.target).map(client_of);
+        }
         let Some(client) = self.client.as_mut() else {
             let why = std::io::Error::other(format!("node {} is not a known peer", self.target));
             return Err(Failure::Unreachable(Unreachable::new(&why)));
@@ -325,6 +334,7 @@ mod tests {
             partition: 0,
             me: 1,
             target: 2,
+            peers: Peers::new(1, &[], None).unwrap(),
             client: None,
             append_budget: APPEND_BUDGET_BYTES,
         };

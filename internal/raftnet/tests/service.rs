@@ -146,6 +146,25 @@ async fn network_errors_map_to_what_openraft_backs_off_from() -> anyhow::Result<
         assert!(matches!(err, RPCError::Unreachable(_)), "{why}: {err:?}");
     }
 
+    // A client made before its node was known (a node added to the cluster
+    // joins a group's membership before every node has its address) reaches
+    // it once the address arrives: openraft keeps that client.
+    let late = Peers::new(2, &[], None)?;
+    let mut net = Network::new(3, late.clone());
+    let mut to_late = net.new_client(1, &BasicNode::default()).await.into_inner();
+    let err = to_late
+        .vote(vote_request(0), option())
+        .await
+        .expect_err("node 1 not known yet");
+    assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
+    late.upsert(&Peer {
+        id: 1,
+        raft_addr: server.addr.to_string(),
+        api_addr: String::new(),
+    })?;
+    let answer = to_late.vote(vote_request(0), option()).await?;
+    assert!(!answer.vote_granted);
+
     // Snapshot chunks of openraft's default size (3 MiB) get through; an error
     // openraft returns there (a new snapshot not starting at offset 0) comes
     // back as itself.

@@ -50,7 +50,8 @@ impl Server {
     /// cluster node is ready only once enough of its peers run too).
     pub fn spawn(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         std::fs::create_dir_all(data_dir).unwrap();
-        let log = data_dir.with_extension(format!("log.{}", std::process::id()));
+        let log = log_path(data_dir);
+        let level = std::env::var("TEST_CHRONOS_LOG_LEVEL").unwrap_or_else(|_| "info".into());
         let mut child = Command::new(env!("CARGO_BIN_EXE_chronos"))
             .args([
                 "serve",
@@ -62,7 +63,7 @@ impl Server {
             ])
             .arg(data_dir)
             .args(extra)
-            .env("CHRONOS_LOG__LEVEL", "info")
+            .env("CHRONOS_LOG__LEVEL", level)
             .env_remove("CHRONOS_CONFIG")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
@@ -243,6 +244,20 @@ fn read_log(path: &Path) -> String {
 }
 
 /// The wall clock in ms since the Unix epoch.
+/// Where a server's log goes: beside its data directory, or (to keep it
+/// after a failed run) under `TEST_CHRONOS_LOG_DIR` when that is set.
+fn log_path(data_dir: &Path) -> PathBuf {
+    let name = format!("log.{}", std::process::id());
+    match std::env::var_os("TEST_CHRONOS_LOG_DIR") {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir).unwrap();
+            let base = data_dir.file_name().unwrap().to_string_lossy();
+            Path::new(&dir).join(format!("{base}.{name}"))
+        }
+        None => data_dir.with_extension(name),
+    }
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

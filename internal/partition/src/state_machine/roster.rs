@@ -33,6 +33,7 @@ impl StateMachine {
         let roster = Roster {
             version: index,
             nodes: cmd.nodes.clone(),
+            replication_factor: cmd.replication_factor,
         };
         batch.put_meta(META_ROSTER, &roster.encode_to_vec());
         self.roster_version = index;

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Fire lateness of a single node (8 partitions, fsync always, 256-byte
+# events), RUNS fresh-node runs of `chronos-loadtest scheduled`, with the
+# server's own view beside the consumers': the share of events the wheel
+# released (`chronos_fire_lateness_seconds`) and first delivered
+# (`chronos_delivery_lateness_seconds`) within each bucket, so a tail can be
+# placed before or after the log.
+# RATE, EVENTS, CONSUMERS; PACED=1 publishes at RATE too (publishing runs
+# while events fire; then BATCH, default 100). BIN_DIR holds the release
+# `chronos` and `chronos-loadtest`.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bin=${BIN_DIR:-${CARGO_TARGET_DIR:-target}/release}
+runs=${RUNS:-5}
+rate=${RATE:-20000}
+events=${EVENTS:-100000}
+dir=${BENCH_DIR:-/tmp/chronos-bench-lateness}
+extra=()
+[ "${PACED:-0}" = 1 ] && extra=(--paced --batch "${BATCH:-100}")
+mkdir -p "$dir"
+
+server=""
+stop() { [ -n "$server" ] && kill -TERM "$server" 2>/dev/null && wait "$server" 2>/dev/null; server=""; }
+trap stop EXIT INT TERM
+for run in $(seq 1 "$runs"); do
+  rm -rf "$dir/data"
+  "$bin/chronos" serve --data-dir "$dir/data" --fsync-mode always >"$dir/server.log" 2>&1 &
+  server=$!
+  for _ in $(seq 1 200); do
+    curl -sf http://127.0.0.1:8080/ready >/dev/null && break
+    sleep 0.1
+  done
+  "$bin/chronos-loadtest" scheduled --consumers "${CONSUMERS:-4}" --payload 256 --rate "$rate" \
+    --events "$events" "${extra[@]}" --json >"$dir/run.json"
+  curl -sf http://127.0.0.1:8080/metrics >"$dir/metrics.txt"
+  stop
+  python3 - "$run" "$dir/run.json" "$dir/metrics.txt" <<'PY'
+import json, sys
+run, summary, metrics = sys.argv[1], json.load(open(sys.argv[2])), open(sys.argv[3]).read()
+def shares(name):
+    counts = {}
+    for line in metrics.splitlines():
+        if line.startswith(name + "_bucket{"):
+            le = line.split('le="')[1].split('"')[0]
+            counts[le] = counts.get(le, 0) + float(line.rsplit(" ", 1)[1])
+    total = counts.get("+Inf", 0) or 1
+    return " ".join("<=%sms %.4f" % (float(le) * 1000, counts[le] / total)
+                    for le in ("0.001", "0.0025", "0.005", "0.01", "0.025") if le in counts)
+l, d = summary["lateness_ms"], summary.get("delivery", {})
+print("run %s: lateness p50 %.2f p99 %.2f p99.9 %.2f max %.2f ms; early %s missing %s"
+      % (run, l["p50"], l["p99"], l.get("p99.9", float("nan")), l["max"], d.get("early"), d.get("missing")))
+print("   released: " + shares("chronos_fire_lateness_seconds"))
+print("   delivered: " + shares("chronos_delivery_lateness_seconds"))
+PY
+done
