@@ -44,6 +44,15 @@ impl Partition {
         })
     }
 
+    /// Proposes `cmd` through the owner (ordered with its term's proposals);
+    /// what applying it reported.
+    pub(crate) async fn propose(
+        &self,
+        cmd: Command,
+    ) -> Result<crate::types::Applied, PartitionError> {
+        self.ask(|reply| Control::Propose { cmd, reply }).await
+    }
+
     async fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, PartitionError>>) -> Control,
@@ -251,7 +260,7 @@ impl Partition {
                 seqs: chunk.to_vec(),
                 now_ts: wall_ms(),
             });
-            redriven += crate::write(&self.raft, self.id, cmd).await?.redriven;
+            redriven += self.propose(cmd).await?.redriven;
         }
         Ok(redriven)
     }

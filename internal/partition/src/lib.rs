@@ -415,8 +415,9 @@ impl Partition {
             .collect()
     }
 
-    /// Stops the pending event (topic, message_id) from firing. Decided when
-    /// the command applies, in log order after every acknowledged publish.
+    /// Stops the pending event (topic, message_id) from firing. Proposed by
+    /// the owner, decided when the command applies: in log order after every
+    /// acknowledged publish and every `Fire` the term proposed before it.
     pub async fn cancel(
         &self,
         topic: String,
@@ -426,15 +427,12 @@ impl Partition {
             return Err(PartitionError::from_fatal(self.id, fatal));
         }
         let cmd = Command::cancel(CancelCommand { topic, message_id });
-        write(&self.raft, self.id, cmd)
-            .await?
-            .cancel
-            .ok_or_else(|| {
-                PartitionError::Storage(format!(
-                    "partition {}: cancel applied without an outcome",
-                    self.id
-                ))
-            })
+        self.propose(cmd).await?.cancel.ok_or_else(|| {
+            PartitionError::Storage(format!(
+                "partition {}: cancel applied without an outcome",
+                self.id
+            ))
+        })
     }
 
     pub(crate) fn store(&self) -> &Store {

@@ -312,6 +312,16 @@ impl Dispatcher {
                     Err(e) => seeking.answer(&Err(e)),
                 }
             }
+            // A cancel or a redrive: in log order with this term's fires
+            // and deliveries.
+            Control::Propose { cmd, reply } => match ctx.propose(cmd).await {
+                Ok(applied) => completions.push_term(epoch, async move {
+                    TermCompletion::Proposed(reply, applied.await)
+                }),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             Control::Runtime { reply } => {
                 let rows = self
                     .groups

@@ -159,7 +159,7 @@ pub struct GroupRuntime {
     pub inflight: u64,
 }
 
-type Reply<T> = oneshot::Sender<Result<T, PartitionError>>;
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, PartitionError>>;
 
 /// Metric handles, looked up once rather than per delivery.
 pub(crate) struct Meters {
@@ -178,8 +178,16 @@ impl Meters {
     }
 }
 
-/// Consumer-group requests to the partition's owner.
+/// Requests to the partition's owner: consumer groups', and commands that
+/// change what is pending or fired.
 pub(crate) enum Control {
+    /// A command the owner proposes in its term, answered when applied:
+    /// a cancel or a redrive changes the pending set and the fire logs the
+    /// term works from, so it is ordered with the term's own proposals.
+    Propose {
+        cmd: crate::types::Command,
+        reply: Reply<crate::types::Applied>,
+    },
     Attach {
         topic: String,
         group: String,

@@ -165,6 +165,8 @@ pub(crate) enum TermCompletion {
         written: Written,
         events: u64,
     },
+    /// A command proposed for a caller (`Control::Propose`).
+    Proposed(crate::delivery::Reply<Applied>, Written),
 }
 
 /// A completion with the epoch of the term whose proposal it answers (None:
@@ -698,6 +700,9 @@ fn refuse(c: Control, err: PartitionError) {
             let _ = reply.send(Err(err));
         }
         Control::Settle { reply, .. } => {
+            let _ = reply.send(Err(err));
+        }
+        Control::Propose { reply, .. } => {
             let _ = reply.send(Err(err));
         }
         Control::Runtime { reply } => {

@@ -136,6 +136,10 @@ impl LeaderTerm {
                 Ok(())
             }
             TermCompletion::Trimmed { written, events } => self.dispatcher.trimmed(written, events),
+            TermCompletion::Proposed(reply, written) => {
+                let _ = reply.send(written);
+                Ok(())
+            }
         }
     }
 
@@ -194,6 +198,10 @@ pub(crate) fn answer_stale(ctx: &Ctx, completion: TermCompletion) {
         }
         TermCompletion::GroupCreated(attaching, _) => attaching.refuse(ctx.not_leader()),
         TermCompletion::Sought(seeking, written) => seeking.answer(&written),
+        // Applied (or not) whatever the term: the outcome stands.
+        TermCompletion::Proposed(reply, written) => {
+            let _ = reply.send(written);
+        }
         TermCompletion::Fired(_) | TermCompletion::Trimmed { .. } => {}
     }
 }
