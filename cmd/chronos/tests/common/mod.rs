@@ -243,7 +243,6 @@ fn read_log(path: &Path) -> String {
     lines[lines.len().saturating_sub(60)..].join("\n")
 }
 
-/// The wall clock in ms since the Unix epoch.
 /// Where a server's log goes: beside its data directory, or (to keep it
 /// after a failed run) under `TEST_CHRONOS_LOG_DIR` when that is set.
 fn log_path(data_dir: &Path) -> PathBuf {
@@ -258,6 +257,7 @@ fn log_path(data_dir: &Path) -> PathBuf {
     }
 }
 
+/// The wall clock in ms since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
