@@ -9,14 +9,26 @@
 //! a crash or a leader change loses only the wheel, which the next term
 //! rebuilds.
 //!
+//! A released event is read from `pending` (so one a cancel or reschedule
+//! removed is dropped), numbered in its topic's fire log (`fire_tail`) and
+//! proposed in a `Fire` at once; delivery takes it from the tail without
+//! waiting for the entry to apply. An event whose id has a cancel or a
+//! reschedule in flight waits (`parked`) until that applies: it may remove
+//! the event, and a delivered event must stay fired.
+//!
 //! **Invariant** (checked in release builds): a `Fire` carries only events
 //! with `due_ts <= fire_ts`, where `fire_ts` is the wall clock when the wheel
 //! released them (for a while not the wall clock after it jumped ahead:
 //! `StepGuard`); the state machine checks it again.
 
-use chronos_proto::internal::{FireCommand, PendingRef};
-use chronos_scheduler::{Fired, InsertError, StepGuard, TimingWheel, WheelConfig};
+use std::collections::{HashMap, HashSet};
 
+use chronos_proto::internal::{EventKeys, FireCommand, FiredRecord, PendingRef};
+use chronos_scheduler::{Fired, InsertError, StepGuard, TimingWheel, WheelConfig};
+use chronos_store::id_key;
+use prost::Message;
+
+use crate::fire_tail::{FireTail, Slot};
 use crate::owner::TermError;
 use crate::owner::{Completions, Ctx, TermCompletion, Written};
 use crate::types::Command;
@@ -26,15 +38,17 @@ use crate::wall_ms;
 const SCAN_BATCH: usize = 10_000;
 /// Events per `Fire` command.
 const FIRE_BATCH: usize = 10_000;
-/// `Fire` proposals out at once: a second is appended while the first is
-/// applied; meanwhile released events batch up here (four measured no
-/// better: docs/benchmarks.md).
-const MAX_FIRES_IN_FLIGHT: usize = 2;
 
 #[derive(Debug, Clone, Copy)]
 pub struct FiringOptions {
     pub tick_ms: i64,
     pub horizon_ms: i64,
+}
+
+/// The records one `Fire` appended, by topic, dropped from the tail once it applies.
+pub(crate) struct FireProposal {
+    appended: Vec<(String, Vec<u64>)>,
+    offsets: Vec<u64>,
 }
 
 pub(crate) struct Firing {
@@ -45,9 +59,15 @@ pub(crate) struct Firing {
     /// `loaded_to`, read up to `last_key`.
     loaded_to: i64,
     last_key: Option<(i64, u64)>,
-    /// Released but not yet proposed: waits while `MAX_FIRES_IN_FLIGHT`
-    /// proposals are out, then goes in one (bigger) proposal.
+    /// Released, to be proposed by this step.
     released: Vec<Fired<()>>,
+    /// Offsets in a `Fire` not yet answered: a refill scan or a publish's
+    /// answer may offer them again, and they must not fire twice.
+    proposed: HashSet<u64>,
+    /// Ids (`id_key`) with a cancel or reschedule in flight, and how many.
+    holds: HashMap<Vec<u8>, usize>,
+    /// Released events whose id is held, by id.
+    parked: HashMap<Vec<u8>, Vec<Fired<()>>>,
     in_flight: usize,
     gauge: metrics::Gauge,
     /// A wall clock that just jumped ahead is not fired by at once.
@@ -69,6 +89,9 @@ impl Firing {
             loaded_to: now + opts.horizon_ms,
             last_key: None,
             released: Vec::new(),
+            proposed: HashSet::new(),
+            holds: HashMap::new(),
+            parked: HashMap::new(),
             in_flight: 0,
             gauge: metrics::gauge!("chronos_wheel_entries", "partition" => ctx.partition.to_string()),
             guard: StepGuard::default(),
@@ -77,52 +100,96 @@ impl Firing {
         Ok(firing)
     }
 
-    /// Releases what came due, proposes it when a slot is free, and keeps
-    /// the window loaded ahead of the clock.
+    /// Releases what came due, proposes it, and keeps the window loaded
+    /// ahead of the clock. Returns whether records joined the fire logs' tail.
     pub async fn step(
         &mut self,
         ctx: &Ctx,
         epoch: u64,
+        tail: &mut FireTail,
         completions: &mut Completions,
-    ) -> Result<(), TermError> {
+    ) -> Result<bool, TermError> {
         let wall = self.guard.now(wall_ms(), std::time::Instant::now());
         self.now = self.now.max(wall);
         self.wheel.advance(self.now, &mut self.released);
-        if !self.released.is_empty() && self.in_flight < MAX_FIRES_IN_FLIGHT {
-            self.propose(ctx, epoch, completions).await?;
+        let mut appended = false;
+        if !self.released.is_empty() {
+            appended = self.propose(ctx, epoch, tail, completions).await?;
         }
         if self.now + ctx.firing.horizon_ms / 2 >= self.loaded_to {
             self.loaded_to = self.now + ctx.firing.horizon_ms;
             self.load(ctx)?;
         }
         self.gauge.set(self.wheel.len() as f64);
-        Ok(())
+        Ok(appended)
     }
 
     /// When `step` has work next (wall-clock ms).
     pub fn next_wake_ms(&self, ctx: &Ctx) -> i64 {
-        self.wheel
-            .next_due_ms()
-            .unwrap_or(i64::MAX)
-            .min(self.loaded_to - ctx.firing.horizon_ms / 2)
+        let next = if self.released.is_empty() {
+            self.wheel.next_due_ms().unwrap_or(i64::MAX)
+        } else {
+            self.now
+        };
+        next.min(self.loaded_to - ctx.firing.horizon_ms / 2)
     }
 
     /// Events whose publish applied; those beyond the window wait for a scan.
     pub fn insert_new(&mut self, partition: u32, batch: Vec<(i64, u64)>) {
         for (due, offset) in batch {
             if due <= self.loaded_to {
-                if let Err(e) = insert(&mut self.wheel, due, offset) {
+                if let Err(e) = self.insert(due, offset) {
                     tracing::warn!(partition, offset, "not scheduled: {e}");
                 }
             }
         }
     }
 
+    /// A cancel or a reschedule of this id is proposed: its event must not
+    /// fire until that applies.
+    pub fn hold(&mut self, id: Vec<u8>) {
+        *self.holds.entry(id).or_default() += 1;
+    }
+
+    /// The cancel or reschedule of `id` applied (or failed); it removed the
+    /// pending event at `removed`, if any.
+    pub fn release_hold(&mut self, id: &[u8], removed: Option<u64>) {
+        if let Some(offset) = removed {
+            self.wheel.cancel(offset);
+        }
+        let Some(n) = self.holds.get_mut(id) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            self.holds.remove(id);
+            // Read from `pending` again when proposed: a removed one is dropped.
+            if let Some(parked) = self.parked.remove(id) {
+                self.released.extend(parked);
+            }
+        }
+    }
+
+    /// A reschedule removed the pending event at `offset`.
+    pub fn forget(&mut self, offset: u64) {
+        self.wheel.cancel(offset);
+    }
+
     /// A `Fire` applied (or failed: that ends the term).
-    pub fn fired(&mut self, written: Written) -> Result<(), TermError> {
+    pub fn fired(
+        &mut self,
+        tail: &mut FireTail,
+        proposal: FireProposal,
+        written: Written,
+    ) -> Result<(), TermError> {
         self.in_flight -= 1;
-        // Counted as applied: events already fired or cancelled are skipped.
         let applied = written?;
+        for (topic, seqs) in proposal.appended {
+            tail.applied(&topic, seqs);
+        }
+        for offset in proposal.offsets {
+            self.proposed.remove(&offset);
+        }
         metrics::counter!("chronos_fired_events_total").increment(applied.fired);
         Ok(())
     }
@@ -138,7 +205,7 @@ impl Firing {
                 .store
                 .scan_pending(self.last_key, self.loaded_to, SCAN_BATCH)?;
             for &(due, offset) in &keys {
-                insert(&mut self.wheel, due, offset)?;
+                self.insert(due, offset)?;
             }
             if let Some(last) = keys.last() {
                 self.last_key = Some(*last);
@@ -149,42 +216,94 @@ impl Firing {
         }
     }
 
-    /// Proposes the released events (in chunks); each answers when applied.
+    fn insert(&mut self, due: i64, offset: u64) -> Result<(), TermError> {
+        if self.proposed.contains(&offset) {
+            return Ok(());
+        }
+        match self.wheel.insert(offset, due, ()) {
+            // Seen by both the scan and the publish's answer: once is enough.
+            Ok(()) | Err(InsertError::DuplicateKey { .. }) => Ok(()),
+            Err(source) => Err(TermError::Wheel { offset, source }),
+        }
+    }
+
+    /// Reads the released events from `pending`, numbers them in their
+    /// topics' fire logs and proposes them (in chunks); each `Fire` answers
+    /// when applied. Returns whether any was numbered.
     async fn propose(
         &mut self,
         ctx: &Ctx,
         epoch: u64,
+        tail: &mut FireTail,
         completions: &mut Completions,
-    ) -> Result<(), TermError> {
+    ) -> Result<bool, TermError> {
         let fire_ts = self.now;
         let lateness = metrics::histogram!("chronos_fire_lateness_seconds");
-        for chunk in self.released.chunks(FIRE_BATCH) {
-            let events: Vec<PendingRef> = chunk
-                .iter()
-                .map(|f| {
-                    assert!(f.due_ms <= fire_ts, "the wheel released an event early");
-                    lateness.record((fire_ts - f.due_ms) as f64 / 1000.0);
-                    PendingRef {
-                        due_ts: f.due_ms,
-                        offset: f.key,
+        let mut released = std::mem::take(&mut self.released);
+        released.sort_unstable_by_key(|f| (f.due_ms, f.key));
+        let mut appended = false;
+        for chunk in released.chunks(FIRE_BATCH) {
+            let keys: Vec<(i64, u64)> = chunk.iter().map(|f| (f.due_ms, f.key)).collect();
+            let values = ctx.store.get_pending_run(&keys)?;
+            let mut events = Vec::with_capacity(chunk.len());
+            let mut seqs = Vec::with_capacity(chunk.len());
+            let mut proposal = FireProposal {
+                appended: Vec::new(),
+                offsets: Vec::with_capacity(chunk.len()),
+            };
+            for (f, raw) in chunk.iter().zip(values) {
+                // Cancelled or rescheduled since it was loaded.
+                let Some(raw) = raw else { continue };
+                assert!(f.due_ms <= fire_ts, "the wheel released an event early");
+                let keys =
+                    EventKeys::decode(raw.as_slice()).map_err(|source| TermError::Decode {
+                        what: "a pending event",
+                        source,
+                    })?;
+                if !self.holds.is_empty() {
+                    let id = id_key(&keys.topic, &keys.message_id);
+                    if self.holds.contains_key(&id) {
+                        self.parked.entry(id).or_default().push(f.clone());
+                        continue;
                     }
-                })
-                .collect();
+                }
+                lateness.record((fire_ts - f.due_ms) as f64 / 1000.0);
+                let record = FiredRecord {
+                    offset: f.key,
+                    due_ts: f.due_ms,
+                    fire_ts,
+                    event: raw.into(),
+                    only_group: String::new(),
+                };
+                let seq = tail.append(&ctx.store, &keys.topic, Slot::Ready(record))?;
+                match proposal.appended.last_mut() {
+                    Some((topic, seqs)) if *topic == keys.topic => seqs.push(seq),
+                    _ => proposal.appended.push((keys.topic, vec![seq])),
+                }
+                self.proposed.insert(f.key);
+                proposal.offsets.push(f.key);
+                events.push(PendingRef {
+                    due_ts: f.due_ms,
+                    offset: f.key,
+                });
+                seqs.push(seq);
+            }
+            if events.is_empty() {
+                continue;
+            }
+            appended = true;
             let applied = ctx
-                .propose(Command::fire(FireCommand { fire_ts, events }))
+                .propose(Command::fire(FireCommand {
+                    fire_ts,
+                    events,
+                    seqs,
+                }))
                 .await?;
             self.in_flight += 1;
-            completions.push_term(epoch, async move { TermCompletion::Fired(applied.await) });
+            completions.push_term(epoch, async move {
+                TermCompletion::Fired(proposal, applied.await)
+            });
         }
-        self.released.clear();
-        Ok(())
-    }
-}
-
-fn insert(wheel: &mut TimingWheel<()>, due: i64, offset: u64) -> Result<(), TermError> {
-    match wheel.insert(offset, due, ()) {
-        // Seen by both the scan and the publish's answer: once is enough.
-        Ok(()) | Err(InsertError::DuplicateKey { .. }) => Ok(()),
-        Err(source) => Err(TermError::Wheel { offset, source }),
+        Ok(appended)
     }
 }

@@ -12,7 +12,7 @@ use chronos_proto::v1::DeadLetter;
 use prost::Message;
 use tokio::sync::oneshot;
 
-use crate::delivery::{event_of, Control, Member, SettleItem, SettleResult, Start};
+use crate::delivery::{event_of, Control, GroupControl, Member, SettleItem, SettleResult, Start};
 use crate::types::Command;
 use crate::{wall_ms, Partition, PartitionError};
 
@@ -53,12 +53,12 @@ impl Partition {
         self.ask(|reply| Control::Propose { cmd, reply }).await
     }
 
-    async fn ask<T>(
+    async fn ask<T, C: Into<Control>>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, PartitionError>>) -> Control,
+        make: impl FnOnce(oneshot::Sender<Result<T, PartitionError>>) -> C,
     ) -> Result<T, PartitionError> {
         let (reply, rx) = oneshot::channel();
-        self.control(make(reply))?;
+        self.control(make(reply).into())?;
         rx.await.map_err(|_| self.stopped_error())?
     }
 
@@ -71,7 +71,7 @@ impl Partition {
         start: Start,
         member: Arc<Member>,
     ) -> Result<(), PartitionError> {
-        self.ask(|reply| Control::Attach {
+        self.ask(|reply| GroupControl::Attach {
             topic,
             group,
             start,
@@ -83,7 +83,7 @@ impl Partition {
 
     /// The member's stream ended: what it held is redelivered to others.
     pub fn detach(&self, member: u64) {
-        let _ = self.control(Control::Detach { member });
+        let _ = self.control(GroupControl::Detach { member }.into());
     }
 
     /// Acks and nacks deliveries of `group`; answered once recorded durably.
@@ -92,7 +92,7 @@ impl Partition {
         group: String,
         items: Vec<SettleItem>,
     ) -> Result<Vec<SettleResult>, PartitionError> {
-        self.ask(|reply| Control::Settle {
+        self.ask(|reply| GroupControl::Settle {
             group,
             items,
             reply,
@@ -103,7 +103,7 @@ impl Partition {
     /// Moves `group`'s position so that events due at or after `ts` are
     /// delivered (again, if they were before).
     pub async fn seek(&self, topic: String, group: String, ts: i64) -> Result<(), PartitionError> {
-        self.ask(|reply| Control::Seek {
+        self.ask(|reply| GroupControl::Seek {
             topic,
             group,
             ts,
@@ -115,7 +115,7 @@ impl Partition {
     /// Every consumer group of this partition (of `topic` when given).
     pub async fn groups(&self, topic: Option<&str>) -> Result<Vec<GroupInfo>, PartitionError> {
         let storage = |e: &dyn std::error::Error| PartitionError::storage(self.id, e);
-        let runtime = self.ask(|reply| Control::Runtime { reply }).await?;
+        let runtime = self.ask(|reply| GroupControl::Runtime { reply }).await?;
         let mut out = Vec::new();
         for (t, group, raw) in self.store.list_groups().map_err(|e| storage(&e))? {
             if topic.is_some_and(|want| want != t) {
@@ -259,6 +259,8 @@ impl Partition {
                 group: group.to_string(),
                 seqs: chunk.to_vec(),
                 now_ts: wall_ms(),
+                // Numbered by the owner's term when it proposes it.
+                first_seq: None,
             });
             redriven += self.propose(cmd).await?.redriven;
         }

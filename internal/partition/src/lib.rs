@@ -19,6 +19,7 @@
 mod codec;
 mod delivery;
 mod error;
+mod fire_tail;
 mod firing;
 mod groups;
 mod history;

@@ -17,14 +17,16 @@ use std::hash::BuildHasherDefault;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use chronos_proto::internal::{EventRecord, PublishCommand};
+use chronos_proto::internal::{EventKeys, EventRecord, PublishCommand};
 use chronos_proto::v1::Event;
 use chronos_store::id_key;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::PartitionError;
-use crate::owner::{Completion, Completions, Ctx, Written};
+use crate::fire_tail::{FireTail, Slot};
+use crate::firing::Firing;
+use crate::owner::{Completion, Completions, Ctx, TermError, Written};
 use crate::types::Command;
 use crate::wall_ms;
 
@@ -78,13 +80,27 @@ pub(crate) struct Published {
     planned: Vec<Planned>,
     /// (due_ts, offset) of the new events, for the wheel.
     new_events: Vec<(i64, u64)>,
+    /// Fire-log numbers of the events due at once, by topic.
+    appended: Vec<(String, Vec<u64>)>,
+    /// Ids (`id_key`) of the reschedules, held back from firing meanwhile.
+    held: Vec<Vec<u8>>,
+}
+
+/// What the term learns from a publish proposal's answer.
+pub(crate) struct Answered {
+    pub seq: u64,
+    /// The new events, if it applied.
+    pub new_events: Option<Vec<(i64, u64)>>,
+    pub appended: Vec<(String, Vec<u64>)>,
+    pub held: Vec<Vec<u8>>,
+    /// Pending events its reschedules removed.
+    pub unscheduled: Vec<u64>,
 }
 
 impl Published {
-    /// Answers the callers. Returns the proposal's number and, if it
-    /// applied, its new events.
-    pub fn finish(self) -> (u64, Option<Vec<(i64, u64)>>) {
-        let applied = match self.written {
+    /// Answers the callers; returns what the term must know.
+    pub fn finish(self) -> Answered {
+        let (new_events, unscheduled) = match self.written {
             Ok(applied) => {
                 if applied.fired > 0 {
                     metrics::counter!("chronos_fired_events_total").increment(applied.fired);
@@ -93,16 +109,29 @@ impl Published {
                         .record_many(0.0, applied.fired as usize);
                 }
                 let _ = self.result.send(Some(Ok(())));
-                Some(self.new_events)
+                (Some(self.new_events), applied.unscheduled)
             }
             Err(e) => {
                 let _ = self.result.send(Some(Err(e)));
-                None
+                (None, Vec::new())
             }
         };
         tokio::spawn(answer(self.planned));
-        (self.seq, applied)
+        Answered {
+            seq: self.seq,
+            new_events,
+            appended: self.appended,
+            held: self.held,
+            unscheduled,
+        }
     }
+}
+
+/// The term's fire logs and wheel: a publish numbers its events due at once
+/// in the one and holds its reschedules back in the other.
+pub(crate) struct Firings<'a> {
+    pub tail: &'a mut FireTail,
+    pub firing: &'a mut Firing,
 }
 
 pub(crate) struct Publisher {
@@ -152,15 +181,17 @@ impl Publisher {
         epoch: u64,
         req: PublishRequest,
         mailbox: &mut mpsc::Receiver<PublishRequest>,
+        fl: Firings<'_>,
         completions: &mut Completions,
-    ) -> usize {
+    ) -> Result<usize, TermError> {
         // The last proposal carried several requests: let more join this one,
         // so one fsync covers them. A lone publisher never waits.
         if self.last_batch_requests > 1 && !ctx.linger.is_zero() {
             self.lingering = Some((req, Instant::now() + ctx.linger));
-            return 0;
+            return Ok(0);
         }
-        self.propose(ctx, epoch, req, mailbox, completions).await
+        self.propose(ctx, epoch, req, mailbox, fl, completions)
+            .await
     }
 
     /// Proposes the lingering request once its linger is over.
@@ -169,15 +200,17 @@ impl Publisher {
         ctx: &Ctx,
         epoch: u64,
         mailbox: &mut mpsc::Receiver<PublishRequest>,
+        fl: Firings<'_>,
         completions: &mut Completions,
-    ) -> usize {
+    ) -> Result<usize, TermError> {
         match self.lingering.take() {
             Some((req, at)) if at <= Instant::now() => {
-                self.propose(ctx, epoch, req, mailbox, completions).await
+                self.propose(ctx, epoch, req, mailbox, fl, completions)
+                    .await
             }
             other => {
                 self.lingering = other;
-                0
+                Ok(0)
             }
         }
     }
@@ -204,8 +237,9 @@ impl Publisher {
         epoch: u64,
         first: PublishRequest,
         mailbox: &mut mpsc::Receiver<PublishRequest>,
+        fl: Firings<'_>,
         completions: &mut Completions,
-    ) -> usize {
+    ) -> Result<usize, TermError> {
         let seq = self.seq;
         self.seq += 1;
         let (result_tx, result_rx) = watch::channel(None);
@@ -239,7 +273,7 @@ impl Publisher {
             // Nothing new (all duplicates): answer without touching the log.
             drop(result_tx);
             tokio::spawn(answer(planned));
-            return 0;
+            return Ok(0);
         }
         assert_eq!(
             self.next_offset,
@@ -255,16 +289,48 @@ impl Publisher {
                     .map(|o| (o.due_ts, o.offset))
             })
             .collect();
+        // Events due already go straight into their topics' fire logs when
+        // this applies, under numbers given here, in event order.
+        let mut fire_seqs = Vec::new();
+        let mut appended: Vec<(String, Vec<u64>)> = Vec::new();
+        for (raw, &(due_ts, _)) in events.iter().zip(&new_events) {
+            if due_ts > now {
+                continue;
+            }
+            let topic = EventKeys::decode(raw.as_ref())
+                .map_err(|source| TermError::Decode {
+                    what: "a published event",
+                    source,
+                })?
+                .topic;
+            let seq = fl.tail.append(&ctx.store, &topic, Slot::Awaiting)?;
+            fire_seqs.push(seq);
+            match appended.last_mut() {
+                Some((t, seqs)) if *t == topic => seqs.push(seq),
+                _ => appended.push((topic, vec![seq])),
+            }
+        }
+        // A reschedule may remove its id's pending event: that event must
+        // not fire meanwhile.
+        let held: Vec<Vec<u8>> = if has_reschedule {
+            keys.clone()
+        } else {
+            Vec::new()
+        };
+        for id in &held {
+            fl.firing.hold(id.clone());
+        }
         let cmd = Command::publish(PublishCommand {
             publish_ts: now,
             first_offset,
             events,
             dedup_expiry_ts: now.saturating_add(ctx.dedup_ttl_ms),
             has_reschedule,
+            fire_seqs,
         });
         let proposed = ctx.propose(cmd).await;
         self.proposals.insert(seq, keys);
-        completions.push(Some(epoch), async move {
+        completions.push_proposal(epoch, async move {
             let written = match proposed {
                 Ok(applied) => applied.await,
                 Err(e) => Err(e),
@@ -275,9 +341,11 @@ impl Publisher {
                 result: result_tx,
                 planned,
                 new_events,
+                appended,
+                held,
             })
         });
-        1
+        Ok(1)
     }
 
     /// Decides each event of `req`: duplicate of an applied event, duplicate of

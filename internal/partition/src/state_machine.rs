@@ -259,13 +259,14 @@ impl StateMachine {
                 .is_some())
     }
 
-    /// Removes the still-pending event with this id, if any (a reschedule moves it).
+    /// Removes the still-pending event with this id, if any (a reschedule
+    /// moves it); returns its offset.
     fn unschedule(
         &mut self,
         batch: &mut Batch<'_>,
         topic: &str,
         message_id: &str,
-    ) -> Result<(), io::Error> {
+    ) -> Result<Option<u64>, io::Error> {
         let old = self
             .store
             .get_id(topic, message_id, i64::MIN)
@@ -274,29 +275,55 @@ impl StateMachine {
             if self.still_pending(&old)? {
                 batch.delete_pending(old.due_ts, old.offset);
                 self.count_pending(topic, false)?;
+                return Ok(Some(old.offset));
             }
         }
-        Ok(())
+        Ok(None)
     }
 
-    /// Moves each still-pending event of `f` into its topic's fire log.
+    /// Moves each still-pending event of `f` into its topic's fire log, under
+    /// the sequence number the leader gave it (entries from before leaders
+    /// numbered fires get the next free one).
     fn apply_fire(&mut self, batch: &mut Batch<'_>, f: &FireCommand) -> Result<u64, io::Error> {
         let read = |e: &dyn std::fmt::Display| io::Error::other(e.to_string());
+        let numbered = !f.seqs.is_empty();
+        assert!(
+            !numbered || f.seqs.len() == f.events.len(),
+            "a Fire numbers all of its events or none"
+        );
         // The wheel releases in due order, so the refs are (nearly) a run of
         // `pending`: one range scan reads them, where point lookups would each
         // search every level.
-        let mut refs: Vec<(i64, u64)> = f.events.iter().map(|r| (r.due_ts, r.offset)).collect();
+        let mut refs: Vec<((i64, u64), Option<u64>)> = f
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, r)| ((r.due_ts, r.offset), f.seqs.get(i).copied()))
+            .collect();
         refs.sort_unstable();
-        refs.dedup();
-        let events = self.store.get_pending_run(&refs).map_err(|e| read(&e))?;
+        refs.dedup_by_key(|(key, _)| *key);
+        let keys: Vec<(i64, u64)> = refs.iter().map(|(key, _)| *key).collect();
+        let events = self.store.get_pending_run(&keys).map_err(|e| read(&e))?;
         let mut fired = 0;
-        for (&(due_ts, offset), raw) in refs.iter().zip(events) {
+        for (&((due_ts, offset), seq), raw) in refs.iter().zip(events) {
             // Gone already: fired by an earlier command (a re-proposal after a
             // leader change) or cancelled. Skipping is the same on every replica.
-            let Some(raw) = raw else { continue };
-            debug_assert!(f.fire_ts >= due_ts, "fired {} ms early", due_ts - f.fire_ts);
+            let Some(raw) = raw else {
+                if numbered {
+                    // The leader holds back what a cancel or reschedule in
+                    // flight may remove, so this is not expected.
+                    tracing::error!(
+                        offset,
+                        due_ts,
+                        "a numbered fire of an event no longer pending"
+                    );
+                    metrics::counter!("chronos_fire_refs_skipped_total").increment(1);
+                }
+                continue;
+            };
+            assert!(f.fire_ts >= due_ts, "fired {} ms early", due_ts - f.fire_ts);
             let keys = EventKeys::decode(raw.as_slice()).map_err(|e| read(&e))?;
-            let seq = self.take_fire_seq(&keys.topic)?;
+            let seq = self.place_fired(&keys.topic, seq)?;
             let record = FiredRecord {
                 offset,
                 due_ts,
@@ -360,11 +387,18 @@ impl StateMachine {
             .ok_or_else(|| io::Error::other("topic state vanished"))
     }
 
-    /// The next fire sequence number of `topic`, advancing it.
-    fn take_fire_seq(&mut self, topic: &str) -> Result<u64, io::Error> {
+    /// Where the next record of `topic`'s fire log goes: at `numbered` (the
+    /// leader's number, never below what is written: a fire log is only
+    /// appended to), or else at the next free number.
+    fn place_fired(&mut self, topic: &str, numbered: Option<u64>) -> Result<u64, io::Error> {
         let state = self.topic_mut(topic)?;
-        let seq = state.next_fire_seq;
-        state.next_fire_seq += 1;
+        let seq = numbered.unwrap_or(state.next_fire_seq);
+        assert!(
+            seq >= state.next_fire_seq,
+            "fire log of {topic:?}: record {seq} would overwrite (next is {})",
+            state.next_fire_seq
+        );
+        state.next_fire_seq = seq + 1;
         Ok(seq)
     }
 
@@ -392,6 +426,7 @@ impl StateMachine {
         &mut self,
         batch: &mut Batch<'_>,
         p: &PublishCommand,
+        unscheduled: &mut Vec<u64>,
     ) -> Result<u64, io::Error> {
         let mut fired = 0;
         // The leader numbers events contiguously and the stored state always
@@ -401,14 +436,22 @@ impl StateMachine {
             "offset gap or overlap in the log"
         );
         let expiry_ms = p.dedup_expiry_ts;
+        let mut fire_seqs = p.fire_seqs.iter().copied();
         for (i, raw) in p.events.iter().enumerate() {
             let offset = p.first_offset + i as u64;
             let event = EventKeys::decode(raw.as_ref()).map_err(sm_err)?;
             if event.reschedule {
-                self.unschedule(batch, &event.topic, &event.message_id)?;
+                if let Some(old) = self.unschedule(batch, &event.topic, &event.message_id)? {
+                    unscheduled.push(old);
+                }
             }
             let state = if event.due_ts <= p.publish_ts {
-                let seq = self.take_fire_seq(&event.topic)?;
+                let numbered = fire_seqs.next();
+                assert!(
+                    numbered.is_some() || p.fire_seqs.is_empty(),
+                    "a publish numbers all of its events due at once or none"
+                );
+                let seq = self.place_fired(&event.topic, numbered)?;
                 let record = FiredRecord {
                     offset,
                     due_ts: event.due_ts,
@@ -432,6 +475,10 @@ impl StateMachine {
             };
             batch.put_id(&event.topic, &event.message_id, &entry);
         }
+        assert!(
+            fire_seqs.next().is_none(),
+            "a publish numbers only its events due at once"
+        );
         self.next_offset = self.next_offset.max(p.first_offset + p.events.len() as u64);
         Ok(fired)
     }
@@ -532,6 +579,7 @@ impl StateMachine {
             let mut group = None;
             let mut redriven = 0;
             let mut roster = None;
+            let mut unscheduled = Vec::new();
             match &entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(cmd) => match &cmd.0.kind {
@@ -539,7 +587,7 @@ impl StateMachine {
                         if p.has_reschedule {
                             self.commit_so_far(&store, &mut batch, &mut membership_changed)?;
                         }
-                        fired = self.apply_publish(&mut batch, p)?;
+                        fired = self.apply_publish(&mut batch, p, &mut unscheduled)?;
                     }
                     // Firing and cancelling read `pending` and `ids`, which must
                     // already hold what earlier entries wrote: commit those (with
@@ -597,6 +645,7 @@ impl StateMachine {
                 group,
                 redriven,
                 roster,
+                unscheduled,
             });
         }
         self.commit(batch, &mut membership_changed)?;

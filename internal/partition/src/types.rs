@@ -188,7 +188,7 @@ impl<'de> serde::de::Visitor<'de> for CommandVisitor {
 }
 
 /// What applying one entry reports back to the proposer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     /// Offset the next event gets after this entry.
     pub next_offset: u64,
@@ -203,6 +203,8 @@ pub struct Applied {
     /// A `Roster` entry: whether it replaced the roster (its expected
     /// version was still current).
     pub roster: Option<bool>,
+    /// A `Publish` entry: offsets of the pending events its reschedules removed.
+    pub unscheduled: Vec<u64>,
 }
 
 /// The result of applying a `Cancel`.

@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use chronos_proto::internal::{
     DeliveryCommand, EventRecord, FiredRecord, GroupCommand, GroupState, InflightRecord,
     TopicState, TopicTrim, TrimCommand,
@@ -17,9 +16,10 @@ use tokio::sync::Notify;
 
 use super::group::GroupRt;
 use super::{
-    delivery_id, event_of, Control, GroupRuntime, Member, Reply, SettleItem, SettleOp,
+    delivery_id, event_of, GroupControl, GroupRuntime, Member, Reply, SettleItem, SettleOp,
     SettleResult, Start, MAX_PROPOSALS,
 };
+use crate::fire_tail::{FireTail, Found};
 use crate::owner::{Completions, Ctx, TermCompletion, TermError, Written};
 use crate::types::Command;
 use crate::{wall_ms, PartitionError};
@@ -160,6 +160,11 @@ impl Dispatcher {
         self.needs_pump = true;
     }
 
+    /// Records joined a fire log, or the term's tail of one applied.
+    pub fn fire_log_grew(&mut self) {
+        self.needs_pump = true;
+    }
+
     /// Runs what is due: gauges, fire-log trims, ack deadlines and
     /// redeliveries, deliveries to members with credit, and the proposal
     /// recording them.
@@ -167,6 +172,7 @@ impl Dispatcher {
         &mut self,
         ctx: &Ctx,
         epoch: u64,
+        tail: &FireTail,
         completions: &mut Completions,
     ) -> Result<(), TermError> {
         if self.gauges_at.elapsed() >= GAUGE_EVERY {
@@ -187,7 +193,7 @@ impl Dispatcher {
         if std::mem::take(&mut self.needs_pump) {
             for (key, group) in self.groups.iter_mut() {
                 if !self.seeking.contains(key) {
-                    pump(ctx, group, &self.members, now)?;
+                    pump(ctx, tail, group, &self.members, now)?;
                 }
             }
         }
@@ -224,11 +230,11 @@ impl Dispatcher {
         &mut self,
         ctx: &Ctx,
         epoch: u64,
-        c: Control,
+        c: GroupControl,
         completions: &mut Completions,
     ) -> Result<(), TermError> {
         match c {
-            Control::Attach {
+            GroupControl::Attach {
                 topic,
                 group,
                 start,
@@ -244,7 +250,7 @@ impl Dispatcher {
                     self.create(ctx, epoch, attaching, start, completions).await;
                 }
             }
-            Control::Detach { member } => {
+            GroupControl::Detach { member } => {
                 if self.attaching.contains_key(&member) {
                     self.left_while_attaching.insert(member);
                 }
@@ -255,7 +261,7 @@ impl Dispatcher {
                     self.needs_pump = true;
                 }
             }
-            Control::Settle {
+            GroupControl::Settle {
                 group,
                 items,
                 reply,
@@ -268,7 +274,7 @@ impl Dispatcher {
                     let _ = reply.send(Ok(results));
                 }
             }
-            Control::Seek {
+            GroupControl::Seek {
                 topic,
                 group,
                 ts,
@@ -312,17 +318,7 @@ impl Dispatcher {
                     Err(e) => seeking.answer(&Err(e)),
                 }
             }
-            // A cancel or a redrive: in log order with this term's fires
-            // and deliveries.
-            Control::Propose { cmd, reply } => match ctx.propose(cmd).await {
-                Ok(applied) => completions.push_term(epoch, async move {
-                    TermCompletion::Proposed(reply, applied.await)
-                }),
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
-            Control::Runtime { reply } => {
+            GroupControl::Runtime { reply } => {
                 let rows = self
                     .groups
                     .values()
@@ -654,6 +650,7 @@ impl Dispatcher {
 /// members while they have credit.
 fn pump(
     ctx: &Ctx,
+    tail: &FireTail,
     g: &mut GroupRt,
     members: &HashMap<u64, Arc<Member>>,
     now: i64,
@@ -661,24 +658,22 @@ fn pump(
     if g.members.is_empty() {
         return Ok(());
     }
-    let decode = |source| TermError::Decode {
-        what: "a fired record",
-        source,
-    };
     while let Some(&seq) = g.ready.first() {
         let Some(member) = pick(g, members) else {
             return Ok(());
         };
         let attempt = g.flights.get(&seq).map_or(0, |f| f.attempt) + 1;
-        match ctx.store.get_fired(&g.topic, seq)? {
-            Some(raw) => {
-                let rec = FiredRecord::decode(Bytes::from(raw)).map_err(decode)?;
-                deliver(ctx, g, &member, seq, rec, attempt, now)?;
-            }
+        match tail.get(&ctx.store, &g.topic, seq)? {
+            Found::Record(rec) => deliver(ctx, g, &member, seq, rec, attempt, now)?,
             // Trimmed from the fire log: nothing left to deliver.
-            None => {
+            Found::Gone => {
                 g.ack(seq);
                 member.give_back(1);
+            }
+            // Never delivered yet, so never ready: not expected; later.
+            Found::NotYet => {
+                member.give_back(1);
+                return Ok(());
             }
         }
     }
@@ -693,14 +688,11 @@ fn pump(
             return Ok(());
         }
         let limit = (budget as usize).min(READ_BATCH);
-        let records = ctx.store.scan_fired(&g.topic, g.cursor, limit)?;
+        let records = tail.read(&ctx.store, &g.topic, g.cursor, limit)?;
         if records.is_empty() {
             return Ok(());
         }
-        for (seq, raw) in records {
-            // From an owned buffer, so the event (and its payload) are
-            // slices of it rather than copies.
-            let rec = FiredRecord::decode(Bytes::from(raw)).map_err(decode)?;
+        for (seq, rec) in records {
             let for_us = rec.only_group.is_empty() || rec.only_group == g.name;
             if rec.due_ts < g.from_due_ts || !for_us {
                 g.advance(seq + 1);

@@ -178,8 +178,8 @@ impl Meters {
     }
 }
 
-/// Requests to the partition's owner: consumer groups', and commands that
-/// change what is pending or fired.
+/// Requests to the partition's owner: commands that change what is pending
+/// or fired, and consumer groups' requests.
 pub(crate) enum Control {
     /// A command the owner proposes in its term, answered when applied:
     /// a cancel or a redrive changes the pending set and the fire logs the
@@ -188,6 +188,17 @@ pub(crate) enum Control {
         cmd: crate::types::Command,
         reply: Reply<crate::types::Applied>,
     },
+    Group(GroupControl),
+}
+
+impl From<GroupControl> for Control {
+    fn from(c: GroupControl) -> Control {
+        Control::Group(c)
+    }
+}
+
+/// Consumer groups' requests.
+pub(crate) enum GroupControl {
     Attach {
         topic: String,
         group: String,

@@ -49,13 +49,13 @@ use std::time::{Duration, Instant};
 
 use chronos_store::Store;
 use futures::future::BoxFuture;
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::ServerState;
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::delivery::{Control, DeliveryOptions, Meters};
+use crate::delivery::{Control, DeliveryOptions, GroupControl, Meters};
 use crate::firing::FiringOptions;
 use crate::publisher::{self, PublishRequest};
 use crate::state_machine::AppliedState;
@@ -153,7 +153,7 @@ pub(crate) enum Completion {
 }
 
 pub(crate) enum TermCompletion {
-    Fired(Written),
+    Fired(crate::firing::FireProposal, Written),
     /// Deliveries, acks and retries recorded; `waiters` are the acks' callers.
     Recorded {
         written: Written,
@@ -166,7 +166,11 @@ pub(crate) enum TermCompletion {
         events: u64,
     },
     /// A command proposed for a caller (`Control::Propose`).
-    Proposed(crate::delivery::Reply<Applied>, Written),
+    Proposed {
+        reply: crate::delivery::Reply<Applied>,
+        written: Written,
+        effect: term::Effect,
+    },
 }
 
 /// A completion with the epoch of the term whose proposal it answers (None:
@@ -178,20 +182,41 @@ pub(crate) struct Done {
 
 /// Every outstanding proposal and job of the partition, of this term and of
 /// ended ones (whose callers are still answered when they resolve).
+///
+/// Proposals' answers are taken in proposal order, which is log order: an
+/// answer is acted on only after those of every earlier entry (a publish's
+/// before the `Fire` of its event, a cancel's before a later `Fire`).
 #[derive(Default)]
 pub(crate) struct Completions {
-    set: FuturesUnordered<BoxFuture<'static, Done>>,
+    proposals: FuturesOrdered<BoxFuture<'static, Done>>,
+    jobs: FuturesUnordered<BoxFuture<'static, Done>>,
 }
 
 impl Completions {
-    pub fn push(
+    /// The answer to a proposal of the term of `epoch`, made just now.
+    pub fn push_proposal(
         &mut self,
-        epoch: Option<u64>,
+        epoch: u64,
         fut: impl std::future::Future<Output = Completion> + Send + 'static,
     ) {
-        self.set.push(
+        let epoch = Some(epoch);
+        self.proposals.push_back(
             fut.map(move |completion| Done { epoch, completion })
                 .boxed(),
+        );
+    }
+
+    /// A background job (not a proposal).
+    pub fn push_job(
+        &mut self,
+        fut: impl std::future::Future<Output = Completion> + Send + 'static,
+    ) {
+        self.jobs.push(
+            fut.map(move |completion| Done {
+                epoch: None,
+                completion,
+            })
+            .boxed(),
         );
     }
 
@@ -201,7 +226,7 @@ impl Completions {
         epoch: u64,
         fut: impl std::future::Future<Output = TermCompletion> + Send + 'static,
     ) {
-        self.push(Some(epoch), fut.map(Completion::Term));
+        self.push_proposal(epoch, fut.map(Completion::Term));
     }
 }
 
@@ -258,8 +283,8 @@ pub(crate) struct Owner {
     term: Option<LeaderTerm>,
     /// Leading in this term; the term starts once the log up to this index is applied.
     catching_up: Option<(u64, u64)>,
-    /// Publish proposals not yet answered, of any term. A term starts only
-    /// when none is left, so its next offset counts them all.
+    /// Publish proposals not yet answered, of any term: their callers wait,
+    /// so the owner stops only once none is left.
     publishes_out: usize,
     /// Control requests that came while this node may become the ready leader.
     deferred: Vec<(Instant, Control)>,
@@ -327,7 +352,8 @@ impl Owner {
                     || self.publishes.is_closed()
                     || self.term.as_ref().is_some_and(LeaderTerm::takes_publishes));
             let (wake_at, tick) = self.next_tick();
-            let has_completions = !self.completions.set.is_empty();
+            let has_answers = !self.completions.proposals.is_empty();
+            let has_jobs = !self.completions.jobs.is_empty();
             let input = tokio::select! {
                 changed = metrics.changed() => match changed {
                     Ok(()) => Input::Metrics,
@@ -342,7 +368,8 @@ impl Owner {
                     Some(c) => Input::Control(c),
                     None => break,
                 },
-                Some(done) = self.completions.set.next(), if has_completions => Input::Done(done),
+                Some(done) = self.completions.proposals.next(), if has_answers => Input::Done(done),
+                Some(done) = self.completions.jobs.next(), if has_jobs => Input::Done(done),
                 _ = self.credit.notified() => Input::Credit,
                 // False: nobody changes it any more (a test, shutdown); it stays.
                 open = self.standing.gate_changed() => match open {
@@ -380,10 +407,7 @@ impl Owner {
     async fn handle(&mut self, input: Input) {
         let result = match input {
             Input::Metrics | Input::Applied | Input::MayLead => Ok(()),
-            Input::Publish(req) => {
-                self.publish(req).await;
-                Ok(())
-            }
+            Input::Publish(req) => self.publish(req).await,
             Input::PublishesClosed => {
                 self.publishes_open = false;
                 Ok(())
@@ -482,14 +506,14 @@ impl Owner {
     }
 
     /// Starts the term once this node leads, has applied its whole log and
-    /// no publish of an earlier term is unanswered: then the dedup index and
-    /// the next offset are exact.
+    /// no proposal of an earlier term is unanswered: then the dedup index,
+    /// the next offset and the fire logs' next numbers are exact.
     async fn try_start_term(&mut self) {
         let Some((term, index)) = self.catching_up else {
             return;
         };
         if self.ctx.applied.index.load(Ordering::Acquire) < index
-            || self.publishes_out > 0
+            || !self.completions.proposals.is_empty()
             || self.restart_at.is_some_and(|at| Instant::now() < at)
         {
             return;
@@ -550,16 +574,16 @@ impl Owner {
         )
     }
 
-    async fn publish(&mut self, req: PublishRequest) {
+    async fn publish(&mut self, req: PublishRequest) -> Result<(), TermError> {
         if let Some(why) = self.refusal() {
             let _ = req.reply.send(Err(why));
-            return;
+            return Ok(());
         }
         match &mut self.term {
             Some(term) => {
                 let proposed = term
                     .publish(&self.ctx, req, &mut self.publishes, &mut self.completions)
-                    .await;
+                    .await?;
                 self.publishes_out += proposed;
             }
             // Taken only to answer it: the mailbox is closing.
@@ -570,6 +594,7 @@ impl Owner {
                 ))));
             }
         }
+        Ok(())
     }
 
     async fn control(&mut self, c: Control) -> Result<(), TermError> {
@@ -578,7 +603,7 @@ impl Owner {
         }
         if let Some(err) = self.refusal() {
             refuse(c, err);
-        } else if !matches!(c, Control::Detach { .. }) {
+        } else if !matches!(c, Control::Group(GroupControl::Detach { .. })) {
             // No leader known yet, or this node is catching up to lead.
             self.deferred.push((Instant::now(), c));
         }
@@ -594,11 +619,11 @@ impl Owner {
             }
             Completion::Published(p) => {
                 self.publishes_out -= 1;
-                let (seq, new_events) = p.finish();
-                if let Some(t) = self.term.as_mut().filter(|t| Some(t.epoch()) == epoch) {
-                    t.published(&self.ctx, seq, new_events);
+                let answered = p.finish();
+                match self.term.as_mut().filter(|t| Some(t.epoch()) == epoch) {
+                    Some(t) => t.published(&self.ctx, answered),
+                    None => Ok(()),
                 }
-                Ok(())
             }
             Completion::Term(completion) => {
                 match self.term.as_mut().filter(|t| Some(t.epoch()) == epoch) {
@@ -696,18 +721,20 @@ async fn form_group(ctx: &Ctx, why: &str) {
 /// Answers a request that needs the ready leader.
 fn refuse(c: Control, err: PartitionError) {
     match c {
-        Control::Attach { reply, .. } | Control::Seek { reply, .. } => {
-            let _ = reply.send(Err(err));
-        }
-        Control::Settle { reply, .. } => {
-            let _ = reply.send(Err(err));
-        }
         Control::Propose { reply, .. } => {
             let _ = reply.send(Err(err));
         }
-        Control::Runtime { reply } => {
-            let _ = reply.send(Ok(Vec::new()));
-        }
-        Control::Detach { .. } => {}
+        Control::Group(c) => match c {
+            GroupControl::Attach { reply, .. } | GroupControl::Seek { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+            GroupControl::Settle { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+            GroupControl::Runtime { reply } => {
+                let _ = reply.send(Ok(Vec::new()));
+            }
+            GroupControl::Detach { .. } => {}
+        },
     }
 }

@@ -7,10 +7,15 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify};
 
-use super::{Completions, Ctx, TermCompletion};
-use crate::delivery::{Control, Dispatcher};
+use chronos_proto::internal::command;
+use chronos_store::id_key;
+
+use super::{Completions, Ctx, TermCompletion, Written};
+use crate::delivery::{Control, Dispatcher, Reply};
+use crate::fire_tail::FireTail;
 use crate::firing::Firing;
-use crate::publisher::{PublishRequest, Publisher};
+use crate::publisher::{Answered, Firings, PublishRequest, Publisher};
+use crate::types::{Applied, CancelOutcome, Command};
 use crate::wall_ms;
 use crate::PartitionError;
 
@@ -44,7 +49,24 @@ pub(crate) struct LeaderTerm {
     epoch: u64,
     publisher: Publisher,
     firing: Firing,
+    /// The fire logs' records this term proposed that have not applied.
+    tail: FireTail,
     dispatcher: Dispatcher,
+}
+
+/// What a command proposed for a caller does to the term until it applies.
+pub(crate) enum Effect {
+    None,
+    /// A cancel: its id's event is held back from firing.
+    Cancel {
+        id: Vec<u8>,
+    },
+    /// A redrive: numbers `first..first + n` of the topic's fire log.
+    Redrive {
+        topic: String,
+        first: u64,
+        n: u64,
+    },
 }
 
 impl LeaderTerm {
@@ -64,6 +86,7 @@ impl LeaderTerm {
             epoch,
             publisher: Publisher::new(next_offset),
             firing: Firing::start(ctx)?,
+            tail: FireTail::default(),
             dispatcher: Dispatcher::start(ctx, credit)?,
         })
     }
@@ -91,17 +114,41 @@ impl LeaderTerm {
         req: PublishRequest,
         mailbox: &mut mpsc::Receiver<PublishRequest>,
         completions: &mut Completions,
-    ) -> usize {
+    ) -> Result<usize, TermError> {
+        let fl = Firings {
+            tail: &mut self.tail,
+            firing: &mut self.firing,
+        };
         self.publisher
-            .receive(ctx, self.epoch, req, mailbox, completions)
+            .receive(ctx, self.epoch, req, mailbox, fl, completions)
             .await
     }
 
     /// A publish proposal of this term was answered.
-    pub fn published(&mut self, ctx: &Ctx, seq: u64, new_events: Option<Vec<(i64, u64)>>) {
-        self.publisher.answered(seq);
-        if let Some(events) = new_events {
-            self.firing.insert_new(ctx.partition, events);
+    pub fn published(&mut self, ctx: &Ctx, a: Answered) -> Result<(), TermError> {
+        self.publisher.answered(a.seq);
+        for (topic, seqs) in a.appended.iter() {
+            self.tail.applied(topic, seqs.iter().copied());
+            self.dispatcher.fire_log_grew();
+        }
+        for offset in a.unscheduled {
+            self.firing.forget(offset);
+        }
+        for id in &a.held {
+            self.firing.release_hold(id, None);
+        }
+        match a.new_events {
+            Some(events) => {
+                self.firing.insert_new(ctx.partition, events);
+                Ok(())
+            }
+            // Whether it will still apply is unknown: its numbers and holds
+            // cannot be trusted, so the term ends (a lost leadership ends it
+            // anyway).
+            None if !a.appended.is_empty() || !a.held.is_empty() => {
+                Err(TermError::Write(ctx.not_leader()))
+            }
+            None => Ok(()),
         }
     }
 
@@ -111,9 +158,83 @@ impl LeaderTerm {
         c: Control,
         completions: &mut Completions,
     ) -> Result<(), TermError> {
-        self.dispatcher
-            .handle(ctx, self.epoch, c, completions)
-            .await
+        match c {
+            Control::Propose { cmd, reply } => self.propose(ctx, cmd, reply, completions).await,
+            Control::Group(c) => {
+                self.dispatcher
+                    .handle(ctx, self.epoch, c, completions)
+                    .await
+            }
+        }
+    }
+
+    /// Proposes a cancel or a redrive for a caller, in log order with this
+    /// term's fires and deliveries: a cancel holds its id's event back from
+    /// firing until it applies; a redrive's records are numbered here.
+    async fn propose(
+        &mut self,
+        ctx: &Ctx,
+        mut cmd: Command,
+        reply: Reply<Applied>,
+        completions: &mut Completions,
+    ) -> Result<(), TermError> {
+        let effect = match &mut cmd.0.kind {
+            Some(command::Kind::Cancel(c)) => {
+                let id = id_key(&c.topic, &c.message_id);
+                self.firing.hold(id.clone());
+                Effect::Cancel { id }
+            }
+            Some(command::Kind::Redrive(r)) => {
+                let n = r.seqs.len() as u64;
+                let first = self.tail.reserve(&ctx.store, &r.topic, n)?;
+                r.first_seq = Some(first);
+                Effect::Redrive {
+                    topic: r.topic.clone(),
+                    first,
+                    n,
+                }
+            }
+            _ => Effect::None,
+        };
+        match ctx.propose(cmd).await {
+            Ok(applied) => {
+                completions.push_term(self.epoch, async move {
+                    TermCompletion::Proposed {
+                        reply,
+                        written: applied.await,
+                        effect,
+                    }
+                });
+                Ok(())
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.clone()));
+                Err(TermError::Write(e))
+            }
+        }
+    }
+
+    /// A command proposed for a caller applied (or failed).
+    fn proposed(&mut self, effect: Effect, written: &Written) -> Result<(), TermError> {
+        match effect {
+            Effect::None => {}
+            Effect::Cancel { id } => {
+                let removed = match written {
+                    Ok(Applied {
+                        cancel: Some(CancelOutcome::Cancelled { offset, .. }),
+                        ..
+                    }) => Some(*offset),
+                    _ => None,
+                };
+                self.firing.release_hold(&id, removed);
+            }
+            Effect::Redrive { topic, first, n } => self.tail.applied(&topic, first..first + n),
+        }
+        // Whether a failed one will still apply is unknown: end the term.
+        written
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| TermError::Write(e.clone()))
     }
 
     pub fn credit_returned(&mut self) {
@@ -123,7 +244,10 @@ impl LeaderTerm {
     /// A proposal of this term (other than a publish) was answered.
     pub fn complete(&mut self, ctx: &Ctx, completion: TermCompletion) -> Result<(), TermError> {
         match completion {
-            TermCompletion::Fired(written) => self.firing.fired(written),
+            TermCompletion::Fired(proposal, written) => {
+                self.dispatcher.fire_log_grew();
+                self.firing.fired(&mut self.tail, proposal, written)
+            }
             TermCompletion::Recorded { written, waiters } => {
                 self.dispatcher.recorded(written, waiters)
             }
@@ -136,9 +260,15 @@ impl LeaderTerm {
                 Ok(())
             }
             TermCompletion::Trimmed { written, events } => self.dispatcher.trimmed(written, events),
-            TermCompletion::Proposed(reply, written) => {
+            TermCompletion::Proposed {
+                reply,
+                written,
+                effect,
+            } => {
+                let result = self.proposed(effect, &written);
+                self.dispatcher.fire_log_grew();
                 let _ = reply.send(written);
-                Ok(())
+                result
             }
         }
     }
@@ -152,13 +282,25 @@ impl LeaderTerm {
         mailbox: &mut mpsc::Receiver<PublishRequest>,
         completions: &mut Completions,
     ) -> Result<usize, TermError> {
+        let fl = Firings {
+            tail: &mut self.tail,
+            firing: &mut self.firing,
+        };
         let proposed = self
             .publisher
-            .step(ctx, self.epoch, mailbox, completions)
-            .await;
+            .step(ctx, self.epoch, mailbox, fl, completions)
+            .await?;
         if leased {
-            self.firing.step(ctx, self.epoch, completions).await?;
-            self.dispatcher.step(ctx, self.epoch, completions).await?;
+            if self
+                .firing
+                .step(ctx, self.epoch, &mut self.tail, completions)
+                .await?
+            {
+                self.dispatcher.fire_log_grew();
+            }
+            self.dispatcher
+                .step(ctx, self.epoch, &self.tail, completions)
+                .await?;
         }
         Ok(proposed)
     }
@@ -199,9 +341,9 @@ pub(crate) fn answer_stale(ctx: &Ctx, completion: TermCompletion) {
         TermCompletion::GroupCreated(attaching, _) => attaching.refuse(ctx.not_leader()),
         TermCompletion::Sought(seeking, written) => seeking.answer(&written),
         // Applied (or not) whatever the term: the outcome stands.
-        TermCompletion::Proposed(reply, written) => {
+        TermCompletion::Proposed { reply, written, .. } => {
             let _ = reply.send(written);
         }
-        TermCompletion::Fired(_) | TermCompletion::Trimmed { .. } => {}
+        TermCompletion::Fired(..) | TermCompletion::Trimmed { .. } => {}
     }
 }

@@ -129,6 +129,27 @@ async fn leader(nodes: &BTreeMap<u64, Arc<Partition>>, not: Option<u64>) -> u64 
     found().unwrap()
 }
 
+/// The leader once every node names it: every voter formed the group, so a
+/// late one's first election no longer unseats the leader of the first.
+async fn settled(nodes: &BTreeMap<u64, Arc<Partition>>) -> u64 {
+    let agreed = || {
+        let l = leader_now(nodes)?;
+        nodes
+            .values()
+            .all(|p| p.status().leader == Some(l))
+            .then_some(l)
+    };
+    wait_for("every node to name one leader", || agreed().is_some()).await;
+    agreed().unwrap()
+}
+
+fn leader_now(nodes: &BTreeMap<u64, Arc<Partition>>) -> Option<u64> {
+    nodes
+        .iter()
+        .find(|(_, p)| p.is_leading())
+        .map(|(id, _)| *id)
+}
+
 fn acks(seqs: &[u64]) -> Vec<SettleItem> {
     seqs.iter()
         .map(|&seq| SettleItem {
@@ -145,7 +166,7 @@ async fn a_term_change_ends_the_old_term_and_each_new_one_starts_from_the_applie
     let tmp = tempfile::tempdir().unwrap();
     let router = Router::default();
     let nodes = cluster(tmp.path(), &router).await;
-    let first = leader(&nodes, None).await;
+    let first = settled(&nodes).await;
     let p = &nodes[&first];
     let (member, mut rx) = Member::new(100);
     p.attach("t".into(), "g".into(), Start::Earliest, member)
@@ -235,6 +256,146 @@ async fn a_term_change_ends_the_old_term_and_each_new_one_starts_from_the_applie
     let back = event("t", "back".into(), wall_ms());
     let outcome = retrying("publish", || nodes[&first].publish(vec![back.clone()])).await;
     assert_eq!((outcome[0].offset, outcome[0].duplicate), (11, false));
+    for p in nodes.values() {
+        p.shutdown().await;
+    }
+}
+
+/// Message ids delivered on `rx` until `sentinel` comes; panics on a second
+/// first-attempt delivery of an id (the wheel released it twice).
+async fn delivered_until(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Outgoing>,
+    sentinel: &str,
+) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    loop {
+        let d = match tokio::time::timeout(DEADLINE, rx.recv()).await {
+            Ok(Some(Outgoing::Delivery(d))) => d,
+            other => panic!("expected a delivery, got {other:?}"),
+        };
+        let id = d.event.expect("a delivery carries its event").message_id;
+        if id == sentinel {
+            return ids;
+        }
+        assert_eq!(d.attempt, 1, "{id} redelivered without a failure");
+        assert!(ids.insert(id.clone()), "{id} delivered twice");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_racing_the_wheel_either_wins_or_finds_the_event_fired_never_both() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = open(tmp.path()).await;
+    let (member, mut rx) = Member::new(100_000);
+    p.attach("t".into(), "g".into(), Start::Latest, member)
+        .await
+        .unwrap();
+    // One event due per ms; each even one is cancelled 0-2 ms before its
+    // due time, so cancels land before, after and while their event's Fire
+    // is proposed but not applied.
+    let n = 1_000;
+    let due = wall_ms() + 500;
+    let events: Vec<_> = (0..n)
+        .map(|i| event("t", format!("e{i}"), due + i as i64))
+        .collect();
+    retrying("publish", || p.publish(events.clone())).await;
+    let start = tokio::time::Instant::now() + Duration::from_millis((due - wall_ms()) as u64);
+    let mut cancels = Vec::new();
+    for i in (0..n).step_by(2) {
+        let p = p.clone();
+        cancels.push(tokio::spawn(async move {
+            // Timing the cancel, not waiting for a condition.
+            let at = start + Duration::from_millis(i as u64);
+            tokio::time::sleep_until(at - Duration::from_millis(i as u64 % 3)).await;
+            let id = format!("e{i}");
+            let outcome = retrying("cancel", || p.cancel("t".into(), id.clone())).await;
+            (id, outcome)
+        }));
+    }
+    let mut outcomes = BTreeMap::new();
+    for c in cancels {
+        let (id, outcome) = c.await.unwrap();
+        outcomes.insert(id, outcome);
+    }
+    // Fired after every other event, so delivered after them.
+    wait_for("every event to fire", || p.status().pending == 0).await;
+    let sentinel = event("t", "sentinel".into(), wall_ms());
+    retrying("publish", || p.publish(vec![sentinel.clone()])).await;
+    let delivered = delivered_until(&mut rx, "sentinel").await;
+
+    let (mut cancelled, mut fired) = (0, 0);
+    for (id, outcome) in &outcomes {
+        match outcome {
+            crate::CancelOutcome::Cancelled { .. } => {
+                cancelled += 1;
+                assert!(!delivered.contains(id), "{id} was cancelled and delivered");
+            }
+            crate::CancelOutcome::AlreadyFired { .. } => {
+                fired += 1;
+                assert!(delivered.contains(id), "{id} fired but was not delivered")
+            }
+            other => panic!("{id}: unexpected {other:?}"),
+        }
+    }
+    for i in (1..n).step_by(2) {
+        assert!(delivered.contains(&format!("e{i}")), "e{i} not delivered");
+    }
+    println!("{cancelled} cancels won, {fired} found their event fired");
+    assert!(cancelled > 0, "no cancel came before its event fired");
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_write_each_fired_record_under_the_number_the_leader_gave_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let router = Router::default();
+    let nodes = cluster(tmp.path(), &router).await;
+    let first = settled(&nodes).await;
+    let p = &nodes[&first];
+    let (member, mut rx) = Member::new(100_000);
+    p.attach("t".into(), "g".into(), Start::Latest, member)
+        .await
+        .unwrap();
+    // Fired by the wheel, and due at once (numbered in the publish).
+    let now = wall_ms();
+    let mut events: Vec<_> = (0..300)
+        .map(|i| event("t", format!("w{i}"), now + 100 + i))
+        .collect();
+    events.extend((0..100).map(|i| event("t", format!("now{i}"), now - 1)));
+    retrying("publish", || p.publish(events.clone())).await;
+    wait_for("every event to fire", || p.status().pending == 0).await;
+    let sentinel = event("t", "sentinel".into(), wall_ms());
+    retrying("publish", || p.publish(vec![sentinel.clone()])).await;
+    let delivered = delivered_until(&mut rx, "sentinel").await;
+    assert_eq!(delivered.len(), 400);
+
+    let fire_log = |p: &Partition| -> Vec<(u64, u64)> {
+        p.store
+            .scan_fired("t", 0, 10_000)
+            .unwrap()
+            .into_iter()
+            .map(|(seq, raw)| {
+                let rec = <chronos_proto::internal::FiredRecord as prost::Message>::decode(
+                    raw.as_slice(),
+                )
+                .unwrap();
+                (seq, rec.offset)
+            })
+            .collect()
+    };
+    let want = fire_log(p);
+    assert_eq!(
+        want.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        (0..401).collect::<Vec<_>>(),
+        "numbers are dense"
+    );
+    for (id, node) in &nodes {
+        wait_for("the replica to apply every fire", || {
+            fire_log(node).len() == want.len()
+        })
+        .await;
+        assert_eq!(fire_log(node), want, "node {id}'s fire log");
+    }
     for p in nodes.values() {
         p.shutdown().await;
     }

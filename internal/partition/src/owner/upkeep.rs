@@ -92,9 +92,7 @@ impl Upkeep {
             }
             Ok(())
         });
-        completions.push(None, async move {
-            Completion::Upkeep(Job::Compacted(job.await))
-        });
+        completions.push_job(async move { Completion::Upkeep(Job::Compacted(job.await)) });
     }
 
     pub async fn retention(&mut self, partition: u32, raft: &Raft, completions: &mut Completions) {
@@ -126,10 +124,7 @@ impl Upkeep {
         self.busy = true;
         let (wal, retention) = (self.history.wal().clone(), self.retention);
         let job = tokio::task::spawn_blocking(move || wal.remove_segments(&retention, purged));
-        completions.push(
-            None,
-            async move { Completion::Upkeep(Job::Retained(job.await)) },
-        );
+        completions.push_job(async move { Completion::Upkeep(Job::Retained(job.await)) });
     }
 
     pub fn finished(&mut self, partition: u32, job: Job) {

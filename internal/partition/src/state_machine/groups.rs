@@ -155,11 +155,20 @@ impl StateMachine {
         batch: &mut Batch<'_>,
         r: &RedriveCommand,
     ) -> Result<u64, io::Error> {
+        if let Some(first) = r.first_seq {
+            // Numbers of dead letters no longer there stay unused.
+            let topic = self.topic_mut(&r.topic)?;
+            assert!(
+                first >= topic.next_fire_seq,
+                "a redrive would overwrite the fire log of {:?}",
+                r.topic
+            );
+        }
         let Some(mut state) = self.group_state(&r.topic, &r.group)? else {
             return Ok(0);
         };
         let mut redriven = 0;
-        for &seq in &r.seqs {
+        for (i, &seq) in r.seqs.iter().enumerate() {
             let Some(raw) = self
                 .store
                 .get_dlq(&r.topic, &r.group, seq)
@@ -169,7 +178,8 @@ impl StateMachine {
             };
             let dead = DeadLetterRecord::decode(raw.as_slice()).map_err(read_err)?;
             let old = FiredRecord::decode(dead.fired.as_ref()).map_err(read_err)?;
-            let new_seq = self.take_fire_seq(&r.topic)?;
+            let numbered = r.first_seq.map(|first| first + i as u64);
+            let new_seq = self.place_fired(&r.topic, numbered)?;
             let record = FiredRecord {
                 fire_ts: r.now_ts,
                 only_group: r.group.clone(),
@@ -179,6 +189,10 @@ impl StateMachine {
             batch.delete_dlq(&r.topic, &r.group, seq);
             state.dead_letters = state.dead_letters.saturating_sub(1);
             redriven += 1;
+        }
+        if let Some(first) = r.first_seq {
+            let topic = self.topic_mut(&r.topic)?;
+            topic.next_fire_seq = topic.next_fire_seq.max(first + r.seqs.len() as u64);
         }
         self.set_group(&r.topic, &r.group, state);
         Ok(redriven)

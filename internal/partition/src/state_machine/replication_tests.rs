@@ -119,6 +119,7 @@ async fn write(leader: &Raft, offset: &mut u64, entries: usize) {
             first_offset: *offset,
             dedup_expiry_ts: now + 3_600_000,
             has_reschedule: false,
+            fire_seqs: Vec::new(),
             events,
         });
         *offset += 20;

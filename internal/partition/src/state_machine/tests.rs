@@ -277,6 +277,7 @@ pub(super) fn next_publish(sm: &StateMachine, topic: &str, id: &str) -> Entry {
             events: vec![record.encode_to_vec().into()],
             dedup_expiry_ts: now + 60_000,
             has_reschedule: false,
+            fire_seqs: Vec::new(),
         })),
     }
 }

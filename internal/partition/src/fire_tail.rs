@@ -1,0 +1,170 @@
+//! The end of each topic's fire log as a leader term appends to it: records
+//! proposed whose entry has not applied yet.
+//!
+//! The term numbers every fire-log record when it proposes the entry that
+//! appends it (a `Fire`, a publish's events due at once, a redrive), so it
+//! can hand a fired event to consumers as soon as its `Fire` is proposed,
+//! one log round trip earlier than reading it back once applied. A crash
+//! before that entry is durable leaves the event pending: it fires again
+//! and is delivered again (at least once), never lost and never early.
+//! Applying writes each record under the number given here. That is exact
+//! because only the term appends to the fire logs while it leads, and it
+//! starts once no proposal of an earlier term is unanswered, from the
+//! applied state.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+use chronos_proto::internal::{FiredRecord, TopicState};
+use chronos_store::Store;
+use prost::Message;
+
+use crate::owner::TermError;
+
+/// A record of the unapplied tail.
+pub(crate) enum Slot {
+    /// Known when proposed (a `Fire`): deliverable at once.
+    Ready(FiredRecord),
+    /// Known only once applied (a publish's event due at once, a redrive):
+    /// readers stop here until it is.
+    Awaiting,
+}
+
+/// What a fire log holds at a sequence number.
+pub(crate) enum Found {
+    Record(FiredRecord),
+    /// Proposed; readable once applied.
+    NotYet,
+    /// Never written, or trimmed.
+    Gone,
+}
+
+#[derive(Default)]
+pub(crate) struct FireTail {
+    topics: HashMap<String, TopicTail>,
+}
+
+struct TopicTail {
+    /// The number the next record gets.
+    next: u64,
+    unapplied: BTreeMap<u64, Slot>,
+}
+
+impl FireTail {
+    /// Numbers a record of `topic` and keeps it until [`applied`](Self::applied).
+    pub fn append(&mut self, store: &Store, topic: &str, slot: Slot) -> Result<u64, TermError> {
+        let t = self.topic(store, topic)?;
+        let seq = t.next;
+        t.next += 1;
+        t.unapplied.insert(seq, slot);
+        Ok(seq)
+    }
+
+    /// Numbers `n` records known only once applied; returns the first number.
+    pub fn reserve(&mut self, store: &Store, topic: &str, n: u64) -> Result<u64, TermError> {
+        let t = self.topic(store, topic)?;
+        let first = t.next;
+        for seq in first..first + n {
+            t.unapplied.insert(seq, Slot::Awaiting);
+        }
+        t.next += n;
+        Ok(first)
+    }
+
+    /// The entry holding these records applied: the store has them now
+    /// (or, for a dead letter redriven twice, nothing under that number).
+    pub fn applied(&mut self, topic: &str, seqs: impl IntoIterator<Item = u64>) {
+        if let Some(t) = self.topics.get_mut(topic) {
+            for seq in seqs {
+                t.unapplied.remove(&seq);
+            }
+        }
+    }
+
+    /// Up to `limit` records of `topic` from `from` on, in order: applied
+    /// ones from the store, then the tail up to the first record still
+    /// awaiting its entry. Numbers never written are skipped.
+    pub fn read(
+        &self,
+        store: &Store,
+        topic: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, FiredRecord)>, TermError> {
+        let tail = self.topics.get(topic);
+        let first_unapplied = tail.and_then(|t| t.unapplied.keys().next().copied());
+        let mut out = Vec::new();
+        if first_unapplied.is_none_or(|f| from < f) {
+            for (seq, raw) in store.scan_fired(topic, from, limit)? {
+                // Applied, but its answer is not in yet: read from the tail.
+                if first_unapplied.is_some_and(|f| seq >= f) {
+                    break;
+                }
+                out.push((seq, decode(raw)?));
+            }
+            if !out.is_empty() {
+                return Ok(out);
+            }
+        }
+        let Some(t) = tail else {
+            return Ok(out);
+        };
+        for (&seq, slot) in t.unapplied.range(from..).take(limit) {
+            match slot {
+                Slot::Ready(record) => out.push((seq, record.clone())),
+                Slot::Awaiting => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The record of `topic` at `seq`.
+    pub fn get(&self, store: &Store, topic: &str, seq: u64) -> Result<Found, TermError> {
+        match self.topics.get(topic).and_then(|t| t.unapplied.get(&seq)) {
+            Some(Slot::Ready(record)) => Ok(Found::Record(record.clone())),
+            Some(Slot::Awaiting) => Ok(Found::NotYet),
+            None => match store.get_fired(topic, seq)? {
+                Some(raw) => Ok(Found::Record(decode(raw)?)),
+                None => Ok(Found::Gone),
+            },
+        }
+    }
+
+    /// The tail of `topic`, its next number read from the applied state on
+    /// first use: nothing else appends to it while this term leads.
+    fn topic(&mut self, store: &Store, topic: &str) -> Result<&mut TopicTail, TermError> {
+        if !self.topics.contains_key(topic) {
+            let next = match store.get_topic(topic)? {
+                Some(raw) => {
+                    TopicState::decode(raw.as_slice())
+                        .map_err(|source| TermError::Decode {
+                            what: "a topic's state",
+                            source,
+                        })?
+                        .next_fire_seq
+                }
+                None => 0,
+            };
+            self.topics.insert(
+                topic.to_string(),
+                TopicTail {
+                    next,
+                    unapplied: BTreeMap::new(),
+                },
+            );
+        }
+        Ok(self
+            .topics
+            .get_mut(topic)
+            .expect("inserted above when missing"))
+    }
+}
+
+fn decode(raw: Vec<u8>) -> Result<FiredRecord, TermError> {
+    // From an owned buffer, so the event (and its payload) are slices of it
+    // rather than copies.
+    FiredRecord::decode(Bytes::from(raw)).map_err(|source| TermError::Decode {
+        what: "a fired record",
+        source,
+    })
+}
