@@ -10,9 +10,12 @@
 //! rebuilds.
 //!
 //! A released event is read from `pending` (so one a cancel or reschedule
-//! removed is dropped), numbered in its topic's fire log (`fire_tail`) and
-//! proposed in a `Fire` at once; delivery takes it from the tail without
-//! waiting for the entry to apply. An event whose id has a cancel or a
+//! removed is dropped) and numbered in its topic's fire log (`fire_tail`);
+//! delivery takes it from the tail without waiting for its `Fire`. The
+//! releases of a few milliseconds are gathered into one `Fire` entry
+//! ([`Gathered`]), proposed before any other proposal of the term or after
+//! [`FIRE_LINGER`]: fewer, larger entries cost less to log and apply, and
+//! nothing waits for them. An event whose id has a cancel or a
 //! reschedule in flight waits (`parked`) until that applies: it may remove
 //! the event, and a delivered event must stay fired.
 //!
@@ -22,6 +25,7 @@
 //! `StepGuard`); the state machine checks it again.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use chronos_proto::internal::{EventKeys, FireCommand, FiredRecord, PendingRef};
 use chronos_scheduler::{Fired, InsertError, StepGuard, TimingWheel, WheelConfig};
@@ -30,14 +34,15 @@ use prost::Message;
 
 use crate::fire_tail::{FireTail, Slot};
 use crate::owner::TermError;
-use crate::owner::{Completions, Ctx, TermCompletion, Written};
-use crate::types::Command;
+use crate::owner::{Completions, Ctx, Written};
 use crate::wall_ms;
 
 /// Pending keys read per range scan.
 const SCAN_BATCH: usize = 10_000;
 /// Events per `Fire` command.
 const FIRE_BATCH: usize = 10_000;
+/// Longest a release waits for its `Fire` to be proposed.
+pub(crate) const FIRE_LINGER: Duration = Duration::from_millis(5);
 
 #[derive(Debug, Clone, Copy)]
 pub struct FiringOptions {
@@ -49,6 +54,61 @@ pub struct FiringOptions {
 pub(crate) struct FireProposal {
     appended: Vec<(String, Vec<u64>)>,
     offsets: Vec<u64>,
+}
+
+/// Releases numbered (and perhaps delivered) whose `Fire` is not proposed
+/// yet; kept by [`Completions`], which proposes it before anything else.
+pub(crate) struct Gathered {
+    epoch: u64,
+    since: Instant,
+    cmd: FireCommand,
+    proposal: FireProposal,
+}
+
+impl Gathered {
+    pub fn new(epoch: u64) -> Gathered {
+        Gathered {
+            epoch,
+            since: Instant::now(),
+            cmd: FireCommand::default(),
+            proposal: FireProposal {
+                appended: Vec::new(),
+                offsets: Vec::new(),
+            },
+        }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// When it is proposed at the latest.
+    pub fn due(&self) -> Instant {
+        self.since + FIRE_LINGER
+    }
+
+    pub fn into_parts(self) -> (u64, FireCommand, FireProposal) {
+        (self.epoch, self.cmd, self.proposal)
+    }
+
+    fn len(&self) -> usize {
+        self.cmd.events.len()
+    }
+
+    /// Event `r` of `topic`, released at `fire_ts`, is record `seq` of its fire log.
+    fn add(&mut self, fire_ts: i64, r: PendingRef, topic: &str, seq: u64) {
+        assert!(r.due_ts <= fire_ts, "the wheel released an event early");
+        self.cmd.fire_ts = self.cmd.fire_ts.max(fire_ts);
+        self.cmd.events.push(r);
+        self.cmd.seqs.push(seq);
+        self.cmd.released_ts.push(fire_ts);
+        let appended = &mut self.proposal.appended;
+        match appended.last_mut() {
+            Some((t, seqs)) if t == topic => seqs.push(seq),
+            _ => appended.push((topic.to_owned(), vec![seq])),
+        }
+        self.proposal.offsets.push(r.offset);
+    }
 }
 
 pub(crate) struct Firing {
@@ -68,7 +128,6 @@ pub(crate) struct Firing {
     holds: HashMap<Vec<u8>, usize>,
     /// Released events whose id is held, by id.
     parked: HashMap<Vec<u8>, Vec<Fired<()>>>,
-    in_flight: usize,
     gauge: metrics::Gauge,
     /// A wall clock that just jumped ahead is not fired by at once.
     guard: StepGuard,
@@ -92,7 +151,6 @@ impl Firing {
             proposed: HashSet::new(),
             holds: HashMap::new(),
             parked: HashMap::new(),
-            in_flight: 0,
             gauge: metrics::gauge!("chronos_wheel_entries", "partition" => ctx.partition.to_string()),
             guard: StepGuard::default(),
         };
@@ -114,7 +172,13 @@ impl Firing {
         self.wheel.advance(self.now, &mut self.released);
         let mut appended = false;
         if !self.released.is_empty() {
-            appended = self.propose(ctx, epoch, tail, completions).await?;
+            appended = self.release(ctx, epoch, tail, completions).await?;
+        }
+        if completions
+            .gathered_due()
+            .is_some_and(|due| Instant::now() >= due)
+        {
+            completions.propose_gathered(ctx).await?;
         }
         if self.now + ctx.firing.horizon_ms / 2 >= self.loaded_to {
             self.loaded_to = self.now + ctx.firing.horizon_ms;
@@ -182,7 +246,6 @@ impl Firing {
         proposal: FireProposal,
         written: Written,
     ) -> Result<(), TermError> {
-        self.in_flight -= 1;
         let applied = written?;
         for (topic, seqs) in proposal.appended {
             tail.applied(&topic, seqs);
@@ -228,9 +291,9 @@ impl Firing {
     }
 
     /// Reads the released events from `pending`, numbers them in their
-    /// topics' fire logs and proposes them (in chunks); each `Fire` answers
-    /// when applied. Returns whether any was numbered.
-    async fn propose(
+    /// topics' fire logs and gathers them into the next `Fire` (proposed
+    /// once it holds [`FIRE_BATCH`]). Returns whether any was numbered.
+    async fn release(
         &mut self,
         ctx: &Ctx,
         epoch: u64,
@@ -245,16 +308,9 @@ impl Firing {
         for chunk in released.chunks(FIRE_BATCH) {
             let keys: Vec<(i64, u64)> = chunk.iter().map(|f| (f.due_ms, f.key)).collect();
             let values = ctx.store.get_pending_run(&keys)?;
-            let mut events = Vec::with_capacity(chunk.len());
-            let mut seqs = Vec::with_capacity(chunk.len());
-            let mut proposal = FireProposal {
-                appended: Vec::new(),
-                offsets: Vec::with_capacity(chunk.len()),
-            };
             for (f, raw) in chunk.iter().zip(values) {
                 // Cancelled or rescheduled since it was loaded.
                 let Some(raw) = raw else { continue };
-                assert!(f.due_ms <= fire_ts, "the wheel released an event early");
                 let keys =
                     EventKeys::decode(raw.as_slice()).map_err(|source| TermError::Decode {
                         what: "a pending event",
@@ -276,33 +332,18 @@ impl Firing {
                     only_group: String::new(),
                 };
                 let seq = tail.append(&ctx.store, &keys.topic, Slot::Ready(record))?;
-                match proposal.appended.last_mut() {
-                    Some((topic, seqs)) if *topic == keys.topic => seqs.push(seq),
-                    _ => proposal.appended.push((keys.topic, vec![seq])),
-                }
                 self.proposed.insert(f.key);
-                proposal.offsets.push(f.key);
-                events.push(PendingRef {
+                let r = PendingRef {
                     due_ts: f.due_ms,
                     offset: f.key,
-                });
-                seqs.push(seq);
+                };
+                let gathered = completions.gather(epoch);
+                gathered.add(fire_ts, r, &keys.topic, seq);
+                appended = true;
+                if gathered.len() >= FIRE_BATCH {
+                    completions.propose_gathered(ctx).await?;
+                }
             }
-            if events.is_empty() {
-                continue;
-            }
-            appended = true;
-            let applied = ctx
-                .propose(Command::fire(FireCommand {
-                    fire_ts,
-                    events,
-                    seqs,
-                }))
-                .await?;
-            self.in_flight += 1;
-            completions.push_term(epoch, async move {
-                TermCompletion::Fired(proposal, applied.await)
-            });
         }
         Ok(appended)
     }

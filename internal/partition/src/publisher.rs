@@ -328,7 +328,7 @@ impl Publisher {
             has_reschedule,
             fire_seqs,
         });
-        let proposed = ctx.propose(cmd).await;
+        let proposed = completions.propose(ctx, cmd).await;
         self.proposals.insert(seq, keys);
         completions.push_proposal(epoch, async move {
             let written = match proposed {

@@ -291,21 +291,29 @@ impl StateMachine {
             !numbered || f.seqs.len() == f.events.len(),
             "a Fire numbers all of its events or none"
         );
+        assert!(
+            f.released_ts.is_empty() || f.released_ts.len() == f.events.len(),
+            "a Fire times all of its releases or none"
+        );
         // The wheel releases in due order, so the refs are (nearly) a run of
         // `pending`: one range scan reads them, where point lookups would each
         // search every level.
-        let mut refs: Vec<((i64, u64), Option<u64>)> = f
+        type Ref = ((i64, u64), Option<u64>, i64);
+        let mut refs: Vec<Ref> = f
             .events
             .iter()
             .enumerate()
-            .map(|(i, r)| ((r.due_ts, r.offset), f.seqs.get(i).copied()))
+            .map(|(i, r)| {
+                let fire_ts = f.released_ts.get(i).copied().unwrap_or(f.fire_ts);
+                ((r.due_ts, r.offset), f.seqs.get(i).copied(), fire_ts)
+            })
             .collect();
         refs.sort_unstable();
-        refs.dedup_by_key(|(key, _)| *key);
-        let keys: Vec<(i64, u64)> = refs.iter().map(|(key, _)| *key).collect();
+        refs.dedup_by_key(|(key, ..)| *key);
+        let keys: Vec<(i64, u64)> = refs.iter().map(|(key, ..)| *key).collect();
         let events = self.store.get_pending_run(&keys).map_err(|e| read(&e))?;
         let mut fired = 0;
-        for (&((due_ts, offset), seq), raw) in refs.iter().zip(events) {
+        for (&((due_ts, offset), seq, fire_ts), raw) in refs.iter().zip(events) {
             // Gone already: fired by an earlier command (a re-proposal after a
             // leader change) or cancelled. Skipping is the same on every replica.
             let Some(raw) = raw else {
@@ -321,13 +329,13 @@ impl StateMachine {
                 }
                 continue;
             };
-            assert!(f.fire_ts >= due_ts, "fired {} ms early", due_ts - f.fire_ts);
+            assert!(fire_ts >= due_ts, "fired {} ms early", due_ts - fire_ts);
             let keys = EventKeys::decode(raw.as_slice()).map_err(|e| read(&e))?;
             let seq = self.place_fired(&keys.topic, seq)?;
             let record = FiredRecord {
                 offset,
                 due_ts,
-                fire_ts: f.fire_ts,
+                fire_ts,
                 event: raw.into(),
                 only_group: String::new(),
             };

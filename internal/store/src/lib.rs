@@ -114,6 +114,8 @@ impl Default for StoreResources {
     }
 }
 
+/// Up to this many keys, `get_pending_run` looks each up instead of scanning.
+const POINT_READS_UP_TO: usize = 8;
 /// Per column family memtable size: big enough for batching, small enough that
 /// eight partitions fit the shared write-buffer budget.
 const MEMTABLE_BYTES: usize = 32 << 20;
@@ -326,6 +328,11 @@ impl Store {
         let (Some(&first), Some(&last)) = (keys.first(), keys.last()) else {
             return Ok(Vec::new());
         };
+        // A few keys: point lookups (bloom filters) cost less than building
+        // and seeking an iterator over every level.
+        if keys.len() <= POINT_READS_UP_TO {
+            return self.get_pendings(keys);
+        }
         let mut out = vec![None; keys.len()];
         let mut it = self.db.raw_iterator_cf(self.cf(CF_PENDING));
         it.seek(pending_key(first.0, first.1));

@@ -26,8 +26,9 @@ use crate::{wall_ms, PartitionError};
 
 /// Fired records read per scan of a topic's fire log.
 const READ_BATCH: usize = 1_000;
-/// Changes to groups wait up to this long to share one log entry.
-const LINGER: Duration = Duration::from_millis(2);
+/// Changes to groups wait up to this long to share one log entry (nothing
+/// waits for it but the acks' answers: credit comes back at once).
+const LINGER: Duration = Duration::from_millis(5);
 /// ... unless this many have gathered.
 const LINGER_MAX_CHANGES: usize = 4_096;
 /// How often the per-group gauges are refreshed.
@@ -308,7 +309,7 @@ impl Dispatcher {
                     key: key.clone(),
                     reply,
                 };
-                match ctx.propose(Command::group(cmd)).await {
+                match completions.propose(ctx, Command::group(cmd)).await {
                     Ok(applied) => {
                         self.seeking.insert(key);
                         completions.push_term(epoch, async move {
@@ -353,7 +354,7 @@ impl Dispatcher {
             now_ts: wall_ms(),
             seek: false,
         };
-        match ctx.propose(Command::group(cmd)).await {
+        match completions.propose(ctx, Command::group(cmd)).await {
             Ok(applied) => {
                 *self.attaching.entry(attaching.member.id()).or_default() += 1;
                 completions.push_term(epoch, async move {
@@ -480,11 +481,14 @@ impl Dispatcher {
             .filter(|(key, _)| !self.seeking.contains(*key))
             .filter_map(|(_, g)| g.take_delta())
             .collect();
-        let applied = ctx
-            .propose(Command::delivery(DeliveryCommand {
-                now_ts: wall_ms(),
-                groups,
-            }))
+        let applied = completions
+            .propose(
+                ctx,
+                Command::delivery(DeliveryCommand {
+                    now_ts: wall_ms(),
+                    groups,
+                }),
+            )
             .await?;
         let waiters = std::mem::take(&mut self.waiters);
         self.recording += 1;
@@ -616,7 +620,9 @@ impl Dispatcher {
         if topics.is_empty() {
             return Ok(());
         }
-        let applied = ctx.propose(Command::trim(TrimCommand { topics })).await?;
+        let applied = completions
+            .propose(ctx, Command::trim(TrimCommand { topics }))
+            .await?;
         self.trimming = true;
         completions.push_term(epoch, async move {
             TermCompletion::Trimmed {

@@ -56,7 +56,7 @@ use openraft::ServerState;
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::delivery::{Control, DeliveryOptions, GroupControl, Meters};
-use crate::firing::FiringOptions;
+use crate::firing::{FiringOptions, Gathered};
 use crate::publisher::{self, PublishRequest};
 use crate::state_machine::AppliedState;
 use crate::types::{Applied, Command, NodeId, Raft, RaftMetrics};
@@ -103,10 +103,8 @@ pub(crate) type Written = Result<Applied, PartitionError>;
 
 impl Ctx {
     /// Hands `cmd` to Raft; the future resolves once it is applied (or failed).
-    pub async fn propose(
-        &self,
-        cmd: Command,
-    ) -> Result<BoxFuture<'static, Written>, PartitionError> {
+    /// Only through [`Completions::propose`], which keeps log order.
+    async fn propose(&self, cmd: Command) -> Result<BoxFuture<'static, Written>, PartitionError> {
         let partition = self.partition;
         let (responder, rx) = openraft::impls::ProgressResponder::complete_only();
         self.raft
@@ -186,13 +184,75 @@ pub(crate) struct Done {
 /// Proposals' answers are taken in proposal order, which is log order: an
 /// answer is acted on only after those of every earlier entry (a publish's
 /// before the `Fire` of its event, a cancel's before a later `Fire`).
+///
+/// Every proposal of a term goes through here (`propose`), after the `Fire`
+/// being gathered: a later command may number fire-log records after the
+/// gathered ones (a publish, a redrive) or record their delivery, so it must
+/// follow them in the log.
 #[derive(Default)]
 pub(crate) struct Completions {
     proposals: FuturesOrdered<BoxFuture<'static, Done>>,
     jobs: FuturesUnordered<BoxFuture<'static, Done>>,
+    gathered: Option<Gathered>,
 }
 
 impl Completions {
+    /// Proposes `cmd` after the gathered `Fire`.
+    pub async fn propose(
+        &mut self,
+        ctx: &Ctx,
+        cmd: Command,
+    ) -> Result<BoxFuture<'static, Written>, PartitionError> {
+        self.propose_gathered(ctx).await?;
+        ctx.propose(cmd).await
+    }
+
+    /// Releases the term of `epoch` numbered and delivered: they join the
+    /// `Fire` being gathered.
+    pub fn gather(&mut self, epoch: u64) -> &mut Gathered {
+        let gathered = self.gathered.get_or_insert_with(|| Gathered::new(epoch));
+        assert_eq!(gathered.epoch(), epoch, "a Fire gathered across terms");
+        gathered
+    }
+
+    /// When the gathered `Fire` is due to be proposed, if there is one.
+    pub fn gathered_due(&self) -> Option<Instant> {
+        self.gathered.as_ref().map(Gathered::due)
+    }
+
+    /// Proposes the gathered `Fire`, if any.
+    pub async fn propose_gathered(&mut self, ctx: &Ctx) -> Result<(), PartitionError> {
+        let Some(gathered) = self.gathered.take() else {
+            return Ok(());
+        };
+        let (epoch, cmd, proposal) = gathered.into_parts();
+        match ctx.propose(Command::fire(cmd)).await {
+            Ok(written) => {
+                self.push_term(epoch, async move {
+                    TermCompletion::Fired(proposal, written.await)
+                });
+                Ok(())
+            }
+            // Its records may be delivered: the term ends (in log order)
+            // rather than number or record anything after them.
+            Err(e) => {
+                let failed = Err(e.clone());
+                self.push_term(
+                    epoch,
+                    async move { TermCompletion::Fired(proposal, failed) },
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// The term ended: what it gathered is never proposed. Those events stay
+    /// pending and fire again in the next term (delivered twice at most, as
+    /// after a crash); no other entry names their numbers.
+    fn drop_gathered(&mut self) {
+        self.gathered = None;
+    }
+
     /// The answer to a proposal of the term of `epoch`, made just now.
     pub fn push_proposal(
         &mut self,
@@ -514,6 +574,7 @@ impl Owner {
         };
         if self.ctx.applied.index.load(Ordering::Acquire) < index
             || !self.completions.proposals.is_empty()
+            || self.completions.gathered.is_some()
             || self.restart_at.is_some_and(|at| Instant::now() < at)
         {
             return;
@@ -550,6 +611,7 @@ impl Owner {
     }
 
     fn end_term(&mut self, reason: &str) {
+        self.completions.drop_gathered();
         if let Some(term) = self.term.take() {
             term.end(&self.ctx, reason);
             self.ready.send_replace(None);
@@ -685,6 +747,13 @@ impl Owner {
         // Without a lease the term waits for Raft's metrics, not its timers.
         if let Some(term) = self.term.as_ref().filter(|_| self.standing.leased(now)) {
             consider(term.next_wake(&self.ctx), Tick::Term);
+        }
+        if let Some(at) = self
+            .completions
+            .gathered_due()
+            .filter(|_| self.term.is_some())
+        {
+            consider(at, Tick::Term);
         }
         if let Some((at, _)) = self.deferred.first() {
             consider(*at + DEFER_LIMIT, Tick::Deferred);

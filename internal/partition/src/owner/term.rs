@@ -196,7 +196,7 @@ impl LeaderTerm {
             }
             _ => Effect::None,
         };
-        match ctx.propose(cmd).await {
+        match completions.propose(ctx, cmd).await {
             Ok(applied) => {
                 completions.push_term(self.epoch, async move {
                     TermCompletion::Proposed {
