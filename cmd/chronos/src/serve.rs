@@ -251,17 +251,37 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .into_iter()
     .filter_map(|(what, tls)| Some((what, tls?)))
     .collect();
-    let reload_principals = {
+    let reload_rest = {
         let (node, config) = (node.clone(), config.clone());
-        Arc::new(move || match access(&config) {
-            Ok(access) => {
-                node.guard.replace(access);
-                tracing::info!("SIGHUP: principals and tokens reloaded");
+        Arc::new(move || {
+            match access(&config) {
+                Ok(access) => {
+                    node.guard.replace(access);
+                    tracing::info!("SIGHUP: principals and tokens reloaded");
+                }
+                Err(e) => tracing::warn!("SIGHUP: principals kept; reload failed: {e:#}"),
             }
-            Err(e) => tracing::warn!("SIGHUP: principals kept; reload failed: {e:#}"),
+            // The certificate this node presents to the others, and the CA
+            // it checks them with.
+            let Some(cluster) = node.cluster.as_ref() else {
+                return;
+            };
+            let reloaded = peer_tls(&config).and_then(|tls| match tls {
+                Some(tls) => Ok(cluster.peers.reload_tls(tls)?),
+                None => Ok(()),
+            });
+            match reloaded {
+                Ok(()) if config.cluster.tls.is_some() => {
+                    tracing::info!("SIGHUP: cluster.tls client certificates reloaded")
+                }
+                Ok(()) => {}
+                Err(e) => tracing::warn!(
+                    "SIGHUP: cluster.tls client certificates kept; reload failed: {e:#}"
+                ),
+            }
         })
     };
-    let hup_task = listen::reload_on_sighup(reloads, reload_principals)?;
+    let hup_task = listen::reload_on_sighup(reloads, reload_rest)?;
     let replicas_task = node.cluster.is_some().then(|| {
         let replicas = Replicas {
             node: node.clone(),
@@ -497,28 +517,33 @@ fn peers(config: &Config) -> anyhow::Result<Option<Peers>> {
             api_addr: n.api_addr.clone(),
         })
         .collect();
-    let tls = match &config.cluster.tls {
-        None => None,
-        Some(tls) => {
-            let read = |field: &str, path: &Path| {
-                std::fs::read(path)
-                    .with_context(|| format!("cluster.tls.{field}: reading {}", path.display()))
-            };
-            let config_tls = ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(read("ca", &tls.ca)?))
-                .identity(Identity::from_pem(
-                    read("cert", &tls.cert)?,
-                    read("key", &tls.key)?,
-                ));
-            Some(PeerTls {
-                config: config_tls,
-                cluster: config.cluster.name.clone(),
-            })
-        }
-    };
+    let tls = peer_tls(config)?;
     Ok(Some(
         Peers::new(config.node_id, &nodes, tls).context("cluster.nodes")?,
     ))
+}
+
+/// What this node presents to and trusts from the other nodes
+/// (`cluster.tls`), read and checked now (the key must match the
+/// certificate), so a bad or half-written file fails here, not at the
+/// next connection.
+fn peer_tls(config: &Config) -> anyhow::Result<Option<PeerTls>> {
+    let Some(tls) = &config.cluster.tls else {
+        return Ok(None);
+    };
+    let pem = chronos_tls::ClientPem::read(&chronos_tls::ClientFiles {
+        ca: tls.ca.clone(),
+        identity: Some((tls.cert.clone(), tls.key.clone())),
+    })
+    .context("cluster.tls")?;
+    let mut client = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem.ca));
+    if let Some((cert, key)) = pem.identity {
+        client = client.identity(Identity::from_pem(cert, key));
+    }
+    Ok(Some(PeerTls {
+        config: client,
+        cluster: config.cluster.name.clone(),
+    }))
 }
 
 /// The roster a new cluster forms with: `cluster.nodes` (a joining node

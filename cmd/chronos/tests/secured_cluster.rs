@@ -3,7 +3,8 @@
 //! nothing on the node-to-node port (another CA, an expired certificate, a
 //! node of another cluster, a node not in the roster); the cluster survives
 //! the kill -9 of a leader under load with every acknowledged event
-//! delivered, none early.
+//! delivered, none early. Every node's certificates rotate to a new CA on
+//! SIGHUP, both the ones it serves with and the one it presents to peers.
 
 mod common;
 
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use chronos_client::{Bearer, Client, ClientOptions, Conn, Error, EventBuilder, Tls};
 use chronos_proto::v1::admin_service_client::AdminServiceClient;
-use chronos_proto::v1::ClusterStatusRequest;
+use chronos_proto::v1::{ClusterStatusRequest, ClusterStatusResponse};
 use chronos_tls::testing::{Issued, TestCa};
 use common::cluster::{Cluster, Options};
 use common::seen::{assert_none_early, collect_with, wait_all};
@@ -63,8 +64,12 @@ fn options(certs: &Path, ca: &TestCa) -> Options {
 }
 
 fn tls(ca: &TestCa) -> Tls {
+    tls_trusting(ca.cert_pem())
+}
+
+fn tls_trusting(ca_pem: String) -> Tls {
     Tls {
-        ca_pem: ca.cert_pem().into_bytes(),
+        ca_pem: ca_pem.into_bytes(),
         identity: None,
         domain: Some("localhost".into()),
     }
@@ -85,25 +90,29 @@ async fn client(cluster: &Cluster, ca: &TestCa, nodes: &[u64]) -> Client {
         .expect("connect over TLS")
 }
 
+/// Node `via`'s cluster status, asked over TLS trusting `ca_pem`.
+async fn status(cluster: &Cluster, ca_pem: &str, via: u64) -> Option<ClusterStatusResponse> {
+    let endpoint = Endpoint::from_shared(format!("https://{}", cluster.api[via as usize - 1]))
+        .unwrap()
+        .tls_config(tls_trusting(ca_pem.to_owned()).config())
+        .unwrap();
+    let channel = endpoint.connect().await.ok()?;
+    let channel = Conn::new(channel, Bearer::new(Some(OPS_TOKEN)).unwrap());
+    let s = AdminServiceClient::new(channel)
+        .cluster_status(ClusterStatusRequest {})
+        .await
+        .ok()?;
+    Some(s.into_inner())
+}
+
 /// Every partition has a leader, as node `via` sees it over TLS.
 async fn wait_leaders(cluster: &Cluster, ca: &TestCa, via: u64) -> Vec<Option<u64>> {
     let until = Instant::now() + common::START_DEADLINE;
     loop {
-        let endpoint = Endpoint::from_shared(format!("https://{}", cluster.api[via as usize - 1]))
-            .unwrap()
-            .tls_config(tls(ca).config())
-            .unwrap();
-        if let Ok(channel) = endpoint.connect().await {
-            let channel = Conn::new(channel, Bearer::new(Some(OPS_TOKEN)).unwrap());
-            if let Ok(s) = AdminServiceClient::new(channel)
-                .cluster_status(ClusterStatusRequest {})
-                .await
-            {
-                let s = s.into_inner();
-                let leaders: Vec<Option<u64>> = s.partitions.iter().map(|p| p.leader).collect();
-                if leaders.len() == 4 && leaders.iter().all(Option::is_some) {
-                    return leaders;
-                }
+        if let Some(s) = status(cluster, &ca.cert_pem(), via).await {
+            let leaders: Vec<Option<u64>> = s.partitions.iter().map(|p| p.leader).collect();
+            if leaders.len() == 4 && leaders.iter().all(Option::is_some) {
+                return leaders;
             }
         }
         assert!(
@@ -112,6 +121,26 @@ async fn wait_leaders(cluster: &Cluster, ca: &TestCa, via: u64) -> Vec<Option<u6
             cluster.node(via).log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends every node a SIGHUP and waits until each logged its `n`th reload
+/// of the certificates it presents to the other nodes.
+fn reload_all(cluster: &Cluster, n: usize) {
+    const RELOADED: &str = "cluster.tls client certificates reloaded";
+    for id in 1..=NODES {
+        cluster.node(id).signal("HUP");
+    }
+    let until = Instant::now() + Duration::from_secs(10);
+    for id in 1..=NODES {
+        while cluster.node(id).log().matches(RELOADED).count() < n {
+            assert!(
+                Instant::now() < until,
+                "node {id} did not reload; log:\n{}",
+                cluster.node(id).log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -231,4 +260,70 @@ async fn a_secured_cluster_refuses_strangers_and_survives_a_leader_kill() {
     consuming.abort();
     cluster.restart(victim);
     wait_leaders(&cluster, &ca, victim).await;
+}
+
+/// Certificates rotate to a new CA without a restart: trust both CAs, then
+/// new certificates, then trust only the new CA, each a file rewrite and a
+/// SIGHUP. A node restarted afterwards (it knows only the new CA) is reached
+/// again by every other node: they present their new certificates on new
+/// connections, not the ones read at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_certificates_rotate_to_a_new_ca_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let old_ca = TestCa::new("old CA");
+    let mut cluster = Cluster::start_unready(dir.path(), options(&certs, &old_ca));
+    wait_leaders(&cluster, &old_ca, 1).await;
+
+    let new_ca = TestCa::new("new CA");
+    let both = format!("{}{}", old_ca.cert_pem(), new_ca.cert_pem());
+    std::fs::write(certs.join("ca.pem"), &both).unwrap();
+    reload_all(&cluster, 1);
+    for id in 1..=NODES {
+        write(
+            &new_ca.issue_node("chronos", id),
+            &certs,
+            &format!("node-{id}"),
+        );
+    }
+    reload_all(&cluster, 2);
+    std::fs::write(certs.join("ca.pem"), new_ca.cert_pem()).unwrap();
+    reload_all(&cluster, 3);
+
+    // The old CA is no longer trusted by any listener.
+    let refused = ask_node_1(&cluster, &new_ca, Some(&old_ca.issue_node("chronos", 2))).await;
+    assert!(refused.is_err(), "an old-CA node certificate was answered");
+    ask_node_1(&cluster, &new_ca, Some(&new_ca.issue_node("chronos", 2)))
+        .await
+        .expect("a new-CA node certificate is a node's");
+
+    cluster.kill9(2);
+    cluster.restart(2);
+    let until = Instant::now() + Duration::from_secs(30);
+    for via in [1, 3] {
+        loop {
+            let reaches_2 = status(&cluster, &new_ca.cert_pem(), via)
+                .await
+                .is_some_and(|s| s.nodes.iter().any(|n| n.id == 2 && n.reachable));
+            if reaches_2 {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "node {via} cannot reach the restarted node 2; its log:\n{}\nnode 2's:\n{}",
+                cluster.node(via).log(),
+                cluster.node(2).log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    wait_leaders(&cluster, &new_ca, 2).await;
+    let publisher = client(&cluster, &new_ca, &[2, 1, 3]).await;
+    for i in 0..20 {
+        publisher
+            .publish(EventBuilder::new("secure", format!("rotated-{i}")).build())
+            .await
+            .unwrap_or_else(|e| panic!("publish rotated-{i}: {e}"));
+    }
 }

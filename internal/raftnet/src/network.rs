@@ -67,7 +67,6 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             me: self.peers.me(),
             target,
             peers: self.peers.clone(),
-            client: None,
             append_budget: APPEND_BUDGET_BYTES,
         })
     }
@@ -84,12 +83,12 @@ pub struct Connection {
     partition: u32,
     me: NodeId,
     target: NodeId,
+    /// The channel is looked up at every call, not kept: openraft keeps a
+    /// connection for the life of the replication stream, while the peer's
+    /// channel is replaced when its address or the certificates change, and
+    /// a node added to the cluster may be in a group's membership before this
+    /// node has its address (until then every call is unreachable).
     peers: Peers,
-    /// Looked up in `peers` at the first call that finds the node there: a
-    /// node added to the cluster may be in a group's membership before this
-    /// node has its address, and openraft keeps a client for the life of the
-    /// replication stream. Until then every call is unreachable.
-    client: Option<RaftServiceClient<Channel>>,
     /// Bytes of entries the next append-entries may carry: halved when one
     /// times out, doubled back after one succeeds, so a follower that is
     /// behind catches up in requests that fit the heartbeat interval instead
@@ -122,10 +121,7 @@ impl Connection {
         payload: Vec<u8>,
         ttl: Duration,
     ) -> Result<T, Failure> {
-        if self.client.is_none() {
-            self.client = self.peers.channel(self.target).map(client_of);
-        }
-        let Some(client) = self.client.as_mut() else {
+        let Some(mut client) = self.peers.channel(self.target).map(client_of) else {
             let why = std::io::Error::other(format!("node {} is not a known peer", self.target));
             return Err(Failure::Unreachable(Unreachable::new(&why)));
         };
@@ -335,7 +331,6 @@ mod tests {
             me: 1,
             target: 2,
             peers: Peers::new(1, &[], None).unwrap(),
-            client: None,
             append_budget: APPEND_BUDGET_BYTES,
         };
         for _ in 0..20 {

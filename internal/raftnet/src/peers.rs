@@ -27,7 +27,8 @@ pub struct Peer {
 pub struct Peers {
     me: u64,
     nodes: Arc<RwLock<BTreeMap<u64, (Peer, Channel)>>>,
-    tls: Option<PeerTls>,
+    /// Swapped whole when the certificates are re-read (SIGHUP).
+    tls: Arc<RwLock<Option<PeerTls>>>,
 }
 
 /// Mutual TLS to the other nodes: this node's certificate and the cluster
@@ -68,7 +69,7 @@ impl Peers {
         let peers = Peers {
             me,
             nodes: Arc::default(),
-            tls,
+            tls: Arc::new(RwLock::new(tls)),
         };
         for peer in nodes {
             peers.upsert(peer)?;
@@ -86,8 +87,29 @@ impl Peers {
         {
             return Ok(());
         }
-        let channel = connect(peer, self.tls.as_ref())?;
-        self.nodes.write().insert(peer.id, (peer.clone(), channel));
+        // Under the nodes' lock, so a certificate reload cannot slip between
+        // connecting with the old ones and inserting.
+        let mut nodes = self.nodes.write();
+        let channel = connect(peer, self.tls.read().as_ref())?;
+        nodes.insert(peer.id, (peer.clone(), channel));
+        Ok(())
+    }
+
+    /// Presents `tls` (rotated certificates) from now on: every peer gets a
+    /// new channel, so the next call opens a connection with it; calls
+    /// already under way finish on the old one. Nothing changes on an error.
+    pub fn reload_tls(&self, tls: PeerTls) -> Result<(), tonic::transport::Error> {
+        let mut nodes = self.nodes.write();
+        let channels = nodes
+            .values()
+            .map(|(peer, _)| Ok((peer.id, connect(peer, Some(&tls))?)))
+            .collect::<Result<Vec<_>, tonic::transport::Error>>()?;
+        for (id, channel) in channels {
+            if let Some(entry) = nodes.get_mut(&id) {
+                entry.1 = channel;
+            }
+        }
+        *self.tls.write() = Some(tls);
         Ok(())
     }
 
@@ -100,6 +122,8 @@ impl Peers {
         self.me
     }
 
+    /// The channel to node `id`; take it per call (it is replaced when the
+    /// node's address or the certificates change).
     pub fn channel(&self, id: u64) -> Option<Channel> {
         self.nodes.read().get(&id).map(|(_, c)| c.clone())
     }
