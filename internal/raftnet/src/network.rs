@@ -67,6 +67,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             me: self.peers.me(),
             target,
             peers: self.peers.clone(),
+            client: None,
             append_budget: APPEND_BUDGET_BYTES,
         })
     }
@@ -83,12 +84,13 @@ pub struct Connection {
     partition: u32,
     me: NodeId,
     target: NodeId,
-    /// The channel is looked up at every call, not kept: openraft keeps a
-    /// connection for the life of the replication stream, while the peer's
-    /// channel is replaced when its address or the certificates change, and
-    /// a node added to the cluster may be in a group's membership before this
-    /// node has its address (until then every call is unreachable).
     peers: Peers,
+    /// The peer's channel and the `Peers` version it was taken at: openraft
+    /// keeps a connection for the life of a replication stream, while the
+    /// channel is replaced when the node's address or the certificates
+    /// change. Looked up at each call until the node is known (it may be in
+    /// a group's membership before this node has its address).
+    client: Option<(u64, RaftServiceClient<Channel>)>,
     /// Bytes of entries the next append-entries may carry: halved when one
     /// times out, doubled back after one succeeds, so a follower that is
     /// behind catches up in requests that fit the heartbeat interval instead
@@ -121,7 +123,14 @@ impl Connection {
         payload: Vec<u8>,
         ttl: Duration,
     ) -> Result<T, Failure> {
-        let Some(mut client) = self.peers.channel(self.target).map(client_of) else {
+        let version = self.peers.version();
+        if self.client.as_ref().is_none_or(|(v, _)| *v != version) {
+            self.client = self
+                .peers
+                .channel(self.target)
+                .map(|c| (version, client_of(c)));
+        }
+        let Some((_, client)) = self.client.as_mut() else {
             let why = std::io::Error::other(format!("node {} is not a known peer", self.target));
             return Err(Failure::Unreachable(Unreachable::new(&why)));
         };
@@ -331,6 +340,7 @@ mod tests {
             me: 1,
             target: 2,
             peers: Peers::new(1, &[], None).unwrap(),
+            client: None,
             append_budget: APPEND_BUDGET_BYTES,
         };
         for _ in 0..20 {

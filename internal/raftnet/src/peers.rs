@@ -1,6 +1,7 @@
 //! One channel per peer node, shared by everything that talks to it.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +30,9 @@ pub struct Peers {
     nodes: Arc<RwLock<BTreeMap<u64, (Peer, Channel)>>>,
     /// Swapped whole when the certificates are re-read (SIGHUP).
     tls: Arc<RwLock<Option<PeerTls>>>,
+    /// Bumped whenever channels are replaced, so holders of one know to
+    /// take it again.
+    version: Arc<AtomicU64>,
 }
 
 /// Mutual TLS to the other nodes: this node's certificate and the cluster
@@ -70,6 +74,7 @@ impl Peers {
             me,
             nodes: Arc::default(),
             tls: Arc::new(RwLock::new(tls)),
+            version: Arc::default(),
         };
         for peer in nodes {
             peers.upsert(peer)?;
@@ -92,6 +97,7 @@ impl Peers {
         let mut nodes = self.nodes.write();
         let channel = connect(peer, self.tls.read().as_ref())?;
         nodes.insert(peer.id, (peer.clone(), channel));
+        self.version.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
@@ -110,6 +116,7 @@ impl Peers {
             }
         }
         *self.tls.write() = Some(tls);
+        self.version.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
@@ -122,8 +129,12 @@ impl Peers {
         self.me
     }
 
-    /// The channel to node `id`; take it per call (it is replaced when the
-    /// node's address or the certificates change).
+    /// Changes whenever a channel was replaced (a node's address or the
+    /// certificates changed): a holder of a channel takes it again then.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
     pub fn channel(&self, id: u64) -> Option<Channel> {
         self.nodes.read().get(&id).map(|(_, c)| c.clone())
     }
