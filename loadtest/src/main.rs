@@ -9,6 +9,8 @@
 //! - `deliver` ([`deliver`]): how fast a fired backlog drains to consumers.
 //! - `e2e` ([`e2e`]): publish-to-delivery latency of events due at once.
 //! - `capacity` ([`capacity`]): memory for N pending events, restart-to-ready.
+//! - `recurring` ([`recurring`]): N recurring schedules: create time, RAM,
+//!   occurrence lateness.
 //!
 //! The delivery modes share [`workload`]; the arithmetic is in [`stats`].
 //! - `redis-publish`, `redis-schedule` ([`redis_publish`], [`redis_schedule`]): the
@@ -27,6 +29,7 @@ mod e2e;
 mod plot;
 mod progress;
 mod publish;
+mod recurring;
 mod redis_publish;
 mod redis_queue;
 mod redis_schedule;
@@ -58,6 +61,8 @@ enum Mode {
     E2e(e2e::E2eArgs),
     /// Server memory for N pending events, and restart-to-ready time.
     Capacity(capacity::CapacityArgs),
+    /// Many recurring schedules: time to create them, RAM, occurrence lateness.
+    Recurring(recurring::RecurringArgs),
     /// `publish` against a Redis sorted-set delay queue (pipelined ZADDs).
     RedisPublish(redis_publish::RedisPublishArgs),
     /// `schedule` against a Redis sorted-set delay queue: Lua mover, BLMOVE consumers.
@@ -74,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
         Mode::Deliver(args) => deliver::run(args).await,
         Mode::E2e(args) => e2e::run(args).await,
         Mode::Capacity(args) => capacity::run(args).await,
+        Mode::Recurring(args) => recurring::run(args).await,
         Mode::RedisPublish(args) => redis_publish::run(args).await,
         Mode::RedisSchedule(args) => redis_schedule::run(args).await,
         Mode::Plot(args) => plot::run(args),

@@ -18,6 +18,7 @@ message.
 from ._convert import now_ms
 from .client import CancelResult, Client, PublishResult
 from .errors import ChronosError
+from .schedules import ScheduleInfo
 from .subscription import AckTotals, Delivery, Subscription
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "Client",
     "Delivery",
     "PublishResult",
+    "ScheduleInfo",
     "Subscription",
     "now_ms",
 ]

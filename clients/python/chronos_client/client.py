@@ -10,6 +10,7 @@ from . import _convert
 from ._convert import Payload, When
 from ._proto import events_pb2, events_pb2_grpc
 from .errors import ChronosError
+from .schedules import Schedules
 from .subscription import Subscription, start_fields
 
 
@@ -72,7 +73,7 @@ def _read(field: str, path: str) -> bytes:
         raise ValueError(f"{field}: {path}: {e.strerror}") from None
 
 
-class Client:
+class Client(Schedules):
     """A connection to a Chronos node's `EventService`.
 
     `addr` is `host:port`. Plaintext gRPC unless `tls_ca` names the CA

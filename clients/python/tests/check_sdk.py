@@ -125,6 +125,35 @@ def check_publish_batch_and_cancel(client: Client) -> None:
     print("ok: earliest group gets the batch, not the cancelled event")
 
 
+def check_schedules(client: Client) -> None:
+    with client.subscribe("py-sched", "py-ticks", start="earliest") as sub:
+        info = client.create_schedule("py-tick", "py-ticks", b"tick", every_s=1, missed="fire_once")
+        expect(info.next_ts > 0 and not info.paused, f"created {info}")
+        again = client.create_schedule("py-tick", "py-ticks", b"tick", every_s=1, missed="fire_once")
+        expect(again.schedule_id == "py-tick", "a retried create is answered")
+        expect_error(
+            grpc.StatusCode.ALREADY_EXISTS,
+            "schedule_id",
+            lambda: client.create_schedule("py-tick", "py-ticks", b"other", every_s=1),
+        )
+        expect_error(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "schedule.cron",
+            lambda: client.create_schedule("py-bad", "py-ticks", cron="0 0 25 * * *"),
+        )
+        d = next_delivery(sub, "an occurrence")
+        expect(d.message_id.startswith("py-tick@"), f"occurrence id {d.message_id}")
+        sub.ack(d)
+        expect(len(client.get_schedule("py-tick", upcoming=3).upcoming_ts) == 3, "three upcoming")
+        expect([s.schedule_id for s in client.list_schedules("py-ticks")] == ["py-tick"], "listed")
+        expect(client.pause_schedule("py-tick").paused, "paused")
+        expect(not client.resume_schedule("py-tick").paused, "resumed")
+        expect(client.trigger_schedule("py-tick").startswith("py-tick@trigger-"), "triggered")
+        client.delete_schedule("py-tick")
+        expect_error(grpc.StatusCode.NOT_FOUND, "py-tick", lambda: client.get_schedule("py-tick"))
+    print("ok: schedules")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--addr", default=os.environ.get("CHRONOS_ADDR", "localhost:9000"))
@@ -134,6 +163,7 @@ def main() -> int:
             check_nack_redelivers(client)
             check_bad_input(client)
             check_publish_batch_and_cancel(client)
+            check_schedules(client)
         except (Failed, ChronosError, TimeoutError) as err:
             print(f"FAIL: {err}")
             return 1

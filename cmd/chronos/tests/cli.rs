@@ -272,3 +272,79 @@ fn bad_input_exits_1_and_server_errors_exit_2_with_the_message() {
         text(&down.stderr)
     );
 }
+
+#[test]
+fn schedules_are_created_listed_paused_triggered_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    server.wait_ready(common::START_DEADLINE);
+    let out = ok(
+        &server,
+        &[
+            "schedules",
+            "create",
+            "nightly",
+            "reports",
+            "run",
+            "--cron",
+            "0 30 2 * * *",
+            "--time-zone",
+            "Europe/Berlin",
+            "--missed",
+            "fire-once",
+        ],
+    );
+    assert!(
+        out.starts_with("nightly  reports  cron \"0 30 2 * * *\" (Europe/Berlin)  next "),
+        "{out}"
+    );
+    ok(
+        &server,
+        &["schedules", "create", "beat", "pulse", "--every", "1s"],
+    );
+    let listed = json_lines(&ok(&server, &["--json", "schedules", "list"]));
+    let ids: Vec<&str> = listed
+        .iter()
+        .map(|s| s["schedule_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{listed:?}");
+    assert!(ids.contains(&"nightly") && ids.contains(&"beat"));
+    let got = json_lines(&ok(
+        &server,
+        &["--json", "schedules", "get", "nightly", "--upcoming", "3"],
+    ));
+    let upcoming = got[0]["upcoming_ts"].as_array().unwrap();
+    assert_eq!(upcoming.len(), 3);
+    // 02:30 in Berlin is 00:30 or 01:30 UTC, a day apart.
+    for t in upcoming {
+        let ms = t.as_i64().unwrap();
+        let secs_of_day = (ms / 1000) % 86_400;
+        assert!(secs_of_day == 1_800 || secs_of_day == 5_400, "{ms}");
+    }
+    let paused = ok(&server, &["schedules", "pause", "beat"]);
+    assert!(paused.contains("paused"), "{paused}");
+    ok(&server, &["schedules", "resume", "beat"]);
+    let trig = ok(&server, &["schedules", "trigger", "nightly"]);
+    assert!(trig.starts_with("triggered nightly@trigger-"), "{trig}");
+    ok(&server, &["schedules", "delete", "beat"]);
+    let out = chronos(&server.endpoint(), &["schedules", "get", "beat"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("NotFound"),
+        "{}",
+        text(&out.stderr)
+    );
+    let bad = chronos(
+        &server.endpoint(),
+        &["schedules", "create", "x", "t", "--cron", "0 0 25 * * *"],
+        None,
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("schedule.cron: field 'hour'"),
+        "{}",
+        text(&bad.stderr)
+    );
+    let usage = chronos(&server.endpoint(), &["schedules", "create", "x", "t"], None);
+    assert_eq!(usage.status.code(), Some(1));
+}

@@ -50,6 +50,9 @@ fn readme_grpcurl_examples_run_verbatim() {
         "Health/Check",
         "EventService/Subscribe",
         "EventService/Ack",
+        "EventService/CreateSchedule",
+        "EventService/GetSchedule",
+        "EventService/PauseSchedule",
     ] {
         assert!(
             lines
@@ -106,6 +109,13 @@ fn readme_grpcurl_examples_run_verbatim() {
             // The tour's one reminder, or the billing group's a-1 and a-2.
             let want = if line.contains("reminders") { 1 } else { 2 };
             assert_eq!(stdout.matches("\"deliveryId\"").count(), want, "{stdout}");
+        } else if line.contains("EventService/CreateSchedule") {
+            assert!(stdout.contains("\"nextTs\""), "{stdout}");
+        } else if line.contains("EventService/GetSchedule") {
+            assert_eq!(stdout.matches("\"upcomingTs\"").count(), 1, "{stdout}");
+            assert!(stdout.contains("\"everyMs\": \"60000\""), "{stdout}");
+        } else if line.contains("EventService/PauseSchedule") {
+            assert!(stdout.contains("\"paused\": true"), "{stdout}");
         } else if line.contains("EventService/Ack") {
             assert!(
                 stdout.contains("\"acked\": 1") && stdout.contains("\"nacked\": 1"),

@@ -520,3 +520,47 @@ async fn errors_are_typed_and_dead_letters_redrive() {
     c.ack(&d).await.unwrap();
     c.flush().await.unwrap();
 }
+
+#[tokio::test]
+async fn schedules_through_the_sdk() {
+    use chronos_client::proto::schedule::Recurrence;
+    use chronos_client::proto::Schedule;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let client = Client::connect([server.endpoint()]).await.unwrap();
+    let mut c = consumer(&client, "g", "sdk-ticks", 8).await;
+    let schedule = Schedule {
+        schedule_id: "sdk-tick".into(),
+        topic: "sdk-ticks".into(),
+        payload: b"tick".to_vec().into(),
+        recurrence: Some(Recurrence::EveryMs(1000)),
+        ..Default::default()
+    };
+    let (info, existed) = client.create_schedule(schedule.clone()).await.unwrap();
+    assert!(!existed);
+    assert!(info.next_ts > 0);
+    let (_, existed) = client.create_schedule(schedule.clone()).await.unwrap();
+    assert!(existed, "a retried create is answered as it is");
+    let clash = client
+        .create_schedule(Schedule {
+            payload: b"other".to_vec().into(),
+            ..schedule.clone()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(clash, Error::AlreadyExists { .. }), "{clash:?}");
+    let d = next(&mut c).await;
+    assert!(d.event.message_id.starts_with("sdk-tick@"), "{d:?}");
+    assert!(d.event.headers.contains_key("chronos-nominal-time"));
+    c.ack(&d).await.unwrap();
+    let got = client.get_schedule("sdk-tick", 2).await.unwrap();
+    assert_eq!(got.upcoming_ts.len(), 2);
+    assert_eq!(client.list_schedules("sdk-ticks").await.unwrap().len(), 1);
+    assert!(client.pause_schedule("sdk-tick").await.unwrap().paused);
+    assert!(!client.resume_schedule("sdk-tick").await.unwrap().paused);
+    let triggered = client.trigger_schedule("sdk-tick").await.unwrap();
+    assert!(triggered.starts_with("sdk-tick@trigger-"));
+    client.delete_schedule("sdk-tick").await.unwrap();
+    let gone = client.get_schedule("sdk-tick", 0).await.unwrap_err();
+    assert!(matches!(gone, Error::NotFound { .. }), "{gone:?}");
+}

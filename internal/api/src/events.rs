@@ -17,12 +17,18 @@ use chronos_proto::v1::{
     ConsumeResponse, Delivery, Event, PublishBatchRequest, PublishBatchResponse, PublishRequest,
     PublishResponse, ReplayEvent, ReplayRequest, SubscribeRequest, TimeRange,
 };
+use chronos_proto::v1::{
+    CreateScheduleRequest, CreateScheduleResponse, DeleteScheduleRequest, DeleteScheduleResponse,
+    GetScheduleRequest, ListSchedulesRequest, ListSchedulesResponse, PauseScheduleRequest,
+    ResumeScheduleRequest, ScheduleResponse, TriggerScheduleRequest, TriggerScheduleResponse,
+    UpdateScheduleRequest,
+};
 use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::gateway::Incoming;
-use crate::{consume, status, validate, Node};
+use crate::{consume, schedules, status, validate, Node};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -272,6 +278,78 @@ impl EventService for Events {
         let target = format!("topic={} message_id={}", req.topic, req.message_id);
         guard.audit(&incoming.caller, "cancel", &target, &resp);
         Ok(Response::new(resp?))
+    }
+
+    async fn create_schedule(
+        &self,
+        request: Request<CreateScheduleRequest>,
+    ) -> Result<Response<CreateScheduleResponse>, Status> {
+        let incoming = Incoming::of(&request, self.node.router.partitions())?;
+        let resp = schedules::create(&self.node, &incoming, request.into_inner()).await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn update_schedule(
+        &self,
+        request: Request<UpdateScheduleRequest>,
+    ) -> Result<Response<ScheduleResponse>, Status> {
+        let incoming = Incoming::of(&request, self.node.router.partitions())?;
+        let resp = schedules::update(&self.node, &incoming, request.into_inner()).await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn pause_schedule(
+        &self,
+        request: Request<PauseScheduleRequest>,
+    ) -> Result<Response<ScheduleResponse>, Status> {
+        let incoming = Incoming::of(&request, self.node.router.partitions())?;
+        let resp = schedules::pause(&self.node, &incoming, request.into_inner()).await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn resume_schedule(
+        &self,
+        request: Request<ResumeScheduleRequest>,
+    ) -> Result<Response<ScheduleResponse>, Status> {
+        let incoming = Incoming::of(&request, self.node.router.partitions())?;
+        let resp = schedules::resume(&self.node, &incoming, request.into_inner()).await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn delete_schedule(
+        &self,
+        request: Request<DeleteScheduleRequest>,
+    ) -> Result<Response<DeleteScheduleResponse>, Status> {
+        let incoming = Incoming::of(&request, self.node.router.partitions())?;
+        let resp = schedules::delete(&self.node, &incoming, request.into_inner()).await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn get_schedule(
+        &self,
+        request: Request<GetScheduleRequest>,
+    ) -> Result<Response<ScheduleResponse>, Status> {
+        let incoming = Incoming::of(&request, self.node.router.partitions())?;
+        let resp = schedules::get(&self.node, &incoming, request.into_inner()).await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn list_schedules(
+        &self,
+        request: Request<ListSchedulesRequest>,
+    ) -> Result<Response<ListSchedulesResponse>, Status> {
+        let incoming = Incoming::of(&request, self.node.router.partitions())?;
+        let resp = schedules::list(&self.node, &incoming, request.into_inner()).await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn trigger_schedule(
+        &self,
+        request: Request<TriggerScheduleRequest>,
+    ) -> Result<Response<TriggerScheduleResponse>, Status> {
+        let incoming = Incoming::of(&request, self.node.router.partitions())?;
+        let resp = schedules::trigger(&self.node, &incoming, request.into_inner()).await?;
+        Ok(Response::new(resp))
     }
 
     type SubscribeStream = BoxStream<Delivery>;

@@ -22,6 +22,12 @@ use chronos_proto::v1::{
     RebalanceResponse, RedriveDeadLettersRequest, RedriveDeadLettersResponse, RemoveNodeRequest,
     RemoveNodeResponse, ReplayEvent, ReplayRequest, SeekGroupRequest, SeekGroupResponse,
 };
+use chronos_proto::v1::{
+    CreateScheduleRequest, CreateScheduleResponse, DeleteScheduleRequest, DeleteScheduleResponse,
+    GetScheduleRequest, ListSchedulesRequest, ListSchedulesResponse, PauseScheduleRequest,
+    ResumeScheduleRequest, ScheduleResponse, TriggerScheduleRequest, TriggerScheduleResponse,
+    UpdateScheduleRequest,
+};
 use tonic::transport::Channel;
 use tonic::{Request, Status, Streaming};
 
@@ -56,6 +62,14 @@ forward!(PublishBatchRequest => PublishBatchResponse, publish_batch);
 forward!(CancelRequest => CancelResponse, cancel);
 forward!(AckRequest => AckResponse, ack);
 forward!(ReplayRequest => Streaming<ReplayEvent>, replay, bounded = false);
+forward!(CreateScheduleRequest => CreateScheduleResponse, create_schedule);
+forward!(UpdateScheduleRequest => ScheduleResponse, update_schedule);
+forward!(PauseScheduleRequest => ScheduleResponse, pause_schedule);
+forward!(ResumeScheduleRequest => ScheduleResponse, resume_schedule);
+forward!(DeleteScheduleRequest => DeleteScheduleResponse, delete_schedule);
+forward!(GetScheduleRequest => ScheduleResponse, get_schedule);
+forward!(ListSchedulesRequest => ListSchedulesResponse, list_schedules);
+forward!(TriggerScheduleRequest => TriggerScheduleResponse, trigger_schedule);
 
 /// A public admin request another node answers (for its own partitions, or
 /// those of the request's scope).

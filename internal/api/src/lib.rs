@@ -15,6 +15,7 @@ mod forward;
 pub mod gateway;
 pub mod guard;
 mod roster;
+mod schedules;
 pub mod status;
 pub mod validate;
 

@@ -182,6 +182,7 @@ mod tests {
             dedup_expiry_ts: 99,
             has_reschedule: false,
             fire_seqs: Vec::new(),
+            advances: Vec::new(),
             publish_ts: 5,
             first_offset: 100,
             events: vec![b"a".to_vec().into(), b"bc".to_vec().into()],

@@ -30,6 +30,7 @@ mod network;
 mod owner;
 mod publisher;
 mod replay;
+pub mod schedule;
 mod snapshot;
 mod state_machine;
 #[cfg(test)]
@@ -390,6 +391,7 @@ impl Partition {
             .send(PublishRequest {
                 events,
                 reschedule,
+                advances: None,
                 reply,
             })
             .await
@@ -434,6 +436,75 @@ impl Partition {
                 self.id
             ))
         })
+    }
+
+    /// Creates, updates, pauses, resumes or deletes a recurring schedule.
+    /// Proposed by the owner (which holds back the schedule's stored
+    /// occurrences meanwhile); decided when it applies.
+    pub async fn change_schedule(
+        &self,
+        op: chronos_proto::internal::schedule_command::Op,
+    ) -> Result<schedule::ScheduleApplied, PartitionError> {
+        if let Err(fatal) = &self.raft.metrics().borrow_watched().running_state {
+            return Err(PartitionError::from_fatal(self.id, fatal));
+        }
+        let cmd = Command::schedule(chronos_proto::internal::ScheduleCommand {
+            now_ts: wall_ms(),
+            op: Some(op),
+        });
+        self.propose(cmd).await?.schedule.ok_or_else(|| {
+            PartitionError::Storage(format!(
+                "partition {}: schedule change applied without an outcome",
+                self.id
+            ))
+        })
+    }
+
+    /// A schedule as applied here: its record and spec.
+    pub fn schedule(
+        &self,
+        schedule_id: &str,
+    ) -> Result<
+        Option<(
+            chronos_proto::internal::ScheduleRecord,
+            chronos_proto::v1::Schedule,
+        )>,
+        PartitionError,
+    > {
+        let storage = |e: &dyn std::error::Error| PartitionError::storage(self.id, e);
+        match self
+            .store
+            .get_schedule(schedule_id)
+            .map_err(|e| storage(&e))?
+        {
+            Some(raw) => Ok(Some(
+                schedule::decode_record(&raw).map_err(|e| storage(&e))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Schedules in id order after `after`, only `topic`'s unless empty.
+    pub fn schedules(
+        &self,
+        topic: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<
+        Vec<(
+            chronos_proto::internal::ScheduleRecord,
+            chronos_proto::v1::Schedule,
+        )>,
+        PartitionError,
+    > {
+        let storage = |e: &dyn std::error::Error| PartitionError::storage(self.id, e);
+        let rows = self
+            .store
+            .list_schedules(topic, after, limit)
+            .map_err(|e| storage(&e))?;
+        rows.into_iter()
+            .map(|(_, raw)| schedule::decode_record(&raw).map_err(|e| storage(&e)))
+            .collect()
     }
 
     pub(crate) fn store(&self) -> &Store {

@@ -17,9 +17,9 @@ use std::hash::BuildHasherDefault;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use chronos_proto::internal::{EventKeys, EventRecord, PublishCommand};
+use chronos_proto::internal::{EventKeys, EventRecord, PublishCommand, ScheduleAdvance};
 use chronos_proto::v1::Event;
-use chronos_store::id_key;
+use chronos_store::{id_key, IdEntry, IdState};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -52,6 +52,11 @@ pub struct PublishRequest {
     pub events: Vec<Event>,
     /// Replace still-pending events with the same ids instead of deduplicating.
     pub reschedule: bool,
+    /// Set on the term's own request storing recurring schedules'
+    /// occurrences: the schedules' advances, stored in the same entry. Its
+    /// events may reuse a cancelled id (an occurrence stored, then cancelled
+    /// by a schedule change, is stored again under the same id).
+    pub advances: Option<Vec<ScheduleAdvance>>,
     pub reply: PublishReply,
 }
 
@@ -84,6 +89,8 @@ pub(crate) struct Published {
     appended: Vec<(String, Vec<u64>)>,
     /// Ids (`id_key`) of the reschedules, held back from firing meanwhile.
     held: Vec<Vec<u8>>,
+    /// It carried the term's request storing occurrences.
+    occurred: bool,
 }
 
 /// What the term learns from a publish proposal's answer.
@@ -95,6 +102,7 @@ pub(crate) struct Answered {
     pub held: Vec<Vec<u8>>,
     /// Pending events its reschedules removed.
     pub unscheduled: Vec<u64>,
+    pub occurred: bool,
 }
 
 impl Published {
@@ -123,6 +131,7 @@ impl Published {
             appended: self.appended,
             held: self.held,
             unscheduled,
+            occurred: self.occurred,
         }
     }
 }
@@ -194,6 +203,20 @@ impl Publisher {
             .await
     }
 
+    /// Proposes `req` (with whatever waits in the mailbox) without lingering.
+    pub async fn propose_now(
+        &mut self,
+        ctx: &Ctx,
+        epoch: u64,
+        req: PublishRequest,
+        mailbox: &mut mpsc::Receiver<PublishRequest>,
+        fl: Firings<'_>,
+        completions: &mut Completions,
+    ) -> Result<usize, TermError> {
+        self.propose(ctx, epoch, req, mailbox, fl, completions)
+            .await
+    }
+
     /// Proposes the lingering request once its linger is over.
     pub async fn step(
         &mut self,
@@ -250,15 +273,22 @@ impl Publisher {
         let mut bytes = 0usize;
         let mut planned = Vec::new();
         let mut has_reschedule = false;
+        let mut advances = Vec::new();
+        let mut occurred = false;
         let mut next = Some(first);
         while let Some(req) = next.take() {
+            occurred |= req.advances.is_some();
             if !req.reply.is_closed() {
                 has_reschedule |= req.reschedule;
+                let advancing = req.advances.clone();
                 let before = events.len();
                 let planned_one = self.plan(ctx, req, now, &result_rx, &mut events, &mut keys);
                 bytes += events[before..].iter().map(Bytes::len).sum::<usize>();
                 match planned_one {
-                    Ok(p) => planned.push(p),
+                    Ok(p) => {
+                        planned.push(p);
+                        advances.extend(advancing.into_iter().flatten());
+                    }
                     Err((reply, e)) => {
                         let _ = reply.send(Err(e));
                     }
@@ -269,7 +299,7 @@ impl Publisher {
             }
         }
         self.last_batch_requests = planned.len();
-        if events.is_empty() {
+        if events.is_empty() && advances.is_empty() {
             // Nothing new (all duplicates): answer without touching the log.
             drop(result_tx);
             tokio::spawn(answer(planned));
@@ -327,6 +357,7 @@ impl Publisher {
             dedup_expiry_ts: now.saturating_add(ctx.dedup_ttl_ms),
             has_reschedule,
             fire_seqs,
+            advances,
         });
         let proposed = completions.propose(ctx, cmd).await;
         self.proposals.insert(seq, keys);
@@ -343,6 +374,7 @@ impl Publisher {
                 new_events,
                 appended,
                 held,
+                occurred,
             })
         });
         Ok(1)
@@ -373,6 +405,7 @@ impl Publisher {
             Err(e) => return Err((req.reply, PartitionError::storage(ctx.partition, &e))),
         };
         let count = req.events.len();
+        let recurring = req.advances.is_some();
         for (i, ((ev, key), stored)) in req.events.into_iter().zip(ids).zip(stored).enumerate() {
             let dedup = !req.reschedule;
             if let Some(f) = self.inflight.get(&key).filter(|_| dedup) {
@@ -384,7 +417,8 @@ impl Publisher {
                 waits_on.push(f.proposal.clone());
                 continue;
             }
-            if let Some(e) = stored.filter(|_| dedup) {
+            let reusable = |e: &IdEntry| recurring && e.state == IdState::Cancelled;
+            if let Some(e) = stored.filter(|e| dedup && !reusable(e)) {
                 outcomes.push(PublishOutcome {
                     offset: e.offset,
                     due_ts: e.due_ts,

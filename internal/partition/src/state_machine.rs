@@ -27,6 +27,7 @@ mod migrate_tests;
 #[cfg(test)]
 mod replication_tests;
 pub(crate) mod roster;
+mod schedules;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -588,14 +589,17 @@ impl StateMachine {
             let mut redriven = 0;
             let mut roster = None;
             let mut unscheduled = Vec::new();
+            let mut schedule = None;
             match &entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(cmd) => match &cmd.0.kind {
                     Some(command::Kind::Publish(p)) => {
-                        if p.has_reschedule {
+                        // Advances read the schedules earlier entries changed.
+                        if p.has_reschedule || !p.advances.is_empty() {
                             self.commit_so_far(&store, &mut batch, &mut membership_changed)?;
                         }
                         fired = self.apply_publish(&mut batch, p, &mut unscheduled)?;
+                        self.apply_advances(&mut batch, &p.advances)?;
                     }
                     // Firing and cancelling read `pending` and `ids`, which must
                     // already hold what earlier entries wrote: commit those (with
@@ -634,6 +638,10 @@ impl StateMachine {
                         self.commit_so_far(&store, &mut batch, &mut membership_changed)?;
                         redriven = self.apply_redrive(&mut batch, r)?;
                     }
+                    Some(command::Kind::Schedule(c)) => {
+                        self.commit_so_far(&store, &mut batch, &mut membership_changed)?;
+                        schedule = Some(self.apply_schedule(&mut batch, c)?);
+                    }
                     Some(command::Kind::Roster(r)) => {
                         roster = Some(self.apply_roster(&mut batch, entry.log_id.index, r));
                     }
@@ -654,6 +662,7 @@ impl StateMachine {
                 redriven,
                 roster,
                 unscheduled,
+                schedule,
             });
         }
         self.commit(batch, &mut membership_changed)?;

@@ -4,7 +4,7 @@ use std::fmt;
 
 use chronos_proto::internal::{
     command, CancelCommand, Command as CommandPb, DeliveryCommand, FireCommand, GroupCommand,
-    PublishCommand, RedriveCommand, RosterCommand, TrimCommand,
+    PublishCommand, RedriveCommand, RosterCommand, ScheduleCommand, TrimCommand,
 };
 use prost::Message;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -78,6 +78,12 @@ impl Command {
         })
     }
 
+    pub fn schedule(cmd: ScheduleCommand) -> Command {
+        Command(CommandPb {
+            kind: Some(command::Kind::Schedule(cmd)),
+        })
+    }
+
     pub fn roster(cmd: RosterCommand) -> Command {
         Command(CommandPb {
             kind: Some(command::Kind::Roster(cmd)),
@@ -101,6 +107,17 @@ impl Command {
     }
 }
 
+fn op_name(op: &chronos_proto::internal::schedule_command::Op) -> &'static str {
+    use chronos_proto::internal::schedule_command::Op;
+    match op {
+        Op::Create(_) => "create",
+        Op::Update(_) => "update",
+        Op::Pause(_) => "pause",
+        Op::Resume(_) => "resume",
+        Op::Delete(_) => "delete",
+    }
+}
+
 impl fmt::Debug for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0.kind {
@@ -121,6 +138,9 @@ impl fmt::Debug for Command {
                 )
             }
             Some(command::Kind::Cancel(c)) => write!(f, "Cancel{{{}/{}}}", c.topic, c.message_id),
+            Some(command::Kind::Schedule(s)) => {
+                write!(f, "Schedule{{{:?}}}", s.op.as_ref().map(op_name))
+            }
             Some(command::Kind::Group(g)) => {
                 write!(f, "Group{{{}/{} seek: {}}}", g.topic, g.group, g.seek)
             }
@@ -205,6 +225,8 @@ pub struct Applied {
     pub roster: Option<bool>,
     /// A `Publish` entry: offsets of the pending events its reschedules removed.
     pub unscheduled: Vec<u64>,
+    /// A `Schedule` entry: what it did.
+    pub schedule: Option<crate::schedule::ScheduleApplied>,
 }
 
 /// The result of applying a `Cancel`.

@@ -26,6 +26,7 @@
 mod groups;
 mod keys;
 mod replace;
+mod schedules;
 
 use std::ffi::CStr;
 use std::path::Path;
@@ -52,7 +53,8 @@ const CF_TOPICS: &str = "topics";
 const CF_GROUPS: &str = "groups";
 const CF_INFLIGHT: &str = "inflight";
 const CF_DLQ: &str = "dlq";
-const ALL_CFS: [&str; 8] = [
+const CF_SCHEDULES: &str = "schedules";
+const ALL_CFS: [&str; 9] = [
     CF_META,
     CF_IDS,
     CF_PENDING,
@@ -61,6 +63,7 @@ const ALL_CFS: [&str; 8] = [
     CF_GROUPS,
     CF_INFLIGHT,
     CF_DLQ,
+    CF_SCHEDULES,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +217,7 @@ impl Store {
             ColumnFamilyDescriptor::new(CF_GROUPS, cf_options()),
             ColumnFamilyDescriptor::new(CF_INFLIGHT, cf_options()),
             ColumnFamilyDescriptor::new(CF_DLQ, cf_options()),
+            ColumnFamilyDescriptor::new(CF_SCHEDULES, cf_options()),
         ];
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         Ok(Store { db: Arc::new(db) })
@@ -222,7 +226,12 @@ impl Store {
     /// Opens a checkpoint (or any copy) for reading only, e.g. to read its meta.
     pub fn open_read_only(path: &Path) -> Result<Store> {
         let opts = Options::default();
-        let db = DB::open_cf_for_read_only(&opts, path, ALL_CFS, false)?;
+        // A checkpoint written before a column family existed lacks it.
+        let present = DB::list_cf(&opts, path)?;
+        let names = ALL_CFS
+            .iter()
+            .filter(|name| present.iter().any(|p| p == *name));
+        let db = DB::open_cf_for_read_only(&opts, path, names, false)?;
         Ok(Store { db: Arc::new(db) })
     }
 

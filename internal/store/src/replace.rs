@@ -33,7 +33,11 @@ impl Store {
         let mut stats = ReplaceStats::default();
         self.clear_all()?;
         for name in ALL_CFS {
-            let (dst_cf, src_cf) = (self.cf(name), src.cf(name));
+            let dst_cf = self.cf(name);
+            // A snapshot written before a column family existed lacks it.
+            let Some(src_cf) = src.db.cf_handle(name) else {
+                continue;
+            };
             let mut it = src.db.raw_iterator_cf(src_cf);
             it.seek_to_first();
             let mut batch = WriteBatch::default();

@@ -22,6 +22,9 @@ pub enum Error {
     /// No such event, group or partition.
     #[error("not found: {message}")]
     NotFound { message: String },
+    /// Something with that identity exists with other content (a schedule id).
+    #[error("already exists: {message}")]
+    AlreadyExists { message: String },
     /// The request does not fit the current state (e.g. cancelling a fired event).
     #[error("failed precondition: {message}")]
     FailedPrecondition { message: String },
@@ -105,6 +108,7 @@ impl From<Status> for Error {
         match status.code() {
             Code::InvalidArgument | Code::OutOfRange => Error::InvalidArgument { message },
             Code::NotFound => Error::NotFound { message },
+            Code::AlreadyExists => Error::AlreadyExists { message },
             Code::Unauthenticated => Error::Unauthenticated { message },
             Code::PermissionDenied => Error::PermissionDenied { message },
             Code::FailedPrecondition => Error::FailedPrecondition { message },

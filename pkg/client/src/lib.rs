@@ -47,6 +47,7 @@ mod event;
 mod producer;
 mod replay;
 mod retry;
+mod schedules;
 
 pub use client::{Client, ClientOptions};
 pub use consumer::{Acker, Consumer, ConsumerOptions, Delivery, Start};

@@ -72,6 +72,42 @@ impl EventService for Node {
     async fn replay(&self, _: Request<ReplayRequest>) -> Answer<Self::ReplayStream> {
         nope()
     }
+    async fn create_schedule(
+        &self,
+        _: Request<CreateScheduleRequest>,
+    ) -> Answer<CreateScheduleResponse> {
+        nope()
+    }
+    async fn update_schedule(&self, _: Request<UpdateScheduleRequest>) -> Answer<ScheduleResponse> {
+        nope()
+    }
+    async fn pause_schedule(&self, _: Request<PauseScheduleRequest>) -> Answer<ScheduleResponse> {
+        nope()
+    }
+    async fn resume_schedule(&self, _: Request<ResumeScheduleRequest>) -> Answer<ScheduleResponse> {
+        nope()
+    }
+    async fn delete_schedule(
+        &self,
+        _: Request<DeleteScheduleRequest>,
+    ) -> Answer<DeleteScheduleResponse> {
+        nope()
+    }
+    async fn get_schedule(&self, _: Request<GetScheduleRequest>) -> Answer<ScheduleResponse> {
+        nope()
+    }
+    async fn list_schedules(
+        &self,
+        _: Request<ListSchedulesRequest>,
+    ) -> Answer<ListSchedulesResponse> {
+        nope()
+    }
+    async fn trigger_schedule(
+        &self,
+        _: Request<TriggerScheduleRequest>,
+    ) -> Answer<TriggerScheduleResponse> {
+        nope()
+    }
 }
 
 #[tonic::async_trait]

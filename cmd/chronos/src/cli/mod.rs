@@ -1,5 +1,5 @@
 //! The client subcommands: `publish`, `subscribe`, `replay`, `cancel`,
-//! `status`, `groups`, `dlq`, `cluster`. Each talks to a node over the public gRPC API,
+//! `status`, `groups`, `dlq`, `cluster`, `schedules`. Each talks to a node over the public gRPC API,
 //! prints people-friendly text (or one JSON object per line with `--json`),
 //! and exits 0 on success, 1 on a usage error, 2 when the server refused or
 //! could not be reached — printing the server's message.
@@ -7,6 +7,7 @@
 mod admin;
 mod events;
 mod output;
+mod schedules;
 
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,6 +19,7 @@ use tonic::transport::Endpoint;
 
 pub use admin::{ClusterCommand, DlqCommand, GroupsCommand};
 pub use events::{CancelArgs, PublishArgs, ReplayArgs, SubscribeArgs};
+pub use schedules::SchedulesCommand;
 
 /// How to reach the node; shared by every client subcommand.
 #[derive(clap::Args, Clone, Debug)]
@@ -70,6 +72,9 @@ pub enum ClientCommand {
     /// Cluster operations: `rebalance` leaders.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Recurring schedules: create, update, list, get, pause, resume, delete, trigger.
+    #[command(subcommand)]
+    Schedules(SchedulesCommand),
 }
 
 /// Why a client command failed, and so its exit code.
@@ -104,6 +109,7 @@ pub fn run(conn: Conn, cmd: ClientCommand) -> ExitCode {
             ClientCommand::Groups(c) => admin::groups(&conn, c).await,
             ClientCommand::Dlq(c) => admin::dlq(&conn, c).await,
             ClientCommand::Cluster(c) => admin::cluster(&conn, c).await,
+            ClientCommand::Schedules(c) => schedules::schedules(&conn, c).await,
         }
     });
     match result {

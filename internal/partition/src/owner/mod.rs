@@ -37,6 +37,7 @@
 
 mod completions;
 mod handoff;
+mod recurring;
 mod standing;
 mod term;
 mod upkeep;

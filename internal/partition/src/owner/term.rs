@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, Notify};
 use chronos_proto::internal::command;
 use chronos_store::id_key;
 
+use super::recurring::Recurring;
 use super::{Completions, Ctx, TermCompletion, Written};
 use crate::delivery::{Control, Dispatcher, Reply};
 use crate::fire_tail::FireTail;
@@ -52,6 +53,7 @@ pub(crate) struct LeaderTerm {
     /// The fire logs' records this term proposed that have not applied.
     tail: FireTail,
     dispatcher: Dispatcher,
+    recurring: Recurring,
 }
 
 /// What a command proposed for a caller does to the term until it applies.
@@ -66,6 +68,12 @@ pub(crate) enum Effect {
         topic: String,
         first: u64,
         n: u64,
+    },
+    /// A schedule change: its stored occurrences (`id_key`s) are held back
+    /// from firing, since it may cancel them.
+    Schedule {
+        schedule_id: String,
+        held: Vec<Vec<u8>>,
     },
 }
 
@@ -88,6 +96,7 @@ impl LeaderTerm {
             firing: Firing::start(ctx)?,
             tail: FireTail::default(),
             dispatcher: Dispatcher::start(ctx, credit)?,
+            recurring: Recurring::new(),
         })
     }
 
@@ -127,6 +136,9 @@ impl LeaderTerm {
     /// A publish proposal of this term was answered.
     pub fn published(&mut self, ctx: &Ctx, a: Answered) -> Result<(), TermError> {
         self.publisher.answered(a.seq);
+        if a.occurred {
+            self.recurring.stored();
+        }
         for (topic, seqs) in a.appended.iter() {
             self.tail.applied(topic, seqs.iter().copied());
             self.dispatcher.fire_log_grew();
@@ -194,6 +206,7 @@ impl LeaderTerm {
                     n,
                 }
             }
+            Some(command::Kind::Schedule(c)) => self.schedule_changing(ctx, c)?,
             _ => Effect::None,
         };
         match completions.propose(ctx, cmd).await {
@@ -229,12 +242,66 @@ impl LeaderTerm {
                 self.firing.release_hold(&id, removed);
             }
             Effect::Redrive { topic, first, n } => self.tail.applied(&topic, first..first + n),
+            Effect::Schedule { schedule_id, held } => {
+                let cancelled = match written {
+                    Ok(Applied {
+                        schedule: Some(s), ..
+                    }) => s.cancelled.as_slice(),
+                    _ => &[],
+                };
+                for id in held {
+                    let removed = cancelled.iter().find(|(k, _)| *k == id).map(|(_, o)| *o);
+                    self.firing.release_hold(&id, removed);
+                }
+                self.recurring.changed(&schedule_id);
+            }
         }
         // Whether a failed one will still apply is unknown: end the term.
         written
             .as_ref()
             .map(|_| ())
             .map_err(|e| TermError::Write(e.clone()))
+    }
+
+    /// A schedule change is about to be proposed: holds back every occurrence
+    /// of it that may be stored and pending (what the record remembers and
+    /// what the proposal out stores), and keeps new ones from being stored.
+    fn schedule_changing(
+        &mut self,
+        ctx: &Ctx,
+        c: &chronos_proto::internal::ScheduleCommand,
+    ) -> Result<Effect, TermError> {
+        use chronos_proto::internal::schedule_command::Op;
+        let schedule_id = match &c.op {
+            Some(Op::Create(raw) | Op::Update(raw)) => {
+                <chronos_proto::v1::Schedule as prost::Message>::decode(&raw[..])
+                    .map_err(|source| TermError::Decode {
+                        what: "a schedule",
+                        source,
+                    })?
+                    .schedule_id
+            }
+            Some(Op::Pause(id) | Op::Resume(id) | Op::Delete(id)) => id.clone(),
+            None => String::new(),
+        };
+        let mut held = self.recurring.changing(&schedule_id);
+        if let Some(raw) = ctx.store.get_schedule(&schedule_id)? {
+            let (record, spec) =
+                crate::schedule::decode_record(&raw).map_err(|source| TermError::Decode {
+                    what: "a schedule",
+                    source,
+                })?;
+            held.extend(record.stored_ts.iter().map(|&ts| {
+                id_key(
+                    &spec.topic,
+                    &crate::schedule::occurrence_id(&schedule_id, ts),
+                )
+            }));
+        }
+        for id in &held {
+            self.firing.hold(id.clone());
+        }
+        Ok(Effect::Schedule { schedule_id, held })
     }
 
     pub fn credit_returned(&mut self) {
@@ -260,6 +327,7 @@ impl LeaderTerm {
                 Ok(())
             }
             TermCompletion::Trimmed { written, events } => self.dispatcher.trimmed(written, events),
+
             TermCompletion::Proposed {
                 reply,
                 written,
@@ -286,10 +354,13 @@ impl LeaderTerm {
             tail: &mut self.tail,
             firing: &mut self.firing,
         };
-        let proposed = self
+        let mut proposed = self
             .publisher
             .step(ctx, self.epoch, mailbox, fl, completions)
             .await?;
+        if self.publisher.takes() {
+            proposed += self.store_occurrences(ctx, mailbox, completions).await?;
+        }
         if leased {
             if self
                 .firing
@@ -301,6 +372,41 @@ impl LeaderTerm {
             self.dispatcher
                 .step(ctx, self.epoch, &self.tail, completions)
                 .await?;
+        }
+        Ok(proposed)
+    }
+
+    /// Stores the recurring schedules' occurrences that are within the
+    /// lookahead, as one publish (with whatever else waits in the mailbox).
+    async fn store_occurrences(
+        &mut self,
+        ctx: &Ctx,
+        mailbox: &mut mpsc::Receiver<PublishRequest>,
+        completions: &mut Completions,
+    ) -> Result<usize, TermError> {
+        let Some(due) = self.recurring.take_due(ctx, wall_ms())? else {
+            return Ok(0);
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let req = PublishRequest {
+            events: due.events,
+            reschedule: false,
+            advances: Some(due.advances),
+            reply,
+        };
+        // Its answer reaches the term as the proposal's (`published`); the
+        // receiver only keeps the request from looking abandoned.
+        self.recurring.awaiting(answer);
+        let fl = Firings {
+            tail: &mut self.tail,
+            firing: &mut self.firing,
+        };
+        let proposed = self
+            .publisher
+            .propose_now(ctx, self.epoch, req, mailbox, fl, completions)
+            .await?;
+        if proposed == 0 {
+            self.recurring.stored();
         }
         Ok(proposed)
     }
@@ -319,6 +425,12 @@ impl LeaderTerm {
             .min(self.dispatcher.next_wake(now));
         if let Some(linger) = self.publisher.linger_deadline() {
             at = at.min(linger);
+        }
+        // While a publish is out its answer wakes the owner; the occurrences wait for it.
+        let wall = wall_ms();
+        let recur_in = self.recurring.next_wake_ms(wall).saturating_sub(wall);
+        if self.publisher.takes() && recur_in < 3_600_000 {
+            at = at.min(now + Duration::from_millis(recur_in.max(0) as u64));
         }
         at
     }

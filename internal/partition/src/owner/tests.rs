@@ -400,3 +400,78 @@ async fn replicas_write_each_fired_record_under_the_number_the_leader_gave_it() 
         p.shutdown().await;
     }
 }
+
+/// A recurring schedule on a real partition: occurrences are stored ahead,
+/// once each; a pause cancels the one stored ahead; a resume right after
+/// stores that same occurrence again under its (cancelled) id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_stores_occurrences_ahead_and_a_pause_cancels_them() {
+    use chronos_proto::internal::schedule_command::Op;
+    use chronos_proto::v1::{schedule::Recurrence, Schedule};
+    use chronos_store::IdState;
+    use prost::Message;
+
+    use crate::schedule::{occurrence_id, ScheduleStatus};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let p = open(tmp.path()).await;
+    let spec = Schedule {
+        schedule_id: "s".into(),
+        topic: "sched".into(),
+        recurrence: Some(Recurrence::EveryMs(1000)),
+        ..Default::default()
+    };
+    let created = retrying("create", || {
+        p.change_schedule(Op::Create(spec.encode_to_vec().into()))
+    })
+    .await;
+    assert_eq!(created.status, ScheduleStatus::Created);
+    let record = || p.schedule("s").unwrap().unwrap().0;
+    wait_for("three occurrences stored", || record().occurrences >= 3).await;
+    // Stored ahead: the newest stored occurrence is not due yet.
+    let ahead = *record().stored_ts.last().unwrap();
+    assert!(ahead > wall_ms(), "stored {ahead} is not ahead");
+    let id = |ts| occurrence_id("s", ts);
+    let state = |ts| {
+        p.store()
+            .get_id("sched", &id(ts), i64::MIN)
+            .unwrap()
+            .map(|e| e.state)
+    };
+    assert_eq!(state(ahead), Some(IdState::Pending));
+
+    let paused = retrying("pause", || p.change_schedule(Op::Pause("s".into()))).await;
+    assert_eq!(paused.status, ScheduleStatus::Paused);
+    assert!(
+        !paused.cancelled.is_empty(),
+        "the occurrence stored ahead was not cancelled"
+    );
+    let r = record();
+    assert!(r.paused && r.next_ts == 0 && r.stored_ts.is_empty());
+    let cancelled: Vec<i64> = (0..5)
+        .map(|k| ahead - k * 1000)
+        .filter(|ts| state(*ts) == Some(IdState::Cancelled))
+        .collect();
+    assert!(!cancelled.is_empty());
+
+    let resumed = retrying("resume", || p.change_schedule(Op::Resume("s".into()))).await;
+    assert_eq!(resumed.status, ScheduleStatus::Resumed);
+    let latest = *cancelled.iter().max().unwrap();
+    if latest > wall_ms() + 500 {
+        // Still ahead of the resume: stored again under the same id.
+        wait_for("the cancelled occurrence stored again", || {
+            matches!(state(latest), Some(IdState::Pending | IdState::Fired))
+        })
+        .await;
+    }
+    let before = record().occurrences;
+    wait_for("occurrences after the resume", || {
+        record().occurrences >= before + 2
+    })
+    .await;
+    // Each nominal time was stored once: the remembered ones are 1 s apart.
+    let stored = record().stored_ts;
+    for pair in stored.windows(2) {
+        assert_eq!(pair[1] - pair[0], 1000, "{stored:?}");
+    }
+}

@@ -120,6 +120,7 @@ async fn write(leader: &Raft, offset: &mut u64, entries: usize) {
             dedup_expiry_ts: now + 3_600_000,
             has_reschedule: false,
             fire_seqs: Vec::new(),
+            advances: Vec::new(),
             events,
         });
         *offset += 20;

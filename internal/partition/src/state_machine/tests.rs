@@ -278,6 +278,7 @@ pub(super) fn next_publish(sm: &StateMachine, topic: &str, id: &str) -> Entry {
             dedup_expiry_ts: now + 60_000,
             has_reschedule: false,
             fire_seqs: Vec::new(),
+            advances: Vec::new(),
         })),
     }
 }

@@ -1,0 +1,168 @@
+//! The `schedules` column family: recurring schedules and two indexes.
+//!
+//! - `s schedule_id` → the schedule record (opaque here);
+//! - `n next_ts BE schedule_id` → nothing: the active schedules by their next
+//!   occurrence, which the leader scans for what comes due;
+//! - `t topic 0x00 schedule_id` → nothing: the schedules of a topic, for listing.
+
+use crate::{Batch, Result, Store, StoreError, CF_SCHEDULES};
+
+const RECORD: u8 = b's';
+const NEXT: u8 = b'n';
+const TOPIC: u8 = b't';
+
+fn record_key(id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + id.len());
+    k.push(RECORD);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn next_key(next_ts: i64, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + id.len());
+    k.push(NEXT);
+    // Occurrence times are positive: big-endian bytes sort numerically.
+    k.extend_from_slice(&next_ts.max(0).to_be_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn topic_key(topic: &str, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + topic.len() + id.len());
+    k.push(TOPIC);
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn text(raw: &[u8]) -> Result<String> {
+    String::from_utf8(raw.to_vec()).map_err(|_| StoreError::Corrupt {
+        what: "schedules",
+        detail: "schedule id is not UTF-8".into(),
+    })
+}
+
+impl Store {
+    pub fn get_schedule(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(CF_SCHEDULES), record_key(id))?)
+    }
+
+    /// Active schedules whose next occurrence is at or before `until_ts`,
+    /// earliest first, at most `limit`: (next_ts, schedule_id).
+    pub fn scan_schedules_due(&self, until_ts: i64, limit: usize) -> Result<Vec<(i64, String)>> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_SCHEDULES));
+        it.seek([NEXT]);
+        let mut out = Vec::new();
+        while let Some(k) = it.key() {
+            if out.len() >= limit || k.first() != Some(&NEXT) || k.len() < 9 {
+                break;
+            }
+            let mut ts = [0u8; 8];
+            ts.copy_from_slice(&k[1..9]);
+            let next_ts = i64::from_be_bytes(ts);
+            if next_ts > until_ts {
+                break;
+            }
+            out.push((next_ts, text(&k[9..])?));
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
+    /// The earliest next occurrence of any active schedule.
+    pub fn first_schedule_due(&self) -> Result<Option<i64>> {
+        Ok(self
+            .scan_schedules_due(i64::MAX, 1)?
+            .first()
+            .map(|(ts, _)| *ts))
+    }
+
+    /// Schedule records in id order after `after` (exclusive; empty: from the
+    /// start), only `topic`'s when it is not empty, at most `limit`.
+    pub fn list_schedules(
+        &self,
+        topic: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        if topic.is_empty() {
+            let mut it = self.db.raw_iterator_cf(self.cf(CF_SCHEDULES));
+            let mut from = record_key(after);
+            if !after.is_empty() {
+                from.push(0);
+            }
+            it.seek(&from);
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                if out.len() >= limit || k.first() != Some(&RECORD) {
+                    break;
+                }
+                out.push((text(&k[1..])?, v.to_vec()));
+                it.next();
+            }
+            it.status()?;
+            return Ok(out);
+        }
+        let prefix = topic_key(topic, "");
+        let mut from = topic_key(topic, after);
+        if !after.is_empty() {
+            from.push(0);
+        }
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_SCHEDULES));
+        it.seek(&from);
+        let mut ids = Vec::new();
+        while let Some(k) = it.key() {
+            if ids.len() >= limit || !k.starts_with(&prefix) {
+                break;
+            }
+            ids.push(text(&k[prefix.len()..])?);
+            it.next();
+        }
+        it.status()?;
+        for id in ids {
+            if let Some(raw) = self.get_schedule(&id)? {
+                out.push((id, raw));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Batch<'_> {
+    /// Stores a schedule record. `was` is the (topic, next_ts) it had (None:
+    /// new), `now` what it has (next_ts 0: not active, out of the due index).
+    pub fn put_schedule(
+        &mut self,
+        id: &str,
+        was: Option<(&str, i64)>,
+        now: (&str, i64),
+        record: &[u8],
+    ) {
+        let cf = self.store.cf(CF_SCHEDULES);
+        if let Some((topic, next_ts)) = was {
+            if next_ts > 0 && next_ts != now.1 {
+                self.batch.delete_cf(cf, next_key(next_ts, id));
+            }
+            if topic != now.0 {
+                self.batch.delete_cf(cf, topic_key(topic, id));
+            }
+        }
+        if now.1 > 0 {
+            self.batch.put_cf(cf, next_key(now.1, id), []);
+        }
+        self.batch.put_cf(cf, topic_key(now.0, id), []);
+        self.batch.put_cf(cf, record_key(id), record);
+    }
+
+    /// Removes a schedule that had `topic` and `next_ts`.
+    pub fn delete_schedule(&mut self, id: &str, topic: &str, next_ts: i64) {
+        let cf = self.store.cf(CF_SCHEDULES);
+        if next_ts > 0 {
+            self.batch.delete_cf(cf, next_key(next_ts, id));
+        }
+        self.batch.delete_cf(cf, topic_key(topic, id));
+        self.batch.delete_cf(cf, record_key(id));
+    }
+}

@@ -1,0 +1,187 @@
+//! Mode `recurring`: many recurring schedules on one node.
+//!
+//! 1. Creates `--schedules` schedules (`CreateSchedule`, `--concurrency` at a
+//!    time), each every `--period`, their first occurrences spread evenly over
+//!    one period from `--lead` after the start: N / period occurrences come
+//!    due each second, and they do while the rest are being created.
+//! 2. Consumes the topic as one group for `--measure` after the last create,
+//!    and reports the lateness of occurrences due in that window (receive −
+//!    nominal time), how many came of those expected, duplicates and early ones.
+//!
+//! With `--server-pid`, the server's resident memory before and after the
+//! creates (per schedule). Fails if any occurrence came early or twice.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use chronos_client::proto::schedule::Recurrence;
+use chronos_client::proto::Schedule;
+use chronos_client::{Client, ConsumerOptions, Start};
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use tokio::time::Instant;
+
+use crate::report::now_us;
+
+#[derive(clap::Args, Clone)]
+pub struct RecurringArgs {
+    #[arg(long, default_value = "http://127.0.0.1:9000")]
+    pub addr: String,
+    #[arg(long, default_value_t = 100_000)]
+    pub schedules: u64,
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub period: Duration,
+    /// The first occurrences start this long after the run starts.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lead: Duration,
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// How long to consume after the last create.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub measure: Duration,
+    #[arg(long, default_value_t = 256)]
+    pub payload: usize,
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("no VmRSS")?;
+    Ok(line.trim().trim_end_matches("kB").trim().parse()?)
+}
+
+pub async fn run(args: RecurringArgs) -> anyhow::Result<()> {
+    ensure!(args.schedules > 0, "--schedules must be positive");
+    ensure!(
+        args.period >= Duration::from_secs(1),
+        "--period must be at least 1s"
+    );
+    let client = Client::connect([args.addr.clone()]).await?;
+    let run_id = now_us();
+    let topic = format!("recurring-{run_id}");
+    let mut consumer = client
+        .consumer(ConsumerOptions {
+            group: "lt".into(),
+            topic: topic.clone(),
+            max_inflight: 5000,
+            start: Start::Latest,
+            ack_batch: 512,
+            ..Default::default()
+        })
+        .await?;
+    let rss_before = args.server_pid.map(rss_kib).transpose()?;
+    let period_ms = args.period.as_millis() as i64;
+    let first_ms = now_us() / 1000 + args.lead.as_millis() as i64;
+    let payload = vec![b'x'; args.payload];
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency {
+        let (client, next, topic, payload) =
+            (client.clone(), next.clone(), topic.clone(), payload.clone());
+        let n = args.schedules;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return anyhow::Ok(());
+                }
+                let start_ts = first_ms + (i as i64 * period_ms) / n as i64;
+                let schedule = Schedule {
+                    schedule_id: format!("s{i}"),
+                    topic: topic.clone(),
+                    payload: payload.clone().into(),
+                    recurrence: Some(Recurrence::EveryMs(period_ms)),
+                    start_ts,
+                    ..Default::default()
+                };
+                client.create_schedule(schedule).await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let create_s = started.elapsed().as_secs_f64();
+    let created_ms = now_us() / 1000;
+    let rss_after = args.server_pid.map(rss_kib).transpose()?;
+    crate::progress::notice(&format!(
+        "created {} schedules in {create_s:.1} s; consuming for {:?}",
+        args.schedules, args.measure
+    ));
+
+    // Occurrences due in [window_from, window_to) are the ones measured.
+    let window_from = created_ms + 3_000;
+    let window_to = created_ms + args.measure.as_millis() as i64 - 3_000;
+    let mut lateness = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
+    let mut seen = HashSet::new();
+    let (mut early, mut duplicates) = (0u64, 0u64);
+    let until = Instant::now() + args.measure;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let Ok(Some(d)) = tokio::time::timeout(left, consumer.next()).await else {
+            break;
+        };
+        let d = d?;
+        let received_us = now_us();
+        consumer.ack(&d).await?;
+        let nominal_ms = d
+            .event
+            .headers
+            .get("chronos-nominal-time")
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp_millis())
+            .context("an occurrence without chronos-nominal-time")?;
+        if received_us < nominal_ms * 1000 {
+            early += 1;
+        }
+        if !(window_from..window_to).contains(&nominal_ms) {
+            continue;
+        }
+        if !seen.insert(d.event.message_id.clone()) {
+            duplicates += 1;
+            continue;
+        }
+        lateness.saturating_record((received_us - nominal_ms * 1000).max(1) as u64);
+    }
+    consumer.flush().await.ok();
+    let expected = (window_to - window_from) as f64 / period_ms as f64 * args.schedules as f64;
+    let ms = |q: f64| lateness.value_at_quantile(q) as f64 / 1000.0;
+    let per_schedule = match (rss_before, rss_after) {
+        (Some(b), Some(a)) => Some((a.saturating_sub(b) * 1024) as f64 / args.schedules as f64),
+        _ => None,
+    };
+    let summary = serde_json::json!({
+        "mode": "recurring",
+        "schedules": args.schedules,
+        "period_s": args.period.as_secs_f64(),
+        "payload_bytes": args.payload,
+        "create_s": create_s,
+        "create_per_s": args.schedules as f64 / create_s,
+        "rss_before_mib": rss_before.map(|k| k as f64 / 1024.0),
+        "rss_after_mib": rss_after.map(|k| k as f64 / 1024.0),
+        "rss_bytes_per_schedule": per_schedule,
+        "occurrences_measured": lateness.len(),
+        "occurrences_expected": expected.round(),
+        "lateness_ms": {"p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": lateness.max() as f64 / 1000.0},
+        "early": early,
+        "duplicates": duplicates,
+    });
+    if args.json {
+        println!("{summary}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    }
+    ensure!(early == 0, "{early} occurrences came before their time");
+    ensure!(duplicates == 0, "{duplicates} occurrences came twice");
+    Ok(())
+}
