@@ -18,9 +18,13 @@ use serde::{Deserialize, Serialize};
 pub const SCHEDULE_HEADER: &str = "chronos-schedule-id";
 /// Header with the occurrence's nominal time (RFC 3339, UTC, ms).
 pub const NOMINAL_HEADER: &str = "chronos-nominal-time";
-/// Occurrences are stored this long before their nominal time, so they are
-/// in the wheel before they come due.
+/// Occurrences are stored at least this long before their nominal time, so
+/// they are in the wheel before they come due...
 pub const LOOKAHEAD_MS: i64 = 2_000;
+/// ...and at most this much longer: each scan of the due index takes what
+/// comes due in the next half second too, so scans and proposals happen a
+/// few times a second rather than once per occurrence.
+pub const GATHER_MS: i64 = 500;
 /// An occurrence not stored this long after its nominal time was missed (no
 /// leader could store it): the schedule's missed-run policy decides.
 pub const MISSED_AFTER_MS: i64 = 1_000;

@@ -48,11 +48,18 @@ impl Store {
         Ok(self.db.get_cf(self.cf(CF_SCHEDULES), record_key(id))?)
     }
 
-    /// Active schedules whose next occurrence is at or before `until_ts`,
-    /// earliest first, at most `limit`: (next_ts, schedule_id).
-    pub fn scan_schedules_due(&self, until_ts: i64, limit: usize) -> Result<Vec<(i64, String)>> {
+    /// Active schedules whose next occurrence is in `from_ts..=until_ts`,
+    /// earliest first, at most `limit`: (next_ts, schedule_id). The caller
+    /// knows nothing is below `from_ts`: a scan from there does not walk the
+    /// deleted keys of occurrences already taken (a queue's tombstones).
+    pub fn scan_schedules_due(
+        &self,
+        from_ts: i64,
+        until_ts: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>> {
         let mut it = self.db.raw_iterator_cf(self.cf(CF_SCHEDULES));
-        it.seek([NEXT]);
+        it.seek(next_key(from_ts, ""));
         let mut out = Vec::new();
         while let Some(k) = it.key() {
             if out.len() >= limit || k.first() != Some(&NEXT) || k.len() < 9 {
@@ -71,10 +78,10 @@ impl Store {
         Ok(out)
     }
 
-    /// The earliest next occurrence of any active schedule.
-    pub fn first_schedule_due(&self) -> Result<Option<i64>> {
+    /// The earliest next occurrence at or after `from_ts` of any active schedule.
+    pub fn first_schedule_due(&self, from_ts: i64) -> Result<Option<i64>> {
         Ok(self
-            .scan_schedules_due(i64::MAX, 1)?
+            .scan_schedules_due(from_ts, i64::MAX, 1)?
             .first()
             .map(|(ts, _)| *ts))
     }

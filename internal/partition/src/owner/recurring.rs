@@ -1,5 +1,5 @@
 //! A leader term's recurring schedules: stores each occurrence as an event
-//! `LOOKAHEAD_MS` before its nominal time, through the term's publisher, with
+//! `LOOKAHEAD_MS` to `LOOKAHEAD_MS + GATHER_MS` before its nominal time, through the term's publisher, with
 //! the schedule's advance in the same log entry.
 //!
 //! Nothing per schedule is held here: the due index in the store
@@ -17,7 +17,7 @@ use chronos_store::id_key;
 
 use super::{Ctx, TermError};
 use crate::schedule::{decode_record, occurrence_event, occurrence_id, plan_occurrences};
-use crate::schedule::{LOOKAHEAD_MS, MISSED_AFTER_MS};
+use crate::schedule::{GATHER_MS, LOOKAHEAD_MS, MISSED_AFTER_MS};
 
 /// Schedules looked at per proposal.
 const SCAN_LIMIT: usize = 1024;
@@ -32,6 +32,8 @@ pub(crate) struct Recurring {
     rescan: bool,
     /// The earliest next occurrence beyond what the last scan took.
     earliest: Option<i64>,
+    /// No active schedule's next occurrence is below this: scans start here.
+    floor: i64,
     /// The answer of the request out (unused: the term learns it from the proposal).
     answer: Option<PublishAnswer>,
 }
@@ -49,6 +51,7 @@ impl Recurring {
     pub fn new() -> Recurring {
         Recurring {
             rescan: true,
+            floor: i64::MIN,
             ..Default::default()
         }
     }
@@ -70,9 +73,16 @@ impl Recurring {
             return Ok(None);
         }
         self.rescan = false;
+        let until = now + LOOKAHEAD_MS + GATHER_MS;
         let due = ctx
             .store
-            .scan_schedules_due(now + LOOKAHEAD_MS, SCAN_LIMIT)?;
+            .scan_schedules_due(self.floor, until, SCAN_LIMIT)?;
+        let beyond = match due.len() {
+            n if n == SCAN_LIMIT => None,
+            _ => ctx.store.first_schedule_due(until.saturating_add(1))?,
+        };
+        // Everything below the first entry found was taken (its key deleted).
+        self.floor = due.first().map(|(ts, _)| *ts).or(beyond).unwrap_or(until);
         let mut taken = Occurrences {
             events: Vec::new(),
             advances: Vec::new(),
@@ -118,13 +128,12 @@ impl Recurring {
                 stored_ts: nominals,
             });
         }
+        // A full scan asks for another at once; else wake for the next one
+        // (a change in the window asks for a rescan when it applies).
+        self.rescan = due.len() == SCAN_LIMIT;
+        let moved_to = taken.advances.iter().map(|a| a.next_ts).filter(|t| *t > 0);
+        self.earliest = moved_to.chain(beyond).min();
         if taken.advances.is_empty() {
-            // Everything in the window waits on a change; the change's
-            // answer asks for a rescan. Otherwise sleep until the next one.
-            self.earliest = match due.len() {
-                0 => ctx.store.first_schedule_due()?,
-                _ => None,
-            };
             return Ok(None);
         }
         self.out = Some(ids);
@@ -139,7 +148,6 @@ impl Recurring {
     pub fn stored(&mut self) {
         self.out = None;
         self.answer = None;
-        self.rescan = true;
     }
 
     /// A change of `schedule_id` is being proposed: the occurrences of it in
@@ -152,8 +160,12 @@ impl Recurring {
             .unwrap_or_default()
     }
 
-    /// A change of `schedule_id` applied (or failed).
-    pub fn changed(&mut self, schedule_id: &str) {
+    /// A change of `schedule_id` applied (or failed); `next_ts` is where it
+    /// put the schedule (0: inactive).
+    pub fn changed(&mut self, schedule_id: &str, next_ts: i64) {
+        if next_ts > 0 {
+            self.floor = self.floor.min(next_ts);
+        }
         if let Some(n) = self.changing.get_mut(schedule_id) {
             *n -= 1;
             if *n == 0 {

@@ -243,17 +243,24 @@ impl LeaderTerm {
             }
             Effect::Redrive { topic, first, n } => self.tail.applied(&topic, first..first + n),
             Effect::Schedule { schedule_id, held } => {
-                let cancelled = match written {
+                let applied = match written {
                     Ok(Applied {
                         schedule: Some(s), ..
-                    }) => s.cancelled.as_slice(),
-                    _ => &[],
+                    }) => Some(s),
+                    _ => None,
                 };
+                let cancelled = applied.map_or(&[][..], |s| s.cancelled.as_slice());
+                // Where the change put the schedule; unknown (a failed
+                // proposal) ends the term, whose successor scans everything.
+                let next_ts = applied
+                    .and_then(|s| s.record.as_deref())
+                    .and_then(|raw| crate::schedule::decode_record(raw).ok())
+                    .map_or(0, |(record, _)| record.next_ts);
                 for id in held {
                     let removed = cancelled.iter().find(|(k, _)| *k == id).map(|(_, o)| *o);
                     self.firing.release_hold(&id, removed);
                 }
-                self.recurring.changed(&schedule_id);
+                self.recurring.changed(&schedule_id, next_ts);
             }
         }
         // Whether a failed one will still apply is unknown: end the term.
