@@ -39,6 +39,9 @@ pub struct RecurringArgs {
     pub lead: Duration,
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Members of the consuming group.
+    #[arg(long, default_value_t = 4)]
+    pub consumers: usize,
     /// How long to consume after the last create.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub measure: Duration,
@@ -68,16 +71,21 @@ pub async fn run(args: RecurringArgs) -> anyhow::Result<()> {
     let client = Client::connect([args.addr.clone()]).await?;
     let run_id = now_us();
     let topic = format!("recurring-{run_id}");
-    let mut consumer = client
-        .consumer(ConsumerOptions {
-            group: "lt".into(),
-            topic: topic.clone(),
-            max_inflight: 5000,
-            start: Start::Latest,
-            ack_batch: 512,
-            ..Default::default()
-        })
-        .await?;
+    let mut consumers = Vec::new();
+    for _ in 0..args.consumers {
+        consumers.push(
+            client
+                .consumer(ConsumerOptions {
+                    group: "lt".into(),
+                    topic: topic.clone(),
+                    max_inflight: 5000,
+                    start: Start::Latest,
+                    ack_batch: 512,
+                    ..Default::default()
+                })
+                .await?,
+        );
+    }
     let rss_before = args.server_pid.map(rss_kib).transpose()?;
     let period_ms = args.period.as_millis() as i64;
     let first_ms = now_us() / 1000 + args.lead.as_millis() as i64;
@@ -122,38 +130,53 @@ pub async fn run(args: RecurringArgs) -> anyhow::Result<()> {
     // Occurrences due in [window_from, window_to) are the ones measured.
     let window_from = created_ms + 3_000;
     let window_to = created_ms + args.measure.as_millis() as i64 - 3_000;
-    let mut lateness = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
-    let mut seen = HashSet::new();
-    let (mut early, mut duplicates) = (0u64, 0u64);
     let until = Instant::now() + args.measure;
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        let Ok(Some(d)) = tokio::time::timeout(left, consumer.next()).await else {
-            break;
-        };
-        let d = d?;
-        let received_us = now_us();
-        consumer.ack(&d).await?;
-        let nominal_ms = d
-            .event
-            .headers
-            .get("chronos-nominal-time")
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.timestamp_millis())
-            .context("an occurrence without chronos-nominal-time")?;
-        if received_us < nominal_ms * 1000 {
-            early += 1;
-        }
-        if !(window_from..window_to).contains(&nominal_ms) {
-            continue;
-        }
-        if !seen.insert(d.event.message_id.clone()) {
-            duplicates += 1;
-            continue;
-        }
-        lateness.saturating_record((received_us - nominal_ms * 1000).max(1) as u64);
+    let seen = Arc::new(std::sync::Mutex::new(HashSet::new()));
+    let mut members = Vec::new();
+    for mut consumer in consumers {
+        let seen = seen.clone();
+        members.push(tokio::spawn(async move {
+            let mut lateness = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
+            let (mut early, mut duplicates) = (0u64, 0u64);
+            // A backlog keeps `next` ready: the deadline is checked, not only awaited.
+            while let Some(left) = until.checked_duration_since(Instant::now()) {
+                let Ok(Some(d)) = tokio::time::timeout(left, consumer.next()).await else {
+                    break;
+                };
+                let d = d?;
+                let received_us = now_us();
+                consumer.ack(&d).await?;
+                let nominal_ms = d
+                    .event
+                    .headers
+                    .get("chronos-nominal-time")
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.timestamp_millis())
+                    .context("an occurrence without chronos-nominal-time")?;
+                if received_us < nominal_ms * 1000 {
+                    early += 1;
+                }
+                if !(window_from..window_to).contains(&nominal_ms) {
+                    continue;
+                }
+                if !seen.lock().unwrap().insert(d.event.message_id.clone()) {
+                    duplicates += 1;
+                    continue;
+                }
+                lateness.saturating_record((received_us - nominal_ms * 1000).max(1) as u64);
+            }
+            consumer.flush().await.ok();
+            anyhow::Ok((lateness, early, duplicates))
+        }));
     }
-    consumer.flush().await.ok();
+    let mut lateness = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
+    let (mut early, mut duplicates) = (0u64, 0u64);
+    for m in members {
+        let (l, e, d) = m.await??;
+        lateness.add(l)?;
+        early += e;
+        duplicates += d;
+    }
     let expected = (window_to - window_from) as f64 / period_ms as f64 * args.schedules as f64;
     let ms = |q: f64| lateness.value_at_quantile(q) as f64 / 1000.0;
     let per_schedule = match (rss_before, rss_after) {

@@ -313,8 +313,15 @@ impl StateMachine {
         refs.dedup_by_key(|(key, ..)| *key);
         let keys: Vec<(i64, u64)> = refs.iter().map(|(key, ..)| *key).collect();
         let events = self.store.get_pending_run(&keys).map_err(|e| read(&e))?;
+        // Placed in the leader's numbering order, which is not the pending
+        // order: one Fire gathers several releases, and a later release may
+        // hold an event due earlier (it reached the wheel late).
+        let mut found: Vec<(&Ref, Option<Vec<u8>>)> = refs.iter().zip(events).collect();
+        if numbered {
+            found.sort_by_key(|((_, seq, _), _)| *seq);
+        }
         let mut fired = 0;
-        for (&((due_ts, offset), seq, fire_ts), raw) in refs.iter().zip(events) {
+        for (&((due_ts, offset), seq, fire_ts), raw) in found {
             // Gone already: fired by an earlier command (a re-proposal after a
             // leader change) or cancelled. Skipping is the same on every replica.
             let Some(raw) = raw else {

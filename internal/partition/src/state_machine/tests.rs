@@ -551,3 +551,66 @@ async fn measure_snapshot_pack_unpack_install() {
     eprintln!("install: {report:?}");
     assert_same_state(&a, &b);
 }
+
+/// One `Fire` gathers several releases, and a later release may number an
+/// event due earlier (it reached the wheel late): applying places each under
+/// the leader's number, whatever the pending order (it once asserted that
+/// the numbers rose in pending order, and a replica could not apply).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fire_numbering_an_earlier_due_event_later_applies() {
+    use chronos_proto::internal::{FireCommand, FiredRecord, PendingRef};
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, mut sm) = open_sm(tmp.path()).await;
+    let now = crate::wall_ms();
+    let (early, late) = (now + 60_000, now + 60_500);
+    let record = |id: &str, due_ts| {
+        EventRecord {
+            topic: "t".into(),
+            message_id: id.into(),
+            due_ts,
+            schedule_ts: due_ts,
+            ..Default::default()
+        }
+        .encode_to_vec()
+        .into()
+    };
+    let entry = |index, cmd| Entry {
+        log_id: crate::codec::log_id(1, 1, index),
+        payload: EntryPayload::Normal(cmd),
+    };
+    let publish = Command::publish(PublishCommand {
+        publish_ts: now,
+        first_offset: 0,
+        events: vec![record("late", late), record("early", early)],
+        dedup_expiry_ts: now + 60_000,
+        ..Default::default()
+    });
+    // Released first: offset 0 (due later) as number 0; then offset 1.
+    let fire = Command::fire(FireCommand {
+        fire_ts: late,
+        events: vec![
+            PendingRef {
+                due_ts: late,
+                offset: 0,
+            },
+            PendingRef {
+                due_ts: early,
+                offset: 1,
+            },
+        ],
+        seqs: vec![0, 1],
+        released_ts: vec![late, late],
+    });
+    sm.apply_entries(vec![entry(1, publish), entry(2, fire)])
+        .unwrap();
+    let fired: Vec<u64> = store
+        .scan_fired("t", 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(seq, raw)| {
+            assert_eq!(seq, FiredRecord::decode(raw.as_slice()).unwrap().offset);
+            seq
+        })
+        .collect();
+    assert_eq!(fired, [0, 1]);
+}
