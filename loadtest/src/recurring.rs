@@ -12,7 +12,7 @@
 //! creates (per schedule). Fails if any occurrence came early or twice.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,6 +86,55 @@ pub async fn run(args: RecurringArgs) -> anyhow::Result<()> {
                 .await?,
         );
     }
+    // Members consume from the start (a member nobody reads from would stall
+    // the shared connection); occurrences due in the window, set once the
+    // creates are done, are the ones measured.
+    let window = Arc::new((AtomicI64::new(i64::MAX), AtomicI64::new(i64::MAX)));
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let seen = Arc::new(std::sync::Mutex::new(HashSet::new()));
+    let mut members = Vec::new();
+    for mut consumer in consumers {
+        let (seen, window, mut stop) = (seen.clone(), window.clone(), stop.clone());
+        members.push(tokio::spawn(async move {
+            let mut lateness = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
+            let (mut early, mut duplicates) = (0u64, 0u64);
+            // A backlog keeps `next` ready: the stop is checked, not only awaited.
+            while !*stop.borrow() {
+                let d = tokio::select! {
+                    d = consumer.next() => d,
+                    _ = stop.changed() => break,
+                };
+                let Some(d) = d else { break };
+                let d = d?;
+                let received_us = now_us();
+                consumer.ack(&d).await?;
+                let nominal_ms = d
+                    .event
+                    .headers
+                    .get("chronos-nominal-time")
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.timestamp_millis())
+                    .context("an occurrence without chronos-nominal-time")?;
+                if received_us < nominal_ms * 1000 {
+                    early += 1;
+                }
+                let (from, to) = (
+                    window.0.load(Ordering::Relaxed),
+                    window.1.load(Ordering::Relaxed),
+                );
+                if !(from..to).contains(&nominal_ms) {
+                    continue;
+                }
+                if !seen.lock().unwrap().insert(d.event.message_id.clone()) {
+                    duplicates += 1;
+                    continue;
+                }
+                lateness.saturating_record((received_us - nominal_ms * 1000).max(1) as u64);
+            }
+            consumer.flush().await.ok();
+            anyhow::Ok((lateness, early, duplicates))
+        }));
+    }
     let rss_before = args.server_pid.map(rss_kib).transpose()?;
     let period_ms = args.period.as_millis() as i64;
     let first_ms = now_us() / 1000 + args.lead.as_millis() as i64;
@@ -126,49 +175,13 @@ pub async fn run(args: RecurringArgs) -> anyhow::Result<()> {
         "created {} schedules in {create_s:.1} s; consuming for {:?}",
         args.schedules, args.measure
     ));
-
-    // Occurrences due in [window_from, window_to) are the ones measured.
     let window_from = created_ms + 3_000;
     let window_to = created_ms + args.measure.as_millis() as i64 - 3_000;
-    let until = Instant::now() + args.measure;
-    let seen = Arc::new(std::sync::Mutex::new(HashSet::new()));
-    let mut members = Vec::new();
-    for mut consumer in consumers {
-        let seen = seen.clone();
-        members.push(tokio::spawn(async move {
-            let mut lateness = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
-            let (mut early, mut duplicates) = (0u64, 0u64);
-            // A backlog keeps `next` ready: the deadline is checked, not only awaited.
-            while let Some(left) = until.checked_duration_since(Instant::now()) {
-                let Ok(Some(d)) = tokio::time::timeout(left, consumer.next()).await else {
-                    break;
-                };
-                let d = d?;
-                let received_us = now_us();
-                consumer.ack(&d).await?;
-                let nominal_ms = d
-                    .event
-                    .headers
-                    .get("chronos-nominal-time")
-                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                    .map(|t| t.timestamp_millis())
-                    .context("an occurrence without chronos-nominal-time")?;
-                if received_us < nominal_ms * 1000 {
-                    early += 1;
-                }
-                if !(window_from..window_to).contains(&nominal_ms) {
-                    continue;
-                }
-                if !seen.lock().unwrap().insert(d.event.message_id.clone()) {
-                    duplicates += 1;
-                    continue;
-                }
-                lateness.saturating_record((received_us - nominal_ms * 1000).max(1) as u64);
-            }
-            consumer.flush().await.ok();
-            anyhow::Ok((lateness, early, duplicates))
-        }));
-    }
+    window.0.store(window_from, Ordering::Relaxed);
+    window.1.store(window_to, Ordering::Relaxed);
+    tokio::time::sleep(args.measure).await;
+    let _ = stop_tx.send(true);
+
     let mut lateness = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let (mut early, mut duplicates) = (0u64, 0u64);
     for m in members {
@@ -177,7 +190,15 @@ pub async fn run(args: RecurringArgs) -> anyhow::Result<()> {
         early += e;
         duplicates += d;
     }
-    let expected = (window_to - window_from) as f64 / period_ms as f64 * args.schedules as f64;
+    // Schedule i occurs at start_i + k * period, k >= 0.
+    let expected: i64 = (0..args.schedules as i64)
+        .map(|i| {
+            let start = first_ms + i * period_ms / args.schedules as i64;
+            let ceil = |d: i64| (d.max(0) + period_ms - 1) / period_ms;
+            let (first_k, end_k) = (ceil(window_from - start), ceil(window_to - start));
+            end_k - first_k
+        })
+        .sum();
     let ms = |q: f64| lateness.value_at_quantile(q) as f64 / 1000.0;
     let per_schedule = match (rss_before, rss_after) {
         (Some(b), Some(a)) => Some((a.saturating_sub(b) * 1024) as f64 / args.schedules as f64),
@@ -194,7 +215,7 @@ pub async fn run(args: RecurringArgs) -> anyhow::Result<()> {
         "rss_after_mib": rss_after.map(|k| k as f64 / 1024.0),
         "rss_bytes_per_schedule": per_schedule,
         "occurrences_measured": lateness.len(),
-        "occurrences_expected": expected.round(),
+        "occurrences_expected": expected,
         "lateness_ms": {"p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": lateness.max() as f64 / 1000.0},
         "early": early,
         "duplicates": duplicates,
@@ -206,5 +227,10 @@ pub async fn run(args: RecurringArgs) -> anyhow::Result<()> {
     }
     ensure!(early == 0, "{early} occurrences came before their time");
     ensure!(duplicates == 0, "{duplicates} occurrences came twice");
+    ensure!(
+        lateness.len() as i64 == expected,
+        "{} of {expected} occurrences due in the window came",
+        lateness.len()
+    );
     Ok(())
 }
