@@ -21,6 +21,9 @@ use crate::schedule::{GATHER_MS, LOOKAHEAD_MS, MISSED_AFTER_MS};
 
 /// Schedules looked at per proposal.
 const SCAN_LIMIT: usize = 1024;
+/// Occurrences per proposal, at most (plus one schedule's catch-up): a long
+/// outage's catch-up goes out in several entries, not one huge one.
+const MAX_EVENTS: usize = 10_000;
 
 #[derive(Default)]
 pub(crate) struct Recurring {
@@ -88,7 +91,12 @@ impl Recurring {
             advances: Vec::new(),
         };
         let mut ids = HashMap::new();
+        let mut full = due.len() == SCAN_LIMIT;
         for (_, schedule_id) in &due {
+            if taken.events.len() >= MAX_EVENTS {
+                full = true;
+                break;
+            }
             if self.changing.contains_key(schedule_id) {
                 continue;
             }
@@ -130,7 +138,7 @@ impl Recurring {
         }
         // A full scan asks for another at once; else wake for the next one
         // (a change in the window asks for a rescan when it applies).
-        self.rescan = due.len() == SCAN_LIMIT;
+        self.rescan = full;
         let moved_to = taken.advances.iter().map(|a| a.next_ts).filter(|t| *t > 0);
         self.earliest = moved_to.chain(beyond).min();
         if taken.advances.is_empty() {
