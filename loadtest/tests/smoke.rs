@@ -308,6 +308,33 @@ fn e2e_reports_publish_to_delivery_latency() {
     check_latency(&summary["publish_to_delivery_ms"]);
 }
 
+#[test]
+fn recurring_schedules_fire_each_occurrence_once() {
+    let summary = run_mode(
+        "recurring",
+        &[
+            "--schedules",
+            "50",
+            "--period",
+            "1s",
+            "--lead",
+            "1s",
+            "--measure",
+            "8s",
+        ],
+    );
+    assert_eq!(summary["mode"], "recurring", "{summary}");
+    let expected = u64_at(&summary, "/occurrences_expected");
+    assert!(expected >= 50, "{summary}");
+    assert_eq!(
+        u64_at(&summary, "/occurrences_measured"),
+        expected,
+        "{summary}"
+    );
+    assert_eq!(u64_at(&summary, "/early"), 0, "{summary}");
+    assert_eq!(u64_at(&summary, "/duplicates"), 0, "{summary}");
+}
+
 /// Kills a pid on drop: the restarted server is not this test's child.
 struct KillOnDrop(u32);
 

@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use chronos_access::{Action, Permission};
 use chronos_partition::schedule::{
-    format_ts, occurrence_event, recurrence_of, ScheduleApplied, ScheduleStatus, MAX_CATCH_UP,
+    format_ts, now_ms, occurrence_event, recurrence_of, ScheduleApplied, ScheduleStatus,
+    MAX_CATCH_UP,
 };
 use chronos_partition::Partition;
 use chronos_proto::internal::schedule_command::Op;
@@ -41,13 +42,6 @@ fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {why}"))
 }
 
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 fn schedule_id(field: &str, id: &str) -> Result<(), Status> {
     validate::message_id(field, id)?;
     if id.len() > MAX_SCHEDULE_ID_BYTES {
@@ -66,7 +60,7 @@ fn schedule_id(field: &str, id: &str) -> Result<(), Status> {
 fn check(spec: &Schedule, limits: &Limits) -> Result<(), Status> {
     schedule_id("schedule.schedule_id", &spec.schedule_id)?;
     // The occurrences are events: their rules apply (topic, key, payload, headers).
-    let sample = occurrence_event(spec, format!("{}@x", spec.schedule_id), 1);
+    let sample = occurrence_event(spec, format!("{}@x", spec.schedule_id), 1, format_ts(1));
     validate::event("schedule", &sample, limits)?;
     if spec.recurrence.is_none() {
         return Err(invalid(
@@ -98,7 +92,7 @@ fn check(spec: &Schedule, limits: &Limits) -> Result<(), Status> {
             format!("is {}; at most {MAX_CATCH_UP}", spec.catch_up_limit),
         ));
     }
-    if let Err(e) = recurrence_of(spec, wall_ms()) {
+    if let Err(e) = recurrence_of(spec, now_ms()) {
         let field = match e.field() {
             "every" => "every_ms",
             "start" => "start_ts",
@@ -110,6 +104,20 @@ fn check(spec: &Schedule, limits: &Limits) -> Result<(), Status> {
         return Err(invalid(&format!("schedule.{field}"), why));
     }
     Ok(())
+}
+
+/// The schedule of a create or update: valid, and the caller may publish
+/// to its topic.
+fn checked<'s>(
+    node: &Node,
+    incoming: &Incoming,
+    spec: Option<&'s Schedule>,
+) -> Result<&'s Schedule, Status> {
+    let spec = spec.ok_or_else(|| invalid("schedule", "is required"))?;
+    check(spec, &node.limits)?;
+    let action = Action::on_topic(Permission::Publish, &spec.topic);
+    node.guard.authorize(&incoming.caller, &action)?;
+    Ok(spec)
 }
 
 /// What a caller sees of a schedule.
@@ -182,16 +190,8 @@ pub async fn create(
     incoming: &Incoming,
     req: CreateScheduleRequest,
 ) -> Result<CreateScheduleResponse, Status> {
-    let spec = req
-        .schedule
-        .as_ref()
-        .ok_or_else(|| invalid("schedule", "is required"))?;
-    check(spec, &node.limits)?;
+    let spec = checked(node, incoming, req.schedule.as_ref())?;
     let guard = &node.guard;
-    guard.authorize(
-        &incoming.caller,
-        &Action::on_topic(Permission::Publish, &spec.topic),
-    )?;
     let here = |p: Arc<Partition>, req: CreateScheduleRequest| async move {
         let spec = req.schedule.unwrap_or_default();
         let id = spec.schedule_id.clone();
@@ -223,16 +223,8 @@ pub async fn update(
     incoming: &Incoming,
     req: UpdateScheduleRequest,
 ) -> Result<ScheduleResponse, Status> {
-    let spec = req
-        .schedule
-        .as_ref()
-        .ok_or_else(|| invalid("schedule", "is required"))?;
-    check(spec, &node.limits)?;
+    let spec = checked(node, incoming, req.schedule.as_ref())?;
     let guard = &node.guard;
-    guard.authorize(
-        &incoming.caller,
-        &Action::on_topic(Permission::Publish, &spec.topic),
-    )?;
     let caller = &incoming.caller;
     let here = |p: Arc<Partition>, req: UpdateScheduleRequest| async move {
         let spec = req.schedule.unwrap_or_default();
@@ -474,9 +466,9 @@ pub async fn trigger(
     let here = |p: Arc<Partition>, req: TriggerScheduleRequest| async move {
         let (_, spec) = read(&p, &req.schedule_id)?;
         guard.authorize(caller, &Action::on_topic(Permission::Publish, &spec.topic))?;
-        let now = wall_ms();
+        let now = now_ms();
         let message_id = format!("{}@trigger-{}", spec.schedule_id, format_ts(now));
-        let mut event = occurrence_event(&spec, message_id.clone(), now);
+        let mut event = occurrence_event(&spec, message_id.clone(), now, format_ts(now));
         event.schedule_ts = now;
         let outcome = p
             .publish(vec![event])

@@ -461,27 +461,12 @@ impl Partition {
     }
 
     /// A schedule as applied here: its record and spec.
-    pub fn schedule(
-        &self,
-        schedule_id: &str,
-    ) -> Result<
-        Option<(
-            chronos_proto::internal::ScheduleRecord,
-            chronos_proto::v1::Schedule,
-        )>,
-        PartitionError,
-    > {
-        let storage = |e: &dyn std::error::Error| PartitionError::storage(self.id, e);
-        match self
+    pub fn schedule(&self, schedule_id: &str) -> Result<Option<schedule::Stored>, PartitionError> {
+        let raw = self
             .store
             .get_schedule(schedule_id)
-            .map_err(|e| storage(&e))?
-        {
-            Some(raw) => Ok(Some(
-                schedule::decode_record(&raw).map_err(|e| storage(&e))?,
-            )),
-            None => Ok(None),
-        }
+            .map_err(|e| PartitionError::storage(self.id, &e))?;
+        raw.map(|raw| self.decode_schedule(&raw)).transpose()
     }
 
     /// Schedules in id order after `after`, only `topic`'s unless empty.
@@ -490,21 +475,18 @@ impl Partition {
         topic: &str,
         after: &str,
         limit: usize,
-    ) -> Result<
-        Vec<(
-            chronos_proto::internal::ScheduleRecord,
-            chronos_proto::v1::Schedule,
-        )>,
-        PartitionError,
-    > {
-        let storage = |e: &dyn std::error::Error| PartitionError::storage(self.id, e);
+    ) -> Result<Vec<schedule::Stored>, PartitionError> {
         let rows = self
             .store
             .list_schedules(topic, after, limit)
-            .map_err(|e| storage(&e))?;
-        rows.into_iter()
-            .map(|(_, raw)| schedule::decode_record(&raw).map_err(|e| storage(&e)))
+            .map_err(|e| PartitionError::storage(self.id, &e))?;
+        rows.iter()
+            .map(|(_, raw)| self.decode_schedule(raw))
             .collect()
+    }
+
+    fn decode_schedule(&self, raw: &[u8]) -> Result<schedule::Stored, PartitionError> {
+        schedule::decode_record(raw).map_err(|e| PartitionError::storage(self.id, &e))
     }
 
     pub(crate) fn store(&self) -> &Store {

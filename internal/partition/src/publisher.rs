@@ -203,20 +203,6 @@ impl Publisher {
             .await
     }
 
-    /// Proposes `req` (with whatever waits in the mailbox) without lingering.
-    pub async fn propose_now(
-        &mut self,
-        ctx: &Ctx,
-        epoch: u64,
-        req: PublishRequest,
-        mailbox: &mut mpsc::Receiver<PublishRequest>,
-        fl: Firings<'_>,
-        completions: &mut Completions,
-    ) -> Result<usize, TermError> {
-        self.propose(ctx, epoch, req, mailbox, fl, completions)
-            .await
-    }
-
     /// Proposes the lingering request once its linger is over.
     pub async fn step(
         &mut self,
@@ -253,8 +239,9 @@ impl Publisher {
         }
     }
 
-    /// Takes `first` and whatever else waits in the mailbox (bounded) into one proposal.
-    async fn propose(
+    /// Takes `first` and whatever else waits in the mailbox (bounded) into
+    /// one proposal, at once (the term's own requests do not linger).
+    pub async fn propose(
         &mut self,
         ctx: &Ctx,
         epoch: u64,

@@ -74,6 +74,11 @@ pub fn recurrence_of(spec: &Schedule, created_ts: i64) -> Result<Recurrence, Rec
     Recurrence::new(rule, &spec.time_zone, start, end)
 }
 
+/// The wall clock, ms since the epoch: when a schedule change is decided.
+pub fn now_ms() -> i64 {
+    crate::wall_ms()
+}
+
 /// RFC 3339 in UTC with milliseconds: how occurrence ids and headers write times.
 pub fn format_ts(ms: i64) -> String {
     match chrono::DateTime::from_timestamp_millis(ms) {
@@ -86,12 +91,18 @@ pub fn occurrence_id(schedule_id: &str, nominal_ts: i64) -> String {
     format!("{schedule_id}@{}", format_ts(nominal_ts))
 }
 
-/// The event of one occurrence: due at its nominal time plus the schedule's
-/// jitter (a fixed spread per occurrence, the same on every replica).
-pub fn occurrence_event(spec: &Schedule, message_id: String, nominal_ts: i64) -> Event {
+/// The event of one occurrence, under `message_id`: due at its nominal time
+/// (`nominal_ts`, written `nominal`) plus the schedule's jitter (a fixed
+/// spread per occurrence, the same on every replica).
+pub fn occurrence_event(
+    spec: &Schedule,
+    message_id: String,
+    nominal_ts: i64,
+    nominal: String,
+) -> Event {
     let mut headers = spec.headers.clone();
     headers.insert(SCHEDULE_HEADER.into(), spec.schedule_id.clone());
-    headers.insert(NOMINAL_HEADER.into(), format_ts(nominal_ts));
+    headers.insert(NOMINAL_HEADER.into(), nominal);
     let jitter = if spec.jitter_ms > 0 {
         let h = crc32c::crc32c(message_id.as_bytes()) as i64;
         h % (spec.jitter_ms + 1)
@@ -108,7 +119,10 @@ pub fn occurrence_event(spec: &Schedule, message_id: String, nominal_ts: i64) ->
     }
 }
 
-pub fn decode_record(raw: &[u8]) -> Result<(ScheduleRecord, Schedule), prost::DecodeError> {
+/// A schedule as stored: its state and its spec.
+pub type Stored = (ScheduleRecord, Schedule);
+
+pub fn decode_record(raw: &[u8]) -> Result<Stored, prost::DecodeError> {
     let record = ScheduleRecord::decode(raw)?;
     let spec = Schedule::decode(&record.spec[..])?;
     Ok((record, spec))

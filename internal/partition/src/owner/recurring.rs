@@ -16,7 +16,7 @@ use chronos_proto::v1::Event;
 use chronos_store::id_key;
 
 use super::{Ctx, TermError};
-use crate::schedule::{decode_record, occurrence_event, occurrence_id, plan_occurrences};
+use crate::schedule::{decode_record, format_ts, occurrence_event, plan_occurrences};
 use crate::schedule::{GATHER_MS, LOOKAHEAD_MS, MISSED_AFTER_MS};
 
 /// Schedules looked at per proposal.
@@ -121,11 +121,11 @@ impl Recurring {
             }
             let mut keys = Vec::with_capacity(nominals.len());
             for &nominal in &nominals {
-                let message_id = occurrence_id(schedule_id, nominal);
+                let written = format_ts(nominal);
+                let message_id = format!("{schedule_id}@{written}");
                 keys.push(id_key(&spec.topic, &message_id));
-                taken
-                    .events
-                    .push(occurrence_event(&spec, message_id, nominal));
+                let event = occurrence_event(&spec, message_id, nominal, written);
+                taken.events.push(event);
             }
             ids.insert(schedule_id.clone(), keys);
             taken.advances.push(ScheduleAdvance {

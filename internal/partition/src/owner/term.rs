@@ -410,7 +410,7 @@ impl LeaderTerm {
         };
         let proposed = self
             .publisher
-            .propose_now(ctx, self.epoch, req, mailbox, fl, completions)
+            .propose(ctx, self.epoch, req, mailbox, fl, completions)
             .await?;
         if proposed == 0 {
             self.recurring.stored();
