@@ -27,6 +27,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .codec_path("crate::codec::ChronosCodec")
         .bytes(".")
         .compile_protos(&public, std::slice::from_ref(&proto_root))?;
+    // The protobuf JSON mapping of the public messages, for the HTTP API:
+    // field names as in the .proto, every field present in answers.
+    let descriptors = std::fs::read(out_dir.join("chronos_descriptor.bin"))?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptors)?
+        .preserve_proto_field_names()
+        .emit_fields()
+        .build(&[".chronos.v1"])?;
     // Internal records get no descriptor set: reflection must not expose them.
     tonic_prost_build::configure()
         .build_server(false)

@@ -3,7 +3,8 @@
 //! cluster's), `/metrics` (Prometheus text format). With `[auth]` on,
 //! `/ready` and `/metrics` want a bearer token of a principal that may
 //! describe the cluster, unless `auth.open_ready` / `auth.open_metrics`;
-//! `/health` is always open.
+//! `/health` is always open. `/v1/...` is the HTTP/JSON API
+//! (`chronos-http`), which authenticates each request as gRPC does.
 
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ pub async fn serve(
     prometheus: PrometheusHandle,
     mut stop: watch::Receiver<bool>,
 ) {
+    let api_node = node.clone();
     let state = AppState {
         node,
         raft_log,
@@ -45,7 +47,8 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorized))
         .route("/health", get(|| async { "OK" }))
-        .with_state(state);
+        .with_state(state)
+        .merge(chronos_http::router(api_node));
     let stopped = async move {
         let _ = stop.wait_for(|s| *s).await;
     };

@@ -164,6 +164,7 @@ async fn replay_by_offset_range_and_topic() {
         partition_id: Some(p as i32),
         range: Some(Range::Offsets(OffsetRange { from, to })),
         key: String::new(),
+        ..Default::default()
     };
     let collect = |mut s: tonic::Streaming<chronos_proto::v1::ReplayEvent>| async move {
         let mut v = Vec::new();
@@ -314,6 +315,7 @@ async fn every_bad_input_is_rejected_precisely_and_stores_nothing() {
         partition_id,
         range,
         key: String::new(),
+        ..Default::default()
     };
     let offsets = Some(Range::Offsets(OffsetRange { from: 0, to: 0 }));
     expect_invalid(
@@ -504,6 +506,7 @@ async fn replay_by_due_and_publish_time_is_exact_across_partitions() {
                 partition_id: None,
                 range: Some(range),
                 key: String::new(),
+                ..Default::default()
             };
             let mut s = c.replay(req).await.unwrap().into_inner();
             let mut ids = Vec::new();

@@ -32,6 +32,7 @@ async fn replay_ids(endpoint: String, topic: &str) -> BTreeSet<String> {
             chronos_proto::v1::OffsetRange { from: 0, to: 0 },
         )),
         key: String::new(),
+        ..Default::default()
     };
     let mut stream = client.replay(req).await.expect("replay").into_inner();
     let mut ids = BTreeSet::new();

@@ -18,6 +18,10 @@ use chronos_proto::v1::{
     PublishResponse, ReplayEvent, ReplayRequest, SubscribeRequest, TimeRange,
 };
 use chronos_proto::v1::{
+    CountPendingRequest, CountPendingResponse, ListPendingRequest, ListPendingResponse,
+    SearchEventsRequest, SearchEventsResponse,
+};
+use chronos_proto::v1::{
     CreateScheduleRequest, CreateScheduleResponse, DeleteScheduleRequest, DeleteScheduleResponse,
     GetScheduleRequest, ListSchedulesRequest, ListSchedulesResponse, PauseScheduleRequest,
     ResumeScheduleRequest, ScheduleResponse, TriggerScheduleRequest, TriggerScheduleResponse,
@@ -28,9 +32,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::gateway::Incoming;
-use crate::{consume, schedules, status, validate, Node};
+use crate::{consume, inspect, schedules, status, validate, Node};
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 pub struct Events {
     node: Arc<Node>,
@@ -380,6 +384,33 @@ impl EventService for Events {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
+    async fn search_events(
+        &self,
+        request: Request<SearchEventsRequest>,
+    ) -> Result<Response<SearchEventsResponse>, Status> {
+        let incoming = Incoming::of(&request, self.node.router.partitions())?;
+        let page = inspect::search(&self.node, &incoming, request.into_inner()).await;
+        Ok(Response::new(page?))
+    }
+
+    async fn list_pending(
+        &self,
+        request: Request<ListPendingRequest>,
+    ) -> Result<Response<ListPendingResponse>, Status> {
+        let incoming = Incoming::of(&request, self.node.router.partitions())?;
+        let page = inspect::list_pending(&self.node, &incoming, request.into_inner()).await;
+        Ok(Response::new(page?))
+    }
+
+    async fn count_pending(
+        &self,
+        request: Request<CountPendingRequest>,
+    ) -> Result<Response<CountPendingResponse>, Status> {
+        let incoming = Incoming::of(&request, self.node.router.partitions())?;
+        let counts = inspect::count_pending(&self.node, &incoming, request.into_inner()).await;
+        Ok(Response::new(counts?))
+    }
+
     type ReplayStream = BoxStream<ReplayEvent>;
 
     async fn replay(
@@ -388,27 +419,16 @@ impl EventService for Events {
     ) -> Result<Response<Self::ReplayStream>, Status> {
         let incoming = Incoming::of(&request, self.node.router.partitions())?;
         let req = request.into_inner();
-        let topic = if req.topic.is_empty() {
-            None
-        } else {
-            validate::topic("topic", &req.topic)?;
-            Some(req.topic.clone())
-        };
+        let query = inspect::replay_query(&req)?;
         let action = Action {
             permission: Permission::Replay,
-            topic: topic.as_deref(),
+            topic: query.topic.as_deref(),
             group: None,
         };
         self.node.guard.authorize(&incoming.caller, &action)?;
         let partitions = match req.partition_id {
             None | Some(-1) => self.node.all_partitions(),
             Some(id) => vec![self.node.partition_id("partition_id", id.into())?],
-        };
-        let range = replay_range(req.range)?;
-        let query = ReplayQuery {
-            range,
-            topic,
-            key: (!req.key.is_empty()).then_some(req.key.clone()),
         };
         // Partitions one after another, each in offset order, each from its leader.
         let node = self.node.clone();
@@ -457,7 +477,7 @@ async fn cancel_here(p: &Partition, req: CancelRequest) -> Result<CancelResponse
 }
 
 /// Partition `p`'s replay stream, from its leader.
-async fn open_replay(
+pub(crate) async fn open_replay(
     node: &Arc<Node>,
     p: u32,
     incoming: &Incoming,
@@ -482,7 +502,7 @@ async fn open_replay(
 }
 
 /// The requested range, checked: `to` (0 = no end) must not come before `from`.
-fn replay_range(range: Option<replay_request::Range>) -> Result<ReplayRange, Status> {
+pub(crate) fn replay_range(range: Option<replay_request::Range>) -> Result<ReplayRange, Status> {
     let time = |field: &str, r: TimeRange| -> Result<(i64, Option<i64>), Status> {
         if r.from_ts < 0 {
             return Err(Status::invalid_argument(format!(

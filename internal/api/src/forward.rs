@@ -23,6 +23,9 @@ use chronos_proto::v1::{
     RemoveNodeResponse, ReplayEvent, ReplayRequest, SeekGroupRequest, SeekGroupResponse,
 };
 use chronos_proto::v1::{
+    CountPendingRequest, CountPendingResponse, ListPendingRequest, ListPendingResponse,
+};
+use chronos_proto::v1::{
     CreateScheduleRequest, CreateScheduleResponse, DeleteScheduleRequest, DeleteScheduleResponse,
     GetScheduleRequest, ListSchedulesRequest, ListSchedulesResponse, PauseScheduleRequest,
     ResumeScheduleRequest, ScheduleResponse, TriggerScheduleRequest, TriggerScheduleResponse,
@@ -62,6 +65,8 @@ forward!(PublishBatchRequest => PublishBatchResponse, publish_batch);
 forward!(CancelRequest => CancelResponse, cancel);
 forward!(AckRequest => AckResponse, ack);
 forward!(ReplayRequest => Streaming<ReplayEvent>, replay, bounded = false);
+forward!(ListPendingRequest => ListPendingResponse, list_pending);
+forward!(CountPendingRequest => CountPendingResponse, count_pending);
 forward!(CreateScheduleRequest => CreateScheduleResponse, create_schedule);
 forward!(UpdateScheduleRequest => ScheduleResponse, update_schedule);
 forward!(PauseScheduleRequest => ScheduleResponse, pause_schedule);

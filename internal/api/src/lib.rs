@@ -14,6 +14,7 @@ mod events;
 mod forward;
 pub mod gateway;
 pub mod guard;
+mod inspect;
 mod roster;
 mod schedules;
 pub mod status;
@@ -28,7 +29,9 @@ use chronos_proto::v1::event_service_server::EventServiceServer;
 use tonic::service::interceptor::InterceptedService;
 use tonic::Status;
 
+pub use admin::Admin;
 pub use chronos_placement::Router;
+pub use events::Events;
 pub use validate::Limits;
 
 /// The partitions this node holds, in id order: all of them on a single

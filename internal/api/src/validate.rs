@@ -17,7 +17,7 @@ pub struct Limits {
     pub max_headers_bytes: usize,
 }
 
-fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
+pub(crate) fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {why}"))
 }
 

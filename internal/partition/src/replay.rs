@@ -44,13 +44,41 @@ pub enum ReplayRange {
     DueTime { from_ms: i64, to_ms: Option<i64> },
 }
 
-#[derive(Debug, Clone)]
+impl Default for ReplayRange {
+    /// Every retained event.
+    fn default() -> ReplayRange {
+        ReplayRange::Offsets { from: 0, to: None }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
 pub struct ReplayQuery {
     pub range: ReplayRange,
     /// Only this topic, when set.
     pub topic: Option<String>,
     /// Only this routing key, when set.
     pub key: Option<String>,
+    /// Only events carrying each of these header values.
+    pub headers: Vec<(String, String)>,
+    /// Only message ids that start with this.
+    pub message_id_prefix: Option<String>,
+    /// Only offsets above this one (resuming a replay page by page).
+    pub after_offset: Option<u64>,
+}
+
+impl ReplayQuery {
+    fn wants_record(&self, record: &EventRecord) -> bool {
+        self.topic.as_deref().is_none_or(|t| t == record.topic)
+            && self.key.as_deref().is_none_or(|k| k == record.key)
+            && self
+                .message_id_prefix
+                .as_deref()
+                .is_none_or(|p| record.message_id.starts_with(p))
+            && self
+                .headers
+                .iter()
+                .all(|(k, v)| record.headers.get(k) == Some(v))
+    }
 }
 
 impl ReplayRange {
@@ -117,7 +145,12 @@ fn scan(
     if wal.first_index().is_none() || q.range.is_empty() {
         return Ok(());
     }
-    for item in q.range.start(wal).map_err(|e| read_err(&e))? {
+    // Resuming: the record holding the first offset after the last one read.
+    let start = match q.after_offset {
+        Some(after) => wal.iter_from_seq(after.saturating_add(1)),
+        None => q.range.start(wal),
+    };
+    for item in start.map_err(|e| read_err(&e))? {
         let (header, payload) = item.map_err(|e| read_err(&e))?;
         if header.index > applied_index || q.range.past_end(header.seq) {
             return Ok(());
@@ -131,6 +164,9 @@ fn scan(
         };
         for (i, raw) in p.events.into_iter().enumerate() {
             let offset = p.first_offset + i as u64;
+            if q.after_offset.is_some_and(|after| offset <= after) {
+                continue;
+            }
             // Cheap checks first: offset and publish time need no decoding.
             if let ReplayRange::Offsets { .. } | ReplayRange::PublishTime { .. } = q.range {
                 if !q.range.wants(offset, p.publish_ts, 0) {
@@ -138,10 +174,7 @@ fn scan(
                 }
             }
             let record = EventRecord::decode(Bytes::clone(&raw)).map_err(|e| read_err(&e))?;
-            if !q.range.wants(offset, p.publish_ts, record.due_ts)
-                || q.topic.as_deref().is_some_and(|t| t != record.topic)
-                || q.key.as_deref().is_some_and(|k| k != record.key)
-            {
+            if !q.range.wants(offset, p.publish_ts, record.due_ts) || !q.wants_record(&record) {
                 continue;
             }
             let event = ReplayedEvent {

@@ -120,6 +120,7 @@ impl StateMachine {
     ) -> Result<StateMachine, io::Error> {
         let snapshots = SnapshotDir::open(partition_dir.join("snapshots")).map_err(sm_err)?;
         install::finish_interrupted(&store, &snapshots)?;
+        ensure_due_counts(&store)?;
         let mut sm = StateMachine {
             store,
             history,
@@ -274,7 +275,7 @@ impl StateMachine {
             .map_err(sm_err)?;
         if let Some(old) = old {
             if self.still_pending(&old)? {
-                batch.delete_pending(old.due_ts, old.offset);
+                batch.delete_pending(topic, old.due_ts, old.offset);
                 self.count_pending(topic, false)?;
                 return Ok(Some(old.offset));
             }
@@ -348,7 +349,7 @@ impl StateMachine {
                 only_group: String::new(),
             };
             batch.put_fired(&keys.topic, seq, &record.encode_to_vec());
-            batch.delete_pending(due_ts, offset);
+            batch.delete_pending(&keys.topic, due_ts, offset);
             self.count_pending(&keys.topic, false)?;
             fired += 1;
         }
@@ -373,7 +374,7 @@ impl StateMachine {
         Ok(match id.state {
             IdState::Cancelled => CancelOutcome::AlreadyCancelled { offset: id.offset },
             IdState::Pending if self.still_pending(&id)? => {
-                batch.delete_pending(id.due_ts, id.offset);
+                batch.delete_pending(&c.topic, id.due_ts, id.offset);
                 self.count_pending(&c.topic, false)?;
                 id.state = IdState::Cancelled;
                 batch.put_id(&c.topic, &c.message_id, &id);
@@ -479,7 +480,7 @@ impl StateMachine {
                 fired += 1;
                 IdState::Fired
             } else {
-                batch.put_pending(event.due_ts, offset, raw);
+                batch.put_pending(&event.topic, event.due_ts, offset, raw);
                 self.count_pending(&event.topic, true)?;
                 IdState::Pending
             };
@@ -763,4 +764,22 @@ fn build_blocking(
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, io::Error> {
     serde_json::to_vec(value).map_err(sm_err)
+}
+
+/// Counts pending events by due second if this store predates the counts
+/// (a data directory or a snapshot written by an older version).
+pub(crate) fn ensure_due_counts(store: &Store) -> Result<(), io::Error> {
+    if store.due_counts_built().map_err(sm_err)? {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let counted = store
+        .rebuild_due_counts(|raw| EventKeys::decode(raw).map(|k| k.topic))
+        .map_err(sm_err)?;
+    tracing::info!(
+        counted,
+        ms = started.elapsed().as_millis() as u64,
+        "counted pending events by due time"
+    );
+    Ok(())
 }

@@ -22,7 +22,10 @@
 //! - `inflight`: `topic 0x00 group 0x00 fire_seq BE` → a delivery awaiting its
 //!   ack, or an event waiting to be redelivered.
 //! - `dlq`: same key → a dead letter (the fired record, attempts, reason).
+//! - `due_counts`: `topic 0x00 second BE` → pending events due in that second
+//!   (`due_counts.rs`).
 
+mod due_counts;
 mod groups;
 mod keys;
 mod replace;
@@ -54,7 +57,8 @@ const CF_GROUPS: &str = "groups";
 const CF_INFLIGHT: &str = "inflight";
 const CF_DLQ: &str = "dlq";
 const CF_SCHEDULES: &str = "schedules";
-const ALL_CFS: [&str; 9] = [
+const CF_DUE_COUNTS: &str = "due_counts";
+const ALL_CFS: [&str; 10] = [
     CF_META,
     CF_IDS,
     CF_PENDING,
@@ -64,6 +68,7 @@ const ALL_CFS: [&str; 9] = [
     CF_INFLIGHT,
     CF_DLQ,
     CF_SCHEDULES,
+    CF_DUE_COUNTS,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +139,8 @@ pub struct Store {
 pub struct Batch<'a> {
     pub(crate) store: &'a Store,
     pub(crate) batch: WriteBatch,
+    /// Changes of `due_counts`, summed per key until the commit.
+    due_deltas: std::collections::HashMap<Vec<u8>, i64>,
 }
 
 impl Store {
@@ -218,6 +225,7 @@ impl Store {
             ColumnFamilyDescriptor::new(CF_INFLIGHT, cf_options()),
             ColumnFamilyDescriptor::new(CF_DLQ, cf_options()),
             ColumnFamilyDescriptor::new(CF_SCHEDULES, cf_options()),
+            ColumnFamilyDescriptor::new(CF_DUE_COUNTS, due_counts::options(cf_options())),
         ];
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         Ok(Store { db: Arc::new(db) })
@@ -246,6 +254,7 @@ impl Store {
         Batch {
             store: self,
             batch: WriteBatch::default(),
+            due_deltas: Default::default(),
         }
     }
 
@@ -318,6 +327,29 @@ impl Store {
                 break;
             }
             out.push((due, offset));
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
+    /// Pending events from key `start` (inclusive) in due order with their
+    /// values, none due at or after `to_due`, at most `limit`.
+    pub fn pending_entries(
+        &self,
+        start: (i64, u64),
+        to_due: i64,
+        limit: usize,
+    ) -> Result<Vec<PendingEntry>> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_PENDING));
+        it.seek(pending_key(start.0, start.1));
+        let mut out = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let (due, offset) = keys::decode_pending_key(k)?;
+            if due >= to_due || out.len() >= limit {
+                break;
+            }
+            out.push(((due, offset), v.to_vec()));
             it.next();
         }
         it.status()?;
@@ -457,17 +489,28 @@ impl Batch<'_> {
         );
     }
 
-    pub fn put_pending(&mut self, due_ts: i64, offset: u64, event: &[u8]) {
+    /// Stores a pending event of `topic` (and counts it in `due_counts`).
+    pub fn put_pending(&mut self, topic: &str, due_ts: i64, offset: u64, event: &[u8]) {
         self.batch.put_cf(
             self.store.cf(CF_PENDING),
             pending_key(due_ts, offset),
             event,
         );
+        *self
+            .due_deltas
+            .entry(due_counts::key(topic, due_ts))
+            .or_default() += 1;
     }
 
-    pub fn delete_pending(&mut self, due_ts: i64, offset: u64) {
+    /// Removes a pending event of `topic`; it must be there (the count
+    /// drops).
+    pub fn delete_pending(&mut self, topic: &str, due_ts: i64, offset: u64) {
         self.batch
             .delete_cf(self.store.cf(CF_PENDING), pending_key(due_ts, offset));
+        *self
+            .due_deltas
+            .entry(due_counts::key(topic, due_ts))
+            .or_default() -= 1;
     }
 
     pub fn put_fired(&mut self, topic: &str, fire_seq: u64, record: &[u8]) {
@@ -481,13 +524,15 @@ impl Batch<'_> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.batch.is_empty()
+        self.batch.is_empty() && self.due_deltas.is_empty()
     }
 
     /// Applies the batch atomically. Not durable by itself (RocksDB's WAL is off):
     /// durability comes from the Raft log, which is replayed from the last flushed
     /// applied index after a crash.
-    pub fn commit(self) -> Result<()> {
+    pub fn commit(mut self) -> Result<()> {
+        let deltas = self.due_deltas.drain().collect();
+        due_counts::write(self.store, &mut self.batch, deltas);
         let mut wo = WriteOptions::default();
         wo.disable_wal(true);
         self.store.db.write_opt(self.batch, &wo)?;
@@ -501,6 +546,9 @@ fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// A pending event's key `(due_ts, offset)` and its stored value.
+pub type PendingEntry = ((i64, u64), Vec<u8>);
 
 /// Values at least this long are kept in `pending`'s blob files (an event
 /// record with a small payload stays inline).

@@ -87,7 +87,7 @@ impl Store {
         self.write_unlogged(batch)
     }
 
-    fn write_unlogged(&self, batch: WriteBatch) -> Result<()> {
+    pub(crate) fn write_unlogged(&self, batch: WriteBatch) -> Result<()> {
         let mut wo = rocksdb::WriteOptions::default();
         wo.disable_wal(true);
         self.db.write_opt(batch, &wo)?;
@@ -116,7 +116,7 @@ mod tests {
     fn fill(store: &Store, tag: &[u8], n: u64) {
         let mut b = store.batch();
         for i in 0..n {
-            b.put_pending(i as i64, i, tag);
+            b.put_pending("t", i as i64, i, tag);
             b.put_fired("t", i, tag);
         }
         b.put_meta("applied", tag);

@@ -45,9 +45,9 @@ fn pending_is_due_ordered_and_survives_flush_and_reopen() {
     {
         let store = Store::open(dir.path(), &StoreResources::default()).unwrap();
         let mut b = store.batch();
-        b.put_pending(3_000, 1, b"late");
-        b.put_pending(1_000, 9, b"early");
-        b.put_pending(2_000, 2, b"mid");
+        b.put_pending("t", 3_000, 1, b"late");
+        b.put_pending("t", 1_000, 9, b"early");
+        b.put_pending("t", 2_000, 2, b"mid");
         b.commit().unwrap();
         assert_eq!(store.first_pending_due().unwrap(), Some(1_000));
         store.flush().unwrap();
@@ -105,7 +105,7 @@ fn pending_scans_resume_after_a_key_and_stop_at_a_due_time() {
     let store = Store::open(dir.path(), &StoreResources::default()).unwrap();
     let mut b = store.batch();
     for (due, off) in [(10, 1), (10, 2), (20, 3), (30, 4), (40, 5)] {
-        b.put_pending(due, off, b"e");
+        b.put_pending("t", due, off, b"e");
     }
     b.commit().unwrap();
     assert_eq!(
@@ -121,7 +121,7 @@ fn pending_scans_resume_after_a_key_and_stop_at_a_due_time() {
         vec![(30, 4), (40, 5)]
     );
     let mut b = store.batch();
-    b.delete_pending(30, 4);
+    b.delete_pending("t", 30, 4);
     b.commit().unwrap();
     assert_eq!(
         store.scan_pending(Some((20, 3)), 100, 10).unwrap(),
@@ -171,7 +171,7 @@ fn pending_runs_read_wanted_keys_and_skip_gone_or_unwanted_ones() {
     let store = Store::open(dir.path(), &StoreResources::default()).unwrap();
     let mut b = store.batch();
     for (due, off) in [(10, 1), (10, 2), (20, 3), (30, 4), (40, 5)] {
-        b.put_pending(due, off, format!("e{off}").as_bytes());
+        b.put_pending("t", due, off, format!("e{off}").as_bytes());
     }
     b.commit().unwrap();
     let got = |keys: &[(i64, u64)]| -> Vec<Option<String>> {
@@ -227,8 +227,8 @@ fn pending_events_in_blob_files_read_back_after_flush_compaction_and_reopen() {
             let mut b = store.batch();
             for i in 0..100u64 {
                 let offset = round * 100 + i;
-                b.put_pending(1_000 + offset as i64, offset, &big);
-                b.put_pending(1_000 + offset as i64, 10_000 + offset, b"small");
+                b.put_pending("t", 1_000 + offset as i64, offset, &big);
+                b.put_pending("t", 1_000 + offset as i64, 10_000 + offset, b"small");
             }
             b.commit().unwrap();
             store.flush().unwrap();

@@ -72,6 +72,15 @@ impl EventService for Node {
     async fn replay(&self, _: Request<ReplayRequest>) -> Answer<Self::ReplayStream> {
         nope()
     }
+    async fn search_events(&self, _: Request<SearchEventsRequest>) -> Answer<SearchEventsResponse> {
+        nope()
+    }
+    async fn list_pending(&self, _: Request<ListPendingRequest>) -> Answer<ListPendingResponse> {
+        nope()
+    }
+    async fn count_pending(&self, _: Request<CountPendingRequest>) -> Answer<CountPendingResponse> {
+        nope()
+    }
     async fn create_schedule(
         &self,
         _: Request<CreateScheduleRequest>,

@@ -11,6 +11,8 @@ pub mod codec;
 /// The `chronos.v1` package: messages, `EventService`, `AdminService`.
 pub mod v1 {
     tonic::include_proto!("chronos.v1");
+    // serde in the protobuf JSON mapping (pbjson), for the HTTP API.
+    include!(concat!(env!("OUT_DIR"), "/chronos.v1.serde.rs"));
 }
 
 /// Internal storage records (`proto/internal/`): log commands and stored events.

@@ -277,6 +277,7 @@ pub async fn replay(conn: &Conn, a: ReplayArgs) -> Result<()> {
         partition_id: a.partition,
         range: Some(range),
         key: a.key.clone().unwrap_or_default(),
+        ..Default::default()
     };
     let mut client = events_client(conn).await?;
     let mut stream = client.replay(req).await?.into_inner();

@@ -142,11 +142,29 @@ impl Server {
 
     /// GET `path` on the HTTP listener: (status code, body).
     pub fn http_get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        self.http_call("GET", path, "", &[])
+    }
+
+    /// `method path` with `body` and extra headers on the HTTP listener:
+    /// (status code, body).
+    pub fn http_call(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> std::io::Result<(u16, String)> {
         let mut s = TcpStream::connect(&self.http)?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let extra: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+            body.len()
         )?;
         let mut raw = String::new();
         s.read_to_string(&mut raw)?;
@@ -305,6 +323,7 @@ pub async fn replay_all(client: &mut EventServiceClient<Channel>, topic: &str) -
         partition_id: None,
         range: Some(Range::Offsets(OffsetRange { from: 0, to: 0 })),
         key: String::new(),
+        ..Default::default()
     };
     let mut stream = client.replay(req).await.expect("replay").into_inner();
     let mut out = Vec::new();

@@ -154,6 +154,7 @@ pub(super) fn replace_live(
         let src = Store::open_read_only(dir).map_err(sm_err)?;
         let copied = store.replace_with(&src, COPY_BATCH_BYTES).map_err(write)?;
         drop(src);
+        super::ensure_due_counts(store)?;
         let mut batch = store.batch();
         if let Some(applied) = &meta.last_log_id {
             batch.put_meta(META_APPLIED, &to_json(applied)?);

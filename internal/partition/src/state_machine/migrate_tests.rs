@@ -16,7 +16,7 @@ async fn replayed_ids(p: &crate::Partition) -> Vec<String> {
     let mut rx = p.replay(ReplayQuery {
         range: ReplayRange::Offsets { from: 0, to: None },
         topic: Some("m".into()),
-        key: None,
+        ..ReplayQuery::default()
     });
     let mut ids = Vec::new();
     while let Some(ev) = rx.recv().await {

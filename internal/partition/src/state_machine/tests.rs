@@ -421,7 +421,10 @@ async fn an_install_interrupted_by_a_crash_is_finished_on_open() {
     for (key, value) in a.store.dump_cf("pending").unwrap().iter().take(100) {
         let due = i64::from_be_bytes(key[..8].try_into().unwrap());
         let offset = u64::from_be_bytes(key[8..16].try_into().unwrap());
-        batch.put_pending(due, offset, value);
+        let topic = chronos_proto::internal::EventKeys::decode(value.as_slice())
+            .unwrap()
+            .topic;
+        batch.put_pending(&topic, due, offset, value);
     }
     batch.commit().unwrap();
     store_b.flush().unwrap();

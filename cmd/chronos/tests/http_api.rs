@@ -1,0 +1,397 @@
+//! The HTTP/JSON API over a real server process on loopback: every route,
+//! the OpenAPI document against the route table, bad input naming the field,
+//! paging to the end, pending inspection exact against what was published
+//! (with cancels and reschedules), and a redrive that delivers again.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::{now_ms, subscribe_req, Member, Server};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn call(server: &Server, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    let text = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let (code, answer) = server
+        .http_call(method, path, &text, &[])
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let value = serde_json::from_str(&answer).unwrap_or_else(|e| {
+        panic!("{method} {path} answered {code} with non-JSON {answer:?}: {e}")
+    });
+    (code, value)
+}
+
+fn ok(server: &Server, method: &str, path: &str, body: Value) -> Value {
+    let (code, value) = call(server, method, path, &body);
+    assert_eq!(code, 200, "{method} {path}: {value}");
+    value
+}
+
+fn int(v: &Value) -> i64 {
+    match v {
+        Value::String(s) => s.parse().unwrap_or_else(|_| panic!("not an integer: {v}")),
+        Value::Number(n) => n.as_i64().unwrap(),
+        _ => panic!("not an integer: {v}"),
+    }
+}
+
+#[test]
+fn the_openapi_document_lists_exactly_the_routes_and_each_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let doc = ok(&server, "GET", "/v1/openapi.json", Value::Null);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut documented = BTreeSet::new();
+    for (path, ops) in paths {
+        for (method, op) in ops.as_object().unwrap() {
+            documented.insert((method.to_uppercase(), path.clone()));
+            // Every answer's schema is in the document.
+            let schema = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+                .as_str()
+                .unwrap();
+            let name = schema.rsplit('/').next().unwrap();
+            assert!(
+                doc["components"]["schemas"][name].is_object(),
+                "{name} missing"
+            );
+        }
+    }
+    let routed: BTreeSet<(String, String)> = chronos_http::ROUTES
+        .iter()
+        .map(|r| (r.method.to_string(), r.path.to_string()))
+        .collect();
+    assert_eq!(documented, routed);
+    // Each documented route reaches its method: the answer is the method's
+    // (200 or its own error), never the router's "no route" or 405.
+    for (method, path) in &documented {
+        let concrete = path
+            .replace("{topic}", "t")
+            .replace("{consumer_group}", "g")
+            .replace("{schedule_id}", "s")
+            .replace("{message_id}", "m")
+            .replace("{node_id}", "9");
+        let (code, body) = call(&server, method, &concrete, &json!({}));
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            code != 405 && !message.starts_with("no route"),
+            "{method} {concrete}: {code} {body}"
+        );
+        assert!(
+            code == 200 || body["code"].is_string(),
+            "{method} {concrete}: {body}"
+        );
+    }
+    let (code, body) = call(&server, "GET", "/v1/no/such/route", &Value::Null);
+    assert_eq!((code, body["code"].as_str()), (404, Some("NOT_FOUND")));
+    let (code, body) = call(&server, "GET", "/v1/events", &Value::Null);
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (405, Some("UNIMPLEMENTED")),
+        "{body}"
+    );
+    // Field documentation comes from the .proto comments.
+    let due = &doc["components"]["schemas"]["Event"]["properties"]["schedule_ts"]["description"];
+    assert!(due.as_str().unwrap().contains("When to deliver"), "{due}");
+}
+
+#[test]
+fn bad_input_gets_a_json_error_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let big = "A".repeat(1_500_000);
+    let cases: Vec<(&str, &str, Value, u16, &str)> = vec![
+        ("POST", "/v1/events", json!({"topic": "bad topic!", "message_id": "x"}), 400, "event.topic:"),
+        ("POST", "/v1/events", json!({"topic": "t"}), 400, "event.message_id:"),
+        ("POST", "/v1/events", json!({"topic": "t", "message_id": "x", "schedule_ts": "soon"}), 400, "event.schedule_ts:"),
+        ("POST", "/v1/events", json!({"topic": "t", "message_id": "x", "colour": 1}), 400, "event.colour:"),
+        ("POST", "/v1/events", json!({"topic": "t", "message_id": "x", "payload": big}), 400, "event.payload:"),
+        ("POST", "/v1/events", json!({"topic": "t", "message_id": "x", "payload": "aGk=", "payload_json": {}}), 400, "event.payload_json:"),
+        ("POST", "/v1/events/batch", json!({"events": [{"topic": "t", "message_id": "a"}, {"topic": "t", "message_id": ""}]}), 400, "events[1].message_id:"),
+        ("POST", "/v1/events/cancel", json!({"topic": "t", "message_id": "never"}), 404, ""),
+        ("GET", "/v1/topics/t/pending?page_size=5000", Value::Null, 400, "page_size:"),
+        ("GET", "/v1/topics/t/pending?page_token=zzz", Value::Null, 400, "page_token:"),
+        ("GET", "/v1/topics/t/pending?due_time.from_ts=-5", Value::Null, 400, "due_time.from_ts:"),
+        ("GET", "/v1/topics/t/pending/histogram?bucket_ms=1500", Value::Null, 400, "bucket_ms:"),
+        ("GET", "/v1/topics/t/pending/histogram?bucket_ms=1000&due_time[from_ts]=0&due_time[to_ts]=86400000", Value::Null, 400, "bucket_ms:"),
+        ("GET", "/v1/topics/t/events?due_time.from_ts=10&due_time.to_ts=5", Value::Null, 400, "due_time.to_ts:"),
+        ("GET", "/v1/topics/t/events?partition_id=99", Value::Null, 400, "partition_id:"),
+        ("GET", "/v1/topics/t/events?page_size=nine", Value::Null, 400, "page_size:"),
+        ("POST", "/v1/schedules", json!({"schedule_id": "s", "topic": "t", "cron": "not a cron"}), 400, "schedule.cron:"),
+        ("PUT", "/v1/schedules/s", json!({"schedule_id": "other", "topic": "t", "every_ms": 1000}), 400, "schedule.schedule_id:"),
+        ("GET", "/v1/schedules/nope", Value::Null, 404, ""),
+        ("POST", "/v1/topics/t/groups/g/seek", json!({"ts": "x"}), 400, "ts:"),
+    ];
+    for (method, path, body, want_code, field) in cases {
+        let (code, answer) = call(&server, method, path, &body);
+        assert_eq!(code, want_code, "{method} {path}: {answer}");
+        let message = answer["message"].as_str().unwrap();
+        assert!(message.starts_with(field), "{method} {path}: {message}");
+        assert!(answer["code"].is_string(), "{answer}");
+    }
+    // Not JSON at all.
+    let (code, text) = server
+        .http_call("POST", "/v1/events", "{nope", &[])
+        .unwrap();
+    assert_eq!(code, 400);
+    assert!(text.contains("\"message\":\"body:"), "{text}");
+    // Nothing was stored by any of it.
+    let topics = ok(&server, "GET", "/v1/topics", Value::Null);
+    assert_eq!(topics["topics"], json!([]), "{topics}");
+}
+
+/// Everything pending of `topic`, page by page (`page_size` each).
+fn all_pending(server: &Server, topic: &str, query: &str, page_size: u32) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let path =
+            format!("/v1/topics/{topic}/pending?page_size={page_size}&page_token={token}{query}");
+        let page = ok(server, "GET", &path, Value::Null);
+        let events = page["events"].as_array().unwrap();
+        assert!(events.len() <= page_size as usize);
+        out.extend(events.iter().cloned());
+        token = page["next_page_token"].as_str().unwrap().to_string();
+        if token.is_empty() {
+            return out;
+        }
+    }
+}
+
+#[test]
+fn pending_inspection_is_exact_after_cancels_and_reschedules() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let base = (now_ms() / 60_000 + 5) * 60_000; // a whole minute, 4-5 min ahead
+                                                 // id → due; 400 events over 40 minutes, and another topic in between.
+    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+    for chunk in 0..4 {
+        let events: Vec<Value> = (0..100)
+            .map(|i| {
+                let n = chunk * 100 + i;
+                let due = base + (n as i64 * 6_007) % 2_400_000;
+                expected.insert(format!("e{n}"), due);
+                json!({"topic": "orders", "message_id": format!("e{n}"), "schedule_ts": due,
+                       "key": format!("k{}", n % 7), "payload_json": {"n": n}})
+            })
+            .chain((0..50).map(|i| json!({"topic": "other", "message_id": format!("o{chunk}-{i}"), "schedule_ts": base + i * 1000})))
+            .collect();
+        let answer = ok(
+            &server,
+            "POST",
+            "/v1/events/batch",
+            json!({ "events": events }),
+        );
+        assert_eq!(answer["results"].as_array().unwrap().len(), 150);
+    }
+    // Cancel 30 (by both routes), reschedule 20.
+    for n in 0..30 {
+        let id = format!("e{}", n * 11);
+        let key = format!("k{}", (n * 11) % 7);
+        if n % 2 == 0 {
+            ok(
+                &server,
+                "DELETE",
+                &format!("/v1/topics/orders/events/{id}?key={key}"),
+                Value::Null,
+            );
+        } else {
+            ok(
+                &server,
+                "POST",
+                "/v1/events/cancel",
+                json!({"topic": "orders", "message_id": id, "key": key}),
+            );
+        }
+        expected.remove(&id);
+    }
+    for n in 0..20 {
+        let id = format!("e{}", n * 13 + 1);
+        if !expected.contains_key(&id) {
+            continue;
+        }
+        let due = base + 3_000_000 + n * 500;
+        let body = json!({"topic": "orders", "message_id": id, "schedule_ts": due, "key": format!("k{}", (n * 13 + 1) % 7)});
+        let answer = ok(&server, "POST", "/v1/events?reschedule=true", body);
+        assert_eq!(int(&answer["due_ts"]), due, "{answer}");
+        expected.insert(id, due);
+    }
+
+    // Listing page by page: exactly the pending ones, in due order.
+    let listed = all_pending(&server, "orders", "", 37);
+    let got: BTreeMap<String, i64> = listed
+        .iter()
+        .map(|e| {
+            (
+                e["event"]["message_id"].as_str().unwrap().to_string(),
+                int(&e["due_ts"]),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), listed.len(), "an event listed twice");
+    assert_eq!(got, expected);
+    let order: Vec<(i64, i64, i64)> = listed
+        .iter()
+        .map(|e| (int(&e["due_ts"]), int(&e["partition"]), int(&e["offset"])))
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "not in due order");
+    assert_eq!(listed[0]["event"]["topic"], "orders");
+    // A due-time window lists exactly the events inside it.
+    let (from, to) = (base + 600_000, base + 1_200_000);
+    let window = all_pending(
+        &server,
+        "orders",
+        &format!("&due_time.from_ts={from}&due_time.to_ts={to}"),
+        1000,
+    );
+    let inside = expected.values().filter(|&&d| d >= from && d < to).count();
+    assert_eq!(window.len(), inside);
+
+    // The histogram agrees, bucket by bucket.
+    let hist = ok(
+        &server,
+        "GET",
+        &format!("/v1/topics/orders/pending/histogram?bucket_ms=60000&due_time.from_ts={base}&due_time.to_ts={}", base + 3_600_000),
+        Value::Null,
+    );
+    let buckets = hist["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 60);
+    for (i, b) in buckets.iter().enumerate() {
+        let start = base + i as i64 * 60_000;
+        assert_eq!(int(&b["from_ts"]), start);
+        let want = expected
+            .values()
+            .filter(|&&d| d >= start && d < start + 60_000)
+            .count();
+        assert_eq!(int(&b["count"]), want as i64, "bucket {i}");
+    }
+    assert_eq!(int(&hist["total"]), expected.len() as i64);
+    assert_eq!(int(&hist["before"]), 0);
+    // The topic list agrees too.
+    let topics = ok(&server, "GET", "/v1/topics", Value::Null);
+    let orders = topics["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "orders")
+        .unwrap();
+    assert_eq!(int(&orders["pending"]), expected.len() as i64);
+}
+
+#[test]
+fn searching_pages_to_the_end_of_a_topic_with_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let total = 3000;
+    for chunk in 0..(total / 500) {
+        let events: Vec<Value> = (0..500)
+            .map(|i| {
+                let n = chunk * 500 + i;
+                let kind = if n % 10 == 0 { "audit" } else { "plain" };
+                json!({"topic": "log", "message_id": format!("m{n:05}"), "headers": {"kind": kind},
+                       "key": if n % 3 == 0 { "three" } else { "" }})
+            })
+            .collect();
+        ok(
+            &server,
+            "POST",
+            "/v1/events/batch",
+            json!({ "events": events }),
+        );
+    }
+    let search = |query: &str, page_size: u32| -> Vec<String> {
+        let mut ids = Vec::new();
+        let mut token = String::new();
+        let mut pages = 0;
+        loop {
+            let path =
+                format!("/v1/topics/log/events?page_size={page_size}&page_token={token}{query}");
+            let page = ok(&server, "GET", &path, Value::Null);
+            ids.extend(
+                page["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["event"]["message_id"].as_str().unwrap().to_string()),
+            );
+            pages += 1;
+            assert!(pages <= total, "paging does not end");
+            token = page["next_page_token"].as_str().unwrap().to_string();
+            if token.is_empty() {
+                return ids;
+            }
+        }
+    };
+    let all = search("", 1000);
+    assert_eq!(all.len(), total);
+    assert_eq!(
+        all.iter().collect::<BTreeSet<_>>().len(),
+        total,
+        "an event twice"
+    );
+    let audit = search("&headers.kind=audit", 70);
+    assert_eq!(audit.len(), total / 10);
+    let audit_deep = search("&headers[kind]=audit", 1000);
+    assert_eq!(audit, audit_deep);
+    let prefixed = search("&message_id_prefix=m001", 1000);
+    assert_eq!(prefixed.len(), 100);
+    assert!(prefixed.iter().all(|id| id.starts_with("m001")));
+    let keyed = search("&key=three&headers.kind=audit", 1000);
+    assert_eq!(keyed.len(), (0..total).filter(|n| n % 30 == 0).count());
+    // The gRPC stream's filters are the same ones.
+    let one_partition = search("&partition_id=3", 1000);
+    assert!(!one_partition.is_empty() && one_partition.len() < total);
+}
+
+#[tokio::test]
+async fn a_dead_letter_redriven_over_http_is_delivered_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("CHRONOS_DELIVERY__MAX_ATTEMPTS", "1")];
+    let server = Server::start_with_env(&dir.path().join("data"), &[], &env);
+    let mut m = Member::join(&server, subscribe_req("g", "jobs", 10)).await;
+    ok(
+        &server,
+        "POST",
+        "/v1/events",
+        json!({"topic": "jobs", "message_id": "j1", "payload_json": "work"}),
+    );
+    let first = m.next(WAIT).await;
+    assert_eq!(first.event.as_ref().unwrap().payload.as_ref(), b"\"work\"");
+    m.settle(&[&first.delivery_id], true, 0).await;
+    let until = Instant::now() + WAIT;
+    let dead = loop {
+        let dead = ok(
+            &server,
+            "GET",
+            "/v1/topics/jobs/groups/g/dead-letters",
+            Value::Null,
+        );
+        if !dead["dead_letters"].as_array().unwrap().is_empty() {
+            break dead;
+        }
+        assert!(Instant::now() < until, "no dead letter: {dead}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(dead["dead_letters"][0]["event"]["message_id"], "j1");
+    let group = ok(&server, "GET", "/v1/topics/jobs/groups/g", Value::Null);
+    assert_eq!(int(&group["group"]["dead_letters"]), 1, "{group}");
+    let redriven = ok(
+        &server,
+        "POST",
+        "/v1/topics/jobs/groups/g/dead-letters/redrive",
+        json!({"message_ids": ["j1"]}),
+    );
+    assert_eq!(int(&redriven["redriven"]), 1);
+    let again = m.next(WAIT).await;
+    assert_eq!(again.event.unwrap().message_id, "j1");
+    m.ack(&[&again.delivery_id]).await;
+    let groups = ok(&server, "GET", "/v1/groups?topic=jobs", Value::Null);
+    assert_eq!(groups["groups"][0]["name"], "g", "{groups}");
+}
