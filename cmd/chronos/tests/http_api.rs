@@ -395,3 +395,43 @@ async fn a_dead_letter_redriven_over_http_is_delivered_again() {
     let groups = ok(&server, "GET", "/v1/groups?topic=jobs", Value::Null);
     assert_eq!(groups["groups"][0]["name"], "g", "{groups}");
 }
+
+#[test]
+fn http_callers_are_authenticated_and_authorized_as_over_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, viewer) = ("chr_test_http_admin_0123", "chr_test_http_viewer_0123");
+    let config = format!(
+        "[auth]\nenabled = true\n\
+         [[auth.principals]]\nname = \"root\"\ntokens = [\"{}\"]\n\
+         [[auth.principals.grants]]\nrole = \"admin\"\n\
+         [[auth.principals]]\nname = \"watcher\"\ntokens = [\"{}\"]\n\
+         [[auth.principals.grants]]\nrole = \"viewer\"\n",
+        chronos_access::hash_token(admin),
+        chronos_access::hash_token(viewer),
+    );
+    let path = dir.path().join("chronos.toml");
+    std::fs::write(&path, config).unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--config", path.to_str().unwrap()]);
+    let publish = json!({"topic": "t", "message_id": "a"}).to_string();
+    let as_ = |token: &str, method: &str, path: &str, body: &str| -> (u16, Value) {
+        let bearer = format!("Bearer {token}");
+        let headers: Vec<(&str, &str)> = if token.is_empty() {
+            vec![]
+        } else {
+            vec![("Authorization", bearer.as_str())]
+        };
+        let (code, text) = server.http_call(method, path, body, &headers).unwrap();
+        (code, serde_json::from_str(&text).unwrap_or(Value::Null))
+    };
+    let (code, body) = as_("", "GET", "/v1/topics", "");
+    assert_eq!((code, body["code"].as_str()), (401, Some("UNAUTHENTICATED")), "{body}");
+    let (code, body) = as_("chr_wrong", "GET", "/v1/topics", "");
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = as_(viewer, "POST", "/v1/events", &publish);
+    assert_eq!((code, body["code"].as_str()), (403, Some("PERMISSION_DENIED")), "{body}");
+    let (code, body) = as_(admin, "POST", "/v1/events", &publish);
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = as_(viewer, "GET", "/v1/topics", "");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["topics"][0]["name"], "t");
+}

@@ -6,7 +6,8 @@
 //! an adding merge operator. [`Batch::put_pending`] and
 //! [`Batch::delete_pending`] keep it exact: their deltas are summed per key
 //! in the batch and written as one merge each when it commits. A count that
-//! reaches zero is dropped by compaction.
+//! reaches zero is dropped by the next compaction that reads it (the filter
+//! sees merge results only as input to a later compaction).
 
 use rocksdb::compaction_filter::Decision;
 use rocksdb::{MergeOperands, Options, WriteBatch};

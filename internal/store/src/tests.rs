@@ -261,3 +261,51 @@ fn pending_events_in_blob_files_read_back_after_flush_compaction_and_reopen() {
     }
     assert_eq!(seen, 600);
 }
+
+#[test]
+fn due_counts_follow_pending_through_merges_compaction_and_a_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &StoreResources::default()).unwrap();
+    let mut b = store.batch();
+    for offset in 0..10u64 {
+        // Two seconds of "a" (5 each), one event of "b" in the second one.
+        b.put_pending("a", 10_000 + (offset as i64 / 5) * 1_000 + 7, offset, b"a");
+    }
+    b.put_pending("b", 11_500, 10, b"b");
+    b.commit().unwrap();
+    assert_eq!(
+        store.due_counts("a", 0, i64::MAX).unwrap(),
+        vec![(10_000, 5), (11_000, 5)]
+    );
+    assert_eq!(store.due_counts("a", 11_000, 12_000).unwrap(), vec![(11_000, 5)]);
+    assert_eq!(store.due_counts("b", 0, i64::MAX).unwrap(), vec![(11_000, 1)]);
+    assert_eq!(store.due_counts("", 0, i64::MAX).unwrap(), vec![]);
+
+    // Deletes in later batches merge down; a second that empties is merged
+    // to 0 by one compaction and dropped by the next that reads it.
+    let mut b = store.batch();
+    for offset in 0..5u64 {
+        b.delete_pending("a", 10_007, offset);
+    }
+    b.delete_pending("a", 11_007, 5);
+    b.commit().unwrap();
+    store.flush().unwrap();
+    for _ in 0..2 {
+        store
+            .db
+            .compact_range_cf(store.cf(CF_DUE_COUNTS), None::<&[u8]>, None::<&[u8]>);
+    }
+    assert_eq!(store.due_counts("a", 0, i64::MAX).unwrap(), vec![(11_000, 4)]);
+    let raw = store.dump_cf(CF_DUE_COUNTS).unwrap();
+    assert_eq!(raw.len(), 2, "the emptied second is dropped: {raw:?}");
+
+    // A store from before the counts: rebuilt from `pending` alone.
+    assert!(!store.due_counts_built().unwrap());
+    let counted = store
+        .rebuild_due_counts(|raw| Ok::<_, String>(String::from_utf8_lossy(raw).into_owned()))
+        .unwrap();
+    assert_eq!(counted, 5);
+    assert!(store.due_counts_built().unwrap());
+    assert_eq!(store.due_counts("a", 0, i64::MAX).unwrap(), vec![(11_000, 4)]);
+    assert_eq!(store.due_counts("b", 0, i64::MAX).unwrap(), vec![(11_000, 1)]);
+}
