@@ -411,7 +411,10 @@ fn http_callers_are_authenticated_and_authorized_as_over_grpc() {
     );
     let path = dir.path().join("chronos.toml");
     std::fs::write(&path, config).unwrap();
-    let server = Server::start(&dir.path().join("data"), &["--config", path.to_str().unwrap()]);
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--config", path.to_str().unwrap()],
+    );
     let publish = json!({"topic": "t", "message_id": "a"}).to_string();
     let as_ = |token: &str, method: &str, path: &str, body: &str| -> (u16, Value) {
         let bearer = format!("Bearer {token}");
@@ -424,11 +427,19 @@ fn http_callers_are_authenticated_and_authorized_as_over_grpc() {
         (code, serde_json::from_str(&text).unwrap_or(Value::Null))
     };
     let (code, body) = as_("", "GET", "/v1/topics", "");
-    assert_eq!((code, body["code"].as_str()), (401, Some("UNAUTHENTICATED")), "{body}");
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (401, Some("UNAUTHENTICATED")),
+        "{body}"
+    );
     let (code, body) = as_("chr_wrong", "GET", "/v1/topics", "");
     assert_eq!(code, 401, "{body}");
     let (code, body) = as_(viewer, "POST", "/v1/events", &publish);
-    assert_eq!((code, body["code"].as_str()), (403, Some("PERMISSION_DENIED")), "{body}");
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (403, Some("PERMISSION_DENIED")),
+        "{body}"
+    );
     let (code, body) = as_(admin, "POST", "/v1/events", &publish);
     assert_eq!(code, 200, "{body}");
     let (code, body) = as_(viewer, "GET", "/v1/topics", "");

@@ -181,3 +181,47 @@ fn readme_quick_tour_runs_verbatim() {
         .iter()
         .any(|o| o.contains("orders/tour: 0 member(s), 0 in flight")));
 }
+
+#[test]
+fn readme_curl_examples_run_verbatim() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let lines: Vec<&str> = readme
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("curl "))
+        .collect();
+    assert!(lines.len() >= 7, "README's curl lines: {lines:#?}");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    for line in lines {
+        let cmd = line.replace("localhost:8080", &server.http);
+        let out = Command::new("sh").arg("-c").arg(&cmd).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{line}\nfailed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !stdout.contains("\"code\":"),
+            "{line}\nanswered an error: {stdout}"
+        );
+        let want = if line.contains("/events/batch") {
+            "\"results\""
+        } else if line.contains("histogram") {
+            "{\"from_ts\":\"1893452400000\",\"count\":\"0\"},{\"from_ts\":\"1893456000000\",\"count\":\"1\"}"
+        } else if line.contains("/pending") {
+            "\"message_id\":\"order-43\""
+        } else if line.contains("message_id_prefix=b-") {
+            "\"message_id\":\"b-2\""
+        } else if line.contains("DELETE") {
+            "\"offset\""
+        } else if line.ends_with("/v1/topics") {
+            "{\"name\":\"orders\",\"pending\":\"0\"}"
+        } else {
+            "\"due_ts\":\"1893456000000\""
+        };
+        assert!(stdout.contains(want), "{line}\nlacks {want}: {stdout}");
+    }
+}

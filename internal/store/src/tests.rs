@@ -277,8 +277,14 @@ fn due_counts_follow_pending_through_merges_compaction_and_a_rebuild() {
         store.due_counts("a", 0, i64::MAX).unwrap(),
         vec![(10_000, 5), (11_000, 5)]
     );
-    assert_eq!(store.due_counts("a", 11_000, 12_000).unwrap(), vec![(11_000, 5)]);
-    assert_eq!(store.due_counts("b", 0, i64::MAX).unwrap(), vec![(11_000, 1)]);
+    assert_eq!(
+        store.due_counts("a", 11_000, 12_000).unwrap(),
+        vec![(11_000, 5)]
+    );
+    assert_eq!(
+        store.due_counts("b", 0, i64::MAX).unwrap(),
+        vec![(11_000, 1)]
+    );
     assert_eq!(store.due_counts("", 0, i64::MAX).unwrap(), vec![]);
 
     // Deletes in later batches merge down; a second that empties is merged
@@ -295,7 +301,10 @@ fn due_counts_follow_pending_through_merges_compaction_and_a_rebuild() {
             .db
             .compact_range_cf(store.cf(CF_DUE_COUNTS), None::<&[u8]>, None::<&[u8]>);
     }
-    assert_eq!(store.due_counts("a", 0, i64::MAX).unwrap(), vec![(11_000, 4)]);
+    assert_eq!(
+        store.due_counts("a", 0, i64::MAX).unwrap(),
+        vec![(11_000, 4)]
+    );
     let raw = store.dump_cf(CF_DUE_COUNTS).unwrap();
     assert_eq!(raw.len(), 2, "the emptied second is dropped: {raw:?}");
 
@@ -306,6 +315,12 @@ fn due_counts_follow_pending_through_merges_compaction_and_a_rebuild() {
         .unwrap();
     assert_eq!(counted, 5);
     assert!(store.due_counts_built().unwrap());
-    assert_eq!(store.due_counts("a", 0, i64::MAX).unwrap(), vec![(11_000, 4)]);
-    assert_eq!(store.due_counts("b", 0, i64::MAX).unwrap(), vec![(11_000, 1)]);
+    assert_eq!(
+        store.due_counts("a", 0, i64::MAX).unwrap(),
+        vec![(11_000, 4)]
+    );
+    assert_eq!(
+        store.due_counts("b", 0, i64::MAX).unwrap(),
+        vec![(11_000, 1)]
+    );
 }
