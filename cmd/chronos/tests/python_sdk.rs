@@ -1,7 +1,9 @@
-//! The Python SDK (`clients/python`) against a real server: `generate.sh`,
-//! then `example.py`, `tests/check_sdk.py` and (against a server with TLS
-//! and tokens) `tests/check_secure.py` run as child processes, each
-//! with a deadline. Needs python3 with grpcio and grpcio-tools (`make deps`).
+//! The Python SDK (`clients/python`) against a real server: installed with
+//! pip into a fresh virtualenv, where the example and the README's snippet
+//! run; and from the source tree after `generate.sh`, `tests/check_sdk.py`
+//! and (against a server with TLS and tokens) `tests/check_secure.py`. Each
+//! runs as a child process with a deadline. Needs python3 with venv, pip,
+//! grpcio and grpcio-tools (`make deps`).
 
 mod common;
 
@@ -16,6 +18,9 @@ use common::Server;
 const GENERATE_DEADLINE: Duration = Duration::from_secs(150);
 /// A script's own waits are bounded well below this (15 s for the example).
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(60);
+/// Creating a virtualenv and `pip install ./clients/python` (its build
+/// requirements and dependencies come from the package index or pip's cache).
+const INSTALL_DEADLINE: Duration = Duration::from_secs(300);
 
 fn python_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../clients/python")
@@ -95,7 +100,8 @@ fn run_script_on_fresh_server(script: &str) -> String {
     let out = run(
         Command::new("python3")
             .arg(python_dir().join(script))
-            .args(["--addr", &server.grpc]),
+            .args(["--addr", &server.grpc])
+            .env("PYTHONPATH", python_dir()),
         SCRIPT_DEADLINE,
     );
     assert!(
@@ -115,23 +121,6 @@ fn line<'a>(stdout: &'a str, prefix: &str) -> &'a str {
         .lines()
         .find(|l| l.starts_with(prefix))
         .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{stdout}"))
-}
-
-#[test]
-fn example_publishes_receives_and_acks() {
-    let stdout = run_script_on_fresh_server("example.py");
-
-    let published = line(&stdout, "published example-");
-    let message_id = published
-        .split_whitespace()
-        .nth(1)
-        .expect("published <message_id>");
-    assert!(published.contains(" to example: partition "), "{published}");
-    line(&stdout, "subscribed as group example");
-    let received = line(&stdout, &format!("received {message_id} (attempt 1, "));
-    assert!(received.ends_with("ms after its schedule_ts"), "{received}");
-    let acked = line(&stdout, &format!("acked {message_id}"));
-    assert!(acked.contains("(server acked 1)"), "{acked}");
 }
 
 #[test]
@@ -157,23 +146,81 @@ fn wrapper_nacks_redeliver_and_errors_carry_code_and_field() {
     }
 }
 
+/// `pip install ./clients/python` into a fresh virtualenv; then, from a
+/// directory outside the source tree (so only the installed package can be
+/// imported), the example and the README's snippet.
 #[test]
-fn readme_python_snippet_runs_verbatim() {
-    generate();
+fn the_package_installed_with_pip_runs_the_example_and_the_readme_snippet() {
+    let dir = tempfile::tempdir().unwrap();
+    let venv = dir.path().join("venv");
+    let made = run(
+        Command::new("python3").args(["-m", "venv"]).arg(&venv),
+        INSTALL_DEADLINE,
+    );
+    assert!(made.status.success(), "venv: {}{}", made.stdout, made.stderr);
+    let python = venv.join("bin/python");
+    let installed = run(
+        Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet"])
+            .arg(python_dir()),
+        INSTALL_DEADLINE,
+    );
+    assert!(
+        installed.status.success(),
+        "pip install ./clients/python: {}{}",
+        installed.stdout,
+        installed.stderr
+    );
+    let elsewhere = dir.path().join("work");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let example = elsewhere.join("example.py");
+    std::fs::copy(python_dir().join("examples/example.py"), &example).unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let where_from = run(
+        Command::new(&python)
+            .args(["-c", "import chronos_client, sys; print(chronos_client.__file__)"])
+            .current_dir(&elsewhere),
+        SCRIPT_DEADLINE,
+    );
+    assert!(
+        where_from.stdout.contains("site-packages"),
+        "imported from {}{}",
+        where_from.stdout,
+        where_from.stderr
+    );
+
+    let out = run(
+        Command::new(&python)
+            .arg(&example)
+            .args(["--addr", &server.grpc])
+            .current_dir(&elsewhere),
+        SCRIPT_DEADLINE,
+    );
+    assert!(out.status.success(), "example: {}\n{}", out.stdout, out.stderr);
+    let published = line(&out.stdout, "published example-");
+    let message_id = published
+        .split_whitespace()
+        .nth(1)
+        .expect("published <message_id>");
+    assert!(published.contains(" to example: partition "), "{published}");
+    line(&out.stdout, "subscribed as group example");
+    let received = line(&out.stdout, &format!("received {message_id} (attempt 1, "));
+    assert!(received.ends_with("ms after its schedule_ts"), "{received}");
+    let acked = line(&out.stdout, &format!("acked {message_id}"));
+    assert!(acked.contains("(server acked 1)"), "{acked}");
+
     let readme = std::fs::read_to_string(python_dir().join("../../README.md")).unwrap();
     let snippet = readme
         .split("```python\n")
         .nth(1)
         .and_then(|rest| rest.split("```").next())
         .expect("a ```python block in the README");
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &[]);
     let code = snippet.replace("localhost:9000", &server.grpc);
     let started = Instant::now();
     let out = run(
-        Command::new("python3")
+        Command::new(&python)
             .args(["-c", &code])
-            .env("PYTHONPATH", python_dir()),
+            .current_dir(&elsewhere),
         SCRIPT_DEADLINE,
     );
     assert!(

@@ -4,7 +4,9 @@
 Usage: python3 example.py [--addr HOST:PORT] [--timeout SECONDS]
 The address defaults to $CHRONOS_ADDR, else localhost:9000. Exits 0 once the
 event arrived (not before its schedule_ts) and its ack is recorded; 1 if it
-does not arrive within the timeout or a call fails. Run generate.sh first.
+does not arrive within the timeout or a call fails. Uses the installed package
+(`pip install ./clients/python`), or clients/python on PYTHONPATH after
+generate.sh.
 """
 
 from __future__ import annotations
@@ -15,9 +17,7 @@ import sys
 import time
 import uuid
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from chronos_client import ChronosError, Client, now_ms  # noqa: E402
+from chronos_client import ChronosError, Client, now_ms
 
 TOPIC = "example"
 GROUP = "example"
