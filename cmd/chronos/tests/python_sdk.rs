@@ -157,7 +157,12 @@ fn the_package_installed_with_pip_runs_the_example_and_the_readme_snippet() {
         Command::new("python3").args(["-m", "venv"]).arg(&venv),
         INSTALL_DEADLINE,
     );
-    assert!(made.status.success(), "venv: {}{}", made.stdout, made.stderr);
+    assert!(
+        made.status.success(),
+        "venv: {}{}",
+        made.stdout,
+        made.stderr
+    );
     let python = venv.join("bin/python");
     let installed = run(
         Command::new(&python)
@@ -178,7 +183,10 @@ fn the_package_installed_with_pip_runs_the_example_and_the_readme_snippet() {
     let server = Server::start(&dir.path().join("data"), &[]);
     let where_from = run(
         Command::new(&python)
-            .args(["-c", "import chronos_client, sys; print(chronos_client.__file__)"])
+            .args([
+                "-c",
+                "import chronos_client, sys; print(chronos_client.__file__)",
+            ])
             .current_dir(&elsewhere),
         SCRIPT_DEADLINE,
     );
@@ -196,7 +204,12 @@ fn the_package_installed_with_pip_runs_the_example_and_the_readme_snippet() {
             .current_dir(&elsewhere),
         SCRIPT_DEADLINE,
     );
-    assert!(out.status.success(), "example: {}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.status.success(),
+        "example: {}\n{}",
+        out.stdout,
+        out.stderr
+    );
     let published = line(&out.stdout, "published example-");
     let message_id = published
         .split_whitespace()
