@@ -6,7 +6,9 @@
 # grpcio + grpcio-tools for python3 (the Python SDK's test generates its
 # gRPC code and runs clients/python/example.py), and the DejaVu fonts
 # (`chronos-loadtest plot` renders its PNGs' text from DejaVuSans.ttf), and
-# libfaketime (the clock-offset test skews one node's clock).
+# libfaketime (the clock-offset test skews one node's clock), Chromium,
+# chromedriver and selenium (the web console is tested in a real browser)
+# and wrk (the HTTP benchmark).
 set -euo pipefail
 
 need_apt=()
@@ -19,6 +21,11 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || need_apt+=(faketime)
 # `chronos-loadtest plot` (loadtest/plots.sh) reads this font file at run time.
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
+# The web console's test drives headless Chromium (tests/console.rs).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
+# The HTTP publish benchmark (scripts/bench-http.sh).
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}" >&2
   SUDO=""
@@ -37,6 +44,12 @@ if ! python3 -c 'import grpc, grpc_tools' >/dev/null 2>&1; then
   echo "installing grpcio grpcio-tools (Python SDK)" >&2
   python3 -m pip install --quiet --user grpcio grpcio-tools 2>/dev/null \
     || python3 -m pip install --quiet grpcio grpcio-tools
+fi
+
+if ! python3 -c 'import selenium' >/dev/null 2>&1; then
+  echo "installing selenium (the console's browser test)" >&2
+  python3 -m pip install --quiet --user selenium 2>/dev/null \
+    || python3 -m pip install --quiet selenium
 fi
 
 if ! command -v cargo-nextest >/dev/null 2>&1; then

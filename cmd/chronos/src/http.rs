@@ -4,7 +4,8 @@
 //! `/ready` and `/metrics` want a bearer token of a principal that may
 //! describe the cluster, unless `auth.open_ready` / `auth.open_metrics`;
 //! `/health` is always open. `/v1/...` is the HTTP/JSON API
-//! (`chronos-http`), which authenticates each request as gRPC does.
+//! (`chronos-http`), which authenticates each request as gRPC does; `/` the
+//! web console (`chronos-console`), which uses that API.
 
 use std::sync::Arc;
 
@@ -48,7 +49,8 @@ pub async fn serve(
         .route_layer(middleware::from_fn_with_state(state.clone(), authorized))
         .route("/health", get(|| async { "OK" }))
         .with_state(state)
-        .merge(chronos_http::router(api_node));
+        .merge(chronos_http::router(api_node))
+        .merge(chronos_console::router());
     let stopped = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
