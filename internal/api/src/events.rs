@@ -419,13 +419,18 @@ impl EventService for Events {
     ) -> Result<Response<Self::ReplayStream>, Status> {
         let incoming = Incoming::of(&request, self.node.router.partitions())?;
         let req = request.into_inner();
-        let query = inspect::replay_query(&req)?;
+        if !req.topic.is_empty() {
+            validate::topic("topic", &req.topic)?;
+        }
+        // Authorized before the range and filters are checked, as Replay
+        // always was.
         let action = Action {
             permission: Permission::Replay,
-            topic: query.topic.as_deref(),
+            topic: (!req.topic.is_empty()).then_some(req.topic.as_str()),
             group: None,
         };
         self.node.guard.authorize(&incoming.caller, &action)?;
+        let query = inspect::replay_query(&req)?;
         let partitions = match req.partition_id {
             None | Some(-1) => self.node.all_partitions(),
             Some(id) => vec![self.node.partition_id("partition_id", id.into())?],

@@ -120,11 +120,11 @@ pub(crate) async fn search(
         message_id_prefix: req.message_id_prefix,
         after_offset: None,
     };
-    replay_query(&template)?;
     node.guard.authorize(
         &incoming.caller,
         &Action::on_topic(Permission::Replay, &req.topic),
     )?;
+    replay_query(&template)?;
     let mut events: Vec<ReplayEvent> = Vec::with_capacity(size);
     for p in partitions_of(node, req.partition_id)? {
         let after_offset = match after {

@@ -236,10 +236,17 @@ impl Store {
         let opts = Options::default();
         // A checkpoint written before a column family existed lacks it.
         let present = DB::list_cf(&opts, path)?;
-        let names = ALL_CFS
+        // `due_counts` holds merge operands: reading it needs its operator.
+        let cfs = ALL_CFS
             .iter()
-            .filter(|name| present.iter().any(|p| p == *name));
-        let db = DB::open_cf_for_read_only(&opts, path, names, false)?;
+            .filter(|name| present.iter().any(|p| p == *name))
+            .map(|&name| match name {
+                CF_DUE_COUNTS => {
+                    ColumnFamilyDescriptor::new(name, due_counts::options(Options::default()))
+                }
+                _ => ColumnFamilyDescriptor::new(name, Options::default()),
+            });
+        let db = DB::open_cf_descriptors_read_only(&opts, path, cfs, false)?;
         Ok(Store { db: Arc::new(db) })
     }
 
