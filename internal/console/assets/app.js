@@ -76,7 +76,7 @@ function card(label, value, id) {
 function chart(el, title, series, data, opts = {}) {
   return new uPlot({
     title, width: Math.min(el.clientWidth || 900, 1100), height: 220,
-    series: [{}, ...series], axes: [{}, { size: 60 }], ...opts,
+    series: [{}, ...series], axes: [{}, { size: 80 }], ...opts,
   }, data, el);
 }
 
