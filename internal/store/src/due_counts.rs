@@ -90,6 +90,21 @@ impl Store {
         Ok(out)
     }
 
+    /// Makes this store look like one written before `due_counts` existed
+    /// (no counts, no marker), for tests of the rebuild on open.
+    #[doc(hidden)]
+    pub fn forget_due_counts(&self) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(
+            self.cf(CF_DUE_COUNTS),
+            [0u8].as_slice(),
+            [0xffu8].as_slice(),
+        );
+        batch.delete_cf(self.cf(CF_META), META_BUILT.as_bytes());
+        self.write_unlogged(batch)?;
+        self.flush()
+    }
+
     /// Whether `due_counts` was built (see [`Store::rebuild_due_counts`]).
     pub fn due_counts_built(&self) -> Result<bool> {
         Ok(self.get_meta(META_BUILT)?.is_some())
