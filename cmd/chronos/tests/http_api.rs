@@ -122,6 +122,8 @@ fn bad_input_gets_a_json_error_naming_the_field() {
         ("GET", "/v1/topics/t/pending/histogram?bucket_ms=1500", Value::Null, 400, "bucket_ms:"),
         ("GET", "/v1/topics/t/pending/histogram?bucket_ms=1000&due_time[from_ts]=0&due_time[to_ts]=86400000", Value::Null, 400, "bucket_ms:"),
         ("GET", "/v1/topics/t/events?due_time.from_ts=10&due_time.to_ts=5", Value::Null, 400, "due_time.to_ts:"),
+        ("GET", "/v1/topics/t/pending/histogram?due_time.from_ts=0&due_time.to_ts=9223372036854775807&bucket_ms=9223372036854775000", Value::Null, 400, "due_time.to_ts:"),
+        ("GET", "/v1/topics/t/pending/histogram?due_time.from_ts=0&due_time.to_ts=9223372036854775000&bucket_ms=1000000000000000000", Value::Null, 200, ""),
         ("GET", "/v1/topics/t/events?partition_id=99", Value::Null, 400, "partition_id:"),
         ("GET", "/v1/topics/t/events?page_size=nine", Value::Null, 400, "page_size:"),
         ("POST", "/v1/schedules", json!({"schedule_id": "s", "topic": "t", "cron": "not a cron"}), 400, "schedule.cron:"),
@@ -132,6 +134,9 @@ fn bad_input_gets_a_json_error_naming_the_field() {
     for (method, path, body, want_code, field) in cases {
         let (code, answer) = call(&server, method, path, &body);
         assert_eq!(code, want_code, "{method} {path}: {answer}");
+        if want_code == 200 {
+            continue;
+        }
         let message = answer["message"].as_str().unwrap();
         assert!(message.starts_with(field), "{method} {path}: {message}");
         assert!(answer["code"].is_string(), "{answer}");

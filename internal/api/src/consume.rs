@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
 use crate::gateway::{self, Incoming, Target};
+use crate::validate::invalid;
 use crate::{status, validate, Node};
 
 /// One member attached to its group in some partitions; detaches when dropped
@@ -111,10 +112,6 @@ impl Subscription {
             Some((item, keep))
         }))
     }
-}
-
-fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("{field}: {why}"))
 }
 
 /// Validates a subscribe request (fields prefixed with `prefix`, e.g.

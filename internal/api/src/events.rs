@@ -15,7 +15,7 @@ use chronos_proto::v1::event_service_server::EventService;
 use chronos_proto::v1::{
     replay_request, AckRequest, AckResponse, CancelRequest, CancelResponse, ConsumeRequest,
     ConsumeResponse, Delivery, Event, PublishBatchRequest, PublishBatchResponse, PublishRequest,
-    PublishResponse, ReplayEvent, ReplayRequest, SubscribeRequest, TimeRange,
+    PublishResponse, ReplayEvent, ReplayRequest, SubscribeRequest,
 };
 use chronos_proto::v1::{
     CountPendingRequest, CountPendingResponse, ListPendingRequest, ListPendingResponse,
@@ -508,21 +508,6 @@ pub(crate) async fn open_replay(
 
 /// The requested range, checked: `to` (0 = no end) must not come before `from`.
 pub(crate) fn replay_range(range: Option<replay_request::Range>) -> Result<ReplayRange, Status> {
-    let time = |field: &str, r: TimeRange| -> Result<(i64, Option<i64>), Status> {
-        if r.from_ts < 0 {
-            return Err(Status::invalid_argument(format!(
-                "{field}.from_ts: {} is negative",
-                r.from_ts
-            )));
-        }
-        if r.to_ts != 0 && r.to_ts < r.from_ts {
-            return Err(Status::invalid_argument(format!(
-                "{field}.to_ts: {} is before {field}.from_ts {}",
-                r.to_ts, r.from_ts
-            )));
-        }
-        Ok((r.from_ts, (r.to_ts != 0).then_some(r.to_ts)))
-    };
     match range {
         Some(replay_request::Range::Offsets(r)) => {
             if r.to != 0 && r.to < r.from {
@@ -537,11 +522,11 @@ pub(crate) fn replay_range(range: Option<replay_request::Range>) -> Result<Repla
             })
         }
         Some(replay_request::Range::PublishTime(r)) => {
-            let (from_ms, to_ms) = time("publish_time", r)?;
+            let (from_ms, to_ms) = validate::time_range("publish_time", &r)?;
             Ok(ReplayRange::PublishTime { from_ms, to_ms })
         }
         Some(replay_request::Range::DueTime(r)) => {
-            let (from_ms, to_ms) = time("due_time", r)?;
+            let (from_ms, to_ms) = validate::time_range("due_time", &r)?;
             Ok(ReplayRange::DueTime { from_ms, to_ms })
         }
         None => Err(Status::invalid_argument(

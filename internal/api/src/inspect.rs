@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chronos_access::{Action, Permission};
-use chronos_partition::{event_of, Partition, PendingKey, ReplayQuery};
+use chronos_partition::{event_of, Partition, PartitionError, PendingKey, ReplayQuery};
 use chronos_proto::v1::{
     replay_request, search_events_request, CountPendingRequest, CountPendingResponse,
     ListPendingRequest, ListPendingResponse, PendingBucket, PendingEvent, ReplayEvent,
@@ -21,6 +21,7 @@ use futures::StreamExt;
 use tonic::Status;
 
 use crate::events::{open_replay, replay_range};
+use crate::forward::Forward;
 use crate::gateway::Incoming;
 use crate::validate::invalid;
 use crate::{status, validate, Node};
@@ -32,14 +33,6 @@ const PENDING_SCAN_BUDGET: usize = 20_000;
 const DEFAULT_BUCKET_MS: i64 = 60_000;
 const MAX_BUCKETS: i64 = 10_000;
 const MAX_PREFIX_BYTES: usize = 128;
-
-fn page_size(size: u32) -> Result<usize, Status> {
-    match size {
-        0 => Ok(DEFAULT_PAGE as usize),
-        n if n > MAX_PAGE => Err(invalid("page_size", format!("is {n}; at most {MAX_PAGE}"))),
-        n => Ok(n as usize),
-    }
-}
 
 fn bad_token() -> Status {
     invalid("page_token", "is not a token this list gave")
@@ -97,7 +90,7 @@ pub(crate) async fn search(
     req: SearchEventsRequest,
 ) -> Result<SearchEventsResponse, Status> {
     validate::topic("topic", &req.topic)?;
-    let size = page_size(req.page_size)?;
+    let size = validate::page_size(req.page_size, DEFAULT_PAGE, MAX_PAGE)?;
     let after = match req.page_token.split_once('.') {
         None if req.page_token.is_empty() => None,
         Some((p, o)) => match (p.parse::<u32>(), o.parse::<u64>()) {
@@ -157,6 +150,42 @@ pub(crate) async fn search(
     })
 }
 
+/// Runs the request `forwarded(p)` on the leader of each of `partitions` at
+/// once: `here` where this node leads, forwarded as it is elsewhere.
+async fn on_each_leader<R, H, HF>(
+    node: &Arc<Node>,
+    incoming: &Incoming,
+    partitions: Vec<u32>,
+    forwarded: impl Fn(u32) -> R,
+    here: H,
+) -> Result<Vec<R::Reply>, Status>
+where
+    R: Forward,
+    H: Fn(Arc<Partition>, R) -> HF + Clone,
+    HF: std::future::Future<Output = Result<R::Reply, Status>>,
+{
+    let deadline = Instant::now() + node.publish_timeout;
+    futures::future::try_join_all(partitions.into_iter().map(|p| {
+        let (req, here) = (forwarded(p), here.clone());
+        async move {
+            node.on_leader_of(p, incoming, deadline, &req, here, |r| r)
+                .await
+        }
+    }))
+    .await
+}
+
+/// A store read off the runtime's threads.
+async fn blocking<T: Send + 'static>(
+    what: &str,
+    read: impl FnOnce() -> Result<T, PartitionError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| Status::internal(format!("{what}: {e}")))?
+        .map_err(status::from_partition)
+}
+
 /// Where a page starts: `(due_ts, partition, offset)`, inclusive.
 type Position = (i64, u32, u64);
 
@@ -191,22 +220,13 @@ fn start_in(p: u32, (due, ap, o): Position) -> PendingKey {
 
 /// A due-time range checked: `[from, to)`, `to` = i64::MAX for no end.
 fn due_range(field: &str, r: Option<&TimeRange>) -> Result<(i64, i64), Status> {
-    let Some(r) = r else {
-        return Ok((0, i64::MAX));
-    };
-    if r.from_ts < 0 {
-        return Err(invalid(
-            &format!("{field}.from_ts"),
-            format!("{} is negative", r.from_ts),
-        ));
+    match r {
+        None => Ok((0, i64::MAX)),
+        Some(r) => {
+            let (from, to) = validate::time_range(field, r)?;
+            Ok((from, to.unwrap_or(i64::MAX)))
+        }
     }
-    if r.to_ts != 0 && r.to_ts < r.from_ts {
-        return Err(invalid(
-            &format!("{field}.to_ts"),
-            format!("{} is before {field}.from_ts {}", r.to_ts, r.from_ts),
-        ));
-    }
-    Ok((r.from_ts, if r.to_ts == 0 { i64::MAX } else { r.to_ts }))
 }
 
 /// A page of a topic's pending events in `(due_ts, partition, offset)` order.
@@ -216,7 +236,7 @@ pub(crate) async fn list_pending(
     req: ListPendingRequest,
 ) -> Result<ListPendingResponse, Status> {
     validate::topic("topic", &req.topic)?;
-    let size = page_size(req.page_size)?;
+    let size = validate::page_size(req.page_size, DEFAULT_PAGE, MAX_PAGE)?;
     let (from, to) = due_range("due_time", req.due_time.as_ref())?;
     let start = parse_position(&req.page_token)?
         .unwrap_or((0, 0, 0))
@@ -225,58 +245,41 @@ pub(crate) async fn list_pending(
         &incoming.caller,
         &Action::on_topic(Permission::Replay, &req.topic),
     )?;
-    let partitions = partitions_of(node, req.partition_id)?;
-    let deadline = Instant::now() + node.publish_timeout;
-    let answers = futures::future::try_join_all(partitions.into_iter().map(|p| {
-        let fwd = ListPendingRequest {
-            partition_id: Some(p as i32),
-            page_token: position_token(start),
-            page_size: size as u32,
-            ..req.clone()
-        };
-        let topic = req.topic.clone();
-        let here = move |part: Arc<Partition>, _req: ListPendingRequest| {
-            let topic = topic.clone();
-            async move {
-                let page = tokio::task::spawn_blocking(move || {
-                    let id = part.id();
-                    let page = part.pending_page(
-                        &topic,
-                        start_in(id, start),
-                        to,
-                        size,
-                        PENDING_SCAN_BUDGET,
-                    );
-                    page.map(|page| (id, page))
-                })
-                .await
-                .map_err(|e| Status::internal(format!("reading pending events: {e}")))?
-                .map_err(status::from_partition)?;
-                let (id, page) = page;
-                Ok(ListPendingResponse {
-                    events: page
-                        .events
-                        .into_iter()
-                        .map(|((due_ts, offset), record)| PendingEvent {
-                            event: Some(event_of(record)),
-                            partition: id,
-                            offset,
-                            due_ts,
-                        })
-                        .collect(),
-                    next_page_token: page
-                        .next
-                        .map(|(d, o)| position_token((d, id, o)))
-                        .unwrap_or_default(),
-                })
-            }
-        };
+    let topic = req.topic.clone();
+    let here = move |part: Arc<Partition>, _req: ListPendingRequest| {
+        let topic = topic.clone();
         async move {
-            node.on_leader_of(p, incoming, deadline, &fwd, here, |r| r)
-                .await
+            let id = part.id();
+            let page = blocking("reading pending events", move || {
+                part.pending_page(&topic, start_in(id, start), to, size, PENDING_SCAN_BUDGET)
+            })
+            .await?;
+            Ok(ListPendingResponse {
+                events: page
+                    .events
+                    .into_iter()
+                    .map(|((due_ts, offset), record)| PendingEvent {
+                        event: Some(event_of(record)),
+                        partition: id,
+                        offset,
+                        due_ts,
+                    })
+                    .collect(),
+                next_page_token: page
+                    .next
+                    .map(|(d, o)| position_token((d, id, o)))
+                    .unwrap_or_default(),
+            })
         }
-    }))
-    .await?;
+    };
+    let forwarded = |p: u32| ListPendingRequest {
+        partition_id: Some(p as i32),
+        page_token: position_token(start),
+        page_size: size as u32,
+        ..req.clone()
+    };
+    let partitions = partitions_of(node, req.partition_id)?;
+    let answers = on_each_leader(node, incoming, partitions, forwarded, here).await?;
     merge_pending(answers, size)
 }
 
@@ -322,7 +325,7 @@ pub(crate) async fn count_pending(
     validate::topic("topic", &req.topic)?;
     let bucket_ms = match req.bucket_ms {
         0 => DEFAULT_BUCKET_MS,
-        b if b < 0 || b % 1000 != 0 => {
+        b if b <= 0 || b % 1000 != 0 => {
             return Err(invalid(
                 "bucket_ms",
                 format!("{b} is not a positive whole number of seconds in ms"),
@@ -344,66 +347,66 @@ pub(crate) async fn count_pending(
                 ));
             }
             // Whole seconds: the counts are kept per second.
-            (
-                from.div_euclid(1000) * 1000,
-                to.div_euclid(1000) * 1000 + if to % 1000 == 0 { 0 } else { 1000 },
-            )
+            let to = match to % 1000 {
+                0 => Some(to),
+                rest => to.checked_add(1000 - rest),
+            }
+            .ok_or_else(|| {
+                invalid(
+                    "due_time.to_ts",
+                    format!("{to} is beyond the last whole second"),
+                )
+            })?;
+            (from.div_euclid(1000) * 1000, to)
         }
     };
-    let buckets = (to - from + bucket_ms - 1) / bucket_ms;
-    if buckets > MAX_BUCKETS {
+    // In i128: a far `to_ts` and a large bucket must not overflow.
+    let buckets = ((to as i128 - from as i128) + bucket_ms as i128 - 1) / bucket_ms as i128;
+    if buckets > MAX_BUCKETS as i128 {
         return Err(invalid(
             "bucket_ms",
             format!("{bucket_ms} ms cuts the range into {buckets} buckets; at most {MAX_BUCKETS}"),
         ));
     }
+    let buckets = buckets as i64;
     node.guard.authorize(
         &incoming.caller,
         &Action::on_topic(Permission::Describe, &req.topic),
     )?;
-    let partitions = partitions_of(node, req.partition_id)?;
-    let deadline = Instant::now() + node.publish_timeout;
-    let answers = futures::future::try_join_all(partitions.into_iter().map(|p| {
-        let fwd = CountPendingRequest {
-            topic: req.topic.clone(),
-            due_time: Some(TimeRange {
-                from_ts: from,
-                to_ts: to,
-            }),
-            bucket_ms,
-            partition_id: Some(p as i32),
-        };
-        let topic = req.topic.clone();
-        let here = move |part: Arc<Partition>, _req: CountPendingRequest| {
-            let topic = topic.clone();
-            async move {
-                let counted = tokio::task::spawn_blocking(move || {
-                    let before = part.due_counts(&topic, 0, from)?;
-                    let within = part.due_counts(&topic, from, to)?;
-                    Ok((before, within))
-                })
-                .await
-                .map_err(|e| Status::internal(format!("counting pending events: {e}")))?
-                .map_err(status::from_partition)?;
-                let (before, within) = counted;
-                let mut counts = vec![0u64; buckets as usize];
-                for (ts, n) in within {
-                    counts[((ts - from) / bucket_ms) as usize] += n;
-                }
-                Ok(answer(
-                    from,
-                    bucket_ms,
-                    counts,
-                    before.iter().map(|(_, n)| n).sum(),
-                ))
-            }
-        };
+    let topic = req.topic.clone();
+    let here = move |part: Arc<Partition>, _req: CountPendingRequest| {
+        let topic = topic.clone();
         async move {
-            node.on_leader_of(p, incoming, deadline, &fwd, here, |r| r)
-                .await
+            let (before, within) = blocking("counting pending events", move || {
+                Ok((
+                    part.due_counts(&topic, 0, from)?,
+                    part.due_counts(&topic, from, to)?,
+                ))
+            })
+            .await?;
+            let mut counts = vec![0u64; buckets as usize];
+            for (ts, n) in within {
+                counts[((ts - from) / bucket_ms) as usize] += n;
+            }
+            Ok(answer(
+                from,
+                bucket_ms,
+                counts,
+                before.iter().map(|(_, n)| n).sum(),
+            ))
         }
-    }))
-    .await?;
+    };
+    let forwarded = |p: u32| CountPendingRequest {
+        topic: req.topic.clone(),
+        due_time: Some(TimeRange {
+            from_ts: from,
+            to_ts: to,
+        }),
+        bucket_ms,
+        partition_id: Some(p as i32),
+    };
+    let partitions = partitions_of(node, req.partition_id)?;
+    let answers = on_each_leader(node, incoming, partitions, forwarded, here).await?;
     let mut counts = vec![0u64; buckets as usize];
     let mut before = 0;
     for a in answers {

@@ -26,6 +26,7 @@ use prost::Message;
 use tonic::Status;
 
 use crate::gateway::Incoming;
+use crate::validate::invalid;
 use crate::validate::{self, Limits};
 use crate::{status, Node};
 
@@ -37,10 +38,6 @@ const DEFAULT_UPCOMING: u32 = 5;
 const MAX_UPCOMING: u32 = 100;
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
-
-fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("{field}: {why}"))
-}
 
 fn schedule_id(field: &str, id: &str) -> Result<(), Status> {
     validate::message_id(field, id)?;
@@ -398,12 +395,7 @@ pub async fn list(
     if !req.topic.is_empty() {
         validate::topic("topic", &req.topic)?;
     }
-    if req.page_size > MAX_PAGE {
-        return Err(invalid(
-            "page_size",
-            format!("is {}; at most {MAX_PAGE}", req.page_size),
-        ));
-    }
+    let size = validate::page_size(req.page_size, DEFAULT_PAGE, MAX_PAGE)?;
     let partitions = node.router.partitions();
     let (partition, after) = match req.page_token.split_once(':') {
         None if req.page_token.is_empty() => (0, String::new()),
@@ -418,10 +410,6 @@ pub async fn list(
         topic => Action::on_topic(Permission::Describe, topic),
     };
     node.guard.authorize(&incoming.caller, &action)?;
-    let size = match req.page_size {
-        0 => DEFAULT_PAGE,
-        n => n,
-    } as usize;
     let fwd = ListSchedulesRequest {
         page_token: format!("{partition}:{after}"),
         ..req.clone()

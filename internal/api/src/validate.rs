@@ -21,6 +21,35 @@ pub(crate) fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {why}"))
 }
 
+/// A page size: 0 means `default`, more than `max` is refused.
+pub(crate) fn page_size(size: u32, default: u32, max: u32) -> Result<usize, Status> {
+    match size {
+        0 => Ok(default as usize),
+        n if n > max => Err(invalid("page_size", format!("is {n}; at most {max}"))),
+        n => Ok(n as usize),
+    }
+}
+
+/// A time range `field`, checked: `[from_ts, to_ts)`, `to_ts` None for no end.
+pub(crate) fn time_range(
+    field: &str,
+    r: &chronos_proto::v1::TimeRange,
+) -> Result<(i64, Option<i64>), Status> {
+    if r.from_ts < 0 {
+        return Err(invalid(
+            &format!("{field}.from_ts"),
+            format!("{} is negative", r.from_ts),
+        ));
+    }
+    if r.to_ts != 0 && r.to_ts < r.from_ts {
+        return Err(invalid(
+            &format!("{field}.to_ts"),
+            format!("{} is before {field}.from_ts {}", r.to_ts, r.from_ts),
+        ));
+    }
+    Ok((r.from_ts, (r.to_ts != 0).then_some(r.to_ts)))
+}
+
 /// A broken rule: which field (relative to its message) and why. Field names
 /// are only formatted when a rule fails, never on the hot path.
 type Broken = (&'static str, String);
