@@ -17,6 +17,7 @@ import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
@@ -59,7 +60,12 @@ def main() -> int:
 
     def until(what, check):
         deadline = time.time() + WAIT_S
-        while not check():
+        while True:
+            try:
+                if check():
+                    return
+            except StaleElementReferenceException:
+                pass  # the page redrew while it was read: read it again
             if time.time() > deadline:
                 raise AssertionError(f"{what}: not within {WAIT_S} s")
             time.sleep(0.1)
