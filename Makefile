@@ -1,12 +1,18 @@
 # Chronos. Two commands matter: `make run` (a single node) and `make test`.
 # Builds share one target directory outside the clone, so RocksDB's C++ (about
-# ten minutes on two cores) is compiled once per machine, not once per checkout.
+# ten minutes on two cores) is compiled once per machine, not once per checkout
+# nor once per profile.
 CARGO_TARGET_DIR ?= $(HOME)/.cache/chronos/target
 export CARGO_TARGET_DIR
+# RocksDB's C++ is compiled once into a static archive (scripts/rocksdb.sh)
+# that the dev and release profiles both link.
+ROCKSDB_LIB_DIR := $(shell CARGO_TARGET_DIR=$(CARGO_TARGET_DIR) bash scripts/rocksdb.sh --dir)
+ROCKSDB_STATIC := 1
+export ROCKSDB_LIB_DIR ROCKSDB_STATIC
 PATH := $(HOME)/.local/bin:$(PATH)
 export PATH
 
-.PHONY: run cluster cluster-secure test lint deps bench loadtest
+.PHONY: run cluster cluster-secure test lint deps rocksdb bench loadtest
 
 ## Run one node with zero configuration: ./data, gRPC :9000, HTTP :8080.
 run: deps
@@ -26,13 +32,18 @@ test: deps
 	cargo nextest run --workspace --no-fail-fast
 
 ## Formatting and lints, as CI checks them.
-lint:
+lint: rocksdb
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
 ## Install what the build and tests need (idempotent; needs root for apt-get).
 deps:
 	@bash scripts/install-deps.sh
+	@bash scripts/rocksdb.sh
+
+## RocksDB's static archive, built once for every profile.
+rocksdb:
+	@bash scripts/rocksdb.sh
 
 ## Criterion micro-benchmarks (WAL append).
 bench: deps

@@ -16,7 +16,7 @@ message.
 """
 
 from ._convert import now_ms
-from .client import CancelResult, Client, PublishResult
+from .client import CancelResult, Client, EventInfo, GroupState, PublishResult
 from .errors import ChronosError
 from .schedules import ScheduleInfo
 from .subscription import AckTotals, Delivery, Subscription
@@ -27,6 +27,8 @@ __all__ = [
     "ChronosError",
     "Client",
     "Delivery",
+    "EventInfo",
+    "GroupState",
     "PublishResult",
     "ScheduleInfo",
     "Subscription",

@@ -33,6 +33,39 @@ class CancelResult(NamedTuple):
     offset: int
 
 
+class GroupState(NamedTuple):
+    """Where one consumer group is with a fired event."""
+
+    group: str
+    #: "waiting", "in_flight", "retry_wait", "dead", "acked" or "not_for_group".
+    status: str
+    attempts: int
+    #: In flight: the ack deadline; retry_wait: the redelivery time; dead: when.
+    at_ts: int
+    #: Dead: why.
+    reason: str
+
+
+class EventInfo(NamedTuple):
+    """Where one event stands (`Client.describe`)."""
+
+    #: "pending", "fired" or "cancelled".
+    status: str
+    partition: int
+    offset: int
+    due_ts: int
+    #: When it fired (0 when not fired or not known).
+    fire_ts: int
+    #: The stored payload, while the event is stored (None after).
+    payload: Optional[bytes]
+    #: Each consumer group of the topic, once fired.
+    groups: List[GroupState]
+
+
+def _status_name(enum_type, value: int, prefix: str) -> str:
+    return enum_type.Name(value)[len(prefix):].lower()
+
+
 def _result(r: events_pb2.PublishResponse) -> PublishResult:
     return PublishResult(r.partition, r.offset, r.due_ts, r.duplicate)
 
@@ -170,6 +203,34 @@ class Client(Schedules):
         req = events_pb2.CancelRequest(topic=topic, message_id=message_id, key=key or "")
         r = self._unary(self._events.Cancel, req)
         return CancelResult(r.partition, r.offset)
+
+    def describe(self, topic: str, message_id: str, key: Optional[str] = None) -> EventInfo:
+        """Where an event stands: pending, fired or cancelled, and once fired
+        where each consumer group of its topic is with it.
+
+        Raises `ChronosError` NOT_FOUND if unknown or past the dedup window.
+        """
+        req = events_pb2.DescribeEventRequest(topic=topic, message_id=message_id, key=key or "")
+        r = self._unary(self._events.DescribeEvent, req)
+        groups = [
+            GroupState(
+                g.group,
+                _status_name(events_pb2.DeliveryStatus, g.status, "DELIVERY_STATUS_"),
+                g.attempts,
+                g.at_ts,
+                g.reason,
+            )
+            for g in r.groups
+        ]
+        return EventInfo(
+            _status_name(events_pb2.EventStatus, r.status, "EVENT_STATUS_"),
+            r.partition,
+            r.offset,
+            r.due_ts,
+            r.fire_ts,
+            r.event.payload if r.HasField("event") else None,
+            groups,
+        )
 
     def subscribe(
         self,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Publish an event due in about a second, receive it as a consumer group, ack it.
+"""Publish an event due in about a second, receive it as a consumer group, ack it, describe it.
 
 Usage: python3 example.py [--addr HOST:PORT] [--timeout SECONDS]
 The address defaults to $CHRONOS_ADDR, else localhost:9000. Exits 0 once the
@@ -62,7 +62,15 @@ def main() -> int:
                 sub.ack(d)
                 totals = sub.flush(timeout_s=max(1.0, deadline - time.monotonic()))
                 print(f"acked {d.message_id} (server acked {totals.acked})")
-                return 0
+                # Where the event stands for each group (the ack applies a moment later).
+                state = None
+                while state != "acked" and time.monotonic() < deadline:
+                    info = client.describe(TOPIC, message_id)
+                    state = {g.group: g.status for g in info.groups}.get(GROUP)
+                    if state != "acked":
+                        time.sleep(0.05)
+                print(f"{message_id}: {info.status}, group {GROUP}: {state}")
+                return 0 if state == "acked" else 1
     print(f"{message_id} did not arrive within {args.timeout} s", file=sys.stderr)
     return 1
 

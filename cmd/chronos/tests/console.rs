@@ -108,6 +108,7 @@ async fn the_console_shows_what_the_api_says_and_its_buttons_work() {
         "topics",
         "topic",
         "events",
+        "event",
         "groups",
         "dead-letters",
     ] {

@@ -8,39 +8,11 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use common::json::{call, int, ok};
 use common::{now_ms, subscribe_req, Member, Server};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn call(server: &Server, method: &str, path: &str, body: &Value) -> (u16, Value) {
-    let text = if body.is_null() {
-        String::new()
-    } else {
-        body.to_string()
-    };
-    let (code, answer) = server
-        .http_call(method, path, &text, &[])
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    let value = serde_json::from_str(&answer).unwrap_or_else(|e| {
-        panic!("{method} {path} answered {code} with non-JSON {answer:?}: {e}")
-    });
-    (code, value)
-}
-
-fn ok(server: &Server, method: &str, path: &str, body: Value) -> Value {
-    let (code, value) = call(server, method, path, &body);
-    assert_eq!(code, 200, "{method} {path}: {value}");
-    value
-}
-
-fn int(v: &Value) -> i64 {
-    match v {
-        Value::String(s) => s.parse().unwrap_or_else(|_| panic!("not an integer: {v}")),
-        Value::Number(n) => n.as_i64().unwrap(),
-        _ => panic!("not an integer: {v}"),
-    }
-}
 
 #[test]
 fn the_openapi_document_lists_exactly_the_routes_and_each_is_served() {

@@ -1,6 +1,7 @@
 //! Inspecting pending and stored events in a 3-node cluster: every node
 //! answers for every partition (its leader's part forwarded), and the
-//! answers are the same from each node and exact.
+//! answers are the same from each node and exact; one event is described by
+//! its partition's leader whichever node is asked.
 
 mod common;
 
@@ -8,8 +9,8 @@ use std::collections::BTreeMap;
 
 use chronos_proto::v1::event_service_client::EventServiceClient;
 use chronos_proto::v1::{
-    CountPendingRequest, Event, ListPendingRequest, PublishBatchRequest, SearchEventsRequest,
-    TimeRange,
+    CountPendingRequest, DescribeEventRequest, Event, EventStatus, ListPendingRequest,
+    PublishBatchRequest, SearchEventsRequest, TimeRange,
 };
 use common::cluster::{Cluster, Options};
 use common::now_ms;
@@ -107,6 +108,26 @@ async fn every_node_lists_and_counts_the_whole_clusters_pending_events() {
             .collect();
         ids.sort();
         assert_eq!(ids.len(), 11, "p29 and p290-p299 from node {node}: {ids:?}");
+        // Events of every partition, each described by its leader.
+        for n in [0, 1, 2, 3, 150, 299] {
+            let id = format!("p{n}");
+            let described = c
+                .describe_event(DescribeEventRequest {
+                    topic: "jobs".into(),
+                    message_id: id.clone(),
+                    key: String::new(),
+                })
+                .await
+                .expect("describe_event")
+                .into_inner();
+            assert_eq!(
+                described.status(),
+                EventStatus::Pending,
+                "{id} from node {node}"
+            );
+            assert_eq!(described.due_ts, expected[&id], "{id} from node {node}");
+            assert_eq!(described.event.unwrap().message_id, id);
+        }
         answers.push((listed, counts));
     }
     assert!(answers.windows(2).all(|w| w[0] == w[1]), "nodes disagree");

@@ -221,6 +221,10 @@ fn the_package_installed_with_pip_runs_the_example_and_the_readme_snippet() {
     assert!(received.ends_with("ms after its schedule_ts"), "{received}");
     let acked = line(&out.stdout, &format!("acked {message_id}"));
     assert!(acked.contains("(server acked 1)"), "{acked}");
+    line(
+        &out.stdout,
+        &format!("{message_id}: fired, group example: acked"),
+    );
 
     let readme = std::fs::read_to_string(python_dir().join("../../README.md")).unwrap();
     let snippet = readme

@@ -18,8 +18,8 @@ use chronos_proto::v1::{
     PublishResponse, ReplayEvent, ReplayRequest, SubscribeRequest,
 };
 use chronos_proto::v1::{
-    CountPendingRequest, CountPendingResponse, ListPendingRequest, ListPendingResponse,
-    SearchEventsRequest, SearchEventsResponse,
+    CountPendingRequest, CountPendingResponse, DescribeEventRequest, DescribeEventResponse,
+    ListPendingRequest, ListPendingResponse, SearchEventsRequest, SearchEventsResponse,
 };
 use chronos_proto::v1::{
     CreateScheduleRequest, CreateScheduleResponse, DeleteScheduleRequest, DeleteScheduleResponse,
@@ -32,7 +32,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::gateway::Incoming;
-use crate::{consume, inspect, schedules, status, validate, Node};
+use crate::{consume, describe, inspect, schedules, status, validate, Node};
 
 pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -400,6 +400,15 @@ impl EventService for Events {
         let incoming = Incoming::of(&request, self.node.router.partitions())?;
         let page = inspect::list_pending(&self.node, &incoming, request.into_inner()).await;
         Ok(Response::new(page?))
+    }
+
+    async fn describe_event(
+        &self,
+        request: Request<DescribeEventRequest>,
+    ) -> Result<Response<DescribeEventResponse>, Status> {
+        let incoming = Incoming::of(&request, self.node.router.partitions())?;
+        let found = describe::describe_event(&self.node, &incoming, request.into_inner()).await;
+        Ok(Response::new(found?))
     }
 
     async fn count_pending(

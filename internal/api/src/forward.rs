@@ -23,7 +23,8 @@ use chronos_proto::v1::{
     RemoveNodeResponse, ReplayEvent, ReplayRequest, SeekGroupRequest, SeekGroupResponse,
 };
 use chronos_proto::v1::{
-    CountPendingRequest, CountPendingResponse, ListPendingRequest, ListPendingResponse,
+    CountPendingRequest, CountPendingResponse, DescribeEventRequest, DescribeEventResponse,
+    ListPendingRequest, ListPendingResponse,
 };
 use chronos_proto::v1::{
     CreateScheduleRequest, CreateScheduleResponse, DeleteScheduleRequest, DeleteScheduleResponse,
@@ -67,6 +68,7 @@ forward!(AckRequest => AckResponse, ack);
 forward!(ReplayRequest => Streaming<ReplayEvent>, replay, bounded = false);
 forward!(ListPendingRequest => ListPendingResponse, list_pending);
 forward!(CountPendingRequest => CountPendingResponse, count_pending);
+forward!(DescribeEventRequest => DescribeEventResponse, describe_event);
 forward!(CreateScheduleRequest => CreateScheduleResponse, create_schedule);
 forward!(UpdateScheduleRequest => ScheduleResponse, update_schedule);
 forward!(PauseScheduleRequest => ScheduleResponse, pause_schedule);

@@ -176,7 +176,7 @@ where
 }
 
 /// A store read off the runtime's threads.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     what: &str,
     read: impl FnOnce() -> Result<T, PartitionError> + Send + 'static,
 ) -> Result<T, Status> {

@@ -10,6 +10,7 @@
 
 mod admin;
 mod consume;
+mod describe;
 mod events;
 mod forward;
 pub mod gateway;

@@ -178,7 +178,7 @@ async function topicPage(topic, span) {
     const page = await api("GET", `${base}/pending?page_size=50&page_token=${encodeURIComponent(pageToken)}`);
     const el = document.getElementById("pending");
     el.insertAdjacentHTML("beforeend", table([
-      { title: "message id", html: (e) => `<span class="mono">${esc(e.event.message_id)}</span>` },
+      { title: "message id", html: (e) => `<a class="mono" href="${eventHash(topic, e.event.message_id, e.event.key)}">${esc(e.event.message_id)}</a>` },
       { title: "key", value: (e) => e.event.key }, { title: "due", value: (e) => fmtTime(e.due_ts) },
       { title: "partition/offset", value: (e) => `${e.partition}/${e.offset}` },
       { title: "payload", html: (e) => `<span class="mono">${esc(preview(e.event.payload))}</span>` },
@@ -238,22 +238,61 @@ async function eventsPage(params) {
   if (!topic) return;
   const filters = new URLSearchParams({ page_size: "100" });
   for (const k of ["message_id_prefix", "key"]) if (q.get(k)) filters.set(k, q.get(k));
-  const base = `/v1/topics/${encodeURIComponent(topic)}`;
-  const [found, pending] = await Promise.all([
-    api("GET", `${base}/events?${filters}`),
-    api("GET", `${base}/pending?page_size=1000`),
-  ]);
-  const waiting = new Set(pending.events.map((e) => `${e.partition}/${e.offset}`));
-  const now = Date.now();
-  const state = (e) => waiting.has(`${e.partition}/${e.offset}`) ? "pending"
-    : num(e.due_ts) <= now ? "due (fired, unless cancelled)" : "cancelled or rescheduled";
+  const found = await api("GET", `/v1/topics/${encodeURIComponent(topic)}/events?${filters}`);
+  // Each found event's current state, from its partition's leader.
+  const described = await Promise.all(found.events.map((e) =>
+    api("GET", eventPath(topic, e.event.message_id, e.event.key)).catch(() => null)));
+  const state = (e, i) => {
+    const d = described[i];
+    if (!d) return "unknown (past the dedup window)";
+    if (String(d.offset) !== String(e.offset) || d.partition !== e.partition) return "rescheduled";
+    return statusName(d.status, "EVENT_STATUS_");
+  };
+  const rows = found.events.map((e, i) => ({ ...e, state: state(e, i) }));
   document.getElementById("found").innerHTML = table([
-    { title: "message id", html: (e) => `<span class="mono">${esc(e.event.message_id)}</span>` },
+    { title: "message id", html: (e) => `<a class="mono" href="${eventHash(topic, e.event.message_id, e.event.key)}">${esc(e.event.message_id)}</a>` },
     { title: "key", value: (e) => e.event.key }, { title: "published", value: (e) => fmtTime(e.publish_ts) },
-    { title: "due", value: (e) => fmtTime(e.due_ts) }, { title: "state", value: state },
+    { title: "due", value: (e) => fmtTime(e.due_ts) }, { title: "state", value: (e) => e.state },
     { title: "partition/offset", value: (e) => `${e.partition}/${e.offset}` },
     { title: "headers", value: (e) => Object.entries(e.event.headers || {}).map(([k, v]) => `${k}=${v}`).join(", ") },
-    { title: "payload", html: (e) => `<span class="mono">${esc(preview(e.event.payload))}</span>` }], found.events, 'id="found-events"');
+    { title: "payload", html: (e) => `<span class="mono">${esc(preview(e.event.payload))}</span>` }], rows, 'id="found-events"');
+}
+
+// --- One event: its state, and where each consumer group is with it ---------
+
+const statusName = (s, prefix) => String(s || "").replace(prefix, "").toLowerCase();
+
+function eventPath(topic, messageId, key) {
+  const q = key ? `?key=${encodeURIComponent(key)}` : "";
+  return `/v1/topics/${encodeURIComponent(topic)}/events/${encodeURIComponent(messageId)}${q}`;
+}
+
+function eventHash(topic, messageId, key) {
+  const q = key ? `?key=${encodeURIComponent(key)}` : "";
+  return `#/event/${encodeURIComponent(topic)}/${encodeURIComponent(messageId)}${q}`;
+}
+
+async function eventPage(topic, messageId, params) {
+  const key = new URLSearchParams(params || "").get("key") || "";
+  const d = await api("GET", eventPath(topic, messageId, key));
+  const status = statusName(d.status, "EVENT_STATUS_");
+  const e = d.event;
+  const groups = d.groups_unknown
+    ? `<p class="muted">Where the groups are with it is not known: it fired before this was recorded.</p>`
+    : table([
+      { title: "group", html: (g) => `<a href="#/groups/${encodeURIComponent(topic)}/${encodeURIComponent(g.group)}">${esc(g.group)}</a>` },
+      { title: "state", value: (g) => statusName(g.status, "DELIVERY_STATUS_") },
+      { title: "attempts", value: (g) => g.attempts, num: true },
+      { title: "at", value: (g) => fmtTime(g.at_ts) }, { title: "reason", value: (g) => g.reason }], d.groups, 'id="event-groups"');
+  view.innerHTML = `<h1>Event <code>${esc(messageId)}</code> on <code>${esc(topic)}</code></h1>
+    <div class="cards">${card("state", status, "stat-state")}${card("due", fmtTime(d.due_ts), "stat-due-at")}
+      ${card("fired", fmtTime(d.fire_ts), "stat-fired-at")}${card("partition/offset", `${d.partition}/${d.offset}`, "stat-place")}</div>
+    ${status === "pending" ? `<p><button class="danger" id="cancel-event">Cancel</button></p>` : ""}
+    ${e ? `<p>key <code>${esc(e.key)}</code> · headers ${esc(Object.entries(e.headers || {}).map(([k, v]) => `${k}=${v}`).join(", ") || "none")}</p>
+      <p>payload <span class="mono">${esc(preview(e.payload))}</span></p>` : `<p class="muted">The event is no longer stored.</p>`}
+    ${status === "fired" ? `<h2>Consumer groups</h2>${groups}` : ""}`;
+  const cancel = document.getElementById("cancel-event");
+  if (cancel) cancel.onclick = () => cancelEvent(topic, messageId, key);
 }
 
 // --- Groups and their dead letters ---------------------------------------
@@ -277,7 +316,7 @@ async function groupPage(topic, group) {
       ${card("lag", fmtInt(g.lag), "stat-lag")}${card("dead letters", fmtInt(g.dead_letters), "stat-dead")}</div>
     <h2>Dead letters</h2><p><button class="danger" id="redrive-all">Redrive all</button></p>
     ${table([
-      { title: "message id", html: (d) => `<span class="mono">${esc(d.event.message_id)}</span>` },
+      { title: "message id", html: (d) => `<a class="mono" href="${eventHash(topic, d.event.message_id, d.event.key)}">${esc(d.event.message_id)}</a>` },
       { title: "reason", value: (d) => d.reason }, { title: "attempts", value: (d) => d.attempts, num: true },
       { title: "dead since", value: (d) => fmtTime(d.dead_ts) },
       { title: "payload", html: (d) => `<span class="mono">${esc(preview(d.event.payload))}</span>` },
@@ -302,12 +341,14 @@ async function route() {
   stopTimers = [];
   const [path, query] = (location.hash.slice(1) || "/").split("?");
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
-  document.querySelectorAll("header nav a").forEach((a) => a.classList.toggle("active", a.dataset.nav === (parts[0] || "overview")));
+  const section = parts[0] === "event" ? "events" : parts[0] || "overview";
+  document.querySelectorAll("header nav a").forEach((a) => a.classList.toggle("active", a.dataset.nav === section));
   try {
     if (parts.length === 0) await overview();
     else if (parts[0] === "topics" && parts.length === 1) await topicsPage();
     else if (parts[0] === "topics") await topicPage(parts[1], parts[2]);
     else if (parts[0] === "events") await eventsPage(query);
+    else if (parts[0] === "event") await eventPage(parts[1], parts[2], query);
     else if (parts[0] === "groups" && parts.length === 1) await groupsPage();
     else if (parts[0] === "groups") await groupPage(parts[1], parts[2]);
     else view.innerHTML = `<h1>Not found</h1><p class="muted">No page ${esc(path)}.</p>`;

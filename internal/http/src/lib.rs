@@ -106,6 +106,8 @@ routes! {
         "EventService.Cancel", "Cancel a pending event (`?key=` if it was published with one)";
     GET "/v1/topics/{topic}/events" => events.search_events(SearchEventsRequest) -> SearchEventsResponse,
         "EventService.SearchEvents", "Stored events of a topic, filtered, in pages";
+    GET "/v1/topics/{topic}/events/{message_id}" => events.describe_event(DescribeEventRequest) -> DescribeEventResponse,
+        "EventService.DescribeEvent", "One event: pending, fired or cancelled, and where each consumer group is with it (`?key=` if published with one)";
     GET "/v1/topics/{topic}/pending" => events.list_pending(ListPendingRequest) -> ListPendingResponse,
         "EventService.ListPending", "Events waiting for their due time, in due order, in pages";
     GET "/v1/topics/{topic}/pending/histogram" => events.count_pending(CountPendingRequest) -> CountPendingResponse,

@@ -18,6 +18,7 @@
 
 mod codec;
 mod delivery;
+mod describe;
 mod error;
 mod fire_tail;
 mod firing;
@@ -61,6 +62,7 @@ pub use delivery::{
     delivery_id, event_of, parse_delivery_id, DeliveryOptions, Member, Outgoing, SettleItem,
     SettleOp, SettleResult, Start,
 };
+pub use describe::{Delivery, EventState, EventView};
 pub use error::PartitionError;
 pub use groups::GroupInfo;
 pub use membership::{Members, CATCH_UP_SLACK};
@@ -207,8 +209,10 @@ impl Partition {
             .map_err(|e| open_err(id, "history", e))?;
         let store = Store::open(&opts.dir.join("state"), &opts.resources)
             .map_err(|e| open_err(id, "state", e))?;
+        let dedup_ttl_ms = opts.dedup_ttl.as_millis().min(i64::MAX as u128) as i64;
         let sm = StateMachine::open(store.clone(), history.clone(), &opts.dir)
-            .map_err(|e| open_err(id, "state machine", e))?;
+            .map_err(|e| open_err(id, "state machine", e))?
+            .with_dedup_ttl(dedup_ttl_ms);
         let applied = sm.applied_state();
         migrate::take_over_old_log(
             id,
@@ -228,7 +232,6 @@ impl Partition {
                 |from, to| reader.entries(from, to),
             )
             .map_err(|e| open_err(id, "history", e))?;
-        let dedup_ttl_ms = opts.dedup_ttl.as_millis().min(i64::MAX as u128) as i64;
 
         let config = openraft::Config {
             cluster_name: format!("chronos-partition-{id}"),

@@ -91,10 +91,17 @@ pub struct StateMachine {
     /// Groups whose state changed since the last commit.
     dirty_groups: HashSet<(String, String)>,
     shared: Arc<AppliedState>,
+    /// How long a fired event's place in its fire log stays findable by
+    /// offset (`fired_at`): the dedup window, past which it cannot be
+    /// looked up by id anyway.
+    dedup_ttl_ms: i64,
     /// Set once `Raft::new` returned: before, openraft is loading its state
     /// and reads only a snapshot's meta (see `get_current_snapshot`).
     serving: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// The default of the node's `dedup_ttl` (7 days).
+const DEFAULT_DEDUP_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
 
 pub(crate) fn sm_err(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
     io::Error::other(e)
@@ -135,10 +142,18 @@ impl StateMachine {
             groups: HashMap::new(),
             dirty_groups: HashSet::new(),
             shared: Arc::new(AppliedState::default()),
+            dedup_ttl_ms: DEFAULT_DEDUP_TTL_MS,
             serving: Arc::default(),
         };
         sm.reload()?;
         Ok(sm)
+    }
+
+    /// Sets the dedup window (the node's `dedup_ttl`), which bounds how long
+    /// fired events stay findable by offset.
+    pub fn with_dedup_ttl(mut self, ttl_ms: i64) -> StateMachine {
+        self.dedup_ttl_ms = ttl_ms.max(0);
+        self
     }
 
     /// Reads what the store says was applied, drops every cache derived from
@@ -349,6 +364,7 @@ impl StateMachine {
                 only_group: String::new(),
             };
             batch.put_fired(&keys.topic, seq, &record.encode_to_vec());
+            batch.put_fired_at(offset, None, seq, fire_ts.saturating_add(self.dedup_ttl_ms));
             batch.delete_pending(&keys.topic, due_ts, offset);
             self.count_pending(&keys.topic, false)?;
             fired += 1;
@@ -477,6 +493,8 @@ impl StateMachine {
                     only_group: String::new(),
                 };
                 batch.put_fired(&event.topic, seq, &record.encode_to_vec());
+                let expiry = p.publish_ts.saturating_add(self.dedup_ttl_ms);
+                batch.put_fired_at(offset, None, seq, expiry);
                 fired += 1;
                 IdState::Fired
             } else {

@@ -103,6 +103,12 @@ impl Store {
         Ok(out)
     }
 
+    pub fn get_inflight(&self, topic: &str, group: &str, seq: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .db
+            .get_cf(self.cf(CF_INFLIGHT), item_key(topic, group, seq))?)
+    }
+
     pub fn get_dlq(&self, topic: &str, group: &str, seq: u64) -> Result<Option<Vec<u8>>> {
         Ok(self
             .db

@@ -24,8 +24,11 @@
 //! - `dlq`: same key → a dead letter (the fired record, attempts, reason).
 //! - `due_counts`: `topic 0x00 second BE` → pending events due in that second
 //!   (`due_counts.rs`).
+//! - `fired_at`: `offset BE [‖ group]` → the event's place in its fire log
+//!   (`fired_at.rs`).
 
 mod due_counts;
+mod fired_at;
 mod groups;
 mod keys;
 mod replace;
@@ -44,6 +47,7 @@ use rocksdb::{
     WriteBufferManager, WriteOptions, DB,
 };
 
+pub use fired_at::FiredAt;
 pub use groups::GroupItemKey;
 pub use keys::{fired_key, group_key, id_key, item_key, pending_key, IdEntry, IdState};
 pub use replace::ReplaceStats;
@@ -58,7 +62,8 @@ const CF_INFLIGHT: &str = "inflight";
 const CF_DLQ: &str = "dlq";
 const CF_SCHEDULES: &str = "schedules";
 const CF_DUE_COUNTS: &str = "due_counts";
-const ALL_CFS: [&str; 10] = [
+const CF_FIRED_AT: &str = "fired_at";
+const ALL_CFS: [&str; 11] = [
     CF_META,
     CF_IDS,
     CF_PENDING,
@@ -69,6 +74,7 @@ const ALL_CFS: [&str; 10] = [
     CF_DLQ,
     CF_SCHEDULES,
     CF_DUE_COUNTS,
+    CF_FIRED_AT,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -226,6 +232,7 @@ impl Store {
             ColumnFamilyDescriptor::new(CF_DLQ, cf_options()),
             ColumnFamilyDescriptor::new(CF_SCHEDULES, cf_options()),
             ColumnFamilyDescriptor::new(CF_DUE_COUNTS, due_counts::options(cf_options())),
+            ColumnFamilyDescriptor::new(CF_FIRED_AT, fired_at::options(cf_options())),
         ];
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         Ok(Store { db: Arc::new(db) })
@@ -547,7 +554,7 @@ impl Batch<'_> {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -324,3 +324,32 @@ fn due_counts_follow_pending_through_merges_compaction_and_a_rebuild() {
         vec![(11_000, 1)]
     );
 }
+
+#[test]
+fn fire_places_are_found_by_offset_with_redriven_copies_and_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &StoreResources::default()).unwrap();
+    let mut b = store.batch();
+    b.put_fired_at(7, None, 40, i64::MAX);
+    b.put_fired_at(7, Some("billing"), 95, i64::MAX);
+    b.put_fired_at(8, None, 41, 1_000);
+    b.put_fired_at(6, None, 39, i64::MAX);
+    b.commit().unwrap();
+    let place = |group: Option<&str>, fire_seq| FiredAt {
+        group: group.map(str::to_string),
+        fire_seq,
+    };
+    assert_eq!(
+        store.fired_at(7).unwrap(),
+        vec![place(None, 40), place(Some("billing"), 95)]
+    );
+    assert_eq!(store.fired_at(8).unwrap(), vec![place(None, 41)]);
+    assert_eq!(store.fired_at(9).unwrap(), vec![]);
+    store.flush().unwrap();
+    store
+        .db
+        .compact_range_cf(store.cf(CF_FIRED_AT), None::<&[u8]>, None::<&[u8]>);
+    assert_eq!(store.fired_at(8).unwrap(), vec![], "expired place survived");
+    assert_eq!(store.fired_at(6).unwrap(), vec![place(None, 39)]);
+    assert_eq!(store.fired_at(7).unwrap().len(), 2);
+}

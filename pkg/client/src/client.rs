@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use chronos_proto::v1::admin_service_client::AdminServiceClient;
 use chronos_proto::v1::event_service_client::EventServiceClient;
-use chronos_proto::v1::{CancelRequest, ClusterStatusRequest, PublishRequest};
+use chronos_proto::v1::{
+    CancelRequest, ClusterStatusRequest, DescribeEventRequest, DescribeEventResponse,
+    PublishRequest,
+};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
@@ -310,6 +313,30 @@ impl Client {
         })
         .await?;
         Ok(())
+    }
+
+    /// Where one event stands: pending, fired or cancelled, and once fired
+    /// where each consumer group of its topic is with it (waiting, in
+    /// flight, acked, dead...). `key` as for [`Client::cancel`]. `NotFound`
+    /// if unknown or past the dedup window.
+    pub async fn describe(
+        &self,
+        topic: &str,
+        message_id: &str,
+        key: &str,
+    ) -> Result<DescribeEventResponse, Error> {
+        let req = DescribeEventRequest {
+            topic: topic.into(),
+            message_id: message_id.into(),
+            key: key.into(),
+        };
+        let resp = self
+            .call(true, |ch| {
+                let req = req.clone();
+                async move { EventServiceClient::new(ch).describe_event(req).await }
+            })
+            .await?;
+        Ok(resp)
     }
 }
 

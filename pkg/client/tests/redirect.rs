@@ -81,6 +81,12 @@ impl EventService for Node {
     async fn count_pending(&self, _: Request<CountPendingRequest>) -> Answer<CountPendingResponse> {
         nope()
     }
+    async fn describe_event(
+        &self,
+        _: Request<DescribeEventRequest>,
+    ) -> Answer<DescribeEventResponse> {
+        nope()
+    }
     async fn create_schedule(
         &self,
         _: Request<CreateScheduleRequest>,

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use chronos_proto::v1::{
     consume_request, consume_response, replay_request, AckItem, AckRequest, CancelRequest,
-    ConsumeRequest, Event, OffsetRange, PublishRequest, ReplayRequest, StartPosition,
-    SubscribeRequest, TimeRange,
+    ConsumeRequest, DeliveryStatus, DescribeEventRequest, Event, EventStatus, OffsetRange,
+    PublishRequest, ReplayRequest, StartPosition, SubscribeRequest, TimeRange,
 };
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -332,6 +332,85 @@ pub async fn cancel(conn: &Conn, a: CancelArgs) -> Result<()> {
             "cancelled {}/{} (partition {}, offset {})",
             a.topic, a.message_id, r.partition, r.offset
         );
+    }
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DescribeArgs {
+    pub topic: String,
+    pub message_id: String,
+    /// The routing key the event was published with, if any.
+    #[arg(long)]
+    pub key: Option<String>,
+}
+
+pub async fn describe(conn: &Conn, a: DescribeArgs) -> Result<()> {
+    let mut client = events_client(conn).await?;
+    let r = client
+        .describe_event(DescribeEventRequest {
+            topic: a.topic.clone(),
+            message_id: a.message_id.clone(),
+            key: a.key.clone().unwrap_or_default(),
+        })
+        .await?
+        .into_inner();
+    let status = match r.status() {
+        EventStatus::Pending => "pending",
+        EventStatus::Fired => "fired",
+        EventStatus::Cancelled => "cancelled",
+        EventStatus::Unspecified => "unknown",
+    };
+    let delivery = |s: DeliveryStatus| match s {
+        DeliveryStatus::Waiting => "waiting",
+        DeliveryStatus::InFlight => "in_flight",
+        DeliveryStatus::RetryWait => "retry_wait",
+        DeliveryStatus::Dead => "dead",
+        DeliveryStatus::Acked => "acked",
+        DeliveryStatus::NotForGroup => "not_for_group",
+        DeliveryStatus::Unspecified => "unknown",
+    };
+    if conn.json {
+        let groups: Vec<_> = r
+            .groups
+            .iter()
+            .map(|g| {
+                json!({"group": g.group, "status": delivery(g.status()), "attempts": g.attempts,
+                       "at_ts": g.at_ts, "reason": g.reason})
+            })
+            .collect();
+        print_json(&json!({
+            "topic": a.topic, "message_id": a.message_id, "status": status,
+            "partition": r.partition, "offset": r.offset, "due_ts": r.due_ts,
+            "fire_ts": r.fire_ts, "groups": groups, "groups_unknown": r.groups_unknown,
+            "payload": r.event.as_ref().map(|e| payload_text(&e.payload)),
+        }));
+        return Ok(());
+    }
+    println!(
+        "{}/{}: {status} (partition {}, offset {}, due {}, fired {})",
+        a.topic,
+        a.message_id,
+        r.partition,
+        r.offset,
+        fmt_time(r.due_ts),
+        fmt_time(r.fire_ts)
+    );
+    if r.groups_unknown {
+        println!("  groups: not known (fired before this was recorded)");
+    }
+    for g in &r.groups {
+        let mut line = format!("  group {}: {}", g.group, delivery(g.status()));
+        if g.attempts > 0 {
+            line.push_str(&format!(", attempts {}", g.attempts));
+        }
+        if g.at_ts > 0 {
+            line.push_str(&format!(", at {}", fmt_time(g.at_ts)));
+        }
+        if !g.reason.is_empty() {
+            line.push_str(&format!(", reason: {}", g.reason));
+        }
+        println!("{line}");
     }
     Ok(())
 }

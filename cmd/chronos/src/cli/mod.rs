@@ -1,4 +1,4 @@
-//! The client subcommands: `publish`, `subscribe`, `replay`, `cancel`,
+//! The client subcommands: `publish`, `subscribe`, `replay`, `cancel`, `describe`,
 //! `status`, `groups`, `dlq`, `cluster`, `schedules`. Each talks to a node over the public gRPC API,
 //! prints people-friendly text (or one JSON object per line with `--json`),
 //! and exits 0 on success, 1 on a usage error, 2 when the server refused or
@@ -18,7 +18,7 @@ use clap::Subcommand;
 use tonic::transport::Endpoint;
 
 pub use admin::{ClusterCommand, DlqCommand, GroupsCommand};
-pub use events::{CancelArgs, PublishArgs, ReplayArgs, SubscribeArgs};
+pub use events::{CancelArgs, DescribeArgs, PublishArgs, ReplayArgs, SubscribeArgs};
 pub use schedules::SchedulesCommand;
 
 /// How to reach the node; shared by every client subcommand.
@@ -61,6 +61,8 @@ pub enum ClientCommand {
     Replay(ReplayArgs),
     /// Stop a pending event from firing.
     Cancel(CancelArgs),
+    /// Where one event stands: pending, fired or cancelled, and per consumer group.
+    Describe(DescribeArgs),
     /// The node, its partitions, their leaders and log positions.
     Status,
     /// List, describe or seek consumer groups.
@@ -105,6 +107,7 @@ pub fn run(conn: Conn, cmd: ClientCommand) -> ExitCode {
             ClientCommand::Subscribe(a) => events::subscribe(&conn, a).await,
             ClientCommand::Replay(a) => events::replay(&conn, a).await,
             ClientCommand::Cancel(a) => events::cancel(&conn, a).await,
+            ClientCommand::Describe(a) => events::describe(&conn, a).await,
             ClientCommand::Status => admin::status(&conn).await,
             ClientCommand::Groups(c) => admin::groups(&conn, c).await,
             ClientCommand::Dlq(c) => admin::dlq(&conn, c).await,

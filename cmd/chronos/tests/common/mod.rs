@@ -4,6 +4,8 @@
 //! them from its stderr, so tests never race for ports. Every wait has a deadline.
 #![allow(dead_code)]
 
+pub mod json;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

@@ -125,10 +125,31 @@ def main() -> int:
         driver.get(base + "/#/events?topic=orders&message_id_prefix=o-1")
         found = api("/v1/topics/orders/events?message_id_prefix=o-1&page_size=100")["events"]
         until("search results", lambda: len(rows("#found-events")) == len(found))
-        states = [r.find_elements(By.TAG_NAME, "td")[4].text for r in rows("#found-events")]
-        assert states.count("cancelled or rescheduled") == (1 if victim.startswith("o-1") else 0), states
-        print(f"ok: events page finds {len(found)} by prefix")
+        until("every row's state", lambda: all(
+            r.find_elements(By.TAG_NAME, "td")[4].text for r in rows("#found-events")))
+        states = {r.find_elements(By.TAG_NAME, "td")[0].text: r.find_elements(By.TAG_NAME, "td")[4].text
+                  for r in rows("#found-events")}
+        want = {e["event"]["message_id"]: "cancelled" if e["event"]["message_id"] == victim else "pending"
+                for e in found}
+        assert states == want, (states, want)
+        print(f"ok: events page finds {len(found)} by prefix, each in its state")
         shot("events")
+
+        # One event: where each group is with it (a dead letter, then an acked one).
+        driver.get(base + "/#/event/jobs/j-3")
+        described = api("/v1/topics/jobs/events/j-3")
+        assert described["status"] == "EVENT_STATUS_FIRED", described
+        until("the event's groups", lambda: len(rows("#event-groups")) == 1)
+        assert text_of("#stat-state") == "fired"
+        cells = [c.text for c in rows("#event-groups")[0].find_elements(By.TAG_NAME, "td")]
+        dead = described["groups"][0]
+        assert cells[0] == dead["group"] == "workers" and cells[1] == "dead", (cells, dead)
+        assert cells[4] == dead["reason"] != "", (cells, dead)
+        shot("event")
+        driver.get(base + "/#/event/jobs/j-0")
+        until("an acked event", lambda: [c.text for c in rows("#event-groups")[0].find_elements(By.TAG_NAME, "td")][:2]
+              == ["workers", "acked"])
+        print("ok: event page shows each group's state as the API (dead, acked)")
 
         # Groups, then a dead letter redriven from the page.
         driver.get(base + "/#/groups")

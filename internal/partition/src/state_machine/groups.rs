@@ -90,6 +90,7 @@ impl StateMachine {
             ..GroupState::default()
         });
         state.cursor = cursor;
+        state.start_seq = cursor;
         state.from_due_ts = from_due_ts;
         self.set_group(&g.topic, &g.group, state);
         Ok((cursor, from_due_ts))
@@ -186,6 +187,8 @@ impl StateMachine {
                 ..old
             };
             batch.put_fired(&r.topic, new_seq, &record.encode_to_vec());
+            let expiry = r.now_ts.saturating_add(self.dedup_ttl_ms);
+            batch.put_fired_at(record.offset, Some(&r.group), new_seq, expiry);
             batch.delete_dlq(&r.topic, &r.group, seq);
             state.dead_letters = state.dead_letters.saturating_sub(1);
             redriven += 1;
