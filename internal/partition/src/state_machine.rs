@@ -20,6 +20,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+mod events;
 mod groups;
 mod install;
 #[cfg(test)]
@@ -31,11 +32,8 @@ mod schedules;
 #[cfg(test)]
 pub(crate) mod tests;
 
-use chronos_proto::internal::{
-    command, group_item, CancelCommand, EventKeys, FireCommand, FiredRecord, GroupState,
-    PublishCommand, TopicState,
-};
-use chronos_store::{Batch, IdEntry, IdState, Store};
+use chronos_proto::internal::{command, group_item, EventKeys, GroupState, TopicState};
+use chronos_store::{Batch, Store};
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::EntryPayload;
@@ -44,9 +42,7 @@ use prost::Message;
 
 use crate::history::History;
 use crate::snapshot::SnapshotDir;
-use crate::types::{
-    Applied, CancelOutcome, Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
-};
+use crate::types::{Applied, Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 
 const META_APPLIED: &str = "applied";
 const META_MEMBERSHIP: &str = "membership";
@@ -261,261 +257,6 @@ impl StateMachine {
             })
             .collect();
         self.history.append(&pairs).map_err(sm_err)
-    }
-
-    /// True when the event stored under (due_ts, offset) is still pending. An
-    /// id whose entry says `Pending` but whose event left `pending` has fired:
-    /// firing does not rewrite the id entry (that would cost a read and a write
-    /// per fired event).
-    fn still_pending(&self, id: &IdEntry) -> Result<bool, io::Error> {
-        Ok(id.state == IdState::Pending
-            && self
-                .store
-                .get_pending(id.due_ts, id.offset)
-                .map_err(sm_err)?
-                .is_some())
-    }
-
-    /// Removes the still-pending event with this id, if any (a reschedule
-    /// moves it); returns its offset.
-    fn unschedule(
-        &mut self,
-        batch: &mut Batch<'_>,
-        topic: &str,
-        message_id: &str,
-    ) -> Result<Option<u64>, io::Error> {
-        let old = self
-            .store
-            .get_id(topic, message_id, i64::MIN)
-            .map_err(sm_err)?;
-        if let Some(old) = old {
-            if self.still_pending(&old)? {
-                batch.delete_pending(topic, old.due_ts, old.offset);
-                self.count_pending(topic, false)?;
-                return Ok(Some(old.offset));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Moves each still-pending event of `f` into its topic's fire log, under
-    /// the sequence number the leader gave it (entries from before leaders
-    /// numbered fires get the next free one).
-    fn apply_fire(&mut self, batch: &mut Batch<'_>, f: &FireCommand) -> Result<u64, io::Error> {
-        let read = |e: &dyn std::fmt::Display| io::Error::other(e.to_string());
-        let numbered = !f.seqs.is_empty();
-        assert!(
-            !numbered || f.seqs.len() == f.events.len(),
-            "a Fire numbers all of its events or none"
-        );
-        assert!(
-            f.released_ts.is_empty() || f.released_ts.len() == f.events.len(),
-            "a Fire times all of its releases or none"
-        );
-        // The wheel releases in due order, so the refs are (nearly) a run of
-        // `pending`: one range scan reads them, where point lookups would each
-        // search every level.
-        type Ref = ((i64, u64), Option<u64>, i64);
-        let mut refs: Vec<Ref> = f
-            .events
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let fire_ts = f.released_ts.get(i).copied().unwrap_or(f.fire_ts);
-                ((r.due_ts, r.offset), f.seqs.get(i).copied(), fire_ts)
-            })
-            .collect();
-        refs.sort_unstable();
-        refs.dedup_by_key(|(key, ..)| *key);
-        let keys: Vec<(i64, u64)> = refs.iter().map(|(key, ..)| *key).collect();
-        let events = self.store.get_pending_run(&keys).map_err(|e| read(&e))?;
-        // Placed in the leader's numbering order, which is not the pending
-        // order: one Fire gathers several releases, and a later release may
-        // hold an event due earlier (it reached the wheel late).
-        let mut found: Vec<(&Ref, Option<Vec<u8>>)> = refs.iter().zip(events).collect();
-        if numbered {
-            found.sort_by_key(|((_, seq, _), _)| *seq);
-        }
-        let mut fired = 0;
-        for (&((due_ts, offset), seq, fire_ts), raw) in found {
-            // Gone already: fired by an earlier command (a re-proposal after a
-            // leader change) or cancelled. Skipping is the same on every replica.
-            let Some(raw) = raw else {
-                if numbered {
-                    // The leader holds back what a cancel or reschedule in
-                    // flight may remove, so this is not expected.
-                    tracing::error!(
-                        offset,
-                        due_ts,
-                        "a numbered fire of an event no longer pending"
-                    );
-                    metrics::counter!("chronos_fire_refs_skipped_total").increment(1);
-                }
-                continue;
-            };
-            assert!(fire_ts >= due_ts, "fired {} ms early", due_ts - fire_ts);
-            let keys = EventKeys::decode(raw.as_slice()).map_err(|e| read(&e))?;
-            let seq = self.place_fired(&keys.topic, seq)?;
-            let record = FiredRecord {
-                offset,
-                due_ts,
-                fire_ts,
-                event: raw.into(),
-                only_group: String::new(),
-            };
-            batch.put_fired(&keys.topic, seq, &record.encode_to_vec());
-            batch.put_fired_at(offset, None, seq, fire_ts.saturating_add(self.dedup_ttl_ms));
-            batch.delete_pending(&keys.topic, due_ts, offset);
-            self.count_pending(&keys.topic, false)?;
-            fired += 1;
-        }
-        Ok(fired)
-    }
-
-    /// Removes a still-pending event; reports what it found.
-    fn apply_cancel(
-        &mut self,
-        batch: &mut Batch<'_>,
-        c: &CancelCommand,
-    ) -> Result<CancelOutcome, io::Error> {
-        let read = |e: chronos_store::StoreError| sm_err(e);
-        // Expiry is not checked here: the TTL only bounds deduplication.
-        let Some(mut id) = self
-            .store
-            .get_id(&c.topic, &c.message_id, i64::MIN)
-            .map_err(read)?
-        else {
-            return Ok(CancelOutcome::NotFound);
-        };
-        Ok(match id.state {
-            IdState::Cancelled => CancelOutcome::AlreadyCancelled { offset: id.offset },
-            IdState::Pending if self.still_pending(&id)? => {
-                batch.delete_pending(&c.topic, id.due_ts, id.offset);
-                self.count_pending(&c.topic, false)?;
-                id.state = IdState::Cancelled;
-                batch.put_id(&c.topic, &c.message_id, &id);
-                CancelOutcome::Cancelled {
-                    offset: id.offset,
-                    due_ts: id.due_ts,
-                }
-            }
-            IdState::Pending | IdState::Fired => CancelOutcome::AlreadyFired { offset: id.offset },
-        })
-    }
-
-    /// The state of `topic`, loaded on first use and marked for the next commit.
-    fn topic_mut(&mut self, topic: &str) -> Result<&mut TopicState, io::Error> {
-        if !self.topics.contains_key(topic) {
-            let stored = match self.store.get_topic(topic).map_err(sm_err)? {
-                Some(raw) => TopicState::decode(raw.as_slice()).map_err(sm_err)?,
-                None => TopicState::default(),
-            };
-            self.topics.insert(topic.to_string(), stored);
-        }
-        if !self.dirty_topics.contains(topic) {
-            self.dirty_topics.insert(topic.to_string());
-        }
-        self.topics
-            .get_mut(topic)
-            .ok_or_else(|| io::Error::other("topic state vanished"))
-    }
-
-    /// Where the next record of `topic`'s fire log goes: at `numbered` (the
-    /// leader's number, never below what is written: a fire log is only
-    /// appended to), or else at the next free number.
-    fn place_fired(&mut self, topic: &str, numbered: Option<u64>) -> Result<u64, io::Error> {
-        let state = self.topic_mut(topic)?;
-        let seq = numbered.unwrap_or(state.next_fire_seq);
-        assert!(
-            seq >= state.next_fire_seq,
-            "fire log of {topic:?}: record {seq} would overwrite (next is {})",
-            state.next_fire_seq
-        );
-        state.next_fire_seq = seq + 1;
-        Ok(seq)
-    }
-
-    /// One event of `topic` entered (+1) or left (-1) the pending store.
-    fn count_pending(&mut self, topic: &str, entered: bool) -> Result<(), io::Error> {
-        let state = self.topic_mut(topic)?;
-        state.pending = if entered {
-            state.pending + 1
-        } else {
-            state.pending.saturating_sub(1)
-        };
-        self.pending = if entered {
-            self.pending + 1
-        } else {
-            self.pending.saturating_sub(1)
-        };
-        Ok(())
-    }
-
-    /// Stores a publish: events due later go to `pending`; events already due
-    /// when the leader accepted them (due_ts <= publish_ts) go straight into
-    /// their topic's fire log, fired at publish_ts — no wheel round trip.
-    /// Returns how many fired that way.
-    fn apply_publish(
-        &mut self,
-        batch: &mut Batch<'_>,
-        p: &PublishCommand,
-        unscheduled: &mut Vec<u64>,
-    ) -> Result<u64, io::Error> {
-        let mut fired = 0;
-        // The leader numbers events contiguously and the stored state always
-        // matches the applied index, so a command starts exactly where we are.
-        debug_assert_eq!(
-            p.first_offset, self.next_offset,
-            "offset gap or overlap in the log"
-        );
-        let expiry_ms = p.dedup_expiry_ts;
-        let mut fire_seqs = p.fire_seqs.iter().copied();
-        for (i, raw) in p.events.iter().enumerate() {
-            let offset = p.first_offset + i as u64;
-            let event = EventKeys::decode(raw.as_ref()).map_err(sm_err)?;
-            if event.reschedule {
-                if let Some(old) = self.unschedule(batch, &event.topic, &event.message_id)? {
-                    unscheduled.push(old);
-                }
-            }
-            let state = if event.due_ts <= p.publish_ts {
-                let numbered = fire_seqs.next();
-                assert!(
-                    numbered.is_some() || p.fire_seqs.is_empty(),
-                    "a publish numbers all of its events due at once or none"
-                );
-                let seq = self.place_fired(&event.topic, numbered)?;
-                let record = FiredRecord {
-                    offset,
-                    due_ts: event.due_ts,
-                    fire_ts: p.publish_ts,
-                    event: raw.clone(),
-                    only_group: String::new(),
-                };
-                batch.put_fired(&event.topic, seq, &record.encode_to_vec());
-                let expiry = p.publish_ts.saturating_add(self.dedup_ttl_ms);
-                batch.put_fired_at(offset, None, seq, expiry);
-                fired += 1;
-                IdState::Fired
-            } else {
-                batch.put_pending(&event.topic, event.due_ts, offset, raw);
-                self.count_pending(&event.topic, true)?;
-                IdState::Pending
-            };
-            let entry = IdEntry {
-                offset,
-                due_ts: event.due_ts,
-                expiry_ms,
-                state,
-            };
-            batch.put_id(&event.topic, &event.message_id, &entry);
-        }
-        assert!(
-            fire_seqs.next().is_none(),
-            "a publish numbers only its events due at once"
-        );
-        self.next_offset = self.next_offset.max(p.first_offset + p.events.len() as u64);
-        Ok(fired)
     }
 }
 
