@@ -129,16 +129,22 @@ pub fn decode_record(raw: &[u8]) -> Result<Stored, prost::DecodeError> {
 }
 
 /// What the leader stores for a schedule whose next occurrence is
-/// `record.next_ts`, at `now`: the nominal times to publish and where the
-/// schedule goes next (0: it ended).
+/// `record.next_ts`, at `now`, in a term that has led since `led_since`:
+/// the nominal times to publish and where the schedule goes next (0: it
+/// ended).
+///
+/// Only an occurrence that came due before this term could store it was
+/// missed (no leader could): one this term is merely late with (it is
+/// saturated) is stored late, never skipped by the missed-run policy.
 pub fn plan_occurrences(
     record: &ScheduleRecord,
     spec: &Schedule,
     now: i64,
+    led_since: i64,
 ) -> Result<(Vec<i64>, i64), RecurrenceError> {
     let rec = recurrence_of(spec, record.created_ts)?;
     let next = record.next_ts;
-    if next >= now - MISSED_AFTER_MS {
+    if next >= now.min(led_since) - MISSED_AFTER_MS {
         return Ok((vec![next], rec.next_after(next).unwrap_or(0)));
     }
     let resume = rec.next_after(now).unwrap_or(0);
@@ -161,4 +167,51 @@ pub fn remember(record: &mut ScheduleRecord, stored: &[i64]) {
     record.stored_ts.extend_from_slice(stored);
     let excess = record.stored_ts.len().saturating_sub(REMEMBERED);
     record.stored_ts.drain(..excess);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_second(missed_runs: MissedRuns) -> (ScheduleRecord, Schedule) {
+        let spec = Schedule {
+            schedule_id: "s".into(),
+            topic: "t".into(),
+            recurrence: Some(Spec::EveryMs(1_000)),
+            missed_runs: missed_runs as i32,
+            ..Default::default()
+        };
+        let record = ScheduleRecord {
+            next_ts: 100_000,
+            created_ts: 90_000,
+            ..Default::default()
+        };
+        (record, spec)
+    }
+
+    #[test]
+    fn an_occurrence_due_while_no_term_led_is_missed_one_this_term_is_late_with_is_not() {
+        let (record, spec) = every_second(MissedRuns::Skip);
+        // Led since before it came due, 5 s behind: stored late, not skipped.
+        assert_eq!(
+            plan_occurrences(&record, &spec, 105_000, 99_000).unwrap(),
+            (vec![100_000], 101_000)
+        );
+        // Due 5 s before this term began: missed, and skipped.
+        let (fired, resume) = plan_occurrences(&record, &spec, 105_000, 105_000).unwrap();
+        assert_eq!((fired, resume), (vec![], 106_000));
+        // Within a second of either: on time.
+        assert_eq!(
+            plan_occurrences(&record, &spec, 100_900, 100_900)
+                .unwrap()
+                .0,
+            vec![100_000]
+        );
+        // Fire once: the latest missed occurrence only.
+        let (record, spec) = every_second(MissedRuns::FireOnce);
+        assert_eq!(
+            plan_occurrences(&record, &spec, 105_000, 105_000).unwrap(),
+            (vec![105_000], 106_000)
+        );
+    }
 }

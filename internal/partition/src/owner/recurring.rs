@@ -39,6 +39,9 @@ pub(crate) struct Recurring {
     floor: i64,
     /// The answer of the request out (unused: the term learns it from the proposal).
     answer: Option<PublishAnswer>,
+    /// When this term began (wall clock, ms): occurrences due before it
+    /// were missed, later ones are this term's to store.
+    led_since: i64,
 }
 
 type PublishAnswer =
@@ -51,8 +54,9 @@ pub(crate) struct Occurrences {
 }
 
 impl Recurring {
-    pub fn new() -> Recurring {
+    pub fn new(led_since: i64) -> Recurring {
         Recurring {
+            led_since,
             rescan: true,
             floor: i64::MIN,
             ..Default::default()
@@ -107,7 +111,7 @@ impl Recurring {
                 what: "a schedule",
                 source,
             })?;
-            let (nominals, next_ts) = match plan_occurrences(&record, &spec, now) {
+            let (nominals, next_ts) = match plan_occurrences(&record, &spec, now, self.led_since) {
                 Ok(planned) => planned,
                 Err(e) => {
                     // Validated at creation; a schedule this binary cannot

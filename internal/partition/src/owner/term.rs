@@ -96,7 +96,7 @@ impl LeaderTerm {
             firing: Firing::start(ctx)?,
             tail: FireTail::default(),
             dispatcher: Dispatcher::start(ctx, credit)?,
-            recurring: Recurring::new(),
+            recurring: Recurring::new(wall_ms()),
         })
     }
 
