@@ -15,6 +15,15 @@ use common::{now_ms, subscribe_req, Member, Server};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(20);
+/// `idle` (no member when they fired) and `late` (started after) stay so for
+/// every event fired before `late` joined.
+const IDLE_AND_LATE: [(&str, &str); 2] = [("idle", "WAITING"), ("late", "NOT_FOR_GROUP")];
+
+fn with_workers(state: &'static str) -> Vec<(&'static str, &'static str)> {
+    let mut want = IDLE_AND_LATE.to_vec();
+    want.push(("workers", state));
+    want
+}
 
 fn describe(server: &Server, topic: &str, id: &str) -> Value {
     ok(
@@ -119,29 +128,11 @@ async fn an_event_is_described_as_it_stands_for_each_group() {
     // `late` starts after the three fired: they are not for it.
     let _late = Member::join(&server, subscribe_req("late", "jobs", 10)).await;
 
-    let acked = wait_groups(
-        &server,
-        "jobs",
-        "acked",
-        &[
-            ("idle", "WAITING"),
-            ("late", "NOT_FOR_GROUP"),
-            ("workers", "ACKED"),
-        ],
-    );
+    let acked = wait_groups(&server, "jobs", "acked", &with_workers("ACKED"));
     assert_eq!(acked["status"], "EVENT_STATUS_FIRED", "{acked}");
     assert!(acked["fire_ts"].as_str().unwrap().parse::<i64>().unwrap() > 0);
     assert_eq!(acked["groups_unknown"], false);
-    let dead = wait_groups(
-        &server,
-        "jobs",
-        "dead",
-        &[
-            ("idle", "WAITING"),
-            ("late", "NOT_FOR_GROUP"),
-            ("workers", "DEAD"),
-        ],
-    );
+    let dead = wait_groups(&server, "jobs", "dead", &with_workers("DEAD"));
     let workers = dead["groups"]
         .as_array()
         .unwrap()
@@ -150,16 +141,7 @@ async fn an_event_is_described_as_it_stands_for_each_group() {
         .unwrap();
     assert_eq!(workers["attempts"], 1, "{dead}");
     assert!(!workers["reason"].as_str().unwrap().is_empty(), "{dead}");
-    let in_flight = wait_groups(
-        &server,
-        "jobs",
-        "held",
-        &[
-            ("idle", "WAITING"),
-            ("late", "NOT_FOR_GROUP"),
-            ("workers", "IN_FLIGHT"),
-        ],
-    );
+    let in_flight = wait_groups(&server, "jobs", "held", &with_workers("IN_FLIGHT"));
     let workers = &in_flight["groups"].as_array().unwrap()[2];
     assert_eq!(workers["attempts"], 1, "{in_flight}");
     assert!(
@@ -176,27 +158,9 @@ async fn an_event_is_described_as_it_stands_for_each_group() {
     );
     let again = worker.next(WAIT).await;
     assert_eq!(again.event.as_ref().unwrap().message_id, "dead");
-    wait_groups(
-        &server,
-        "jobs",
-        "dead",
-        &[
-            ("idle", "WAITING"),
-            ("late", "NOT_FOR_GROUP"),
-            ("workers", "IN_FLIGHT"),
-        ],
-    );
+    wait_groups(&server, "jobs", "dead", &with_workers("IN_FLIGHT"));
     worker.ack(&[&again.delivery_id, &held.delivery_id]).await;
-    wait_groups(
-        &server,
-        "jobs",
-        "dead",
-        &[
-            ("idle", "WAITING"),
-            ("late", "NOT_FOR_GROUP"),
-            ("workers", "ACKED"),
-        ],
-    );
+    wait_groups(&server, "jobs", "dead", &with_workers("ACKED"));
 
     // The same over gRPC, and on the command line.
     let mut client = server.events().await;

@@ -67,13 +67,12 @@ impl Partition {
         topic: &str,
         message_id: &str,
     ) -> Result<Option<EventView>, PartitionError> {
-        let storage = |e: &dyn std::error::Error| PartitionError::storage(self.id, e);
         // Past the TTL an entry no longer deduplicates, but while it is
         // stored it still says where the event went.
         let Some(id) = self
             .store
             .get_id(topic, message_id, i64::MIN)
-            .map_err(|e| storage(&e))?
+            .map_err(|e| self.storage_error(&e))?
         else {
             return Ok(None);
         };
@@ -90,31 +89,35 @@ impl Partition {
             IdState::Pending => self
                 .store
                 .get_pending(id.due_ts, id.offset)
-                .map_err(|e| storage(&e))?,
+                .map_err(|e| self.storage_error(&e))?,
             IdState::Fired => None,
         };
         if let Some(raw) = pending {
-            let record = EventRecord::decode(raw.as_slice()).map_err(|e| storage(&e))?;
+            let record = EventRecord::decode(raw.as_slice()).map_err(|e| self.storage_error(&e))?;
             return Ok(Some(EventView {
                 state: EventState::Pending,
                 record: Some(record),
                 ..view
             }));
         }
-        self.describe_fired(topic, &id).map(Some)
+        let view = EventView {
+            state: EventState::Fired,
+            groups: None,
+            ..view
+        };
+        self.describe_fired(topic, &id, view).map(Some)
     }
 
-    fn describe_fired(&self, topic: &str, id: &IdEntry) -> Result<EventView, PartitionError> {
-        let storage = |e: &dyn std::error::Error| PartitionError::storage(self.id, e);
-        let mut view = EventView {
-            state: EventState::Fired,
-            offset: id.offset,
-            due_ts: id.due_ts,
-            record: None,
-            fire_ts: None,
-            groups: None,
-        };
-        let places = self.store.fired_at(id.offset).map_err(|e| storage(&e))?;
+    fn describe_fired(
+        &self,
+        topic: &str,
+        id: &IdEntry,
+        mut view: EventView,
+    ) -> Result<EventView, PartitionError> {
+        let places = self
+            .store
+            .fired_at(id.offset)
+            .map_err(|e| self.storage_error(&e))?;
         let Some(first) = places.iter().find(|p| p.group.is_none()) else {
             return Ok(view);
         };
@@ -122,18 +125,23 @@ impl Partition {
         if let Some(raw) = self
             .store
             .get_fired(topic, first.fire_seq)
-            .map_err(|e| storage(&e))?
+            .map_err(|e| self.storage_error(&e))?
         {
-            let fired = FiredRecord::decode(raw.as_slice()).map_err(|e| storage(&e))?;
+            let fired = FiredRecord::decode(raw.as_slice()).map_err(|e| self.storage_error(&e))?;
             view.fire_ts = Some(fired.fire_ts);
-            view.record = Some(EventRecord::decode(fired.event).map_err(|e| storage(&e))?);
+            view.record =
+                Some(EventRecord::decode(fired.event).map_err(|e| self.storage_error(&e))?);
         }
         let mut groups = Vec::new();
-        for (group_topic, group, raw) in self.store.list_groups().map_err(|e| storage(&e))? {
+        for (group_topic, group, raw) in self
+            .store
+            .list_groups()
+            .map_err(|e| self.storage_error(&e))?
+        {
             if group_topic != topic {
                 continue;
             }
-            let state = GroupState::decode(raw.as_slice()).map_err(|e| storage(&e))?;
+            let state = GroupState::decode(raw.as_slice()).map_err(|e| self.storage_error(&e))?;
             // A copy redriven from this group's dead letters is the one it
             // is working on.
             let seq = places
@@ -149,6 +157,10 @@ impl Partition {
         Ok(view)
     }
 
+    fn storage_error(&self, e: &dyn std::error::Error) -> PartitionError {
+        PartitionError::storage(self.id, e)
+    }
+
     fn delivery(
         &self,
         topic: &str,
@@ -157,16 +169,16 @@ impl Partition {
         seq: u64,
         due_ts: i64,
     ) -> Result<Delivery, PartitionError> {
-        let storage = |e: &dyn std::error::Error| PartitionError::storage(self.id, e);
         if seq < state.start_seq || due_ts < state.from_due_ts {
             return Ok(Delivery::NotForGroup);
         }
         if let Some(raw) = self
             .store
             .get_dlq(topic, group, seq)
-            .map_err(|e| storage(&e))?
+            .map_err(|e| self.storage_error(&e))?
         {
-            let dead = DeadLetterRecord::decode(raw.as_slice()).map_err(|e| storage(&e))?;
+            let dead =
+                DeadLetterRecord::decode(raw.as_slice()).map_err(|e| self.storage_error(&e))?;
             return Ok(Delivery::Dead {
                 attempts: dead.attempts,
                 reason: dead.reason,
@@ -176,9 +188,10 @@ impl Partition {
         if let Some(raw) = self
             .store
             .get_inflight(topic, group, seq)
-            .map_err(|e| storage(&e))?
+            .map_err(|e| self.storage_error(&e))?
         {
-            let flight = InflightRecord::decode(raw.as_slice()).map_err(|e| storage(&e))?;
+            let flight =
+                InflightRecord::decode(raw.as_slice()).map_err(|e| self.storage_error(&e))?;
             return Ok(if flight.delivered {
                 Delivery::InFlight {
                     attempt: flight.attempt,

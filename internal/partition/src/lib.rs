@@ -210,9 +210,8 @@ impl Partition {
         let store = Store::open(&opts.dir.join("state"), &opts.resources)
             .map_err(|e| open_err(id, "state", e))?;
         let dedup_ttl_ms = opts.dedup_ttl.as_millis().min(i64::MAX as u128) as i64;
-        let sm = StateMachine::open(store.clone(), history.clone(), &opts.dir)
-            .map_err(|e| open_err(id, "state machine", e))?
-            .with_dedup_ttl(dedup_ttl_ms);
+        let sm = StateMachine::open(store.clone(), history.clone(), &opts.dir, dedup_ttl_ms)
+            .map_err(|e| open_err(id, "state machine", e))?;
         let applied = sm.applied_state();
         migrate::take_over_old_log(
             id,

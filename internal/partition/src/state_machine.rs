@@ -96,9 +96,6 @@ pub struct StateMachine {
     serving: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// The default of the node's `dedup_ttl` (7 days).
-const DEFAULT_DEDUP_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
-
 pub(crate) fn sm_err(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
     io::Error::other(e)
 }
@@ -116,10 +113,12 @@ fn read_meta<T: serde::de::DeserializeOwned>(
 impl StateMachine {
     /// Opens the state machine over `store`; first finishes a snapshot
     /// install that a crash interrupted, so nothing reads a half-installed state.
+    /// `dedup_ttl_ms` is the node's dedup window.
     pub fn open(
         store: Store,
         history: History,
         partition_dir: &Path,
+        dedup_ttl_ms: i64,
     ) -> Result<StateMachine, io::Error> {
         let snapshots = SnapshotDir::open(partition_dir.join("snapshots")).map_err(sm_err)?;
         install::finish_interrupted(&store, &snapshots)?;
@@ -138,18 +137,11 @@ impl StateMachine {
             groups: HashMap::new(),
             dirty_groups: HashSet::new(),
             shared: Arc::new(AppliedState::default()),
-            dedup_ttl_ms: DEFAULT_DEDUP_TTL_MS,
+            dedup_ttl_ms: dedup_ttl_ms.max(0),
             serving: Arc::default(),
         };
         sm.reload()?;
         Ok(sm)
-    }
-
-    /// Sets the dedup window (the node's `dedup_ttl`), which bounds how long
-    /// fired events stay findable by offset.
-    pub fn with_dedup_ttl(mut self, ttl_ms: i64) -> StateMachine {
-        self.dedup_ttl_ms = ttl_ms.max(0);
-        self
     }
 
     /// Reads what the store says was applied, drops every cache derived from

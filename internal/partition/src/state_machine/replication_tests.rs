@@ -24,6 +24,9 @@ use crate::log_store::LogStore;
 use crate::test_net::Router;
 use crate::types::{Command, NodeId, Raft};
 
+/// The state machines' dedup window (the node default).
+const DEDUP_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
+
 const DEADLINE: Duration = Duration::from_secs(30);
 
 struct Node {
@@ -56,7 +59,7 @@ async fn start(id: NodeId, dir: &Path, router: &Router) -> Node {
         }
     };
     let log_store = LogStore::open(log.clone(), 0, history.clone()).unwrap();
-    let sm = StateMachine::open(store.clone(), history.clone(), dir).unwrap();
+    let sm = StateMachine::open(store.clone(), history.clone(), dir, DEDUP_TTL_MS).unwrap();
     let applied = sm.applied_state();
     let config = openraft::Config {
         heartbeat_interval: 50,

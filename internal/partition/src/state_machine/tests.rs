@@ -26,6 +26,8 @@ use crate::{
 };
 
 const DEADLINE: Duration = Duration::from_secs(30);
+/// The state machines' dedup window (the node default).
+const DEDUP_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
 /// openraft's default `snapshot_max_chunk_size` is 3 MiB; smaller chunks
 /// exercise more of the seek-and-write path.
 const CHUNK_BYTES: usize = 64 << 10;
@@ -130,7 +132,7 @@ pub(super) async fn open_sm(dir: &Path) -> (Store, StateMachine) {
         }
     };
     let history = crate::history::History::open(0, &dir.join("wal"), 256 << 20).unwrap();
-    let sm = StateMachine::open(store.clone(), history, dir).unwrap();
+    let sm = StateMachine::open(store.clone(), history, dir, DEDUP_TTL_MS).unwrap();
     (store, sm)
 }
 
