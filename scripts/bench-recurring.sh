@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Lateness of recurring-schedule occurrences on a single node (8 partitions,
+# fsync always), RUNS fresh-node runs of `chronos-loadtest recurring`, with
+# the server's CPU over the measured window per occurrence due in it.
+# SCHEDULES (default 500000), PERIOD (30s: 16.7 K occurrences/s), MEASURE
+# (seconds, 90), PAYLOAD (bytes, 256). BIN_DIR holds the release `chronos`
+# and `chronos-loadtest`. One summary line per run.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bin=${BIN_DIR:-${CARGO_TARGET_DIR:-target}/release}
+runs=${RUNS:-3}
+schedules=${SCHEDULES:-500000}
+period=${PERIOD:-30s}
+measure=${MEASURE:-90}
+payload=${PAYLOAD:-256}
+dir=${BENCH_DIR:-/tmp/chronos-bench-recurring}
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+for run in $(seq "$runs"); do
+  rm -rf "$dir" && mkdir -p "$dir"
+  "$bin/chronos" serve --data-dir "$dir/data" --fsync-mode always --log-level warn \
+    >"$dir/server.log" 2>&1 &
+  server=$!
+  for _ in $(seq 100); do curl -sf localhost:8080/metrics >/dev/null && break; sleep 0.2; done
+  timeout 1800 "$bin/chronos-loadtest" recurring --schedules "$schedules" --period "$period" \
+    --lead 10s --measure "${measure}s" --payload "$payload" --server-pid "$server" \
+    >"$dir/out.txt" 2>&1 &
+  load=$!
+  # The window starts when the creates are done.
+  until grep -q created "$dir/out.txt" 2>/dev/null || ! kill -0 "$load" 2>/dev/null; do
+    sleep 0.5
+  done
+  from=$(ticks "$server")
+  sleep $((measure - 5))
+  to=$(ticks "$server")
+  wait "$load"
+  rc=$?
+  kill "$server"
+  wait "$server" 2>/dev/null
+  python3 - "$dir/out.txt" "$from" "$to" "$((measure - 5))" "$rc" "$run" <<'PY'
+import json, os, sys
+out, frm, to, window, rc, run = sys.argv[1:]
+text = open(out).read()
+r = json.loads(text[text.index("{"):]) if "{" in text else {}
+if not r:
+    sys.exit(f"run {run}: no result (rc {rc}):\n{text[-2000:]}")
+cpu_s = (int(to) - int(frm)) / os.sysconf("SC_CLK_TCK")
+rate = r["schedules"] / r["period_s"]
+l = r["lateness_ms"]
+print(f"run {run}: rc {rc}, created in {r['create_s']:.0f} s; lateness p50 {l['p50']} p99 {l['p99']} "
+      f"p99.9 {l['p999']} max {l['max']} ms; {r['occurrences_measured']} of {r['occurrences_expected']}, "
+      f"{r['early']} early, {r['duplicates']} twice; server CPU {100 * cpu_s / int(window):.0f} % "
+      f"({1e6 * cpu_s / (int(window) * rate):.0f} µs per occurrence); {r['rss_bytes_per_schedule']:.0f} B per schedule")
+PY
+done
