@@ -470,7 +470,7 @@ impl Partition {
             .store
             .get_schedule(schedule_id)
             .map_err(|e| PartitionError::storage(self.id, &e))?;
-        raw.map(|raw| self.decode_schedule(&raw)).transpose()
+        raw.map(|stored| self.decode_schedule(&stored)).transpose()
     }
 
     /// Schedules in id order after `after`, only `topic`'s unless empty.
@@ -485,12 +485,15 @@ impl Partition {
             .list_schedules(topic, after, limit)
             .map_err(|e| PartitionError::storage(self.id, &e))?;
         rows.iter()
-            .map(|(_, raw)| self.decode_schedule(raw))
+            .map(|(_, stored)| self.decode_schedule(stored))
             .collect()
     }
 
-    fn decode_schedule(&self, raw: &[u8]) -> Result<schedule::Stored, PartitionError> {
-        schedule::decode_record(raw).map_err(|e| PartitionError::storage(self.id, &e))
+    fn decode_schedule(
+        &self,
+        stored: &chronos_store::StoredSchedule,
+    ) -> Result<schedule::Stored, PartitionError> {
+        schedule::decode_stored(stored).map_err(|e| PartitionError::storage(self.id, &e))
     }
 
     pub(crate) fn store(&self) -> &Store {

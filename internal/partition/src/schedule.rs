@@ -11,6 +11,7 @@ use chronos_proto::internal::ScheduleRecord;
 use chronos_proto::v1::schedule::Recurrence as Spec;
 use chronos_proto::v1::{Event, MissedRuns, Schedule};
 use chronos_recurrence::{Recurrence, RecurrenceError, Rule};
+use chronos_store::StoredSchedule;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
@@ -126,6 +127,27 @@ pub fn decode_record(raw: &[u8]) -> Result<Stored, prost::DecodeError> {
     let record = ScheduleRecord::decode(raw)?;
     let spec = Schedule::decode(&record.spec[..])?;
     Ok((record, spec))
+}
+
+/// A schedule as the store keeps it: the record (with its spec) and the spec.
+pub fn decode_stored(stored: &StoredSchedule) -> Result<Stored, prost::DecodeError> {
+    let mut record = ScheduleRecord::decode(&stored.state[..])?;
+    if let Some(spec) = &stored.spec {
+        record.spec = spec.clone().into();
+    }
+    let spec = Schedule::decode(&record.spec[..])?;
+    Ok((record, spec))
+}
+
+/// The state to store for `record`: all of it but the spec, which is kept
+/// apart (see `chronos_store::StoredSchedule`).
+pub fn encode_state(record: &ScheduleRecord) -> Vec<u8> {
+    ScheduleRecord {
+        spec: Default::default(),
+        stored_ts: record.stored_ts.clone(),
+        ..*record
+    }
+    .encode_to_vec()
 }
 
 /// What the leader stores for a schedule whose next occurrence is

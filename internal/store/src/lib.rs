@@ -51,6 +51,7 @@ pub use fired_at::FiredAt;
 pub use groups::GroupItemKey;
 pub use keys::{fired_key, group_key, id_key, item_key, pending_key, IdEntry, IdState};
 pub use replace::ReplaceStats;
+pub use schedules::StoredSchedule;
 
 const CF_META: &str = "meta";
 const CF_IDS: &str = "ids";

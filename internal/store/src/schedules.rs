@@ -1,6 +1,10 @@
 //! The `schedules` column family: recurring schedules and two indexes.
 //!
-//! - `s schedule_id` → the schedule record (opaque here);
+//! - `s schedule_id` → the schedule's state record (opaque here);
+//! - `p schedule_id` → its spec, apart from the state: every occurrence
+//!   rewrites the state, and the spec (with its payload) would multiply
+//!   those writes and their compactions. A state written before specs were
+//!   kept apart holds the spec itself and has no `p` key;
 //! - `n next_ts BE schedule_id` → nothing: the active schedules by their next
 //!   occurrence, which the leader scans for what comes due;
 //! - `t topic 0x00 schedule_id` → nothing: the schedules of a topic, for listing.
@@ -8,12 +12,28 @@
 use crate::{Batch, Result, Store, StoreError, CF_SCHEDULES};
 
 const RECORD: u8 = b's';
+const SPEC: u8 = b'p';
 const NEXT: u8 = b'n';
 const TOPIC: u8 = b't';
+
+/// A schedule as stored: its state record and its spec (`None`: a state
+/// written before specs were kept apart, which holds it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSchedule {
+    pub state: Vec<u8>,
+    pub spec: Option<Vec<u8>>,
+}
 
 fn record_key(id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + id.len());
     k.push(RECORD);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn spec_key(id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + id.len());
+    k.push(SPEC);
     k.extend_from_slice(id.as_bytes());
     k
 }
@@ -44,7 +64,16 @@ fn text(raw: &[u8]) -> Result<String> {
 }
 
 impl Store {
-    pub fn get_schedule(&self, id: &str) -> Result<Option<Vec<u8>>> {
+    pub fn get_schedule(&self, id: &str) -> Result<Option<StoredSchedule>> {
+        let Some(state) = self.get_schedule_state(id)? else {
+            return Ok(None);
+        };
+        let spec = self.db.get_cf(self.cf(CF_SCHEDULES), spec_key(id))?;
+        Ok(Some(StoredSchedule { state, spec }))
+    }
+
+    /// The state record alone (what moving a schedule on needs).
+    pub fn get_schedule_state(&self, id: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.db.get_cf(self.cf(CF_SCHEDULES), record_key(id))?)
     }
 
@@ -93,9 +122,10 @@ impl Store {
         topic: &str,
         after: &str,
         limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>> {
+    ) -> Result<Vec<(String, StoredSchedule)>> {
         let mut out = Vec::new();
         if topic.is_empty() {
+            let mut states = Vec::new();
             let mut it = self.db.raw_iterator_cf(self.cf(CF_SCHEDULES));
             let mut from = record_key(after);
             if !after.is_empty() {
@@ -103,14 +133,21 @@ impl Store {
             }
             it.seek(&from);
             while let (Some(k), Some(v)) = (it.key(), it.value()) {
-                if out.len() >= limit || k.first() != Some(&RECORD) {
+                if states.len() >= limit || k.first() != Some(&RECORD) {
                     break;
                 }
-                out.push((text(&k[1..])?, v.to_vec()));
+                states.push((text(&k[1..])?, v.to_vec()));
                 it.next();
             }
             it.status()?;
-            return Ok(out);
+            let cf = self.cf(CF_SCHEDULES);
+            return states
+                .into_iter()
+                .map(|(id, state)| {
+                    let spec = self.db.get_cf(cf, spec_key(&id))?;
+                    Ok((id, StoredSchedule { state, spec }))
+                })
+                .collect();
         }
         let prefix = topic_key(topic, "");
         let mut from = topic_key(topic, after);
@@ -138,14 +175,16 @@ impl Store {
 }
 
 impl Batch<'_> {
-    /// Stores a schedule record. `was` is the (topic, next_ts) it had (None:
-    /// new), `now` what it has (next_ts 0: not active, out of the due index).
+    /// Stores a schedule's state and, when given, its spec. `was` is the
+    /// (topic, next_ts) it had (None: new), `now` what it has (next_ts 0:
+    /// not active, out of the due index).
     pub fn put_schedule(
         &mut self,
         id: &str,
         was: Option<(&str, i64)>,
         now: (&str, i64),
-        record: &[u8],
+        state: &[u8],
+        spec: Option<&[u8]>,
     ) {
         let cf = self.store.cf(CF_SCHEDULES);
         if let Some((topic, next_ts)) = was {
@@ -160,7 +199,34 @@ impl Batch<'_> {
             self.batch.put_cf(cf, next_key(now.1, id), []);
         }
         self.batch.put_cf(cf, topic_key(now.0, id), []);
-        self.batch.put_cf(cf, record_key(id), record);
+        self.batch.put_cf(cf, record_key(id), state);
+        if let Some(spec) = spec {
+            self.batch.put_cf(cf, spec_key(id), spec);
+        }
+    }
+
+    /// Moves a schedule on from `from_ts` to `next_ts` (0: it ended) with
+    /// its new state; its topic and spec stay (`spec`: one to move out of a
+    /// state written before specs were kept apart).
+    pub fn advance_schedule(
+        &mut self,
+        id: &str,
+        from_ts: i64,
+        next_ts: i64,
+        state: &[u8],
+        spec: Option<&[u8]>,
+    ) {
+        let cf = self.store.cf(CF_SCHEDULES);
+        if from_ts > 0 && from_ts != next_ts {
+            self.batch.delete_cf(cf, next_key(from_ts, id));
+        }
+        if next_ts > 0 {
+            self.batch.put_cf(cf, next_key(next_ts, id), []);
+        }
+        self.batch.put_cf(cf, record_key(id), state);
+        if let Some(spec) = spec {
+            self.batch.put_cf(cf, spec_key(id), spec);
+        }
     }
 
     /// Removes a schedule that had `topic` and `next_ts`.
@@ -171,5 +237,6 @@ impl Batch<'_> {
         }
         self.batch.delete_cf(cf, topic_key(topic, id));
         self.batch.delete_cf(cf, record_key(id));
+        self.batch.delete_cf(cf, spec_key(id));
     }
 }

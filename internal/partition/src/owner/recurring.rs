@@ -16,7 +16,7 @@ use chronos_proto::v1::Event;
 use chronos_store::id_key;
 
 use super::{Ctx, TermError};
-use crate::schedule::{decode_record, format_ts, occurrence_event, plan_occurrences};
+use crate::schedule::{decode_stored, format_ts, occurrence_event, plan_occurrences};
 use crate::schedule::{GATHER_MS, LOOKAHEAD_MS, MISSED_AFTER_MS};
 
 /// Schedules looked at per proposal.
@@ -104,10 +104,10 @@ impl Recurring {
             if self.changing.contains_key(schedule_id) {
                 continue;
             }
-            let Some(raw) = ctx.store.get_schedule(schedule_id)? else {
+            let Some(stored) = ctx.store.get_schedule(schedule_id)? else {
                 continue;
             };
-            let (record, spec) = decode_record(&raw).map_err(|source| TermError::Decode {
+            let (record, spec) = decode_stored(&stored).map_err(|source| TermError::Decode {
                 what: "a schedule",
                 source,
             })?;

@@ -18,7 +18,8 @@ use prost::Message;
 
 use super::{sm_err, StateMachine};
 use crate::schedule::{
-    decode_record, occurrence_id, recurrence_of, remember, ScheduleApplied, ScheduleStatus,
+    decode_stored, encode_state, occurrence_id, recurrence_of, remember, ScheduleApplied,
+    ScheduleStatus,
 };
 use crate::types::CancelOutcome;
 
@@ -43,7 +44,7 @@ impl StateMachine {
             None => return Ok(done(ScheduleStatus::NotFound, None, Vec::new())),
         };
         let found = match self.store.get_schedule(&id).map_err(sm_err)? {
-            Some(raw) => Some(decode_record(&raw).map_err(sm_err)?),
+            Some(stored) => Some(decode_stored(&stored).map_err(sm_err)?),
             None => None,
         };
         let Some((mut record, spec)) = found else {
@@ -60,7 +61,7 @@ impl StateMachine {
             };
             record.next_ts = first_after(&spec, &record, now);
             let active = (spec.topic.as_str(), record.next_ts);
-            batch.put_schedule(&id, None, active, &record.encode_to_vec());
+            batch.put_schedule(&id, None, active, &encode_state(&record), Some(&raw[..]));
             return Ok(done(ScheduleStatus::Created, Some(&record), Vec::new()));
         };
         let was = (spec.topic.clone(), record.next_ts);
@@ -110,11 +111,14 @@ impl StateMachine {
             first_after(&spec, &record, now)
         };
         let now_active = (spec.topic.as_str(), record.next_ts);
+        // The spec too: an update changes it, and a state written before
+        // specs were kept apart moves it out.
         batch.put_schedule(
             &id,
             Some((&was.0, was.1)),
             now_active,
-            &record.encode_to_vec(),
+            &encode_state(&record),
+            Some(&record.spec[..]),
         );
         Ok(done(status, Some(&record), cancelled))
     }
@@ -149,10 +153,14 @@ impl StateMachine {
         advances: &[ScheduleAdvance],
     ) -> Result<(), io::Error> {
         for a in advances {
-            let Some(raw) = self.store.get_schedule(&a.schedule_id).map_err(sm_err)? else {
+            let Some(raw) = self
+                .store
+                .get_schedule_state(&a.schedule_id)
+                .map_err(sm_err)?
+            else {
                 continue;
             };
-            let (mut record, spec) = decode_record(&raw).map_err(sm_err)?;
+            let mut record = ScheduleRecord::decode(&raw[..]).map_err(sm_err)?;
             if record.paused || record.version != a.version || record.next_ts != a.from_ts {
                 tracing::warn!(
                     schedule = %a.schedule_id,
@@ -171,12 +179,14 @@ impl StateMachine {
                 record.last_ts = last;
             }
             remember(&mut record, &a.stored_ts);
-            let topic = spec.topic.as_str();
-            batch.put_schedule(
+            // Non-empty only in a state written before specs were kept apart.
+            let spec = std::mem::take(&mut record.spec);
+            batch.advance_schedule(
                 &a.schedule_id,
-                Some((topic, a.from_ts)),
-                (topic, record.next_ts),
+                a.from_ts,
+                record.next_ts,
                 &record.encode_to_vec(),
+                (!spec.is_empty()).then_some(&spec[..]),
             );
         }
         Ok(())

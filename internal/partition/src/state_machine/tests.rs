@@ -645,3 +645,117 @@ async fn counts_by_due_time_are_rebuilt_for_a_store_that_lacks_them() {
         .collect();
     assert_eq!(rebuilt, kept);
 }
+
+/// A schedule's spec is stored apart from its state, so an occurrence
+/// rewrites only the state; a schedule stored before that (its spec inside
+/// the state) reads the same and moves the spec out at its next advance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_keeps_its_spec_apart_and_an_older_record_moves_it_out() {
+    use chronos_proto::internal::{ScheduleAdvance, ScheduleCommand, ScheduleRecord};
+    use chronos_proto::v1::schedule::Recurrence;
+    use chronos_proto::v1::Schedule;
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, mut sm) = open_sm(tmp.path()).await;
+    let now = crate::wall_ms();
+    let spec = |id: &str| Schedule {
+        schedule_id: id.into(),
+        topic: "t".into(),
+        payload: Bytes::from(vec![b'x'; 256]),
+        recurrence: Some(Recurrence::EveryMs(60_000)),
+        start_ts: now + 60_000,
+        ..Default::default()
+    };
+    let entry = |index, cmd| Entry {
+        log_id: crate::codec::log_id(1, 1, index),
+        payload: EntryPayload::Normal(cmd),
+    };
+    // "new": created through the log. "old": written as before specs were
+    // kept apart, the spec inside the state record and no spec key.
+    let create = Command::schedule(ScheduleCommand {
+        now_ts: now,
+        op: Some(chronos_proto::internal::schedule_command::Op::Create(
+            spec("new").encode_to_vec().into(),
+        )),
+    });
+    sm.apply_entries(vec![entry(1, create)]).unwrap();
+    let old = ScheduleRecord {
+        spec: spec("old").encode_to_vec().into(),
+        next_ts: now + 60_000,
+        created_ts: now,
+        updated_ts: now,
+        version: 1,
+        ..Default::default()
+    };
+    let mut batch = store.batch();
+    batch.put_schedule("old", None, ("t", old.next_ts), &old.encode_to_vec(), None);
+    batch.commit().unwrap();
+
+    let stored = store.get_schedule("new").unwrap().unwrap();
+    assert_eq!(
+        stored.spec.as_deref(),
+        Some(&spec("new").encode_to_vec()[..])
+    );
+    assert!(ScheduleRecord::decode(&stored.state[..])
+        .unwrap()
+        .spec
+        .is_empty());
+    assert!(
+        stored.state.len() < 64,
+        "{} bytes of state",
+        stored.state.len()
+    );
+    let before = store.get_schedule("old").unwrap().unwrap();
+    assert_eq!(before.spec, None);
+    let (record, read) = crate::schedule::decode_stored(&before).unwrap();
+    assert_eq!((read, record.next_ts), (spec("old"), now + 60_000));
+
+    // One occurrence of each: the leader's advances, applied.
+    let advance = |id: &str| ScheduleAdvance {
+        schedule_id: id.into(),
+        version: 1,
+        from_ts: now + 60_000,
+        next_ts: now + 120_000,
+        stored_ts: vec![now + 60_000],
+    };
+    let publish = Command::publish(PublishCommand {
+        publish_ts: now,
+        dedup_expiry_ts: now + 60_000,
+        advances: vec![advance("new"), advance("old")],
+        ..Default::default()
+    });
+    sm.apply_entries(vec![entry(2, publish)]).unwrap();
+    for id in ["new", "old"] {
+        let stored = store.get_schedule(id).unwrap().unwrap();
+        assert_eq!(
+            stored.spec.as_deref(),
+            Some(&spec(id).encode_to_vec()[..]),
+            "{id}"
+        );
+        let state = ScheduleRecord::decode(&stored.state[..]).unwrap();
+        assert!(state.spec.is_empty(), "{id}");
+        assert_eq!(
+            (state.next_ts, state.stored_ts.clone()),
+            (now + 120_000, vec![now + 60_000])
+        );
+        let (_, read) = crate::schedule::decode_stored(&stored).unwrap();
+        assert_eq!(read, spec(id));
+    }
+    let due = store.scan_schedules_due(0, i64::MAX, 10).unwrap();
+    assert_eq!(
+        due,
+        [
+            (now + 120_000, "new".to_string()),
+            (now + 120_000, "old".to_string())
+        ]
+    );
+    let listed: Vec<String> = store
+        .list_schedules("", "", 10)
+        .unwrap()
+        .into_iter()
+        .map(|(id, stored)| {
+            assert!(stored.spec.is_some(), "{id}");
+            id
+        })
+        .collect();
+    assert_eq!(listed, ["new", "old"]);
+}
