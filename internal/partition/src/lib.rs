@@ -470,7 +470,7 @@ impl Partition {
             .store
             .get_schedule(schedule_id)
             .map_err(|e| PartitionError::storage(self.id, &e))?;
-        raw.map(|stored| self.decode_schedule(&stored)).transpose()
+        raw.map(|stored| self.decode_schedule(stored)).transpose()
     }
 
     /// Schedules in id order after `after`, only `topic`'s unless empty.
@@ -484,14 +484,14 @@ impl Partition {
             .store
             .list_schedules(topic, after, limit)
             .map_err(|e| PartitionError::storage(self.id, &e))?;
-        rows.iter()
+        rows.into_iter()
             .map(|(_, stored)| self.decode_schedule(stored))
             .collect()
     }
 
     fn decode_schedule(
         &self,
-        stored: &chronos_store::StoredSchedule,
+        stored: chronos_store::StoredSchedule,
     ) -> Result<schedule::Stored, PartitionError> {
         schedule::decode_stored(stored).map_err(|e| PartitionError::storage(self.id, &e))
     }

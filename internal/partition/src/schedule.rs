@@ -130,10 +130,10 @@ pub fn decode_record(raw: &[u8]) -> Result<Stored, prost::DecodeError> {
 }
 
 /// A schedule as the store keeps it: the record (with its spec) and the spec.
-pub fn decode_stored(stored: &StoredSchedule) -> Result<Stored, prost::DecodeError> {
+pub fn decode_stored(stored: StoredSchedule) -> Result<Stored, prost::DecodeError> {
     let mut record = ScheduleRecord::decode(&stored.state[..])?;
-    if let Some(spec) = &stored.spec {
-        record.spec = spec.clone().into();
+    if let Some(spec) = stored.spec {
+        record.spec = spec.into();
     }
     let spec = Schedule::decode(&record.spec[..])?;
     Ok((record, spec))

@@ -24,18 +24,19 @@ pub struct StoredSchedule {
     pub spec: Option<Vec<u8>>,
 }
 
-fn record_key(id: &str) -> Vec<u8> {
+fn prefixed(prefix: u8, id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + id.len());
-    k.push(RECORD);
+    k.push(prefix);
     k.extend_from_slice(id.as_bytes());
     k
 }
 
+fn record_key(id: &str) -> Vec<u8> {
+    prefixed(RECORD, id)
+}
+
 fn spec_key(id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + id.len());
-    k.push(SPEC);
-    k.extend_from_slice(id.as_bytes());
-    k
+    prefixed(SPEC, id)
 }
 
 fn next_key(next_ts: i64, id: &str) -> Vec<u8> {
@@ -68,8 +69,12 @@ impl Store {
         let Some(state) = self.get_schedule_state(id)? else {
             return Ok(None);
         };
+        Ok(Some(self.with_spec(id, state)?))
+    }
+
+    fn with_spec(&self, id: &str, state: Vec<u8>) -> Result<StoredSchedule> {
         let spec = self.db.get_cf(self.cf(CF_SCHEDULES), spec_key(id))?;
-        Ok(Some(StoredSchedule { state, spec }))
+        Ok(StoredSchedule { state, spec })
     }
 
     /// The state record alone (what moving a schedule on needs).
@@ -140,12 +145,11 @@ impl Store {
                 it.next();
             }
             it.status()?;
-            let cf = self.cf(CF_SCHEDULES);
             return states
                 .into_iter()
                 .map(|(id, state)| {
-                    let spec = self.db.get_cf(cf, spec_key(&id))?;
-                    Ok((id, StoredSchedule { state, spec }))
+                    let stored = self.with_spec(&id, state)?;
+                    Ok((id, stored))
                 })
                 .collect();
         }
@@ -199,6 +203,11 @@ impl Batch<'_> {
             self.batch.put_cf(cf, next_key(now.1, id), []);
         }
         self.batch.put_cf(cf, topic_key(now.0, id), []);
+        self.put_state(id, state, spec);
+    }
+
+    fn put_state(&mut self, id: &str, state: &[u8], spec: Option<&[u8]>) {
+        let cf = self.store.cf(CF_SCHEDULES);
         self.batch.put_cf(cf, record_key(id), state);
         if let Some(spec) = spec {
             self.batch.put_cf(cf, spec_key(id), spec);
@@ -223,10 +232,7 @@ impl Batch<'_> {
         if next_ts > 0 {
             self.batch.put_cf(cf, next_key(next_ts, id), []);
         }
-        self.batch.put_cf(cf, record_key(id), state);
-        if let Some(spec) = spec {
-            self.batch.put_cf(cf, spec_key(id), spec);
-        }
+        self.put_state(id, state, spec);
     }
 
     /// Removes a schedule that had `topic` and `next_ts`.

@@ -107,7 +107,7 @@ impl Recurring {
             let Some(stored) = ctx.store.get_schedule(schedule_id)? else {
                 continue;
             };
-            let (record, spec) = decode_stored(&stored).map_err(|source| TermError::Decode {
+            let (record, spec) = decode_stored(stored).map_err(|source| TermError::Decode {
                 what: "a schedule",
                 source,
             })?;

@@ -294,7 +294,7 @@ impl LeaderTerm {
         let mut held = self.recurring.changing(&schedule_id);
         if let Some(stored) = ctx.store.get_schedule(&schedule_id)? {
             let (record, spec) =
-                crate::schedule::decode_stored(&stored).map_err(|source| TermError::Decode {
+                crate::schedule::decode_stored(stored).map_err(|source| TermError::Decode {
                     what: "a schedule",
                     source,
                 })?;

@@ -44,7 +44,7 @@ impl StateMachine {
             None => return Ok(done(ScheduleStatus::NotFound, None, Vec::new())),
         };
         let found = match self.store.get_schedule(&id).map_err(sm_err)? {
-            Some(stored) => Some(decode_stored(&stored).map_err(sm_err)?),
+            Some(stored) => Some(decode_stored(stored).map_err(sm_err)?),
             None => None,
         };
         let Some((mut record, spec)) = found else {

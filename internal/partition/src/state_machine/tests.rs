@@ -706,7 +706,7 @@ async fn a_schedule_keeps_its_spec_apart_and_an_older_record_moves_it_out() {
     );
     let before = store.get_schedule("old").unwrap().unwrap();
     assert_eq!(before.spec, None);
-    let (record, read) = crate::schedule::decode_stored(&before).unwrap();
+    let (record, read) = crate::schedule::decode_stored(before.clone()).unwrap();
     assert_eq!((read, record.next_ts), (spec("old"), now + 60_000));
 
     // One occurrence of each: the leader's advances, applied.
@@ -737,7 +737,7 @@ async fn a_schedule_keeps_its_spec_apart_and_an_older_record_moves_it_out() {
             (state.next_ts, state.stored_ts.clone()),
             (now + 120_000, vec![now + 60_000])
         );
-        let (_, read) = crate::schedule::decode_stored(&stored).unwrap();
+        let (_, read) = crate::schedule::decode_stored(stored.clone()).unwrap();
         assert_eq!(read, spec(id));
     }
     let due = store.scan_schedules_due(0, i64::MAX, 10).unwrap();
