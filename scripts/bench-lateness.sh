@@ -45,7 +45,7 @@ def shares(name):
             counts[le] = counts.get(le, 0) + float(line.rsplit(" ", 1)[1])
     total = counts.get("+Inf", 0) or 1
     return " ".join("<=%sms %.4f" % (float(le) * 1000, counts[le] / total)
-                    for le in ("0.001", "0.0025", "0.005", "0.01", "0.025") if le in counts)
+                    for le in ("0.001", "0.0025", "0.005", "0.01", "0.02", "0.05") if le in counts)
 l, d = summary["lateness_ms"], summary.get("delivery", {})
 print("run %s: lateness p50 %.2f p99 %.2f p99.9 %.2f max %.2f ms; early %s missing %s"
       % (run, l["p50"], l["p99"], l.get("p99.9", float("nan")), l["max"], d.get("early"), d.get("missing")))

@@ -30,15 +30,31 @@ for run in $(seq "$runs"); do
     sleep 0.5
   done
   from=$(ticks "$server")
+  curl -sf localhost:8080/metrics >"$dir/metrics-from.txt"
   sleep $((measure - 5))
   to=$(ticks "$server")
+  curl -sf localhost:8080/metrics >"$dir/metrics-to.txt"
   wait "$load"
   rc=$?
   kill "$server"
   wait "$server" 2>/dev/null
-  python3 - "$dir/out.txt" "$from" "$to" "$((measure - 5))" "$rc" "$run" <<'PY'
+  python3 - "$dir/out.txt" "$from" "$to" "$((measure - 5))" "$rc" "$run" "$dir" <<'PY'
 import json, os, sys
-out, frm, to, window, rc, run = sys.argv[1:]
+out, frm, to, window, rc, run, d = sys.argv[1:]
+def buckets(path, name):
+    counts = {}
+    for line in open(path).read().splitlines():
+        if line.startswith(name + "_bucket{"):
+            le = line.split('le="')[1].split('"')[0]
+            counts[le] = counts.get(le, 0) + float(line.rsplit(" ", 1)[1])
+    return counts
+def shares(name):
+    # The server's own view over the measured window: the share of
+    # occurrences released by the wheel / first delivered within each bound.
+    a, b = buckets(f"{d}/metrics-from.txt", name), buckets(f"{d}/metrics-to.txt", name)
+    total = (b.get("+Inf", 0) - a.get("+Inf", 0)) or 1
+    return " ".join("<=%gms %.4f" % (float(le) * 1000, (b[le] - a.get(le, 0)) / total)
+                    for le in ("0.005", "0.01", "0.02", "0.05", "0.1") if le in b)
 text = open(out).read()
 r = json.loads(text[text.index("{"):]) if "{" in text else {}
 if not r:
@@ -50,5 +66,7 @@ print(f"run {run}: rc {rc}, created in {r['create_s']:.0f} s; lateness p50 {l['p
       f"p99.9 {l['p999']} max {l['max']} ms; {r['occurrences_measured']} of {r['occurrences_expected']}, "
       f"{r['early']} early, {r['duplicates']} twice; server CPU {100 * cpu_s / int(window):.0f} % "
       f"({1e6 * cpu_s / (int(window) * rate):.0f} µs per occurrence); {r['rss_bytes_per_schedule']:.0f} B per schedule")
+print("   released: " + shares("chronos_fire_lateness_seconds"))
+print("   delivered: " + shares("chronos_delivery_lateness_seconds"))
 PY
 done

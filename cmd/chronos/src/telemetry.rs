@@ -20,10 +20,11 @@ pub fn init_logs(cfg: &LogConfig) -> anyhow::Result<()> {
     result.map_err(|e| anyhow::anyhow!("installing the logger: {e}"))
 }
 
-/// Latency buckets in seconds, 50µs .. 10s.
-const LATENCY_BUCKETS: [f64; 16] = [
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 10.0,
+/// Latency buckets in seconds, 50µs .. 10s: dense between 5 and 250 ms, where
+/// a lateness tail sits and an operator has to tell 15 ms from 40.
+const LATENCY_BUCKETS: [f64; 22] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,
+    0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {

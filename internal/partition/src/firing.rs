@@ -116,7 +116,7 @@ pub(crate) struct Firing {
     /// The wheel's clock: the wall clock, never moving back.
     now: i64,
     /// What part of `pending` the wheel holds: everything due at or before
-    /// `loaded_to`, read up to `last_key`.
+    /// `loaded_to`. A refill scans from `last_key`, past the old `loaded_to`.
     loaded_to: i64,
     last_key: Option<(i64, u64)>,
     /// Released, to be proposed by this step.
@@ -181,6 +181,12 @@ impl Firing {
             completions.propose_gathered(ctx).await?;
         }
         if self.now + ctx.firing.horizon_ms / 2 >= self.loaded_to {
+            // Everything due up to the old end is in the wheel already
+            // (scanned, or inserted when its publish applied): read on from
+            // there. The last key found may lie before every event fired and
+            // deleted since, and stepping over their tombstones held each
+            // partition's owner for tens of milliseconds, all at once.
+            self.last_key = self.last_key.max(Some((self.loaded_to, u64::MAX)));
             self.loaded_to = self.now + ctx.firing.horizon_ms;
             self.load(ctx)?;
         }

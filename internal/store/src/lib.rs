@@ -43,7 +43,7 @@ use rocksdb::compaction_filter::CompactionFilter;
 use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory};
 use rocksdb::{
     checkpoint::Checkpoint, BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamily,
-    ColumnFamilyDescriptor, CompactionDecision, FlushOptions, Options, WriteBatch,
+    ColumnFamilyDescriptor, CompactionDecision, FlushOptions, Options, ReadOptions, WriteBatch,
     WriteBufferManager, WriteOptions, DB,
 };
 
@@ -325,7 +325,11 @@ impl Store {
         to_due: i64,
         limit: usize,
     ) -> Result<Vec<(i64, u64)>> {
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_PENDING));
+        // Bounded: with nothing pending past the window, an unbounded
+        // iterator steps over every tombstone to the end of the column family.
+        let mut read = ReadOptions::default();
+        read.set_iterate_upper_bound(pending_key(to_due.saturating_add(1).max(0), 0));
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_PENDING), read);
         match after {
             Some((due, offset)) => {
                 it.seek(pending_key(due, offset));

@@ -365,17 +365,20 @@ impl LeaderTerm {
             .publisher
             .step(ctx, self.epoch, mailbox, fl, completions)
             .await?;
+        // Releases first: what is due now must not wait behind a scan of
+        // schedules for occurrences due seconds from now.
+        if leased
+            && self
+                .firing
+                .step(ctx, self.epoch, &mut self.tail, completions)
+                .await?
+        {
+            self.dispatcher.fire_log_grew();
+        }
         if self.publisher.takes() {
             proposed += self.store_occurrences(ctx, mailbox, completions).await?;
         }
         if leased {
-            if self
-                .firing
-                .step(ctx, self.epoch, &mut self.tail, completions)
-                .await?
-            {
-                self.dispatcher.fire_log_grew();
-            }
             self.dispatcher
                 .step(ctx, self.epoch, &self.tail, completions)
                 .await?;

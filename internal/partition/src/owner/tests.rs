@@ -475,3 +475,53 @@ async fn a_schedule_stores_occurrences_ahead_and_a_pause_cancels_them() {
         assert_eq!(pair[1] - pair[0], 1000, "{stored:?}");
     }
 }
+
+/// A window of 200 ms, refilled every 100 ms while events are published
+/// into the part already loaded (they join the wheel when their publish
+/// applies) and beyond it (a refill reads them): each fires once, none
+/// early. A refill reads on from the window's old end, so this would lose
+/// any event that neither path put in the wheel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_window_refilled_many_times_fires_every_event_once_never_early() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut opts = options(tmp.path());
+    opts.firing.horizon_ms = 200;
+    let p = Arc::new(Partition::open(opts, SoloNetwork).await.unwrap());
+    wait_for("the partition to lead", || p.is_ready()).await;
+    let (member, mut rx) = Member::new(100_000);
+    p.attach("t".into(), "g".into(), Start::Latest, member)
+        .await
+        .unwrap();
+    let mut due = BTreeMap::new();
+    for round in 0..6 {
+        let now = wall_ms();
+        let events: Vec<_> = (0..40)
+            .map(|i| {
+                let id = format!("r{round}-{i}");
+                let at = now + 10 + i * 30; // 10 ms to 1.2 s ahead
+                due.insert(id.clone(), at);
+                event("t", id, at)
+            })
+            .collect();
+        retrying("publish", || p.publish(events.clone())).await;
+        // Timing the workload, not waiting for a condition: the next round
+        // lands after the window moved on.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let mut seen = BTreeSet::new();
+    while seen.len() < due.len() {
+        let d = match tokio::time::timeout(DEADLINE, rx.recv()).await {
+            Ok(Some(Outgoing::Delivery(d))) => d,
+            other => panic!("{} of {} delivered, then {other:?}", seen.len(), due.len()),
+        };
+        let received = wall_ms();
+        let id = d.event.expect("a delivery carries its event").message_id;
+        let at = due[&id];
+        assert!(received >= at, "{id} delivered {} ms early", at - received);
+        assert_eq!(d.attempt, 1, "{id} redelivered without a failure");
+        assert!(seen.insert(id.clone()), "{id} delivered twice");
+    }
+    // Delivered at release; each `Fire` applies after.
+    wait_for("every event to leave pending", || p.status().pending == 0).await;
+    p.shutdown().await;
+}
