@@ -183,9 +183,8 @@ impl Firing {
         if self.now + ctx.firing.horizon_ms / 2 >= self.loaded_to {
             // Everything due up to the old end is in the wheel already
             // (scanned, or inserted when its publish applied): read on from
-            // there. The last key found may lie before every event fired and
-            // deleted since, and stepping over their tombstones held each
-            // partition's owner for tens of milliseconds, all at once.
+            // there, not from the last key found, which may lie before every
+            // event fired (and deleted) since.
             self.last_key = self.last_key.max(Some((self.loaded_to, u64::MAX)));
             self.loaded_to = self.now + ctx.firing.horizon_ms;
             self.load(ctx)?;

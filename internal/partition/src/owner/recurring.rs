@@ -19,8 +19,8 @@ use super::{Ctx, TermError};
 use crate::schedule::{decode_stored, format_ts, occurrence_event, plan_occurrences};
 use crate::schedule::{GATHER_MS, LOOKAHEAD_MS, MISSED_AFTER_MS};
 
-/// Schedules looked at per proposal: a pass takes a few milliseconds of the
-/// owner (releases wait meanwhile); 1024 took 10-25.
+/// Schedules looked at per proposal: small, because the owner's releases
+/// wait while a pass reads and plans them.
 const SCAN_LIMIT: usize = 256;
 /// Occurrences per proposal, at most (plus one schedule's catch-up): a long
 /// outage's catch-up goes out in several entries, not one huge one.
