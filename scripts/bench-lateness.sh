@@ -36,16 +36,11 @@ for run in $(seq 1 "$runs"); do
   stop
   python3 - "$run" "$dir/run.json" "$dir/metrics.txt" <<'PY'
 import json, sys
+sys.path.insert(0, "scripts")
+from lateness_shares import shares as within
 run, summary, metrics = sys.argv[1], json.load(open(sys.argv[2])), open(sys.argv[3]).read()
 def shares(name):
-    counts = {}
-    for line in metrics.splitlines():
-        if line.startswith(name + "_bucket{"):
-            le = line.split('le="')[1].split('"')[0]
-            counts[le] = counts.get(le, 0) + float(line.rsplit(" ", 1)[1])
-    total = counts.get("+Inf", 0) or 1
-    return " ".join("<=%sms %.4f" % (float(le) * 1000, counts[le] / total)
-                    for le in ("0.001", "0.0025", "0.005", "0.01", "0.02", "0.05") if le in counts)
+    return within(metrics, name, ("0.001", "0.0025", "0.005", "0.01", "0.02", "0.05"))
 l, d = summary["lateness_ms"], summary.get("delivery", {})
 print("run %s: lateness p50 %.2f p99 %.2f p99.9 %.2f max %.2f ms; early %s missing %s"
       % (run, l["p50"], l["p99"], l.get("p99.9", float("nan")), l["max"], d.get("early"), d.get("missing")))

@@ -41,20 +41,14 @@ for run in $(seq "$runs"); do
   python3 - "$dir/out.txt" "$from" "$to" "$((measure - 5))" "$rc" "$run" "$dir" <<'PY'
 import json, os, sys
 out, frm, to, window, rc, run, d = sys.argv[1:]
-def buckets(path, name):
-    counts = {}
-    for line in open(path).read().splitlines():
-        if line.startswith(name + "_bucket{"):
-            le = line.split('le="')[1].split('"')[0]
-            counts[le] = counts.get(le, 0) + float(line.rsplit(" ", 1)[1])
-    return counts
+sys.path.insert(0, "scripts")
+from lateness_shares import shares as within
 def shares(name):
     # The server's own view over the measured window: the share of
     # occurrences released by the wheel / first delivered within each bound.
-    a, b = buckets(f"{d}/metrics-from.txt", name), buckets(f"{d}/metrics-to.txt", name)
-    total = (b.get("+Inf", 0) - a.get("+Inf", 0)) or 1
-    return " ".join("<=%gms %.4f" % (float(le) * 1000, (b[le] - a.get(le, 0)) / total)
-                    for le in ("0.005", "0.01", "0.02", "0.05", "0.1") if le in b)
+    return within(open(f"{d}/metrics-to.txt").read(), name,
+                  ("0.005", "0.01", "0.02", "0.05", "0.1"),
+                  before=open(f"{d}/metrics-from.txt").read())
 text = open(out).read()
 r = json.loads(text[text.index("{"):]) if "{" in text else {}
 if not r:
