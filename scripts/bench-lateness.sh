@@ -6,8 +6,10 @@
 # (`chronos_delivery_lateness_seconds`) within each bucket, so a tail can be
 # placed before or after the log.
 # RATE, EVENTS, CONSUMERS; PACED=1 publishes at RATE too (publishing runs
-# while events fire; then BATCH, default 100). BIN_DIR holds the release
-# `chronos` and `chronos-loadtest`.
+# while events fire; then BATCH, default 100). LEAD (default 3s) is how far
+# ahead of the start the first event is due: beyond the wheel's 60 s window,
+# events reach it by scans of `pending` rather than when their publish applies.
+# BIN_DIR holds the release `chronos` and `chronos-loadtest`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=${BIN_DIR:-${CARGO_TARGET_DIR:-target}/release}
@@ -31,7 +33,7 @@ for run in $(seq 1 "$runs"); do
     sleep 0.1
   done
   "$bin/chronos-loadtest" scheduled --consumers "${CONSUMERS:-4}" --payload 256 --rate "$rate" \
-    --events "$events" "${extra[@]}" --json >"$dir/run.json"
+    --events "$events" --lead "${LEAD:-3s}" "${extra[@]}" --json >"$dir/run.json"
   curl -sf http://127.0.0.1:8080/metrics >"$dir/metrics.txt"
   stop
   python3 - "$run" "$dir/run.json" "$dir/metrics.txt" <<'PY'
@@ -40,10 +42,10 @@ sys.path.insert(0, "scripts")
 from lateness_shares import shares as within
 run, summary, metrics = sys.argv[1], json.load(open(sys.argv[2])), open(sys.argv[3]).read()
 def shares(name):
-    return within(metrics, name, ("0.001", "0.0025", "0.005", "0.01", "0.02", "0.05"))
+    return within(metrics, name, ("0.001", "0.0025", "0.005", "0.01", "0.02", "0.05", "0.25"))
 l, d = summary["lateness_ms"], summary.get("delivery", {})
 print("run %s: lateness p50 %.2f p99 %.2f p99.9 %.2f max %.2f ms; early %s missing %s"
-      % (run, l["p50"], l["p99"], l.get("p99.9", float("nan")), l["max"], d.get("early"), d.get("missing")))
+      % (run, l["p50"], l["p99"], l.get("p999", float("nan")), l["max"], d.get("early"), d.get("missing")))
 print("   released: " + shares("chronos_fire_lateness_seconds"))
 print("   delivered: " + shares("chronos_delivery_lateness_seconds"))
 PY

@@ -2,12 +2,15 @@
 //! events and moves each into its topic's fire log (a `Fire` command through
 //! Raft) once the wall clock reaches its due time.
 //!
-//! The wheel is built from the `pending` column family when the term starts,
-//! and refilled by range scans as time moves on, so memory follows the window
-//! (`horizon`), not the pending count. Events published into the window join
-//! the wheel when their proposal is applied. Nothing here persists anything:
-//! a crash or a leader change loses only the wheel, which the next term
-//! rebuilds.
+//! The wheel holds the events of `pending` due within the window
+//! (`horizon`), so memory follows the window, not the pending count. It is
+//! loaded by range scans of at most [`LOAD_CHUNK`] keys, one per step, that
+//! keep its end within a second of `now + horizon`: the scans of a term's
+//! start and of a busy window are spread out between releases instead of
+//! holding the owner for the seconds it takes to read a window of values.
+//! Events published into the loaded part join the wheel when their proposal
+//! is applied. Nothing here persists anything: a crash or a leader change
+//! loses only the wheel, which the next term rebuilds.
 //!
 //! A released event is read from `pending` (so one a cancel or reschedule
 //! removed is dropped) and numbered in its topic's fire log (`fire_tail`);
@@ -37,8 +40,12 @@ use crate::owner::TermError;
 use crate::owner::{Completions, Ctx, Written};
 use crate::wall_ms;
 
-/// Pending keys read per range scan.
-const SCAN_BATCH: usize = 10_000;
+/// Pending keys read per step while loading the window (each costs a read
+/// of its value from a blob file: ~1 ms per chunk).
+const LOAD_CHUNK: usize = 256;
+/// How far the window's loaded end may fall behind `now + horizon` before
+/// it is loaded on.
+const LOAD_SLACK_MS: i64 = 1_000;
 /// Events per `Fire` command.
 const FIRE_BATCH: usize = 10_000;
 /// Longest a release waits for its `Fire` to be proposed.
@@ -115,10 +122,12 @@ pub(crate) struct Firing {
     wheel: TimingWheel<()>,
     /// The wheel's clock: the wall clock, never moving back.
     now: i64,
-    /// What part of `pending` the wheel holds: everything due at or before
-    /// `loaded_to`. A refill scans from `last_key`, past the old `loaded_to`.
-    loaded_to: i64,
-    last_key: Option<(i64, u64)>,
+    /// What part of `pending` the wheel holds: every (due, offset) key at or
+    /// before `loaded` (each was scanned, or inserted when its publish
+    /// applied). Scans read on from it.
+    loaded: Option<(i64, u64)>,
+    /// Where the load in progress ends: the window's end when it began.
+    load_to: i64,
     /// Released, to be proposed by this step.
     released: Vec<Fired<()>>,
     /// Offsets in a `Fire` not yet answered: a refill scan or a publish's
@@ -145,8 +154,8 @@ impl Firing {
         let mut firing = Firing {
             wheel: TimingWheel::new(config, now)?,
             now,
-            loaded_to: now + opts.horizon_ms,
-            last_key: None,
+            loaded: None,
+            load_to: now + opts.horizon_ms,
             released: Vec::new(),
             proposed: HashSet::new(),
             holds: HashMap::new(),
@@ -154,7 +163,7 @@ impl Firing {
             gauge: metrics::gauge!("chronos_wheel_entries", "partition" => ctx.partition.to_string()),
             guard: StepGuard::default(),
         };
-        firing.load(ctx)?;
+        firing.load_chunk(ctx)?;
         Ok(firing)
     }
 
@@ -180,33 +189,38 @@ impl Firing {
         {
             completions.propose_gathered(ctx).await?;
         }
-        if self.now + ctx.firing.horizon_ms / 2 >= self.loaded_to {
-            // Everything due up to the old end is in the wheel already
-            // (scanned, or inserted when its publish applied): read on from
-            // there, not from the last key found, which may lie before every
-            // event fired (and deleted) since.
-            self.last_key = self.last_key.max(Some((self.loaded_to, u64::MAX)));
-            self.loaded_to = self.now + ctx.firing.horizon_ms;
-            self.load(ctx)?;
+        let end = self.now + ctx.firing.horizon_ms;
+        if !self.loading() && self.load_to + load_slack_ms(ctx) <= end {
+            self.load_to = end;
+        }
+        if self.loading() {
+            self.load_chunk(ctx)?;
+            // What the next chunk delays must not include another owner's releases.
+            tokio::task::yield_now().await;
         }
         self.gauge.set(self.wheel.len() as f64);
         Ok(appended)
     }
 
-    /// When `step` has work next (wall-clock ms).
-    pub fn next_wake_ms(&self, ctx: &Ctx) -> i64 {
-        let next = if self.released.is_empty() {
-            self.wheel.next_due_ms().unwrap_or(i64::MAX)
-        } else {
-            self.now
-        };
-        next.min(self.loaded_to - ctx.firing.horizon_ms / 2)
+    /// Whether part of the window is still to be scanned.
+    fn loading(&self) -> bool {
+        self.loaded < Some((self.load_to, u64::MAX))
     }
 
-    /// Events whose publish applied; those beyond the window wait for a scan.
+    /// When `step` has work next (wall-clock ms).
+    pub fn next_wake_ms(&self, ctx: &Ctx) -> i64 {
+        if !self.released.is_empty() || self.loading() {
+            return self.now;
+        }
+        let next = self.wheel.next_due_ms().unwrap_or(i64::MAX);
+        next.min(self.load_to + load_slack_ms(ctx) - ctx.firing.horizon_ms)
+    }
+
+    /// Events whose publish applied; those beyond the loaded part of the
+    /// window wait for a scan.
     pub fn insert_new(&mut self, partition: u32, batch: Vec<(i64, u64)>) {
         for (due, offset) in batch {
-            if due <= self.loaded_to {
+            if Some((due, offset)) <= self.loaded {
                 if let Err(e) = self.insert(due, offset) {
                     tracing::warn!(partition, offset, "not scheduled: {e}");
                 }
@@ -266,22 +280,20 @@ impl Firing {
         self.gauge.set(0.0);
     }
 
-    /// Scans `pending` from the last loaded key up to the window's end into the wheel.
-    fn load(&mut self, ctx: &Ctx) -> Result<(), TermError> {
-        loop {
-            let keys = ctx
-                .store
-                .scan_pending(self.last_key, self.loaded_to, SCAN_BATCH)?;
-            for &(due, offset) in &keys {
-                self.insert(due, offset)?;
-            }
-            if let Some(last) = keys.last() {
-                self.last_key = Some(*last);
-            }
-            if keys.len() < SCAN_BATCH {
-                return Ok(());
-            }
+    /// Scans the next keys of `pending` up to `load_to` into the wheel.
+    fn load_chunk(&mut self, ctx: &Ctx) -> Result<(), TermError> {
+        let keys = ctx
+            .store
+            .scan_pending(self.loaded, self.load_to, LOAD_CHUNK)?;
+        for &(due, offset) in &keys {
+            self.insert(due, offset)?;
         }
+        self.loaded = if keys.len() < LOAD_CHUNK {
+            Some((self.load_to, u64::MAX))
+        } else {
+            keys.last().copied()
+        };
+        Ok(())
     }
 
     fn insert(&mut self, due: i64, offset: u64) -> Result<(), TermError> {
@@ -352,4 +364,9 @@ impl Firing {
         }
         Ok(appended)
     }
+}
+
+/// The slack, smaller for short windows (tests) so the window stays mostly loaded.
+fn load_slack_ms(ctx: &Ctx) -> i64 {
+    LOAD_SLACK_MS.min(ctx.firing.horizon_ms / 4).max(1)
 }

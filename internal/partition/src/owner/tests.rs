@@ -525,3 +525,64 @@ async fn a_short_window_refilled_many_times_fires_every_event_once_never_early()
     wait_for("every event to leave pending", || p.status().pending == 0).await;
     p.shutdown().await;
 }
+
+/// Loads of the window hold many times `LOAD_CHUNK` events (600 due in the
+/// same millisecond, beyond the loaded part when published) and are read a
+/// chunk per step while publishes into the loaded part keep arriving: each
+/// event fires once, none early. A load that stopped after its first chunk
+/// would lose the rest of each cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_loaded_a_chunk_per_step_fires_every_event_once_never_early() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut opts = options(tmp.path());
+    opts.firing.horizon_ms = 200;
+    let p = Arc::new(Partition::open(opts, SoloNetwork).await.unwrap());
+    wait_for("the partition to lead", || p.is_ready()).await;
+    let (member, mut rx) = Member::new(100_000);
+    p.attach("t".into(), "g".into(), Start::Latest, member)
+        .await
+        .unwrap();
+    let mut due = BTreeMap::new();
+    let now = wall_ms();
+    for cluster in 0..4i64 {
+        let at = now + 600 + cluster * 150;
+        let events: Vec<_> = (0..600)
+            .map(|i| {
+                let id = format!("c{cluster}-{i}");
+                due.insert(id.clone(), at);
+                event("t", id, at)
+            })
+            .collect();
+        retrying("publish", || p.publish(events.clone())).await;
+    }
+    // Into the loaded part while the clusters load: 20 ms to 1.2 s ahead.
+    for round in 0..8 {
+        let now = wall_ms();
+        let events: Vec<_> = (0..40)
+            .map(|i| {
+                let id = format!("r{round}-{i}");
+                let at = now + 20 + i * 30;
+                due.insert(id.clone(), at);
+                event("t", id, at)
+            })
+            .collect();
+        retrying("publish", || p.publish(events.clone())).await;
+        // Timing the workload, not waiting for a condition.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let mut seen = BTreeSet::new();
+    while seen.len() < due.len() {
+        let d = match tokio::time::timeout(DEADLINE, rx.recv()).await {
+            Ok(Some(Outgoing::Delivery(d))) => d,
+            other => panic!("{} of {} delivered, then {other:?}", seen.len(), due.len()),
+        };
+        let received = wall_ms();
+        let id = d.event.expect("a delivery carries its event").message_id;
+        let at = due[&id];
+        assert!(received >= at, "{id} delivered {} ms early", at - received);
+        assert_eq!(d.attempt, 1, "{id} redelivered without a failure");
+        assert!(seen.insert(id.clone()), "{id} delivered twice");
+    }
+    wait_for("every event to leave pending", || p.status().pending == 0).await;
+    p.shutdown().await;
+}
