@@ -508,6 +508,18 @@ async fn a_short_window_refilled_many_times_fires_every_event_once_never_early()
         // lands after the window moved on.
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
+    each_delivered_once_never_early(&mut rx, &due).await;
+    // Delivered at release; each `Fire` applies after.
+    wait_for("every event to leave pending", || p.status().pending == 0).await;
+    p.shutdown().await;
+}
+
+/// Waits for a delivery of every id in `due` (id → due time); panics on one
+/// delivered early, twice, or not within the deadline.
+async fn each_delivered_once_never_early(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Outgoing>,
+    due: &BTreeMap<String, i64>,
+) {
     let mut seen = BTreeSet::new();
     while seen.len() < due.len() {
         let d = match tokio::time::timeout(DEADLINE, rx.recv()).await {
@@ -521,9 +533,6 @@ async fn a_short_window_refilled_many_times_fires_every_event_once_never_early()
         assert_eq!(d.attempt, 1, "{id} redelivered without a failure");
         assert!(seen.insert(id.clone()), "{id} delivered twice");
     }
-    // Delivered at release; each `Fire` applies after.
-    wait_for("every event to leave pending", || p.status().pending == 0).await;
-    p.shutdown().await;
 }
 
 /// Loads of the window hold many times `LOAD_CHUNK` events (600 due in the
@@ -570,19 +579,7 @@ async fn a_window_loaded_a_chunk_per_step_fires_every_event_once_never_early() {
         // Timing the workload, not waiting for a condition.
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
-    let mut seen = BTreeSet::new();
-    while seen.len() < due.len() {
-        let d = match tokio::time::timeout(DEADLINE, rx.recv()).await {
-            Ok(Some(Outgoing::Delivery(d))) => d,
-            other => panic!("{} of {} delivered, then {other:?}", seen.len(), due.len()),
-        };
-        let received = wall_ms();
-        let id = d.event.expect("a delivery carries its event").message_id;
-        let at = due[&id];
-        assert!(received >= at, "{id} delivered {} ms early", at - received);
-        assert_eq!(d.attempt, 1, "{id} redelivered without a failure");
-        assert!(seen.insert(id.clone()), "{id} delivered twice");
-    }
+    each_delivered_once_never_early(&mut rx, &due).await;
     wait_for("every event to leave pending", || p.status().pending == 0).await;
     p.shutdown().await;
 }
