@@ -40,8 +40,8 @@ use crate::owner::TermError;
 use crate::owner::{Completions, Ctx, Written};
 use crate::wall_ms;
 
-/// Pending keys read per step while loading the window (each costs a read
-/// of its value from a blob file: ~1 ms per chunk).
+/// Pending keys read per step while loading the window (the scan reads
+/// each key's value from a blob file, so a chunk must stay small).
 const LOAD_CHUNK: usize = 256;
 /// How far the window's loaded end may fall behind `now + horizon` before
 /// it is loaded on.
