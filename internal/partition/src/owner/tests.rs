@@ -484,34 +484,58 @@ async fn a_schedule_stores_occurrences_ahead_and_a_pause_cancels_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_window_refilled_many_times_fires_every_event_once_never_early() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut opts = options(tmp.path());
+    let (p, mut rx) = short_window(tmp.path()).await;
+    let mut due = BTreeMap::new();
+    // 10 ms to 1.2 s ahead; each round lands after the window moved on.
+    publish_rounds(&p, &mut due, 6, 10, Duration::from_millis(150)).await;
+    each_delivered_once_never_early(&mut rx, &due).await;
+    // Delivered at release; each `Fire` applies after.
+    wait_for("every event to leave pending", || p.status().pending == 0).await;
+    p.shutdown().await;
+}
+
+/// A single-voter partition whose wheel window is 200 ms (so it is loaded
+/// many times in a test), with one member of group "g" on topic "t".
+async fn short_window(
+    dir: &std::path::Path,
+) -> (
+    Arc<Partition>,
+    tokio::sync::mpsc::UnboundedReceiver<Outgoing>,
+) {
+    let mut opts = options(dir);
     opts.firing.horizon_ms = 200;
     let p = Arc::new(Partition::open(opts, SoloNetwork).await.unwrap());
     wait_for("the partition to lead", || p.is_ready()).await;
-    let (member, mut rx) = Member::new(100_000);
+    let (member, rx) = Member::new(100_000);
     p.attach("t".into(), "g".into(), Start::Latest, member)
         .await
         .unwrap();
-    let mut due = BTreeMap::new();
-    for round in 0..6 {
+    (p, rx)
+}
+
+/// Publishes `rounds` rounds of 40 events due `lead_ms` to `lead_ms` + 1.17 s
+/// ahead, `pause` apart, noting each id's due time in `due`.
+async fn publish_rounds(
+    p: &Partition,
+    due: &mut BTreeMap<String, i64>,
+    rounds: usize,
+    lead_ms: i64,
+    pause: Duration,
+) {
+    for round in 0..rounds {
         let now = wall_ms();
         let events: Vec<_> = (0..40)
             .map(|i| {
                 let id = format!("r{round}-{i}");
-                let at = now + 10 + i * 30; // 10 ms to 1.2 s ahead
+                let at = now + lead_ms + i * 30;
                 due.insert(id.clone(), at);
                 event("t", id, at)
             })
             .collect();
         retrying("publish", || p.publish(events.clone())).await;
-        // Timing the workload, not waiting for a condition: the next round
-        // lands after the window moved on.
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        // Timing the workload, not waiting for a condition.
+        tokio::time::sleep(pause).await;
     }
-    each_delivered_once_never_early(&mut rx, &due).await;
-    // Delivered at release; each `Fire` applies after.
-    wait_for("every event to leave pending", || p.status().pending == 0).await;
-    p.shutdown().await;
 }
 
 /// Waits for a delivery of every id in `due` (id → due time); panics on one
@@ -543,14 +567,7 @@ async fn each_delivered_once_never_early(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_window_loaded_a_chunk_per_step_fires_every_event_once_never_early() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut opts = options(tmp.path());
-    opts.firing.horizon_ms = 200;
-    let p = Arc::new(Partition::open(opts, SoloNetwork).await.unwrap());
-    wait_for("the partition to lead", || p.is_ready()).await;
-    let (member, mut rx) = Member::new(100_000);
-    p.attach("t".into(), "g".into(), Start::Latest, member)
-        .await
-        .unwrap();
+    let (p, mut rx) = short_window(tmp.path()).await;
     let mut due = BTreeMap::new();
     let now = wall_ms();
     for cluster in 0..4i64 {
@@ -565,20 +582,7 @@ async fn a_window_loaded_a_chunk_per_step_fires_every_event_once_never_early() {
         retrying("publish", || p.publish(events.clone())).await;
     }
     // Into the loaded part while the clusters load: 20 ms to 1.2 s ahead.
-    for round in 0..8 {
-        let now = wall_ms();
-        let events: Vec<_> = (0..40)
-            .map(|i| {
-                let id = format!("r{round}-{i}");
-                let at = now + 20 + i * 30;
-                due.insert(id.clone(), at);
-                event("t", id, at)
-            })
-            .collect();
-        retrying("publish", || p.publish(events.clone())).await;
-        // Timing the workload, not waiting for a condition.
-        tokio::time::sleep(Duration::from_millis(60)).await;
-    }
+    publish_rounds(&p, &mut due, 8, 20, Duration::from_millis(60)).await;
     each_delivered_once_never_early(&mut rx, &due).await;
     wait_for("every event to leave pending", || p.status().pending == 0).await;
     p.shutdown().await;
