@@ -285,6 +285,15 @@ impl Firing {
         let keys = ctx
             .store
             .scan_pending(self.loaded, self.load_to, LOAD_CHUNK)?;
+        // A scan reads on strictly after what is loaded and stops at the
+        // window's end: a key skipped would never fire.
+        assert!(
+            keys.first().is_none_or(|k| Some(*k) > self.loaded)
+                && keys.last().is_none_or(|k| k.0 <= self.load_to),
+            "a load of pending read outside ({:?}, {}]",
+            self.loaded,
+            self.load_to
+        );
         for &(due, offset) in &keys {
             self.insert(due, offset)?;
         }
