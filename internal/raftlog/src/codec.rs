@@ -1,7 +1,9 @@
 //! On-disk format: a file header, then records
 //! `[len u32][crc32c u32][kind u8][partition u32][index u64][body]`,
 //! little-endian. `len` counts the bytes after the crc field; the CRC covers
-//! exactly those bytes, so a torn or zero-filled tail fails the check.
+//! exactly those bytes, so a torn tail fails the check. A zero length field
+//! ends a file's records: no record has one, and files are zero-filled ahead
+//! of the writer.
 
 /// File header: magic then format version.
 pub(crate) const MAGIC: [u8; 4] = *b"CRLG";
@@ -118,7 +120,9 @@ fn le_u64(b: &[u8]) -> u64 {
 
 /// Decodes the record at the start of `data`.
 pub(crate) fn decode(data: &[u8]) -> Decoded<'_> {
-    if data.is_empty() {
+    // No record starts with a zero length: zeros are space filled ahead of
+    // the writer (`prealloc.rs`), however few bytes of it are left.
+    if data.iter().take(4).all(|&b| b == 0) {
         return Decoded::End;
     }
     if data.len() < FRAME_BYTES {
@@ -173,6 +177,11 @@ mod tests {
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
         assert!(matches!(decode(&flipped), Decoded::Bad("crc mismatch")));
-        assert!(matches!(decode(&[0u8; 32]), Decoded::Bad(_)));
+        for zeros in 1..32 {
+            assert!(matches!(decode(&vec![0u8; zeros]), Decoded::End), "{zeros}");
+        }
+        let mut zero_len = buf.clone();
+        zero_len[..4].fill(0);
+        assert!(matches!(decode(&zero_len), Decoded::End));
     }
 }

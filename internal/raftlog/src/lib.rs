@@ -11,6 +11,9 @@
 //! - *Group commit* (`flusher.rs`): appends of all partitions are written at
 //!   once and ONE flusher thread fsyncs for all of them before running their
 //!   `on_durable` callbacks, per [`FsyncMode`]. Votes are always fsynced.
+//! - *Zero-filling ahead* (`prealloc.rs`): a thread keeps the active file
+//!   written with zeros and fsynced past its end, so an append's fdatasync
+//!   flushes data only.
 //! - *Recovery* (`recovery.rs`): replay in file order; a torn or corrupt
 //!   record cuts the log there.
 //! - *GC* (`gc.rs`): deletes the oldest files once no partition has a live
@@ -42,6 +45,7 @@ mod gc;
 mod log;
 mod memtable;
 mod options;
+mod prealloc;
 mod recovery;
 mod write;
 

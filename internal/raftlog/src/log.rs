@@ -16,6 +16,7 @@ use crate::files;
 use crate::flusher::{self, FlushQueue};
 use crate::memtable::PartitionState;
 use crate::options::{DurablePosition, RaftLogOptions, RaftLogStats};
+use crate::prealloc;
 use crate::recovery;
 
 /// One node-wide log shared by many Raft partitions. `Send + Sync`; share it
@@ -26,7 +27,8 @@ use crate::recovery;
 /// a clean shutdown.
 pub struct RaftLog {
     pub(crate) shared: Arc<Shared>,
-    flusher: Option<JoinHandle<()>>,
+    /// The flusher and the zero-filler.
+    threads: Vec<JoinHandle<()>>,
 }
 
 pub(crate) struct Shared {
@@ -61,6 +63,8 @@ impl Counters {
 pub(crate) struct LogFile {
     pub(crate) file: Arc<File>,
     pub(crate) len: u64,
+    /// Bytes from `len` up to here are zeros on disk (`prealloc.rs`).
+    pub(crate) zeroed: u64,
 }
 
 pub(crate) struct Inner {
@@ -79,6 +83,12 @@ pub(crate) struct Inner {
     /// Sticky failure: set once a write or fsync failed.
     pub(crate) poisoned: Option<String>,
     pub(crate) synced: DurablePosition,
+    /// Tells the zero-filling thread to return.
+    pub(crate) stopping: bool,
+    /// Zero-filling gave up (e.g. a full disk); appends extend files.
+    pub(crate) prealloc_failed: bool,
+    /// Wakes the zero-filling thread, which waits on this lock.
+    pub(crate) prealloc_wake: Arc<Condvar>,
 }
 
 impl RaftLog {
@@ -98,6 +108,9 @@ impl RaftLog {
             parts: recovered.parts,
             poisoned: None,
             synced: DurablePosition::default(),
+            stopping: false,
+            prealloc_failed: false,
+            prealloc_wake: Arc::new(Condvar::new()),
         };
         // A fresh file: the recovered last file may end in a partial
         // checkpoint, and gc relies on every later file having a whole one.
@@ -116,10 +129,17 @@ impl RaftLog {
             .name("raftlog-flusher".into())
             .spawn(move || flusher::run(for_thread))
             .map_err(RaftLogError::io("spawn flusher"))?;
-        Ok(RaftLog {
+        let mut log = RaftLog {
             shared,
-            flusher: Some(handle),
-        })
+            threads: vec![handle],
+        };
+        let for_thread = Arc::clone(&log.shared);
+        let handle = std::thread::Builder::new()
+            .name("raftlog-prealloc".into())
+            .spawn(move || prealloc::run(for_thread))
+            .map_err(RaftLogError::io("spawn zero-filler"))?;
+        log.threads.push(handle);
+        Ok(log)
     }
 
     pub fn vote(&self, partition: u32) -> Option<Vec<u8>> {
@@ -215,16 +235,20 @@ impl RaftLog {
     /// and returns how far the files were fsynced. Pending callbacks get
     /// [`RaftLogError::Closed`]. For crash tests; `drop` does the same.
     pub fn close_without_sync(mut self) -> DurablePosition {
-        self.stop_flusher();
+        self.stop_threads();
         self.shared.inner.lock().synced
     }
 
-    fn stop_flusher(&mut self) {
-        if let Some(handle) = self.flusher.take() {
-            self.shared.queue.lock().shutdown = true;
-            self.shared.queue_cv.notify_all();
+    fn stop_threads(&mut self) {
+        self.shared.queue.lock().shutdown = true;
+        self.shared.queue_cv.notify_all();
+        let mut inner = self.shared.inner.lock();
+        inner.stopping = true;
+        inner.prealloc_wake.notify_all();
+        drop(inner);
+        for handle in self.threads.drain(..) {
             if handle.join().is_err() {
-                tracing::error!("raft log flusher thread panicked");
+                tracing::error!("a raft log thread panicked");
             }
         }
     }
@@ -232,6 +256,6 @@ impl RaftLog {
 
 impl Drop for RaftLog {
     fn drop(&mut self) {
-        self.stop_flusher();
+        self.stop_threads();
     }
 }

@@ -45,11 +45,19 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, RaftLogError> {
             .map_err(RaftLogError::io("read file"))?;
         match scan(*seq, &data, &mut replay) {
             Scan::Clean(len) => {
+                // Zeros past the records (space filled ahead): never written
+                // again, since open starts a new file, so give them back.
+                if len < data.len() as u64 {
+                    file.set_len(len)
+                        .and_then(|()| file.sync_all())
+                        .map_err(RaftLogError::io("trim zero-filled tail"))?;
+                }
                 kept.insert(
                     *seq,
                     LogFile {
                         file: Arc::new(file),
                         len,
+                        zeroed: len,
                     },
                 );
             }
@@ -67,6 +75,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, RaftLogError> {
                     LogFile {
                         file: Arc::new(file),
                         len,
+                        zeroed: len,
                     },
                 );
                 cut_at = Some(i + 1);

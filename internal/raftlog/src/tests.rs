@@ -159,6 +159,72 @@ fn gc_without_rewrite_keeps_pinned_files() {
     check(&log, 2, Some((9, 10)), 3000);
 }
 
+/// The active file and how far records are written in it (zeros may follow).
+fn written(log: &RaftLog) -> (u64, u64) {
+    let inner = log.shared.inner.lock();
+    (inner.active, inner.files[&inner.active].len)
+}
+
+#[test]
+fn appends_land_in_space_zero_filled_ahead_which_reopen_trims() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = RaftLog::open(dir.path(), opts(64 << 20)).expect("open");
+    append(&log, 1, 1, 3, 100);
+    let (seq, _) = written(&log);
+    let path = crate::files::file_path(dir.path(), seq);
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let ahead = |len: u64| len + crate::prealloc::AHEAD_BYTES;
+    while std::fs::metadata(&path).expect("stat").len() < ahead(written(&log).1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no zeros written ahead"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Records now overwrite zeros; more follow without a roll.
+    append(&log, 1, 4, 50, 3000);
+    assert_eq!(written(&log).0, seq, "rolled");
+    let (_, len) = written(&log);
+    assert!(std::fs::metadata(&path).expect("stat").len() > len);
+    drop(log);
+    let log = RaftLog::open(dir.path(), opts(64 << 20)).expect("reopen");
+    assert_eq!(log.range(1), Some((1, 50)));
+    let first = log.read(1, 1, 4).expect("read");
+    assert!(first.iter().all(|(i, b)| *b == payload(1, *i, 100)));
+    let rest = log.read(1, 4, 51).expect("read");
+    assert_eq!(rest.len(), 47);
+    assert!(rest.iter().all(|(i, b)| *b == payload(1, *i, 3000)));
+    assert_eq!(
+        std::fs::metadata(&path).expect("stat").len(),
+        len,
+        "zero tail not trimmed"
+    );
+}
+
+#[test]
+fn records_after_a_zeroed_length_are_never_replayed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = RaftLog::open(dir.path(), opts(1 << 20)).expect("open");
+    append(&log, 1, 1, 5, 200);
+    append(&log, 1, 6, 8, 200);
+    let (seq, len) = written(&log);
+    drop(log);
+    // A crash that kept entries 7 and 8 but lost the page holding 6's length.
+    let record = 200 + crate::codec::RECORD_OVERHEAD_BYTES as u64;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(crate::files::file_path(dir.path(), seq))
+        .expect("open file");
+    std::os::unix::fs::FileExt::write_all_at(&file, &[0; 4], len - 3 * record).expect("zero");
+    drop(file);
+    let log = RaftLog::open(dir.path(), opts(1 << 20)).expect("reopen");
+    check(&log, 1, Some((1, 5)), 200);
+    append(&log, 1, 6, 6, 200);
+    drop(log);
+    let log = RaftLog::open(dir.path(), opts(1 << 20)).expect("reopen again");
+    check(&log, 1, Some((1, 6)), 200);
+}
+
 #[test]
 fn torn_tail_keeps_the_prefix() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -167,10 +233,10 @@ fn torn_tail_keeps_the_prefix() {
     log.save_vote(1, b"v").expect("vote");
     let synced = log.durable_position();
     append(&log, 1, 6, 8, 200);
+    let (seq, len) = written(&log);
     let at = log.close_without_sync();
-    assert!(at >= synced);
+    assert!(at >= synced && at.file_seq == seq);
     let path = crate::files::file_path(dir.path(), at.file_seq);
-    let len = std::fs::metadata(&path).expect("stat").len();
     // Cut in the middle of entry 7's record.
     let record = 200 + crate::codec::RECORD_OVERHEAD_BYTES as u64;
     let file = std::fs::OpenOptions::new()

@@ -15,6 +15,7 @@ use crate::files;
 use crate::log::{Counters, Inner, LogFile, RaftLog};
 use crate::memtable::Loc;
 use crate::options::DurableCallback;
+use crate::prealloc;
 
 impl Inner {
     pub(crate) fn check_writable(&self) -> Result<(), RaftLogError> {
@@ -55,6 +56,11 @@ impl Inner {
             return Err(err);
         }
         lf.len += buf.len() as u64;
+        if lf.zeroed < prealloc::target(lf.len, file_bytes)
+            && lf.zeroed < lf.len + prealloc::AHEAD_BYTES / 2
+        {
+            self.prealloc_wake.notify_one();
+        }
         Ok((active, offset))
     }
 
@@ -92,7 +98,15 @@ impl Inner {
             self.unsynced.push(Arc::clone(&old.file));
         }
         let len = buf.len() as u64;
-        self.files.insert(seq, LogFile { file, len });
+        self.files.insert(
+            seq,
+            LogFile {
+                file,
+                len,
+                zeroed: len,
+            },
+        );
+        self.prealloc_wake.notify_one();
         self.active = seq;
         self.active_start = len;
         self.dir_dirty = true;

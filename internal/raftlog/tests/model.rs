@@ -261,7 +261,9 @@ impl Harness {
     }
 }
 
-/// Cuts the newest file at a length between what is known fsynced and its end.
+/// Tears the newest file between what is known fsynced and the end of its
+/// records: truncated there (an appended file) or zeroed from there (space
+/// zero-filled ahead, which a crash leaves as zeros), by `per_mille`'s parity.
 fn cut_last_file(dir: &Path, synced_seq: u64, synced_offset: u64, per_mille: u64) {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .expect("read dir")
@@ -275,17 +277,30 @@ fn cut_last_file(dir: &Path, synced_seq: u64, synced_offset: u64, per_mille: u64
         .and_then(|s| s.to_str())
         .and_then(|s| s.parse().ok())
         .expect("seq");
-    let len = std::fs::metadata(last).expect("stat").len();
+    let data = std::fs::read(last).expect("read");
     let lo = if seq == synced_seq { synced_offset } else { 0 };
+    // A record may end in zero bytes, so the end is at least `lo`.
+    let written = data
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |i| i as u64 + 1);
+    let end = written.max(lo);
     assert!(
-        seq >= synced_seq && lo <= len,
+        seq >= synced_seq && lo <= data.len() as u64,
         "fsynced past the end of the newest file"
     );
+    let at = lo + (end - lo) * per_mille / 1000;
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(last)
         .expect("open");
-    f.set_len(lo + (len - lo) * per_mille / 1000).expect("cut");
+    if per_mille.is_multiple_of(2) {
+        f.set_len(at).expect("cut");
+    } else {
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&vec![0u8; (end - at) as usize], at)
+            .expect("zero");
+    }
 }
 
 fn op() -> impl Strategy<Value = Op> {
