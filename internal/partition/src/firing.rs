@@ -48,6 +48,14 @@ const LOAD_CHUNK: usize = 256;
 const LOAD_SLACK_MS: i64 = 1_000;
 /// Events per `Fire` command.
 const FIRE_BATCH: usize = 10_000;
+/// Released events read and numbered per step: between steps the term
+/// delivers, so a burst flows to consumers while it is released, and its
+/// buffers are reused instead of a whole burst's being held at once.
+const RELEASE_STEP: usize = 2_048;
+/// Released events in `Fire`s not yet applied, at most, before more are
+/// released: a burst must not queue seconds of `Fire`s in the log ahead of
+/// the records that acks and deliveries propose.
+const UNAPPLIED_LIMIT: usize = 2 * FIRE_BATCH;
 /// Longest a release waits for its `Fire` to be proposed.
 pub(crate) const FIRE_LINGER: Duration = Duration::from_millis(5);
 
@@ -128,11 +136,16 @@ pub(crate) struct Firing {
     loaded: Option<(i64, u64)>,
     /// Where the load in progress ends: the window's end when it began.
     load_to: i64,
-    /// Released, to be proposed by this step.
+    /// Released, to be read and numbered by the next steps; the first due
+    /// last (taken from the end) unless `unsorted`.
     released: Vec<Fired<()>>,
-    /// Offsets in a `Fire` not yet answered: a refill scan or a publish's
-    /// answer may offer them again, and they must not fire twice.
-    proposed: HashSet<u64>,
+    unsorted: bool,
+    /// Offsets the wheel released that no answered `Fire` covers yet
+    /// (waiting in `released`, parked, or proposed): a refill scan or a
+    /// publish's answer may offer them again, and they must not fire twice.
+    taken: HashSet<u64>,
+    /// Events gathered or proposed in a `Fire` that has not applied.
+    unapplied: usize,
     /// Ids (`id_key`) with a cancel or reschedule in flight, and how many.
     holds: HashMap<Vec<u8>, usize>,
     /// Released events whose id is held, by id.
@@ -157,7 +170,9 @@ impl Firing {
             loaded: None,
             load_to: now + opts.horizon_ms,
             released: Vec::new(),
-            proposed: HashSet::new(),
+            unsorted: false,
+            taken: HashSet::new(),
+            unapplied: 0,
             holds: HashMap::new(),
             parked: HashMap::new(),
             gauge: metrics::gauge!("chronos_wheel_entries", "partition" => ctx.partition.to_string()),
@@ -178,9 +193,13 @@ impl Firing {
     ) -> Result<bool, TermError> {
         let wall = self.guard.now(wall_ms(), std::time::Instant::now());
         self.now = self.now.max(wall);
+        let before = self.released.len();
         self.wheel.advance(self.now, &mut self.released);
+        self.unsorted |= self.released.len() > before;
+        self.taken
+            .extend(self.released[before..].iter().map(|f| f.key));
         let mut appended = false;
-        if !self.released.is_empty() {
+        if self.may_release() {
             appended = self.release(ctx, epoch, tail, completions).await?;
         }
         if completions
@@ -202,6 +221,12 @@ impl Firing {
         Ok(appended)
     }
 
+    /// Whether released events wait and may be read now (an applied `Fire`
+    /// wakes the owner otherwise).
+    fn may_release(&self) -> bool {
+        !self.released.is_empty() && self.unapplied < UNAPPLIED_LIMIT
+    }
+
     /// Whether part of the window is still to be scanned.
     fn loading(&self) -> bool {
         self.loaded < Some((self.load_to, u64::MAX))
@@ -209,7 +234,7 @@ impl Firing {
 
     /// When `step` has work next (wall-clock ms).
     pub fn next_wake_ms(&self, ctx: &Ctx) -> i64 {
-        if !self.released.is_empty() || self.loading() {
+        if self.may_release() || self.loading() {
             return self.now;
         }
         let next = self.wheel.next_due_ms().unwrap_or(i64::MAX);
@@ -249,6 +274,7 @@ impl Firing {
             // Read from `pending` again when proposed: a removed one is dropped.
             if let Some(parked) = self.parked.remove(id) {
                 self.released.extend(parked);
+                self.unsorted = true;
             }
         }
     }
@@ -265,12 +291,16 @@ impl Firing {
         proposal: FireProposal,
         written: Written,
     ) -> Result<(), TermError> {
+        self.unapplied = self
+            .unapplied
+            .checked_sub(proposal.offsets.len())
+            .expect("a Fire applied more events than were gathered");
         let applied = written?;
         for (topic, seqs) in proposal.appended {
             tail.applied(&topic, seqs);
         }
         for offset in proposal.offsets {
-            self.proposed.remove(&offset);
+            self.taken.remove(&offset);
         }
         metrics::counter!("chronos_fired_events_total").increment(applied.fired);
         Ok(())
@@ -306,7 +336,7 @@ impl Firing {
     }
 
     fn insert(&mut self, due: i64, offset: u64) -> Result<(), TermError> {
-        if self.proposed.contains(&offset) {
+        if self.taken.contains(&offset) {
             return Ok(());
         }
         match self.wheel.insert(offset, due, ()) {
@@ -316,9 +346,10 @@ impl Firing {
         }
     }
 
-    /// Reads the released events from `pending`, numbers them in their
-    /// topics' fire logs and gathers them into the next `Fire` (proposed
-    /// once it holds [`FIRE_BATCH`]). Returns whether any was numbered.
+    /// Reads the first [`RELEASE_STEP`] released events (by due time) from
+    /// `pending`, numbers them in their topics' fire logs and gathers them
+    /// into the next `Fire` (proposed once it holds [`FIRE_BATCH`]). Returns
+    /// whether any was numbered.
     async fn release(
         &mut self,
         ctx: &Ctx,
@@ -328,47 +359,53 @@ impl Firing {
     ) -> Result<bool, TermError> {
         let fire_ts = self.now;
         let lateness = metrics::histogram!("chronos_fire_lateness_seconds");
-        let mut released = std::mem::take(&mut self.released);
-        released.sort_unstable_by_key(|f| (f.due_ms, f.key));
+        if std::mem::take(&mut self.unsorted) {
+            self.released
+                .sort_unstable_by_key(|f| std::cmp::Reverse((f.due_ms, f.key)));
+        }
+        let mut released = self
+            .released
+            .split_off(self.released.len().saturating_sub(RELEASE_STEP));
+        released.reverse();
         let mut appended = false;
-        for chunk in released.chunks(FIRE_BATCH) {
-            let keys: Vec<(i64, u64)> = chunk.iter().map(|f| (f.due_ms, f.key)).collect();
-            let values = ctx.store.get_pending_run(&keys)?;
-            for (f, raw) in chunk.iter().zip(values) {
-                // Cancelled or rescheduled since it was loaded.
-                let Some(raw) = raw else { continue };
-                let keys =
-                    EventKeys::decode(raw.as_slice()).map_err(|source| TermError::Decode {
-                        what: "a pending event",
-                        source,
-                    })?;
-                if !self.holds.is_empty() {
-                    let id = id_key(&keys.topic, &keys.message_id);
-                    if self.holds.contains_key(&id) {
-                        self.parked.entry(id).or_default().push(f.clone());
-                        continue;
-                    }
+        let keys: Vec<(i64, u64)> = released.iter().map(|f| (f.due_ms, f.key)).collect();
+        let values = ctx.store.get_pending_run(&keys)?;
+        for (f, raw) in released.iter().zip(values) {
+            // Cancelled or rescheduled since it was loaded.
+            let Some(raw) = raw else {
+                self.taken.remove(&f.key);
+                continue;
+            };
+            let keys = EventKeys::decode(raw.as_slice()).map_err(|source| TermError::Decode {
+                what: "a pending event",
+                source,
+            })?;
+            if !self.holds.is_empty() {
+                let id = id_key(&keys.topic, &keys.message_id);
+                if self.holds.contains_key(&id) {
+                    self.parked.entry(id).or_default().push(f.clone());
+                    continue;
                 }
-                lateness.record((fire_ts - f.due_ms) as f64 / 1000.0);
-                let record = FiredRecord {
-                    offset: f.key,
-                    due_ts: f.due_ms,
-                    fire_ts,
-                    event: raw.into(),
-                    only_group: String::new(),
-                };
-                let seq = tail.append(&ctx.store, &keys.topic, Slot::Ready(record))?;
-                self.proposed.insert(f.key);
-                let r = PendingRef {
-                    due_ts: f.due_ms,
-                    offset: f.key,
-                };
-                let gathered = completions.gather(epoch);
-                gathered.add(fire_ts, r, &keys.topic, seq);
-                appended = true;
-                if gathered.len() >= FIRE_BATCH {
-                    completions.propose_gathered(ctx).await?;
-                }
+            }
+            lateness.record((fire_ts - f.due_ms) as f64 / 1000.0);
+            let record = FiredRecord {
+                offset: f.key,
+                due_ts: f.due_ms,
+                fire_ts,
+                event: raw.into(),
+                only_group: String::new(),
+            };
+            let seq = tail.append(&ctx.store, &keys.topic, Slot::Ready(record))?;
+            let r = PendingRef {
+                due_ts: f.due_ms,
+                offset: f.key,
+            };
+            let gathered = completions.gather(epoch);
+            gathered.add(fire_ts, r, &keys.topic, seq);
+            self.unapplied += 1;
+            appended = true;
+            if gathered.len() >= FIRE_BATCH {
+                completions.propose_gathered(ctx).await?;
             }
         }
         Ok(appended)

@@ -539,12 +539,14 @@ async fn publish_rounds(
 }
 
 /// Waits for a delivery of every id in `due` (id → due time); panics on one
-/// delivered early, twice, or not within the deadline.
+/// delivered early, twice, or not within the deadline. Returns the ids in
+/// the order they were delivered.
 async fn each_delivered_once_never_early(
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<Outgoing>,
     due: &BTreeMap<String, i64>,
-) {
+) -> Vec<String> {
     let mut seen = BTreeSet::new();
+    let mut order = Vec::with_capacity(due.len());
     while seen.len() < due.len() {
         let d = match tokio::time::timeout(DEADLINE, rx.recv()).await {
             Ok(Some(Outgoing::Delivery(d))) => d,
@@ -556,7 +558,9 @@ async fn each_delivered_once_never_early(
         assert!(received >= at, "{id} delivered {} ms early", at - received);
         assert_eq!(d.attempt, 1, "{id} redelivered without a failure");
         assert!(seen.insert(id.clone()), "{id} delivered twice");
+        order.push(id);
     }
+    order
 }
 
 /// Loads of the window hold many times `LOAD_CHUNK` events (600 due in the
@@ -584,6 +588,44 @@ async fn a_window_loaded_a_chunk_per_step_fires_every_event_once_never_early() {
     // Into the loaded part while the clusters load: 20 ms to 1.2 s ahead.
     publish_rounds(&p, &mut due, 8, 20, Duration::from_millis(60)).await;
     each_delivered_once_never_early(&mut rx, &due).await;
+    wait_for("every event to leave pending", || p.status().pending == 0).await;
+    p.shutdown().await;
+}
+
+/// A burst larger than a release step and than the events let out in
+/// unapplied `Fire`s (24 000, due over 7 ms): released a step at a time,
+/// each event is delivered once, none early, and in due order (a step that
+/// took the wrong end of the released events would deliver later ones
+/// first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_released_a_step_at_a_time_is_delivered_once_in_due_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = open(tmp.path()).await;
+    let (member, mut rx) = Member::new(100_000);
+    p.attach("t".into(), "g".into(), Start::Latest, member)
+        .await
+        .unwrap();
+    let at = wall_ms() + 3_000;
+    let mut due = BTreeMap::new();
+    for batch in 0..24i64 {
+        let events: Vec<_> = (0..1000)
+            .map(|i| {
+                let id = format!("b{batch}-{i}");
+                due.insert(id.clone(), at + (batch * 1000 + i) % 7);
+                event("t", id, at + (batch * 1000 + i) % 7)
+            })
+            .collect();
+        retrying("publish", || p.publish(events.clone())).await;
+    }
+    assert!(
+        wall_ms() < at,
+        "publishing took past the due time; the burst was not one"
+    );
+    let order = each_delivered_once_never_early(&mut rx, &due).await;
+    for pair in order.windows(2) {
+        let (a, b) = (due[&pair[0]], due[&pair[1]]);
+        assert!(a <= b, "{} (due {b}) delivered after one due {a}", pair[1]);
+    }
     wait_for("every event to leave pending", || p.status().pending == 0).await;
     p.shutdown().await;
 }
