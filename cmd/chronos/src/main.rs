@@ -181,11 +181,15 @@ fn main() -> ExitCode {
                         return ExitCode::from(1);
                     }
                 };
-            let runtime = match runtime(&mut tokio::runtime::Builder::new_multi_thread()) {
+            // Client requests and streams get a runtime of their own (see `serve::run`).
+            let mut api = tokio::runtime::Builder::new_multi_thread();
+            let runtimes = runtime(&mut tokio::runtime::Builder::new_multi_thread())
+                .and_then(|main| Ok((main, runtime(api.thread_name("chronos-api"))?)));
+            let (runtime, api) = match runtimes {
                 Ok(r) => r,
                 Err(code) => return code,
             };
-            match runtime.block_on(serve::run(config)) {
+            match runtime.block_on(serve::run(config, api.handle().clone())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
