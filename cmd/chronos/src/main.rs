@@ -181,15 +181,11 @@ fn main() -> ExitCode {
                         return ExitCode::from(1);
                     }
                 };
-            // Client requests and streams get a runtime of their own (see `serve::run`).
-            let mut api = tokio::runtime::Builder::new_multi_thread();
-            let runtimes = runtime(&mut tokio::runtime::Builder::new_multi_thread())
-                .and_then(|main| Ok((main, runtime(api.thread_name("chronos-api"))?)));
-            let (runtime, api) = match runtimes {
+            let runtime = match runtime(&mut tokio::runtime::Builder::new_multi_thread()) {
                 Ok(r) => r,
                 Err(code) => return code,
             };
-            match runtime.block_on(serve::run(config, api.handle().clone())) {
+            match runtime.block_on(serve::run(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

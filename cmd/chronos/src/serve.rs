@@ -42,12 +42,7 @@ struct DataDirMeta {
     partitions: u32,
 }
 
-/// Runs the node. Client-facing servers (gRPC and HTTP) run on `api`, a
-/// runtime of their own: the partitions' work comes in polls of many
-/// milliseconds (applying a `Fire` of thousands of events, releasing a
-/// burst), and on shared threads a consumer's stream waited behind a whole
-/// round of them for each batch it sent.
-pub async fn run(config: Config, api: tokio::runtime::Handle) -> anyhow::Result<()> {
+pub async fn run(config: Config) -> anyhow::Result<()> {
     telemetry::init_logs(&config.log)?;
     let prometheus = telemetry::init_metrics()?;
     // Histogram samples queue inside the recorder until drained; without a
@@ -221,25 +216,13 @@ pub async fn run(config: Config, api: tokio::runtime::Handle) -> anyhow::Result<
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let http_task = {
-        let (node, raft_log, tls, stop) = (
-            node.clone(),
-            raft_log.clone(),
-            public_tls.clone(),
-            stop_rx.clone(),
-        );
-        on_runtime(&api, http_listener, move |l| async move {
-            http::serve(
-                Listener::new(l, tls.as_ref()),
-                node,
-                raft_log,
-                prometheus,
-                stop,
-            )
-            .await;
-            Ok(())
-        })?
-    };
+    let http_task = tokio::spawn(http::serve(
+        Listener::new(http_listener, public_tls.as_ref()),
+        node.clone(),
+        raft_log.clone(),
+        prometheus,
+        stop_rx.clone(),
+    ));
     let internal_task = internal.map(|listener| {
         // Over TLS, the peer's certificate must name a node of the roster.
         let check = match (&cluster_tls, &node.cluster) {
@@ -256,12 +239,11 @@ pub async fn run(config: Config, api: tokio::runtime::Handle) -> anyhow::Result<
             stop_rx.clone(),
         ))
     });
-    let grpc_task = {
-        let (node, tls, stop) = (node.clone(), public_tls.clone(), stop_rx.clone());
-        on_runtime(&api, grpc, move |l| async move {
-            serve_grpc(Listener::new(l, tls.as_ref()), node, stop).await
-        })?
-    };
+    let grpc_task = tokio::spawn(serve_grpc(
+        Listener::new(grpc, public_tls.as_ref()),
+        node.clone(),
+        stop_rx.clone(),
+    ));
     let reloads: Vec<(&'static str, chronos_tls::ServerTls)> = [
         ("tls", public_tls.clone()),
         ("cluster.tls", cluster_tls.clone()),
@@ -579,21 +561,6 @@ fn seeds(config: &Config) -> Vec<RosterNode> {
             leaving: false,
         })
         .collect()
-}
-
-/// Spawns `serve` on `runtime` with `listener` moved there (its readiness
-/// then comes from that runtime's I/O driver, as its connections' does).
-fn on_runtime<F, Fut>(
-    runtime: &tokio::runtime::Handle,
-    listener: TcpListener,
-    serve: F,
-) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>>
-where
-    F: FnOnce(TcpListener) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
-{
-    let listener = listener.into_std()?;
-    Ok(runtime.spawn(async move { serve(TcpListener::from_std(listener)?).await }))
 }
 
 async fn serve_grpc(
