@@ -27,7 +27,8 @@
 //! released them (for a while not the wall clock after it jumped ahead:
 //! `StepGuard`); the state machine checks it again.
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chronos_proto::internal::{EventKeys, FireCommand, FiredRecord, PendingRef};
@@ -136,10 +137,11 @@ pub(crate) struct Firing {
     loaded: Option<(i64, u64)>,
     /// Where the load in progress ends: the window's end when it began.
     load_to: i64,
-    /// Released, to be read and numbered by the next steps; the first due
-    /// last (taken from the end) unless `unsorted`.
-    released: Vec<Fired<()>>,
-    unsorted: bool,
+    /// What the wheel released last (reused between steps).
+    fired: Vec<Fired<()>>,
+    /// Released (due, offset), to be read and numbered by the next steps,
+    /// first due first.
+    released: BinaryHeap<Reverse<(i64, u64)>>,
     /// Offsets the wheel released that no answered `Fire` covers yet
     /// (waiting in `released`, parked, or proposed): a refill scan or a
     /// publish's answer may offer them again, and they must not fire twice.
@@ -149,7 +151,7 @@ pub(crate) struct Firing {
     /// Ids (`id_key`) with a cancel or reschedule in flight, and how many.
     holds: HashMap<Vec<u8>, usize>,
     /// Released events whose id is held, by id.
-    parked: HashMap<Vec<u8>, Vec<Fired<()>>>,
+    parked: HashMap<Vec<u8>, Vec<(i64, u64)>>,
     gauge: metrics::Gauge,
     /// A wall clock that just jumped ahead is not fired by at once.
     guard: StepGuard,
@@ -169,8 +171,8 @@ impl Firing {
             now,
             loaded: None,
             load_to: now + opts.horizon_ms,
-            released: Vec::new(),
-            unsorted: false,
+            fired: Vec::new(),
+            released: BinaryHeap::new(),
             taken: HashSet::new(),
             unapplied: 0,
             holds: HashMap::new(),
@@ -193,11 +195,11 @@ impl Firing {
     ) -> Result<bool, TermError> {
         let wall = self.guard.now(wall_ms(), std::time::Instant::now());
         self.now = self.now.max(wall);
-        let before = self.released.len();
-        self.wheel.advance(self.now, &mut self.released);
-        self.unsorted |= self.released.len() > before;
-        self.taken
-            .extend(self.released[before..].iter().map(|f| f.key));
+        self.wheel.advance(self.now, &mut self.fired);
+        for f in self.fired.drain(..) {
+            self.taken.insert(f.key);
+            self.released.push(Reverse((f.due_ms, f.key)));
+        }
         let mut appended = false;
         if self.may_release() {
             appended = self.release(ctx, epoch, tail, completions).await?;
@@ -273,8 +275,7 @@ impl Firing {
             self.holds.remove(id);
             // Read from `pending` again when proposed: a removed one is dropped.
             if let Some(parked) = self.parked.remove(id) {
-                self.released.extend(parked);
-                self.unsorted = true;
+                self.released.extend(parked.into_iter().map(Reverse));
             }
         }
     }
@@ -359,21 +360,16 @@ impl Firing {
     ) -> Result<bool, TermError> {
         let fire_ts = self.now;
         let lateness = metrics::histogram!("chronos_fire_lateness_seconds");
-        if std::mem::take(&mut self.unsorted) {
-            self.released
-                .sort_unstable_by_key(|f| std::cmp::Reverse((f.due_ms, f.key)));
-        }
-        let mut released = self
-            .released
-            .split_off(self.released.len().saturating_sub(RELEASE_STEP));
-        released.reverse();
+        let n = self.released.len().min(RELEASE_STEP);
+        let keys: Vec<(i64, u64)> = (0..n)
+            .filter_map(|_| self.released.pop().map(|Reverse(k)| k))
+            .collect();
         let mut appended = false;
-        let keys: Vec<(i64, u64)> = released.iter().map(|f| (f.due_ms, f.key)).collect();
         let values = ctx.store.get_pending_run(&keys)?;
-        for (f, raw) in released.iter().zip(values) {
+        for (&(due_ms, offset), raw) in keys.iter().zip(values) {
             // Cancelled or rescheduled since it was loaded.
             let Some(raw) = raw else {
-                self.taken.remove(&f.key);
+                self.taken.remove(&offset);
                 continue;
             };
             let keys = EventKeys::decode(raw.as_slice()).map_err(|source| TermError::Decode {
@@ -383,22 +379,22 @@ impl Firing {
             if !self.holds.is_empty() {
                 let id = id_key(&keys.topic, &keys.message_id);
                 if self.holds.contains_key(&id) {
-                    self.parked.entry(id).or_default().push(f.clone());
+                    self.parked.entry(id).or_default().push((due_ms, offset));
                     continue;
                 }
             }
-            lateness.record((fire_ts - f.due_ms) as f64 / 1000.0);
+            lateness.record((fire_ts - due_ms) as f64 / 1000.0);
             let record = FiredRecord {
-                offset: f.key,
-                due_ts: f.due_ms,
+                offset,
+                due_ts: due_ms,
                 fire_ts,
                 event: raw.into(),
                 only_group: String::new(),
             };
             let seq = tail.append(&ctx.store, &keys.topic, Slot::Ready(record))?;
             let r = PendingRef {
-                due_ts: f.due_ms,
-                offset: f.key,
+                due_ts: due_ms,
+                offset,
             };
             let gathered = completions.gather(epoch);
             gathered.add(fire_ts, r, &keys.topic, seq);

@@ -43,6 +43,16 @@ where
     }
 }
 
+/// Attaches a member of group "g" on topic "t" (credit enough for any
+/// test) and returns its outbox.
+async fn attach_member(p: &Partition) -> tokio::sync::mpsc::UnboundedReceiver<Outgoing> {
+    let (member, rx) = Member::new(100_000);
+    p.attach("t".into(), "g".into(), Start::Latest, member)
+        .await
+        .unwrap();
+    rx
+}
+
 /// The next delivery on `rx`: (fire sequence, attempt).
 async fn next_delivery(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Outgoing>) -> (u64, u32) {
     match tokio::time::timeout(DEADLINE, rx.recv()).await {
@@ -286,10 +296,7 @@ async fn delivered_until(
 async fn a_cancel_racing_the_wheel_either_wins_or_finds_the_event_fired_never_both() {
     let tmp = tempfile::tempdir().unwrap();
     let p = open(tmp.path()).await;
-    let (member, mut rx) = Member::new(100_000);
-    p.attach("t".into(), "g".into(), Start::Latest, member)
-        .await
-        .unwrap();
+    let mut rx = attach_member(&p).await;
     // One event due per ms; each even one is cancelled 0-2 ms before its
     // due time, so cancels land before, after and while their event's Fire
     // is proposed but not applied.
@@ -352,10 +359,7 @@ async fn replicas_write_each_fired_record_under_the_number_the_leader_gave_it() 
     let nodes = cluster(tmp.path(), &router).await;
     let first = settled(&nodes).await;
     let p = &nodes[&first];
-    let (member, mut rx) = Member::new(100_000);
-    p.attach("t".into(), "g".into(), Start::Latest, member)
-        .await
-        .unwrap();
+    let mut rx = attach_member(p).await;
     // Fired by the wheel, and due at once (numbered in the publish).
     let now = wall_ms();
     let mut events: Vec<_> = (0..300)
@@ -506,10 +510,7 @@ async fn short_window(
     opts.firing.horizon_ms = 200;
     let p = Arc::new(Partition::open(opts, SoloNetwork).await.unwrap());
     wait_for("the partition to lead", || p.is_ready()).await;
-    let (member, rx) = Member::new(100_000);
-    p.attach("t".into(), "g".into(), Start::Latest, member)
-        .await
-        .unwrap();
+    let rx = attach_member(&p).await;
     (p, rx)
 }
 
@@ -601,10 +602,7 @@ async fn a_window_loaded_a_chunk_per_step_fires_every_event_once_never_early() {
 async fn a_burst_released_a_step_at_a_time_is_delivered_once_in_due_order() {
     let tmp = tempfile::tempdir().unwrap();
     let p = open(tmp.path()).await;
-    let (member, mut rx) = Member::new(100_000);
-    p.attach("t".into(), "g".into(), Start::Latest, member)
-        .await
-        .unwrap();
+    let mut rx = attach_member(&p).await;
     let at = wall_ms() + 3_000;
     let mut due = BTreeMap::new();
     for batch in 0..24i64 {
