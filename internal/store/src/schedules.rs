@@ -82,6 +82,32 @@ impl Store {
         Ok(self.db.get_cf(self.cf(CF_SCHEDULES), record_key(id))?)
     }
 
+    /// `get_schedule` of many, in one batched read per kind of key (point
+    /// lookups one at a time each search every level on their own).
+    pub fn get_schedules(&self, ids: &[&str]) -> Result<Vec<Option<StoredSchedule>>> {
+        let states = self.get_schedule_states(ids)?;
+        let specs = self.multi_get(ids.iter().map(|id| spec_key(id)))?;
+        Ok(states
+            .into_iter()
+            .zip(specs)
+            .map(|(state, spec)| state.map(|state| StoredSchedule { state, spec }))
+            .collect())
+    }
+
+    /// `get_schedule_state` of many, in one batched read.
+    pub fn get_schedule_states(&self, ids: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.multi_get(ids.iter().map(|id| record_key(id)))
+    }
+
+    fn multi_get(&self, keys: impl Iterator<Item = Vec<u8>>) -> Result<Vec<Option<Vec<u8>>>> {
+        let keys: Vec<Vec<u8>> = keys.collect();
+        self.db
+            .batched_multi_get_cf(self.cf(CF_SCHEDULES), keys.iter(), false)
+            .into_iter()
+            .map(|r| Ok(r?.map(|v| v.to_vec())))
+            .collect()
+    }
+
     /// Active schedules whose next occurrence is in `from_ts..=until_ts`,
     /// earliest first, at most `limit`: (next_ts, schedule_id). The caller
     /// knows nothing is below `from_ts`: a scan from there does not walk the

@@ -37,6 +37,8 @@ pub(crate) enum TermCompletion {
         written: Written,
         events: u64,
     },
+    /// A scan of the recurring schedules (a job, not a proposal).
+    Scanned(Result<super::recurring::Planned, term::TermError>),
     /// A command proposed for a caller (`Control::Propose`).
     Proposed {
         reply: crate::delivery::Reply<Applied>,
@@ -149,6 +151,21 @@ impl Completions {
             fut.map(move |completion| Done {
                 epoch: None,
                 completion,
+            })
+            .boxed(),
+        );
+    }
+
+    /// A background job only the term of `epoch` acts on.
+    pub fn push_term_job(
+        &mut self,
+        epoch: u64,
+        fut: impl std::future::Future<Output = TermCompletion> + Send + 'static,
+    ) {
+        self.jobs.push(
+            fut.map(move |completion| Done {
+                epoch: Some(epoch),
+                completion: Completion::Term(completion),
             })
             .boxed(),
         );

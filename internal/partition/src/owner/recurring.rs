@@ -4,23 +4,25 @@
 //!
 //! Nothing per schedule is held here: the due index in the store
 //! (`scan_schedules_due`) says which schedules come due, so memory does not
-//! grow with the number of schedules. One proposal of occurrences is out at
-//! a time, and a schedule with a change in flight (pause, update, delete) is
-//! left alone until the change applies, so the advance the leader proposes
-//! always matches the schedule when it applies.
+//! grow with the number of schedules. A scan (reading the due index and the
+//! schedules, planning their occurrences) runs on a blocking thread, not on
+//! the owner, whose releases would otherwise wait for it. One scan or
+//! proposal of occurrences is out at a time, and a schedule with a change in
+//! flight (pause, update, delete) is left alone until the change applies, so
+//! the advance the leader proposes always matches the schedule when it
+//! applies; a plan of a schedule that changed while its scan ran is dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chronos_proto::internal::ScheduleAdvance;
 use chronos_proto::v1::Event;
-use chronos_store::id_key;
+use chronos_store::{id_key, Store};
 
-use super::{Ctx, TermError};
+use super::TermError;
 use crate::schedule::{decode_stored, format_ts, occurrence_event, plan_occurrences};
 use crate::schedule::{GATHER_MS, LOOKAHEAD_MS, MISSED_AFTER_MS};
 
-/// Schedules looked at per proposal: small, because the owner's releases
-/// wait while a pass reads and plans them.
+/// Schedules looked at per scan.
 const SCAN_LIMIT: usize = 256;
 /// Occurrences per proposal, at most (plus one schedule's catch-up): a long
 /// outage's catch-up goes out in several entries, not one huge one.
@@ -30,8 +32,17 @@ const MAX_EVENTS: usize = 10_000;
 pub(crate) struct Recurring {
     /// The occurrences of the proposal that is out, by schedule (`id_key`s).
     out: Option<HashMap<String, Vec<Vec<u8>>>>,
+    /// A scan is running; its result comes to [`scanned`](Self::scanned).
+    scanning: bool,
+    /// Planned by the last scan, to be proposed.
+    ready: Option<Planned>,
     /// Schedules with a change proposed and not yet applied (a count each).
     changing: HashMap<String, usize>,
+    /// Schedules a change was proposed for or applied to while a scan ran:
+    /// what it read of them may be stale.
+    touched: HashSet<String>,
+    /// The lowest next occurrence a change applied during the scan set.
+    lowered: Option<i64>,
     /// The due index changed (or was never read): read it at the next step.
     rescan: bool,
     /// The earliest next occurrence beyond what the last scan took.
@@ -54,6 +65,121 @@ pub(crate) struct Occurrences {
     pub advances: Vec<ScheduleAdvance>,
 }
 
+/// One schedule's occurrences, as a scan planned them.
+pub(crate) struct Plan {
+    schedule_id: String,
+    events: Vec<Event>,
+    /// The events' `id_key`s.
+    ids: Vec<Vec<u8>>,
+    advance: ScheduleAdvance,
+}
+
+/// What a scan found.
+pub(crate) struct Planned {
+    plans: Vec<Plan>,
+    /// Where the next scan starts: the first due entry found (everything
+    /// below it was taken, its key deleted), else the first beyond.
+    floor: i64,
+    /// The first due entry beyond the scanned range, if the scan saw its end.
+    beyond: Option<i64>,
+    /// More came due than one scan takes.
+    full: bool,
+}
+
+/// A scan of the due index, to run away from the owner.
+pub(crate) struct Scan {
+    store: Store,
+    floor: i64,
+    now: i64,
+    led_since: i64,
+    /// Schedules with a change in flight, left alone.
+    skip: HashSet<String>,
+}
+
+impl Scan {
+    /// Reads what comes due by `now + LOOKAHEAD_MS + GATHER_MS` and plans
+    /// the occurrences to store.
+    pub fn run(self) -> Result<Planned, TermError> {
+        let until = self.now + LOOKAHEAD_MS + GATHER_MS;
+        let due = self
+            .store
+            .scan_schedules_due(self.floor, until, SCAN_LIMIT)?;
+        let beyond = match due.len() {
+            n if n == SCAN_LIMIT => None,
+            _ => self.store.first_schedule_due(until.saturating_add(1))?,
+        };
+        let mut planned = Planned {
+            plans: Vec::new(),
+            floor: due.first().map(|(ts, _)| *ts).or(beyond).unwrap_or(until),
+            beyond,
+            full: due.len() == SCAN_LIMIT,
+        };
+        let wanted: Vec<&str> = due
+            .iter()
+            .map(|(_, id)| id.as_str())
+            .filter(|id| !self.skip.contains(*id))
+            .collect();
+        let stored = self.store.get_schedules(&wanted)?;
+        let mut events = 0;
+        for (schedule_id, stored) in wanted.into_iter().zip(stored) {
+            if events >= MAX_EVENTS {
+                planned.full = true;
+                break;
+            }
+            let Some(stored) = stored else {
+                continue;
+            };
+            let plan = self.plan(schedule_id, stored)?;
+            events += plan.events.len();
+            planned.plans.push(plan);
+        }
+        Ok(planned)
+    }
+
+    fn plan(
+        &self,
+        schedule_id: &str,
+        stored: chronos_store::StoredSchedule,
+    ) -> Result<Plan, TermError> {
+        let (record, spec) = decode_stored(stored).map_err(|source| TermError::Decode {
+            what: "a schedule",
+            source,
+        })?;
+        let (nominals, next_ts) = match plan_occurrences(&record, &spec, self.now, self.led_since) {
+            Ok(planned) => planned,
+            Err(e) => {
+                // Validated at creation; a schedule this binary cannot
+                // read stops rather than stalling every other one.
+                tracing::error!(schedule = %schedule_id, "cannot compute occurrences: {e}");
+                (Vec::new(), 0)
+            }
+        };
+        if record.next_ts < self.now - MISSED_AFTER_MS {
+            metrics::counter!("chronos_schedule_missed_total").increment(1);
+        }
+        let mut events = Vec::with_capacity(nominals.len());
+        let mut ids = Vec::with_capacity(nominals.len());
+        for &nominal in &nominals {
+            let written = format_ts(nominal);
+            let message_id = format!("{schedule_id}@{written}");
+            ids.push(id_key(&spec.topic, &message_id));
+            events.push(occurrence_event(&spec, message_id, nominal, written));
+        }
+        Ok(Plan {
+            schedule_id: schedule_id.to_string(),
+            events,
+            ids,
+            advance: ScheduleAdvance {
+                schedule_id: schedule_id.to_string(),
+                version: record.version,
+                from_ts: record.next_ts,
+                next_ts,
+                stored_ts: nominals,
+            },
+        })
+    }
+}
+
 impl Recurring {
     pub fn new(led_since: i64) -> Recurring {
         Recurring {
@@ -66,91 +192,79 @@ impl Recurring {
 
     /// When there is work (wall clock, ms).
     pub fn next_wake_ms(&self, now: i64) -> i64 {
-        match (&self.out, self.rescan, self.earliest) {
-            (Some(_), ..) => i64::MAX,
-            (None, true, _) => now,
-            (None, false, Some(at)) => at - LOOKAHEAD_MS,
-            (None, false, None) => i64::MAX,
+        if self.ready.is_some() {
+            return now;
+        }
+        if self.out.is_some() || self.scanning {
+            return i64::MAX;
+        }
+        match (self.rescan, self.earliest) {
+            (true, _) => now,
+            (false, Some(at)) => at - LOOKAHEAD_MS,
+            (false, None) => i64::MAX,
         }
     }
 
-    /// The occurrences to store now, if any; the caller proposes them and
-    /// reports the answer to `stored`.
-    pub fn take_due(&mut self, ctx: &Ctx, now: i64) -> Result<Option<Occurrences>, TermError> {
-        if now < self.next_wake_ms(now) {
-            return Ok(None);
+    /// A scan to run now, if one is due.
+    pub fn start_scan(&mut self, store: &Store, now: i64) -> Option<Scan> {
+        if self.ready.is_some() || now < self.next_wake_ms(now) {
+            return None;
         }
         self.rescan = false;
-        let until = now + LOOKAHEAD_MS + GATHER_MS;
-        let due = ctx
-            .store
-            .scan_schedules_due(self.floor, until, SCAN_LIMIT)?;
-        let beyond = match due.len() {
-            n if n == SCAN_LIMIT => None,
-            _ => ctx.store.first_schedule_due(until.saturating_add(1))?,
-        };
-        // Everything below the first entry found was taken (its key deleted).
-        self.floor = due.first().map(|(ts, _)| *ts).or(beyond).unwrap_or(until);
+        self.scanning = true;
+        self.touched.clear();
+        self.lowered = None;
+        Some(Scan {
+            store: store.clone(),
+            floor: self.floor,
+            now,
+            led_since: self.led_since,
+            skip: self.changing.keys().cloned().collect(),
+        })
+    }
+
+    /// A scan ended: its plans wait to be proposed, but for those of
+    /// schedules that changed meanwhile (the next scan reads them again).
+    pub fn scanned(&mut self, planned: Result<Planned, TermError>) -> Result<(), TermError> {
+        self.scanning = false;
+        let mut planned = planned?;
+        let touched = std::mem::take(&mut self.touched);
+        planned.plans.retain(|p| {
+            !touched.contains(&p.schedule_id) && !self.changing.contains_key(&p.schedule_id)
+        });
+        // A change applied during the scan may have put a schedule below
+        // where the scan got to.
+        self.floor = planned.floor.min(self.lowered.take().unwrap_or(i64::MAX));
+        // A full scan asks for another at once; else wake for the next one
+        // (a change in the window asks for a rescan when it applies).
+        self.rescan |= planned.full;
+        let moved_to = planned
+            .plans
+            .iter()
+            .map(|p| p.advance.next_ts)
+            .filter(|t| *t > 0);
+        self.earliest = moved_to.chain(planned.beyond).min();
+        if !planned.plans.is_empty() {
+            self.ready = Some(planned);
+        }
+        Ok(())
+    }
+
+    /// The occurrences planned by the last scan, to propose now.
+    pub fn take_ready(&mut self) -> Option<Occurrences> {
+        let planned = self.ready.take()?;
         let mut taken = Occurrences {
             events: Vec::new(),
             advances: Vec::new(),
         };
-        let mut ids = HashMap::new();
-        let mut full = due.len() == SCAN_LIMIT;
-        for (_, schedule_id) in &due {
-            if taken.events.len() >= MAX_EVENTS {
-                full = true;
-                break;
-            }
-            if self.changing.contains_key(schedule_id) {
-                continue;
-            }
-            let Some(stored) = ctx.store.get_schedule(schedule_id)? else {
-                continue;
-            };
-            let (record, spec) = decode_stored(stored).map_err(|source| TermError::Decode {
-                what: "a schedule",
-                source,
-            })?;
-            let (nominals, next_ts) = match plan_occurrences(&record, &spec, now, self.led_since) {
-                Ok(planned) => planned,
-                Err(e) => {
-                    // Validated at creation; a schedule this binary cannot
-                    // read stops rather than stalling every other one.
-                    tracing::error!(schedule = %schedule_id, "cannot compute occurrences: {e}");
-                    (Vec::new(), 0)
-                }
-            };
-            if record.next_ts < now - MISSED_AFTER_MS {
-                metrics::counter!("chronos_schedule_missed_total").increment(1);
-            }
-            let mut keys = Vec::with_capacity(nominals.len());
-            for &nominal in &nominals {
-                let written = format_ts(nominal);
-                let message_id = format!("{schedule_id}@{written}");
-                keys.push(id_key(&spec.topic, &message_id));
-                let event = occurrence_event(&spec, message_id, nominal, written);
-                taken.events.push(event);
-            }
-            ids.insert(schedule_id.clone(), keys);
-            taken.advances.push(ScheduleAdvance {
-                schedule_id: schedule_id.clone(),
-                version: record.version,
-                from_ts: record.next_ts,
-                next_ts,
-                stored_ts: nominals,
-            });
+        let mut out = HashMap::new();
+        for plan in planned.plans {
+            taken.events.extend(plan.events);
+            taken.advances.push(plan.advance);
+            out.insert(plan.schedule_id, plan.ids);
         }
-        // A full scan asks for another at once; else wake for the next one
-        // (a change in the window asks for a rescan when it applies).
-        self.rescan = full;
-        let moved_to = taken.advances.iter().map(|a| a.next_ts).filter(|t| *t > 0);
-        self.earliest = moved_to.chain(beyond).min();
-        if taken.advances.is_empty() {
-            return Ok(None);
-        }
-        self.out = Some(ids);
-        Ok(Some(taken))
+        self.out = Some(out);
+        Some(taken)
     }
 
     /// The proposal of occurrences was answered (applied or not).
@@ -167,6 +281,9 @@ impl Recurring {
     /// the proposal that is out (their `id_key`s), to hold back from firing.
     pub fn changing(&mut self, schedule_id: &str) -> Vec<Vec<u8>> {
         *self.changing.entry(schedule_id.to_string()).or_default() += 1;
+        if self.scanning {
+            self.touched.insert(schedule_id.to_string());
+        }
         self.out
             .as_ref()
             .and_then(|out| out.get(schedule_id).cloned())
@@ -178,6 +295,12 @@ impl Recurring {
     pub fn changed(&mut self, schedule_id: &str, next_ts: i64) {
         if next_ts > 0 {
             self.floor = self.floor.min(next_ts);
+            if self.scanning {
+                self.lowered = Some(self.lowered.unwrap_or(i64::MAX).min(next_ts));
+            }
+        }
+        if self.scanning {
+            self.touched.insert(schedule_id.to_string());
         }
         if let Some(n) = self.changing.get_mut(schedule_id) {
             *n -= 1;
@@ -186,5 +309,96 @@ impl Recurring {
             }
         }
         self.rescan = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(schedule_id: &str, next_ts: i64) -> Plan {
+        Plan {
+            schedule_id: schedule_id.to_string(),
+            events: vec![Event::default()],
+            ids: vec![schedule_id.as_bytes().to_vec()],
+            advance: ScheduleAdvance {
+                schedule_id: schedule_id.to_string(),
+                next_ts,
+                ..Default::default()
+            },
+        }
+    }
+
+    fn planned(plans: Vec<Plan>, floor: i64) -> Planned {
+        Planned {
+            plans,
+            floor,
+            beyond: None,
+            full: false,
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path(), &Default::default()).unwrap();
+        (tmp, store)
+    }
+
+    #[test]
+    fn a_plan_of_a_schedule_changed_while_its_scan_ran_is_dropped() {
+        let (_tmp, store) = store();
+        let mut r = Recurring::new(0);
+        let scan = r.start_scan(&store, 10_000).expect("a first scan is due");
+        assert!(r.start_scan(&store, 10_000).is_none(), "one scan at a time");
+        // Changed and applied during the scan ("a"), proposed and still in
+        // flight ("b"): what the scan read of them may be stale.
+        assert!(r.changing("a").is_empty());
+        r.changed("a", 0);
+        r.changing("b");
+        r.scanned(Ok(planned(
+            vec![plan("a", 20_000), plan("b", 20_000), plan("c", 40_000)],
+            scan.floor.max(11_000),
+        )))
+        .unwrap();
+        let taken = r.take_ready().expect("c is kept");
+        let ids: Vec<_> = taken
+            .advances
+            .iter()
+            .map(|a| a.schedule_id.as_str())
+            .collect();
+        assert_eq!(ids, ["c"]);
+        assert_eq!(taken.events.len(), 1);
+        // Out now: a change of c holds back the occurrence being stored.
+        assert_eq!(r.changing("c"), vec![b"c".to_vec()]);
+        assert!(r.rescan, "the changed schedules are read again");
+        assert!(
+            r.start_scan(&store, 10_000).is_none(),
+            "not while a proposal is out"
+        );
+        r.stored();
+        assert!(r.start_scan(&store, 10_000).is_some());
+    }
+
+    #[test]
+    fn a_change_applied_during_a_scan_keeps_the_floor_below_its_schedule() {
+        let (_tmp, store) = store();
+        let mut r = Recurring::new(0);
+        r.start_scan(&store, 10_000).unwrap();
+        r.changing("a");
+        // Resumed to an occurrence before where the scan got to.
+        r.changed("a", 12_000);
+        r.scanned(Ok(planned(vec![plan("b", 20_000)], 15_000)))
+            .unwrap();
+        assert_eq!(r.floor, 12_000);
+        r.take_ready().unwrap();
+        r.stored();
+        // Without a change, the next scan starts where this one got to.
+        r.start_scan(&store, 10_000).unwrap();
+        r.scanned(Ok(planned(Vec::new(), 16_000))).unwrap();
+        assert_eq!(r.floor, 16_000);
+        assert!(
+            r.take_ready().is_none(),
+            "nothing planned, nothing to propose"
+        );
     }
 }

@@ -39,6 +39,8 @@ pub(crate) enum TermError {
     },
     #[error(transparent)]
     Write(#[from] PartitionError),
+    #[error("a background task of the term: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 pub(crate) struct LeaderTerm {
@@ -334,6 +336,7 @@ impl LeaderTerm {
                 Ok(())
             }
             TermCompletion::Trimmed { written, events } => self.dispatcher.trimmed(written, events),
+            TermCompletion::Scanned(planned) => self.recurring.scanned(planned),
 
             TermCompletion::Proposed {
                 reply,
@@ -387,14 +390,22 @@ impl LeaderTerm {
     }
 
     /// Stores the recurring schedules' occurrences that are within the
-    /// lookahead, as one publish (with whatever else waits in the mailbox).
+    /// lookahead, as one publish (with whatever else waits in the mailbox),
+    /// once a scan planned them; starts that scan when one is due.
     async fn store_occurrences(
         &mut self,
         ctx: &Ctx,
         mailbox: &mut mpsc::Receiver<PublishRequest>,
         completions: &mut Completions,
     ) -> Result<usize, TermError> {
-        let Some(due) = self.recurring.take_due(ctx, wall_ms())? else {
+        let Some(due) = self.recurring.take_ready() else {
+            if let Some(scan) = self.recurring.start_scan(&ctx.store, wall_ms()) {
+                let scanned = tokio::task::spawn_blocking(move || scan.run());
+                completions.push_term_job(self.epoch, async move {
+                    let planned = scanned.await.map_err(TermError::from).and_then(|r| r);
+                    TermCompletion::Scanned(planned)
+                });
+            }
             return Ok(0);
         };
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -466,6 +477,7 @@ pub(crate) fn answer_stale(ctx: &Ctx, completion: TermCompletion) {
         TermCompletion::Proposed { reply, written, .. } => {
             let _ = reply.send(written);
         }
-        TermCompletion::Fired(..) | TermCompletion::Trimmed { .. } => {}
+        TermCompletion::Fired(..) | TermCompletion::Trimmed { .. } | TermCompletion::Scanned(_) => {
+        }
     }
 }

@@ -152,12 +152,10 @@ impl StateMachine {
         batch: &mut Batch<'_>,
         advances: &[ScheduleAdvance],
     ) -> Result<(), io::Error> {
-        for a in advances {
-            let Some(raw) = self
-                .store
-                .get_schedule_state(&a.schedule_id)
-                .map_err(sm_err)?
-            else {
+        let ids: Vec<&str> = advances.iter().map(|a| a.schedule_id.as_str()).collect();
+        let states = self.store.get_schedule_states(&ids).map_err(sm_err)?;
+        for (a, raw) in advances.iter().zip(states) {
+            let Some(raw) = raw else {
                 continue;
             };
             let mut record = ScheduleRecord::decode(&raw[..]).map_err(sm_err)?;
