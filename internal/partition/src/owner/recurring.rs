@@ -233,8 +233,9 @@ impl Recurring {
             !touched.contains(&p.schedule_id) && !self.changing.contains_key(&p.schedule_id)
         });
         // A change applied during the scan may have put a schedule below
-        // where the scan got to.
-        self.floor = planned.floor.min(self.lowered.take().unwrap_or(i64::MAX));
+        // where the scan got to, or sooner than what it found.
+        let lowered = self.lowered.take();
+        self.floor = planned.floor.min(lowered.unwrap_or(i64::MAX));
         // A full scan asks for another at once; else wake for the next one
         // (a change in the window asks for a rescan when it applies).
         self.rescan |= planned.full;
@@ -243,7 +244,7 @@ impl Recurring {
             .iter()
             .map(|p| p.advance.next_ts)
             .filter(|t| *t > 0);
-        self.earliest = moved_to.chain(planned.beyond).min();
+        self.earliest = moved_to.chain(planned.beyond).chain(lowered).min();
         if !planned.plans.is_empty() {
             self.ready = Some(planned);
         }
@@ -290,13 +291,19 @@ impl Recurring {
             .unwrap_or_default()
     }
 
-    /// A change of `schedule_id` applied (or failed); `next_ts` is where it
-    /// put the schedule (0: inactive).
-    pub fn changed(&mut self, schedule_id: &str, next_ts: i64) {
+    /// A change of `schedule_id` applied (or failed) at `now`; `next_ts` is
+    /// where it put the schedule (0: inactive). Only one that comes due
+    /// within the window a scan takes asks for a scan now; a later one is
+    /// woken for (creating many schedules must not scan once per create).
+    pub fn changed(&mut self, schedule_id: &str, next_ts: i64, now: i64) {
         if next_ts > 0 {
             self.floor = self.floor.min(next_ts);
+            self.earliest = Some(self.earliest.map_or(next_ts, |e| e.min(next_ts)));
             if self.scanning {
                 self.lowered = Some(self.lowered.unwrap_or(i64::MAX).min(next_ts));
+            }
+            if next_ts <= now + LOOKAHEAD_MS + GATHER_MS {
+                self.rescan = true;
             }
         }
         if self.scanning {
@@ -308,7 +315,6 @@ impl Recurring {
                 self.changing.remove(schedule_id);
             }
         }
-        self.rescan = true;
     }
 }
 
@@ -353,7 +359,7 @@ mod tests {
         // Changed and applied during the scan ("a"), proposed and still in
         // flight ("b"): what the scan read of them may be stale.
         assert!(r.changing("a").is_empty());
-        r.changed("a", 0);
+        r.changed("a", 11_000, 10_000);
         r.changing("b");
         r.scanned(Ok(planned(
             vec![plan("a", 20_000), plan("b", 20_000), plan("c", 40_000)],
@@ -370,7 +376,7 @@ mod tests {
         assert_eq!(taken.events.len(), 1);
         // Out now: a change of c holds back the occurrence being stored.
         assert_eq!(r.changing("c"), vec![b"c".to_vec()]);
-        assert!(r.rescan, "the changed schedules are read again");
+        assert!(r.rescan, "a is due within the window: read again");
         assert!(
             r.start_scan(&store, 10_000).is_none(),
             "not while a proposal is out"
@@ -386,7 +392,7 @@ mod tests {
         r.start_scan(&store, 10_000).unwrap();
         r.changing("a");
         // Resumed to an occurrence before where the scan got to.
-        r.changed("a", 12_000);
+        r.changed("a", 12_000, 10_000);
         r.scanned(Ok(planned(vec![plan("b", 20_000)], 15_000)))
             .unwrap();
         assert_eq!(r.floor, 12_000);
@@ -400,5 +406,27 @@ mod tests {
             r.take_ready().is_none(),
             "nothing planned, nothing to propose"
         );
+    }
+
+    #[test]
+    fn only_a_change_due_within_the_window_asks_for_a_scan_now() {
+        let (_tmp, store) = store();
+        let mut r = Recurring::new(0);
+        r.start_scan(&store, 10_000).unwrap();
+        r.scanned(Ok(planned(Vec::new(), 10_000))).unwrap();
+        assert_eq!(r.next_wake_ms(10_000), i64::MAX, "nothing is due");
+        // Created with its first occurrence a minute ahead: woken for then.
+        r.changing("far");
+        r.changed("far", 70_000, 10_000);
+        assert!(r.start_scan(&store, 10_000).is_none());
+        assert_eq!(r.next_wake_ms(10_000), 70_000 - LOOKAHEAD_MS);
+        // Paused or deleted: nothing to scan for.
+        r.changing("gone");
+        r.changed("gone", 0, 10_000);
+        assert!(r.start_scan(&store, 10_000).is_none());
+        // Due within the window a scan takes: scanned at once.
+        r.changing("near");
+        r.changed("near", 10_000 + LOOKAHEAD_MS, 10_000);
+        assert!(r.start_scan(&store, 10_000).is_some());
     }
 }

@@ -262,7 +262,7 @@ impl LeaderTerm {
                     let removed = cancelled.iter().find(|(k, _)| *k == id).map(|(_, o)| *o);
                     self.firing.release_hold(&id, removed);
                 }
-                self.recurring.changed(&schedule_id, next_ts);
+                self.recurring.changed(&schedule_id, next_ts, wall_ms());
             }
         }
         // Whether a failed one will still apply is unknown: end the term.
