@@ -38,8 +38,8 @@ pub(crate) struct Recurring {
     ready: Option<Planned>,
     /// Schedules with a change proposed and not yet applied (a count each).
     changing: HashMap<String, usize>,
-    /// Schedules a change was proposed for or applied to while a scan ran:
-    /// what it read of them may be stale.
+    /// Schedules a change was proposed for or applied to since the scan
+    /// whose plans are out began: what it read of them may be stale.
     touched: HashSet<String>,
     /// The lowest next occurrence a change applied during the scan set.
     lowered: Option<i64>,
@@ -228,10 +228,7 @@ impl Recurring {
     pub fn scanned(&mut self, planned: Result<Planned, TermError>) -> Result<(), TermError> {
         self.scanning = false;
         let mut planned = planned?;
-        let touched = std::mem::take(&mut self.touched);
-        planned.plans.retain(|p| {
-            !touched.contains(&p.schedule_id) && !self.changing.contains_key(&p.schedule_id)
-        });
+        planned.plans.retain(|p| !self.stale(&p.schedule_id));
         // A change applied during the scan may have put a schedule below
         // where the scan got to, or sooner than what it found.
         let lowered = self.lowered.take();
@@ -251,9 +248,15 @@ impl Recurring {
         Ok(())
     }
 
-    /// The occurrences planned by the last scan, to propose now.
+    /// The occurrences planned by the last scan, to propose now, but for
+    /// those of schedules a change touched since the scan began.
     pub fn take_ready(&mut self) -> Option<Occurrences> {
-        let planned = self.ready.take()?;
+        let mut planned = self.ready.take()?;
+        planned.plans.retain(|p| !self.stale(&p.schedule_id));
+        self.touched.clear();
+        if planned.plans.is_empty() {
+            return None;
+        }
         let mut taken = Occurrences {
             events: Vec::new(),
             advances: Vec::new(),
@@ -278,11 +281,22 @@ impl Recurring {
         self.answer = None;
     }
 
+    /// Whether what a scan read of `schedule_id` may no longer hold.
+    fn stale(&self, schedule_id: &str) -> bool {
+        self.touched.contains(schedule_id) || self.changing.contains_key(schedule_id)
+    }
+
+    /// Whether a scan's plans are out (running or waiting to be proposed):
+    /// changes meanwhile are noted in `touched`.
+    fn watching(&self) -> bool {
+        self.scanning || self.ready.is_some()
+    }
+
     /// A change of `schedule_id` is being proposed: the occurrences of it in
     /// the proposal that is out (their `id_key`s), to hold back from firing.
     pub fn changing(&mut self, schedule_id: &str) -> Vec<Vec<u8>> {
         *self.changing.entry(schedule_id.to_string()).or_default() += 1;
-        if self.scanning {
+        if self.watching() {
             self.touched.insert(schedule_id.to_string());
         }
         self.out
@@ -306,7 +320,7 @@ impl Recurring {
                 self.rescan = true;
             }
         }
-        if self.scanning {
+        if self.watching() {
             self.touched.insert(schedule_id.to_string());
         }
         if let Some(n) = self.changing.get_mut(schedule_id) {
@@ -428,5 +442,33 @@ mod tests {
         r.changing("near");
         r.changed("near", 10_000 + LOOKAHEAD_MS, 10_000);
         assert!(r.start_scan(&store, 10_000).is_some());
+    }
+
+    #[test]
+    fn a_plan_waiting_to_be_proposed_is_dropped_when_its_schedule_changes() {
+        let (_tmp, store) = store();
+        let mut r = Recurring::new(0);
+        r.start_scan(&store, 10_000).unwrap();
+        r.scanned(Ok(planned(
+            vec![plan("a", 20_000), plan("b", 20_000), plan("c", 20_000)],
+            11_000,
+        )))
+        .unwrap();
+        // Between the scan's end and its proposal: a change proposed (a
+        // delete, say) and one proposed and applied.
+        r.changing("a");
+        r.changing("b");
+        r.changed("b", 30_000, 10_000);
+        let taken = r.take_ready().expect("c is kept");
+        let ids: Vec<_> = taken
+            .advances
+            .iter()
+            .map(|a| a.schedule_id.as_str())
+            .collect();
+        assert_eq!(ids, ["c"]);
+        // Once proposed, changes are held back by the proposal out instead.
+        r.stored();
+        r.changed("a", 0, 10_000);
+        assert!(r.touched.is_empty(), "no scan's plans are out");
     }
 }
