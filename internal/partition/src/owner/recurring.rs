@@ -358,6 +358,23 @@ mod tests {
         }
     }
 
+    /// The schedules the occurrences to propose move on.
+    fn advanced(taken: &Occurrences) -> Vec<&str> {
+        taken
+            .advances
+            .iter()
+            .map(|a| a.schedule_id.as_str())
+            .collect()
+    }
+
+    /// A term's `Recurring` with its first scan running.
+    fn scanning() -> (tempfile::TempDir, Store, Recurring) {
+        let (tmp, store) = store();
+        let mut r = Recurring::new(0);
+        r.start_scan(&store, 10_000).expect("a first scan is due");
+        (tmp, store, r)
+    }
+
     fn store() -> (tempfile::TempDir, Store) {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(tmp.path(), &Default::default()).unwrap();
@@ -381,12 +398,7 @@ mod tests {
         )))
         .unwrap();
         let taken = r.take_ready().expect("c is kept");
-        let ids: Vec<_> = taken
-            .advances
-            .iter()
-            .map(|a| a.schedule_id.as_str())
-            .collect();
-        assert_eq!(ids, ["c"]);
+        assert_eq!(advanced(&taken), ["c"]);
         assert_eq!(taken.events.len(), 1);
         // Out now: a change of c holds back the occurrence being stored.
         assert_eq!(r.changing("c"), vec![b"c".to_vec()]);
@@ -401,9 +413,7 @@ mod tests {
 
     #[test]
     fn a_change_applied_during_a_scan_keeps_the_floor_below_its_schedule() {
-        let (_tmp, store) = store();
-        let mut r = Recurring::new(0);
-        r.start_scan(&store, 10_000).unwrap();
+        let (_tmp, store, mut r) = scanning();
         r.changing("a");
         // Resumed to an occurrence before where the scan got to.
         r.changed("a", 12_000, 10_000);
@@ -424,9 +434,7 @@ mod tests {
 
     #[test]
     fn only_a_change_due_within_the_window_asks_for_a_scan_now() {
-        let (_tmp, store) = store();
-        let mut r = Recurring::new(0);
-        r.start_scan(&store, 10_000).unwrap();
+        let (_tmp, store, mut r) = scanning();
         r.scanned(Ok(planned(Vec::new(), 10_000))).unwrap();
         assert_eq!(r.next_wake_ms(10_000), i64::MAX, "nothing is due");
         // Created with its first occurrence a minute ahead: woken for then.
@@ -446,9 +454,7 @@ mod tests {
 
     #[test]
     fn a_plan_waiting_to_be_proposed_is_dropped_when_its_schedule_changes() {
-        let (_tmp, store) = store();
-        let mut r = Recurring::new(0);
-        r.start_scan(&store, 10_000).unwrap();
+        let (_tmp, _store, mut r) = scanning();
         r.scanned(Ok(planned(
             vec![plan("a", 20_000), plan("b", 20_000), plan("c", 20_000)],
             11_000,
@@ -460,12 +466,7 @@ mod tests {
         r.changing("b");
         r.changed("b", 30_000, 10_000);
         let taken = r.take_ready().expect("c is kept");
-        let ids: Vec<_> = taken
-            .advances
-            .iter()
-            .map(|a| a.schedule_id.as_str())
-            .collect();
-        assert_eq!(ids, ["c"]);
+        assert_eq!(advanced(&taken), ["c"]);
         // Once proposed, changes are held back by the proposal out instead.
         r.stored();
         r.changed("a", 0, 10_000);
