@@ -48,8 +48,8 @@ pub fn encode_payload(entry: &Entry) -> Vec<u8> {
     match &entry.payload {
         EntryPayload::Blank => prefix(KIND_BLANK, 0),
         EntryPayload::Normal(cmd) => {
-            let mut out = prefix(KIND_NORMAL, prost::Message::encoded_len(&cmd.0));
-            prost::Message::encode(&cmd.0, &mut out).expect("Vec has unbounded capacity");
+            let mut out = prefix(KIND_NORMAL, prost::Message::encoded_len(&cmd.pb));
+            prost::Message::encode(&cmd.pb, &mut out).expect("Vec has unbounded capacity");
             out
         }
         EntryPayload::Membership(m) => {
@@ -83,7 +83,7 @@ pub fn entry_offsets(entry: &Entry) -> Option<(u64, u64)> {
 /// The leader's publish time of a publish entry.
 pub fn publish_ts(entry: &Entry) -> Option<i64> {
     match &entry.payload {
-        EntryPayload::Normal(cmd) => match &cmd.0.kind {
+        EntryPayload::Normal(cmd) => match &cmd.pb.kind {
             Some(chronos_proto::internal::command::Kind::Publish(p)) => Some(p.publish_ts),
             _ => None,
         },

@@ -31,6 +31,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use chronos_proto::internal::{EventKeys, FireCommand, FiredRecord, PendingRef};
 use chronos_scheduler::{Fired, InsertError, StepGuard, TimingWheel, WheelConfig};
 use chronos_store::id_key;
@@ -39,6 +40,7 @@ use prost::Message;
 use crate::fire_tail::{FireTail, Slot};
 use crate::owner::TermError;
 use crate::owner::{Completions, Ctx, Written};
+use crate::types::Command;
 use crate::wall_ms;
 
 /// Pending keys read per step while loading the window (the scan reads
@@ -78,6 +80,8 @@ pub(crate) struct Gathered {
     epoch: u64,
     since: Instant,
     cmd: FireCommand,
+    /// The events' values as released, one per ref (see `Command::released`).
+    values: Vec<Bytes>,
     proposal: FireProposal,
 }
 
@@ -87,6 +91,7 @@ impl Gathered {
             epoch,
             since: Instant::now(),
             cmd: FireCommand::default(),
+            values: Vec::new(),
             proposal: FireProposal {
                 appended: Vec::new(),
                 offsets: Vec::new(),
@@ -103,19 +108,23 @@ impl Gathered {
         self.since + FIRE_LINGER
     }
 
-    pub fn into_parts(self) -> (u64, FireCommand, FireProposal) {
-        (self.epoch, self.cmd, self.proposal)
+    /// The term's epoch, the `Fire` to propose and what it appends.
+    pub fn into_parts(self) -> (u64, Command, FireProposal) {
+        let cmd = Command::fire_released(self.cmd, self.values);
+        (self.epoch, cmd, self.proposal)
     }
 
     fn len(&self) -> usize {
         self.cmd.events.len()
     }
 
-    /// Event `r` of `topic`, released at `fire_ts`, is record `seq` of its fire log.
-    fn add(&mut self, fire_ts: i64, r: PendingRef, topic: &str, seq: u64) {
+    /// Event `r` of `topic` (`value`), released at `fire_ts`, is record
+    /// `seq` of its fire log.
+    fn add(&mut self, fire_ts: i64, r: PendingRef, value: Bytes, topic: &str, seq: u64) {
         assert!(r.due_ts <= fire_ts, "the wheel released an event early");
         self.cmd.fire_ts = self.cmd.fire_ts.max(fire_ts);
         self.cmd.events.push(r);
+        self.values.push(value);
         self.cmd.seqs.push(seq);
         self.cmd.released_ts.push(fire_ts);
         let appended = &mut self.proposal.appended;
@@ -384,11 +393,12 @@ impl Firing {
                 }
             }
             lateness.record((fire_ts - due_ms) as f64 / 1000.0);
+            let value = Bytes::from(raw);
             let record = FiredRecord {
                 offset,
                 due_ts: due_ms,
                 fire_ts,
-                event: raw.into(),
+                event: value.clone(),
                 only_group: String::new(),
             };
             let seq = tail.append(&ctx.store, &keys.topic, Slot::Ready(record))?;
@@ -397,7 +407,7 @@ impl Firing {
                 offset,
             };
             let gathered = completions.gather(epoch);
-            gathered.add(fire_ts, r, &keys.topic, seq);
+            gathered.add(fire_ts, r, value, &keys.topic, seq);
             self.unapplied += 1;
             appended = true;
             if gathered.len() >= FIRE_BATCH {

@@ -236,7 +236,11 @@ impl LogStore {
         self.last_log_id = Some(last);
         let mut cache = self.reader.cache.lock();
         for (entry, raw) in decoded.into_iter().zip(&encoded) {
-            cache.push(entry, raw.len());
+            let released = match &entry.payload {
+                openraft::EntryPayload::Normal(cmd) => cmd.released_bytes(),
+                _ => 0,
+            };
+            cache.push(entry, raw.len() + released);
         }
         Ok(())
     }

@@ -159,7 +159,7 @@ fn scan(
         let EntryPayload::Normal(cmd) = entry.payload else {
             continue;
         };
-        let Some(command::Kind::Publish(p)) = cmd.0.kind else {
+        let Some(command::Kind::Publish(p)) = cmd.pb.kind else {
             continue;
         };
         for (i, raw) in p.events.into_iter().enumerate() {

@@ -351,7 +351,7 @@ impl StateMachine {
             let mut schedule = None;
             match &entry.payload {
                 EntryPayload::Blank => {}
-                EntryPayload::Normal(cmd) => match &cmd.0.kind {
+                EntryPayload::Normal(cmd) => match &cmd.pb.kind {
                     Some(command::Kind::Publish(p)) => {
                         // Advances read the schedules earlier entries changed.
                         if p.has_reschedule || !p.advances.is_empty() {
@@ -365,7 +365,7 @@ impl StateMachine {
                     // their applied index) first, so replay reads what the leader did.
                     Some(command::Kind::Fire(f)) => {
                         self.commit_so_far(&store, &mut batch, &mut membership_changed)?;
-                        fired = self.apply_fire(&mut batch, f)?;
+                        fired = self.apply_fire(&mut batch, f, cmd.released.as_deref())?;
                     }
                     Some(command::Kind::Cancel(c)) => {
                         self.commit_so_far(&store, &mut batch, &mut membership_changed)?;

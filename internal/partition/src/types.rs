@@ -1,6 +1,9 @@
 //! The openraft type configuration of a partition group and the command it replicates.
 
 use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 use chronos_proto::internal::{
     command, CancelCommand, Command as CommandPb, DeliveryCommand, FireCommand, GroupCommand,
@@ -32,78 +35,116 @@ pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
 
 /// A state-machine command. The wire/disk form is the `chronos.internal.v1.Command`
 /// protobuf; serde (required by openraft's `serde` feature) carries the same bytes.
-#[derive(Clone, PartialEq)]
-pub struct Command(pub CommandPb);
+#[derive(Clone)]
+pub struct Command {
+    pub pb: CommandPb,
+    /// What the leader that proposed a `Fire` read of its events, one value
+    /// per ref, in the Fire's order. Never written or sent: it rides along
+    /// only in the proposing node's memory (its log cache), so that applying
+    /// the `Fire` there checks which events are still pending from the keys
+    /// alone instead of reading every value a second time. A `pending` key's
+    /// value never changes (an offset is never reused), so the values are
+    /// the ones any replica reads.
+    pub released: Option<Arc<[Bytes]>>,
+}
+
+impl PartialEq for Command {
+    fn eq(&self, other: &Command) -> bool {
+        self.pb == other.pb
+    }
+}
 
 impl Command {
     pub fn cancel(cmd: CancelCommand) -> Command {
-        Command(CommandPb {
+        Command::from(CommandPb {
             kind: Some(command::Kind::Cancel(cmd)),
         })
     }
 
+    /// A `Fire` with the values its leader read (see [`Command::released`]).
+    pub fn fire_released(cmd: FireCommand, values: Vec<Bytes>) -> Command {
+        assert_eq!(cmd.events.len(), values.len(), "one value per fired ref");
+        Command {
+            released: Some(values.into()),
+            ..Command::fire(cmd)
+        }
+    }
+
     pub fn fire(cmd: FireCommand) -> Command {
-        Command(CommandPb {
+        Command::from(CommandPb {
             kind: Some(command::Kind::Fire(cmd)),
         })
     }
 
     pub fn publish(cmd: PublishCommand) -> Command {
-        Command(CommandPb {
+        Command::from(CommandPb {
             kind: Some(command::Kind::Publish(cmd)),
         })
     }
 
     pub fn group(cmd: GroupCommand) -> Command {
-        Command(CommandPb {
+        Command::from(CommandPb {
             kind: Some(command::Kind::Group(cmd)),
         })
     }
 
     pub fn delivery(cmd: DeliveryCommand) -> Command {
-        Command(CommandPb {
+        Command::from(CommandPb {
             kind: Some(command::Kind::Delivery(cmd)),
         })
     }
 
     pub fn trim(cmd: TrimCommand) -> Command {
-        Command(CommandPb {
+        Command::from(CommandPb {
             kind: Some(command::Kind::Trim(cmd)),
         })
     }
 
     pub fn redrive(cmd: RedriveCommand) -> Command {
-        Command(CommandPb {
+        Command::from(CommandPb {
             kind: Some(command::Kind::Redrive(cmd)),
         })
     }
 
     pub fn schedule(cmd: ScheduleCommand) -> Command {
-        Command(CommandPb {
+        Command::from(CommandPb {
             kind: Some(command::Kind::Schedule(cmd)),
         })
     }
 
     pub fn roster(cmd: RosterCommand) -> Command {
-        Command(CommandPb {
+        Command::from(CommandPb {
             kind: Some(command::Kind::Roster(cmd)),
         })
     }
 
+    /// Bytes held in memory beyond the encoding (for cache budgets).
+    pub fn released_bytes(&self) -> usize {
+        self.released
+            .as_ref()
+            .map_or(0, |values| values.iter().map(Bytes::len).sum())
+    }
+
     pub fn encode_to_vec(&self) -> Vec<u8> {
-        self.0.encode_to_vec()
+        self.pb.encode_to_vec()
     }
 
     pub fn decode(buf: &[u8]) -> Result<Command, prost::DecodeError> {
-        CommandPb::decode(buf).map(Command)
+        CommandPb::decode(buf).map(Command::from)
     }
 
     /// (first offset, number of events) when this command publishes events.
     pub fn offsets(&self) -> Option<(u64, u64)> {
-        match &self.0.kind {
+        match &self.pb.kind {
             Some(command::Kind::Publish(p)) => Some((p.first_offset, p.events.len() as u64)),
             _ => None,
         }
+    }
+}
+
+impl From<CommandPb> for Command {
+    fn from(pb: CommandPb) -> Command {
+        Command { pb, released: None }
     }
 }
 
@@ -120,7 +161,7 @@ fn op_name(op: &chronos_proto::internal::schedule_command::Op) -> &'static str {
 
 impl fmt::Debug for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0.kind {
+        match &self.pb.kind {
             Some(command::Kind::Publish(p)) => {
                 write!(
                     f,

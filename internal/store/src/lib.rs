@@ -30,6 +30,7 @@
 mod due_counts;
 mod fired_at;
 mod groups;
+mod key_scan;
 mod keys;
 mod replace;
 mod schedules;
@@ -39,11 +40,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use key_scan::KeyScan;
 use rocksdb::compaction_filter::CompactionFilter;
 use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory};
 use rocksdb::{
     checkpoint::Checkpoint, BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamily,
-    ColumnFamilyDescriptor, CompactionDecision, FlushOptions, Options, ReadOptions, WriteBatch,
+    ColumnFamilyDescriptor, CompactionDecision, FlushOptions, Options, WriteBatch,
     WriteBufferManager, WriteOptions, DB,
 };
 
@@ -327,17 +329,16 @@ impl Store {
     ) -> Result<Vec<(i64, u64)>> {
         // Bounded: with nothing pending past the window, an unbounded
         // iterator steps over every tombstone to the end of the column family.
-        let mut read = ReadOptions::default();
-        read.set_iterate_upper_bound(pending_key(to_due.saturating_add(1).max(0), 0));
-        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_PENDING), read);
+        let upper = pending_key(to_due.saturating_add(1).max(0), 0);
+        let mut it = KeyScan::new(&self.db, self.cf(CF_PENDING), &upper);
         match after {
             Some((due, offset)) => {
-                it.seek(pending_key(due, offset));
+                it.seek(&pending_key(due, offset));
                 if it.key() == Some(&pending_key(due, offset)[..]) {
                     it.next();
                 }
             }
-            None => it.seek_to_first(),
+            None => it.seek(&[]),
         }
         let mut out = Vec::new();
         while let Some(k) = it.key() {
@@ -350,6 +351,39 @@ impl Store {
         }
         it.status()?;
         Ok(out)
+    }
+
+    /// Which of `keys` (sorted, distinct) are pending, read from the keys
+    /// alone: one scan from the first to the last, no value loaded.
+    pub fn pending_present(&self, keys: &[(i64, u64)]) -> Result<Vec<bool>> {
+        let (Some(&first), Some(&last)) = (keys.first(), keys.last()) else {
+            return Ok(Vec::new());
+        };
+        let mut present = vec![false; keys.len()];
+        let upper = match last.1.checked_add(1) {
+            Some(offset) => pending_key(last.0, offset),
+            None => pending_key(last.0.saturating_add(1), 0),
+        };
+        let mut it = KeyScan::new(&self.db, self.cf(CF_PENDING), &upper);
+        it.seek(&pending_key(first.0, first.1));
+        let mut i = 0;
+        while let Some(k) = it.key() {
+            let key = keys::decode_pending_key(k)?;
+            // Skip wanted keys that are gone (before `key`), then take `key` if wanted.
+            while i < keys.len() && keys[i] < key {
+                i += 1;
+            }
+            if i == keys.len() {
+                break;
+            }
+            if keys[i] == key {
+                present[i] = true;
+                i += 1;
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(present)
     }
 
     /// Pending events from key `start` (inclusive) in due order with their

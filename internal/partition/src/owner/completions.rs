@@ -102,7 +102,7 @@ impl Completions {
             return Ok(());
         };
         let (epoch, cmd, proposal) = gathered.into_parts();
-        match ctx.propose(Command::fire(cmd)).await {
+        match ctx.propose(cmd).await {
             Ok(written) => {
                 self.push_term(epoch, async move {
                     TermCompletion::Fired(proposal, written.await)

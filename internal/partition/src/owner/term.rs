@@ -192,7 +192,7 @@ impl LeaderTerm {
         reply: Reply<Applied>,
         completions: &mut Completions,
     ) -> Result<(), TermError> {
-        let effect = match &mut cmd.0.kind {
+        let effect = match &mut cmd.pb.kind {
             Some(command::Kind::Cancel(c)) => {
                 let id = id_key(&c.topic, &c.message_id);
                 self.firing.hold(id.clone());

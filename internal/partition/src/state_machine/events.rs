@@ -4,6 +4,7 @@
 
 use std::io;
 
+use bytes::Bytes;
 use chronos_proto::internal::{
     CancelCommand, EventKeys, FireCommand, FiredRecord, PublishCommand, TopicState,
 };
@@ -56,6 +57,7 @@ impl StateMachine {
         &mut self,
         batch: &mut Batch<'_>,
         f: &FireCommand,
+        released: Option<&[Bytes]>,
     ) -> Result<u64, io::Error> {
         let read = |e: &dyn std::fmt::Display| io::Error::other(e.to_string());
         let numbered = !f.seqs.is_empty();
@@ -67,32 +69,64 @@ impl StateMachine {
             f.released_ts.is_empty() || f.released_ts.len() == f.events.len(),
             "a Fire times all of its releases or none"
         );
+        assert!(
+            released.is_none_or(|values| values.len() == f.events.len()),
+            "a Fire carries a value per event or none"
+        );
         // The wheel releases in due order, so the refs are (nearly) a run of
         // `pending`: one range scan reads them, where point lookups would each
         // search every level.
-        type Ref = ((i64, u64), Option<u64>, i64);
+        type Ref = ((i64, u64), Option<u64>, i64, usize);
         let mut refs: Vec<Ref> = f
             .events
             .iter()
             .enumerate()
             .map(|(i, r)| {
                 let fire_ts = f.released_ts.get(i).copied().unwrap_or(f.fire_ts);
-                ((r.due_ts, r.offset), f.seqs.get(i).copied(), fire_ts)
+                ((r.due_ts, r.offset), f.seqs.get(i).copied(), fire_ts, i)
             })
             .collect();
         refs.sort_unstable();
         refs.dedup_by_key(|(key, ..)| *key);
         let keys: Vec<(i64, u64)> = refs.iter().map(|(key, ..)| *key).collect();
-        let events = self.store.get_pending_run(&keys).map_err(|e| read(&e))?;
+        let events: Vec<Option<Bytes>> = match released {
+            // The proposing leader read the values on release: which are still
+            // pending is all there is to read (keys only, no blob loaded).
+            Some(values) => {
+                let present = self.store.pending_present(&keys).map_err(|e| read(&e))?;
+                let events: Vec<Option<Bytes>> = refs
+                    .iter()
+                    .zip(present)
+                    .map(|((.., i), here)| here.then(|| values[*i].clone()))
+                    .collect();
+                if cfg!(debug_assertions) {
+                    let stored = self.store.get_pending_run(&keys).map_err(|e| read(&e))?;
+                    let stored: Vec<Option<Bytes>> =
+                        stored.into_iter().map(|v| v.map(Bytes::from)).collect();
+                    assert_eq!(
+                        events, stored,
+                        "a Fire's carried values differ from pending"
+                    );
+                }
+                events
+            }
+            None => self
+                .store
+                .get_pending_run(&keys)
+                .map_err(|e| read(&e))?
+                .into_iter()
+                .map(|v| v.map(Bytes::from))
+                .collect(),
+        };
         // Placed in the leader's numbering order, which is not the pending
         // order: one Fire gathers several releases, and a later release may
         // hold an event due earlier (it reached the wheel late).
-        let mut found: Vec<(&Ref, Option<Vec<u8>>)> = refs.iter().zip(events).collect();
+        let mut found: Vec<(&Ref, Option<Bytes>)> = refs.iter().zip(events).collect();
         if numbered {
-            found.sort_by_key(|((_, seq, _), _)| *seq);
+            found.sort_by_key(|((_, seq, ..), _)| *seq);
         }
         let mut fired = 0;
-        for (&((due_ts, offset), seq, fire_ts), raw) in found {
+        for (&((due_ts, offset), seq, fire_ts, _), raw) in found {
             // Gone already: fired by an earlier command (a re-proposal after a
             // leader change) or cancelled. Skipping is the same on every replica.
             let Some(raw) = raw else {
@@ -109,13 +143,13 @@ impl StateMachine {
                 continue;
             };
             assert!(fire_ts >= due_ts, "fired {} ms early", due_ts - fire_ts);
-            let keys = EventKeys::decode(raw.as_slice()).map_err(|e| read(&e))?;
+            let keys = EventKeys::decode(raw.as_ref()).map_err(|e| read(&e))?;
             let seq = self.place_fired(&keys.topic, seq)?;
             let record = FiredRecord {
                 offset,
                 due_ts,
                 fire_ts,
-                event: raw.into(),
+                event: raw,
                 only_group: String::new(),
             };
             batch.put_fired(&keys.topic, seq, &record.encode_to_vec());
