@@ -4,7 +4,7 @@
 //! Every change is also recorded as a [`GroupItem`] for the next
 //! `DeliveryCommand`, so the state machine holds the same thing durably.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chronos_proto::internal::{group_item, Attempt, Dead, GroupDelta, GroupItem};
 
@@ -19,6 +19,10 @@ pub struct Flight {
     /// The member holding it (and its credit), when delivered in this term.
     pub member: Option<u64>,
     pub delivered: bool,
+    /// A delta holding a record of it was proposed (or it was restored from
+    /// the state machine). Until then its records wait in `items`, and an ack
+    /// drops them instead of recording a delete of what was never written.
+    recorded: bool,
 }
 
 #[derive(Debug)]
@@ -40,6 +44,9 @@ pub struct GroupRt {
     pub next_member: usize,
     /// Changes not yet proposed.
     items: Vec<GroupItem>,
+    /// Events acked before any record of them was proposed: their items are
+    /// dropped from the next delta (the cursor past them is all it needs).
+    settled: HashSet<u64>,
 }
 
 /// What the timers of a group decided.
@@ -65,6 +72,7 @@ impl GroupRt {
             members: Vec::new(),
             next_member: 0,
             items: Vec::new(),
+            settled: HashSet::new(),
         }
     }
 
@@ -77,6 +85,7 @@ impl GroupRt {
             at_ts,
             member: None,
             delivered: false,
+            recorded: true,
         };
         if delivered {
             self.ready.insert(seq);
@@ -92,8 +101,10 @@ impl GroupRt {
 
     /// Records a delivery of `seq` to `member` (attempt `attempt`).
     pub fn delivered(&mut self, seq: u64, attempt: u32, deadline: i64, member: u64) {
+        let mut recorded = false;
         if let Some(old) = self.flights.get(&seq) {
             self.timers.remove(&(old.at_ts, seq));
+            recorded = old.recorded;
         }
         self.ready.remove(&seq);
         self.flights.insert(
@@ -103,6 +114,7 @@ impl GroupRt {
                 at_ts: deadline,
                 member: Some(member),
                 delivered: true,
+                recorded,
             },
         );
         self.timers.insert((deadline, seq));
@@ -128,7 +140,11 @@ impl GroupRt {
     /// whose credit comes back (if it still holds it).
     pub fn ack(&mut self, seq: u64) -> Option<Option<u64>> {
         let flight = self.remove(seq)?;
-        self.record(seq, group_item::Op::Acked(true));
+        if flight.recorded {
+            self.record(seq, group_item::Op::Acked(true));
+        } else {
+            self.settled.insert(seq);
+        }
         Some(flight.member.filter(|_| flight.delivered))
     }
 
@@ -231,17 +247,28 @@ impl GroupRt {
             return None;
         }
         self.recorded_cursor = self.cursor;
+        let mut items = std::mem::take(&mut self.items);
+        if !self.settled.is_empty() {
+            items.retain(|item| !self.settled.contains(&item.seq));
+            self.settled.clear();
+        }
+        for item in &items {
+            if let Some(flight) = self.flights.get_mut(&item.seq) {
+                flight.recorded = true;
+            }
+        }
         Some(GroupDelta {
             topic: self.topic.clone(),
             group: self.name.clone(),
             cursor: self.cursor,
-            items: std::mem::take(&mut self.items),
+            items,
         })
     }
 
     /// A first delivery of `seq` that could not be sent (the member's stream
     /// had ended): it waits, recorded, to be delivered to another member.
     pub fn requeue(&mut self, seq: u64, now: i64) {
+        let recorded = self.flights.get(&seq).is_some_and(|f| f.recorded);
         self.flights.insert(
             seq,
             Flight {
@@ -249,6 +276,7 @@ impl GroupRt {
                 at_ts: now,
                 member: None,
                 delivered: false,
+                recorded,
             },
         );
         self.ready.insert(seq);
@@ -279,6 +307,13 @@ mod tests {
 
     fn group() -> GroupRt {
         GroupRt::new("t".into(), "g".into(), 0, 0)
+    }
+
+    fn acked(seq: u64) -> GroupItem {
+        GroupItem {
+            seq,
+            op: Some(group_item::Op::Acked(true)),
+        }
     }
 
     #[test]
@@ -350,6 +385,43 @@ mod tests {
                 at_ts: 50
             }))
         ));
+    }
+
+    #[test]
+    fn an_ack_before_its_delivery_is_proposed_records_neither() {
+        let mut g = group();
+        g.advance(3);
+        g.delivered(1, 1, 100, 7);
+        g.delivered(2, 1, 100, 7);
+        assert_eq!(g.ack(1), Some(Some(7)));
+        let delta = g.take_delta().unwrap();
+        assert_eq!(
+            delta.cursor, 3,
+            "the cursor past it is what makes the ack durable"
+        );
+        let seqs: Vec<u64> = delta.items.iter().map(|i| i.seq).collect();
+        assert_eq!(seqs, vec![2], "nothing recorded of the acked event");
+        // Event 2's delivery was proposed: its ack must delete the record.
+        assert_eq!(g.ack(2), Some(Some(7)));
+        let delta = g.take_delta().unwrap();
+        assert_eq!(delta.items, vec![acked(2)]);
+    }
+
+    #[test]
+    fn an_ack_of_a_restored_or_requeued_record_deletes_it() {
+        let mut g = group();
+        g.restore(4, 1, 500, true);
+        g.delivered(4, 2, 900, 7);
+        assert_eq!(g.ack(4), Some(Some(7)));
+        let delta = g.take_delta().unwrap();
+        assert_eq!(delta.items.last(), Some(&acked(4)));
+        // Requeued, proposed, then delivered and acked: the retry record goes.
+        g.requeue(5, 50);
+        assert!(g.take_delta().is_some());
+        g.delivered(5, 1, 900, 7);
+        g.ack(5);
+        let delta = g.take_delta().unwrap();
+        assert_eq!(delta.items.last(), Some(&acked(5)));
     }
 
     #[test]
