@@ -19,10 +19,11 @@ pub struct Flight {
     /// The member holding it (and its credit), when delivered in this term.
     pub member: Option<u64>,
     pub delivered: bool,
-    /// A delta holding a record of it was proposed (or it was restored from
-    /// the state machine). Until then its records wait in `items`, and an ack
-    /// drops them instead of recording a delete of what was never written.
-    recorded: bool,
+    /// The delta that holds its first record (`GroupRt::delta`; 0: restored
+    /// from the state machine). Until that delta is taken, its records wait
+    /// in `items`, and an ack drops them instead of recording a delete of
+    /// what was never written.
+    first_delta: u64,
 }
 
 #[derive(Debug)]
@@ -47,6 +48,8 @@ pub struct GroupRt {
     /// Events acked before any record of them was proposed: their items are
     /// dropped from the next delta (the cursor past them is all it needs).
     settled: HashSet<u64>,
+    /// The number of the delta being gathered (deltas taken so far, plus 1).
+    delta: u64,
 }
 
 /// What the timers of a group decided.
@@ -73,6 +76,7 @@ impl GroupRt {
             next_member: 0,
             items: Vec::new(),
             settled: HashSet::new(),
+            delta: 1,
         }
     }
 
@@ -85,7 +89,7 @@ impl GroupRt {
             at_ts,
             member: None,
             delivered: false,
-            recorded: true,
+            first_delta: 0,
         };
         if delivered {
             self.ready.insert(seq);
@@ -101,10 +105,10 @@ impl GroupRt {
 
     /// Records a delivery of `seq` to `member` (attempt `attempt`).
     pub fn delivered(&mut self, seq: u64, attempt: u32, deadline: i64, member: u64) {
-        let mut recorded = false;
+        let mut first_delta = self.delta;
         if let Some(old) = self.flights.get(&seq) {
             self.timers.remove(&(old.at_ts, seq));
-            recorded = old.recorded;
+            first_delta = old.first_delta;
         }
         self.ready.remove(&seq);
         self.flights.insert(
@@ -114,7 +118,7 @@ impl GroupRt {
                 at_ts: deadline,
                 member: Some(member),
                 delivered: true,
-                recorded,
+                first_delta,
             },
         );
         self.timers.insert((deadline, seq));
@@ -140,7 +144,7 @@ impl GroupRt {
     /// whose credit comes back (if it still holds it).
     pub fn ack(&mut self, seq: u64) -> Option<Option<u64>> {
         let flight = self.remove(seq)?;
-        if flight.recorded {
+        if flight.first_delta < self.delta {
             self.record(seq, group_item::Op::Acked(true));
         } else {
             self.settled.insert(seq);
@@ -252,11 +256,7 @@ impl GroupRt {
             items.retain(|item| !self.settled.contains(&item.seq));
             self.settled.clear();
         }
-        for item in &items {
-            if let Some(flight) = self.flights.get_mut(&item.seq) {
-                flight.recorded = true;
-            }
-        }
+        self.delta += 1;
         Some(GroupDelta {
             topic: self.topic.clone(),
             group: self.name.clone(),
@@ -268,7 +268,7 @@ impl GroupRt {
     /// A first delivery of `seq` that could not be sent (the member's stream
     /// had ended): it waits, recorded, to be delivered to another member.
     pub fn requeue(&mut self, seq: u64, now: i64) {
-        let recorded = self.flights.get(&seq).is_some_and(|f| f.recorded);
+        let first_delta = self.flights.get(&seq).map_or(self.delta, |f| f.first_delta);
         self.flights.insert(
             seq,
             Flight {
@@ -276,7 +276,7 @@ impl GroupRt {
                 at_ts: now,
                 member: None,
                 delivered: false,
-                recorded,
+                first_delta,
             },
         );
         self.ready.insert(seq);
