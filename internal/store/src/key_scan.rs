@@ -90,9 +90,7 @@ impl<'a> KeyScan<'a> {
             }
             let message = CStr::from_ptr(err).to_string_lossy().into_owned();
             ffi::rocksdb_free(err.cast());
-            Err(StoreError::Io(std::io::Error::other(format!(
-                "rocksdb iterator: {message}"
-            ))))
+            Err(StoreError::Scan(message))
         }
     }
 }

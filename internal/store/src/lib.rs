@@ -88,6 +88,9 @@ pub enum StoreError {
     Corrupt { what: &'static str, detail: String },
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// A key-only scan stopped on an error (RocksDB's message).
+    #[error("rocksdb key scan: {0}")]
+    Scan(String),
 }
 
 impl StoreError {
@@ -99,7 +102,7 @@ impl StoreError {
                 s.contains("No space left") || s.contains("NoSpace")
             }
             StoreError::Io(e) => e.kind() == std::io::ErrorKind::StorageFull,
-            StoreError::Corrupt { .. } => false,
+            StoreError::Corrupt { .. } | StoreError::Scan(_) => false,
         }
     }
 }
@@ -366,19 +369,12 @@ impl Store {
         };
         let mut it = KeyScan::new(&self.db, self.cf(CF_PENDING), &upper);
         it.seek(&pending_key(first.0, first.1));
-        let mut i = 0;
+        let mut wanted = Wanted { keys, next: 0 };
         while let Some(k) = it.key() {
-            let key = keys::decode_pending_key(k)?;
-            // Skip wanted keys that are gone (before `key`), then take `key` if wanted.
-            while i < keys.len() && keys[i] < key {
-                i += 1;
-            }
-            if i == keys.len() {
-                break;
-            }
-            if keys[i] == key {
-                present[i] = true;
-                i += 1;
+            match wanted.find(keys::decode_pending_key(k)?) {
+                Found::Past => break,
+                Found::At(i) => present[i] = true,
+                Found::No => {}
             }
             it.next();
         }
@@ -419,7 +415,7 @@ impl Store {
     /// from the first key to the last: cheap when they are (nearly) a run of
     /// consecutive pending events, as the wheel releases them.
     pub fn get_pending_run(&self, keys: &[(i64, u64)]) -> Result<Vec<Option<Vec<u8>>>> {
-        let (Some(&first), Some(&last)) = (keys.first(), keys.last()) else {
+        let Some(&first) = keys.first() else {
             return Ok(Vec::new());
         };
         // A few keys: point lookups (bloom filters) cost less than building
@@ -430,22 +426,12 @@ impl Store {
         let mut out = vec![None; keys.len()];
         let mut it = self.db.raw_iterator_cf(self.cf(CF_PENDING));
         it.seek(pending_key(first.0, first.1));
-        let mut i = 0;
+        let mut wanted = Wanted { keys, next: 0 };
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            let key = keys::decode_pending_key(k)?;
-            if key > last {
-                break;
-            }
-            // Skip wanted keys that are gone (before `key`), then take `key` if wanted.
-            while i < keys.len() && keys[i] < key {
-                i += 1;
-            }
-            if i == keys.len() {
-                break;
-            }
-            if keys[i] == key {
-                out[i] = Some(v.to_vec());
-                i += 1;
+            match wanted.find(keys::decode_pending_key(k)?) {
+                Found::Past => break,
+                Found::At(i) => out[i] = Some(v.to_vec()),
+                Found::No => {}
             }
             it.next();
         }
@@ -602,6 +588,41 @@ pub(crate) fn now_ms() -> i64 {
 
 /// A pending event's key `(due_ts, offset)` and its stored value.
 pub type PendingEntry = ((i64, u64), Vec<u8>);
+
+/// Sorted, distinct keys looked for in a scan that walks a column family in
+/// key order from the first of them.
+struct Wanted<'k> {
+    keys: &'k [(i64, u64)],
+    /// Every wanted key before this index is behind the scan.
+    next: usize,
+}
+
+/// Where the scan's current key stands among the wanted ones.
+enum Found {
+    /// Wanted, at this index.
+    At(usize),
+    /// Not wanted.
+    No,
+    /// Beyond the last wanted key: the scan can stop.
+    Past,
+}
+
+impl Wanted<'_> {
+    fn find(&mut self, key: (i64, u64)) -> Found {
+        // Wanted keys before `key` are gone from the column family.
+        while self.next < self.keys.len() && self.keys[self.next] < key {
+            self.next += 1;
+        }
+        match self.keys.get(self.next) {
+            None => Found::Past,
+            Some(&k) if k == key => {
+                self.next += 1;
+                Found::At(self.next - 1)
+            }
+            Some(_) => Found::No,
+        }
+    }
+}
 
 /// Values at least this long are kept in `pending`'s blob files (an event
 /// record with a small payload stays inline).
