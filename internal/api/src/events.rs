@@ -502,6 +502,16 @@ pub(crate) async fn open_replay(
     let here = |part: Arc<Partition>, _req: ReplayRequest| {
         let query = query.clone();
         async move {
+            // A leader serves history up to what it applied; until it has
+            // applied its whole log that can lack acked events, so wait
+            // (retried as UNAVAILABLE) rather than answer short.
+            if !part.is_leading() {
+                return Err(status::from_partition(PartitionError::Unavailable(
+                    format!(
+                        "partition {p}: this node leads it but has not applied its whole log yet"
+                    ),
+                )));
+            }
             let stream: BoxStream<ReplayEvent> =
                 Box::pin(ReceiverStream::new(part.replay(query)).map(move |item| {
                     item.map(|ev| replay_event(p, ev))

@@ -295,16 +295,6 @@ impl Node {
         };
         if let Some(p) = &local {
             if leader == Some(self.node_id) {
-                // Until it has applied its whole log, a new leader's state
-                // (pending events, history, schedules) lags what was acked:
-                // a read there would miss acked writes.
-                if !p.is_leading() {
-                    return Err(no_leader(
-                        partition,
-                        None,
-                        "this node leads it but has not applied its whole log yet",
-                    ));
-                }
                 return Ok(Target::Local(p.clone()));
             }
         }
