@@ -502,13 +502,13 @@ pub(crate) async fn open_replay(
     let here = |part: Arc<Partition>, _req: ReplayRequest| {
         let query = query.clone();
         async move {
-            // A leader serves history up to what it applied; until it has
-            // applied its whole log that can lack acked events, so wait
-            // (retried as UNAVAILABLE) rather than answer short.
+            // History is served up to what was applied; a leader that has
+            // not applied its whole log (or is handing over) could answer
+            // short of acked events, so this is retried as UNAVAILABLE.
             if !part.is_leading() {
                 return Err(status::from_partition(PartitionError::Unavailable(
                     format!(
-                        "partition {p}: this node leads it but has not applied its whole log yet"
+                        "partition {p}: its leader here is not serving yet (log not all applied, or handing over)"
                     ),
                 )));
             }
