@@ -20,6 +20,7 @@ dir=${BENCH_DIR:-/tmp/chronos-bench-lateness}
 extra=()
 [ "${PACED:-0}" = 1 ] && extra=(--paced --batch "${BATCH:-100}")
 mkdir -p "$dir"
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 server=""
 stop() { [ -n "$server" ] && kill -TERM "$server" 2>/dev/null && wait "$server" 2>/dev/null; server=""; }
@@ -32,12 +33,14 @@ for run in $(seq 1 "$runs"); do
     curl -sf http://127.0.0.1:8080/ready >/dev/null && break
     sleep 0.1
   done
+  from=$(ticks "$server")
   "$bin/chronos-loadtest" scheduled --consumers "${CONSUMERS:-4}" --payload 256 --rate "$rate" \
     --events "$events" --lead "${LEAD:-3s}" "${extra[@]}" --json >"$dir/run.json"
+  to=$(ticks "$server")
   curl -sf http://127.0.0.1:8080/metrics >"$dir/metrics.txt"
   stop
-  python3 - "$run" "$dir/run.json" "$dir/metrics.txt" <<'PY'
-import json, sys
+  python3 - "$run" "$dir/run.json" "$dir/metrics.txt" "$((to - from))" "$events" <<'PY'
+import json, os, sys
 sys.path.insert(0, "scripts")
 from lateness_shares import shares as within
 run, summary, metrics = sys.argv[1], json.load(open(sys.argv[2])), open(sys.argv[3]).read()
@@ -49,8 +52,11 @@ print("run %s: lateness p50 %.2f p99 %.2f p99.9 %.2f max %.2f ms; early %s missi
       % (run, l["p50"], l["p99"], l.get("p999", float("nan")), l["max"], d.get("early"), d.get("missing")))
 # Events published after their due time fire at once but count as late: at
 # rates the two cores cannot publish, the publisher, not the firing, sets the tail.
-print("   published %.0f ev/s; %s published after their due time"
-      % (p.get("events_per_sec", 0), p.get("due_late", "?")))
+# The server's CPU from the first publish to the last ack, per event: what
+# an event costs end to end, comparable with bench-recurring's per occurrence.
+cpu_us = 1e6 * int(sys.argv[4]) / os.sysconf("SC_CLK_TCK") / int(sys.argv[5])
+print("   published %.0f ev/s; %s published after their due time; server CPU %.0f µs per event"
+      % (p.get("events_per_sec", 0), p.get("due_late", "?"), cpu_us))
 print("   released: " + shares("chronos_fire_lateness_seconds"))
 print("   delivered: " + shares("chronos_delivery_lateness_seconds"))
 PY

@@ -216,6 +216,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The node-to-node listener serves on through the drain: the new leaders
+    // tell this node which of its last entries committed, and that answers
+    // the publishes still waiting on them (cut off, they waited out their
+    // whole deadline and held the drain with them).
+    let (internal_stop_tx, internal_stop_rx) = watch::channel(false);
     let http_task = tokio::spawn(http::serve(
         Listener::new(http_listener, public_tls.as_ref()),
         node.clone(),
@@ -236,7 +241,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             (Listener::new(listener, cluster_tls.as_ref()), check),
             node.clone(),
             (groups.clone(), may_lead.clone()),
-            stop_rx.clone(),
+            internal_stop_rx,
         ))
     });
     let grpc_task = tokio::spawn(serve_grpc(
@@ -333,6 +338,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Err(e) = raft_log.sync() {
         tracing::warn!("raft log fsync at shutdown: {e}");
     }
+    let _ = internal_stop_tx.send(true);
     if let Some(task) = internal_task {
         task.abort();
     }

@@ -67,11 +67,7 @@ impl Subscription {
     /// The next delivery; an error when a partition stopped serving it; None
     /// when every partition let go of the member.
     pub async fn next(&mut self) -> Option<Result<Delivery, Status>> {
-        let stopped = |node_id| {
-            Some(Err(Status::unavailable(format!(
-                "node {node_id} is stopping; subscribe again on another node"
-            ))))
-        };
+        let stopped = |node_id| Some(Err(node_stopping(node_id)));
         // Per delivery: while the outbox holds some, only a look at the
         // stop flag, no waiter on it.
         let next = match self.outbox.try_recv() {
@@ -112,6 +108,12 @@ impl Subscription {
             Some((item, keep))
         }))
     }
+}
+
+fn node_stopping(node_id: u64) -> Status {
+    Status::unavailable(format!(
+        "node {node_id} is stopping; subscribe again on another node"
+    ))
 }
 
 /// Validates a subscribe request (fields prefixed with `prefix`, e.g.
@@ -201,8 +203,16 @@ pub async fn subscribe(
             }
         })
     });
+    // A stopping node takes no new members, and one still attaching when
+    // the node starts to stop gives up: its drain would otherwise wait up to
+    // `publish_timeout` for leaders that are moving away from it.
+    let mut stopping = node.stopping.clone();
+    let attached = tokio::select! {
+        attached = futures::future::join_all(attaching) => attached,
+        _ = stopping.wait_for(|s| *s) => return Err(node_stopping(node.node_id)),
+    };
     let mut failure = None;
-    for attached in futures::future::join_all(attaching).await {
+    for attached in attached {
         match attached {
             Ok(Attached::Here(part)) => sub.partitions.push(part),
             Ok(Attached::There(up)) => sub.upstreams.push(up),

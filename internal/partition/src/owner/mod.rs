@@ -255,7 +255,13 @@ impl Owner {
         let ctx = &self.ctx;
         self.standing
             .start(&ctx.raft, ctx.node_id, ctx.preferred_leader);
-        self.observe(&metrics.borrow_and_update());
+        // The owner acts on a copy of Raft's metrics, never under the
+        // watch's read lock: acting reads them again (a leader's id for a
+        // refusal), and a second read queued behind openraft's waiting
+        // writer deadlocks both, and with them the runtime's workers (a
+        // rolling restart's drain stalled on exactly that).
+        let m = metrics.borrow_and_update().clone();
+        self.observe(&m);
         loop {
             if !self.publishes_open && self.publishes_out == 0 {
                 break;
@@ -292,7 +298,10 @@ impl Owner {
                 _ = tokio::time::sleep_until(wake_at.into()) => Input::Tick(tick),
             };
             match input {
-                Input::Metrics => self.observe(&metrics.borrow_and_update()),
+                Input::Metrics => {
+                    let m = metrics.borrow_and_update().clone();
+                    self.observe(&m);
+                }
                 Input::MayLead => {
                     self.standing.follow_gate(&self.ctx.raft);
                     if self.standing.allowed()
@@ -303,7 +312,8 @@ impl Owner {
                     {
                         form_group(&self.ctx, "this node may lead now").await;
                     }
-                    self.observe(&metrics.borrow_watched());
+                    let m = metrics.borrow_watched().clone();
+                    self.observe(&m);
                 }
                 _ => {}
             }
