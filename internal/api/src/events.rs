@@ -502,16 +502,7 @@ pub(crate) async fn open_replay(
     let here = |part: Arc<Partition>, _req: ReplayRequest| {
         let query = query.clone();
         async move {
-            // History is served up to what was applied; a leader that has
-            // not applied its whole log (or is handing over) could answer
-            // short of acked events, so this is retried as UNAVAILABLE.
-            if !part.is_leading() {
-                return Err(status::from_partition(PartitionError::Unavailable(
-                    format!(
-                        "partition {p}: its leader here is not serving yet (log not all applied, or handing over)"
-                    ),
-                )));
-            }
+            crate::gateway::serving(&part)?;
             let stream: BoxStream<ReplayEvent> =
                 Box::pin(ReceiverStream::new(part.replay(query)).map(move |item| {
                     item.map(|ev| replay_event(p, ev))
