@@ -30,7 +30,6 @@ pub(crate) async fn describe_event(
     let partition = node.router.route(&req.key, &req.message_id);
     let deadline = Instant::now() + node.publish_timeout;
     let here = |p: Arc<Partition>, req: DescribeEventRequest| async move {
-        crate::gateway::serving(&p)?;
         let id = p.id();
         let (topic, message_id) = (req.topic.clone(), req.message_id.clone());
         let found = blocking("describing an event", move || {

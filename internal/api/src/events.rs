@@ -502,7 +502,6 @@ pub(crate) async fn open_replay(
     let here = |part: Arc<Partition>, _req: ReplayRequest| {
         let query = query.clone();
         async move {
-            crate::gateway::serving(&part)?;
             let stream: BoxStream<ReplayEvent> =
                 Box::pin(ReceiverStream::new(part.replay(query)).map(move |item| {
                     item.map(|ev| replay_event(p, ev))

@@ -46,14 +46,20 @@ pub trait Forward: Clone + Send + Sync + 'static {
     /// False for a stream, which outlives the request's deadline (only
     /// opening it is bounded).
     const BOUNDED: bool = true;
+    /// True for a read answered from the applied state: a local leader
+    /// serves it only once it has applied its whole log
+    /// (`serving`), else a leader just elected could answer short
+    /// of acknowledged writes.
+    const READS_APPLIED: bool = false;
     fn send(client: EventServiceClient<Channel>, req: Request<Self>) -> Sent<Self::Reply>;
 }
 
 macro_rules! forward {
-    ($req:ty => $reply:ty, $method:ident $(, bounded = $bounded:expr)?) => {
+    ($req:ty => $reply:ty, $method:ident $(, bounded = $bounded:expr)? $(, reads_applied = $reads:expr)?) => {
         impl Forward for $req {
             type Reply = $reply;
             $(const BOUNDED: bool = $bounded;)?
+            $(const READS_APPLIED: bool = $reads;)?
             fn send(mut client: EventServiceClient<Channel>, req: Request<Self>) -> Sent<$reply> {
                 Box::pin(async move { Ok(client.$method(req).await?.into_inner()) })
             }
@@ -65,17 +71,17 @@ forward!(PublishRequest => PublishResponse, publish);
 forward!(PublishBatchRequest => PublishBatchResponse, publish_batch);
 forward!(CancelRequest => CancelResponse, cancel);
 forward!(AckRequest => AckResponse, ack);
-forward!(ReplayRequest => Streaming<ReplayEvent>, replay, bounded = false);
-forward!(ListPendingRequest => ListPendingResponse, list_pending);
-forward!(CountPendingRequest => CountPendingResponse, count_pending);
-forward!(DescribeEventRequest => DescribeEventResponse, describe_event);
+forward!(ReplayRequest => Streaming<ReplayEvent>, replay, bounded = false, reads_applied = true);
+forward!(ListPendingRequest => ListPendingResponse, list_pending, reads_applied = true);
+forward!(CountPendingRequest => CountPendingResponse, count_pending, reads_applied = true);
+forward!(DescribeEventRequest => DescribeEventResponse, describe_event, reads_applied = true);
 forward!(CreateScheduleRequest => CreateScheduleResponse, create_schedule);
 forward!(UpdateScheduleRequest => ScheduleResponse, update_schedule);
 forward!(PauseScheduleRequest => ScheduleResponse, pause_schedule);
 forward!(ResumeScheduleRequest => ScheduleResponse, resume_schedule);
 forward!(DeleteScheduleRequest => DeleteScheduleResponse, delete_schedule);
-forward!(GetScheduleRequest => ScheduleResponse, get_schedule);
-forward!(ListSchedulesRequest => ListSchedulesResponse, list_schedules);
+forward!(GetScheduleRequest => ScheduleResponse, get_schedule, reads_applied = true);
+forward!(ListSchedulesRequest => ListSchedulesResponse, list_schedules, reads_applied = true);
 forward!(TriggerScheduleRequest => TriggerScheduleResponse, trigger_schedule);
 
 /// A public admin request another node answers (for its own partitions, or
@@ -145,7 +151,12 @@ impl Node {
             let req = req.clone();
             async move {
                 match target {
-                    Target::Local(p) => here(p, req).await,
+                    Target::Local(p) => {
+                        if R::READS_APPLIED {
+                            serving(&p)?;
+                        }
+                        here(p, req).await
+                    }
                     Target::Remote { channel, .. } => {
                         let bound = R::BOUNDED.then_some(deadline);
                         let req = gateway::forwarded(req, incoming, bound, None);
@@ -158,4 +169,20 @@ impl Node {
         })
         .await
     }
+}
+
+/// Whether a local leader serves reads: once it has applied its whole log
+/// and while it is not handing over. Reads answer from the applied state,
+/// so a leader just elected could answer short of acknowledged writes; until
+/// then this is UNAVAILABLE, which `on_leader` retries.
+fn serving(part: &Partition) -> Result<(), Status> {
+    if part.is_leading() {
+        return Ok(());
+    }
+    Err(crate::status::from_partition(
+        chronos_partition::PartitionError::Unavailable(format!(
+            "partition {}: its leader here is not serving yet (log not all applied, or handing over)",
+            part.id()
+        )),
+    ))
 }

@@ -204,22 +204,6 @@ pub fn admin_client(node: &Node, channel: Channel) -> AdminServiceClient<Channel
         .max_encoding_message_size(limit)
 }
 
-/// Whether a local leader serves reads: once it has applied its whole log
-/// and while it is not handing over. Reads answer from the applied state,
-/// so a leader just elected could answer short of acknowledged writes; until
-/// then this is UNAVAILABLE, which `on_leader` retries.
-pub(crate) fn serving(part: &Partition) -> Result<(), Status> {
-    if part.is_leading() {
-        return Ok(());
-    }
-    Err(crate::status::from_partition(
-        chronos_partition::PartitionError::Unavailable(format!(
-            "partition {}: its leader here is not serving yet (log not all applied, or handing over)",
-            part.id()
-        )),
-    ))
-}
-
 fn retryable(s: &Status) -> bool {
     s.code() == Code::Unavailable
 }
