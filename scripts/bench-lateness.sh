@@ -5,7 +5,7 @@
 # released (`chronos_fire_lateness_seconds`) and first delivered
 # (`chronos_delivery_lateness_seconds`) within each bucket, so a tail can be
 # placed before or after the log.
-# RATE, EVENTS, CONSUMERS; PACED=1 publishes at RATE too (publishing runs
+# RATE, EVENTS, CONSUMERS, PAYLOAD (bytes, 256); PACED=1 publishes at RATE too (publishing runs
 # while events fire; then BATCH, default 100). LEAD (default 3s) is how far
 # ahead of the start the first event is due: beyond the wheel's 60 s window,
 # events reach it by scans of `pending` rather than when their publish applies.
@@ -34,7 +34,7 @@ for run in $(seq 1 "$runs"); do
     sleep 0.1
   done
   from=$(ticks "$server")
-  "$bin/chronos-loadtest" scheduled --consumers "${CONSUMERS:-4}" --payload 256 --rate "$rate" \
+  "$bin/chronos-loadtest" scheduled --consumers "${CONSUMERS:-4}" --payload "${PAYLOAD:-256}" --rate "$rate" \
     --events "$events" --lead "${LEAD:-3s}" "${extra[@]}" --json >"$dir/run.json"
   to=$(ticks "$server")
   curl -sf http://127.0.0.1:8080/metrics >"$dir/metrics.txt"

@@ -157,7 +157,7 @@ impl Partition {
         Ok(view)
     }
 
-    fn storage_error(&self, e: &dyn std::error::Error) -> PartitionError {
+    fn storage_error(&self, e: &(dyn std::error::Error + 'static)) -> PartitionError {
         PartitionError::storage(self.id, e)
     }
 

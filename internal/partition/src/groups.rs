@@ -114,7 +114,7 @@ impl Partition {
 
     /// Every consumer group of this partition (of `topic` when given).
     pub async fn groups(&self, topic: Option<&str>) -> Result<Vec<GroupInfo>, PartitionError> {
-        let storage = |e: &dyn std::error::Error| PartitionError::storage(self.id, e);
+        let storage = |e: &(dyn std::error::Error + 'static)| PartitionError::storage(self.id, e);
         let runtime = self.ask(|reply| GroupControl::Runtime { reply }).await?;
         let mut out = Vec::new();
         for (t, group, raw) in self.store.list_groups().map_err(|e| storage(&e))? {
@@ -152,7 +152,7 @@ impl Partition {
 
     /// Due time of the fired event at `seq` (0 if gone).
     fn fired_due(&self, topic: &str, seq: u64) -> Result<i64, PartitionError> {
-        let storage = |e: &dyn std::error::Error| PartitionError::storage(self.id, e);
+        let storage = |e: &(dyn std::error::Error + 'static)| PartitionError::storage(self.id, e);
         Ok(
             match self.store.get_fired(topic, seq).map_err(|e| storage(&e))? {
                 Some(raw) => {
@@ -168,7 +168,7 @@ impl Partition {
     /// Due time of the topic's earliest pending event among the partition's
     /// first [`NEXT_DUE_SCAN`] pending events (0 if none is there).
     fn next_pending_due(&self, topic: &str) -> Result<i64, PartitionError> {
-        let storage = |e: &dyn std::error::Error| PartitionError::storage(self.id, e);
+        let storage = |e: &(dyn std::error::Error + 'static)| PartitionError::storage(self.id, e);
         let keys = self
             .store
             .scan_pending(None, i64::MAX, NEXT_DUE_SCAN)
@@ -195,7 +195,7 @@ impl Partition {
         group: &str,
         limit: usize,
     ) -> Result<Vec<(u64, DeadLetter)>, PartitionError> {
-        let storage = |e: &dyn std::error::Error| PartitionError::storage(self.id, e);
+        let storage = |e: &(dyn std::error::Error + 'static)| PartitionError::storage(self.id, e);
         let rows = self
             .store
             .scan_dlq(topic, group, 0, limit)
@@ -232,7 +232,8 @@ impl Partition {
         let mut seqs = Vec::new();
         let mut from = 0;
         loop {
-            let storage = |e: &dyn std::error::Error| PartitionError::storage(self.id, e);
+            let storage =
+                |e: &(dyn std::error::Error + 'static)| PartitionError::storage(self.id, e);
             let rows = self
                 .store
                 .scan_dlq(topic, group, from, REDRIVE_CHUNK)

@@ -33,7 +33,7 @@ impl Partition {
         limit: usize,
         budget: usize,
     ) -> Result<PendingPage, PartitionError> {
-        let storage = |e: &dyn std::error::Error| PartitionError::storage(self.id, e);
+        let storage = |e: &(dyn std::error::Error + 'static)| PartitionError::storage(self.id, e);
         let mut page = PendingPage::default();
         let (mut at, mut read) = (start, 0);
         while page.events.len() < limit && read < budget {

@@ -141,7 +141,7 @@ fn scan(
     q: &ReplayQuery,
     tx: &mpsc::Sender<Result<ReplayedEvent, PartitionError>>,
 ) -> Result<(), PartitionError> {
-    let read_err = |e: &dyn std::error::Error| PartitionError::storage(partition, e);
+    let read_err = |e: &(dyn std::error::Error + 'static)| PartitionError::storage(partition, e);
     if wal.first_index().is_none() || q.range.is_empty() {
         return Ok(());
     }

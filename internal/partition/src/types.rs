@@ -20,6 +20,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = openraft::impls::BasicNode,
         AsyncRuntime = openraft::impls::TokioRuntime,
+        ErrorSource = crate::error::StorageCause,
 );
 
 pub type NodeId = u64;

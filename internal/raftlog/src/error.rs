@@ -45,13 +45,59 @@ pub enum RaftLogError {
     /// An earlier write or fsync failed; the log refuses writes until reopened
     /// because what reached the disk is unknown.
     #[error("raft log refuses writes after an earlier failure: {0}")]
-    Poisoned(String),
+    Poisoned(Poison),
     /// The log was closed before the operation completed.
     #[error("raft log is closed")]
     Closed,
 }
 
+/// The failure that made the log refuse writes: its message and, for an
+/// operating-system error, its kind (a full disk is `StorageFull`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Poison {
+    /// What failed, as reported.
+    pub message: String,
+    /// The I/O error's kind, when an I/O call failed.
+    pub io_kind: Option<io::ErrorKind>,
+}
+
+impl Poison {
+    pub(crate) fn io(what: &str, e: &io::Error) -> Poison {
+        Poison {
+            message: format!("{what}: {e}"),
+            io_kind: Some(e.kind()),
+        }
+    }
+}
+
+impl From<&RaftLogError> for Poison {
+    fn from(e: &RaftLogError) -> Poison {
+        match e {
+            RaftLogError::Poisoned(p) => p.clone(),
+            RaftLogError::Io { source, .. } => Poison {
+                message: e.to_string(),
+                io_kind: Some(source.kind()),
+            },
+            other => Poison {
+                message: other.to_string(),
+                io_kind: None,
+            },
+        }
+    }
+}
+
 impl RaftLogError {
+    /// The I/O error's kind when an I/O call failed, now or in the failure
+    /// that poisoned the log (`StorageFull`: the disk is full).
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            RaftLogError::Io { source, .. } => Some(source.kind()),
+            RaftLogError::Poisoned(p) => p.io_kind,
+            _ => None,
+        }
+    }
+
     pub(crate) fn io(op: &'static str) -> impl FnOnce(io::Error) -> RaftLogError {
         move |source| RaftLogError::Io { op, source }
     }

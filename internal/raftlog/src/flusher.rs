@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chronos_wal::FsyncMode;
 
-use crate::error::RaftLogError;
+use crate::error::{Poison, RaftLogError};
 use crate::files;
 use crate::log::Shared;
 use crate::options::{DurableCallback, DurablePosition, BATCH_FLUSH_BYTES};
@@ -116,7 +116,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
 /// Fsyncs files rolled since the last sync, the directory if a file was
 /// created, and the active file. A failure poisons the log (what reached the
 /// disk is unknown), so later writes are refused.
-pub(crate) fn sync_now(shared: &Shared) -> Result<(), String> {
+pub(crate) fn sync_now(shared: &Shared) -> Result<(), Poison> {
     let (active, position, rolled, dir_dirty) = {
         let mut inner = shared.inner.lock();
         if let Some(e) = &inner.poisoned {
@@ -150,10 +150,10 @@ pub(crate) fn sync_now(shared: &Shared) -> Result<(), String> {
             Ok(())
         }
         Err(e) => {
-            let msg = e.to_string();
-            tracing::error!(error = %msg, "raft log fsync failed; refusing further writes");
-            inner.poisoned.get_or_insert_with(|| msg.clone());
-            Err(msg)
+            tracing::error!(error = %e, "raft log fsync failed; refusing further writes");
+            let poison = Poison::from(&e);
+            inner.poisoned.get_or_insert_with(|| poison.clone());
+            Err(poison)
         }
     }
 }

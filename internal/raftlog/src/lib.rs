@@ -53,7 +53,7 @@ mod write;
 mod tests;
 
 pub use chronos_wal::FsyncMode;
-pub use error::RaftLogError;
+pub use error::{Poison, RaftLogError};
 pub use log::RaftLog;
 pub use options::{
     DurableCallback, DurablePosition, GcReport, RaftLogOptions, RaftLogStats, BATCH_FLUSH_BYTES,

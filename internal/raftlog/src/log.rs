@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::error::RaftLogError;
+use crate::error::{Poison, RaftLogError};
 use crate::files;
 use crate::flusher::{self, FlushQueue};
 use crate::memtable::PartitionState;
@@ -81,7 +81,7 @@ pub(crate) struct Inner {
     pub(crate) dir_dirty: bool,
     pub(crate) parts: HashMap<u32, PartitionState>,
     /// Sticky failure: set once a write or fsync failed.
-    pub(crate) poisoned: Option<String>,
+    pub(crate) poisoned: Option<Poison>,
     pub(crate) synced: DurablePosition,
     /// Tells the zero-filling thread to return.
     pub(crate) stopping: bool,

@@ -8,6 +8,7 @@
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+use crate::error::Poison;
 use crate::log::Shared;
 
 /// How far past the written end the zeros reach (never past `file_bytes`).
@@ -76,11 +77,11 @@ pub(crate) fn run(shared: Arc<Shared>) {
             // This also flushes the log's own dirty pages; a failure here
             // may be the only report of theirs, so it poisons the log.
             if let Err(e) = file.sync_data() {
-                let msg = format!("fsync of zero-filled space: {e}");
-                tracing::error!(error = %msg, "raft log fsync failed; refusing further writes");
+                let poison = Poison::io("fsync of zero-filled space", &e);
+                tracing::error!(error = %poison, "raft log fsync failed; refusing further writes");
                 let mut inner = shared.inner.lock();
                 inner.prealloc_failed = true;
-                inner.poisoned.get_or_insert(msg);
+                inner.poisoned.get_or_insert(poison);
             }
         }
     }

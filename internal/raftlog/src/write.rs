@@ -27,7 +27,7 @@ impl Inner {
 
     fn poison(&mut self, err: &RaftLogError) {
         tracing::error!(error = %err, "raft log write failed; refusing further writes");
-        self.poisoned.get_or_insert_with(|| err.to_string());
+        self.poisoned.get_or_insert_with(|| err.into());
     }
 
     /// Writes `buf` at the end of the active file (rolling first if it would

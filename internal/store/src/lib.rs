@@ -83,7 +83,10 @@ const ALL_CFS: [&str; 11] = [
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("rocksdb: {0}")]
-    Rocks(#[from] rocksdb::Error),
+    Rocks(rocksdb::Error),
+    /// RocksDB could not write: the disk is full.
+    #[error("rocksdb: {0}")]
+    DiskFull(rocksdb::Error),
     #[error("corrupt {what} record: {detail}")]
     Corrupt { what: &'static str, detail: String },
     #[error("io: {0}")]
@@ -93,16 +96,28 @@ pub enum StoreError {
     Scan(String),
 }
 
+impl From<rocksdb::Error> for StoreError {
+    fn from(e: rocksdb::Error) -> StoreError {
+        // RocksDB's C API reports a status as text only; its "no space"
+        // I/O error is told apart here, where the error enters, once.
+        let text = e.as_ref();
+        if e.kind() == rocksdb::ErrorKind::IOError
+            && (text.contains("No space left") || text.contains("NoSpace"))
+        {
+            StoreError::DiskFull(e)
+        } else {
+            StoreError::Rocks(e)
+        }
+    }
+}
+
 impl StoreError {
     /// True when the failure is the disk being full (maps to RESOURCE_EXHAUSTED).
     pub fn is_disk_full(&self) -> bool {
         match self {
-            StoreError::Rocks(e) => {
-                let s = e.to_string();
-                s.contains("No space left") || s.contains("NoSpace")
-            }
+            StoreError::DiskFull(_) => true,
             StoreError::Io(e) => e.kind() == std::io::ErrorKind::StorageFull,
-            StoreError::Corrupt { .. } | StoreError::Scan(_) => false,
+            StoreError::Rocks(_) | StoreError::Corrupt { .. } | StoreError::Scan(_) => false,
         }
     }
 }

@@ -54,6 +54,7 @@ use futures::future::BoxFuture;
 use futures::stream::StreamExt;
 use futures::FutureExt;
 use openraft::async_runtime::watch::WatchReceiver;
+use openraft::error::Fatal;
 use openraft::ServerState;
 use tokio::sync::{mpsc, watch, Notify};
 
@@ -121,7 +122,7 @@ impl Ctx {
                 Ok(Err(e)) => Err(PartitionError::from_write_error(partition, &e)),
                 // The group stopped before answering: say why (a failed fsync,
                 // a full disk), as the metrics record it.
-                Err(_) => Err(stopped(partition, &raft)),
+                Err(_) => Err(stopped(partition, &raft).await),
             }
         }
         .boxed())
@@ -135,11 +136,26 @@ impl Ctx {
     }
 }
 
-/// Why the partition's Raft group no longer answers.
-pub(crate) fn stopped(partition: u32, raft: &Raft) -> PartitionError {
-    match &raft.metrics().borrow_watched().running_state {
-        Err(fatal) => PartitionError::from_fatal(partition, fatal),
-        Ok(()) => PartitionError::Unavailable(format!("partition {partition} is shutting down")),
+/// Why the partition's Raft group no longer answers, once Raft records it:
+/// an answer is dropped (its apply failed, say on a full disk) a moment
+/// before the group's stop is in its metrics, and Raft records every stop.
+async fn stopped(partition: u32, raft: &Raft) -> PartitionError {
+    let mut metrics = raft.metrics();
+    let recorded = async {
+        while metrics.borrow_watched().running_state.is_ok() {
+            if metrics.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    // Bounded all the same: an answer is never held up for long.
+    let _ = tokio::time::timeout(Duration::from_secs(2), recorded).await;
+    let state = metrics.borrow_watched().running_state.clone();
+    match state {
+        Err(Fatal::Stopped) | Ok(()) => {
+            PartitionError::Unavailable(format!("partition {partition} is shutting down"))
+        }
+        Err(fatal) => PartitionError::from_fatal(partition, &fatal),
     }
 }
 
