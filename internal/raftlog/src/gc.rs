@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::codec::{self, Kind};
 use crate::error::RaftLogError;
 use crate::files;
-use crate::log::{Counters, Inner, RaftLog};
+use crate::log::{Counters, Inner, LogFile, RaftLog};
 use crate::memtable::Loc;
 use crate::options::GcReport;
 
@@ -55,16 +55,25 @@ impl RaftLog {
             .unwrap_or(u64::MAX)
             .min(synced_before)
             .min(inner.active);
-        let doomed: Vec<u64> = inner.files.range(..limit).map(|(seq, _)| *seq).collect();
-        for seq in doomed {
+        let doomed: Vec<(u64, LogFile)> = inner
+            .files
+            .range(..limit)
+            .map(|(seq, _)| *seq)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .filter_map(|seq| inner.files.remove(&seq).map(|f| (seq, f)))
+            .collect();
+        // Removed outside the writer lock: no partition reads these files any
+        // more, and the last close of a deleted file frees its blocks, which
+        // on a filesystem mounted with `discard` waits for the device (about
+        // 90 ms for 64 MiB here) — every partition's appends waited with it.
+        drop(inner);
+        for (seq, f) in doomed {
             std::fs::remove_file(files::file_path(&shared.dir, seq))
                 .map_err(RaftLogError::io("remove file"))?;
-            if let Some(f) = inner.files.remove(&seq) {
-                report.files_removed += 1;
-                report.bytes_removed += f.len;
-            }
+            report.files_removed += 1;
+            report.bytes_removed += f.len;
         }
-        drop(inner);
         if report.files_removed > 0 {
             files::sync_dir(&shared.dir)?;
             Counters::add(&shared.counters.files_removed, report.files_removed);

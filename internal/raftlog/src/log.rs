@@ -89,6 +89,8 @@ pub(crate) struct Inner {
     pub(crate) prealloc_failed: bool,
     /// Wakes the zero-filling thread, which waits on this lock.
     pub(crate) prealloc_wake: Arc<Condvar>,
+    /// The zeros being written outside this lock.
+    pub(crate) zeroing: Arc<prealloc::Zeroing>,
 }
 
 impl RaftLog {
@@ -111,6 +113,7 @@ impl RaftLog {
             stopping: false,
             prealloc_failed: false,
             prealloc_wake: Arc::new(Condvar::new()),
+            zeroing: Arc::default(),
         };
         // A fresh file: the recovered last file may end in a partial
         // checkpoint, and gc relies on every later file having a whole one.

@@ -8,14 +8,46 @@
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+use parking_lot::{Condvar, Mutex};
+
 use crate::error::Poison;
 use crate::log::Shared;
 
 /// How far past the written end the zeros reach (never past `file_bytes`).
 pub(crate) const AHEAD_BYTES: u64 = 8 * 1024 * 1024;
-/// Zeros written per step. Each step holds the writer lock (an append
-/// must not land where zeros are about to go), so it is kept short.
+/// Zeros written per step.
 const STEP_BYTES: u64 = 512 * 1024;
+
+/// The range being zero-filled, written outside the writer lock: a write
+/// into the page cache can wait on the disk for milliseconds, and every
+/// partition's appends and reads would wait with it. The range is taken
+/// under the writer lock, past everything written; an append that would
+/// reach it waits for it instead (it is megabytes ahead, so rarely).
+#[derive(Default)]
+pub(crate) struct Zeroing {
+    /// (file sequence, start, end) of the zeros being written.
+    range: Mutex<Option<(u64, u64, u64)>>,
+    done: Condvar,
+}
+
+impl Zeroing {
+    /// Returns once no zeros are being written over `start..end` of file `seq`.
+    pub(crate) fn wait_clear(&self, seq: u64, start: u64, end: u64) {
+        let mut range = self.range.lock();
+        while matches!(*range, Some((s, a, b)) if s == seq && start < b && a < end) {
+            self.done.wait(&mut range);
+        }
+    }
+
+    fn begin(&self, seq: u64, start: u64, end: u64) {
+        *self.range.lock() = Some((seq, start, end));
+    }
+
+    fn end(&self) {
+        *self.range.lock() = None;
+        self.done.notify_all();
+    }
+}
 
 static ZEROS: [u8; STEP_BYTES as usize] = [0; STEP_BYTES as usize];
 
@@ -29,6 +61,7 @@ pub(crate) fn target(len: u64, file_bytes: u64) -> u64 {
 /// the speed-up (appends then extend the file as without it) and are logged.
 pub(crate) fn run(shared: Arc<Shared>) {
     let file_bytes = shared.opts.file_bytes;
+    let zeroing = Arc::clone(&shared.inner.lock().zeroing);
     loop {
         let file = {
             let mut inner = shared.inner.lock();
@@ -47,28 +80,37 @@ pub(crate) fn run(shared: Arc<Shared>) {
         };
         let mut wrote = false;
         loop {
+            let (seq, start, end) = {
+                let inner = shared.inner.lock();
+                if inner.stopping {
+                    return;
+                }
+                let seq = inner.active;
+                let active = &inner.files[&seq];
+                if !Arc::ptr_eq(&active.file, &file) {
+                    break; // rolled meanwhile; the loop above picks the new file
+                }
+                let start = active.zeroed.max(active.len);
+                let end = target(active.len, file_bytes).min(start + STEP_BYTES);
+                if start >= end {
+                    break;
+                }
+                // Under the writer lock: the writer's next record goes at
+                // `len`, and every byte from `start` on is unwritten.
+                zeroing.begin(seq, start, end);
+                (seq, start, end)
+            };
+            let written = file.write_all_at(&ZEROS[..(end - start) as usize], start);
+            zeroing.end();
             let mut inner = shared.inner.lock();
-            if inner.stopping {
-                return;
-            }
-            let seq = inner.active;
-            let active = inner.files.get_mut(&seq).expect("active file is held");
-            if !Arc::ptr_eq(&active.file, &file) {
-                break; // rolled meanwhile; the loop above picks the new file
-            }
-            let start = active.zeroed.max(active.len);
-            let end = target(active.len, file_bytes).min(start + STEP_BYTES);
-            if start >= end {
-                break;
-            }
-            // Under the writer lock: the writer's next record goes at
-            // `len`, and every byte from `start` on is unwritten.
-            if let Err(e) = file.write_all_at(&ZEROS[..(end - start) as usize], start) {
+            if let Err(e) = written {
                 tracing::warn!(error = %e, "raft log: zero-filling ahead failed; appends extend the file");
                 inner.prealloc_failed = true;
                 break;
             }
-            active.zeroed = end;
+            if let Some(f) = inner.files.get_mut(&seq) {
+                f.zeroed = f.zeroed.max(end);
+            }
             wrote = true;
         }
         // Makes the new blocks and size durable now, so the appends that
@@ -84,5 +126,39 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 inner.poisoned.get_or_insert(poison);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+
+    use super::Zeroing;
+
+    #[test]
+    fn a_write_waits_only_for_zeros_over_its_own_bytes() {
+        let z = Arc::new(Zeroing::default());
+        z.begin(1, 100, 200);
+        // Before the range, after it, and in another file: no wait.
+        z.wait_clear(1, 0, 100);
+        z.wait_clear(1, 200, 300);
+        z.wait_clear(2, 150, 160);
+        let (tx, rx) = mpsc::channel();
+        let waiter = {
+            let z = Arc::clone(&z);
+            std::thread::spawn(move || {
+                z.wait_clear(1, 90, 110);
+                tx.send(()).unwrap();
+            })
+        };
+        assert!(
+            rx.recv_timeout(Duration::from_millis(100)).is_err(),
+            "a write overlapping the zeros went ahead of them"
+        );
+        z.end();
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the write goes on once the zeros are written");
+        waiter.join().unwrap();
     }
 }

@@ -47,6 +47,8 @@ impl Inner {
         let active = self.active;
         let lf = self.files.get_mut(&active).ok_or(RaftLogError::Closed)?;
         let offset = lf.len;
+        self.zeroing
+            .wait_clear(active, offset, offset + buf.len() as u64);
         if let Err(e) = lf.file.write_all_at(buf, offset) {
             let err = RaftLogError::Io {
                 op: "write",

@@ -86,32 +86,32 @@ impl Wal {
         policy: &Retention,
         upto_index: u64,
     ) -> Result<RemovedSegments, WalError> {
-        let mut inner = self.shared.inner.lock();
-        if inner.closed {
-            return Err(WalError::Closed);
-        }
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let victims = pick_victims(&inner.segments, policy, upto_index, now_ms);
-        let mut removed = RemovedSegments::default();
-        let mut result = Ok(());
-        for seg in &inner.segments[..victims] {
-            if let Err(e) = remove_if_exists(&seg.path)
-                .and_then(|()| remove_if_exists(&idx_path(&self.shared.dir, seg.first_index)))
-            {
-                result = Err(e);
-                break;
+        let victims: Vec<Segment> = {
+            let mut inner = self.shared.inner.lock();
+            if inner.closed {
+                return Err(WalError::Closed);
             }
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            let n = pick_victims(&inner.segments, policy, upto_index, now_ms);
+            let victims = inner.segments.drain(..n).collect();
+            self.shared.refresh_layout_stats(&inner);
+            inner.debug_check();
+            victims
+        };
+        // Deleted outside the lock: unlinking a file frees its blocks, which
+        // on a filesystem mounted with `discard` waits for the device, and
+        // appends would wait with it. A file left by a failed delete holds
+        // only retired records; opening the log finds it again.
+        let mut removed = RemovedSegments::default();
+        for seg in &victims {
+            remove_if_exists(&seg.path)
+                .and_then(|()| remove_if_exists(&idx_path(&self.shared.dir, seg.first_index)))?;
             removed.segments += 1;
             removed.bytes += seg.size_bytes;
             removed.last_removed_index = seg.last.map(|h| h.index);
         }
-        // Lossless: at most `victims` segments were removed.
-        inner.segments.drain(..removed.segments as usize);
-        self.shared.refresh_layout_stats(&inner);
-        inner.debug_check();
-        result?;
         if removed.segments > 0 {
             fsync_dir(&self.shared.dir)?;
             tracing::info!(
