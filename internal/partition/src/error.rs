@@ -120,6 +120,21 @@ impl PartitionError {
         }
     }
 
+    /// Why a partition whose Raft group is in `state` no longer answers: a
+    /// group stopped by a failure says which; one stopped on purpose (or not
+    /// yet stopped, its owner gone) is shutting down.
+    pub fn from_running_state(
+        partition: u32,
+        state: &Result<(), Fatal<TypeConfig>>,
+    ) -> PartitionError {
+        match state {
+            Err(Fatal::Stopped) | Ok(()) => {
+                PartitionError::Unavailable(format!("partition {partition} is shutting down"))
+            }
+            Err(fatal) => PartitionError::from_fatal(partition, fatal),
+        }
+    }
+
     pub fn from_write_error(partition: u32, e: &ClientWriteError<TypeConfig>) -> PartitionError {
         match e {
             ClientWriteError::ForwardToLeader(f) => PartitionError::NotLeader {

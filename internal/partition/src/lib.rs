@@ -502,12 +502,8 @@ impl Partition {
 
     /// Why the partition cannot answer: its Raft group stopped (and on what).
     fn stopped_error(&self) -> PartitionError {
-        match &self.raft.metrics().borrow_watched().running_state {
-            Err(fatal) => PartitionError::from_fatal(self.id, fatal),
-            Ok(()) => {
-                PartitionError::Unavailable(format!("partition {} is shutting down", self.id))
-            }
-        }
+        let state = self.raft.metrics().borrow_watched().running_state.clone();
+        PartitionError::from_running_state(self.id, &state)
     }
 
     /// Streams applied events in the query's range, in offset order.

@@ -3,6 +3,7 @@
 //! entries still pinning the oldest ones are first copied (Rewrite records)
 //! into the active file so those files can go.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -55,14 +56,8 @@ impl RaftLog {
             .unwrap_or(u64::MAX)
             .min(synced_before)
             .min(inner.active);
-        let doomed: Vec<(u64, LogFile)> = inner
-            .files
-            .range(..limit)
-            .map(|(seq, _)| *seq)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .filter_map(|seq| inner.files.remove(&seq).map(|f| (seq, f)))
-            .collect();
+        let kept = inner.files.split_off(&limit);
+        let doomed: BTreeMap<u64, LogFile> = std::mem::replace(&mut inner.files, kept);
         // Removed outside the writer lock: no partition reads these files any
         // more, and the last close of a deleted file frees its blocks, which
         // on a filesystem mounted with `discard` waits for the device (about

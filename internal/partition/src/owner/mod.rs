@@ -54,7 +54,6 @@ use futures::future::BoxFuture;
 use futures::stream::StreamExt;
 use futures::FutureExt;
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::error::Fatal;
 use openraft::ServerState;
 use tokio::sync::{mpsc, watch, Notify};
 
@@ -151,12 +150,7 @@ async fn stopped(partition: u32, raft: &Raft) -> PartitionError {
     // Bounded all the same: an answer is never held up for long.
     let _ = tokio::time::timeout(Duration::from_secs(2), recorded).await;
     let state = metrics.borrow_watched().running_state.clone();
-    match state {
-        Err(Fatal::Stopped) | Ok(()) => {
-            PartitionError::Unavailable(format!("partition {partition} is shutting down"))
-        }
-        Err(fatal) => PartitionError::from_fatal(partition, &fatal),
-    }
+    PartitionError::from_running_state(partition, &state)
 }
 
 /// The closed set of things the owner reacts to.
