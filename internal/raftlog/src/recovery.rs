@@ -33,6 +33,8 @@ enum Scan {
 }
 
 pub(crate) fn recover(dir: &Path) -> Result<Recovered, RaftLogError> {
+    // Files gc renamed out of the log but had not erased when the process stopped.
+    chronos_wal::retire::erase_leftovers(dir).map_err(RaftLogError::io("erase retired files"))?;
     let listed = files::list(dir)?;
     let max_seq = listed.last().map_or(0, |(seq, _)| *seq);
     let mut replay: HashMap<u32, ReplayPartition> = HashMap::new();

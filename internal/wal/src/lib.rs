@@ -24,7 +24,9 @@
 //! votes, nor what a payload means: `term`, `index`, `seq` and `ts_ms` are
 //! opaque numbers with the ordering rules below. Raft's purge is logical and
 //! lives in the caller, which later asks for physical removal through
-//! `remove_segments(.., upto_index)`.
+//! `remove_segments(.., upto_index)`. Old segments are renamed out of the
+//! log and then freed a step at a time (`retire.rs`), so the disk's discard
+//! of their blocks never holds up an fsync for long.
 //!
 //! **Invariants.** `index` is exactly previous + 1 while the log is
 //! non-empty; `seq` never decreases; `ts_ms` may go backwards. A callback
@@ -46,6 +48,7 @@ mod maintenance;
 mod options;
 mod read;
 mod recovery;
+pub mod retire;
 mod segment;
 mod stats;
 mod wal;

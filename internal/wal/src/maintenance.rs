@@ -13,6 +13,7 @@ use crate::append::create_active;
 use crate::codec::{encoded_len_bytes, read_record, Frame, RecordHeader};
 use crate::error::{CorruptReason, WalError};
 use crate::options::{RemovedSegments, Retention};
+use crate::retire;
 use crate::segment::{fsync_dir, idx_path, open_for_write, remove_if_exists, Segment};
 use crate::wal::{Inner, SegmentFile, Shared, Wal};
 
@@ -100,25 +101,36 @@ impl Wal {
             inner.debug_check();
             victims
         };
-        // Deleted outside the lock: unlinking a file frees its blocks, which
-        // on a filesystem mounted with `discard` waits for the device, and
-        // appends would wait with it. A file left by a failed delete holds
-        // only retired records; opening the log finds it again.
+        // Removed outside the lock, and renamed out of the log before their
+        // blocks are freed (`retire`): freeing them waits for the disk's
+        // discard, and appends would wait with it. A segment left by a failed
+        // rename holds only retired records; opening the log finds it again.
+        let dir = &self.shared.dir;
         let mut removed = RemovedSegments::default();
+        let mut retired = Vec::with_capacity(victims.len());
         for seg in &victims {
-            remove_if_exists(&seg.path)
-                .and_then(|()| remove_if_exists(&idx_path(&self.shared.dir, seg.first_index)))?;
+            let path = retire::retire(&seg.path)
+                .map_err(|e| WalError::io("retire segment", &seg.path, e))?;
+            retired.push(path);
+            remove_if_exists(&idx_path(dir, seg.first_index))?;
             removed.segments += 1;
             removed.bytes += seg.size_bytes;
             removed.last_removed_index = seg.last.map(|h| h.index);
         }
         if removed.segments > 0 {
-            fsync_dir(&self.shared.dir)?;
+            fsync_dir(dir)?;
             tracing::info!(
                 segments = removed.segments,
                 bytes = removed.bytes,
                 "retention removed segments"
             );
+        }
+        for path in retired {
+            // The log no longer lists it; a failure only leaves the file for
+            // the next open to erase.
+            if let Err(e) = retire::erase(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "erasing a retired segment failed");
+            }
         }
         Ok(removed)
     }

@@ -30,6 +30,8 @@ pub(crate) struct Recovered {
 
 pub(crate) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered, WalError> {
     fs::create_dir_all(dir).map_err(|e| WalError::io("create directory", dir, e))?;
+    // Segments retention renamed away but had not erased when the process stopped.
+    crate::retire::erase_leftovers(dir).map_err(|e| WalError::io("erase retired files", dir, e))?;
     let firsts = list_segments(dir)?;
     let mut out = Recovered::default();
     let mut broken = false;
