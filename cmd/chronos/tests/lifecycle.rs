@@ -28,6 +28,7 @@ async fn http_endpoints_report_health_readiness_and_metrics() {
         "chronos_wal_written_bytes_total",
         "chronos_wal_fsyncs_total",
         "chronos_wal_segments",
+        "chronos_raftlog_fsync_seconds_bucket",
     ] {
         assert!(body.contains(name), "/metrics lacks {name}:\n{body}");
     }
@@ -38,6 +39,14 @@ async fn http_endpoints_report_health_readiness_and_metrics() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(-1.0);
     assert_eq!(events_new, 10.0, "{body}");
+    // Each publish was acknowledged after a node-log fsync.
+    let fsyncs: f64 = body
+        .lines()
+        .find(|l| l.starts_with("chronos_raftlog_fsync_seconds_count"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1.0);
+    assert!(fsyncs >= 1.0, "no node-log fsync timed:\n{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -132,6 +132,7 @@ pub(crate) fn sync_now(shared: &Shared) -> Result<(), Poison> {
         let rolled = std::mem::take(&mut inner.unsynced);
         (file, position, rolled, std::mem::take(&mut inner.dir_dirty))
     };
+    let started = Instant::now();
     let result = (|| -> Result<(), RaftLogError> {
         for f in &rolled {
             f.sync_data()
@@ -143,6 +144,9 @@ pub(crate) fn sync_now(shared: &Shared) -> Result<(), Poison> {
         active.sync_data().map_err(RaftLogError::io("fdatasync"))
     })();
     shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+    // Every write acknowledged with `always` waits for one of these: a disk
+    // that stalls shows here first.
+    metrics::histogram!("chronos_raftlog_fsync_seconds").record(started.elapsed());
     let mut inner = shared.inner.lock();
     match result {
         Ok(()) => {
