@@ -32,21 +32,21 @@ async fn http_endpoints_report_health_readiness_and_metrics() {
     ] {
         assert!(body.contains(name), "/metrics lacks {name}:\n{body}");
     }
-    let events_new: f64 = body
-        .lines()
-        .find(|l| l.starts_with("chronos_publish_events_total{outcome=\"new\"}"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(-1.0);
+    let events_new = metric(&body, "chronos_publish_events_total{outcome=\"new\"}");
     assert_eq!(events_new, 10.0, "{body}");
     // Each publish was acknowledged after a node-log fsync.
-    let fsyncs: f64 = body
-        .lines()
-        .find(|l| l.starts_with("chronos_raftlog_fsync_seconds_count"))
+    let fsyncs = metric(&body, "chronos_raftlog_fsync_seconds_count");
+    assert!(fsyncs >= 1.0, "no node-log fsync timed:\n{body}");
+}
+
+/// The value of the first sample in `body` whose line starts with `series`
+/// (-1 when there is none).
+fn metric(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find(|l| l.starts_with(series))
         .and_then(|l| l.split_whitespace().last())
         .and_then(|v| v.parse().ok())
-        .unwrap_or(-1.0);
-    assert!(fsyncs >= 1.0, "no node-log fsync timed:\n{body}");
+        .unwrap_or(-1.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
