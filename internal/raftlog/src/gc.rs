@@ -78,13 +78,7 @@ impl RaftLog {
             Counters::add(&shared.counters.files_removed, report.files_removed);
             tracing::debug!(?report, "raft log gc");
         }
-        for path in retired {
-            // No longer part of the log; a failure only leaves the file for
-            // the next open to erase.
-            if let Err(e) = retire::erase(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "raft log: erasing a retired file failed");
-            }
-        }
+        retire::erase_all(retired);
         Ok(report)
     }
 }

@@ -143,11 +143,7 @@ fn rolling_keeps_meta_and_gc_deletes_files() {
 fn retired_in(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
         .expect("list")
-        .filter(|e| {
-            let name = e.as_ref().expect("entry").file_name();
-            name.to_string_lossy()
-                .ends_with(chronos_wal::retire::RETIRED_SUFFIX)
-        })
+        .filter(|e| chronos_wal::retire::is_retired(&e.as_ref().expect("entry").path()))
         .count()
 }
 

@@ -104,7 +104,8 @@ impl Wal {
         // Removed outside the lock, and renamed out of the log before their
         // blocks are freed (`retire`): freeing them waits for the disk's
         // discard, and appends would wait with it. A segment left by a failed
-        // rename holds only retired records; opening the log finds it again.
+        // rename holds only records retention let go; opening the log finds
+        // it again.
         let dir = &self.shared.dir;
         let mut removed = RemovedSegments::default();
         let mut retired = Vec::with_capacity(victims.len());
@@ -125,13 +126,7 @@ impl Wal {
                 "retention removed segments"
             );
         }
-        for path in retired {
-            // The log no longer lists it; a failure only leaves the file for
-            // the next open to erase.
-            if let Err(e) = retire::erase(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "erasing a retired segment failed");
-            }
-        }
+        retire::erase_all(retired);
         Ok(removed)
     }
 }

@@ -38,10 +38,20 @@ pub fn retire(path: &Path) -> io::Result<PathBuf> {
     Ok(retired)
 }
 
+/// True when `path` names a retired file.
+pub fn is_retired(path: &Path) -> bool {
+    path.to_string_lossy().ends_with(RETIRED_SUFFIX)
+}
+
 /// Frees a retired file's blocks a step at a time from its end, then unlinks
 /// it. A file already gone is not an error.
 pub fn erase(retired: &Path) -> io::Result<()> {
-    debug_assert!(retired.to_string_lossy().ends_with(RETIRED_SUFFIX));
+    // Shortening a live log file would lose what it holds.
+    assert!(
+        is_retired(retired),
+        "erasing {} which is not retired",
+        retired.display()
+    );
     let file = match OpenOptions::new().write(true).open(retired) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -59,13 +69,24 @@ pub fn erase(retired: &Path) -> io::Result<()> {
     }
 }
 
+/// Erases `retired` files whose renames are durable. They are no longer
+/// part of any log: a failure only leaves a file for the next open to erase,
+/// so it is logged, not returned.
+pub fn erase_all(retired: Vec<PathBuf>) {
+    for path in retired {
+        if let Err(e) = erase(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "erasing a retired log file failed");
+        }
+    }
+}
+
 /// Erases every retired file in `dir` (left by a crash before its erase);
 /// returns how many.
 pub fn erase_leftovers(dir: &Path) -> io::Result<usize> {
     let mut erased = 0;
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.to_string_lossy().ends_with(RETIRED_SUFFIX) {
+        if is_retired(&path) {
             erase(&path)?;
             erased += 1;
         }
@@ -95,6 +116,15 @@ mod tests {
         erase(&retired).unwrap();
         assert!(!retired.exists());
         erase(&retired).expect("erasing a file already gone is not an error");
+    }
+
+    #[test]
+    #[should_panic(expected = "not retired")]
+    fn a_file_still_in_a_log_is_never_erased() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("00000000000000000001.wal");
+        std::fs::write(&live, b"live").unwrap();
+        let _ = erase(&live);
     }
 
     #[test]

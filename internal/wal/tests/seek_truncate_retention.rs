@@ -214,9 +214,9 @@ proptest! {
         let remaining = segment_files(dir.path());
         prop_assert_eq!(&remaining[..], &files[expect_removed..]);
         prop_assert!(idx_files(dir.path()).iter().all(|f| *f >= files[expect_removed].0), ".idx removed too");
-        let left = std::fs::read_dir(dir.path()).expect("read dir").filter(|e| {
-            e.as_ref().expect("entry").file_name().to_string_lossy().ends_with(chronos_wal::retire::RETIRED_SUFFIX)
-        }).count();
+        let left = std::fs::read_dir(dir.path()).expect("read dir")
+            .filter(|e| chronos_wal::retire::is_retired(&e.as_ref().expect("entry").path()))
+            .count();
         prop_assert_eq!(left, 0, "retired segments are erased");
         let first = files[expect_removed].0;
         prop_assert_eq!(wal.first_index(), Some(first));
