@@ -8,17 +8,14 @@
 # `chronos-loadtest`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+. scripts/fresh-server.sh
 bin=${BIN_DIR:-${CARGO_TARGET_DIR:-target}/release}
 runs=${RUNS:-3}
 events=${EVENTS:-1000000}
 dir=${BENCH_DIR:-/tmp/chronos-bench-burst}
 tck=$(getconf CLK_TCK)
 for run in $(seq "$runs"); do
-  rm -rf "$dir" && mkdir -p "$dir"
-  "$bin/chronos" serve --data-dir "$dir/data" --fsync-mode always --log-level warn \
-    >"$dir/server.log" 2>&1 &
-  server=$!
-  for _ in $(seq 100); do curl -sf localhost:8080/metrics >/dev/null && break; sleep 0.2; done
+  fresh_server "$bin" "$dir"
   timeout 600 "$bin/chronos-loadtest" scheduled --burst --events "$events" --lead "${LEAD:-8s}" \
     --max-inflight 5000 --payload "${PAYLOAD:-256}" --json >"$dir/out.json" 2>"$dir/err.txt"
   rc=$?

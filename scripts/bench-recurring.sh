@@ -7,6 +7,7 @@
 # and `chronos-loadtest`. One summary line per run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+. scripts/fresh-server.sh
 bin=${BIN_DIR:-${CARGO_TARGET_DIR:-target}/release}
 runs=${RUNS:-3}
 schedules=${SCHEDULES:-500000}
@@ -16,11 +17,7 @@ payload=${PAYLOAD:-256}
 dir=${BENCH_DIR:-/tmp/chronos-bench-recurring}
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 for run in $(seq "$runs"); do
-  rm -rf "$dir" && mkdir -p "$dir"
-  "$bin/chronos" serve --data-dir "$dir/data" --fsync-mode always --log-level warn \
-    >"$dir/server.log" 2>&1 &
-  server=$!
-  for _ in $(seq 100); do curl -sf localhost:8080/metrics >/dev/null && break; sleep 0.2; done
+  fresh_server "$bin" "$dir"
   timeout 1800 "$bin/chronos-loadtest" recurring --schedules "$schedules" --period "$period" \
     --lead 10s --measure "${measure}s" --payload "$payload" --server-pid "$server" \
     >"$dir/out.txt" 2>&1 &
