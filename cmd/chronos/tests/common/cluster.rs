@@ -68,13 +68,16 @@ pub struct Cluster {
     links: BTreeMap<(u64, u64), LinkProxy>,
 }
 
-/// A free port on `ip` right now (bound then released; the node binds it soon after).
-fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Two distinct free ports on `ip` right now (both bound before either is
+/// released, so the kernel cannot hand out the same one twice; the node
+/// binds them soon after).
+fn free_ports(ip: &str) -> (u16, u16) {
+    let a = TcpListener::bind((ip, 0)).unwrap();
+    let b = TcpListener::bind((ip, 0)).unwrap();
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
 }
 
 fn ip_of(node: u64) -> String {
@@ -99,12 +102,16 @@ impl Cluster {
     /// them) without waiting for `/ready`.
     pub fn start_only(root: &Path, opts: Options, ids: &[u64]) -> Cluster {
         let n = opts.nodes;
-        let api: Vec<String> = (1..=n)
-            .map(|i| format!("{}:{}", ip_of(i), free_port(&ip_of(i))))
-            .collect();
-        let raft: Vec<String> = (1..=n)
-            .map(|i| format!("{}:{}", ip_of(i), free_port(&ip_of(i))))
-            .collect();
+        // A node's two ports share its address: taken together, never equal.
+        let (api, raft): (Vec<String>, Vec<String>) = (1..=n)
+            .map(|i| {
+                let (api, raft) = free_ports(&ip_of(i));
+                (
+                    format!("{}:{api}", ip_of(i)),
+                    format!("{}:{raft}", ip_of(i)),
+                )
+            })
+            .unzip();
         let mut links = BTreeMap::new();
         if opts.proxied {
             for from in 1..=n {
