@@ -55,8 +55,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+# Two distinct free ports: both bound before either is released, so the
+# kernel cannot hand out the same one twice.
+free_ports() {
+    python3 -c 'import socket
+a, b = socket.socket(), socket.socket()
+a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0))
+print(a.getsockname()[1], b.getsockname()[1])'
 }
 
 # Sets ADDR, PID and the mode prefix ("redis-" or "") for one system.
@@ -70,7 +75,7 @@ start_system() {
             ;;
         chronos-*)
             local grpc http
-            grpc=$(free_port) http=$(free_port)
+            read -r grpc http < <(free_ports)
             CHRONOS_DIR=$(mktemp -d /tmp/chronos-compare-data.XXXXXX)
             "$CHRONOS" serve --data-dir "$CHRONOS_DIR" --grpc-addr "127.0.0.1:$grpc" \
                 --http-addr "127.0.0.1:$http" --fsync-mode "${1#chronos-}" --log-level warn \
