@@ -3,7 +3,8 @@
 # fsync always), RUNS fresh-node runs of `chronos-loadtest recurring`, with
 # the server's CPU over the measured window per occurrence due in it.
 # SCHEDULES (default 500000), PERIOD (30s: 16.7 K occurrences/s), MEASURE
-# (seconds, 90), PAYLOAD (bytes, 256). BIN_DIR holds the release `chronos`
+# (seconds, 90), PAYLOAD (bytes, 256), ALIGNED=1 (every schedule on one
+# phase: SCHEDULES occurrences due at one instant each PERIOD). BIN_DIR holds the release `chronos`
 # and `chronos-loadtest`. One summary line per run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,12 +15,13 @@ schedules=${SCHEDULES:-500000}
 period=${PERIOD:-30s}
 measure=${MEASURE:-90}
 payload=${PAYLOAD:-256}
+aligned=${ALIGNED:+--aligned}
 dir=${BENCH_DIR:-/tmp/chronos-bench-recurring}
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 for run in $(seq "$runs"); do
   fresh_server "$bin" "$dir"
   timeout 1800 "$bin/chronos-loadtest" recurring --schedules "$schedules" --period "$period" \
-    --lead 10s --measure "${measure}s" --payload "$payload" --server-pid "$server" \
+    --lead 10s --measure "${measure}s" --payload "$payload" $aligned --server-pid "$server" \
     >"$dir/out.txt" 2>&1 &
   load=$!
   # The window starts when the creates are done.
@@ -46,7 +48,8 @@ def shares(name):
     return within(open(f"{d}/metrics-to.txt").read(), name,
                   before=open(f"{d}/metrics-from.txt").read())
 text = open(out).read()
-r = json.loads(text[text.index("{"):]) if "{" in text else {}
+# The summary is printed before a failed check's error.
+r = json.JSONDecoder().raw_decode(text[text.index("{"):])[0] if "{" in text else {}
 if not r:
     sys.exit(f"run {run}: no result (rc {rc}):\n{text[-2000:]}")
 cpu_s = (int(to) - int(frm)) / os.sysconf("SC_CLK_TCK")

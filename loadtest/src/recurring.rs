@@ -3,7 +3,8 @@
 //! 1. Creates `--schedules` schedules (`CreateSchedule`, `--concurrency` at a
 //!    time), each every `--period`, their first occurrences spread evenly over
 //!    one period from `--lead` after the start: N / period occurrences come
-//!    due each second, and they do while the rest are being created.
+//!    due each second, and they do while the rest are being created. With
+//!    `--aligned`, all on one phase: N occurrences due at one instant.
 //! 2. Consumes the topic as one group for `--measure` after the last create,
 //!    and reports the lateness of occurrences due in that window (receive −
 //!    nominal time), how many came of those expected, duplicates and early ones.
@@ -46,6 +47,10 @@ pub struct RecurringArgs {
     pub measure: Duration,
     #[arg(long, default_value_t = 256)]
     pub payload: usize,
+    /// Every schedule on the same phase (as cron's `0 * * * * *` puts them):
+    /// all N occurrences come due at one instant each period.
+    #[arg(long)]
+    pub aligned: bool,
     #[arg(long)]
     pub server_pid: Option<u32>,
     #[arg(long)]
@@ -150,6 +155,12 @@ pub async fn run(args: RecurringArgs) -> anyhow::Result<()> {
     let rss_before = args.server_pid.map(rss_kib).transpose()?;
     let period_ms = args.period.as_millis() as i64;
     let first_ms = now_us() / 1000 + args.lead.as_millis() as i64;
+    // Schedule i's first occurrence.
+    let (n, aligned) = (args.schedules as i64, args.aligned);
+    let start_of = move |i: i64| match aligned {
+        true => first_ms,
+        false => first_ms + i * period_ms / n,
+    };
     let payload = vec![b'x'; args.payload];
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -164,7 +175,7 @@ pub async fn run(args: RecurringArgs) -> anyhow::Result<()> {
                 if i >= n {
                     return anyhow::Ok(());
                 }
-                let start_ts = first_ms + (i as i64 * period_ms) / n as i64;
+                let start_ts = start_of(i as i64);
                 let schedule = Schedule {
                     schedule_id: format!("s{i}"),
                     topic: topic.clone(),
@@ -188,7 +199,13 @@ pub async fn run(args: RecurringArgs) -> anyhow::Result<()> {
         args.schedules, args.measure
     ));
     let window_from = created_ms + 3_000;
-    let window_to = created_ms + args.measure.as_millis() as i64 - 3_000;
+    // Aligned, an instant's occurrences take seconds to deliver: the window
+    // ends half a period before the consuming does.
+    let margin = match args.aligned {
+        true => (period_ms / 2).max(3_000),
+        false => 3_000,
+    };
+    let window_to = created_ms + args.measure.as_millis() as i64 - margin;
     window.0.store(window_from, Ordering::Relaxed);
     window.1.store(window_to, Ordering::Relaxed);
     tokio::time::sleep(args.measure).await;
@@ -211,7 +228,7 @@ pub async fn run(args: RecurringArgs) -> anyhow::Result<()> {
     // Schedule i occurs at start_i + k * period, k >= 0.
     let expected: i64 = (0..args.schedules as i64)
         .map(|i| {
-            let start = first_ms + i * period_ms / args.schedules as i64;
+            let start = start_of(i);
             let ceil = |d: i64| (d.max(0) + period_ms - 1) / period_ms;
             let (first_k, end_k) = (ceil(window_from - start), ceil(window_to - start));
             end_k - first_k
@@ -227,6 +244,7 @@ pub async fn run(args: RecurringArgs) -> anyhow::Result<()> {
         "schedules": args.schedules,
         "period_s": args.period.as_secs_f64(),
         "payload_bytes": args.payload,
+        "aligned": args.aligned,
         "create_s": create_s,
         "create_per_s": args.schedules as f64 / create_s,
         "rss_before_mib": rss_before.map(|k| k as f64 / 1024.0),

@@ -34,6 +34,12 @@ pub const DEFAULT_CATCH_UP: u32 = 100;
 pub const MAX_CATCH_UP: u32 = 10_000;
 /// Stored occurrences a record remembers (to cancel them on a change).
 const REMEMBERED: usize = 16;
+/// Occurrences are stored at most this long before their nominal time (a
+/// burst of many starts before `LOOKAHEAD_MS`)...
+pub const MAX_AHEAD_MS: i64 = 14_000;
+// ...so a schedule every second (the shortest interval) has at most 15
+// stored ahead, and a change remembers every one of them to cancel.
+const _: () = assert!(MAX_AHEAD_MS / chronos_recurrence::MIN_EVERY_MS + 1 < REMEMBERED as i64);
 
 /// What applying a schedule command did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -35,6 +35,7 @@
 //! leader. When it may lead, `handoff` also returns the partition to its
 //! preferred leader after a failover.
 
+mod ahead;
 mod completions;
 mod handoff;
 mod recurring;

@@ -18,12 +18,18 @@ use chronos_proto::internal::ScheduleAdvance;
 use chronos_proto::v1::Event;
 use chronos_store::{id_key, Store};
 
+use super::ahead::Ahead;
 use super::TermError;
 use crate::schedule::{decode_stored, format_ts, occurrence_event, plan_occurrences};
 use crate::schedule::{GATHER_MS, LOOKAHEAD_MS, MISSED_AFTER_MS};
 
-/// Schedules looked at per scan.
+/// Schedules looked at per scan...
 const SCAN_LIMIT: usize = 256;
+/// ...and after a scan that found more due than it took (a backlog, e.g.
+/// every schedule on one cron minute): larger entries store a burst of
+/// occurrences several times faster, and its own release dwarfs their
+/// cost to the tail.
+const BACKLOG_SCAN_LIMIT: usize = 4_096;
 /// Occurrences per proposal, at most (plus one schedule's catch-up): a long
 /// outage's catch-up goes out in several entries, not one huge one.
 const MAX_EVENTS: usize = 10_000;
@@ -45,6 +51,8 @@ pub(crate) struct Recurring {
     lowered: Option<i64>,
     /// The due index changed (or was never read): read it at the next step.
     rescan: bool,
+    /// The last scan found more due than it took.
+    backlog: bool,
     /// The earliest next occurrence beyond what the last scan took.
     earliest: Option<i64>,
     /// No active schedule's next occurrence is below this: scans start here.
@@ -54,7 +62,24 @@ pub(crate) struct Recurring {
     /// When this term began (wall clock, ms): occurrences due before it
     /// were missed, later ones are this term's to store.
     led_since: i64,
+    /// How far ahead to store: further before a burst.
+    ahead: Ahead,
+    /// When the running scan began (wall clock, ms).
+    scan_began: i64,
+    /// The backlog being stored, timed to learn how fast a burst is stored.
+    burst: Option<Burst>,
 }
+
+/// A backlog from its first full scan to the answer of its last proposal.
+struct Burst {
+    began: i64,
+    events: usize,
+    /// The proposal out is its last.
+    last: bool,
+}
+
+/// A backlog shorter than this is not timed (the time per scan dominates it).
+const TIMED_FROM: usize = 4 * BACKLOG_SCAN_LIMIT;
 
 type PublishAnswer =
     tokio::sync::oneshot::Receiver<Result<Vec<crate::PublishOutcome>, crate::PartitionError>>;
@@ -84,6 +109,8 @@ pub(crate) struct Planned {
     beyond: Option<i64>,
     /// More came due than one scan takes.
     full: bool,
+    /// Where the scanned window ended.
+    until: i64,
 }
 
 /// A scan of the due index, to run away from the owner.
@@ -91,28 +118,33 @@ pub(crate) struct Scan {
     store: Store,
     floor: i64,
     now: i64,
+    /// The window's end.
+    until: i64,
     led_since: i64,
+    /// Schedules looked at, at most.
+    limit: usize,
     /// Schedules with a change in flight, left alone.
     skip: HashSet<String>,
 }
 
 impl Scan {
-    /// Reads what comes due by `now + LOOKAHEAD_MS + GATHER_MS` and plans
-    /// the occurrences to store.
+    /// Reads what comes due by the window's end and plans the occurrences
+    /// to store.
     pub fn run(self) -> Result<Planned, TermError> {
-        let until = self.now + LOOKAHEAD_MS + GATHER_MS;
+        let until = self.until;
         let due = self
             .store
-            .scan_schedules_due(self.floor, until, SCAN_LIMIT)?;
+            .scan_schedules_due(self.floor, until, self.limit)?;
         let beyond = match due.len() {
-            n if n == SCAN_LIMIT => None,
+            n if n == self.limit => None,
             _ => self.store.first_schedule_due(until.saturating_add(1))?,
         };
         let mut planned = Planned {
             plans: Vec::new(),
             floor: due.first().map(|(ts, _)| *ts).or(beyond).unwrap_or(until),
             beyond,
-            full: due.len() == SCAN_LIMIT,
+            full: due.len() == self.limit,
+            until,
         };
         let wanted: Vec<&str> = due
             .iter()
@@ -198,11 +230,12 @@ impl Recurring {
         if self.out.is_some() || self.scanning {
             return i64::MAX;
         }
-        match (self.rescan, self.earliest) {
+        let next = match (self.rescan, self.earliest) {
             (true, _) => now,
             (false, Some(at)) => at - LOOKAHEAD_MS,
             (false, None) => i64::MAX,
-        }
+        };
+        next.min(self.ahead.next_start().unwrap_or(i64::MAX))
     }
 
     /// A scan to run now, if one is due.
@@ -214,11 +247,17 @@ impl Recurring {
         self.scanning = true;
         self.touched.clear();
         self.lowered = None;
+        self.scan_began = now;
         Some(Scan {
             store: store.clone(),
             floor: self.floor,
             now,
+            until: self.ahead.window_end(now),
             led_since: self.led_since,
+            limit: match self.backlog {
+                true => BACKLOG_SCAN_LIMIT,
+                false => SCAN_LIMIT,
+            },
             skip: self.changing.keys().cloned().collect(),
         })
     }
@@ -229,6 +268,12 @@ impl Recurring {
         self.scanning = false;
         let mut planned = planned?;
         planned.plans.retain(|p| !self.stale(&p.schedule_id));
+        for plan in &planned.plans {
+            self.ahead.taken(plan.advance.from_ts);
+        }
+        if !planned.full {
+            self.ahead.covered(planned.until);
+        }
         // A change applied during the scan may have put a schedule below
         // where the scan got to, or sooner than what it found.
         let lowered = self.lowered.take();
@@ -236,6 +281,18 @@ impl Recurring {
         // A full scan asks for another at once; else wake for the next one
         // (a change in the window asks for a rescan when it applies).
         self.rescan |= planned.full;
+        self.backlog = planned.full;
+        if planned.full && self.burst.is_none() {
+            self.burst = Some(Burst {
+                began: self.scan_began,
+                events: 0,
+                last: false,
+            });
+        }
+        if !planned.full && planned.plans.is_empty() {
+            // It ended with the answer before this scan.
+            self.burst_ended(self.scan_began);
+        }
         let moved_to = planned
             .plans
             .iter()
@@ -262,7 +319,12 @@ impl Recurring {
             advances: Vec::new(),
         };
         let mut out = HashMap::new();
+        if let Some(burst) = &mut self.burst {
+            burst.events += planned.plans.iter().map(|p| p.events.len()).sum::<usize>();
+            burst.last = !planned.full;
+        }
         for plan in planned.plans {
+            self.ahead.add(plan.advance.next_ts);
             taken.events.extend(plan.events);
             taken.advances.push(plan.advance);
             out.insert(plan.schedule_id, plan.ids);
@@ -276,9 +338,21 @@ impl Recurring {
         self.answer = Some(answer);
     }
 
-    pub fn stored(&mut self) {
+    /// The proposal of occurrences was answered at `now`.
+    pub fn stored(&mut self, now: i64) {
         self.out = None;
         self.answer = None;
+        if self.burst.as_ref().is_some_and(|b| b.last) {
+            self.burst_ended(now);
+        }
+    }
+
+    fn burst_ended(&mut self, now: i64) {
+        if let Some(burst) = self.burst.take() {
+            if burst.events >= TIMED_FROM {
+                self.ahead.timed(burst.events, now - burst.began);
+            }
+        }
     }
 
     /// Whether what a scan read of `schedule_id` may no longer hold.
@@ -310,6 +384,7 @@ impl Recurring {
     /// within the window a scan takes asks for a scan now; a later one is
     /// woken for (creating many schedules must not scan once per create).
     pub fn changed(&mut self, schedule_id: &str, next_ts: i64, now: i64) {
+        self.ahead.add(next_ts);
         if next_ts > 0 {
             self.floor = self.floor.min(next_ts);
             self.earliest = Some(self.earliest.map_or(next_ts, |e| e.min(next_ts)));
@@ -355,6 +430,7 @@ mod tests {
             floor,
             beyond: None,
             full: false,
+            until: 0,
         }
     }
 
@@ -407,7 +483,7 @@ mod tests {
             r.start_scan(&store, 10_000).is_none(),
             "not while a proposal is out"
         );
-        r.stored();
+        r.stored(0);
         assert!(r.start_scan(&store, 10_000).is_some());
     }
 
@@ -421,7 +497,7 @@ mod tests {
             .unwrap();
         assert_eq!(r.floor, 12_000);
         r.take_ready().unwrap();
-        r.stored();
+        r.stored(0);
         // Without a change, the next scan starts where this one got to.
         r.start_scan(&store, 10_000).unwrap();
         r.scanned(Ok(planned(Vec::new(), 16_000))).unwrap();
@@ -468,7 +544,7 @@ mod tests {
         let taken = r.take_ready().expect("c is kept");
         assert_eq!(advanced(&taken), ["c"]);
         // Once proposed, changes are held back by the proposal out instead.
-        r.stored();
+        r.stored(0);
         r.changed("a", 0, 10_000);
         assert!(r.touched.is_empty(), "no scan's plans are out");
     }

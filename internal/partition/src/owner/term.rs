@@ -139,7 +139,7 @@ impl LeaderTerm {
     pub fn published(&mut self, ctx: &Ctx, a: Answered) -> Result<(), TermError> {
         self.publisher.answered(a.seq);
         if a.occurred {
-            self.recurring.stored();
+            self.recurring.stored(wall_ms());
         }
         for (topic, seqs) in a.appended.iter() {
             self.tail.applied(topic, seqs.iter().copied());
@@ -427,7 +427,7 @@ impl LeaderTerm {
             .propose(ctx, self.epoch, req, mailbox, fl, completions)
             .await?;
         if proposed == 0 {
-            self.recurring.stored();
+            self.recurring.stored(wall_ms());
         }
         Ok(proposed)
     }

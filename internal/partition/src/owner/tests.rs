@@ -627,3 +627,64 @@ async fn a_burst_released_a_step_at_a_time_is_delivered_once_in_due_order() {
     wait_for("every event to leave pending", || p.status().pending == 0).await;
     p.shutdown().await;
 }
+
+/// Many schedules on one instant: the term counts them as their creates
+/// apply and starts storing them before the usual window (`LOOKAHEAD_MS +
+/// GATHER_MS` ahead): a second before `LOOKAHEAD_MS`, to store them all in
+/// time at the pace it assumes; without that, none is stored before the
+/// window reaches them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_occurrences_is_stored_before_the_usual_window() {
+    use chronos_proto::internal::schedule_command::Op;
+    use chronos_proto::v1::{schedule::Recurrence, Schedule};
+    use prost::Message;
+
+    use crate::schedule::{GATHER_MS, LOOKAHEAD_MS};
+
+    // 1 s of work at the pace assumed before any burst is timed (3 750/s).
+    const SCHEDULES: usize = 3_750;
+    let tmp = tempfile::tempdir().unwrap();
+    let p = open(tmp.path()).await;
+    // A whole second, far enough ahead for the creates.
+    let at = (wall_ms() / 1_000 + 8) * 1_000;
+    let creates = (0..SCHEDULES).map(|i| {
+        let p = p.clone();
+        async move {
+            let spec = Schedule {
+                schedule_id: format!("s{i}"),
+                topic: "burst".into(),
+                recurrence: Some(Recurrence::EveryMs(3_600_000)),
+                start_ts: at,
+                ..Default::default()
+            };
+            retrying("create", || {
+                p.change_schedule(Op::Create(spec.encode_to_vec().into()))
+            })
+            .await
+        }
+    });
+    futures::future::join_all(creates).await;
+    let usual = at - LOOKAHEAD_MS - GATHER_MS;
+    assert!(
+        wall_ms() < usual - 1_000,
+        "the creates took too long for the test"
+    );
+    // The first in the due index ("s0") is stored first.
+    let stored = || p.schedule("s0").unwrap().unwrap().0.occurrences > 0;
+    while !stored() {
+        assert!(
+            wall_ms() < usual - 50,
+            "nothing of the burst was stored before the usual window"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // And all of it before the instant.
+    wait_for("the whole burst stored", || {
+        (0..SCHEDULES).all(|i| {
+            let (record, _) = p.schedule(&format!("s{i}")).unwrap().unwrap();
+            record.occurrences == 1
+        })
+    })
+    .await;
+    assert!(wall_ms() < at, "the burst was stored late");
+}
