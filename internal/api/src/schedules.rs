@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use chronos_access::{Action, Permission};
 use chronos_partition::schedule::{
-    format_ts, now_ms, occurrence_event, recurrence_of, ScheduleApplied, ScheduleStatus,
-    MAX_CATCH_UP,
+    format_ts, new_recurrence, now_ms, occurrence_event, recurrence_of, ScheduleApplied,
+    ScheduleStatus, MAX_CATCH_UP,
 };
 use chronos_partition::Partition;
 use chronos_proto::internal::schedule_command::Op;
@@ -89,7 +89,7 @@ fn check(spec: &Schedule, limits: &Limits) -> Result<(), Status> {
             format!("is {}; at most {MAX_CATCH_UP}", spec.catch_up_limit),
         ));
     }
-    if let Err(e) = recurrence_of(spec, now_ms()) {
+    if let Err(e) = new_recurrence(spec, now_ms()) {
         let field = match e.field() {
             "every" => "every_ms",
             "start" => "start_ts",

@@ -74,6 +74,9 @@ struct Planned {
     reply: PublishReply,
     outcomes: Vec<PublishOutcome>,
     waits_on: Vec<ProposalResult>,
+    /// How late (ms) each occurrence stored after its time is: it fires at
+    /// publish, late, where a client's event due at once is on time.
+    late_ms: Vec<i64>,
 }
 
 /// A publish proposal's answer, carrying everything needed to answer its
@@ -112,9 +115,15 @@ impl Published {
             Ok(applied) => {
                 if applied.fired > 0 {
                     metrics::counter!("chronos_fired_events_total").increment(applied.fired);
-                    // Fired at publish time: zero lateness.
-                    metrics::histogram!("chronos_fire_lateness_seconds")
-                        .record_many(0.0, applied.fired as usize);
+                    let lateness = metrics::histogram!("chronos_fire_lateness_seconds");
+                    let late = self.planned.iter().flat_map(|p| &p.late_ms);
+                    let mut on_time = applied.fired as usize;
+                    for ms in late {
+                        lateness.record(*ms as f64 / 1000.0);
+                        on_time = on_time.saturating_sub(1);
+                    }
+                    // Due when published: fired at once, on time.
+                    lateness.record_many(0.0, on_time);
                 }
                 let _ = self.result.send(Some(Ok(())));
                 (Some(self.new_events), applied.unscheduled)
@@ -381,6 +390,7 @@ impl Publisher {
     ) -> Result<Planned, (PublishReply, PartitionError)> {
         let mut outcomes = Vec::with_capacity(req.events.len());
         let mut waits_on: Vec<ProposalResult> = Vec::new();
+        let mut late_ms = Vec::new();
         let mut records = BytesMut::new();
         let ids: Vec<Vec<u8>> = req
             .events
@@ -416,6 +426,9 @@ impl Publisher {
             let offset = self.next_offset;
             self.next_offset += 1;
             let due_ts = ev.schedule_ts.max(now);
+            if recurring && ev.schedule_ts < now {
+                late_ms.push(now - ev.schedule_ts);
+            }
             assert!(
                 due_ts >= ev.schedule_ts,
                 "an event is never due before its schedule time"
@@ -464,6 +477,7 @@ impl Publisher {
             reply: req.reply,
             outcomes,
             waits_on,
+            late_ms,
         })
     }
 }

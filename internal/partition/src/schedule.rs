@@ -81,6 +81,18 @@ pub fn recurrence_of(spec: &Schedule, created_ts: i64) -> Result<Recurrence, Rec
     Recurrence::new(rule, &spec.time_zone, start, end)
 }
 
+/// The recurrence of a schedule being created or updated, which must also
+/// space a list's instants at least the shortest interval apart: closer
+/// ones would put more occurrences ahead than a record remembers to cancel.
+/// (A stored schedule is read with [`recurrence_of`], so one stored before
+/// the rule keeps firing.)
+pub fn new_recurrence(spec: &Schedule, created_ts: i64) -> Result<Recurrence, RecurrenceError> {
+    if let Some(Spec::Times(t)) = &spec.recurrence {
+        chronos_recurrence::check_spacing(&t.times_ts)?;
+    }
+    recurrence_of(spec, created_ts)
+}
+
 /// The wall clock, ms since the epoch: when a schedule change is decided.
 pub fn now_ms() -> i64 {
     crate::wall_ms()

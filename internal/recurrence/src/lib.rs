@@ -83,6 +83,14 @@ pub enum RecurrenceError {
     /// An instant at or before the unix epoch.
     #[error("times: instant {0} is not a positive time in ms since the unix epoch")]
     BadTime(i64),
+    /// Two instants of a list closer than [`MIN_EVERY_MS`].
+    #[error("times: instants {first} and {next} are {} ms apart; they must be at least {MIN_EVERY_MS} ms apart", next - first)]
+    TimesTooClose {
+        /// The earlier instant.
+        first: i64,
+        /// The one after it.
+        next: i64,
+    },
     /// Not an IANA zone name.
     #[error("time_zone: unknown zone {0:?}; use an IANA name such as \"Europe/Berlin\"")]
     UnknownZone(String),
@@ -108,7 +116,8 @@ impl RecurrenceError {
             RecurrenceError::EveryTooShort(_) => "every",
             RecurrenceError::NoTimes
             | RecurrenceError::TooManyTimes(_)
-            | RecurrenceError::BadTime(_) => "times",
+            | RecurrenceError::BadTime(_)
+            | RecurrenceError::TimesTooClose { .. } => "times",
             RecurrenceError::UnknownZone(_) => "time_zone",
             RecurrenceError::EndBeforeStart { .. } => "end",
             RecurrenceError::BadStart(_) => "start",
@@ -317,6 +326,23 @@ impl Recurrence {
             let first = self.next_after(from).filter(|t| *t <= at);
             std::iter::successors(first, |t| self.next_after(*t).filter(|n| *n <= at)).last()
         })
+    }
+}
+
+/// Refuses a list of times with two instants closer than [`MIN_EVERY_MS`],
+/// as an interval that short is refused. Checked when a schedule is created
+/// or updated, not when a stored one is read (one stored before the rule
+/// keeps firing).
+pub fn check_spacing(times: &[i64]) -> Result<(), RecurrenceError> {
+    let mut sorted = times.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    match sorted.windows(2).find(|w| w[1] - w[0] < MIN_EVERY_MS) {
+        Some(w) => Err(RecurrenceError::TimesTooClose {
+            first: w[0],
+            next: w[1],
+        }),
+        None => Ok(()),
     }
 }
 

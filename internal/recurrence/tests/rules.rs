@@ -438,3 +438,19 @@ proptest! {
         prop_assert!(some.windows(2).all(|w| w[0] < w[1]));
     }
 }
+
+#[test]
+fn a_list_with_instants_closer_than_a_second_is_refused_naming_them() {
+    use chronos_recurrence::{check_spacing, RecurrenceError};
+    assert_eq!(check_spacing(&[5_000, 1_000, 2_000, 5_000]), Ok(()));
+    let e = check_spacing(&[9_000, 1_000, 1_999]).unwrap_err();
+    assert_eq!(
+        e,
+        RecurrenceError::TimesTooClose {
+            first: 1_000,
+            next: 1_999
+        }
+    );
+    assert_eq!(e.field(), "times");
+    assert!(e.to_string().contains("999 ms apart"), "{e}");
+}

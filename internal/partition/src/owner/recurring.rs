@@ -25,10 +25,11 @@ use crate::schedule::{GATHER_MS, LOOKAHEAD_MS, MISSED_AFTER_MS};
 
 /// Schedules looked at per scan...
 const SCAN_LIMIT: usize = 256;
-/// ...and after a scan that found more due than it took (a backlog, e.g.
-/// every schedule on one cron minute): larger entries store a burst of
-/// occurrences several times faster, and its own release dwarfs their
-/// cost to the tail.
+/// ...and after a scan that found more due than it took while storing a
+/// burst early (e.g. every schedule on one cron minute): larger entries store a burst of
+/// occurrences several times faster, and its own release dwarfs their cost
+/// to the tail. A steady flow keeps to small entries, which keep the tail
+/// short.
 const BACKLOG_SCAN_LIMIT: usize = 4_096;
 /// Occurrences per proposal, at most (plus one schedule's catch-up): a long
 /// outage's catch-up goes out in several entries, not one huge one.
@@ -109,6 +110,8 @@ pub(crate) struct Planned {
     beyond: Option<i64>,
     /// More came due than one scan takes.
     full: bool,
+    /// Full, and storing a burst early (see `BACKLOG_SCAN_LIMIT`).
+    backlog: bool,
     /// Where the scanned window ended.
     until: i64,
 }
@@ -144,6 +147,7 @@ impl Scan {
             floor: due.first().map(|(ts, _)| *ts).or(beyond).unwrap_or(until),
             beyond,
             full: due.len() == self.limit,
+            backlog: false,
             until,
         };
         let wanted: Vec<&str> = due
@@ -165,6 +169,8 @@ impl Scan {
             events += plan.events.len();
             planned.plans.push(plan);
         }
+        let usual = self.now + LOOKAHEAD_MS + GATHER_MS;
+        planned.backlog = planned.full && until > usual;
         Ok(planned)
     }
 
@@ -281,15 +287,15 @@ impl Recurring {
         // A full scan asks for another at once; else wake for the next one
         // (a change in the window asks for a rescan when it applies).
         self.rescan |= planned.full;
-        self.backlog = planned.full;
-        if planned.full && self.burst.is_none() {
+        self.backlog = planned.backlog;
+        if planned.backlog && self.burst.is_none() {
             self.burst = Some(Burst {
                 began: self.scan_began,
                 events: 0,
                 last: false,
             });
         }
-        if !planned.full && planned.plans.is_empty() {
+        if !planned.backlog && planned.plans.is_empty() {
             // It ended with the answer before this scan.
             self.burst_ended(self.scan_began);
         }
@@ -321,7 +327,7 @@ impl Recurring {
         let mut out = HashMap::new();
         if let Some(burst) = &mut self.burst {
             burst.events += planned.plans.iter().map(|p| p.events.len()).sum::<usize>();
-            burst.last = !planned.full;
+            burst.last = !planned.backlog;
         }
         for plan in planned.plans {
             self.ahead.add(plan.advance.next_ts);
@@ -430,6 +436,7 @@ mod tests {
             floor,
             beyond: None,
             full: false,
+            backlog: false,
             until: 0,
         }
     }
