@@ -14,7 +14,7 @@ use chronos_proto::v1::schedule::Recurrence;
 use chronos_proto::v1::{
     CreateScheduleRequest, DeleteScheduleRequest, Delivery, GetScheduleRequest,
     ListSchedulesRequest, MissedRuns, PauseScheduleRequest, ResumeScheduleRequest, Schedule,
-    ScheduleTimes, TriggerScheduleRequest, UpdateScheduleRequest,
+    ScheduleInfo, ScheduleTimes, TriggerScheduleRequest, UpdateScheduleRequest,
 };
 use common::{now_ms, replay_all, subscribe_req, Member, Server};
 use tonic::transport::Channel;
@@ -91,6 +91,22 @@ async fn take_until(m: &mut Member, until: Instant) -> Vec<Seen> {
     out
 }
 
+async fn schedule_info(
+    c: &mut EventServiceClient<Channel>,
+    id: &str,
+    upcoming: u32,
+) -> ScheduleInfo {
+    c.get_schedule(GetScheduleRequest {
+        schedule_id: id.into(),
+        upcoming,
+    })
+    .await
+    .expect("get_schedule")
+    .into_inner()
+    .schedule
+    .expect("schedule info")
+}
+
 async fn create(c: &mut EventServiceClient<Channel>, s: Schedule) -> i64 {
     let resp = c
         .create_schedule(CreateScheduleRequest { schedule: Some(s) })
@@ -126,16 +142,7 @@ async fn occurrences_fire_once_on_time_and_follow_every_change() {
             s.received - s.nominal
         );
     }
-    let info = c
-        .get_schedule(GetScheduleRequest {
-            schedule_id: "tick".into(),
-            upcoming: 3,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .schedule
-        .unwrap();
+    let info = schedule_info(&mut c, "tick", 3).await;
     assert_eq!(info.upcoming_ts.len(), 3);
     assert_eq!(info.upcoming_ts[1] - info.upcoming_ts[0], 1000);
     assert!(info.occurrences >= got.len() as u64);
@@ -535,15 +542,7 @@ async fn kill_9_while_a_burst_is_stored_early_loses_and_repeats_nothing() {
     // first is stored, while the rest are being stored (or 1.5 s ahead).
     let mut probe = c.clone();
     loop {
-        let info = probe
-            .get_schedule(GetScheduleRequest {
-                schedule_id: "b0".into(),
-                upcoming: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if info.schedule.is_some_and(|s| s.occurrences > 0) || now_ms() >= at - 1_500 {
+        if schedule_info(&mut probe, "b0", 0).await.occurrences > 0 || now_ms() >= at - 1_500 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -15,6 +15,7 @@
 //! starts leading) is stored as before, and the ones after it on time.
 //! Memory is one counter per second that has occurrences, not per schedule.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use crate::schedule::{GATHER_MS, LOOKAHEAD_MS, MAX_AHEAD_MS};
@@ -41,6 +42,9 @@ pub(crate) struct Ahead {
     rate_per_s: f64,
     /// Whether `rate_per_s` was timed (else it is the first guess).
     timed: bool,
+    /// `next_start`, computed once per change of the counts or the pace:
+    /// the owner asks at every step, and there may be thousands of seconds.
+    next: Cell<Option<Option<i64>>>,
 }
 
 impl Default for Ahead {
@@ -49,6 +53,7 @@ impl Default for Ahead {
             due: BTreeMap::new(),
             rate_per_s: FIRST_RATE_PER_S,
             timed: false,
+            next: Cell::new(None),
         }
     }
 }
@@ -63,6 +68,7 @@ impl Ahead {
         if ts <= 0 {
             return;
         }
+        self.next.set(None);
         *self.due.entry(second(ts)).or_default() += 1;
         if self.due.len() > MAX_SECONDS {
             self.due.pop_last();
@@ -71,6 +77,7 @@ impl Ahead {
 
     /// The occurrence at `ts` was taken by a scan.
     pub fn taken(&mut self, ts: i64) {
+        self.next.set(None);
         let s = second(ts);
         if let Some(n) = self.due.get_mut(&s) {
             *n -= 1;
@@ -83,6 +90,7 @@ impl Ahead {
     /// A scan saw everything due up to `until`: the seconds it covered whole
     /// hold nothing more (a count there was stale).
     pub fn covered(&mut self, until: i64) {
+        self.next.set(None);
         // The seconds that end at or before `until`.
         let kept = self.due.split_off(&(second(until + 1)));
         self.due = kept;
@@ -98,6 +106,7 @@ impl Ahead {
         };
         self.rate_per_s = rate.clamp(FIRST_RATE_PER_S, 200_000.0);
         self.timed = true;
+        self.next.set(None);
     }
 
     /// Where a scan at `now` ends: the usual window, or further when a
@@ -115,8 +124,12 @@ impl Ahead {
 
     /// When a scan must run for a burst to be stored in time.
     pub fn next_start(&self) -> Option<i64> {
+        if let Some(known) = self.next.get() {
+            return known;
+        }
         let mut first = None::<i64>;
         self.each_start(|_, start| first = Some(first.map_or(start, |f| f.min(start))));
+        self.next.set(Some(first));
         first
     }
 
@@ -141,6 +154,7 @@ impl Ahead {
     }
 
     fn forget_before(&mut self, now: i64) {
+        self.next.set(None);
         self.due = self.due.split_off(&second(now));
     }
 }
@@ -181,6 +195,7 @@ mod tests {
             due: a.due.clone(),
             ..Ahead::default()
         };
+        assert_eq!(slow.next_start(), Some(start));
         a.timed(40_000, 2_000);
         assert!(a.next_start().is_none_or(|s| s > start));
         slow.timed(1_000, 10_000);

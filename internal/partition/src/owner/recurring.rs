@@ -52,7 +52,8 @@ pub(crate) struct Recurring {
     lowered: Option<i64>,
     /// The due index changed (or was never read): read it at the next step.
     rescan: bool,
-    /// The last scan found more due than it took.
+    /// The last scan was full while storing a burst early: the next takes
+    /// `BACKLOG_SCAN_LIMIT`.
     backlog: bool,
     /// The earliest next occurrence beyond what the last scan took.
     earliest: Option<i64>,
