@@ -22,7 +22,7 @@ use anyhow::Context;
 use chronos_api::Node;
 use chronos_config::Config;
 use chronos_partition::{
-    Handoffs, Partition, PartitionOptions, Placed, SoloNetwork, CATCH_UP_SLACK,
+    FreeSpace, Handoffs, Partition, PartitionOptions, Placed, SoloNetwork, CATCH_UP_SLACK,
 };
 use chronos_placement::roster::active;
 use chronos_placement::{Placement, ROSTER_GROUP};
@@ -49,6 +49,7 @@ pub struct Opener {
     pub raft_log: Arc<RaftLog>,
     pub resources: StoreResources,
     pub may_lead: watch::Receiver<bool>,
+    pub free_space: watch::Receiver<FreeSpace>,
     pub handoffs: Handoffs,
     pub groups: Groups,
     /// `None` on a single node.
@@ -83,6 +84,7 @@ impl Opener {
                 &self.resources,
                 &self.raft_log,
                 self.may_lead.clone(),
+                self.free_space.clone(),
             )
         };
         let p = match &self.peers {

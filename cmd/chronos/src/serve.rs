@@ -15,7 +15,7 @@ use chronos_api::{Hosted, Limits, Node, Router};
 use chronos_clock::{Clock, ClockOptions};
 use chronos_config::{Config, FsyncMode};
 use chronos_partition::{
-    DeliveryOptions, FiringOptions, Handoffs, Partition, PartitionOptions, Placed,
+    DeliveryOptions, FiringOptions, FreeSpace, Handoffs, Partition, PartitionOptions, Placed,
 };
 use chronos_placement::{Placement, ROSTER_GROUP};
 use chronos_proto::internal::RosterNode;
@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
+use crate::disk;
 use crate::listen::{self, Listener};
 use crate::replicas::{self, Opener, Replicas};
 use crate::{http, telemetry};
@@ -120,6 +121,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         raft_log: raft_log.clone(),
         resources: StoreResources::default(),
         may_lead: may_lead.clone(),
+        free_space: disk::watch_free_space(config.data_dir.clone(), config.limits.min_free_disk.0),
         handoffs: handoffs.clone(),
         groups: groups.clone(),
         peers: peers.clone(),
@@ -468,9 +470,11 @@ pub(crate) fn partition_options(
     resources: &StoreResources,
     raft_log: &Arc<RaftLog>,
     may_lead: watch::Receiver<bool>,
+    free_space: watch::Receiver<FreeSpace>,
 ) -> PartitionOptions {
     PartitionOptions {
         may_lead,
+        free_space,
         preferred_leader: None,
         handoffs: Handoffs::new(),
         rebalance_after: config.cluster.rebalance_after,

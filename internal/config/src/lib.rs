@@ -374,6 +374,9 @@ pub struct LimitsConfig {
     /// a batch is one log record.
     pub max_batch_bytes: ByteSize,
     pub max_headers_bytes: ByteSize,
+    /// New events are refused while the data directory's disk has less than
+    /// this free, so publishers cannot fill it (0: never refused).
+    pub min_free_disk: ByteSize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -444,6 +447,7 @@ impl Default for LimitsConfig {
             max_batch_events: 10_000,
             max_batch_bytes: ByteSize(32 << 20),
             max_headers_bytes: ByteSize(64 << 10),
+            min_free_disk: ByteSize(1 << 30),
         }
     }
 }

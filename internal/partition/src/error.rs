@@ -7,6 +7,7 @@ use chronos_raftlog::RaftLogError;
 use chronos_store::StoreError;
 use openraft::error::{ClientWriteError, Fatal};
 
+use crate::free_space::FreeSpace;
 use crate::types::{NodeId, TypeConfig};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -23,6 +24,13 @@ pub enum PartitionError {
     /// The disk is full; nothing was acknowledged.
     #[error("{0}")]
     StorageFull(String),
+    /// The disk's free space is under the node's reserve: new events are
+    /// refused (nothing stored) until space is freed.
+    #[error(
+        "partition {partition} takes no new events: {space}; nothing was stored, \
+         and new events are taken again once space is freed"
+    )]
+    DiskLow { partition: u32, space: FreeSpace },
     /// A read of stored data failed.
     #[error("{0}")]
     Storage(String),

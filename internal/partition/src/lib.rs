@@ -22,6 +22,7 @@ mod describe;
 mod error;
 mod fire_tail;
 mod firing;
+mod free_space;
 mod groups;
 mod history;
 mod log_store;
@@ -64,6 +65,7 @@ pub use delivery::{
 };
 pub use describe::{Delivery, EventState, EventView};
 pub use error::PartitionError;
+pub use free_space::FreeSpace;
 pub use groups::GroupInfo;
 pub use membership::{Members, CATCH_UP_SLACK};
 pub use network::SoloNetwork;
@@ -137,6 +139,8 @@ pub struct PartitionOptions {
     /// How long a leader keeps a partition before handing it to its
     /// preferred leader.
     pub rebalance_after: Duration,
+    /// The node's free disk space; new events are refused while it is low.
+    pub free_space: watch::Receiver<FreeSpace>,
 }
 
 /// Where the placement puts a partition now (it changes with the roster):
@@ -188,6 +192,7 @@ pub struct Partition {
     control: mpsc::UnboundedSender<Control>,
     owner: parking_lot::Mutex<Option<JoinHandle<()>>>,
     placed: watch::Sender<Placed>,
+    free_space: watch::Receiver<FreeSpace>,
 }
 
 fn open_err(id: u32, what: &str, e: impl std::fmt::Display) -> PartitionError {
@@ -337,6 +342,7 @@ impl Partition {
             control,
             owner: parking_lot::Mutex::new(Some(owner)),
             placed,
+            free_space: opts.free_space,
         })
     }
 
@@ -383,6 +389,7 @@ impl Partition {
         if let Err(fatal) = &self.raft.metrics().borrow_watched().running_state {
             return Err(PartitionError::from_fatal(self.id, fatal));
         }
+        self.room_for_new_events()?;
         let mailbox = self.mailbox.lock().clone();
         let Some(mailbox) = mailbox else {
             return Err(PartitionError::Unavailable(format!(
@@ -404,6 +411,20 @@ impl Partition {
             Ok(result) => result,
             Err(_) => Err(self.stopped_error()),
         }
+    }
+
+    /// Refuses new events while the node's free disk space is under its
+    /// reserve. Fires, deliveries, acks, cancels and recurring schedules'
+    /// occurrences go on: they write little, and the reserve is for them.
+    fn room_for_new_events(&self) -> Result<(), PartitionError> {
+        let space = *self.free_space.borrow();
+        if space.low {
+            return Err(PartitionError::DiskLow {
+                partition: self.id,
+                space,
+            });
+        }
+        Ok(())
     }
 
     /// This partition's topics (as applied) with their pending counts, by name.
@@ -451,6 +472,10 @@ impl Partition {
     ) -> Result<schedule::ScheduleApplied, PartitionError> {
         if let Err(fatal) = &self.raft.metrics().borrow_watched().running_state {
             return Err(PartitionError::from_fatal(self.id, fatal));
+        }
+        // A new schedule adds events; changes of existing ones are let through.
+        if matches!(op, chronos_proto::internal::schedule_command::Op::Create(_)) {
+            self.room_for_new_events()?;
         }
         let cmd = Command::schedule(chronos_proto::internal::ScheduleCommand {
             now_ts: wall_ms(),

@@ -67,6 +67,7 @@ pub(crate) fn options(dir: &Path) -> PartitionOptions {
         preferred_leader: None,
         handoffs: Default::default(),
         rebalance_after: Duration::from_secs(10),
+        free_space: crate::FreeSpace::unchecked(),
     }
 }
 

@@ -60,6 +60,7 @@ pub fn options(
         preferred_leader: None,
         handoffs: Default::default(),
         rebalance_after: Duration::from_secs(10),
+        free_space: chronos_partition::FreeSpace::unchecked(),
     }
 }
 
