@@ -1,4 +1,5 @@
-//! HTTP endpoints: `/health` (process is up), `/ready` (every partition has a
+//! HTTP endpoints: `/health` (the process is up and no partition was stopped
+//! by a storage failure), `/ready` (every partition has a
 //! leader and a healthy log, and this node's clock is within bounds of the
 //! cluster's), `/metrics` (Prometheus text format). With `[auth]` on,
 //! `/ready` and `/metrics` want a bearer token of a principal that may
@@ -17,6 +18,7 @@ use axum::routing::get;
 use chronos_access::{Action, Permission};
 use chronos_api::guard::Caller;
 use chronos_api::Node;
+use chronos_partition::PartitionError;
 use chronos_raftlog::RaftLog;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
@@ -47,7 +49,7 @@ pub async fn serve(
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorized))
-        .route("/health", get(|| async { "OK" }))
+        .route("/health", get(health))
         .with_state(state)
         .merge(chronos_http::router(api_node))
         .merge(chronos_console::router());
@@ -93,6 +95,37 @@ async fn authorized(State(s): State<AppState>, request: Request, next: Next) -> 
         }
     }
     next.run(request).await
+}
+
+/// Up, unless a failure stopped a partition's Raft group (a storage error:
+/// a full disk, a failed fsync), which only a restart undoes: a liveness
+/// probe should then restart the node.
+async fn health(State(s): State<AppState>) -> (StatusCode, String) {
+    let failures: Vec<String> = s
+        .node
+        .partitions
+        .all()
+        .iter()
+        .filter_map(|p| {
+            // `/health` is open to anyone: the cause's kind, not its text
+            // (which names files), is said here; the log has the rest.
+            let cause = match p.failure()? {
+                PartitionError::StorageFull(_) => "the disk is full",
+                _ => "a storage failure",
+            };
+            Some(format!("partition {} stopped: {cause}", p.id()))
+        })
+        .collect();
+    if failures.is_empty() {
+        return (StatusCode::OK, "OK".into());
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "UNHEALTHY: {}; restart the node once the cause is fixed (its log says more)\n",
+            failures.join("; ")
+        ),
+    )
 }
 
 async fn ready(State(s): State<AppState>) -> (StatusCode, String) {

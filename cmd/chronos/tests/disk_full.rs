@@ -126,6 +126,17 @@ async fn disk_full_fails_publishes_and_loses_no_acked_event() {
             "{s:?}"
         ),
     }
+    // Only a restart brings the partitions back: a liveness probe says so
+    // (once Raft has recorded why the group stopped).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, body) = server.http_get("/health").unwrap();
+        if code == 503 && body.contains("the disk is full") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "/health answered {code}: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     server.kill9();
 
     fs.grow("256m");

@@ -545,6 +545,15 @@ impl Partition {
         m.running_state.is_ok() && m.current_leader.is_some() && leader_ready
     }
 
+    /// Why the Raft group stopped, when a failure (a storage error) stopped
+    /// it: the partition then takes nothing until the node is restarted.
+    pub fn failure(&self) -> Option<PartitionError> {
+        match &self.raft.metrics().borrow_watched().running_state {
+            Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
+            Err(fatal) => Some(PartitionError::from_fatal(self.id, fatal)),
+        }
+    }
+
     /// The node this partition's Raft group currently follows as leader.
     pub fn leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow_watched().current_leader
