@@ -74,9 +74,21 @@ impl FireTail {
     /// The entry holding these records applied: the store has them now
     /// (or, for a dead letter redriven twice, nothing under that number).
     pub fn applied(&mut self, topic: &str, seqs: impl IntoIterator<Item = u64>) {
-        if let Some(t) = self.topics.get_mut(topic) {
-            for seq in seqs {
-                t.unapplied.remove(&seq);
+        let Some(t) = self.topics.get_mut(topic) else {
+            return;
+        };
+        for seq in seqs {
+            t.unapplied.remove(&seq);
+        }
+        // With nothing in flight the applied state has the topic's next
+        // number again (applying numbers at least every record the term
+        // numbered), so the tail lets go of it: a map emptied by removals
+        // keeps its node (about a KiB), and a term that fired into a million
+        // topics would otherwise keep a million of them.
+        if t.unapplied.is_empty() {
+            self.topics.remove(topic);
+            if self.topics.capacity() > 64 && self.topics.len() < self.topics.capacity() / 4 {
+                self.topics.shrink_to_fit();
             }
         }
     }
@@ -167,4 +179,60 @@ fn decode(raw: Vec<u8>) -> Result<FiredRecord, TermError> {
         what: "a fired record",
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use chronos_proto::internal::{FiredRecord, TopicState};
+    use chronos_store::{Store, StoreResources};
+    use prost::Message;
+
+    use super::{FireTail, Found, Slot};
+
+    fn record(offset: u64) -> Slot {
+        Slot::Ready(FiredRecord {
+            offset,
+            ..Default::default()
+        })
+    }
+
+    /// What applying does to the topic's state: the next number past the records.
+    fn apply(store: &Store, topic: &str, next: u64) {
+        let mut batch = store.batch();
+        let state = TopicState {
+            next_fire_seq: next,
+            pending: 0,
+        };
+        batch.put_topic(topic, &state.encode_to_vec());
+        batch.commit().unwrap();
+    }
+
+    #[test]
+    fn a_drained_topic_is_let_go_and_numbering_goes_on_from_the_applied_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreResources::new(8 << 20, 64 << 20)).unwrap();
+        let mut tail = FireTail::default();
+        for t in 0..1000 {
+            let topic = format!("t{t}");
+            assert_eq!(tail.append(&store, &topic, record(t)).unwrap(), 0);
+            assert_eq!(tail.append(&store, &topic, record(t)).unwrap(), 1);
+            assert!(matches!(
+                tail.get(&store, &topic, 1).unwrap(),
+                Found::Record(_)
+            ));
+            apply(&store, &topic, 2);
+            tail.applied(&topic, [0]);
+            assert_eq!(
+                tail.topics.len(),
+                1,
+                "topic {topic} still has record 1 in flight"
+            );
+            tail.applied(&topic, [1]);
+        }
+        // Nothing in flight: nothing kept, however many topics there were.
+        assert!(tail.topics.is_empty());
+        assert!(tail.topics.capacity() <= 64, "{}", tail.topics.capacity());
+        // The next record of a topic let go follows the applied ones.
+        assert_eq!(tail.append(&store, "t7", record(7)).unwrap(), 2);
+    }
 }

@@ -96,6 +96,9 @@ pub struct StateMachine {
     serving: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// Topic states and group states each kept in memory between commits, at most.
+const CACHED_STATES: usize = 4096;
+
 pub(crate) fn sm_err(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
     io::Error::other(e)
 }
@@ -212,6 +215,15 @@ impl StateMachine {
             batch.put_meta(META_MEMBERSHIP, &to_json(&self.membership)?);
         }
         batch.commit().map_err(sm_err)?;
+        // The caches are written through and clean after a commit; past a
+        // bound they are dropped and refilled on use, so memory follows the
+        // topics and groups in use, not every one this replica ever saw.
+        if self.topics.len() > CACHED_STATES {
+            self.topics = HashMap::new();
+        }
+        if self.groups.len() > CACHED_STATES {
+            self.groups = HashMap::new();
+        }
         self.shared
             .next_offset
             .store(self.next_offset, Ordering::Release);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chronos_proto::internal::{EventRecord, PublishCommand};
+use chronos_proto::internal::{EventRecord, PublishCommand, TopicState};
 use chronos_proto::v1::Event;
 use chronos_raftlog::{RaftLog, RaftLogOptions};
 use chronos_store::{Store, StoreResources};
@@ -391,6 +391,32 @@ async fn installing_clears_the_per_topic_cache() {
     a.apply_entries(vec![next.clone()]).unwrap();
     b.apply_entries(vec![next]).unwrap();
     assert_same_state(&a, &b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_topic_cache_stays_bounded_and_numbering_survives_its_drop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Pair { mut a, .. } = pair(tmp.path(), 10).await;
+    let fire_seq = |a: &StateMachine, topic: &str| {
+        let raw = a.store.get_topic(topic).unwrap().expect("topic state");
+        TopicState::decode(raw.as_slice()).unwrap().next_fire_seq
+    };
+    let topics = super::CACHED_STATES + 1000;
+    for i in 0..topics {
+        // Due now: each fires as it applies, into its own topic's fire log.
+        let entry = next_publish(&a, &format!("many-{i}"), "x");
+        a.apply_entries(vec![entry]).unwrap();
+        assert!(
+            a.topics.len() <= super::CACHED_STATES,
+            "{} cached",
+            a.topics.len()
+        );
+    }
+    assert_eq!(fire_seq(&a, "many-0"), 1);
+    // Reloaded after the cache let it go, the topic numbers on.
+    let entry = next_publish(&a, "many-0", "y");
+    a.apply_entries(vec![entry]).unwrap();
+    assert_eq!(fire_seq(&a, "many-0"), 2);
 }
 
 fn snapshot_files(dir: &Path) -> Vec<String> {
