@@ -21,6 +21,10 @@ use prost::Message;
 
 use crate::owner::TermError;
 
+/// Topics whose tail is kept while nothing of them is in flight, at most
+/// (so a busy topic's next number is not read back after every entry).
+const KEPT_TOPICS: usize = 1024;
+
 /// A record of the unapplied tail.
 pub(crate) enum Slot {
     /// Known when proposed (a `Fire`): deliverable at once.
@@ -80,14 +84,18 @@ impl FireTail {
         for seq in seqs {
             t.unapplied.remove(&seq);
         }
-        // With nothing in flight the applied state has the topic's next
-        // number again (applying numbers at least every record the term
-        // numbered), so the tail lets go of it: a map emptied by removals
-        // keeps its node (about a KiB), and a term that fired into a million
-        // topics would otherwise keep a million of them.
-        if t.unapplied.is_empty() {
+        if !t.unapplied.is_empty() {
+            return;
+        }
+        // A map emptied by removals keeps its node (about a KiB): a term that
+        // fired into a million topics would keep a million of them.
+        t.unapplied = BTreeMap::new();
+        // Past a few topics, one with nothing in flight is let go altogether:
+        // the applied state has its next number again (applying numbers at
+        // least every record the term numbered), read back on its next use.
+        if self.topics.len() > KEPT_TOPICS {
             self.topics.remove(topic);
-            if self.topics.capacity() > 64 && self.topics.len() < self.topics.capacity() / 4 {
+            if self.topics.len() < self.topics.capacity() / 4 {
                 self.topics.shrink_to_fit();
             }
         }
@@ -212,7 +220,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &StoreResources::new(8 << 20, 64 << 20)).unwrap();
         let mut tail = FireTail::default();
-        for t in 0..1000 {
+        for t in 0..3000 {
             let topic = format!("t{t}");
             assert_eq!(tail.append(&store, &topic, record(t)).unwrap(), 0);
             assert_eq!(tail.append(&store, &topic, record(t)).unwrap(), 1);
@@ -223,16 +231,20 @@ mod tests {
             apply(&store, &topic, 2);
             tail.applied(&topic, [0]);
             assert_eq!(
-                tail.topics.len(),
+                tail.topics[&topic].unapplied.len(),
                 1,
-                "topic {topic} still has record 1 in flight"
+                "record 1 is in flight"
             );
             tail.applied(&topic, [1]);
         }
-        // Nothing in flight: nothing kept, however many topics there were.
-        assert!(tail.topics.is_empty());
-        assert!(tail.topics.capacity() <= 64, "{}", tail.topics.capacity());
-        // The next record of a topic let go follows the applied ones.
+        // Nothing in flight: a few topics kept, without their records' nodes.
+        assert!(tail.topics.len() <= super::KEPT_TOPICS);
+        assert!(tail.topics.capacity() <= 4 * super::KEPT_TOPICS);
+        assert!(tail.topics.values().all(|t| t.unapplied.is_empty()));
+        // The next record of a topic kept, or let go and read back, follows
+        // the applied ones.
+        assert!(tail.topics.contains_key("t7") && !tail.topics.contains_key("t2000"));
         assert_eq!(tail.append(&store, "t7", record(7)).unwrap(), 2);
+        assert_eq!(tail.append(&store, "t2000", record(2000)).unwrap(), 2);
     }
 }
