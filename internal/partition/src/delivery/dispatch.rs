@@ -31,8 +31,15 @@ const READ_BATCH: usize = 1_000;
 const LINGER: Duration = Duration::from_millis(5);
 /// ... unless this many have gathered.
 const LINGER_MAX_CHANGES: usize = 4_096;
-/// How often the per-group gauges are refreshed.
+/// How often the per-group gauges are refreshed: every busy group's, and
+/// the next [`IDLE_GAUGES`] idle groups' in turn.
 const GAUGE_EVERY: Duration = Duration::from_secs(1);
+/// Each idle group's gauges read its topic's state: so many per refresh
+/// keep a step short with thousands of idle groups.
+const IDLE_GAUGES: usize = 256;
+/// Topics whose fire logs one trim looks at: a round over every topic of
+/// the partition goes a step at a time.
+const TRIM_TOPICS: usize = 256;
 
 type GroupKey = (String, String);
 
@@ -83,6 +90,14 @@ impl Seeking {
 
 pub(crate) struct Dispatcher {
     groups: HashMap<GroupKey, GroupRt>,
+    /// The groups with members, deliveries or changes to record: the only
+    /// ones a step looks at, so a partition with many idle groups (a topic
+    /// per tenant) costs no more per step than one with a few.
+    busy: HashSet<GroupKey>,
+    /// Idle groups whose gauges are still to be refreshed in this round.
+    idle_gauges: Vec<GroupKey>,
+    /// Topics the trim round has still to look at.
+    trim_round: Vec<String>,
     members: HashMap<u64, Arc<Member>>,
     /// Settles applied in memory, answered when the next recorded entry applies.
     waiters: Vec<Waiter>,
@@ -125,11 +140,14 @@ impl Dispatcher {
             groups.insert((topic, group), rt);
         }
         let mut restored = 0u64;
+        let mut busy = HashSet::new();
         for (key, raw) in ctx.store.scan_inflight()? {
             let r = InflightRecord::decode(raw.as_slice()).map_err(decode("a delivery"))?;
-            if let Some(g) = groups.get_mut(&(key.topic, key.group)) {
-                g.restore(key.seq, r.attempt, r.at_ts, r.delivered);
+            let (seq, key) = (key.seq, (key.topic, key.group));
+            if let Some(g) = groups.get_mut(&key) {
+                g.restore(seq, r.attempt, r.at_ts, r.delivered);
                 restored += 1;
+                busy.insert(key);
             }
         }
         tracing::info!(
@@ -140,6 +158,9 @@ impl Dispatcher {
         );
         Ok(Dispatcher {
             groups,
+            busy,
+            idle_gauges: Vec::new(),
+            trim_round: Vec::new(),
             members: HashMap::new(),
             waiters: Vec::new(),
             seeking: HashSet::new(),
@@ -180,8 +201,16 @@ impl Dispatcher {
             self.gauges_at = Instant::now();
             self.set_gauges(ctx);
         }
-        if !self.trimming && Instant::now() >= self.trim_at {
+        if !self.trimming && self.trim_round.is_empty() && Instant::now() >= self.trim_at {
             self.trim_at = Instant::now() + ctx.delivery.trim_every;
+            self.trim_round = ctx
+                .store
+                .list_topics()?
+                .into_iter()
+                .map(|(t, _)| t)
+                .collect();
+        }
+        if !self.trimming && !self.trim_round.is_empty() {
             self.trim(ctx, epoch, completions).await?;
         }
         let fire_log = ctx.applied.fire_log_changes.load(Ordering::Acquire);
@@ -192,13 +221,21 @@ impl Dispatcher {
         let now = wall_ms();
         self.expire(ctx, now);
         if std::mem::take(&mut self.needs_pump) {
-            for (key, group) in self.groups.iter_mut() {
-                if !self.seeking.contains(key) {
+            for key in &self.busy {
+                if self.seeking.contains(key) {
+                    continue;
+                }
+                if let Some(group) = self.groups.get_mut(key) {
                     pump(ctx, tail, group, &self.members, now)?;
                 }
             }
         }
         self.flush(ctx, epoch, completions, false).await?;
+        // Groups with nothing left to do leave the busy set; a member
+        // joining, a seek or a restored delivery puts one back.
+        let (groups, seeking) = (&self.groups, &self.seeking);
+        self.busy
+            .retain(|key| seeking.contains(key) || groups.get(key).is_some_and(|g| !g.idle()));
         Ok(())
     }
 
@@ -206,9 +243,9 @@ impl Dispatcher {
     /// recording linger, the gauges, a trim.
     pub fn next_wake(&self, now: Instant) -> Instant {
         let timer_ms = self
-            .groups
-            .values()
-            .filter_map(GroupRt::next_timer)
+            .busy
+            .iter()
+            .filter_map(|key| self.groups.get(key)?.next_timer())
             .min()
             .unwrap_or(i64::MAX);
         let until_timer = Duration::from_millis(timer_ms.saturating_sub(wall_ms()).max(0) as u64);
@@ -217,7 +254,10 @@ impl Dispatcher {
             .unwrap_or(now + Duration::from_secs(3600))
             .min(self.gauges_at + GAUGE_EVERY);
         if !self.trimming {
-            at = at.min(self.trim_at);
+            at = at.min(match self.trim_round.is_empty() {
+                true => self.trim_at,
+                false => now,
+            });
         }
         if let Some(since) = self.dirty_since {
             if self.recording < MAX_PROPOSALS {
@@ -256,8 +296,11 @@ impl Dispatcher {
                     self.left_while_attaching.insert(member);
                 }
                 if self.members.remove(&member).is_some() {
-                    for g in self.groups.values_mut() {
-                        g.release_member(member);
+                    // A member is only in busy groups.
+                    for key in &self.busy {
+                        if let Some(g) = self.groups.get_mut(key) {
+                            g.release_member(member);
+                        }
                     }
                     self.needs_pump = true;
                 }
@@ -401,6 +444,7 @@ impl Dispatcher {
 
     pub fn sought(&mut self, seeking: Seeking, written: Written) {
         self.seeking.remove(&seeking.key);
+        self.busy.insert(seeking.key.clone());
         if let (Ok(applied), Some(g)) = (&written, self.groups.get_mut(&seeking.key)) {
             if let Some((cursor, from_due_ts)) = applied.group {
                 g.reset(cursor, from_due_ts);
@@ -443,6 +487,7 @@ impl Dispatcher {
             if !g.members.contains(&member.id()) {
                 g.members.push(member.id());
             }
+            self.busy.insert(key);
         }
         self.members.insert(member.id(), member);
         self.needs_pump = true;
@@ -460,10 +505,11 @@ impl Dispatcher {
         now: bool,
     ) -> Result<(), TermError> {
         let pending: usize = self
-            .groups
+            .busy
             .iter()
-            .filter(|(key, _)| !self.seeking.contains(*key))
-            .map(|(_, g)| g.pending_changes())
+            .filter(|key| !self.seeking.contains(*key))
+            .filter_map(|key| self.groups.get(key))
+            .map(GroupRt::pending_changes)
             .sum();
         if pending == 0 {
             self.dirty_since = None;
@@ -475,12 +521,15 @@ impl Dispatcher {
             return Ok(());
         }
         self.dirty_since = None;
-        let groups: Vec<_> = self
-            .groups
-            .iter_mut()
-            .filter(|(key, _)| !self.seeking.contains(*key))
-            .filter_map(|(_, g)| g.take_delta())
-            .collect();
+        let mut groups = Vec::new();
+        for key in &self.busy {
+            if self.seeking.contains(key) {
+                continue;
+            }
+            if let Some(delta) = self.groups.get_mut(key).and_then(GroupRt::take_delta) {
+                groups.push(delta);
+            }
+        }
         let applied = completions
             .propose(
                 ctx,
@@ -504,7 +553,10 @@ impl Dispatcher {
     /// Runs every group's timers: timed-out deliveries are retried or dead.
     fn expire(&mut self, ctx: &Ctx, now: i64) {
         let opts = ctx.delivery;
-        for g in self.groups.values_mut() {
+        for key in &self.busy {
+            let Some(g) = self.groups.get_mut(key) else {
+                continue;
+            };
             if g.next_timer().is_none_or(|at| at > now) {
                 continue;
             }
@@ -562,9 +614,9 @@ impl Dispatcher {
         results
     }
 
-    /// Proposes dropping the start of each topic's fire log: events older than
-    /// the retention age that every group of the topic is done with (past its
-    /// cursor and not in flight).
+    /// Proposes dropping the start of the fire logs of the round's next
+    /// topics: events older than the retention age that every group of the
+    /// topic is done with (past its cursor and not in flight).
     async fn trim(
         &mut self,
         ctx: &Ctx,
@@ -577,22 +629,27 @@ impl Dispatcher {
                 .as_millis()
                 .min(i64::MAX as u128) as i64,
         );
+        let chunk = (self.trim_round).split_off(self.trim_round.len().saturating_sub(TRIM_TOPICS));
+        let looked_at: HashSet<&str> = chunk.iter().map(String::as_str).collect();
         let mut floors: HashMap<&str, u64> = HashMap::new();
         for g in self.groups.values() {
+            if !looked_at.contains(g.topic.as_str()) {
+                continue;
+            }
             let held = g.flights.keys().min().copied().unwrap_or(u64::MAX);
             let floor = floors.entry(g.topic.as_str()).or_insert(u64::MAX);
             *floor = (*floor).min(g.cursor).min(held);
         }
         let mut topics = Vec::new();
         let mut events = 0;
-        for (topic, _) in ctx.store.list_topics()? {
+        for topic in &chunk {
             let floor = floors.get(topic.as_str()).copied().unwrap_or(u64::MAX);
-            let Some(first) = ctx.store.first_fired_seq(&topic)? else {
+            let Some(first) = ctx.store.first_fired_seq(topic)? else {
                 continue;
             };
             let mut below = first;
             'scan: loop {
-                let rows = ctx.store.scan_fired(&topic, below, READ_BATCH)?;
+                let rows = ctx.store.scan_fired(topic, below, READ_BATCH)?;
                 for (seq, raw) in &rows {
                     let rec = FiredRecord::decode(raw.as_slice()).map_err(|source| {
                         TermError::Decode {
@@ -612,7 +669,7 @@ impl Dispatcher {
             if below > first {
                 events += below - first;
                 topics.push(TopicTrim {
-                    topic,
+                    topic: topic.clone(),
                     below_seq: below,
                 });
             }
@@ -633,10 +690,23 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Per-group lag (fired events not yet handed out) and in-flight counts.
-    fn set_gauges(&self, ctx: &Ctx) {
+    /// Per-group lag (fired events not yet handed out) and in-flight counts:
+    /// of busy groups, and of the next idle ones in turn.
+    fn set_gauges(&mut self, ctx: &Ctx) {
+        if self.idle_gauges.is_empty() {
+            self.idle_gauges = (self.groups.keys())
+                .filter(|key| !self.busy.contains(*key))
+                .cloned()
+                .collect();
+        }
+        let idle = self
+            .idle_gauges
+            .split_off(self.idle_gauges.len().saturating_sub(IDLE_GAUGES));
         let partition = ctx.partition.to_string();
-        for g in self.groups.values() {
+        for key in self.busy.iter().chain(&idle) {
+            let Some(g) = self.groups.get(key) else {
+                continue;
+            };
             let next = match ctx.store.get_topic(&g.topic) {
                 Ok(Some(raw)) => TopicState::decode(raw.as_slice()).map_or(0, |t| t.next_fire_seq),
                 _ => continue,

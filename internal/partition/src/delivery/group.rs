@@ -240,6 +240,15 @@ impl GroupRt {
         self.cursor = self.cursor.max(cursor);
     }
 
+    /// Nothing to do until a member joins: no members, nothing in flight
+    /// or waiting, nothing to record.
+    pub fn idle(&self) -> bool {
+        self.members.is_empty()
+            && self.flights.is_empty()
+            && self.ready.is_empty()
+            && self.pending_changes() == 0
+    }
+
     /// How many changes wait for the next delta.
     pub fn pending_changes(&self) -> usize {
         self.items.len() + usize::from(self.cursor != self.recorded_cursor)
