@@ -686,3 +686,59 @@ async fn a_burst_of_occurrences_is_stored_before_the_usual_window() {
     })
     .await;
 }
+
+/// A group whose members all left goes idle (steps no longer look at it):
+/// it must wake for the next member, with what fired meanwhile, and one
+/// left holding deliveries must keep them for the next member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_left_by_its_members_delivers_to_the_next_what_it_missed_or_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(dir.path()).await;
+    let publish = |ids: &'static [&'static str]| {
+        let p = p.clone();
+        async move {
+            let events: Vec<_> = ids
+                .iter()
+                .map(|id| event("t", id.to_string(), wall_ms()))
+                .collect();
+            retrying("publish", || p.publish(events.clone())).await;
+        }
+    };
+    let join = || async {
+        let (member, rx) = Member::new(100);
+        p.attach("t".into(), "g".into(), Start::Latest, member.clone())
+            .await
+            .unwrap();
+        (member, rx)
+    };
+
+    let (a, mut a_rx) = join().await;
+    publish(&["e0", "e1", "e2"]).await;
+    let mut got = BTreeSet::new();
+    for _ in 0..3 {
+        got.insert(next_delivery(&mut a_rx).await);
+    }
+    assert_eq!(got, BTreeSet::from([(0, 1), (1, 1), (2, 1)]));
+    let settled = p.settle("g".into(), acks(&[0, 1, 2])).await.unwrap();
+    assert!(settled.iter().all(|r| *r == SettleResult::Acked));
+    p.detach(a.id());
+
+    // Idle now; these fire with nobody to take them.
+    publish(&["e3", "e4"]).await;
+    let (b, mut b_rx) = join().await;
+    let mut got = BTreeSet::new();
+    for _ in 0..2 {
+        got.insert(next_delivery(&mut b_rx).await);
+    }
+    assert_eq!(got, BTreeSet::from([(3, 1), (4, 1)]));
+
+    // B leaves holding both: the group keeps them for the next member.
+    p.detach(b.id());
+    let (_c, mut c_rx) = join().await;
+    let mut got = BTreeSet::new();
+    for _ in 0..2 {
+        got.insert(next_delivery(&mut c_rx).await);
+    }
+    assert_eq!(got, BTreeSet::from([(3, 2), (4, 2)]));
+    p.shutdown().await;
+}
