@@ -19,6 +19,7 @@
 mod dispatch;
 mod group;
 mod member;
+mod pump;
 
 use std::time::Duration;
 
