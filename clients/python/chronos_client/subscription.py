@@ -23,7 +23,7 @@ from ._convert import When, epoch_ms
 from ._proto import events_pb2
 from .errors import ChronosError
 
-# Ends the request iterator (half-closes the stream) or marks the end of responses.
+# Ends the request iterator or marks the end of responses.
 _END = object()
 
 
@@ -217,15 +217,30 @@ class Subscription:
     # -- lifetime ------------------------------------------------------------
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Ends the stream: half-closes it so the server answers acks already
-        sent and detaches the member, then cancels it if that takes longer
-        than `timeout_s`. Idempotent."""
+        """Leaves the group: waits (at most `timeout_s`) for the server to
+        answer the acks and nacks already sent, then cancels the stream. The
+        server detaches the member at once and gives the deliveries it holds
+        unsettled (taken or not) to other members. Idempotent.
+
+        Cancelling rather than half-closing: the server keeps delivering on a
+        half-closed stream (a client may ack with `Ack` calls instead), and
+        deliveries sent while this member waited would be held from others.
+        """
         if not self._closing:
             self._closing = True
+            self._wait_answered(timeout_s)
             self._requests.put(_END)
-        self._reader.join(timeout_s)
         self._call.cancel()
         self._reader.join(timeout_s)
+
+    def _wait_answered(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self._acks_answered < self._acks_sent and not self._done:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._cond.wait(left)
 
     def __enter__(self) -> "Subscription":
         return self

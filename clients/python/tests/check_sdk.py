@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Checks the wrapper against a running server: nack → redelivery, errors, batches, cancel.
+"""Checks the wrapper against a running server: nack → redelivery, errors, batches, cancel,
+schedules, leaving a group.
 
 Usage: python3 tests/check_sdk.py --addr HOST:PORT
 Prints `ok: <check>` per check and exits 0, or prints `FAIL: ...` and exits 1.
@@ -154,6 +155,26 @@ def check_schedules(client: Client) -> None:
     print("ok: schedules")
 
 
+def check_close_gives_back(client: Client) -> None:
+    client.publish("sdk-close", "c-1", "unsettled")
+    leaver = client.subscribe("leavers", "sdk-close", max_inflight=4, start="earliest")
+    first = next_delivery(leaver, "before leaving")
+    expect((first.message_id, first.attempt) == ("c-1", 1), f"first delivery: {first}")
+    started = time.monotonic()
+    leaver.close()
+    took = time.monotonic() - started
+    # Before, close half-closed and waited 5 s for a stream end that never
+    # came, holding what the server sent meanwhile from the group's others.
+    expect(took < 2.0, f"close took {took:.2f} s")
+    with client.subscribe("leavers", "sdk-close", max_inflight=4) as sub:
+        again = sub.poll(2.0)
+        expect(again is not None, "the unsettled delivery did not reach the next member within 2 s")
+        expect((again.message_id, again.attempt) == ("c-1", 2), f"redelivery: {again}")
+        sub.ack(again)
+        sub.flush(WAIT_S)
+    print(f"ok: close leaves at once ({took * 1000:.0f} ms); the next member gets what it held")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--addr", default=os.environ.get("CHRONOS_ADDR", "localhost:9000"))
@@ -164,6 +185,7 @@ def main() -> int:
             check_bad_input(client)
             check_publish_batch_and_cancel(client)
             check_schedules(client)
+            check_close_gives_back(client)
         except (Failed, ChronosError, TimeoutError) as err:
             print(f"FAIL: {err}")
             return 1

@@ -1,6 +1,7 @@
 //! Consumer groups over gRPC against a real server: delivery on time (never
 //! early), fan-out across groups, competing members, credits, nack and
-//! timeout redelivery with backoff, dead letters and redrive, late
+//! timeout redelivery with backoff, dead letters (after timeouts, nacks or
+//! members leaving) and redrive, late
 //! subscribers, cancel, seek and topic isolation.
 
 mod common;
@@ -9,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use chronos_proto::v1::{
-    CancelRequest, DescribeGroupRequest, GroupInfo, ListDeadLettersRequest,
+    CancelRequest, DeadLetter, DescribeGroupRequest, GroupInfo, ListDeadLettersRequest,
     RedriveDeadLettersRequest, SeekGroupRequest,
 };
 use common::{event, now_ms, publish_ok, subscribe_req, Member, Server};
@@ -47,6 +48,24 @@ async fn wait_group(server: &Server, group: &str, topic: &str, ok: impl Fn(&Grou
         assert!(Instant::now() < until, "group never got there: {info:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits until group `g` of `t` holds one dead letter and nothing in flight;
+/// then `m`, its member, gets nothing more.
+async fn one_dead_letter_not_delivered(server: &Server, m: &mut Member) {
+    wait_group(server, "g", "t", |g| g.dead_letters == 1 && g.inflight == 0).await;
+    let after = m.next_within(QUIET).await;
+    assert_eq!(after, None, "a dead letter is not delivered");
+}
+
+async fn dead_letters(server: &Server, group: &str, topic: &str) -> Vec<DeadLetter> {
+    let req = ListDeadLettersRequest {
+        consumer_group: group.into(),
+        topic: topic.into(),
+        limit: 0,
+    };
+    let resp = server.admin().await.list_dead_letters(req).await;
+    resp.expect("list dead letters").into_inner().dead_letters
 }
 
 /// Receives until `n` distinct message ids arrived; acks each one.
@@ -236,15 +255,7 @@ async fn nacks_back_off_longer_each_time_then_dead_letter_and_redrive() {
         "{delays:?}"
     );
     assert!(delays[2] > delays[0], "{delays:?}");
-    wait_group(&server, "g", "t", |g| {
-        g.dead_letters == 1 && g.inflight == 0
-    })
-    .await;
-    assert_eq!(
-        m.next_within(QUIET).await,
-        None,
-        "a dead letter is not delivered"
-    );
+    one_dead_letter_not_delivered(&server, &mut m).await;
 
     let mut admin = server.admin().await;
     let list = |limit| ListDeadLettersRequest {
@@ -313,23 +324,8 @@ async fn unacked_deliveries_time_out_and_go_to_the_dead_letter_queue() {
         vec![second.delivery_id.clone()],
         "a dead letter cannot be acked"
     );
-    let req = ListDeadLettersRequest {
-        consumer_group: "g".into(),
-        topic: "t".into(),
-        limit: 0,
-    };
-    let dead = server
-        .admin()
-        .await
-        .list_dead_letters(req)
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(
-        dead.dead_letters[0].reason.contains("ack timeout"),
-        "{:?}",
-        dead.dead_letters
-    );
+    let dead = dead_letters(&server, "g", "t").await;
+    assert!(dead[0].reason.contains("ack timeout"), "{dead:?}");
 }
 
 #[tokio::test]
@@ -373,6 +369,38 @@ async fn a_leaving_member_s_deliveries_go_to_another_member() {
     assert_eq!(again.event.unwrap().message_id, "e");
     assert_eq!(again.attempt, 2);
     assert_ne!(again.delivery_id, d.delivery_id);
+}
+
+/// An event whose consumer crashes on it (leaves without an ack, every
+/// time) goes to the dead-letter queue after `max_attempts`, rather than
+/// round the group for ever.
+#[tokio::test]
+async fn an_event_every_member_leaves_unacked_dies_after_max_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("CHRONOS_DELIVERY__MAX_ATTEMPTS", "2")];
+    let server = Server::start_with_env(&dir.path().join("data"), &[], &env);
+    // The group exists before the event fires (it starts at the latest).
+    let mut m = Member::join(&server, subscribe_req("g", "t", 10)).await;
+    let mut c = server.events().await;
+    publish_ok(&mut c, vec![event("t", "poison", b"")]).await;
+    for attempt in 1..=2 {
+        let d = m.next(WAIT).await;
+        assert_eq!(
+            (d.event.unwrap().message_id.as_str(), d.attempt),
+            ("poison", attempt)
+        );
+        drop(m);
+        m = Member::join(&server, subscribe_req("g", "t", 10)).await;
+    }
+    one_dead_letter_not_delivered(&server, &mut m).await;
+    let dead = dead_letters(&server, "g", "t").await;
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0]
+            .reason
+            .contains("left without an ack, after 2 attempts"),
+        "{dead:?}"
+    );
 }
 
 #[tokio::test]

@@ -140,6 +140,8 @@ fn wrapper_nacks_redeliver_and_errors_carry_code_and_field() {
         "ok: publish_batch in order",
         "ok: cancel of a pending event",
         "ok: earliest group gets the batch",
+        "ok: schedules",
+        "ok: close leaves at once",
         "all checks passed",
     ] {
         line(&stdout, check);

@@ -297,11 +297,13 @@ impl Dispatcher {
                 }
                 if self.members.remove(&member).is_some() {
                     // A member is only in busy groups.
+                    let mut dead = 0;
                     for key in &self.busy {
                         if let Some(g) = self.groups.get_mut(key) {
-                            g.release_member(member);
+                            dead += g.release_member(member, ctx.delivery.max_attempts);
                         }
                     }
+                    metrics::counter!("chronos_dead_letters_total").increment(dead);
                     self.needs_pump = true;
                 }
             }
@@ -591,8 +593,9 @@ impl Dispatcher {
                 },
                 SettleOp::Nack { delay_ms } => match g.flights.get(&item.seq).map(|f| f.attempt) {
                     Some(attempt) if attempt == item.attempt => {
-                        let dead = (attempt >= opts.max_attempts)
-                            .then(|| format!("nacked on attempt {attempt} of {attempt}"));
+                        let dead = (attempt >= opts.max_attempts).then(|| {
+                            format!("nacked on attempt {attempt} of {}", opts.max_attempts)
+                        });
                         if dead.is_some() {
                             metrics::counter!("chronos_dead_letters_total").increment(1);
                         }

@@ -178,23 +178,32 @@ impl GroupRt {
         holder
     }
 
-    /// Deliveries held by `member` (which left) become ready for redelivery now.
-    pub fn release_member(&mut self, member: u64) {
+    /// Deliveries held by `member` (which left) become ready for redelivery
+    /// now, or dead once they had `max_attempts`: leaving without an ack ends
+    /// an attempt, so an event that crashes every consumer it reaches does
+    /// not go round the group for ever. Returns how many died.
+    pub fn release_member(&mut self, member: u64, max_attempts: u32) -> u64 {
         self.members.retain(|&m| m != member);
-        let held: Vec<u64> = self
+        let held: Vec<(u64, u32)> = self
             .flights
             .iter()
             .filter(|(_, f)| f.delivered && f.member == Some(member))
-            .map(|(&seq, _)| seq)
+            .map(|(&seq, f)| (seq, f.attempt))
             .collect();
-        for seq in held {
-            if let Some(f) = self.flights.get_mut(&seq) {
+        let mut dead = 0;
+        for (seq, attempt) in held {
+            if attempt >= max_attempts {
+                let reason = format!("its member left without an ack, after {attempt} attempts");
+                self.fail(seq, 0, Some(reason));
+                dead += 1;
+            } else if let Some(f) = self.flights.get_mut(&seq) {
                 self.timers.remove(&(f.at_ts, seq));
                 f.member = None;
                 f.delivered = false;
                 self.ready.insert(seq);
             }
         }
+        dead
     }
 
     /// Timers due at `now`: waiting events become ready; deliveries past their
@@ -362,10 +371,32 @@ mod tests {
         g.members = vec![7, 8];
         g.delivered(1, 1, 100, 7);
         g.delivered(2, 1, 100, 8);
-        g.release_member(7);
+        assert_eq!(g.release_member(7, 5), 0);
         assert_eq!(g.members, vec![8]);
         assert_eq!(g.ready.iter().copied().collect::<Vec<_>>(), vec![1]);
         assert_eq!(g.next_timer(), Some(100), "member 8's deadline stays");
+    }
+
+    #[test]
+    fn a_member_leaving_with_a_last_attempt_makes_it_dead() {
+        let mut g = group();
+        g.members = vec![7];
+        g.delivered(1, 2, 100, 7);
+        g.delivered(2, 1, 100, 7);
+        assert_eq!(g.release_member(7, 2), 1);
+        assert_eq!(g.ready.iter().copied().collect::<Vec<_>>(), vec![2]);
+        assert!(!g.flights.contains_key(&1));
+        assert_eq!(g.next_timer(), None, "no timer is left for either");
+        let delta = g.take_delta().expect("changes recorded");
+        let dead: Vec<_> = delta
+            .items
+            .iter()
+            .filter_map(|i| match i.op.clone().unwrap() {
+                group_item::Op::Dead(d) => Some((i.seq, d.attempts)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dead, vec![(1, 2)]);
     }
 
     #[test]
