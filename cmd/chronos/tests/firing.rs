@@ -206,6 +206,39 @@ async fn list_topics_counts_pending_per_topic() {
     assert_eq!(got, vec![("alpha".to_string(), 2), ("beta".to_string(), 0)]);
 }
 
+/// A reschedule that comes after its event fired moves nothing: the publish
+/// is the fired event's duplicate. Storing the moved copy (as before) fired
+/// the event a second time, to every group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reschedule_after_the_event_fired_is_its_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let mut member = common::Member::join(&server, common::subscribe_req("g", "wheel", 10)).await;
+    let mut c = server.events().await;
+    let req = |schedule_ts, reschedule| chronos_proto::v1::PublishRequest {
+        event: Some(at("once".to_string(), schedule_ts)),
+        reschedule,
+    };
+    let first = c
+        .publish(req(now_ms() + 200, false))
+        .await
+        .unwrap()
+        .into_inner();
+    let fired = member.next(Duration::from_secs(10)).await;
+    assert_eq!(fired.offset, first.offset);
+    member.ack(&[&fired.delivery_id]).await;
+    let later = c
+        .publish(req(now_ms() + 300, true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(later.duplicate, "moved a fired event: {later:?}");
+    assert_eq!((later.offset, later.due_ts), (first.offset, first.due_ts));
+    let again = member.next_within(Duration::from_millis(1_500)).await;
+    assert_eq!(again, None, "delivered a second time");
+    assert_eq!(metric(&server, "chronos_pending_events"), 0.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reschedule_moves_a_pending_event() {
     let dir = tempfile::tempdir().unwrap();

@@ -264,6 +264,12 @@ impl Firing {
         }
     }
 
+    /// Whether this term's wheel released the event at `offset` and no
+    /// applied `Fire` covers it yet: it is firing, whatever `pending` says.
+    pub fn is_firing(&self, offset: u64) -> bool {
+        self.taken.contains(&offset)
+    }
+
     /// A cancel or a reschedule of this id is proposed: its event must not
     /// fire until that applies.
     pub fn hold(&mut self, id: Vec<u8>) {

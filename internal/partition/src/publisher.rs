@@ -152,6 +152,13 @@ pub(crate) struct Firings<'a> {
     pub firing: &'a mut Firing,
 }
 
+/// The proposal being made: its new events' records and their ids (`id_key`).
+#[derive(Default)]
+struct Draft {
+    events: Vec<Bytes>,
+    keys: Vec<Vec<u8>>,
+}
+
 pub(crate) struct Publisher {
     next_offset: u64,
     /// Keyed by `id_key`; Fx hashing: a collision only costs time, bounded by the map size.
@@ -264,8 +271,7 @@ impl Publisher {
         let (result_tx, result_rx) = watch::channel(None);
         let now = wall_ms();
         let first_offset = self.next_offset;
-        let mut events: Vec<Bytes> = Vec::new();
-        let mut keys = Vec::new();
+        let mut draft = Draft::default();
         let mut bytes = 0usize;
         let mut planned = Vec::new();
         let mut has_reschedule = false;
@@ -277,9 +283,9 @@ impl Publisher {
             if !req.reply.is_closed() {
                 has_reschedule |= req.reschedule;
                 let advancing = req.advances.clone();
-                let before = events.len();
-                let planned_one = self.plan(ctx, req, now, &result_rx, &mut events, &mut keys);
-                bytes += events[before..].iter().map(Bytes::len).sum::<usize>();
+                let before = draft.events.len();
+                let planned_one = self.plan(ctx, &*fl.firing, req, now, &result_rx, &mut draft);
+                bytes += draft.events[before..].iter().map(Bytes::len).sum::<usize>();
                 match planned_one {
                     Ok(p) => {
                         planned.push(p);
@@ -290,10 +296,11 @@ impl Publisher {
                     }
                 }
             }
-            if events.len() < MAX_EVENTS_PER_PROPOSAL && bytes < MAX_BYTES_PER_PROPOSAL {
+            if draft.events.len() < MAX_EVENTS_PER_PROPOSAL && bytes < MAX_BYTES_PER_PROPOSAL {
                 next = mailbox.try_recv().ok();
             }
         }
+        let Draft { events, keys } = draft;
         self.last_batch_requests = planned.len();
         if events.is_empty() && advances.is_empty() {
             // Nothing new (all duplicates): answer without touching the log.
@@ -377,16 +384,17 @@ impl Publisher {
     }
 
     /// Decides each event of `req`: duplicate of an applied event, duplicate of
-    /// one in flight, or new (gets an offset and a due time, joins `events`).
+    /// one in flight, or new (gets an offset and a due time, joins `draft`).
+    /// A reschedule is new unless its event fired or is firing.
     #[allow(clippy::result_large_err)]
     fn plan(
         &mut self,
         ctx: &Ctx,
+        firing: &Firing,
         req: PublishRequest,
         now: i64,
         this_proposal: &ProposalResult,
-        events: &mut Vec<Bytes>,
-        keys: &mut Vec<Vec<u8>>,
+        draft: &mut Draft,
     ) -> Result<Planned, (PublishReply, PartitionError)> {
         let mut outcomes = Vec::with_capacity(req.events.len());
         let mut waits_on: Vec<ProposalResult> = Vec::new();
@@ -405,7 +413,11 @@ impl Publisher {
         let recurring = req.advances.is_some();
         for (i, ((ev, key), stored)) in req.events.into_iter().zip(ids).zip(stored).enumerate() {
             let dedup = !req.reschedule;
-            if let Some(f) = self.inflight.get(&key).filter(|_| dedup) {
+            // A reschedule moves a pending event. One that fired, or is
+            // firing, stays as it was and this publish is its duplicate:
+            // storing the moved copy would deliver the event twice.
+            let firing_now = |f: &InflightId| f.due_ts <= now;
+            if let Some(f) = self.inflight.get(&key).filter(|f| dedup || firing_now(f)) {
                 outcomes.push(PublishOutcome {
                     offset: f.offset,
                     due_ts: f.due_ts,
@@ -415,7 +427,14 @@ impl Publisher {
                 continue;
             }
             let reusable = |e: &IdEntry| recurring && e.state == IdState::Cancelled;
-            if let Some(e) = stored.filter(|e| dedup && !reusable(e)) {
+            let fired = match stored.as_ref().filter(|_| !dedup) {
+                Some(e) => match has_fired(ctx, firing, e) {
+                    Ok(fired) => fired,
+                    Err(e) => return Err((req.reply, e)),
+                },
+                None => false,
+            };
+            if let Some(e) = stored.filter(|e| (dedup && !reusable(e)) || fired) {
                 outcomes.push(PublishOutcome {
                     offset: e.offset,
                     due_ts: e.due_ts,
@@ -454,7 +473,7 @@ impl Publisher {
             record
                 .encode(&mut records)
                 .expect("reserved enough for the record");
-            events.push(records.split().freeze());
+            draft.events.push(records.split().freeze());
             self.inflight.insert(
                 key.clone(),
                 InflightId {
@@ -463,7 +482,7 @@ impl Publisher {
                     proposal: this_proposal.clone(),
                 },
             );
-            keys.push(key);
+            draft.keys.push(key);
             outcomes.push(PublishOutcome {
                 offset,
                 due_ts,
@@ -480,6 +499,24 @@ impl Publisher {
             late_ms,
         })
     }
+}
+
+/// Whether the event of a stored id fired or is firing in this term (a
+/// cancelled one did neither).
+fn has_fired(ctx: &Ctx, firing: &Firing, e: &IdEntry) -> Result<bool, PartitionError> {
+    Ok(match e.state {
+        IdState::Fired => true,
+        IdState::Cancelled => false,
+        // Firing leaves the id as it was and only takes the event out of `pending`.
+        IdState::Pending => {
+            firing.is_firing(e.offset) || {
+                let present = ctx.store.pending_present(&[(e.due_ts, e.offset)]);
+                let present =
+                    present.map_err(|err| PartitionError::storage(ctx.partition, &err))?;
+                !present[0]
+            }
+        }
+    })
 }
 
 /// Sends each request its outcomes once every proposal it depends on succeeded,
