@@ -379,7 +379,8 @@ impl Partition {
 
     /// Like `publish`; with `reschedule`, an event replaces a still-pending one
     /// with the same (topic, message_id) — it moves — instead of being a duplicate.
-    /// An id that already fired (or was cancelled) is published again.
+    /// An id whose event fired (or is firing) is a duplicate all the same: one
+    /// id fires once. A cancelled id is published again.
     pub async fn publish_with(
         &self,
         events: Vec<Event>,

@@ -427,7 +427,10 @@ impl Publisher {
                 continue;
             }
             let reusable = |e: &IdEntry| recurring && e.state == IdState::Cancelled;
-            let fired = match stored.as_ref().filter(|_| !dedup) {
+            // An earlier publish of the id still in flight applies first: its
+            // event, not the stored one, is what this reschedule moves.
+            let in_flight = self.inflight.contains_key(&key);
+            let fired = match stored.as_ref().filter(|_| !dedup && !in_flight) {
                 Some(e) => match has_fired(ctx, firing, e) {
                     Ok(fired) => fired,
                     Err(e) => return Err((req.reply, e)),

@@ -292,21 +292,28 @@ async fn delivered_until(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancel_racing_the_wheel_either_wins_or_finds_the_event_fired_never_both() {
-    let tmp = tempfile::tempdir().unwrap();
-    let p = open(tmp.path()).await;
-    let mut rx = attach_member(&p).await;
-    // One event due per ms; each even one is cancelled 0-2 ms before its
-    // due time, so cancels land before, after and while their event's Fire
-    // is proposed but not applied.
-    let n = 1_000;
+/// Publishes events `e0`..`e{n-1}` of topic `t`, one due per ms from half a
+/// second on; returns the first due time and the instant it comes.
+async fn one_due_per_ms(p: &Partition, n: usize) -> (i64, tokio::time::Instant) {
     let due = wall_ms() + 500;
     let events: Vec<_> = (0..n)
         .map(|i| event("t", format!("e{i}"), due + i as i64))
         .collect();
     retrying("publish", || p.publish(events.clone())).await;
     let start = tokio::time::Instant::now() + Duration::from_millis((due - wall_ms()) as u64);
+    (due, start)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_racing_the_wheel_either_wins_or_finds_the_event_fired_never_both() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = open(tmp.path()).await;
+    let mut rx = attach_member(&p).await;
+    // Each even event is cancelled 0-2 ms before its due time, so cancels
+    // land before, after and while their event's Fire is proposed but not
+    // applied.
+    let n = 1_000;
+    let (_, start) = one_due_per_ms(&p, n).await;
     let mut cancels = Vec::new();
     for i in (0..n).step_by(2) {
         let p = p.clone();
@@ -349,6 +356,48 @@ async fn a_cancel_racing_the_wheel_either_wins_or_finds_the_event_fired_never_bo
     }
     println!("{cancelled} cancels won, {fired} found their event fired");
     assert!(cancelled > 0, "no cancel came before its event fired");
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reschedules_racing_the_wheel_move_the_event_or_find_it_fired_never_both() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = open(tmp.path()).await;
+    let mut rx = attach_member(&p).await;
+    // Each even event gets two reschedules at once, 0-2 ms before its due
+    // time: the second finds the first in flight (or in its proposal), and
+    // either may find the event released, its Fire not yet applied.
+    let n = 600;
+    let (due, start) = one_due_per_ms(&p, n).await;
+    let mut moves = Vec::new();
+    for i in (0..n).step_by(2) {
+        for later in [300, 400] {
+            let p = p.clone();
+            moves.push(tokio::spawn(async move {
+                // Timing the reschedule, not waiting for a condition.
+                let at = start + Duration::from_millis(i as u64);
+                tokio::time::sleep_until(at - Duration::from_millis(i as u64 % 3)).await;
+                let moved = event("t", format!("e{i}"), due + i as i64 + later);
+                let outcome =
+                    retrying("reschedule", || p.publish_with(vec![moved.clone()], true)).await;
+                outcome[0].duplicate
+            }));
+        }
+    }
+    let mut duplicates = 0;
+    for m in moves {
+        duplicates += usize::from(m.await.unwrap());
+    }
+    wait_for("every event to fire", || p.status().pending == 0).await;
+    let sentinel = event("t", "sentinel".into(), wall_ms());
+    retrying("publish", || p.publish(vec![sentinel.clone()])).await;
+    // Fails on any event delivered twice.
+    let delivered = delivered_until(&mut rx, "sentinel").await;
+    for i in 0..n {
+        assert!(delivered.contains(&format!("e{i}")), "e{i} not delivered");
+    }
+    println!("{duplicates} of {n} reschedules found their event fired");
+    assert!(duplicates < n, "no reschedule came before its event fired");
     p.shutdown().await;
 }
 

@@ -2,6 +2,7 @@
 //! straight into the fire log when already due), fires (from `pending` into
 //! the fire log, recording where in `fired_at`) and cancels.
 
+use std::collections::HashMap;
 use std::io;
 
 use bytes::Bytes;
@@ -263,11 +264,22 @@ impl StateMachine {
         );
         let expiry_ms = p.dedup_expiry_ts;
         let mut fire_seqs = p.fire_seqs.iter().copied();
+        // Events of this command stored as pending, by id: a later reschedule
+        // of the same id in it moves that one (the store does not see it yet).
+        let mut pending_here: HashMap<(String, String), (i64, u64)> = HashMap::new();
         for (i, raw) in p.events.iter().enumerate() {
             let offset = p.first_offset + i as u64;
             let event = EventKeys::decode(raw.as_ref()).map_err(sm_err)?;
+            let id = p
+                .has_reschedule
+                .then(|| (event.topic.clone(), event.message_id.clone()));
             if event.reschedule {
-                if let Some(old) = self.unschedule(batch, &event.topic, &event.message_id)? {
+                let here = id.as_ref().and_then(|id| pending_here.remove(id));
+                if let Some((due_ts, old)) = here {
+                    batch.delete_pending(&event.topic, due_ts, old);
+                    self.count_pending(&event.topic, false)?;
+                    unscheduled.push(old);
+                } else if let Some(old) = self.unschedule(batch, &event.topic, &event.message_id)? {
                     unscheduled.push(old);
                 }
             }
@@ -293,6 +305,9 @@ impl StateMachine {
             } else {
                 batch.put_pending(&event.topic, event.due_ts, offset, raw);
                 self.count_pending(&event.topic, true)?;
+                if let Some(id) = id {
+                    pending_here.insert(id, (event.due_ts, offset));
+                }
                 IdState::Pending
             };
             let entry = IdEntry {
