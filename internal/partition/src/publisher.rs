@@ -429,8 +429,8 @@ impl Publisher {
             let reusable = |e: &IdEntry| recurring && e.state == IdState::Cancelled;
             // An earlier publish of the id still in flight applies first: its
             // event, not the stored one, is what this reschedule moves.
-            let in_flight = self.inflight.contains_key(&key);
-            let fired = match stored.as_ref().filter(|_| !dedup && !in_flight) {
+            let moves_stored = |key: &Vec<u8>| !dedup && !self.inflight.contains_key(key);
+            let fired = match stored.as_ref().filter(|_| moves_stored(&key)) {
                 Some(e) => match has_fired(ctx, firing, e) {
                     Ok(fired) => fired,
                     Err(e) => return Err((req.reply, e)),
