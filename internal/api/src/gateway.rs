@@ -238,21 +238,17 @@ impl Retry {
     }
 }
 
-/// A forwarded call that failed in transport (tonic made the status from a
-/// connection or HTTP/2 failure — a reset stream is UNKNOWN "transport error",
-/// a connection closed under a call CANCELLED) means the leader is
-/// unreachable: UNAVAILABLE, which is retried. A status the other node sent
-/// has no source and passes through.
+/// A forwarded call that failed in transport means the leader is
+/// unreachable: UNAVAILABLE, which is retried. tonic makes such a status from
+/// the connection's or HTTP/2's error and keeps that error as its source (a
+/// reset stream is UNKNOWN, a connection closed under a call CANCELLED); a
+/// status the other node sent arrives as trailers and has no source, so it
+/// passes through as it was sent.
 fn unreachable_as_unavailable(s: Status) -> Status {
     use std::error::Error as _;
-    let local = s.source().is_some()
-        || (s.code() == Code::Unknown && s.message().contains("transport error"));
-    let lost = local
-        && matches!(
-            s.code(),
-            Code::Unknown | Code::Cancelled | Code::Internal | Code::Unavailable
-        );
-    if !lost || s.code() == Code::Unavailable {
+    let lost = s.source().is_some()
+        && matches!(s.code(), Code::Unknown | Code::Cancelled | Code::Internal);
+    if !lost {
         return s;
     }
     Status::unavailable(format!(
@@ -452,5 +448,35 @@ impl Node {
             all.push(t.map_err(unreachable_as_unavailable)?);
         }
         Ok(all)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_made_from_a_transport_failure_is_unavailable() {
+        let reset = Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset",
+        )));
+        assert_eq!(reset.code(), Code::Unknown);
+        let s = unreachable_as_unavailable(reset);
+        assert_eq!(s.code(), Code::Unavailable);
+        assert!(s.message().contains("connection reset"), "{}", s.message());
+    }
+
+    #[test]
+    fn a_status_the_leader_sent_passes_through() {
+        for sent in [
+            Status::internal("storage failed"),
+            Status::cancelled("the call was cancelled"),
+            Status::unknown("transport error"),
+            Status::invalid_argument("topic: empty"),
+        ] {
+            let code = sent.code();
+            assert_eq!(unreachable_as_unavailable(sent).code(), code);
+        }
     }
 }
