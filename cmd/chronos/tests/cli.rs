@@ -184,6 +184,41 @@ fn publish_subscribe_replay_cancel_and_status() {
         ],
     );
     assert_eq!(replayed.lines().count(), 3, "after the seek: {replayed}");
+
+    // The subscriber's leave reaches the partitions a moment after it exits.
+    let until = Instant::now() + Duration::from_secs(10);
+    let deleted = loop {
+        let args = ["--json", "groups", "delete", "orders", "billing"];
+        let out = chronos(&server.endpoint(), &args, None);
+        if out.status.success() {
+            break json_lines(&text(&out.stdout));
+        }
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("FailedPrecondition") && Instant::now() < until,
+            "{err}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        (
+            deleted[0]["in_flight"].as_u64(),
+            deleted[0]["dead_letters"].as_u64()
+        ),
+        (Some(0), Some(0)),
+        "{deleted:?}"
+    );
+    let gone = chronos(
+        &server.endpoint(),
+        &["groups", "describe", "orders", "billing"],
+        None,
+    );
+    assert_eq!(gone.status.code(), Some(2));
+    assert!(
+        text(&gone.stderr).contains("NotFound"),
+        "{}",
+        text(&gone.stderr)
+    );
 }
 
 #[test]

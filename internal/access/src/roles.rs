@@ -36,6 +36,9 @@ pub enum Permission {
     Consume,
     /// Move a consumer group's position (SeekGroup).
     Seek,
+    /// Remove a consumer group with its in-flight events and dead letters
+    /// (DeleteGroup).
+    DeleteGroup,
     /// Put dead letters back into delivery (RedriveDeadLetters).
     Redrive,
     /// ListDeadLetters.
@@ -47,12 +50,13 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 9] = [
+    pub const ALL: [Permission; 10] = [
         Permission::Publish,
         Permission::Cancel,
         Permission::Replay,
         Permission::Consume,
         Permission::Seek,
+        Permission::DeleteGroup,
         Permission::Redrive,
         Permission::ReadDeadLetters,
         Permission::Describe,
@@ -67,6 +71,7 @@ impl Permission {
             Permission::Replay => "replay",
             Permission::Consume => "consume",
             Permission::Seek => "seek",
+            Permission::DeleteGroup => "delete_group",
             Permission::Redrive => "redrive",
             Permission::ReadDeadLetters => "read_dead_letters",
             Permission::Describe => "describe",
@@ -81,6 +86,7 @@ impl Permission {
             self,
             Permission::Consume
                 | Permission::Seek
+                | Permission::DeleteGroup
                 | Permission::Redrive
                 | Permission::ReadDeadLetters
         )
@@ -94,6 +100,7 @@ impl Permission {
             Permission::Replay => "replay",
             Permission::Consume => "consume from",
             Permission::Seek => "seek",
+            Permission::DeleteGroup => "delete",
             Permission::Redrive => "redrive the dead letters of",
             Permission::ReadDeadLetters => "read the dead letters of",
             Permission::Describe => "describe",
@@ -349,5 +356,14 @@ mod tests {
         assert!(p.may(&Action::on_group(ReadDeadLetters, "billing", "g")));
         assert!(!p.may(&Action::on_topic(Publish, "billing")));
         assert!(!p.may(&Action::on_group(Seek, "orders.new", "g")));
+    }
+
+    #[test]
+    fn only_an_admin_deletes_a_consumer_group() {
+        let delete = Action::on_group(DeleteGroup, "orders", "billing");
+        assert!(grant(Role::Admin, &["orders"], &["billing"]).covers(&delete));
+        for role in [Role::Producer, Role::Consumer, Role::Viewer] {
+            assert!(!grant(role, &["*"], &["*"]).covers(&delete), "{role}");
+        }
     }
 }

@@ -16,11 +16,12 @@ use chronos_proto::v1::admin_service_client::AdminServiceClient;
 use chronos_proto::v1::event_service_client::EventServiceClient;
 use chronos_proto::v1::{
     AckRequest, AckResponse, AddNodeRequest, AddNodeResponse, CancelRequest, CancelResponse,
-    ListDeadLettersRequest, ListDeadLettersResponse, ListGroupsRequest, ListGroupsResponse,
-    ListPartitionsRequest, ListPartitionsResponse, ListTopicsRequest, ListTopicsResponse,
-    PublishBatchRequest, PublishBatchResponse, PublishRequest, PublishResponse, RebalanceRequest,
-    RebalanceResponse, RedriveDeadLettersRequest, RedriveDeadLettersResponse, RemoveNodeRequest,
-    RemoveNodeResponse, ReplayEvent, ReplayRequest, SeekGroupRequest, SeekGroupResponse,
+    DeleteGroupRequest, DeleteGroupResponse, ListDeadLettersRequest, ListDeadLettersResponse,
+    ListGroupsRequest, ListGroupsResponse, ListPartitionsRequest, ListPartitionsResponse,
+    ListTopicsRequest, ListTopicsResponse, PublishBatchRequest, PublishBatchResponse,
+    PublishRequest, PublishResponse, RebalanceRequest, RebalanceResponse,
+    RedriveDeadLettersRequest, RedriveDeadLettersResponse, RemoveNodeRequest, RemoveNodeResponse,
+    ReplayEvent, ReplayRequest, SeekGroupRequest, SeekGroupResponse,
 };
 use chronos_proto::v1::{
     CountPendingRequest, CountPendingResponse, DescribeEventRequest, DescribeEventResponse,
@@ -106,6 +107,7 @@ forward_admin!(ListTopicsRequest => ListTopicsResponse, list_topics);
 forward_admin!(ListPartitionsRequest => ListPartitionsResponse, list_partitions);
 forward_admin!(ListGroupsRequest => ListGroupsResponse, list_groups);
 forward_admin!(SeekGroupRequest => SeekGroupResponse, seek_group);
+forward_admin!(DeleteGroupRequest => DeleteGroupResponse, delete_group);
 forward_admin!(ListDeadLettersRequest => ListDeadLettersResponse, list_dead_letters);
 forward_admin!(RedriveDeadLettersRequest => RedriveDeadLettersResponse, redrive_dead_letters);
 forward_admin!(RebalanceRequest => RebalanceResponse, rebalance);

@@ -23,6 +23,7 @@ pub fn from_partition(e: PartitionError) -> Status {
         }
         PartitionError::Storage(_) => Status::internal(e.to_string()),
         PartitionError::NotFound(_) => Status::not_found(e.to_string()),
+        PartitionError::InUse(_) => Status::failed_precondition(e.to_string()),
     }
 }
 

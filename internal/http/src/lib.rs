@@ -146,6 +146,8 @@ routes! {
         "AdminService.DescribeGroup", "One consumer group";
     POST "/v1/topics/{topic}/groups/{consumer_group}/seek" => admin.seek_group(SeekGroupRequest) -> SeekGroupResponse,
         "AdminService.SeekGroup", "Redeliver events due at or after `ts`";
+    DELETE "/v1/topics/{topic}/groups/{consumer_group}" => admin.delete_group(DeleteGroupRequest) -> DeleteGroupResponse,
+        "AdminService.DeleteGroup", "Remove a group with its in-flight events and dead letters (no members subscribed)";
     GET "/v1/topics/{topic}/groups/{consumer_group}/dead-letters" => admin.list_dead_letters(ListDeadLettersRequest) -> ListDeadLettersResponse,
         "AdminService.ListDeadLetters", "A group's dead letters, oldest first";
     POST "/v1/topics/{topic}/groups/{consumer_group}/dead-letters/redrive" => admin.redrive_dead_letters(RedriveDeadLettersRequest) -> RedriveDeadLettersResponse,

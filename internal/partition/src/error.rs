@@ -37,6 +37,10 @@ pub enum PartitionError {
     /// The named thing (a consumer group) does not exist in this partition.
     #[error("{0}")]
     NotFound(String),
+    /// The named thing is in use: a consumer group with members subscribed,
+    /// or with a seek of it still applying.
+    #[error("{0}")]
+    InUse(String),
 }
 
 /// True when a full disk is behind `e`: an I/O error of kind `StorageFull`

@@ -13,7 +13,7 @@ use prost::Message;
 use tokio::sync::oneshot;
 
 use crate::delivery::{event_of, Control, GroupControl, Member, SettleItem, SettleResult, Start};
-use crate::types::Command;
+use crate::types::{Command, GroupDeleted};
 use crate::{wall_ms, Partition, PartitionError};
 
 /// Pending events looked at to find a topic's next due time.
@@ -107,6 +107,22 @@ impl Partition {
             topic,
             group,
             ts,
+            reply,
+        })
+        .await
+    }
+
+    /// Removes `group` from this partition with its in-flight events and
+    /// dead letters: what went with it, or None if it was not here.
+    /// Refused while a member is subscribed.
+    pub async fn delete_group(
+        &self,
+        topic: String,
+        group: String,
+    ) -> Result<Option<GroupDeleted>, PartitionError> {
+        self.ask(|reply| GroupControl::Delete {
+            topic,
+            group,
             reply,
         })
         .await

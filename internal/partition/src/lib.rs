@@ -72,7 +72,9 @@ pub use network::SoloNetwork;
 pub use pending::{PendingKey, PendingPage};
 pub use publisher::PublishOutcome;
 pub use replay::{ReplayQuery, ReplayRange, ReplayStream, ReplayedEvent};
-pub use types::{CancelOutcome, Entry, LeaderId, LogId, NodeId, Raft, TypeConfig, Vote};
+pub use types::{
+    CancelOutcome, Entry, GroupDeleted, LeaderId, LogId, NodeId, Raft, TypeConfig, Vote,
+};
 
 use crate::delivery::Control;
 pub use crate::firing::FiringOptions;

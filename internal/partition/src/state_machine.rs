@@ -357,6 +357,7 @@ impl StateMachine {
             let mut fired = 0;
             let mut cancel = None;
             let mut group = None;
+            let mut group_deleted = None;
             let mut redriven = 0;
             let mut roster = None;
             let mut unscheduled = Vec::new();
@@ -385,6 +386,10 @@ impl StateMachine {
                     }
                     // Creating or seeking a group reads the fire log; a dead
                     // letter copies its fired record; redrive reads the DLQ.
+                    Some(command::Kind::Group(g)) if g.delete => {
+                        self.commit_so_far(&store, &mut batch, &mut membership_changed)?;
+                        group_deleted = Some(self.apply_group_delete(&mut batch, g)?);
+                    }
                     Some(command::Kind::Group(g)) => {
                         self.commit_so_far(&store, &mut batch, &mut membership_changed)?;
                         group = Some(self.apply_group(g)?);
@@ -430,6 +435,7 @@ impl StateMachine {
                 fired,
                 cancel,
                 group,
+                group_deleted,
                 redriven,
                 roster,
                 unscheduled,

@@ -260,6 +260,9 @@ pub struct Applied {
     pub cancel: Option<CancelOutcome>,
     /// A `Group` entry: the group's (cursor, from_due_ts) after it.
     pub group: Option<(u64, i64)>,
+    /// A `Group` entry that deleted the group: what went with it (None
+    /// when there was no such group).
+    pub group_deleted: Option<Option<GroupDeleted>>,
     /// A `Redrive` entry: dead letters put back.
     pub redriven: u64,
     /// A `Roster` entry: whether it replaced the roster (its expected
@@ -269,6 +272,13 @@ pub struct Applied {
     pub unscheduled: Vec<u64>,
     /// A `Schedule` entry: what it did.
     pub schedule: Option<crate::schedule::ScheduleApplied>,
+}
+
+/// What deleting a consumer group dropped in one partition.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupDeleted {
+    pub in_flight: u64,
+    pub dead_letters: u64,
 }
 
 /// The result of applying a `Cancel`.

@@ -36,6 +36,16 @@ fn split_names<'k>(key: &'k [u8], what: &'static str) -> Result<(String, String,
     Ok((text(&key[..first])?, text(group)?, tail))
 }
 
+/// The key range of every event of one group: `topic 0x00 group 0x00 …`
+/// up to `topic 0x00 group 0x01`.
+fn group_items(topic: &str, group: &str) -> (Vec<u8>, Vec<u8>) {
+    let mut from = group_key(topic, group);
+    let mut to = from.clone();
+    from.push(0);
+    to.push(1);
+    (from, to)
+}
+
 fn seq_of(tail: &[u8], what: &'static str) -> Result<u64> {
     let bytes: [u8; 8] = tail
         .try_into()
@@ -103,6 +113,20 @@ impl Store {
         Ok(out)
     }
 
+    /// How many events of `group` are in flight (or waiting to be redelivered).
+    pub fn count_inflight(&self, topic: &str, group: &str) -> Result<u64> {
+        let (from, to) = group_items(topic, group);
+        let mut it = crate::key_scan::KeyScan::new(&self.db, self.cf(CF_INFLIGHT), &to);
+        it.seek(&from);
+        let mut n = 0;
+        while it.key().is_some() {
+            n += 1;
+            it.next();
+        }
+        it.status()?;
+        Ok(n)
+    }
+
     pub fn get_inflight(&self, topic: &str, group: &str, seq: u64) -> Result<Option<Vec<u8>>> {
         Ok(self
             .db
@@ -166,6 +190,16 @@ impl Batch<'_> {
             fired_key(topic, 0),
             fired_key(topic, below_seq),
         );
+    }
+
+    /// Removes `group` of `topic`: its state, in-flight set and dead letters.
+    pub fn delete_group(&mut self, topic: &str, group: &str) {
+        let (from, to) = group_items(topic, group);
+        self.batch
+            .delete_cf(self.store.cf(CF_GROUPS), group_key(topic, group));
+        for cf in [CF_INFLIGHT, CF_DLQ] {
+            self.batch.delete_range_cf(self.store.cf(cf), &from, &to);
+        }
     }
 
     pub fn delete_dlq(&mut self, topic: &str, group: &str, seq: u64) {

@@ -5,9 +5,10 @@ use std::time::SystemTime;
 
 use chronos_proto::v1::admin_service_client::AdminServiceClient;
 use chronos_proto::v1::{
-    ClusterStatusRequest, ClusterStatusResponse, DeadLetter, DescribeGroupRequest, GroupInfo,
-    ListDeadLettersRequest, ListGroupsRequest, ListPartitionsRequest, ListTopicsRequest,
-    PartitionInfo, RedriveDeadLettersRequest, SeekGroupRequest, TopicInfo,
+    ClusterStatusRequest, ClusterStatusResponse, DeadLetter, DeleteGroupRequest,
+    DescribeGroupRequest, GroupInfo, ListDeadLettersRequest, ListGroupsRequest,
+    ListPartitionsRequest, ListTopicsRequest, PartitionInfo, RedriveDeadLettersRequest,
+    SeekGroupRequest, TopicInfo,
 };
 
 use crate::event::to_ms;
@@ -109,5 +110,17 @@ impl Client {
         };
         admin_call!(self, true, seek_group, req)?;
         Ok(())
+    }
+
+    /// Removes the group with its in-flight events and dead letters; refused
+    /// (`FailedPrecondition`) while a member is subscribed. Returns how many
+    /// events were in flight and how many dead letters went with it.
+    pub async fn delete_group(&self, group: &str, topic: &str) -> Result<(u64, u64), Error> {
+        let req = DeleteGroupRequest {
+            consumer_group: group.into(),
+            topic: topic.into(),
+        };
+        let dropped = admin_call!(self, false, delete_group, req)?;
+        Ok((dropped.in_flight, dropped.dead_letters))
     }
 }

@@ -160,6 +160,9 @@ impl AdminService for Node {
     async fn seek_group(&self, _: Request<SeekGroupRequest>) -> Answer<SeekGroupResponse> {
         nope()
     }
+    async fn delete_group(&self, _: Request<DeleteGroupRequest>) -> Answer<DeleteGroupResponse> {
+        nope()
+    }
     async fn list_dead_letters(
         &self,
         _: Request<ListDeadLettersRequest>,

@@ -1,9 +1,9 @@
 //! `status`, `groups`, `dlq`, `cluster`.
 
 use chronos_proto::v1::{
-    AddNodeRequest, ClusterStatusRequest, DescribeGroupRequest, GroupInfo, ListDeadLettersRequest,
-    ListGroupsRequest, NodeInfo, RebalanceRequest, RedriveDeadLettersRequest, RemoveNodeRequest,
-    SeekGroupRequest,
+    AddNodeRequest, ClusterStatusRequest, DeleteGroupRequest, DescribeGroupRequest, GroupInfo,
+    ListDeadLettersRequest, ListGroupsRequest, NodeInfo, RebalanceRequest,
+    RedriveDeadLettersRequest, RemoveNodeRequest, SeekGroupRequest,
 };
 use clap::Subcommand;
 use serde_json::json;
@@ -28,6 +28,9 @@ pub enum GroupsCommand {
         #[arg(long)]
         to: String,
     },
+    /// Remove a group with its in-flight events and dead letters; refused
+    /// while a member is subscribed. The topic's events stay.
+    Delete { topic: String, group: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -373,6 +376,26 @@ pub async fn groups(conn: &Conn, cmd: GroupsCommand) -> Result<()> {
                 println!(
                     "{topic}/{group}: events due from {} will be delivered",
                     fmt_time(ts)
+                );
+            }
+        }
+        GroupsCommand::Delete { topic, group } => {
+            let req = DeleteGroupRequest {
+                consumer_group: group.clone(),
+                topic: topic.clone(),
+            };
+            let dropped = admin.delete_group(req).await?.into_inner();
+            if conn.json {
+                print_json(&json!({
+                    "topic": topic,
+                    "group": group,
+                    "in_flight": dropped.in_flight,
+                    "dead_letters": dropped.dead_letters,
+                }));
+            } else {
+                println!(
+                    "{topic}/{group}: deleted, with {} event(s) in flight and {} dead letter(s)",
+                    dropped.in_flight, dropped.dead_letters
                 );
             }
         }

@@ -194,6 +194,20 @@ impl Server {
             .sum()
     }
 
+    /// Waits until `metric(name)` is at least `value`; panics with the
+    /// server's log after `deadline`.
+    pub async fn wait_metric(&self, name: &str, value: f64, deadline: Duration) {
+        let until = Instant::now() + deadline;
+        while self.metric(name) < value {
+            assert!(
+                Instant::now() < until,
+                "{name} never reached {value}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn wait_ready(&self, deadline: Duration) {
         let until = Instant::now() + deadline;
         loop {

@@ -24,6 +24,10 @@ use crate::owner::{Completions, Ctx, TermCompletion, TermError, Written};
 use crate::types::Command;
 use crate::{wall_ms, PartitionError};
 
+mod change;
+pub(crate) use change::Changing;
+use change::{Change, ChangeReply};
+
 /// Fired records read per scan of a topic's fire log.
 pub(super) const READ_BATCH: usize = 1_000;
 /// Changes to groups wait up to this long to share one log entry (nothing
@@ -73,21 +77,6 @@ impl Attaching {
     }
 }
 
-/// A seek waiting for its `Group` entry to apply.
-pub(crate) struct Seeking {
-    key: GroupKey,
-    reply: Reply<()>,
-}
-
-impl Seeking {
-    /// The seek is durable (or failed) though its term ended.
-    pub fn answer(self, written: &Written) {
-        let _ = self
-            .reply
-            .send(written.as_ref().map(|_| ()).map_err(Clone::clone));
-    }
-}
-
 pub(crate) struct Dispatcher {
     groups: HashMap<GroupKey, GroupRt>,
     /// The groups with members, deliveries or changes to record: the only
@@ -101,9 +90,9 @@ pub(crate) struct Dispatcher {
     members: HashMap<u64, Arc<Member>>,
     /// Settles applied in memory, answered when the next recorded entry applies.
     waiters: Vec<Waiter>,
-    /// Groups whose seek is being applied: neither delivered from nor
-    /// recorded until it is, so no older cursor overtakes it.
-    seeking: HashSet<GroupKey>,
+    /// Groups whose seek or delete is being applied: neither delivered
+    /// from nor recorded until it is, so no older cursor overtakes it.
+    changing: HashMap<GroupKey, Change>,
     /// Members waiting for their new group's entry to apply (how many such
     /// attaches each has), and those of them that detached meanwhile: they
     /// must not join when it does.
@@ -163,7 +152,7 @@ impl Dispatcher {
             trim_round: Vec::new(),
             members: HashMap::new(),
             waiters: Vec::new(),
-            seeking: HashSet::new(),
+            changing: HashMap::new(),
             attaching: HashMap::new(),
             left_while_attaching: HashSet::new(),
             recording: 0,
@@ -222,7 +211,7 @@ impl Dispatcher {
         self.expire(ctx, now);
         if std::mem::take(&mut self.needs_pump) {
             for key in &self.busy {
-                if self.seeking.contains(key) {
+                if self.changing.contains_key(key) {
                     continue;
                 }
                 if let Some(group) = self.groups.get_mut(key) {
@@ -233,9 +222,9 @@ impl Dispatcher {
         self.flush(ctx, epoch, completions, false).await?;
         // Groups with nothing left to do leave the busy set; a member
         // joining, a seek or a restored delivery puts one back.
-        let (groups, seeking) = (&self.groups, &self.seeking);
+        let (groups, changing) = (&self.groups, &self.changing);
         self.busy
-            .retain(|key| seeking.contains(key) || groups.get(key).is_some_and(|g| !g.idle()));
+            .retain(|key| changing.contains_key(key) || groups.get(key).is_some_and(|g| !g.idle()));
         Ok(())
     }
 
@@ -283,7 +272,13 @@ impl Dispatcher {
                 reply,
             } => {
                 let key = (topic, group);
-                if self.groups.contains_key(&key) {
+                if self.being_deleted(&key) {
+                    let _ = reply.send(Err(PartitionError::Unavailable(format!(
+                        "consumer group {:?} on topic {:?} is being deleted; subscribe \
+                         again to make a new one",
+                        key.1, key.0
+                    ))));
+                } else if self.groups.contains_key(&key) {
                     self.join(key, member);
                     let _ = reply.send(Ok(()));
                 } else {
@@ -326,43 +321,18 @@ impl Dispatcher {
                 ts,
                 reply,
             } => {
-                let key = (topic, group);
-                if !self.groups.contains_key(&key) || self.seeking.contains(&key) {
-                    let what = if self.seeking.contains(&key) {
-                        "is being sought already"
-                    } else {
-                        "does not exist"
-                    };
-                    let _ = reply.send(Err(PartitionError::NotFound(format!(
-                        "consumer group {:?} on topic {:?} {what} in partition {}",
-                        key.1, key.0, ctx.partition
-                    ))));
-                    return Ok(());
-                }
-                // Earlier cursor advances must apply before the seek, or they
-                // would move a backward seek forward again.
-                self.flush(ctx, epoch, completions, true).await?;
-                let cmd = GroupCommand {
-                    topic: key.0.clone(),
-                    group: key.1.clone(),
-                    start: 0,
-                    start_ts: ts,
-                    now_ts: wall_ms(),
-                    seek: true,
-                };
-                let seeking = Seeking {
-                    key: key.clone(),
-                    reply,
-                };
-                match completions.propose(ctx, Command::group(cmd)).await {
-                    Ok(applied) => {
-                        self.seeking.insert(key);
-                        completions.push_term(epoch, async move {
-                            TermCompletion::Sought(seeking, applied.await)
-                        });
-                    }
-                    Err(e) => seeking.answer(&Err(e)),
-                }
+                let reply = ChangeReply::seek(reply);
+                self.change(ctx, epoch, (topic, group), Some(ts), reply, completions)
+                    .await?;
+            }
+            GroupControl::Delete {
+                topic,
+                group,
+                reply,
+            } => {
+                let reply = ChangeReply::delete(reply);
+                self.change(ctx, epoch, (topic, group), None, reply, completions)
+                    .await?;
             }
             GroupControl::Runtime { reply } => {
                 let rows = self
@@ -398,6 +368,7 @@ impl Dispatcher {
             start_ts,
             now_ts: wall_ms(),
             seek: false,
+            delete: false,
         };
         match completions.propose(ctx, Command::group(cmd)).await {
             Ok(applied) => {
@@ -442,18 +413,6 @@ impl Dispatcher {
             }
             Err(e) => attaching.refuse(e),
         }
-    }
-
-    pub fn sought(&mut self, seeking: Seeking, written: Written) {
-        self.seeking.remove(&seeking.key);
-        self.busy.insert(seeking.key.clone());
-        if let (Ok(applied), Some(g)) = (&written, self.groups.get_mut(&seeking.key)) {
-            if let Some((cursor, from_due_ts)) = applied.group {
-                g.reset(cursor, from_due_ts);
-            }
-        }
-        self.needs_pump = true;
-        seeking.answer(&written);
     }
 
     pub fn recorded(&mut self, written: Written, waiters: Vec<Waiter>) -> Result<(), TermError> {
@@ -509,7 +468,7 @@ impl Dispatcher {
         let pending: usize = self
             .busy
             .iter()
-            .filter(|key| !self.seeking.contains(*key))
+            .filter(|key| !self.changing.contains_key(*key))
             .filter_map(|key| self.groups.get(key))
             .map(GroupRt::pending_changes)
             .sum();
@@ -525,7 +484,7 @@ impl Dispatcher {
         self.dirty_since = None;
         let mut groups = Vec::new();
         for key in &self.busy {
-            if self.seeking.contains(key) {
+            if self.changing.contains_key(key) {
                 continue;
             }
             if let Some(delta) = self.groups.get_mut(key).and_then(GroupRt::take_delta) {

@@ -27,7 +27,7 @@ use chronos_proto::internal::{EventRecord, StartKind};
 use chronos_proto::v1::Event;
 use tokio::sync::oneshot;
 
-pub(crate) use dispatch::{Attaching, Dispatcher, Seeking, Waiter};
+pub(crate) use dispatch::{Attaching, Changing, Dispatcher, Waiter};
 pub use member::{Member, Outgoing};
 
 use crate::PartitionError;
@@ -220,6 +220,11 @@ pub(crate) enum GroupControl {
         group: String,
         ts: i64,
         reply: Reply<()>,
+    },
+    Delete {
+        topic: String,
+        group: String,
+        reply: Reply<Option<crate::types::GroupDeleted>>,
     },
     Runtime {
         reply: Reply<Vec<GroupRuntime>>,

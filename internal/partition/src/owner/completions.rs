@@ -32,7 +32,7 @@ pub(crate) enum TermCompletion {
         waiters: Vec<crate::delivery::Waiter>,
     },
     GroupCreated(crate::delivery::Attaching, Written),
-    Sought(crate::delivery::Seeking, Written),
+    Changed(crate::delivery::Changing, Written),
     Trimmed {
         written: Written,
         events: u64,

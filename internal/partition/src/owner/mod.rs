@@ -674,6 +674,9 @@ fn refuse(c: Control, err: PartitionError) {
             GroupControl::Settle { reply, .. } => {
                 let _ = reply.send(Err(err));
             }
+            GroupControl::Delete { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
             GroupControl::Runtime { reply } => {
                 let _ = reply.send(Ok(Vec::new()));
             }

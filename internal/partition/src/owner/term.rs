@@ -331,8 +331,8 @@ impl LeaderTerm {
                 self.dispatcher.group_created(ctx, attaching, written);
                 Ok(())
             }
-            TermCompletion::Sought(seeking, written) => {
-                self.dispatcher.sought(seeking, written);
+            TermCompletion::Changed(changing, written) => {
+                self.dispatcher.changed(ctx, changing, written);
                 Ok(())
             }
             TermCompletion::Trimmed { written, events } => self.dispatcher.trimmed(written, events),
@@ -472,7 +472,7 @@ pub(crate) fn answer_stale(ctx: &Ctx, completion: TermCompletion) {
             }
         }
         TermCompletion::GroupCreated(attaching, _) => attaching.refuse(ctx.not_leader()),
-        TermCompletion::Sought(seeking, written) => seeking.answer(&written),
+        TermCompletion::Changed(changing, written) => changing.answer(&written),
         // Applied (or not) whatever the term: the outcome stands.
         TermCompletion::Proposed { reply, written, .. } => {
             let _ = reply.send(written);

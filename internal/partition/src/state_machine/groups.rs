@@ -13,6 +13,7 @@ use chronos_store::{Batch, Store};
 use prost::Message;
 
 use super::StateMachine;
+use crate::types::GroupDeleted;
 use std::io;
 
 /// A time seek starts this much before the first event fired at the target
@@ -94,6 +95,32 @@ impl StateMachine {
         state.from_due_ts = from_due_ts;
         self.set_group(&g.topic, &g.group, state);
         Ok((cursor, from_due_ts))
+    }
+
+    /// Removes the group with its in-flight set and dead letters; None if
+    /// it does not exist. Its entries still in the log ahead of this one
+    /// applied already; later ones name a group that is gone and are
+    /// ignored, unless a subscribe made it again.
+    pub(super) fn apply_group_delete(
+        &mut self,
+        batch: &mut Batch<'_>,
+        g: &GroupCommand,
+    ) -> Result<Option<GroupDeleted>, io::Error> {
+        let Some(state) = self.group_state(&g.topic, &g.group)? else {
+            return Ok(None);
+        };
+        let in_flight = self
+            .store
+            .count_inflight(&g.topic, &g.group)
+            .map_err(read_err)?;
+        batch.delete_group(&g.topic, &g.group);
+        let key = (g.topic.clone(), g.group.clone());
+        self.groups.remove(&key);
+        self.dirty_groups.remove(&key);
+        Ok(Some(GroupDeleted {
+            in_flight,
+            dead_letters: state.dead_letters,
+        }))
     }
 
     /// Records what the leader's dispatcher did. Items of a group that
