@@ -83,6 +83,7 @@ fn bad_input_gets_a_json_error_naming_the_field() {
         ("POST", "/v1/events", json!({"topic": "bad topic!", "message_id": "x"}), 400, "event.topic:"),
         ("POST", "/v1/events", json!({"topic": "t"}), 400, "event.message_id:"),
         ("POST", "/v1/events", json!({"topic": "t", "message_id": "x", "schedule_ts": "soon"}), 400, "event.schedule_ts:"),
+        ("POST", "/v1/events/batch", json!({"events": [{"topic": "t", "message_id": "a", "schedule_ts": 1e20}]}), 400, "events[0].schedule_ts:"),
         ("POST", "/v1/events", json!({"topic": "t", "message_id": "x", "colour": 1}), 400, "event.colour:"),
         ("POST", "/v1/events", json!({"topic": "t", "message_id": "x", "payload": big}), 400, "event.payload:"),
         ("POST", "/v1/events", json!({"topic": "t", "message_id": "x", "payload": "aGk=", "payload_json": {}}), 400, "event.payload_json:"),
@@ -113,6 +114,16 @@ fn bad_input_gets_a_json_error_naming_the_field() {
         assert!(message.starts_with(field), "{method} {path}: {message}");
         assert!(answer["code"].is_string(), "{answer}");
     }
+    // A number beyond 64 bits is named as such, not by the parser's words.
+    let body = json!({"topic": "t", "message_id": "x", "schedule_ts": 1e20});
+    let (code, answer) = call(&server, "POST", "/v1/events", &body);
+    assert_eq!(code, 400, "{answer}");
+    let message = answer["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("event.schedule_ts: ")
+            && message.ends_with("is outside the range of a 64-bit integer"),
+        "{message}"
+    );
     // Not JSON at all.
     let (code, text) = server
         .http_call("POST", "/v1/events", "{nope", &[])

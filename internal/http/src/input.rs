@@ -99,10 +99,20 @@ impl Input {
             }
         }
         inline_payloads(&mut root)?;
-        let message = serde_path_to_error::deserialize(Value::Object(root)).map_err(|e| {
+        let root = Value::Object(root);
+        let message = serde_path_to_error::deserialize(&root).map_err(|e| {
             let at = e.path().to_string();
-            let at = if at == "." { "body".to_string() } else { at };
-            invalid(&at, e.inner())
+            if at == "." {
+                return invalid("body", e.inner());
+            }
+            match value_at(&root, &at) {
+                Some(Value::Number(n))
+                    if n.is_f64() && n.as_f64().is_some_and(|f| f.fract() == 0.0) =>
+                {
+                    invalid(&at, format!("{n} is outside the range of a 64-bit integer"))
+                }
+                _ => invalid(&at, e.inner()),
+            }
         })?;
         let mut request = tonic::Request::new(message);
         if let Some(auth) = self.headers.get(header::AUTHORIZATION) {
@@ -112,6 +122,24 @@ impl Input {
         }
         Ok(request)
     }
+}
+
+/// The value at `path` as serde_path_to_error writes it (`a.b[2].c`).
+fn value_at<'v>(root: &'v Value, path: &str) -> Option<&'v Value> {
+    let mut at = root;
+    for step in path.split('.') {
+        let (name, index) = match step.split_once('[') {
+            Some((name, rest)) => (name, rest.strip_suffix(']')?.parse::<usize>().ok()),
+            None => (step, None),
+        };
+        if !name.is_empty() {
+            at = at.get(name)?;
+        }
+        if let Some(i) = index {
+            at = at.get(i)?;
+        }
+    }
+    Some(at)
 }
 
 /// Sets field `steps` (nested objects) of `target` to `value`; the same
