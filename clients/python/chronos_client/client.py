@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Iterable, List, Mapping, NamedTuple, Optional, Union
 
 import grpc
@@ -152,8 +153,12 @@ class Client(Schedules):
             channel = grpc.intercept_channel(channel, _Bearer(token))
         self._channel = channel
         self._events = events_pb2_grpc.EventServiceStub(self._channel)
+        self._subscriptions: "weakref.WeakSet[Subscription]" = weakref.WeakSet()
 
     def close(self) -> None:
+        """Closes the subscriptions still open (see `Subscription.close`), then the channel."""
+        for sub in list(self._subscriptions):
+            sub.close()
         self._raw_channel.close()
 
     def __enter__(self) -> "Client":
@@ -257,7 +262,9 @@ class Client(Schedules):
             partition_id=partition,
             **start_fields(start),
         )
-        return Subscription(self._events, req)
+        sub = Subscription(self._events, req)
+        self._subscriptions.add(sub)
+        return sub
 
     def _unary(self, method, req):
         try:

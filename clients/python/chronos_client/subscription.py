@@ -85,6 +85,16 @@ def start_fields(start: Union[str, When]) -> dict:
     return {"start": events_pb2.START_POSITION_TIMESTAMP, "start_ts": epoch_ms(start, "start")}
 
 
+class _ClosedCall:
+    """Stands in for a finished call: `close` stays idempotent."""
+
+    def cancel(self) -> None:
+        pass
+
+
+_CLOSED = _ClosedCall()
+
+
 class Subscription:
     """A member of `group` for `topic`; made by `Client.subscribe`.
 
@@ -232,6 +242,11 @@ class Subscription:
             self._requests.put(_END)
         self._call.cancel()
         self._reader.join(timeout_s)
+        if not self._reader.is_alive():
+            # Finalizes the call now. Left to interpreter exit, grpc's
+            # finalizer could wait for ever on a lock that its (daemon) event
+            # thread held when the interpreter stopped it.
+            self._call = _CLOSED
 
     def _wait_answered(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -272,6 +287,10 @@ class Subscription:
         except grpc.RpcError as err:
             if not (self._closing and err.code() == grpc.StatusCode.CANCELLED):
                 end = ChronosError.from_rpc_error(err)
+            # The error is the call itself, and its traceback holds a frame
+            # that holds the call: without this cycle broken the call lives
+            # until the interpreter exits (see `close`).
+            err.__traceback__ = None
         finally:
             # Unblocks the request iterator should the server end the stream first.
             self._requests.put(_END)

@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 import time
+import weakref
 from datetime import datetime, timedelta, timezone
 
 import grpc
@@ -160,9 +161,14 @@ def check_close_gives_back(client: Client) -> None:
     leaver = client.subscribe("leavers", "sdk-close", max_inflight=4, start="earliest")
     first = next_delivery(leaver, "before leaving")
     expect((first.message_id, first.attempt) == ("c-1", 1), f"first delivery: {first}")
+    call = weakref.ref(leaver._call)
     started = time.monotonic()
     leaver.close()
     took = time.monotonic() - started
+    # A call still referenced at interpreter exit is finalized then, and
+    # grpc's finalizer can wait for ever on a lock its event thread held when
+    # the interpreter stopped it: a script that closed everything would hang.
+    expect(call() is None, "the closed stream's call is still referenced")
     # Before, close half-closed and waited 5 s for a stream end that never
     # came, holding what the server sent meanwhile from the group's others.
     expect(took < 2.0, f"close took {took:.2f} s")
@@ -173,6 +179,18 @@ def check_close_gives_back(client: Client) -> None:
         sub.ack(again)
         sub.flush(WAIT_S)
     print(f"ok: close leaves at once ({took * 1000:.0f} ms); the next member gets what it held")
+
+
+def check_client_close_closes_subscriptions(addr: str) -> None:
+    client = Client(addr, timeout_s=WAIT_S)
+    client.publish("sdk-close-client", "cc-1", "held")
+    sub = client.subscribe("holders", "sdk-close-client", start="earliest")
+    next_delivery(sub, "before the client closes")
+    call = weakref.ref(sub._call)
+    client.close()
+    expect(call() is None, "closing the client left its subscription's stream open")
+    expect(sub.poll(0.0) is None and sub.ended, "the subscription did not end with its client")
+    print("ok: closing the client closes its open subscriptions")
 
 
 def main() -> int:
@@ -186,6 +204,7 @@ def main() -> int:
             check_publish_batch_and_cancel(client)
             check_schedules(client)
             check_close_gives_back(client)
+            check_client_close_closes_subscriptions(args.addr)
         except (Failed, ChronosError, TimeoutError) as err:
             print(f"FAIL: {err}")
             return 1
