@@ -16,8 +16,10 @@ message.
 """
 
 from ._convert import now_ms
+from .admin import DeadLetter, GroupDeleted, GroupInfo, TopicInfo
 from .client import CancelResult, Client, EventInfo, GroupState, PublishResult
 from .errors import ChronosError
+from .replay import StoredEvent
 from .schedules import ScheduleInfo
 from .subscription import AckTotals, Delivery, Subscription
 
@@ -26,11 +28,16 @@ __all__ = [
     "CancelResult",
     "ChronosError",
     "Client",
+    "DeadLetter",
     "Delivery",
     "EventInfo",
+    "GroupDeleted",
+    "GroupInfo",
     "GroupState",
     "PublishResult",
     "ScheduleInfo",
+    "StoredEvent",
     "Subscription",
+    "TopicInfo",
     "now_ms",
 ]

@@ -1,16 +1,19 @@
-"""`Client`: publish, cancel and subscribe against one Chronos node."""
+"""`Client`: publish, cancel, subscribe, replay and administer against one Chronos node."""
 
 from __future__ import annotations
 
 import weakref
-from typing import Iterable, List, Mapping, NamedTuple, Optional, Union
+from typing import Iterable, Iterator, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import grpc
 
 from . import _convert
+from . import replay as _replay
 from ._convert import Payload, When
-from ._proto import events_pb2, events_pb2_grpc
+from ._proto import admin_pb2_grpc, events_pb2, events_pb2_grpc
+from .admin import Admin
 from .errors import ChronosError
+from .replay import StoredEvent
 from .schedules import Schedules
 from .subscription import Subscription, start_fields
 
@@ -107,8 +110,8 @@ def _read(field: str, path: str) -> bytes:
         raise ValueError(f"{field}: {path}: {e.strerror}") from None
 
 
-class Client(Schedules):
-    """A connection to a Chronos node's `EventService`.
+class Client(Schedules, Admin):
+    """A connection to a Chronos node's `EventService` and `AdminService`.
 
     `addr` is `host:port`. Plaintext gRPC unless `tls_ca` names the CA
     certificate (PEM file) that signed the server's; `tls_cert` and `tls_key`
@@ -153,6 +156,7 @@ class Client(Schedules):
             channel = grpc.intercept_channel(channel, _Bearer(token))
         self._channel = channel
         self._events = events_pb2_grpc.EventServiceStub(self._channel)
+        self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
         self._subscriptions: "weakref.WeakSet[Subscription]" = weakref.WeakSet()
 
     def close(self) -> None:
@@ -236,6 +240,35 @@ class Client(Schedules):
             r.event.payload if r.HasField("event") else None,
             groups,
         )
+
+    def replay(
+        self,
+        topic: str = "",
+        *,
+        offsets: Optional[Tuple[int, int]] = None,
+        published: Optional[Tuple[When, Optional[When]]] = None,
+        due: Optional[Tuple[When, Optional[When]]] = None,
+        partition: Optional[int] = None,
+        key: Optional[str] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        message_id_prefix: Optional[str] = None,
+    ) -> Iterator[StoredEvent]:
+        """Stored events, streamed: give exactly one range. `offsets=(start,
+        end)` reads offsets [start, end) of each partition (end 0: up to
+        now); `published=(from, to)` and `due=(from, to)` read events
+        published or due in [from, to) (to None: no end). Without a topic,
+        events of every topic. Filters: one `partition`, a
+        routing `key`, `headers` an event must all carry, a message id
+        prefix. Partition by partition, each in offset order; leaving the
+        loop early cancels the stream. A failure raises `ChronosError`.
+        """
+        req = _replay.request(topic, offsets, published, due)
+        if partition is not None:
+            req.partition_id = partition
+        req.key = key or ""
+        req.headers.update(headers or {})
+        req.message_id_prefix = message_id_prefix or ""
+        return _replay.stream(self._events.Replay(req))
 
     def subscribe(
         self,

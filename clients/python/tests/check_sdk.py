@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Checks the wrapper against a running server: nack → redelivery, errors, batches, cancel,
-schedules, leaving a group.
+schedules, leaving a group, replay, consumer groups and dead letters.
 
 Usage: python3 tests/check_sdk.py --addr HOST:PORT
 Prints `ok: <check>` per check and exits 0, or prints `FAIL: ...` and exits 1.
@@ -20,7 +20,7 @@ import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from chronos_client import ChronosError, Client, Subscription  # noqa: E402
+from chronos_client import ChronosError, Client, Subscription, now_ms  # noqa: E402
 
 WAIT_S = 10.0
 
@@ -181,6 +181,73 @@ def check_close_gives_back(client: Client) -> None:
     print(f"ok: close leaves at once ({took * 1000:.0f} ms); the next member gets what it held")
 
 
+def check_replay(client: Client) -> None:
+    start = now_ms()
+    published = [
+        client.publish("sdk-replay", "r-1", b"one", key="a", headers={"kind": "x"}),
+        client.publish("sdk-replay", "r-2", b"two", key="a"),
+        client.publish("sdk-replay", "r-3", b"three", key="b"),
+    ]
+    every = list(client.replay("sdk-replay", offsets=(0, 0)))
+    expect(sorted(e.message_id for e in every) == ["r-1", "r-2", "r-3"], f"offsets: {every}")
+    r1 = next(e for e in every if e.message_id == "r-1")
+    expect((r1.partition, r1.offset) == published[0][:2], f"{r1} vs {published[0]}")
+    expect((r1.payload, r1.key, r1.headers) == (b"one", "a", {"kind": "x"}), f"{r1}")
+    expect(r1.publish_ts >= start and r1.due_ts == published[0].due_ts, f"{r1}")
+    by_key = [e.message_id for e in client.replay("sdk-replay", published=(start, None), key="a")]
+    expect(by_key == ["r-1", "r-2"], f"published since the start, key a: {by_key}")
+    by_header = [e.message_id for e in client.replay("sdk-replay", due=(start - 1000, None), headers={"kind": "x"})]
+    expect(by_header == ["r-1"], f"due, header kind=x: {by_header}")
+    by_prefix = [e.message_id for e in client.replay("sdk-replay", offsets=(0, 0), message_id_prefix="r-3")]
+    expect(by_prefix == ["r-3"], f"prefix r-3: {by_prefix}")
+    stream = client.replay("sdk-replay", offsets=(0, 0))
+    next(stream)
+    stream.close()
+    try:
+        client.replay("sdk-replay")
+        raise Failed("a replay without a range was not refused")
+    except ValueError as err:
+        expect("offsets, published or due" in str(err), str(err))
+    err = expect_error(grpc.StatusCode.INVALID_ARGUMENT, "offsets.to", lambda: list(client.replay(offsets=(5, 2))))
+    print(f"ok: replay by offsets, publish and due time with filters; a backward range: {err}")
+
+
+def check_groups_and_dead_letters(client: Client) -> None:
+    client.publish("sdk-dlq", "d-1", b"poison")
+    with client.subscribe("dlq-workers", "sdk-dlq", start="earliest") as sub:
+        for attempt in range(1, 6):
+            d = next_delivery(sub, f"attempt {attempt}")
+            expect((d.message_id, d.attempt) == ("d-1", attempt), f"{d}")
+            sub.nack(d, delay_s=0.05)
+        sub.flush(WAIT_S)
+        expect(sub.poll(0.5) is None, "delivered again after its last attempt")
+        group = client.describe_group("dlq-workers", "sdk-dlq")
+        expect((group.members, group.dead_letters) == (1, 1), f"{group}")
+        expect_error(
+            grpc.StatusCode.FAILED_PRECONDITION, "", lambda: client.delete_group("dlq-workers", "sdk-dlq")
+        )
+        dead = client.dead_letters("dlq-workers", "sdk-dlq")
+        expect([(x.message_id, x.payload, x.attempts) for x in dead] == [("d-1", b"poison", 5)], f"{dead}")
+        expect(client.redrive("dlq-workers", "sdk-dlq", ["d-1"]) == 1, "redrive d-1")
+        again = next_delivery(sub, "after the redrive")
+        expect(again.message_id == "d-1", f"{again}")
+        sub.ack(again)
+        sub.flush(WAIT_S)
+    expect(client.dead_letters("dlq-workers", "sdk-dlq") == [], "dead letters left after the redrive")
+    names = [(g.name, g.topic) for g in client.list_groups("sdk-dlq")]
+    expect(names == [("dlq-workers", "sdk-dlq")], f"groups: {names}")
+    expect("sdk-dlq" in [t.name for t in client.list_topics()], "sdk-dlq not among the topics")
+    client.seek_group("dlq-workers", "sdk-dlq", 0)
+    with client.subscribe("dlq-workers", "sdk-dlq") as sub:
+        replayed = next_delivery(sub, "after the seek to the start")
+        expect(replayed.message_id == "d-1", f"{replayed}")
+    deleted = client.delete_group("dlq-workers", "sdk-dlq")
+    expect(deleted.dead_letters == 0, f"{deleted}")
+    expect_error(grpc.StatusCode.NOT_FOUND, "", lambda: client.describe_group("dlq-workers", "sdk-dlq"))
+    expect_error(grpc.StatusCode.INVALID_ARGUMENT, "topic", lambda: client.list_groups("__bad"))
+    print("ok: dead letter after 5 nacks, redriven; groups listed, described, sought, deleted")
+
+
 def check_client_close_closes_subscriptions(addr: str) -> None:
     client = Client(addr, timeout_s=WAIT_S)
     client.publish("sdk-close-client", "cc-1", "held")
@@ -204,6 +271,8 @@ def main() -> int:
             check_publish_batch_and_cancel(client)
             check_schedules(client)
             check_close_gives_back(client)
+            check_replay(client)
+            check_groups_and_dead_letters(client)
             check_client_close_closes_subscriptions(args.addr)
         except (Failed, ChronosError, TimeoutError) as err:
             print(f"FAIL: {err}")

@@ -142,6 +142,9 @@ fn wrapper_nacks_redeliver_and_errors_carry_code_and_field() {
         "ok: earliest group gets the batch",
         "ok: schedules",
         "ok: close leaves at once",
+        "ok: replay by offsets, publish and due time with filters; a backward range: INVALID_ARGUMENT: offsets.to",
+        "ok: dead letter after 5 nacks, redriven; groups listed, described, sought, deleted",
+        "ok: closing the client closes its open subscriptions",
         "all checks passed",
     ] {
         line(&stdout, check);

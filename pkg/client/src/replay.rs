@@ -38,12 +38,12 @@ impl Replay {
         }))
     }
 
-    /// Events published in `[from, to)`; `to` `None` = no end. Needs a topic.
+    /// Events published in `[from, to)`; `to` `None` = no end.
     pub fn published(from: SystemTime, to: Option<SystemTime>) -> Self {
         Self::with(replay_request::Range::PublishTime(time_range(from, to)))
     }
 
-    /// Events due in `[from, to)`; `to` `None` = no end. Needs a topic. Reads
+    /// Events due in `[from, to)`; `to` `None` = no end. Reads
     /// every retained log record (due times are not in log order).
     pub fn due(from: SystemTime, to: Option<SystemTime>) -> Self {
         Self::with(replay_request::Range::DueTime(time_range(from, to)))
