@@ -105,3 +105,41 @@ async fn a_paused_leader_delivers_nothing_when_it_resumes() {
         .await;
     assert_eq!(now_led_by, leader);
 }
+
+/// A node that stops leading a partition stops reporting its groups: their
+/// gauges go to 0 there while the new leader reports them, so a sum over
+/// the nodes counts each group once (and an alert on lag does not stay on
+/// at a node that led the partition before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leader_reports_its_groups_no_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), options());
+    let member = leader_with_unacked_member(&mut cluster).await;
+    let deadline = Duration::from_secs(15);
+    let inflight = "chronos_group_inflight";
+    cluster
+        .node(1)
+        .wait_metric(inflight, EVENTS as f64, deadline)
+        .await;
+    cluster.isolate(1);
+    let leader = cluster.leader_of(2, 0, &[2, 3], deadline).await;
+    cluster.heal();
+    cluster.leader_of(1, 0, &[leader], deadline).await;
+    // The new leader holds the unacked deliveries (waiting to be redelivered).
+    cluster
+        .node(leader)
+        .wait_metric(inflight, EVENTS as f64, deadline)
+        .await;
+    let until = Instant::now() + deadline;
+    while cluster.node(1).metric(inflight) != 0.0 {
+        assert!(
+            Instant::now() < until,
+            "node 1 still reports {} in flight after it stopped leading\n{}",
+            cluster.node(1).metric(inflight),
+            cluster.log(1)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(cluster.node(1).metric("chronos_group_lag"), 0.0);
+    drop(member);
+}

@@ -440,6 +440,10 @@ impl Dispatcher {
         for w in self.waiters {
             let _ = w.reply.send(Err(ctx.not_leader()));
         }
+        let partition = ctx.partition.to_string();
+        for key in self.groups.keys() {
+            set_group_gauges(&partition, key, 0, 0);
+        }
     }
 
     fn join(&mut self, key: GroupKey, member: Arc<Member>) {
@@ -673,13 +677,22 @@ impl Dispatcher {
                 Ok(Some(raw)) => TopicState::decode(raw.as_slice()).map_or(0, |t| t.next_fire_seq),
                 _ => continue,
             };
-            let labels = [
-                ("partition", partition.clone()),
-                ("topic", g.topic.clone()),
-                ("group", g.name.clone()),
-            ];
-            metrics::gauge!("chronos_group_lag", &labels).set(next.saturating_sub(g.cursor) as f64);
-            metrics::gauge!("chronos_group_inflight", &labels).set(g.flights.len() as f64);
+            let lag = next.saturating_sub(g.cursor);
+            set_group_gauges(&partition, key, lag, g.flights.len());
         }
     }
+}
+
+/// A group's `chronos_group_lag` and `chronos_group_inflight` on this
+/// partition. Only the leader's term sets them; when the group goes or the
+/// term ends they are set to 0, so that a sum over the nodes of a cluster
+/// counts each group once, not also at a node that led it before.
+fn set_group_gauges(partition: &str, (topic, group): &GroupKey, lag: u64, inflight: usize) {
+    let labels = [
+        ("partition", partition.to_string()),
+        ("topic", topic.clone()),
+        ("group", group.clone()),
+    ];
+    metrics::gauge!("chronos_group_lag", &labels).set(lag as f64);
+    metrics::gauge!("chronos_group_inflight", &labels).set(inflight as f64);
 }

@@ -3,7 +3,7 @@
 
 use chronos_proto::internal::GroupCommand;
 
-use super::{Dispatcher, GroupKey};
+use super::{set_group_gauges, Dispatcher, GroupKey};
 use crate::delivery::Reply;
 use crate::owner::{Completions, Ctx, TermCompletion, TermError, Written};
 use crate::types::{Command, GroupDeleted};
@@ -126,13 +126,7 @@ impl Dispatcher {
             (Ok(applied), Some(Change::Delete)) if applied.group_deleted.is_some() => {
                 self.groups.remove(key);
                 self.busy.remove(key);
-                let labels = [
-                    ("partition", ctx.partition.to_string()),
-                    ("topic", key.0.clone()),
-                    ("group", key.1.clone()),
-                ];
-                metrics::gauge!("chronos_group_lag", &labels).set(0.0);
-                metrics::gauge!("chronos_group_inflight", &labels).set(0.0);
+                set_group_gauges(&ctx.partition.to_string(), key, 0, 0);
             }
             (Ok(applied), _) => {
                 if let (Some((cursor, from_due_ts)), Some(g)) =
