@@ -314,6 +314,8 @@ async function groupPage(topic, group) {
   view.innerHTML = `<h1>Group <code>${esc(group)}</code> on <code>${esc(topic)}</code></h1>
     <div class="cards">${card("members", g.members, "stat-members")}${card("in flight", fmtInt(g.inflight), "stat-inflight")}
       ${card("lag", fmtInt(g.lag), "stat-lag")}${card("dead letters", fmtInt(g.dead_letters), "stat-dead")}</div>
+    <p><button id="seek-group">Seek to a time…</button>
+      <button class="danger" id="delete-group">Delete group</button></p>
     <h2>Dead letters</h2><p><button class="danger" id="redrive-all">Redrive all</button></p>
     ${table([
       { title: "message id", html: (d) => `<a class="mono" href="${eventHash(topic, d.event.message_id, d.event.key)}">${esc(d.event.message_id)}</a>` },
@@ -331,7 +333,41 @@ async function groupPage(topic, group) {
     } catch (e) { show(e.message); }
   };
   document.getElementById("redrive-all").onclick = () => redrive([]);
+  document.getElementById("seek-group").onclick = () => seekGroup(path, group);
+  document.getElementById("delete-group").onclick = () => deleteGroup(path, group, g);
   view.querySelectorAll("button[data-redrive]").forEach((b) => { b.onclick = () => redrive([b.dataset.redrive]); });
+}
+
+// "+N" / "-N" seconds from now, or an ISO 8601 time: ms since the epoch, or NaN.
+function parseWhen(text) {
+  const t = text.trim();
+  if (/^[+-]\d+(\.\d+)?$/.test(t)) return Date.now() + 1000 * Number(t);
+  return Date.parse(t);
+}
+
+async function seekGroup(path, group) {
+  const when = prompt(`Deliver to ${group} again every retained event due at or after (ISO 8601, or -seconds from now):`, "-3600");
+  if (!when) return;
+  const ts = parseWhen(when);
+  if (!Number.isFinite(ts)) { show(`not a time: ${when}`); return; }
+  if (!confirm(`Move ${group} to the events due from ${new Date(ts).toISOString()}? What it holds in flight is handed out again.`)) return;
+  try {
+    await api("POST", `${path}/seek`, { ts: String(ts) });
+    show(`${group} now delivers the events due from ${fmtTime(ts)}`, true);
+    route();
+  } catch (e) { show(e.message); }
+}
+
+async function deleteGroup(path, group, g) {
+  const held = `${fmtInt(g.inflight)} in flight and ${fmtInt(g.dead_letters)} dead letters`;
+  if (!confirm(`Delete group ${group} with its ${held}? Its position goes; the topic's events stay.`)) return;
+  try {
+    const r = await api("DELETE", path);
+    // To the list without a hashchange, which would hide the message.
+    history.pushState(null, "", "#/groups");
+    await route();
+    show(`deleted ${group} (dropped ${fmtInt(r.in_flight)} in flight, ${fmtInt(r.dead_letters)} dead letters)`, true);
+  } catch (e) { show(e.message); }
 }
 
 // --- Routing ---------------------------------------------------------------

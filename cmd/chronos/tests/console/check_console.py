@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Drives the web console in headless Chromium against a running server with
 data in it (seeded by tests/console.rs): every page loads, its numbers match
-the HTTP API's, a cancel and a redrive are clicked and confirmed, and each
+the HTTP API's, a cancel, a redrive, a group's seek and delete are clicked
+and confirmed, and each
 page is saved as a screenshot.
 
 Usage: check_console.py --url http://127.0.0.1:PORT --shots DIR
@@ -13,6 +14,7 @@ import json
 import os
 import sys
 import time
+import urllib.error
 import urllib.request
 
 from selenium import webdriver
@@ -139,16 +141,21 @@ def main() -> int:
         driver.get(base + "/#/event/jobs/j-3")
         described = api("/v1/topics/jobs/events/j-3")
         assert described["status"] == "EVENT_STATUS_FIRED", described
-        until("the event's groups", lambda: len(rows("#event-groups")) == 1)
+        # Two groups: workers, and auditors (joined after the event fired).
+        until("the event's groups", lambda: len(rows("#event-groups")) == len(described["groups"]) == 2)
         assert text_of("#stat-state") == "fired"
-        cells = [c.text for c in rows("#event-groups")[0].find_elements(By.TAG_NAME, "td")]
-        dead = described["groups"][0]
-        assert cells[0] == dead["group"] == "workers" and cells[1] == "dead", (cells, dead)
+
+        def cells_of(group):
+            return next([c.text for c in r.find_elements(By.TAG_NAME, "td")]
+                        for r in rows("#event-groups") if r.text.startswith(group + " "))
+
+        cells = cells_of("workers")
+        dead = next(g for g in described["groups"] if g["group"] == "workers")
+        assert cells[1] == "dead", (cells, dead)
         assert cells[4] == dead["reason"] != "", (cells, dead)
         shot("event")
         driver.get(base + "/#/event/jobs/j-0")
-        until("an acked event", lambda: [c.text for c in rows("#event-groups")[0].find_elements(By.TAG_NAME, "td")][:2]
-              == ["workers", "acked"])
+        until("an acked event", lambda: cells_of("workers")[1] == "acked")
         print("ok: event page shows each group's state as the API (dead, acked)")
 
         # Groups, then a dead letter redriven from the page.
@@ -172,6 +179,38 @@ def main() -> int:
               lambda: not api("/v1/topics/jobs/groups/workers/dead-letters")["dead_letters"])
         assert "redriven: 1" in text_of("#flash")
         print("ok: redrive from the page (confirmed)")
+
+        # A group nobody consumes: sought back to the start, then deleted.
+        auditors = "/v1/topics/jobs/groups/auditors"
+        until("the auditors' member is gone", lambda: int(api(auditors)["group"]["members"]) == 0)
+        # Its lag counts what fired after it joined (the redrive above, a
+        # record for workers alone); the seek adds the five jobs before it.
+        before = int(api(auditors)["group"]["lag"])
+        driver.get(base + "/#/groups/jobs/auditors")
+        text_of("#stat-lag")
+        driver.find_element(By.CSS_SELECTOR, "#seek-group").click()
+        wait.until(EC.alert_is_present())
+        driver.switch_to.alert.send_keys("2000-01-01T00:00:00Z")
+        driver.switch_to.alert.accept()
+        wait.until(EC.alert_is_present())
+        assert "2000-01-01T00:00:00.000Z" in driver.switch_to.alert.text, driver.switch_to.alert.text
+        driver.switch_to.alert.accept()
+        until("the seek takes effect", lambda: int(api(auditors)["group"]["lag"]) == before + 5)
+        assert "auditors now delivers the events due from 2000-01-01T00:00:00Z" in text_of("#flash")
+        until("the page redraws", lambda: text_of("#stat-lag") == str(before + 5))
+        print(f"ok: seek from the page (prompted, confirmed): lag {before} -> {before + 5}")
+        driver.find_element(By.CSS_SELECTOR, "#delete-group").click()
+        wait.until(EC.alert_is_present())
+        driver.switch_to.alert.accept()
+        until("the groups list without auditors", lambda: driver.execute_script("return location.hash") == "#/groups"
+              and rows("#groups") and all("auditors" not in r.text for r in rows("#groups")))
+        assert "deleted auditors" in text_of("#flash"), text_of("#flash")
+        try:
+            api(auditors)
+            raise AssertionError("the deleted group is still described")
+        except urllib.error.HTTPError as err:
+            assert err.code == 404, err
+        print("ok: delete from the page (confirmed): the group is gone")
     finally:
         driver.quit()
     print("all console checks passed")
