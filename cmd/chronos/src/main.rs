@@ -161,6 +161,17 @@ fn runtime(builder: &mut tokio::runtime::Builder) -> Result<tokio::runtime::Runt
     })
 }
 
+/// Turns transparent huge pages off for this process. mimalloc asks for them
+/// (`MADV_HUGEPAGE`); a fault on one zeroes 2 MiB and freeing part of one
+/// splits it, stalling runtime threads in the kernel for milliseconds: the
+/// lateness tail (docs/benchmarks.md). Databases advise the same.
+fn no_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        eprintln!("chronos: could not turn transparent huge pages off ({e}); going on");
+    }
+}
+
 fn main() -> ExitCode {
     // Exit codes: 0 ok, 1 usage or configuration error, 2 server error.
     let cli = match Cli::try_parse() {
@@ -174,6 +185,7 @@ fn main() -> ExitCode {
         Command::Client(cmd) => cli::run(cli.conn, cmd),
         Command::Token(cmd) => token(cmd),
         Command::Serve(args) => {
+            no_huge_pages();
             let config =
                 match chronos_config::Config::load(args.config.as_deref(), &args.overrides()) {
                     Ok(c) => c,

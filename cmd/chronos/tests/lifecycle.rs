@@ -39,6 +39,21 @@ async fn http_endpoints_report_health_readiness_and_metrics() {
     assert!(fsyncs >= 1.0, "no node-log fsync timed:\n{body}");
 }
 
+/// The server runs without transparent huge pages (faults that zero 2 MiB
+/// and splits of partly freed ones stalled its threads for milliseconds).
+#[cfg(target_os = "linux")]
+#[test]
+fn the_server_runs_without_transparent_huge_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("THP_enabled:"))
+        .expect("a THP_enabled line (Linux 5.0 or later)");
+    assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+}
+
 /// The value of the first sample in `body` whose line starts with `series`
 /// (-1 when there is none).
 fn metric(body: &str, series: &str) -> f64 {

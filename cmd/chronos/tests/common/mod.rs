@@ -223,10 +223,14 @@ impl Server {
         }
     }
 
-    /// SIGKILL: no shutdown code runs.
+    /// The running server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server runs").id()
+    }
+
     /// Sends `signal` (`STOP`, `CONT`, ...) to the running server.
     pub fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("server runs").id();
+        let pid = self.pid();
         let status = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(pid.to_string())
@@ -235,6 +239,7 @@ impl Server {
         assert!(status.success(), "kill -{signal} {pid}");
     }
 
+    /// SIGKILL: no shutdown code runs.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
