@@ -73,6 +73,10 @@ enum Mode {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // As the server: mimalloc's huge pages stall threads (the consumers'
+    // lateness would include them).
+    #[cfg(target_os = "linux")]
+    rustix::thread::disable_transparent_huge_pages(true)?;
     match Cli::parse().mode {
         Mode::Publish(args) => publish::run(args).await,
         Mode::Schedule(args) => schedule::run(args).await,
