@@ -71,3 +71,16 @@ def event(
         key=key or "",
         headers=dict(headers or {}),
     )
+
+
+def event_fields(e: events_pb2.Event) -> dict:
+    """An `Event` message's fields as Python values: the shared part of
+    `Delivery`, `StoredEvent` and `DeadLetter`."""
+    return {
+        "topic": e.topic,
+        "message_id": e.message_id,
+        "payload": bytes(e.payload),
+        "key": e.key,
+        "headers": dict(e.headers),
+        "schedule_ts": e.schedule_ts,
+    }

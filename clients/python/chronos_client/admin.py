@@ -102,17 +102,12 @@ class Admin:
         r = self._unary(self._admin.ListDeadLetters, req)
         return [
             DeadLetter(
-                d.event.topic,
-                d.event.message_id,
-                bytes(d.event.payload),
-                d.event.key,
-                dict(d.event.headers),
-                d.event.schedule_ts,
-                d.partition,
-                d.offset,
-                d.attempts,
-                d.reason,
-                d.dead_ts,
+                **_convert.event_fields(d.event),
+                partition=d.partition,
+                offset=d.offset,
+                attempts=d.attempts,
+                reason=d.reason,
+                dead_ts=d.dead_ts,
             )
             for d in r.dead_letters
         ]

@@ -63,18 +63,12 @@ def stream(call) -> Iterator[StoredEvent]:
     """The events of a `Replay` call; cancels it when the caller stops early."""
     try:
         for r in call:
-            e = r.event
             yield StoredEvent(
-                e.topic,
-                e.message_id,
-                bytes(e.payload),
-                e.key,
-                dict(e.headers),
-                e.schedule_ts,
-                r.partition,
-                r.offset,
-                r.publish_ts,
-                r.due_ts,
+                **_convert.event_fields(r.event),
+                partition=r.partition,
+                offset=r.offset,
+                publish_ts=r.publish_ts,
+                due_ts=r.due_ts,
             )
     except grpc.RpcError as err:
         # The error is the call: without its traceback it is freed at once

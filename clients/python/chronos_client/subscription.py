@@ -19,7 +19,7 @@ from typing import Dict, Iterator, List, Optional, Union
 
 import grpc
 
-from ._convert import When, epoch_ms
+from ._convert import When, epoch_ms, event_fields
 from ._proto import events_pb2
 from .errors import ChronosError
 
@@ -51,12 +51,7 @@ class Delivery:
         ev = d.event
         return cls(
             delivery_id=d.delivery_id,
-            topic=ev.topic,
-            message_id=ev.message_id,
-            payload=bytes(ev.payload),
-            key=ev.key,
-            headers=dict(ev.headers),
-            schedule_ts=ev.schedule_ts,
+            **event_fields(ev),
             due_ts=d.due_ts,
             partition=d.partition,
             offset=d.offset,
