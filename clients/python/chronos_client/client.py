@@ -277,6 +277,8 @@ class Client(Schedules, Admin):
         max_inflight: int = 0,
         start: Union[str, When] = "latest",
         partition: Optional[int] = None,
+        ack_batch: int = 64,
+        ack_linger_s: float = 0.005,
     ) -> Subscription:
         """Joins consumer group `group` of `topic` over a `Consume` stream.
 
@@ -285,8 +287,10 @@ class Client(Schedules, Admin):
         default). `start` applies only when this creates the group:
         "latest" (events that come due from now on), "earliest" (every
         retained event) or a time (events due at or after it). `partition`
-        limits the member to one partition. Errors in the request surface as
-        `ChronosError` on the first `poll` or iteration.
+        limits the member to one partition. Acks and nacks go out together:
+        `ack_batch` of them, or what came within `ack_linger_s` of the first
+        (`flush` and `close` send what waits at once). Errors in the request
+        surface as `ChronosError` on the first `poll` or iteration.
         """
         req = events_pb2.SubscribeRequest(
             consumer_group=group,
@@ -295,7 +299,7 @@ class Client(Schedules, Admin):
             partition_id=partition,
             **start_fields(start),
         )
-        sub = Subscription(self._events, req)
+        sub = Subscription(self._events, req, ack_batch=ack_batch, ack_linger_s=ack_linger_s)
         self._subscriptions.add(sub)
         return sub
 

@@ -2,10 +2,13 @@
 
 Requests (the subscribe, then acks, nacks and credit grants) go out through a
 queue that feeds the stream's request iterator, so acks travel in-band on the
-same stream. A reader thread takes responses off the stream: deliveries go to
-a queue the caller drains (bounded by the server: a member never holds more
-unacked deliveries than its `max_inflight`), ack answers update the counters
-that `flush` waits on.
+same stream. Acks and nacks are gathered and sent together (`ack_batch` of
+them, or what came within `ack_linger_s` of the first), as the Rust SDK does:
+a message each way per ack held a consumer to ~2.9 K deliveries/s. A reader
+thread takes responses off the stream: deliveries go to a queue the caller
+drains (bounded by the server: a member never holds more unacked deliveries
+than its `max_inflight`), ack answers update the counters that `flush` waits
+on.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ from .errors import ChronosError
 
 # Ends the request iterator or marks the end of responses.
 _END = object()
+# Tells the request iterator that acks wait: send them within the linger.
+_ACKS_WAIT = object()
+# Tells the request iterator to send the waiting acks now.
+_ACKS_NOW = object()
 
 
 @dataclass(frozen=True)
@@ -101,15 +108,31 @@ class Subscription:
     deliveries go to other members.
     """
 
-    def __init__(self, stub, request: events_pb2.SubscribeRequest):
+    def __init__(
+        self,
+        stub,
+        request: events_pb2.SubscribeRequest,
+        ack_batch: int = 64,
+        ack_linger_s: float = 0.005,
+    ):
+        if ack_batch < 1:
+            raise ValueError(f"ack_batch: {ack_batch} must be at least 1")
+        if not 0 <= ack_linger_s <= 10:
+            raise ValueError(f"ack_linger_s: {ack_linger_s} must be between 0 and 10 s")
         self.group = request.consumer_group
         self.topic = request.topic
-        self._requests: "queue.Queue[object]" = queue.Queue()
+        self._ack_batch = ack_batch
+        self._ack_linger_s = ack_linger_s
+        self._requests: "queue.SimpleQueue[object]" = queue.SimpleQueue()
         self._requests.put(events_pb2.ConsumeRequest(subscribe=request))
-        self._deliveries: "queue.Queue[object]" = queue.Queue()
+        self._deliveries: "queue.SimpleQueue[object]" = queue.SimpleQueue()
         self._cond = threading.Condition()
-        self._acks_sent = 0
-        self._acks_answered = 0
+        # Acks and nacks not yet handed to the stream (under `_cond`).
+        self._waiting: List[events_pb2.AckItem] = []
+        # Counted in items, not requests: the server answers each request
+        # with how many it acked, nacked and did not know.
+        self._items_sent = 0
+        self._items_answered = 0
         self._totals = AckTotals()
         self._ended: Optional[object] = None  # _END or a ChronosError, once seen by the caller
         self._closing = False
@@ -185,15 +208,16 @@ class Subscription:
         and `TimeoutError` if the answers did not all come within `timeout_s`.
         """
         deadline = time.monotonic() + timeout_s
+        self._requests.put(_ACKS_NOW)
         with self._cond:
-            while self._acks_answered < self._acks_sent:
+            while self._items_answered < self._items_sent:
                 if self._stream_error is not None:
                     raise self._stream_error
                 if self._done:
                     raise ChronosError(grpc.StatusCode.CANCELLED, "the stream ended before every ack was answered")
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    missing = self._acks_sent - self._acks_answered
+                    missing = self._items_sent - self._items_answered
                     raise TimeoutError(f"{missing} ack(s) unanswered after {timeout_s} s")
                 self._cond.wait(left)
             return AckTotals(self._totals.acked, self._totals.nacked, list(self._totals.unknown))
@@ -208,11 +232,26 @@ class Subscription:
             )
             for d in deliveries
         ]
-        # An empty consumer_group means this stream's group.
-        req = events_pb2.ConsumeRequest(ack=events_pb2.AckRequest(items=items))
+        if self._closing:
+            raise RuntimeError(f"subscription of group {self.group!r} is closed")
         with self._cond:
-            self._acks_sent += 1
-        self._send(req)
+            first = not self._waiting
+            self._waiting.extend(items)
+            self._items_sent += len(items)
+            full = len(self._waiting) >= self._ack_batch
+        if full:
+            self._requests.put(_ACKS_NOW)
+        elif first:
+            self._requests.put(_ACKS_WAIT)
+
+    def _take_waiting(self) -> Optional[events_pb2.ConsumeRequest]:
+        """The acks and nacks not yet sent, as one request (None if none)."""
+        with self._cond:
+            items, self._waiting = self._waiting, []
+        if not items:
+            return None
+        # An empty consumer_group means this stream's group.
+        return events_pb2.ConsumeRequest(ack=events_pb2.AckRequest(items=items))
 
     def _send(self, req: events_pb2.ConsumeRequest) -> None:
         if self._closing:
@@ -233,6 +272,7 @@ class Subscription:
         """
         if not self._closing:
             self._closing = True
+            self._requests.put(_ACKS_NOW)
             self._wait_answered(timeout_s)
             self._requests.put(_END)
         self._call.cancel()
@@ -246,7 +286,7 @@ class Subscription:
     def _wait_answered(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            while self._acks_answered < self._acks_sent and not self._done:
+            while self._items_answered < self._items_sent and not self._done:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return
@@ -259,11 +299,26 @@ class Subscription:
         self.close()
 
     def _request_iter(self):
+        send_at: Optional[float] = None  # when the waiting acks go out
         while True:
-            item = self._requests.get()
+            try:
+                wait = None if send_at is None else max(0.0, send_at - time.monotonic())
+                item = self._requests.get(timeout=wait)
+            except queue.Empty:
+                item = _ACKS_NOW
+            if item is _ACKS_WAIT:
+                if send_at is None:
+                    send_at = time.monotonic() + self._ack_linger_s
+                continue
+            # Anything else goes after the acks before it.
+            send_at = None
+            acks = self._take_waiting()
+            if acks is not None:
+                yield acks
             if item is _END:
                 return
-            yield item
+            if item is not _ACKS_NOW:
+                yield item
 
     def _read(self) -> None:
         end: object = _END
@@ -274,7 +329,7 @@ class Subscription:
                     self._deliveries.put(Delivery.from_pb(resp.delivery))
                 elif kind == "ack":
                     with self._cond:
-                        self._acks_answered += 1
+                        self._items_answered += resp.ack.acked + resp.ack.nacked + len(resp.ack.unknown)
                         self._totals.acked += resp.ack.acked
                         self._totals.nacked += resp.ack.nacked
                         self._totals.unknown.extend(resp.ack.unknown)

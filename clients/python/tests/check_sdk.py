@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Checks the wrapper against a running server: nack → redelivery, errors, batches, cancel,
-schedules, leaving a group, replay, consumer groups and dead letters.
+schedules, leaving a group, replay, consumer groups and dead letters, acks sent together.
 
 Usage: python3 tests/check_sdk.py --addr HOST:PORT
 Prints `ok: <check>` per check and exits 0, or prints `FAIL: ...` and exits 1.
@@ -248,6 +248,50 @@ def check_groups_and_dead_letters(client: Client) -> None:
     print("ok: dead letter after 5 nacks, redriven; groups listed, described, sought, deleted")
 
 
+def wait_inflight(client: Client, group: str, topic: str, n: int, within_s: float, what: str) -> None:
+    """Waits until the server has `n` deliveries of `group` in flight (the rest recorded as settled)."""
+    deadline = time.monotonic() + within_s
+    while (inflight := client.describe_group(group, topic).inflight) != n:
+        expect(time.monotonic() < deadline, f"{what}: {inflight} in flight after {within_s} s, not {n}")
+        time.sleep(0.02)
+
+
+def check_acks_go_out_together(client: Client) -> None:
+    client.publish_batch([dict(topic="sdk-acks", message_id=f"a-{i}", payload=b"x") for i in range(8)])
+    # A long linger: acks go out only when a batch fills, or on flush or close.
+    sub = client.subscribe("ackers", "sdk-acks", start="earliest", ack_batch=4, ack_linger_s=10.0)
+    with sub:
+        got = [next_delivery(sub, f"delivery {i}") for i in range(8)]
+        sub.ack(*got[:4])  # a full batch: sent at once
+        wait_inflight(client, "ackers", "sdk-acks", 4, 0.5, "a full batch of acks")
+        sub.ack(got[4])
+        sub.nack(got[5], delay_s=60)  # waits for its redelivery: in flight
+        totals = sub.flush(WAIT_S)  # sends the two waiting at once
+        expect((totals.acked, totals.nacked, totals.unknown) == (5, 1, []), f"totals {totals}")
+        sub.ack(*got[6:])
+        expect(client.describe_group("ackers", "sdk-acks").inflight == 3, "acks went out before a full batch, flush or close")
+        started = time.monotonic()
+    took = time.monotonic() - started
+    # Closing sent the last two at once, not after the linger; the next
+    # member gets only the nacked one, and only after its delay.
+    expect(took < 2.0, f"close took {took:.2f} s: the acks waited for the linger")
+    with client.subscribe("ackers", "sdk-acks") as sub:
+        expect(sub.poll(1.0) is None, "acks waiting at close were not sent")
+    expect(client.describe_group("ackers", "sdk-acks").inflight == 1, "the nacked delivery is not waiting")
+    client.publish("sdk-acks-linger", "l-1", b"x")
+    with client.subscribe("quick", "sdk-acks-linger", start="earliest", ack_linger_s=0.1) as sub:
+        sub.ack(next_delivery(sub, "the linger"))
+        wait_inflight(client, "quick", "sdk-acks-linger", 0, 2.0, "an ack after its linger")
+    for kwargs, field in ((dict(ack_batch=0), "ack_batch"), (dict(ack_linger_s=-1), "ack_linger_s")):
+        try:
+            client.subscribe("bad", "sdk-acks", **kwargs)
+        except ValueError as err:
+            expect(field in str(err), f"{err}")
+        else:
+            raise Failed(f"subscribe accepted {kwargs}")
+    print("ok: acks and nacks go out together: a full batch at once, the rest on flush, close or the linger")
+
+
 def check_client_close_closes_subscriptions(addr: str) -> None:
     client = Client(addr, timeout_s=WAIT_S)
     client.publish("sdk-close-client", "cc-1", "held")
@@ -273,6 +317,7 @@ def main() -> int:
             check_close_gives_back(client)
             check_replay(client)
             check_groups_and_dead_letters(client)
+            check_acks_go_out_together(client)
             check_client_close_closes_subscriptions(args.addr)
         except (Failed, ChronosError, TimeoutError) as err:
             print(f"FAIL: {err}")

@@ -144,6 +144,7 @@ fn wrapper_nacks_redeliver_and_errors_carry_code_and_field() {
         "ok: close leaves at once",
         "ok: replay by offsets, publish and due time with filters; a backward range: INVALID_ARGUMENT: offsets.to",
         "ok: dead letter after 5 nacks, redriven; groups listed, described, sought, deleted",
+        "ok: acks and nacks go out together",
         "ok: closing the client closes its open subscriptions",
         "all checks passed",
     ] {
