@@ -183,7 +183,11 @@ async fn metrics(State(s): State<AppState>) -> String {
         metrics::gauge!("chronos_wal_fsync_time_seconds", &label)
             .set(st.fsync_time_ns_total as f64 / 1e9);
         metrics::gauge!("chronos_wal_segments", &label).set(st.segment_count as f64);
-        metrics::gauge!("chronos_pending_events", &label).set(p.status().pending as f64);
+        // The leader's count only, as the group gauges: a sum over a
+        // cluster counts each pending event once, not once per replica.
+        let status = p.status();
+        let pending = if status.is_leader { status.pending } else { 0 };
+        metrics::gauge!("chronos_pending_events", &label).set(pending as f64);
         metrics::gauge!("chronos_wal_disk_bytes", &label).set(st.disk_bytes as f64);
         metrics::gauge!("chronos_partition_ready", "partition" => id).set(if p.is_ready() {
             1.0
