@@ -334,10 +334,21 @@ async fn wiped_node_catches_up_from_the_log_and_can_lead() {
     // Every replica holds the pending events; only leaders report them, so
     // a sum over the nodes counts each once.
     wait_caught_up(&cluster, 2, 1, Duration::from_secs(20)).await;
-    let pending: u64 = cluster.status(1).await.partitions.iter().map(|p| p.pending).sum();
+    let pending: u64 = cluster
+        .status(1)
+        .await
+        .partitions
+        .iter()
+        .map(|p| p.pending)
+        .sum();
     assert!(pending > 0, "nothing pending to count");
-    let reported: f64 = (1..=3).map(|id| cluster.node(id).metric("chronos_pending_events")).sum();
-    assert_eq!(reported, pending as f64, "chronos_pending_events summed over the nodes");
+    let reported: f64 = (1..=3)
+        .map(|id| cluster.node(id).metric("chronos_pending_events"))
+        .sum();
+    assert_eq!(
+        reported, pending as f64,
+        "chronos_pending_events summed over the nodes"
+    );
 
     cluster.make_leader(3, 0).await;
     // Node 3, now leading partition 0, serves all of its history: replay
