@@ -82,7 +82,7 @@ pub async fn run(args: DeliverArgs) -> anyhow::Result<()> {
 /// Polls `DescribeGroup` until every group reports the whole plan as lag.
 async fn wait_for_lag(args: &DeliverArgs, session: &Session, until: Instant) -> anyhow::Result<()> {
     let w = &args.workload;
-    let mut admin = AdminServiceClient::new(connect(&w.addr).await?);
+    let mut admin = AdminServiceClient::new(connect(w.node_addr(0)).await?);
     for group in &session.group_names {
         loop {
             let lag = admin

@@ -32,7 +32,8 @@ const MEMBER_STOP_GRACE: Duration = Duration::from_secs(5);
 /// Flags of every mode that publishes events and consumes them again.
 #[derive(clap::Args, Clone)]
 pub struct WorkloadArgs {
-    /// gRPC address of the node.
+    /// gRPC address of the node; several, comma-separated, spread the
+    /// publishers and the members over the nodes of a cluster.
     #[arg(long, default_value = "http://127.0.0.1:9000")]
     pub addr: String,
     /// Topic to publish to and consume from (default: `lt-<run tag>`, unique per run).
@@ -85,6 +86,12 @@ impl WorkloadArgs {
         ensure!(self.batch >= 1, "--batch must be at least 1");
         ensure!(self.ack_batch >= 1, "--ack-batch must be at least 1");
         Ok(())
+    }
+
+    /// The node the `i`th connection goes to: `--addr`'s nodes in turn.
+    pub fn node_addr(&self, i: usize) -> &str {
+        let nodes: Vec<&str> = self.addr.split(',').map(str::trim).collect();
+        nodes[i % nodes.len()]
     }
 }
 
@@ -299,7 +306,7 @@ async fn subscribe_all(
 ) -> anyhow::Result<Members> {
     let mut members = Vec::with_capacity(group_names.len() * args.consumers);
     for (group, group_name) in group_names.iter().enumerate() {
-        for _ in 0..args.consumers {
+        for i in 0..args.consumers {
             let config = MemberConfig {
                 group,
                 group_name: group_name.clone(),
@@ -307,7 +314,8 @@ async fn subscribe_all(
                 max_inflight: args.max_inflight,
                 ack_batch: args.ack_batch,
             };
-            let member = Member::subscribe(connect(&args.addr).await?, config, tracker.clone())
+            let addr = args.node_addr(group * args.consumers + i);
+            let member = Member::subscribe(connect(addr).await?, config, tracker.clone())
                 .await
                 .with_context(|| format!("subscribing group {group_name} to {topic}"))?;
             members.push((group, tokio::spawn(member.run(stop.clone()))));
@@ -403,8 +411,8 @@ async fn publish_all(
 ) -> anyhow::Result<PublishStats> {
     let next_batch = Arc::new(AtomicU64::new(0));
     let mut clients = Vec::with_capacity(args.publish_clients);
-    for _ in 0..args.publish_clients {
-        clients.push(EventServiceClient::new(connect(&args.addr).await?));
+    for i in 0..args.publish_clients {
+        clients.push(EventServiceClient::new(connect(args.node_addr(i)).await?));
     }
     let started = Instant::now();
     let started_us = now_us();
