@@ -185,8 +185,8 @@ impl Store {
         // Flushes and compactions go through the page cache on purpose: with
         // direct I/O their output is cached only in the block cache, and a
         // `Fire`'s reads of the events coming due (and dedup lookups) then
-        // wait on the disk in the apply path (fire lateness at 100 K/s: p99
-        // 50-120 ms buffered, 2-3 s direct).
+        // wait on the disk in the apply path (docs/benchmarks.md, "Direct I/O
+        // taken out again").
 
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&resources.cache);
