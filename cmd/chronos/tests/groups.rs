@@ -232,8 +232,13 @@ async fn nacks_back_off_longer_each_time_then_dead_letter_and_redrive() {
     ];
     let server = Server::start_with_env(&dir.path().join("data"), &[], &env);
     let mut m = Member::join(&server, subscribe_req("g", "t", 10)).await;
+    // Another group takes the event and goes: caught up, no members.
+    let mut other = Member::join(&server, subscribe_req("other", "t", 10)).await;
     let mut c = server.events().await;
     publish_ok(&mut c, vec![event("t", "e", b"payload")]).await;
+    let d = other.next(WAIT).await;
+    assert_eq!(other.ack(&[&d.delivery_id]).await.acked, 1);
+    drop(other);
     let mut delays = Vec::new();
     let mut nacked_at = Instant::now();
     for attempt in 1..=4 {
@@ -288,6 +293,10 @@ async fn nacks_back_off_longer_each_time_then_dead_letter_and_redrive() {
     let d = m.next(WAIT).await;
     assert_eq!((d.event.unwrap().message_id.as_str(), d.attempt), ("e", 1));
     assert_eq!(m.ack(&[&d.delivery_id]).await.acked, 1);
+    // The redriven copy is for `g` alone: the other group does not lag by it.
+    wait_group(&server, "g", "t", |g| g.lag == 0 && g.inflight == 0).await;
+    let other = describe(&server, "other", "t").await;
+    assert_eq!(other.lag, 0, "another group's redriven copy counted: {other:?}");
     let dead = admin
         .list_dead_letters(list(10))
         .await

@@ -209,7 +209,7 @@ mod tests {
         let mut batch = store.batch();
         let state = TopicState {
             next_fire_seq: next,
-            pending: 0,
+            ..TopicState::default()
         };
         batch.put_topic(topic, &state.encode_to_vec());
         batch.commit().unwrap();

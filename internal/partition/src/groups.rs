@@ -139,15 +139,11 @@ impl Partition {
             }
             let state = GroupState::decode(raw.as_slice()).map_err(|e| storage(&e))?;
             let rt = runtime.iter().find(|r| r.topic == t && r.group == group);
-            let next_fire_seq = match self.store.get_topic(&t).map_err(|e| storage(&e))? {
-                Some(raw) => {
-                    TopicState::decode(raw.as_slice())
-                        .map_err(|e| storage(&e))?
-                        .next_fire_seq
-                }
-                None => 0,
+            let topic_state = match self.store.get_topic(&t).map_err(|e| storage(&e))? {
+                Some(raw) => TopicState::decode(raw.as_slice()).map_err(|e| storage(&e))?,
+                None => TopicState::default(),
             };
-            let lag = next_fire_seq.saturating_sub(state.cursor);
+            let lag = lag(&topic_state, &group, state.cursor);
             let next_due_ts = if lag > 0 {
                 self.fired_due(&t, state.cursor)?
             } else {
@@ -290,5 +286,47 @@ impl Partition {
             .get_group(topic, group)
             .map(|g| g.is_some())
             .map_err(|e| PartitionError::storage(self.id, &e))
+    }
+}
+
+/// How many of `topic`'s fired events from `cursor` on are for `group`:
+/// all of them but the copies that redrives made for other groups.
+pub(crate) fn lag(topic: &TopicState, group: &str, cursor: u64) -> u64 {
+    let next = topic.next_fire_seq;
+    let others: u64 = (topic.redriven.iter())
+        .filter(|r| r.group != group)
+        .map(|r| r.end_seq.min(next).saturating_sub(r.first_seq.max(cursor)))
+        .sum();
+    next.saturating_sub(cursor).saturating_sub(others)
+}
+
+#[cfg(test)]
+mod tests {
+    use chronos_proto::internal::{RedrivenRange, TopicState};
+
+    use super::lag;
+
+    #[test]
+    fn lag_leaves_out_other_groups_redriven_copies_from_the_cursor_on() {
+        let range = |first_seq, end_seq, group: &str| RedrivenRange {
+            first_seq,
+            end_seq,
+            group: group.into(),
+        };
+        let topic = TopicState {
+            next_fire_seq: 20,
+            redriven: vec![range(5, 8, "a"), range(10, 12, "b"), range(15, 25, "a")],
+            ..TopicState::default()
+        };
+        // For "b": 20 - 0 minus a's 3 and a's 5 below 20.
+        assert_eq!(lag(&topic, "b", 0), 12);
+        // From 6: a's 6..8 and 15..20.
+        assert_eq!(lag(&topic, "b", 6), 14 - 2 - 5);
+        // For "a": b's 10..12 only.
+        assert_eq!(lag(&topic, "a", 0), 18);
+        assert_eq!(lag(&topic, "a", 11), 9 - 1);
+        // Past everything, or past the end: nothing.
+        assert_eq!(lag(&topic, "c", 20), 0);
+        assert_eq!(lag(&topic, "c", 30), 0);
     }
 }

@@ -408,6 +408,7 @@ impl StateMachine {
                     Some(command::Kind::Trim(t)) => {
                         for topic in &t.topics {
                             batch.trim_fired(&topic.topic, topic.below_seq);
+                            self.trim_redriven(&topic.topic, topic.below_seq)?;
                         }
                     }
                     Some(command::Kind::Redrive(r)) => {

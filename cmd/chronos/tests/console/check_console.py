@@ -183,8 +183,8 @@ def main() -> int:
         # A group nobody consumes: sought back to the start, then deleted.
         auditors = "/v1/topics/jobs/groups/auditors"
         until("the auditors' member is gone", lambda: int(api(auditors)["group"]["members"]) == 0)
-        # Its lag counts what fired after it joined (the redrive above, a
-        # record for workers alone); the seek adds the five jobs before it.
+        # Its lag counts what fired for it after it joined (not the redrive
+        # above, a record for workers alone); the seek adds the five jobs.
         before = int(api(auditors)["group"]["lag"])
         driver.get(base + "/#/groups/jobs/auditors")
         text_of("#stat-lag")

@@ -673,11 +673,11 @@ impl Dispatcher {
             let Some(g) = self.groups.get(key) else {
                 continue;
             };
-            let next = match ctx.store.get_topic(&g.topic) {
-                Ok(Some(raw)) => TopicState::decode(raw.as_slice()).map_or(0, |t| t.next_fire_seq),
-                _ => continue,
+            let Ok(Some(raw)) = ctx.store.get_topic(&g.topic) else {
+                continue;
             };
-            let lag = next.saturating_sub(g.cursor);
+            let topic = TopicState::decode(raw.as_slice()).unwrap_or_default();
+            let lag = crate::groups::lag(&topic, &key.1, g.cursor);
             set_group_gauges(&partition, key, lag, g.flights.len());
         }
     }

@@ -7,7 +7,7 @@
 
 use chronos_proto::internal::{
     group_item, DeadLetterRecord, DeliveryCommand, FiredRecord, GroupCommand, GroupState,
-    InflightRecord, RedriveCommand, StartKind,
+    InflightRecord, RedriveCommand, RedrivenRange, StartKind,
 };
 use chronos_store::{Batch, Store};
 use prost::Message;
@@ -196,6 +196,7 @@ impl StateMachine {
             return Ok(0);
         };
         let mut redriven = 0;
+        let mut placed: Option<(u64, u64)> = None;
         for (i, &seq) in r.seqs.iter().enumerate() {
             let Some(raw) = self
                 .store
@@ -208,6 +209,7 @@ impl StateMachine {
             let old = FiredRecord::decode(dead.fired.as_ref()).map_err(read_err)?;
             let numbered = r.first_seq.map(|first| first + i as u64);
             let new_seq = self.place_fired(&r.topic, numbered)?;
+            placed = Some((placed.map_or(new_seq, |(first, _)| first), new_seq + 1));
             let record = FiredRecord {
                 fire_ts: r.now_ts,
                 only_group: r.group.clone(),
@@ -223,9 +225,25 @@ impl StateMachine {
         if let Some(first) = r.first_seq {
             let topic = self.topic_mut(&r.topic)?;
             topic.next_fire_seq = topic.next_fire_seq.max(first + r.seqs.len() as u64);
+            // Numbers left unused are skipped by every group alike.
+            placed = Some((first, first + r.seqs.len() as u64));
+        }
+        if let (Some((first_seq, end_seq)), true) = (placed, redriven > 0) {
+            self.topic_mut(&r.topic)?.redriven.push(RedrivenRange {
+                first_seq,
+                end_seq,
+                group: r.group.clone(),
+            });
         }
         self.set_group(&r.topic, &r.group, state);
         Ok(redriven)
+    }
+
+    /// Forgets the redriven ranges that the fire log's trim took away.
+    pub(super) fn trim_redriven(&mut self, topic: &str, below_seq: u64) -> Result<(), io::Error> {
+        let state = self.topic_mut(topic)?;
+        state.redriven.retain(|r| r.end_seq > below_seq);
+        Ok(())
     }
 
     /// Writes the groups changed since the last commit into `batch`.
