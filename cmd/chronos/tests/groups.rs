@@ -296,7 +296,10 @@ async fn nacks_back_off_longer_each_time_then_dead_letter_and_redrive() {
     // The redriven copy is for `g` alone: the other group does not lag by it.
     wait_group(&server, "g", "t", |g| g.lag == 0 && g.inflight == 0).await;
     let other = describe(&server, "other", "t").await;
-    assert_eq!(other.lag, 0, "another group's redriven copy counted: {other:?}");
+    assert_eq!(
+        other.lag, 0,
+        "another group's redriven copy counted: {other:?}"
+    );
     let dead = admin
         .list_dead_letters(list(10))
         .await
