@@ -259,8 +259,10 @@ class Client(Schedules, Admin):
         published or due in [from, to) (to None: no end). Without a topic,
         events of every topic. Filters: one `partition`, a
         routing `key`, `headers` an event must all carry, a message id
-        prefix. Partition by partition, each in offset order; leaving the
-        loop early cancels the stream. A failure raises `ChronosError`.
+        prefix. Partition by partition, each in offset order. A topic's
+        events are read in pages of 1000 (`SearchEvents`), every topic's
+        over a `Replay` stream (leaving the loop early cancels it). A
+        failure raises `ChronosError`.
         """
         req = _replay.request(topic, offsets, published, due)
         if partition is not None:
@@ -268,6 +270,9 @@ class Client(Schedules, Admin):
         req.key = key or ""
         req.headers.update(headers or {})
         req.message_id_prefix = message_id_prefix or ""
+        if topic:
+            # Pages of a topic's events cost grpc-python a tenth of a stream's.
+            return _replay.pages(self._events.SearchEvents, req)
         return _replay.stream(self._events.Replay(req))
 
     def subscribe(

@@ -59,17 +59,56 @@ def request(
     return req
 
 
+# Events per `SearchEvents` page (the server's most).
+PAGE = 1000
+
+
+def _stored(r: events_pb2.ReplayEvent) -> StoredEvent:
+    return StoredEvent(
+        **_convert.event_fields(r.event),
+        partition=r.partition,
+        offset=r.offset,
+        publish_ts=r.publish_ts,
+        due_ts=r.due_ts,
+    )
+
+
+def pages(search, req: events_pb2.ReplayRequest) -> Iterator[StoredEvent]:
+    """The events of `req` (which names a topic) read in pages of `PAGE`
+    through `SearchEvents`: the same events in the same order as the
+    `Replay` stream, partition by partition, each from where the last page
+    ended. grpc-python spends ~60 µs on each streamed message, a page ~5 µs
+    an event. No deadline, as the stream has none: a sparse filter can make
+    a page read far."""
+    page = events_pb2.SearchEventsRequest(
+        topic=req.topic,
+        key=req.key,
+        headers=req.headers,
+        message_id_prefix=req.message_id_prefix,
+        page_size=PAGE,
+    )
+    if req.HasField("partition_id"):
+        page.partition_id = req.partition_id
+    which = req.WhichOneof("range")
+    getattr(page, which).CopyFrom(getattr(req, which))
+    while True:
+        try:
+            answer = search(page)
+        except grpc.RpcError as err:
+            err.__traceback__ = None  # see `stream`
+            raise ChronosError.from_rpc_error(err) from None
+        for r in answer.events:
+            yield _stored(r)
+        if not answer.next_page_token:
+            return
+        page.page_token = answer.next_page_token
+
+
 def stream(call) -> Iterator[StoredEvent]:
     """The events of a `Replay` call; cancels it when the caller stops early."""
     try:
         for r in call:
-            yield StoredEvent(
-                **_convert.event_fields(r.event),
-                partition=r.partition,
-                offset=r.offset,
-                publish_ts=r.publish_ts,
-                due_ts=r.due_ts,
-            )
+            yield _stored(r)
     except grpc.RpcError as err:
         # The error is the call: without its traceback it is freed at once
         # (see `Subscription.close`).

@@ -209,6 +209,15 @@ def check_replay(client: Client) -> None:
     except ValueError as err:
         expect("offsets, published or due" in str(err), str(err))
     err = expect_error(grpc.StatusCode.INVALID_ARGUMENT, "offsets.to", lambda: list(client.replay(offsets=(5, 2))))
+    expect_error(grpc.StatusCode.INVALID_ARGUMENT, "offsets.to", lambda: list(client.replay("sdk-replay", offsets=(5, 2))))
+    # A topic's events come in pages of 1000: several pages, every event once, in order.
+    for first in range(0, 2500, 500):
+        client.publish_batch([dict(topic="sdk-pages", message_id=f"p-{first + i}") for i in range(500)])
+    paged = [(e.partition, e.offset, e.message_id) for e in client.replay("sdk-pages", offsets=(0, 0))]
+    expect(len(paged) == 2500 and len({m for _, _, m in paged}) == 2500, f"{len(paged)} paged events")
+    expect(paged == sorted(paged), "pages out of partition and offset order")
+    everything = {e.message_id for e in client.replay(offsets=(0, 0)) if e.topic == "sdk-pages"}
+    expect(everything == {m for _, _, m in paged}, "the stream without a topic disagrees with the pages")
     print(f"ok: replay by offsets, publish and due time with filters; a backward range: {err}")
 
 
