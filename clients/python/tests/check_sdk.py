@@ -250,6 +250,12 @@ def check_groups_and_dead_letters(client: Client) -> None:
     with client.subscribe("dlq-workers", "sdk-dlq") as sub:
         replayed = next_delivery(sub, "after the seek to the start")
         expect(replayed.message_id == "d-1", f"{replayed}")
+    # The server detaches a member when it sees its stream cancelled, a
+    # moment after `close` returns.
+    deadline = time.monotonic() + WAIT_S
+    while client.describe_group("dlq-workers", "sdk-dlq").members > 0:
+        expect(time.monotonic() < deadline, f"the member still counts {WAIT_S} s after close")
+        time.sleep(0.02)
     deleted = client.delete_group("dlq-workers", "sdk-dlq")
     expect(deleted.dead_letters == 0, f"{deleted}")
     expect_error(grpc.StatusCode.NOT_FOUND, "", lambda: client.describe_group("dlq-workers", "sdk-dlq"))
@@ -272,7 +278,7 @@ def check_acks_go_out_together(client: Client) -> None:
     with sub:
         got = [next_delivery(sub, f"delivery {i}") for i in range(8)]
         sub.ack(*got[:4])  # a full batch: sent at once
-        wait_inflight(client, "ackers", "sdk-acks", 4, 0.5, "a full batch of acks")
+        wait_inflight(client, "ackers", "sdk-acks", 4, 5.0, "a full batch of acks")
         sub.ack(got[4])
         sub.nack(got[5], delay_s=60)  # waits for its redelivery: in flight
         totals = sub.flush(WAIT_S)  # sends the two waiting at once
