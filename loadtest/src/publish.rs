@@ -210,7 +210,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         0 => args.clients,
         n => n.min(args.clients),
     };
-    let addrs: Vec<&str> = args.addr.split(',').map(str::trim).collect();
+    let addrs = crate::workload::nodes(&args.addr);
     let tls = match &args.tls_ca {
         None => None,
         Some(ca) => Some(Tls {

@@ -90,7 +90,7 @@ impl WorkloadArgs {
 
     /// The node the `i`th connection goes to: `--addr`'s nodes in turn.
     pub fn node_addr(&self, i: usize) -> &str {
-        let nodes: Vec<&str> = self.addr.split(',').map(str::trim).collect();
+        let nodes = nodes(&self.addr);
         nodes[i % nodes.len()]
     }
 }
@@ -283,6 +283,11 @@ pub fn run_tag() -> String {
     }
     let ms: String = digits.iter().rev().collect();
     format!("lt-{ms}-{}", std::process::id())
+}
+
+/// The nodes of an `--addr` flag (one, or several comma-separated).
+pub fn nodes(addr: &str) -> Vec<&str> {
+    addr.split(',').map(str::trim).collect()
 }
 
 pub async fn connect(addr: &str) -> anyhow::Result<Channel> {

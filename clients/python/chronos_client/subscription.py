@@ -232,8 +232,7 @@ class Subscription:
             )
             for d in deliveries
         ]
-        if self._closing:
-            raise RuntimeError(f"subscription of group {self.group!r} is closed")
+        self._check_open()
         with self._cond:
             first = not self._waiting
             self._waiting.extend(items)
@@ -254,9 +253,12 @@ class Subscription:
         return events_pb2.ConsumeRequest(ack=events_pb2.AckRequest(items=items))
 
     def _send(self, req: events_pb2.ConsumeRequest) -> None:
+        self._check_open()
+        self._requests.put(req)
+
+    def _check_open(self) -> None:
         if self._closing:
             raise RuntimeError(f"subscription of group {self.group!r} is closed")
-        self._requests.put(req)
 
     # -- lifetime ------------------------------------------------------------
 

@@ -7,7 +7,7 @@
 
 use chronos_proto::internal::{
     group_item, DeadLetterRecord, DeliveryCommand, FiredRecord, GroupCommand, GroupState,
-    InflightRecord, RedriveCommand, RedrivenRange, StartKind,
+    InflightRecord, RedriveCommand, RedrivenRange, StartKind, TopicState,
 };
 use chronos_store::{Batch, Store};
 use prost::Message;
@@ -46,20 +46,21 @@ impl StateMachine {
         self.groups.insert(key, state);
     }
 
+    /// `topic`'s state as it stands, without creating or changing it.
+    fn read_topic(&self, topic: &str) -> Result<TopicState, io::Error> {
+        if let Some(state) = self.topics.get(topic) {
+            return Ok(state.clone());
+        }
+        Ok(match self.store.get_topic(topic).map_err(read_err)? {
+            Some(raw) => TopicState::decode(raw.as_slice()).map_err(read_err)?,
+            None => TopicState::default(),
+        })
+    }
+
     /// The fire sequence number `topic`'s next fired event gets, without
     /// creating the topic.
     fn next_fire_seq(&mut self, topic: &str) -> Result<u64, io::Error> {
-        if let Some(state) = self.topics.get(topic) {
-            return Ok(state.next_fire_seq);
-        }
-        Ok(match self.store.get_topic(topic).map_err(read_err)? {
-            Some(raw) => {
-                chronos_proto::internal::TopicState::decode(raw.as_slice())
-                    .map_err(read_err)?
-                    .next_fire_seq
-            }
-            None => 0,
-        })
+        Ok(self.read_topic(topic)?.next_fire_seq)
     }
 
     /// Creates the group (first subscribe) or, for a seek, moves it. Returns
@@ -228,7 +229,7 @@ impl StateMachine {
             // Numbers left unused are skipped by every group alike.
             placed = Some((first, first + r.seqs.len() as u64));
         }
-        if let (Some((first_seq, end_seq)), true) = (placed, redriven > 0) {
+        if let Some((first_seq, end_seq)) = placed.filter(|_| redriven > 0) {
             self.topic_mut(&r.topic)?.redriven.push(RedrivenRange {
                 first_seq,
                 end_seq,
@@ -239,10 +240,13 @@ impl StateMachine {
         Ok(redriven)
     }
 
-    /// Forgets the redriven ranges that the fire log's trim took away.
+    /// Forgets the redriven ranges that the fire log's trim took away
+    /// (writing the topic's state only when there are some).
     pub(super) fn trim_redriven(&mut self, topic: &str, below_seq: u64) -> Result<(), io::Error> {
-        let state = self.topic_mut(topic)?;
-        state.redriven.retain(|r| r.end_seq > below_seq);
+        let trimmed = |r: &RedrivenRange| r.end_seq <= below_seq;
+        if self.read_topic(topic)?.redriven.iter().any(trimmed) {
+            self.topic_mut(topic)?.redriven.retain(|r| !trimmed(r));
+        }
         Ok(())
     }
 
