@@ -89,9 +89,10 @@ class Admin:
     def delete_group(self, group: str, topic: str) -> GroupDeleted:
         """Removes the group with its in-flight events and dead letters; the
         topic's events are untouched and the name can be subscribed again as
-        a new group. Refused (FAILED_PRECONDITION) while a member is subscribed."""
+        a new group. Refused (FAILED_PRECONDITION) while a member is subscribed.
+        Not retried on UNAVAILABLE (it may have happened)."""
         req = admin_pb2.DeleteGroupRequest(consumer_group=group, topic=topic)
-        r = self._unary(self._admin.DeleteGroup, req)
+        r = self._unary(self._admin.DeleteGroup, req, idempotent=False)
         return GroupDeleted(r.in_flight, r.dead_letters)
 
     def dead_letters(self, group: str, topic: str, limit: int = 100) -> List[DeadLetter]:
@@ -114,6 +115,7 @@ class Admin:
 
     def redrive(self, group: str, topic: str, message_ids: Optional[Sequence[str]] = None) -> int:
         """Delivers dead letters to the group again, as new attempts: those with
-        `message_ids`, or all of them. Returns how many were redriven."""
+        `message_ids`, or all of them. Returns how many were redriven. Not
+        retried on UNAVAILABLE (a retry could deliver them twice)."""
         req = admin_pb2.RedriveDeadLettersRequest(consumer_group=group, topic=topic, message_ids=list(message_ids or []))
-        return self._unary(self._admin.RedriveDeadLetters, req).redriven
+        return self._unary(self._admin.RedriveDeadLetters, req, idempotent=False).redriven

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import weakref
-from typing import Iterable, Iterator, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import grpc
 
-from . import _convert
+from . import _connection, _convert
 from . import replay as _replay
 from ._convert import Payload, When
-from ._proto import admin_pb2_grpc, events_pb2, events_pb2_grpc
+from ._connection import RetryPolicy, Rpc, Service
+from ._proto import events_pb2
 from .admin import Admin
-from .errors import ChronosError
 from .replay import StoredEvent
 from .schedules import Schedules
-from .subscription import Subscription, start_fields
+from .subscription import RECONNECT, Subscription, start_fields
 
 
 class PublishResult(NamedTuple):
@@ -113,57 +113,75 @@ def _read(field: str, path: str) -> bytes:
 class Client(Schedules, Admin):
     """A connection to a Chronos node's `EventService` and `AdminService`.
 
-    `addr` is `host:port`. Plaintext gRPC unless `tls_ca` names the CA
+    `addr` is `host:port`, or several (a list, or comma-separated) of one
+    cluster: calls go to the first, and a call that fails with UNAVAILABLE
+    or DEADLINE_EXCEEDED (a node down, a partition between leaders) is tried
+    again with backoff within `retry`, on the node the server named as
+    leader or else the next address. Only idempotent calls are retried; a
+    publish is (the server deduplicates by topic and message id), a
+    `trigger_schedule`, `redrive` or `delete_group` is not. Plaintext gRPC unless `tls_ca` names the CA
     certificate (PEM file) that signed the server's; `tls_cert` and `tls_key`
     add a client certificate, `tls_domain` the name the server's certificate
     carries when it is not the host dialled. `token` is sent as a bearer
-    token with every call. Every unary call has a deadline of `timeout_s`
-    seconds; failures raise `ChronosError`. Use as a context manager, or call
+    token with every call. Every attempt of a unary call has a deadline of
+    `timeout_s` seconds; failures raise `ChronosError`. Use as a context manager, or call
     `close()`.
     """
 
     def __init__(
         self,
-        addr: str = "localhost:9000",
+        addr: Union[str, Sequence[str]] = "localhost:9000",
         *,
         timeout_s: float = 30.0,
+        retry: RetryPolicy = RetryPolicy(),
         tls_ca: Optional[str] = None,
         tls_cert: Optional[str] = None,
         tls_key: Optional[str] = None,
         tls_domain: Optional[str] = None,
         token: Optional[str] = None,
     ):
-        self.addr = addr
-        self.timeout_s = timeout_s
+        addrs = _connection.addresses(addr)
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s: {timeout_s} must be positive")
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("tls_cert: a client certificate needs its key (give both or neither)")
         if token is not None and (not token or not token.isascii() or any(c.isspace() for c in token)):
             raise ValueError("token: must be printable ASCII without spaces")
-        if tls_ca is None:
-            if tls_cert is not None:
-                raise ValueError("tls_cert: a client certificate needs tls_ca")
-            channel = grpc.insecure_channel(addr)
-        else:
+        if tls_ca is None and tls_cert is not None:
+            raise ValueError("tls_cert: a client certificate needs tls_ca")
+        creds = None
+        if tls_ca is not None:
             creds = grpc.ssl_channel_credentials(
                 root_certificates=_read("tls_ca", tls_ca),
                 private_key=_read("tls_key", tls_key) if tls_key else None,
                 certificate_chain=_read("tls_cert", tls_cert) if tls_cert else None,
             )
-            options = [("grpc.ssl_target_name_override", tls_domain)] if tls_domain else []
-            channel = grpc.secure_channel(addr, creds, options=options)
-        self._raw_channel = channel
-        if token is not None:
-            channel = grpc.intercept_channel(channel, _Bearer(token))
-        self._channel = channel
-        self._events = events_pb2_grpc.EventServiceStub(self._channel)
-        self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
+        options = list(_connection.CHANNEL_OPTIONS)
+        if tls_domain:
+            options.append(("grpc.ssl_target_name_override", tls_domain))
+        bearer = _Bearer(token) if token is not None else None
+
+        def open_channel(target: str):
+            if creds is None:
+                raw = grpc.insecure_channel(target, options=options)
+            else:
+                raw = grpc.secure_channel(target, creds, options=options)
+            return raw, grpc.intercept_channel(raw, bearer) if bearer else raw
+
+        self.timeout_s = timeout_s
+        self._conn = _connection.Connection(addrs, open_channel, retry)
         self._subscriptions: "weakref.WeakSet[Subscription]" = weakref.WeakSet()
 
+    @property
+    def addr(self) -> str:
+        """The node calls go to now (`host:port`)."""
+        return self._conn.current()[1].addr
+
     def close(self) -> None:
-        """Closes the subscriptions still open (see `Subscription.close`), then the channel."""
+        """Closes the subscriptions still open (see `Subscription.close`), then the channels."""
         for sub in list(self._subscriptions):
             sub.close()
-        self._raw_channel.close()
+        self._conn.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -272,8 +290,9 @@ class Client(Schedules, Admin):
         req.message_id_prefix = message_id_prefix or ""
         if topic:
             # Pages of a topic's events cost grpc-python a tenth of a stream's.
-            return _replay.pages(self._events.SearchEvents, req)
-        return _replay.stream(self._events.Replay(req))
+            # No deadline, as the stream has none: a sparse filter can make a page read far.
+            return _replay.pages(lambda page: self._unary(self._events.SearchEvents, page, timeout_s=None), req)
+        return _replay.stream(self._conn.current()[1].events.Replay(req))
 
     def subscribe(
         self,
@@ -284,6 +303,7 @@ class Client(Schedules, Admin):
         partition: Optional[int] = None,
         ack_batch: int = 64,
         ack_linger_s: float = 0.005,
+        reconnect: RetryPolicy = RECONNECT,
     ) -> Subscription:
         """Joins consumer group `group` of `topic` over a `Consume` stream.
 
@@ -294,7 +314,9 @@ class Client(Schedules, Admin):
         retained event) or a time (events due at or after it). `partition`
         limits the member to one partition. Acks and nacks go out together:
         `ack_batch` of them, or what came within `ack_linger_s` of the first
-        (`flush` and `close` send what waits at once). Errors in the request
+        (`flush` and `close` send what waits at once). A stream that breaks
+        with UNAVAILABLE is subscribed again within `reconnect` (two minutes
+        by default; `RetryPolicy.none()` to never). Errors in the request
         surface as `ChronosError` on the first `poll` or iteration.
         """
         req = events_pb2.SubscribeRequest(
@@ -304,12 +326,14 @@ class Client(Schedules, Admin):
             partition_id=partition,
             **start_fields(start),
         )
-        sub = Subscription(self._events, req, ack_batch=ack_batch, ack_linger_s=ack_linger_s)
+        sub = Subscription(self._conn, req, ack_batch=ack_batch, ack_linger_s=ack_linger_s, reconnect=reconnect)
         self._subscriptions.add(sub)
         return sub
 
-    def _unary(self, method, req):
-        try:
-            return method(req, timeout=self.timeout_s)
-        except grpc.RpcError as err:
-            raise ChronosError.from_rpc_error(err) from None
+    # Call sites read `self._unary(self._events.Publish, req)`.
+    _events = Service("events")
+    _admin = Service("admin")
+
+    def _unary(self, rpc: Rpc, req, idempotent: bool = True, timeout_s: Optional[float] = -1.0):
+        """One unary call through the retry loop (`timeout_s` -1: the client's)."""
+        return self._conn.call(rpc, req, self.timeout_s if timeout_s == -1.0 else timeout_s, idempotent)

@@ -136,6 +136,7 @@ class Schedules:
             token = page.next_page_token
 
     def trigger_schedule(self, schedule_id: str) -> str:
-        """Publishes one extra occurrence now; returns its message_id."""
+        """Publishes one extra occurrence now; returns its message_id. Not
+        retried on UNAVAILABLE (a retry would publish another)."""
         req = events_pb2.TriggerScheduleRequest(schedule_id=schedule_id)
-        return self._unary(self._events.TriggerSchedule, req).message_id
+        return self._unary(self._events.TriggerSchedule, req, idempotent=False).message_id

@@ -2,7 +2,10 @@
 
 Requests (the subscribe, then acks, nacks and credit grants) go out through a
 queue that feeds the stream's request iterator, so acks travel in-band on the
-same stream. Acks and nacks are gathered and sent together (`ack_batch` of
+same stream. When the stream breaks with UNAVAILABLE (a node down, a
+partition between leaders) or the server ends it, the member subscribes
+again with backoff, on the client's next node, as the Rust SDK does; each
+such stream is a session with a queue of its own. Acks and nacks are gathered and sent together (`ack_batch` of
 them, or what came within `ack_linger_s` of the first), as the Rust SDK does:
 a message each way per ack held a consumer to ~2.9 K deliveries/s. A reader
 thread takes responses off the stream: deliveries go to a queue the caller
@@ -22,6 +25,7 @@ from typing import Dict, Iterator, List, Optional, Union
 
 import grpc
 
+from ._connection import RETRYABLE, Budget, Connection, RetryPolicy
 from ._convert import When, epoch_ms, event_fields
 from ._proto import events_pb2
 from .errors import ChronosError
@@ -96,6 +100,9 @@ class _ClosedCall:
 
 _CLOSED = _ClosedCall()
 
+#: A subscription's default: subscribe again for up to two minutes.
+RECONNECT = RetryPolicy(max_attempts=100, max_elapsed_s=120.0, initial_backoff_s=0.1, max_backoff_s=2.0)
+
 
 class Subscription:
     """A member of `group` for `topic`; made by `Client.subscribe`.
@@ -106,40 +113,57 @@ class Subscription:
     is not settled within the server's `delivery.ack_timeout` is redelivered.
     `close()` (or leaving a `with` block) detaches the member: its unsettled
     deliveries go to other members.
+
+    If the stream breaks with UNAVAILABLE or the server ends it, the member
+    subscribes again (within `reconnect`; `reconnects` counts how often) and
+    the server redelivers what it held unacked; acks not yet sent go out on
+    the new stream. Only when the budget is spent does the error reach the
+    caller.
     """
 
     def __init__(
         self,
-        stub,
+        conn: Connection,
         request: events_pb2.SubscribeRequest,
         ack_batch: int = 64,
         ack_linger_s: float = 0.005,
+        reconnect: RetryPolicy = RECONNECT,
     ):
         if ack_batch < 1:
             raise ValueError(f"ack_batch: {ack_batch} must be at least 1")
         if not 0 <= ack_linger_s <= 10:
             raise ValueError(f"ack_linger_s: {ack_linger_s} must be between 0 and 10 s")
+        if not isinstance(reconnect, RetryPolicy):
+            raise ValueError(f"reconnect: {reconnect!r} is not a RetryPolicy")
         self.group = request.consumer_group
         self.topic = request.topic
+        #: How many times the member subscribed again after its stream broke.
+        self.reconnects = 0
+        self._conn = conn
+        self._subscribe = events_pb2.ConsumeRequest(subscribe=request)
+        self._reconnect = reconnect
         self._ack_batch = ack_batch
         self._ack_linger_s = ack_linger_s
-        self._requests: "queue.SimpleQueue[object]" = queue.SimpleQueue()
-        self._requests.put(events_pb2.ConsumeRequest(subscribe=request))
         self._deliveries: "queue.SimpleQueue[object]" = queue.SimpleQueue()
         self._cond = threading.Condition()
-        # Acks and nacks not yet handed to the stream (under `_cond`).
+        # The current session's requests (under `_cond`; replaced per session).
+        self._requests: "queue.SimpleQueue[object]" = queue.SimpleQueue()
+        # Acks and nacks not yet handed to a stream (under `_cond`).
         self._waiting: List[events_pb2.AckItem] = []
         # Counted in items, not requests: the server answers each request
-        # with how many it acked, nacked and did not know.
+        # with how many it acked, nacked and did not know. Items on a stream
+        # that broke before answering count as answered and as lost.
         self._items_sent = 0
         self._items_answered = 0
+        self._items_lost = 0
         self._totals = AckTotals()
         self._ended: Optional[object] = None  # _END or a ChronosError, once seen by the caller
         self._closing = False
+        self._closed = threading.Event()  # wakes a wait between sessions
         self._stream_error: Optional[ChronosError] = None
-        self._done = False  # the reader saw the stream end
-        self._call = stub.Consume(self._request_iter())
-        self._reader = threading.Thread(target=self._read, name=f"chronos-consume-{self.group}", daemon=True)
+        self._done = False  # the last session is over
+        self._call = None  # the current session's call (under `_cond`)
+        self._reader = threading.Thread(target=self._run, name=f"chronos-consume-{self.group}", daemon=True)
         self._reader.start()
 
     # -- receiving ---------------------------------------------------------
@@ -205,11 +229,14 @@ class Subscription:
         """Waits until the server has answered every ack and nack sent so far.
 
         Returns the totals; raises `ChronosError` if the stream failed first
-        and `TimeoutError` if the answers did not all come within `timeout_s`.
+        (UNAVAILABLE if it broke before answering some: their events are
+        redelivered) and `TimeoutError` if the answers did not all come
+        within `timeout_s`.
         """
         deadline = time.monotonic() + timeout_s
-        self._requests.put(_ACKS_NOW)
         with self._cond:
+            lost_before = self._items_lost
+            self._requests.put(_ACKS_NOW)
             while self._items_answered < self._items_sent:
                 if self._stream_error is not None:
                     raise self._stream_error
@@ -220,6 +247,12 @@ class Subscription:
                     missing = self._items_sent - self._items_answered
                     raise TimeoutError(f"{missing} ack(s) unanswered after {timeout_s} s")
                 self._cond.wait(left)
+            lost = self._items_lost - lost_before
+            if lost:
+                raise ChronosError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"the stream broke before {lost} ack(s) were answered; their events are redelivered",
+                )
             return AckTotals(self._totals.acked, self._totals.nacked, list(self._totals.unknown))
 
     def _settle(self, deliveries, nack: bool, delay_s: Optional[float]) -> None:
@@ -237,15 +270,19 @@ class Subscription:
             first = not self._waiting
             self._waiting.extend(items)
             self._items_sent += len(items)
-            full = len(self._waiting) >= self._ack_batch
-        if full:
-            self._requests.put(_ACKS_NOW)
-        elif first:
-            self._requests.put(_ACKS_WAIT)
+            # Under the lock: a marker goes to the session that will take the
+            # acks (a new session starts by sending what waits).
+            if len(self._waiting) >= self._ack_batch:
+                self._requests.put(_ACKS_NOW)
+            elif first:
+                self._requests.put(_ACKS_WAIT)
 
-    def _take_waiting(self) -> Optional[events_pb2.ConsumeRequest]:
-        """The acks and nacks not yet sent, as one request (None if none)."""
+    def _take_waiting(self, requests) -> Optional[events_pb2.ConsumeRequest]:
+        """The acks and nacks not yet sent, as one request (None if none, or
+        if `requests` is no longer the current session's)."""
         with self._cond:
+            if requests is not self._requests:
+                return None
             items, self._waiting = self._waiting, []
         if not items:
             return None
@@ -254,7 +291,8 @@ class Subscription:
 
     def _send(self, req: events_pb2.ConsumeRequest) -> None:
         self._check_open()
-        self._requests.put(req)
+        with self._cond:
+            self._requests.put(req)
 
     def _check_open(self) -> None:
         if self._closing:
@@ -273,11 +311,17 @@ class Subscription:
         deliveries sent while this member waited would be held from others.
         """
         if not self._closing:
-            self._closing = True
-            self._requests.put(_ACKS_NOW)
+            with self._cond:
+                self._closing = True
+                self._requests.put(_ACKS_NOW)
+            self._closed.set()
             self._wait_answered(timeout_s)
-            self._requests.put(_END)
-        self._call.cancel()
+            with self._cond:
+                self._requests.put(_END)
+        with self._cond:
+            call = self._call
+        if call is not None:
+            call.cancel()
         self._reader.join(timeout_s)
         if not self._reader.is_alive():
             # Finalizes the call now. Left to interpreter exit, grpc's
@@ -300,12 +344,14 @@ class Subscription:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _request_iter(self):
+    def _request_iter(self, requests):
+        """One session's requests: the subscribe, then what the caller sends."""
+        yield self._subscribe
         send_at: Optional[float] = None  # when the waiting acks go out
         while True:
             try:
                 wait = None if send_at is None else max(0.0, send_at - time.monotonic())
-                item = self._requests.get(timeout=wait)
+                item = requests.get(timeout=wait)
             except queue.Empty:
                 item = _ACKS_NOW
             if item is _ACKS_WAIT:
@@ -314,7 +360,7 @@ class Subscription:
                 continue
             # Anything else goes after the acks before it.
             send_at = None
-            acks = self._take_waiting()
+            acks = self._take_waiting(requests)
             if acks is not None:
                 yield acks
             if item is _END:
@@ -322,10 +368,56 @@ class Subscription:
             if item is not _ACKS_NOW:
                 yield item
 
-    def _read(self) -> None:
+    def _run(self) -> None:
+        """Sessions, one after another, until the caller closes, the server
+        refuses, or the reconnect budget is spent."""
+        budget = Budget(self._reconnect)
         end: object = _END
         try:
-            for resp in self._call:
+            while True:
+                with self._cond:
+                    if self._closing:
+                        break
+                    generation, node = self._conn.current()
+                    requests: "queue.SimpleQueue[object]" = queue.SimpleQueue()
+                    # Acks left from a broken session go out first.
+                    requests.put(_ACKS_NOW)
+                    self._requests = requests
+                    self._call = node.events.Consume(self._request_iter(requests))
+                    call = self._call
+                started = time.monotonic()
+                err, answered = self._session(call, requests)
+                if self._closing:
+                    break
+                if err is None:
+                    err = ChronosError(grpc.StatusCode.UNAVAILABLE, "the server ended the consume stream")
+                # A session that got answers, or lasted, was a subscribe that worked.
+                if answered or time.monotonic() - started >= self._reconnect.max_backoff_s:
+                    budget = Budget(self._reconnect)
+                wait = budget.next_wait() if err.code in RETRYABLE else None
+                if wait is None:
+                    end = err
+                    break
+                self._conn.fail_over(generation, err)
+                if self._closed.wait(wait):
+                    break
+                self.reconnects += 1
+        finally:
+            with self._cond:
+                self._done = True
+                if isinstance(end, ChronosError):
+                    self._stream_error = end
+                self._cond.notify_all()
+            self._deliveries.put(end)
+
+    def _session(self, call, requests) -> "tuple[Optional[ChronosError], bool]":
+        """Reads one stream to its end: the error that ended it (None for a
+        clean end or a cancel by `close`), and whether anything came."""
+        answered = False
+        err: Optional[ChronosError] = None
+        try:
+            for resp in call:
+                answered = True
                 kind = resp.WhichOneof("kind")
                 if kind == "delivery":
                     self._deliveries.put(Delivery.from_pb(resp.delivery))
@@ -336,19 +428,24 @@ class Subscription:
                         self._totals.nacked += resp.ack.nacked
                         self._totals.unknown.extend(resp.ack.unknown)
                         self._cond.notify_all()
-        except grpc.RpcError as err:
-            if not (self._closing and err.code() == grpc.StatusCode.CANCELLED):
-                end = ChronosError.from_rpc_error(err)
+        except grpc.RpcError as rpc_err:
+            if not (self._closing and rpc_err.code() == grpc.StatusCode.CANCELLED):
+                err = ChronosError.from_rpc_error(rpc_err)
             # The error is the call itself, and its traceback holds a frame
             # that holds the call: without this cycle broken the call lives
             # until the interpreter exits (see `close`).
-            err.__traceback__ = None
+            rpc_err.__traceback__ = None
         finally:
-            # Unblocks the request iterator should the server end the stream first.
-            self._requests.put(_END)
             with self._cond:
-                self._done = True
-                if isinstance(end, ChronosError):
-                    self._stream_error = end
+                # Ends this session's request iterator; acks handed to this
+                # stream and not answered are lost (their events are
+                # redelivered); those still waiting go on the next.
+                requests.put(_END)
+                if requests is self._requests:
+                    self._requests = queue.SimpleQueue()
+                lost = self._items_sent - self._items_answered - len(self._waiting)
+                if lost > 0:
+                    self._items_answered += lost
+                    self._items_lost += lost
                 self._cond.notify_all()
-            self._deliveries.put(end)
+        return err, answered

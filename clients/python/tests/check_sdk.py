@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Checks the wrapper against a running server: nack → redelivery, errors, batches, cancel,
-schedules, leaving a group, replay, consumer groups and dead letters, acks sent together.
+schedules, leaving a group, replay, consumer groups and dead letters, acks sent together,
+retries and the next node.
 
 Usage: python3 tests/check_sdk.py --addr HOST:PORT
 Prints `ok: <check>` per check and exits 0, or prints `FAIL: ...` and exits 1.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 import time
 import weakref
@@ -20,7 +22,7 @@ import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from chronos_client import ChronosError, Client, Subscription, now_ms  # noqa: E402
+from chronos_client import ChronosError, Client, RetryPolicy, Subscription, now_ms  # noqa: E402
 
 WAIT_S = 10.0
 
@@ -319,6 +321,47 @@ def check_client_close_closes_subscriptions(addr: str) -> None:
     print("ok: closing the client closes its open subscriptions")
 
 
+def dead_addr() -> str:
+    """An address nothing listens on (a port just given back by the kernel)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def check_retries_and_next_node(addr: str) -> None:
+    dead = dead_addr()
+    for bad, field in [("", "addr"), ([dead, " "], "addr")]:
+        try:
+            Client(bad)
+            raise Failed(f"Client({bad!r}) accepted")
+        except ValueError as err:
+            expect(str(err).startswith(f"{field}:"), f"{err}")
+    for kwargs, field in [({"max_attempts": 0}, "max_attempts"), ({"initial_backoff_s": 0}, "initial_backoff_s")]:
+        try:
+            RetryPolicy(**kwargs)
+            raise Failed(f"RetryPolicy({kwargs}) accepted")
+        except ValueError as err:
+            expect(str(err).startswith(f"{field}:"), f"{err}")
+    # Nothing there: tried three times (waits of at least 25 + 50 ms), then the error.
+    policy = RetryPolicy(max_attempts=3, initial_backoff_s=0.05, max_backoff_s=0.1)
+    with Client(dead, retry=policy) as lone:
+        started = time.monotonic()
+        err = expect_error(grpc.StatusCode.UNAVAILABLE, "", lambda: lone.publish("sdk-retry", "r-0", b"x"))
+        took = time.monotonic() - started
+        expect(took >= 0.075, f"gave up after {took:.3f} s: not retried with backoff")
+    print(f"ok: a dead node's publish retried, then {err.code.name}")
+    # The first node is down: a publish goes on to the next and succeeds.
+    with Client(f"{dead},{addr}", timeout_s=WAIT_S) as client:
+        r = client.publish("sdk-retry", "r-1", b"x")
+        expect(not r.duplicate and client.addr == addr, f"{r}, now on {client.addr}")
+    # A call that is not retried still moves the client on.
+    with Client([dead, addr], timeout_s=WAIT_S) as client:
+        expect_error(grpc.StatusCode.UNAVAILABLE, "", lambda: client.trigger_schedule("sdk-retry-none"))
+        expect(client.addr == addr, f"still on {client.addr} after a failed trigger")
+        expect_error(grpc.StatusCode.NOT_FOUND, "", lambda: client.trigger_schedule("sdk-retry-none"))
+    print("ok: bad addresses and policies refused; a down node's publish goes to the next; a trigger is not retried")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--addr", default=os.environ.get("CHRONOS_ADDR", "localhost:9000"))
@@ -334,6 +377,7 @@ def main() -> int:
             check_groups_and_dead_letters(client)
             check_acks_go_out_together(client)
             check_client_close_closes_subscriptions(args.addr)
+            check_retries_and_next_node(args.addr)
         except (Failed, ChronosError, TimeoutError) as err:
             print(f"FAIL: {err}")
             return 1

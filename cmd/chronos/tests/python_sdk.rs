@@ -1,7 +1,8 @@
 //! The Python SDK (`clients/python`) against a real server: installed with
 //! pip into a fresh virtualenv, where the example and the README's snippet
 //! run; and from the source tree after `generate.sh`, `tests/check_sdk.py`
-//! and (against a server with TLS and tokens) `tests/check_secure.py`. Each
+//! and (against a server with TLS and tokens) `tests/check_secure.py`, and
+//! against a 3-node cluster `tests/check_failover.py`. Each
 //! runs as a child process with a deadline. Needs python3 with venv, pip,
 //! grpcio and grpcio-tools (`make deps`).
 
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cluster::{Cluster, Options};
 use common::Server;
 
 /// generate.sh may wait for a concurrent run's lock (up to 120 s) before protoc.
@@ -91,28 +93,36 @@ fn generate() {
     );
 }
 
-/// Generates the gRPC code, then runs a Python script of clients/python
-/// against a fresh server; it must exit 0. Returns its stdout.
-fn run_script_on_fresh_server(script: &str) -> String {
-    generate();
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &[]);
+/// Runs a Python script of clients/python with `args`; it must exit 0
+/// (else the test fails with its output and `logs()`). Returns its stdout.
+fn run_script(script: &str, args: &[&str], logs: impl FnOnce() -> String) -> String {
     let out = run(
         Command::new("python3")
             .arg(python_dir().join(script))
-            .args(["--addr", &server.grpc])
+            .args(args)
             .env("PYTHONPATH", python_dir()),
         SCRIPT_DEADLINE,
     );
     assert!(
         out.status.success(),
-        "{script} exited with {}\nstdout:\n{}\nstderr:\n{}\nserver log:\n{}",
+        "{script} exited with {}\nstdout:\n{}\nstderr:\n{}\n{}",
         out.status,
         out.stdout,
         out.stderr,
-        server.log()
+        logs()
     );
     out.stdout
+}
+
+/// Generates the gRPC code, then runs a Python script of clients/python
+/// against a fresh server. Returns its stdout.
+fn run_script_on_fresh_server(script: &str) -> String {
+    generate();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    run_script(script, &["--addr", &server.grpc], || {
+        format!("server log:\n{}", server.log())
+    })
 }
 
 /// The line starting with `prefix`; fails the test if there is none.
@@ -146,10 +156,45 @@ fn wrapper_nacks_redeliver_and_errors_carry_code_and_field() {
         "ok: dead letter after 5 nacks, redriven; groups listed, described, sought, deleted",
         "ok: acks and nacks go out together",
         "ok: closing the client closes its open subscriptions",
+        "ok: a dead node's publish retried, then UNAVAILABLE",
+        "ok: bad addresses and policies refused; a down node's publish goes to the next; a trigger is not retried",
         "all checks passed",
     ] {
         line(&stdout, check);
     }
+}
+
+/// A 3-node cluster; the client is given every node, the member subscribes
+/// through node 1, and `tests/check_failover.py` kills node 1 (SIGKILL)
+/// between two rounds of publishes: every publish succeeds on the next node
+/// and the member, subscribed again there, receives every event.
+#[test]
+fn the_wrapper_goes_on_through_the_other_nodes_when_one_is_killed() {
+    generate();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(
+        dir.path(),
+        Options {
+            // Deliveries held by the member on the killed node come back soon.
+            extra_toml: "[delivery]\nack_timeout = \"3s\"\n".into(),
+            ..Options::default()
+        },
+    );
+    let addrs = cluster.api.join(",");
+    let pid = cluster.node(1).pid().to_string();
+    let stdout = run_script(
+        "tests/check_failover.py",
+        &["--addrs", &addrs, "--kill-pid", &pid],
+        || {
+            (1..=3)
+                .map(|id| format!("node {id}:\n{}\n", cluster.log(id)))
+                .collect()
+        },
+    );
+    cluster.kill9(1); // reaps the process the script killed
+    line(&stdout, "ok: 100 published and received through");
+    line(&stdout, "ok: 100 published after the kill");
+    line(&stdout, "ok: all 200 received");
 }
 
 /// `pip install ./clients/python` into a fresh virtualenv; then, from a
