@@ -75,6 +75,7 @@ def check_bad_input(client: Client) -> None:
         grpc.StatusCode.INVALID_ARGUMENT, "event.topic", lambda: client.publish("__x", "m-1", b"x")
     )
     expect("reserved" in err.message, err.message)
+    expect(err.field == "event.topic", f"field {err.field!r}")
     print(f"ok: topic __x refused: {err}")
     with client.subscribe("__g", "sdk-nack") as sub:
         expect_error(grpc.StatusCode.INVALID_ARGUMENT, "subscribe.consumer_group", lambda: sub.poll(WAIT_S))

@@ -113,6 +113,11 @@ fn bad_input_gets_a_json_error_naming_the_field() {
         let message = answer["message"].as_str().unwrap();
         assert!(message.starts_with(field), "{method} {path}: {message}");
         assert!(answer["code"].is_string(), "{answer}");
+        // The field on its own, for a program to read.
+        if want_code == 400 {
+            let named = answer["field"].as_str();
+            assert_eq!(named, field.strip_suffix(':'), "{method} {path}: {answer}");
+        }
     }
     // A number beyond 64 bits is named as such, not by the parser's words.
     let body = json!({"topic": "t", "message_id": "x", "schedule_ts": 1e20});

@@ -96,8 +96,9 @@ async fn producer_batches_many_callers_and_answers_each() {
         results.insert(i, r.expect("publish"));
     }
     match bad {
-        Err(Error::InvalidArgument { message }) => {
-            assert!(message.starts_with("event.topic"), "{message}")
+        Err(Error::InvalidArgument { message, field }) => {
+            assert!(message.starts_with("event.topic"), "{message}");
+            assert_eq!(field.as_deref(), Some("event.topic"));
         }
         other => panic!("expected InvalidArgument, got {other:?}"),
     }
@@ -452,7 +453,8 @@ async fn errors_are_typed_and_dead_letters_redrive() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::InvalidArgument { message } if message.starts_with("event.topic")),
+        matches!(&err, Error::InvalidArgument { message, field: Some(f) }
+            if message.starts_with("event.topic") && f == "event.topic"),
         "{err:?}"
     );
     let err = client.cancel("t", "nope", "").await.unwrap_err();
@@ -466,7 +468,8 @@ async fn errors_are_typed_and_dead_letters_redrive() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::InvalidArgument { message } if message.starts_with("subscribe.topic")),
+        matches!(&err, Error::InvalidArgument { message, field: Some(f) }
+            if message.starts_with("subscribe.topic") && f == "subscribe.topic"),
         "{err:?}"
     );
 

@@ -18,6 +18,7 @@ use chronos_proto::v1::*;
 use tonic::{Code, Request, Response, Status};
 
 use crate::gateway::Incoming;
+use crate::status::invalid;
 use crate::{status, validate, Node};
 
 mod groups;
@@ -474,10 +475,13 @@ impl AdminService for Admin {
         let action = Action::on_group(Permission::Seek, &r.topic, &r.consumer_group);
         self.node.guard.authorize(&incoming.caller, &action)?;
         if r.ts < 0 {
-            return Err(Status::invalid_argument(format!(
-                "ts: {} is negative; it is milliseconds since the Unix epoch",
-                r.ts
-            )));
+            return Err(invalid(
+                "ts",
+                format!(
+                    "{} is negative; it is milliseconds since the Unix epoch",
+                    r.ts
+                ),
+            ));
         }
         let (topic, group, ts) = (r.topic.clone(), r.consumer_group.clone(), r.ts);
         let sought = self
@@ -565,9 +569,10 @@ impl AdminService for Admin {
         let limit = match r.limit {
             0 => DEFAULT_DEAD_LETTERS,
             n if n > MAX_DEAD_LETTERS => {
-                return Err(Status::invalid_argument(format!(
-                    "limit: {n} is more than {MAX_DEAD_LETTERS}"
-                )))
+                return Err(invalid(
+                    "limit",
+                    format!("{n} is more than {MAX_DEAD_LETTERS}"),
+                ))
             }
             n => n,
         } as usize;

@@ -382,12 +382,14 @@ pub async fn consume(
     incoming: Incoming,
     mut inbound: Streaming<ConsumeRequest>,
 ) -> Result<mpsc::Receiver<Result<ConsumeResponse, Status>>, Status> {
-    let first = inbound.message().await?.ok_or_else(|| {
-        Status::invalid_argument("subscribe: the stream ended before subscribing")
-    })?;
+    let first = inbound
+        .message()
+        .await?
+        .ok_or_else(|| invalid("subscribe", "the stream ended before subscribing"))?;
     let Some(consume_request::Kind::Subscribe(req)) = first.kind else {
-        return Err(Status::invalid_argument(
-            "subscribe: the first message of a Consume stream must be `subscribe`",
+        return Err(invalid(
+            "subscribe",
+            "the first message of a Consume stream must be `subscribe`",
         ));
     };
     let mut sub = subscribe(&node, &incoming, "subscribe.", req).await?;
@@ -453,11 +455,13 @@ fn in_band(
             });
             Ok(())
         }
-        Some(consume_request::Kind::Subscribe(_)) => Err(Status::invalid_argument(
-            "subscribe: a Consume stream subscribes once, in its first message",
+        Some(consume_request::Kind::Subscribe(_)) => Err(invalid(
+            "subscribe",
+            "a Consume stream subscribes once, in its first message",
         )),
-        None => Err(Status::invalid_argument(
-            "kind: a ConsumeRequest needs one of subscribe, ack or credit",
+        None => Err(invalid(
+            "kind",
+            "a ConsumeRequest needs one of subscribe, ack or credit",
         )),
     }
 }

@@ -32,6 +32,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::gateway::Incoming;
+use crate::status::invalid;
 use crate::{consume, describe, inspect, schedules, status, validate, Node};
 
 pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -176,9 +177,7 @@ impl EventService for Events {
     ) -> Result<Response<PublishResponse>, Status> {
         let incoming = Incoming::of(&request, self.node.router.partitions())?;
         let req = request.into_inner();
-        let event = req
-            .event
-            .ok_or_else(|| Status::invalid_argument("event: is required"))?;
+        let event = req.event.ok_or_else(|| invalid("event", "is required"))?;
         validate::event("event", &event, &self.node.limits)?;
         let guard = &self.node.guard;
         guard.authorize(
@@ -520,10 +519,10 @@ pub(crate) fn replay_range(range: Option<replay_request::Range>) -> Result<Repla
     match range {
         Some(replay_request::Range::Offsets(r)) => {
             if r.to != 0 && r.to < r.from {
-                return Err(Status::invalid_argument(format!(
-                    "offsets.to: {} is before offsets.from {}",
-                    r.to, r.from
-                )));
+                return Err(invalid(
+                    "offsets.to",
+                    format!("{} is before offsets.from {}", r.to, r.from),
+                ));
             }
             Ok(ReplayRange::Offsets {
                 from: r.from,
@@ -538,8 +537,9 @@ pub(crate) fn replay_range(range: Option<replay_request::Range>) -> Result<Repla
             let (from_ms, to_ms) = validate::time_range("due_time", &r)?;
             Ok(ReplayRange::DueTime { from_ms, to_ms })
         }
-        None => Err(Status::invalid_argument(
-            "range: set one of offsets, publish_time or due_time",
+        None => Err(invalid(
+            "range",
+            "set one of offsets, publish_time or due_time",
         )),
     }
 }

@@ -115,10 +115,13 @@ impl Node {
             .ok()
             .filter(|&p| p < self.router.partitions())
             .ok_or_else(|| {
-                Status::invalid_argument(format!(
-                    "{field}: partition {id} does not exist; partitions are 0..{}",
-                    self.router.partitions().saturating_sub(1)
-                ))
+                status::invalid(
+                    field,
+                    format!(
+                        "partition {id} does not exist; partitions are 0..{}",
+                        self.router.partitions().saturating_sub(1)
+                    ),
+                )
             })
     }
 

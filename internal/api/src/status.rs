@@ -6,6 +6,25 @@ use tonic::Status;
 /// Metadata key carrying the id of the node that leads the partition.
 pub const LEADER_HINT: &str = "chronos-leader";
 
+/// Metadata key naming the request field an INVALID_ARGUMENT is about
+/// (`event.topic`, `events[3].payload`), so a client need not parse the message.
+pub const FIELD: &str = "chronos-field";
+
+/// INVALID_ARGUMENT about `field`: the message starts with the field, and
+/// the field is in the `chronos-field` metadata (when it is printable ASCII).
+pub fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
+    let mut status = Status::invalid_argument(format!("{field}: {why}"));
+    if let Ok(v) = field.parse() {
+        status.metadata_mut().insert(FIELD, v);
+    }
+    status
+}
+
+/// The field an INVALID_ARGUMENT names in its metadata.
+pub fn field_of(status: &Status) -> Option<&str> {
+    status.metadata().get(FIELD).and_then(|v| v.to_str().ok())
+}
+
 pub fn from_partition(e: PartitionError) -> Status {
     match &e {
         PartitionError::NotLeader { leader, .. } => {

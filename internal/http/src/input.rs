@@ -28,11 +28,7 @@ impl<S: Send + Sync> FromRequest<S> for Input {
         let path = match Path::<Vec<(String, String)>>::from_request_parts(&mut parts, state).await
         {
             Ok(Path(p)) => p,
-            Err(e) => {
-                return Err(crate::error(&Status::invalid_argument(format!(
-                    "path: {e}"
-                ))))
-            }
+            Err(e) => return Err(crate::error(&invalid("path", e))),
         };
         Ok(Input {
             path,
@@ -43,9 +39,7 @@ impl<S: Send + Sync> FromRequest<S> for Input {
     }
 }
 
-fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("{field}: {why}"))
-}
+use chronos_api::status::invalid;
 
 impl Input {
     /// The request message `T` of `route`, carrying the caller's credentials.

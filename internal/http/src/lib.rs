@@ -199,6 +199,7 @@ async fn no_route(method: Method, uri: axum::http::Uri) -> Response {
             StatusCode::METHOD_NOT_ALLOWED,
             Code::Unimplemented,
             &format!("{path} takes {}, not {method}", known.join(", ")),
+            None,
         );
         if let Ok(v) = known.join(", ").parse() {
             r.headers_mut().insert(axum::http::header::ALLOW, v);
@@ -246,20 +247,30 @@ pub(crate) fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T)
 
 /// The JSON error body: the gRPC code's name and the same message.
 pub(crate) fn error(status: &Status) -> Response {
-    error_with(http_status(status.code()), status.code(), status.message())
+    let field = chronos_api::status::field_of(status);
+    error_with(
+        http_status(status.code()),
+        status.code(),
+        status.message(),
+        field,
+    )
 }
 
-fn error_with(http: StatusCode, code: Code, message: &str) -> Response {
+fn error_with(http: StatusCode, code: Code, message: &str, field: Option<&str>) -> Response {
     #[derive(Serialize)]
     struct Body<'a> {
         code: &'a str,
         message: &'a str,
+        /// The request field an INVALID_ARGUMENT is about.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        field: Option<&'a str>,
     }
     let mut r = json_response(
         http,
         &Body {
             code: code_name(code),
             message,
+            field,
         },
     );
     *r.status_mut() = http;

@@ -243,6 +243,7 @@ pub fn document() -> Value {
         json!({ "type": "object", "properties": {
             "code": { "type": "string", "description": "The gRPC status code's name, e.g. INVALID_ARGUMENT" },
             "message": { "type": "string", "description": "What is wrong, starting with the field's name" },
+            "field": { "type": "string", "description": "For INVALID_ARGUMENT: the request field it is about, e.g. event.topic or events[3].payload" },
         }}),
     );
     json!({

@@ -9,6 +9,10 @@ use tonic::{Code, Status};
 /// on an `UNAVAILABLE` answer from a node that does not.
 pub const LEADER_HINT: &str = "chronos-leader";
 
+/// Metadata key in which the server names the field an `INVALID_ARGUMENT`
+/// is about.
+pub const FIELD: &str = "chronos-field";
+
 /// What went wrong with a call.
 ///
 /// Server refusals keep the server's message, which names the offending field
@@ -16,9 +20,14 @@ pub const LEADER_HINT: &str = "chronos-leader";
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The request broke a rule; `message` names the field.
+    /// The request broke a rule; `field` is the request field it is about
+    /// (`event.topic`, `events[3].payload`) when the server named one, and
+    /// `message` starts with it.
     #[error("invalid argument: {message}")]
-    InvalidArgument { message: String },
+    InvalidArgument {
+        message: String,
+        field: Option<String>,
+    },
     /// No such event, group or partition.
     #[error("not found: {message}")]
     NotFound { message: String },
@@ -106,7 +115,14 @@ impl From<Status> for Error {
             }
         }
         match status.code() {
-            Code::InvalidArgument | Code::OutOfRange => Error::InvalidArgument { message },
+            Code::InvalidArgument | Code::OutOfRange => Error::InvalidArgument {
+                field: status
+                    .metadata()
+                    .get(FIELD)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
+                message,
+            },
             Code::NotFound => Error::NotFound { message },
             Code::AlreadyExists => Error::AlreadyExists { message },
             Code::Unauthenticated => Error::Unauthenticated { message },
@@ -151,9 +167,14 @@ mod tests {
 
     #[test]
     fn server_statuses_map_to_variants() {
-        let e = Error::from(Status::invalid_argument("event.topic: is empty"));
+        let mut s = Status::invalid_argument("event.topic: is empty");
+        s.metadata_mut()
+            .insert(FIELD, "event.topic".parse().unwrap());
+        let e = Error::from(s);
         assert!(
-            matches!(&e, Error::InvalidArgument { message } if message.starts_with("event.topic"))
+            matches!(&e, Error::InvalidArgument { message, field: Some(f) }
+                if message.starts_with("event.topic") && f == "event.topic"),
+            "{e:?}"
         );
         assert!(!e.is_retryable());
         let mut s = Status::unavailable("not leader");

@@ -257,25 +257,32 @@ async fn send_batch(client: Client, batch: Vec<(Event, Reply)>) {
                 }
                 return;
             }
-            Err(Error::InvalidArgument { message }) => match blamed_event(&message, events.len()) {
-                Some((i, rest)) => {
-                    events.remove(i);
-                    let message = format!("event.{rest}");
-                    let _ = replies
-                        .remove(i)
-                        .send(Err(Error::InvalidArgument { message }));
+            Err(Error::InvalidArgument { message, field }) => {
+                match field.as_deref().and_then(|f| blamed_event(f, events.len())) {
+                    Some((i, rest)) => {
+                        events.remove(i);
+                        // As a single publish of the event would have answered.
+                        let message = match message.split_once(": ") {
+                            Some((_, why)) => format!("event.{rest}: {why}"),
+                            None => format!("event.{rest}: {message}"),
+                        };
+                        let _ = replies.remove(i).send(Err(Error::InvalidArgument {
+                            message,
+                            field: Some(format!("event.{rest}")),
+                        }));
+                    }
+                    None => {
+                        let one_by_one = events.into_iter().zip(replies).map(|(event, reply)| {
+                            let client = client.clone();
+                            async move {
+                                let _ = reply.send(client.publish(event).await);
+                            }
+                        });
+                        futures::future::join_all(one_by_one).await;
+                        return;
+                    }
                 }
-                None => {
-                    let one_by_one = events.into_iter().zip(replies).map(|(event, reply)| {
-                        let client = client.clone();
-                        async move {
-                            let _ = reply.send(client.publish(event).await);
-                        }
-                    });
-                    futures::future::join_all(one_by_one).await;
-                    return;
-                }
-            },
+            }
             Err(e) => {
                 for reply in replies {
                     let _ = reply.send(Err(e.clone()));
@@ -286,9 +293,9 @@ async fn send_batch(client: Client, batch: Vec<(Event, Reply)>) {
     }
 }
 
-/// `events[3].topic: ...` → (3, `topic: ...`), if 3 < `len`.
-fn blamed_event(message: &str, len: usize) -> Option<(usize, &str)> {
-    let rest = message.strip_prefix("events[")?;
+/// The field `events[3].topic` → (3, `topic`), if 3 < `len`.
+fn blamed_event(field: &str, len: usize) -> Option<(usize, &str)> {
+    let rest = field.strip_prefix("events[")?;
     let (index, rest) = rest.split_once("].")?;
     let index: usize = index.parse().ok()?;
     (index < len).then_some((index, rest))
@@ -300,11 +307,8 @@ mod tests {
 
     #[test]
     fn batch_errors_name_the_event() {
-        assert_eq!(
-            blamed_event("events[3].topic: is empty", 5),
-            Some((3, "topic: is empty"))
-        );
-        assert_eq!(blamed_event("events[7].topic: x", 5), None);
-        assert_eq!(blamed_event("events: total 5 bytes", 5), None);
+        assert_eq!(blamed_event("events[3].topic", 5), Some((3, "topic")));
+        assert_eq!(blamed_event("events[7].topic", 5), None);
+        assert_eq!(blamed_event("events", 5), None);
     }
 }
