@@ -163,6 +163,7 @@ class Subscription:
         self._stream_error: Optional[ChronosError] = None
         self._done = False  # the last session is over
         self._call = None  # the current session's call (under `_cond`)
+        self._addr = conn.current()[1].addr  # the current session's node
         self._reader = threading.Thread(target=self._run, name=f"chronos-consume-{self.group}", daemon=True)
         self._reader.start()
 
@@ -185,6 +186,11 @@ class Subscription:
         partition stopped serving this member: subscribe again).
         """
         return self._take(block=True, timeout_s=max(0.0, timeout_s))
+
+    @property
+    def addr(self) -> str:
+        """The node (`host:port`) of the current stream, or of the last one."""
+        return self._addr
 
     @property
     def ended(self) -> bool:
@@ -383,6 +389,7 @@ class Subscription:
                     # Acks left from a broken session go out first.
                     requests.put(_ACKS_NOW)
                     self._requests = requests
+                    self._addr = node.addr
                     self._call = node.events.Consume(self._request_iter(requests))
                     call = self._call
                 started = time.monotonic()
