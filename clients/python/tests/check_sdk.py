@@ -322,6 +322,19 @@ def check_client_close_closes_subscriptions(addr: str) -> None:
     print("ok: closing the client closes its open subscriptions")
 
 
+def check_quick_subscribe_and_close_keeps_the_connection(client: Client) -> None:
+    """Members that subscribe and close at once, many in a row, on one
+    connection: the server must not take that for an HTTP/2 rapid-reset flood
+    and drop the connection (and every call on it, here a member that stays)."""
+    with client.subscribe("stayer", "sdk-churn", reconnect=RetryPolicy.none()) as stayer:
+        for i in range(600):
+            client.subscribe(f"brief-{i}", "sdk-churn").close(timeout_s=0)
+        client.publish("sdk-churn", "after-churn", b"x")
+        d = next_delivery(stayer, "to the member that stayed")
+        expect(d.message_id == "after-churn" and stayer.reconnects == 0, f"{d}, {stayer.reconnects} reconnects")
+    print("ok: 600 members subscribed and closed at once; the connection and the member that stayed live on")
+
+
 def dead_addr() -> str:
     """An address nothing listens on (a port just given back by the kernel)."""
     with socket.socket() as s:
@@ -378,6 +391,7 @@ def main() -> int:
             check_groups_and_dead_letters(client)
             check_acks_go_out_together(client)
             check_client_close_closes_subscriptions(args.addr)
+            check_quick_subscribe_and_close_keeps_the_connection(client)
             check_retries_and_next_node(args.addr)
         except (Failed, ChronosError, TimeoutError) as err:
             print(f"FAIL: {err}")

@@ -593,13 +593,25 @@ async fn serve_grpc(
             .set_service_status(name, tonic_health::ServingStatus::Serving)
             .await;
     }
-    let router = tonic::transport::Server::builder()
+    let router = grpc_server()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(events)
         .add_service(admin);
     serve_until_stopped(router, listener, stop).await
+}
+
+/// Streams a client may open and cancel before the server takes them up,
+/// at once, without losing its connection. hyper's 20 (a guard against
+/// HTTP/2 rapid-reset floods) sent GOAWAY to a client that subscribed and
+/// closed members in quick succession, failing every call on its connection.
+const PENDING_ACCEPT_RESETS: usize = 1024;
+
+/// A gRPC server as both listeners run it.
+fn grpc_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_max_pending_accept_reset_streams(Some(PENDING_ACCEPT_RESETS))
 }
 
 /// Serves `router` on `listener` until `stop` turns true.
@@ -643,7 +655,7 @@ async fn serve_internal(
     let now = chronos_clock::service(node.node_id);
     let (events, admin) = chronos_api::services(node, Gate::Internal);
     let check = listen::OptionalCheck(check);
-    let router = tonic::transport::Server::builder()
+    let router = grpc_server()
         .add_service(InterceptedService::new(
             chronos_raftnet::service(groups, may_lead),
             check.clone(),

@@ -156,6 +156,7 @@ fn wrapper_nacks_redeliver_and_errors_carry_code_and_field() {
         "ok: dead letter after 5 nacks, redriven; groups listed, described, sought, deleted",
         "ok: acks and nacks go out together",
         "ok: closing the client closes its open subscriptions",
+        "ok: 600 members subscribed and closed at once; the connection and the member that stayed live on",
         "ok: a dead node's publish retried, then UNAVAILABLE",
         "ok: bad addresses and policies refused; a down node's publish goes to the next; a trigger is not retried",
         "all checks passed",
