@@ -28,10 +28,21 @@ RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXC
 # grpc's own reconnect backoff starts at 1 s and grows to 120 s; while it
 # waits, calls on the channel fail at once. A node back after a restart
 # should be reachable again within a retry budget's few seconds.
+# Pings every 10 s, answered within 5 s (as the Rust SDK): a node that went
+# away without closing the connection (a host down or cut off, a frozen
+# process) fails its calls and streams within 15 s, not when TCP gives up,
+# and a member that waits for deliveries on an idle stream is not left
+# hanging (grpc stops pinging after two pings without data unless told,
+# and waits a minute for a ping's answer unless told).
 CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.http2.ping_timeout_ms", 5_000),
 ]
 
 # How long a leader hint's address lookup (`ClusterStatus`) may take.

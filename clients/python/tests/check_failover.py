@@ -2,13 +2,14 @@
 """Checks the wrapper across a node killed under it, in a 3-node cluster.
 
 A client is given every node. A member subscribes, events are published one
-per call, then the node the member streams from is killed (SIGKILL) and
+per call, then the node the member streams from is killed (SIGKILL), or
+frozen (SIGSTOP: it answers nothing, and its connections stay open), and
 publishing goes on: every publish must succeed (retried on the
 next node), and the member must receive every event (subscribed again on
 the next node; what it held unacked is redelivered). Exits 0 after printing
 `ok: ...` lines, or prints `FAIL: ...` and exits 1. Every wait is bounded.
 
-Usage: python3 tests/check_failover.py --nodes A=PID_A,B=PID_B,C=PID_C
+Usage: python3 tests/check_failover.py --nodes A=PID_A,B=PID_B,C=PID_C [--signal STOP]
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ class Collector(threading.Thread):
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--nodes", required=True, help="host:port=pid,...")
+    parser.add_argument("--signal", choices=["KILL", "STOP"], default="KILL")
     args = parser.parse_args()
+    how = {"KILL": "killed", "STOP": "frozen"}[args.signal]
     pids = {addr: int(pid) for addr, pid in (n.split("=") for n in args.nodes.split(","))}
     client = Client(list(pids), timeout_s=10)
     try:
@@ -97,14 +100,14 @@ def main() -> int:
         killed = sub.addr
         print(f"ok: {BEFORE} published and received through {killed}")
 
-        os.kill(pids[killed], signal.SIGKILL)
+        os.kill(pids[killed], getattr(signal, f"SIG{args.signal}"))
         killed_at = time.monotonic()
         after = {f"f-{i}" for i in range(BEFORE, BEFORE + AFTER)}
         for i in range(BEFORE, BEFORE + AFTER):
             client.publish(TOPIC, f"f-{i}", b"y" * 256)
         published_s = time.monotonic() - killed_at
         expect(client.addr != killed, f"every publish succeeded but the client is still on {killed}")
-        print(f"ok: {AFTER} published after the kill ({published_s:.1f} s), now through {client.addr}")
+        print(f"ok: {AFTER} published after the node was {how} ({published_s:.1f} s), now through {client.addr}")
 
         collector.wait_for(after, WAIT_S, "after the kill")
         expect(
@@ -113,7 +116,7 @@ def main() -> int:
         )
         print(
             f"ok: all {BEFORE + AFTER} received ({collector.deliveries} deliveries) "
-            f"{time.monotonic() - killed_at:.1f} s after the kill; {sub.reconnects} resubscribe(s)"
+            f"{time.monotonic() - killed_at:.1f} s after the node was {how}; {sub.reconnects} resubscribe(s)"
         )
         collector.stop = True
         collector.join(5)

@@ -243,12 +243,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             (Listener::new(listener, cluster_tls.as_ref()), check),
             node.clone(),
             (groups.clone(), may_lead.clone()),
+            Pings::of(&config),
             internal_stop_rx,
         ))
     });
     let grpc_task = tokio::spawn(serve_grpc(
         Listener::new(grpc, public_tls.as_ref()),
         node.clone(),
+        Pings::of(&config),
         stop_rx.clone(),
     ));
     let reloads: Vec<(&'static str, chronos_tls::ServerTls)> = [
@@ -576,6 +578,7 @@ fn seeds(config: &Config) -> Vec<RosterNode> {
 async fn serve_grpc(
     listener: Listener,
     node: Arc<Node>,
+    pings: Pings,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -593,7 +596,7 @@ async fn serve_grpc(
             .set_service_status(name, tonic_health::ServingStatus::Serving)
             .await;
     }
-    let router = grpc_server()
+    let router = grpc_server(pings)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -608,10 +611,32 @@ async fn serve_grpc(
 /// closed members in quick succession, failing every call on its connection.
 const PENDING_ACCEPT_RESETS: usize = 1024;
 
-/// A gRPC server as both listeners run it.
-fn grpc_server() -> tonic::transport::Server {
+/// How long a silent connection goes before a ping, and how long the ping
+/// may go unanswered (`delivery.client_ping_*`).
+#[derive(Clone, Copy)]
+struct Pings {
+    interval: Duration,
+    timeout: Duration,
+}
+
+impl Pings {
+    fn of(config: &Config) -> Pings {
+        Pings {
+            interval: config.delivery.client_ping_interval,
+            timeout: config.delivery.client_ping_timeout,
+        }
+    }
+}
+
+/// A gRPC server as both listeners run it. The pings end connections whose
+/// peer is gone without a word (a host down or cut off, a frozen process):
+/// TCP keeps those open, and with them the members streaming over them,
+/// which take deliveries nobody acks until their attempts run out.
+fn grpc_server(pings: Pings) -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .http2_max_pending_accept_reset_streams(Some(PENDING_ACCEPT_RESETS))
+        .http2_keepalive_interval(Some(pings.interval))
+        .http2_keepalive_timeout(Some(pings.timeout))
 }
 
 /// Serves `router` on `listener` until `stop` turns true.
@@ -650,12 +675,13 @@ async fn serve_internal(
     (listener, check): (Listener, Option<listen::NodeCheck>),
     node: Arc<Node>,
     (groups, may_lead): (Groups, watch::Receiver<bool>),
+    pings: Pings,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let now = chronos_clock::service(node.node_id);
     let (events, admin) = chronos_api::services(node, Gate::Internal);
     let check = listen::OptionalCheck(check);
-    let router = grpc_server()
+    let router = grpc_server(pings)
         .add_service(InterceptedService::new(
             chronos_raftnet::service(groups, may_lead),
             check.clone(),

@@ -2,7 +2,7 @@
 //! early), fan-out across groups, competing members, credits, nack and
 //! timeout redelivery with backoff, dead letters (after timeouts, nacks or
 //! members leaving) and redrive, late
-//! subscribers, cancel, seek and topic isolation.
+//! subscribers, cancel, seek, topic isolation and frozen members dropped.
 
 mod common;
 
@@ -583,4 +583,69 @@ async fn a_consume_stream_that_half_closes_still_receives() {
         }
         other => panic!("expected a delivery, got {other:?}"),
     }
+}
+
+/// A member whose process is frozen (SIGSTOP: its kernel still answers TCP,
+/// so the connection never breaks) stops answering HTTP/2 pings; the server
+/// closes its connection within `client_ping_interval + client_ping_timeout`,
+/// the member leaves, and what it held goes to the member still there —
+/// not after the ack timeout (a minute here), and not to the frozen one again.
+#[tokio::test]
+async fn a_frozen_member_is_dropped_when_it_stops_answering_pings() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("CHRONOS_DELIVERY__ACK_TIMEOUT", "60s"),
+        ("CHRONOS_DELIVERY__CLIENT_PING_INTERVAL", "500ms"),
+        ("CHRONOS_DELIVERY__CLIENT_PING_TIMEOUT", "500ms"),
+    ];
+    let server = Server::start_with_env(&dir.path().join("data"), &[], &env);
+    /// SIGKILL (which a stopped process gets too) however the test ends.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let frozen = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_chronos"))
+            .args(["subscribe", "--group", "g", "--max-inflight", "10", "t"])
+            .args(["--addr", &server.endpoint()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn chronos subscribe"),
+    );
+    // The CLI's subscribe creates the group: wait until it exists with it.
+    let until = Instant::now() + WAIT;
+    loop {
+        let req = DescribeGroupRequest {
+            consumer_group: "g".into(),
+            topic: "t".into(),
+        };
+        let info = server.admin().await.describe_group(req).await;
+        if info.is_ok_and(|r| r.into_inner().group.is_some_and(|g| g.members == 1)) {
+            break;
+        }
+        assert!(Instant::now() < until, "the CLI's member never joined");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-STOP", &frozen.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -STOP");
+    let mut c = server.events().await;
+    publish_ok(
+        &mut c,
+        (0..5).map(|i| event("t", &format!("e{i}"), b"")).collect(),
+    )
+    .await;
+    // The frozen member takes them (it has credit)...
+    wait_group(&server, "g", "t", |g| g.inflight == 5).await;
+    let mut alive = Member::join(&server, subscribe_req("g", "t", 10)).await;
+    // ...and leaves once its pings go unanswered; the live member gets them.
+    let got = take_acking(&mut alive, 5).await;
+    assert_eq!(got.len(), 5, "{got:?}");
+    wait_group(&server, "g", "t", |g| g.members == 1 && g.inflight == 0).await;
 }

@@ -171,12 +171,23 @@ fn wrapper_nacks_redeliver_and_errors_carry_code_and_field() {
 /// member, subscribed again on another node, receives every event.
 #[test]
 fn the_wrapper_goes_on_through_the_other_nodes_when_one_is_killed() {
+    failover("KILL", "killed");
+}
+
+/// As above with the node frozen (SIGSTOP): its connections stay open and
+/// silent, so the client learns it is gone only from unanswered pings.
+#[test]
+fn the_wrapper_goes_on_through_the_other_nodes_when_one_freezes() {
+    failover("STOP", "frozen");
+}
+
+fn failover(signal: &str, how: &str) {
     generate();
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::start(
         dir.path(),
         Options {
-            // Deliveries held by the member on the killed node come back soon.
+            // Deliveries held by the member on the lost node come back soon.
             extra_toml: "[delivery]\nack_timeout = \"3s\"\n".into(),
             ..Options::default()
         },
@@ -186,19 +197,22 @@ fn the_wrapper_goes_on_through_the_other_nodes_when_one_is_killed() {
         .collect();
     let stdout = run_script(
         "tests/check_failover.py",
-        &["--nodes", &nodes.join(",")],
+        &["--nodes", &nodes.join(","), "--signal", signal],
         || {
             (1..=3)
                 .map(|id| format!("node {id}:\n{}\n", cluster.log(id)))
                 .collect()
         },
     );
-    // Reaps the process the script killed (the others are stopped on drop).
+    // Reaps the process the script killed or froze (SIGKILL ends both).
     for id in 1..=3 {
         cluster.kill9(id);
     }
     line(&stdout, "ok: 100 published and received through");
-    line(&stdout, "ok: 100 published after the kill");
+    line(
+        &stdout,
+        &format!("ok: 100 published after the node was {how}"),
+    );
     line(&stdout, "ok: all 200 received");
 }
 

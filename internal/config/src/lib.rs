@@ -275,6 +275,13 @@ pub struct DeliveryConfig {
     pub max_attempts: u32,
     /// Unacked deliveries a member may hold when it asks for 0 (the default).
     pub default_max_inflight: u32,
+    /// A client connection that sent nothing for this long gets an HTTP/2 ping.
+    #[serde(with = "humantime_serde")]
+    pub client_ping_interval: Duration,
+    /// A ping not answered within this closes the connection: its members
+    /// leave and what they held goes to other members.
+    #[serde(with = "humantime_serde")]
+    pub client_ping_timeout: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -285,6 +292,8 @@ impl Default for DeliveryConfig {
             backoff_max: Duration::from_secs(300),
             max_attempts: 5,
             default_max_inflight: 100,
+            client_ping_interval: Duration::from_secs(10),
+            client_ping_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -617,6 +626,14 @@ impl Config {
             return bad(format!(
                 "delivery.default_max_inflight must be between 1 and {MAX_INFLIGHT_LIMIT}"
             ));
+        }
+        for (name, wait) in [
+            ("client_ping_interval", d.client_ping_interval),
+            ("client_ping_timeout", d.client_ping_timeout),
+        ] {
+            if wait < Duration::from_millis(100) {
+                return bad(format!("delivery.{name}: must be at least 100ms"));
+            }
         }
         if self.dedup_ttl.is_zero() {
             return bad("dedup_ttl must be positive".into());

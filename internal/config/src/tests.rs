@@ -54,6 +54,19 @@ fn missing_file_and_bad_values_are_errors() {
 }
 
 #[test]
+fn client_pings_below_100ms_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("chronos.toml");
+    std::fs::write(&file, "[delivery]\nclient_ping_timeout = \"10ms\"\n").unwrap();
+    let err = Config::load(Some(&file), &Overrides::default()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("delivery.client_ping_timeout: must be at least 100ms"),
+        "{err}"
+    );
+}
+
+#[test]
 fn unknown_keys_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("chronos.toml");
