@@ -195,5 +195,58 @@ async fn metrics(State(s): State<AppState>) -> String {
             0.0
         });
     }
-    s.prometheus.render()
+    let mut text = s.prometheus.render();
+    group_gauges(&s.node.partitions.all(), &mut text);
+    text
+}
+
+/// `chronos_group_lag` and `chronos_group_inflight` of each consumer group on
+/// each partition this node leads, in Prometheus' text format. Only the
+/// leader lists a group, so a sum over a cluster counts it once; a group
+/// deleted, or a partition led elsewhere now, is no longer listed.
+fn group_gauges(partitions: &[Arc<chronos_partition::Partition>], out: &mut String) {
+    use std::fmt::Write;
+    type Figure = fn(&chronos_partition::GroupGauge) -> u64;
+    let rows: Vec<_> = partitions
+        .iter()
+        .flat_map(|p| {
+            let id = p.id();
+            p.group_gauges().into_iter().map(move |row| (id, row))
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let figures: [(&str, &str, Figure); 2] = [
+        (
+            "chronos_group_lag",
+            "Fired events not yet handed out to the group",
+            |g| g.lag,
+        ),
+        (
+            "chronos_group_inflight",
+            "Deliveries to the group waiting for an ack",
+            |g| g.inflight,
+        ),
+    ];
+    for (name, help, figure) in figures {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (partition, (topic, group, gauge)) in &rows {
+            let _ = writeln!(
+                out,
+                "{name}{{partition=\"{partition}\",topic=\"{}\",group=\"{}\"}} {}",
+                label(topic),
+                label(group),
+                figure(gauge)
+            );
+        }
+    }
+}
+
+/// A label value as Prometheus' text format writes it.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -36,6 +36,29 @@ async fn delete(
 }
 
 /// Receives `n` deliveries, acking each.
+/// Waits until `/metrics` lists `group`'s gauges (or no longer does).
+async fn wait_listed(server: &Server, group: &str, listed: bool) {
+    let until = Instant::now() + WAIT;
+    loop {
+        let (_, text) = server.http_get("/metrics").unwrap();
+        let label = format!("group=\"{group}\"");
+        let lines = |name: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(&label))
+                .count()
+        };
+        let (lag, inflight) = (lines("chronos_group_lag"), lines("chronos_group_inflight"));
+        if (lag > 0 && inflight > 0) == listed && (lag == 0 && inflight == 0) != listed {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "{group} listed {lag} lag and {inflight} in-flight series, wanted listed: {listed}\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn drain(m: &mut Member, n: usize) {
     for _ in 0..n {
         let d = m.next(WAIT).await;
@@ -80,6 +103,8 @@ async fn a_deleted_group_lets_its_fire_log_go_and_its_name_starts_afresh() {
     // One more it holds unacked (its only credit): it goes back when it leaves.
     let held = gone.next(WAIT).await;
     assert_eq!(held.attempt, 1);
+    // /metrics lists its lag and in flight (refreshed every second)...
+    wait_listed(&server, "gone", true).await;
 
     let refused = delete(&server, "gone", "t")
         .await
@@ -125,6 +150,9 @@ async fn a_deleted_group_lets_its_fire_log_go_and_its_name_starts_afresh() {
         .await
         .expect_err("deleted already");
     assert_eq!(again.code(), Code::NotFound, "{again:?}");
+    // ...and, once deleted, lists it no more (not even at 0).
+    wait_listed(&server, "gone", false).await;
+    wait_listed(&server, "kept", true).await;
 
     // Nothing pins the fire log now: all ten go once past the retention age.
     server

@@ -107,9 +107,9 @@ async fn a_paused_leader_delivers_nothing_when_it_resumes() {
 }
 
 /// A node that stops leading a partition stops reporting its groups: their
-/// gauges go to 0 there while the new leader reports them, so a sum over
-/// the nodes counts each group once (and an alert on lag does not stay on
-/// at a node that led the partition before).
+/// series leave its /metrics while the new leader reports them, so a sum
+/// over the nodes counts each group once (and an alert on lag does not stay
+/// on at a node that led the partition before).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deposed_leader_reports_its_groups_no_more() {
     let dir = tempfile::tempdir().unwrap();

@@ -60,8 +60,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use delivery::{
-    delivery_id, event_of, parse_delivery_id, DeliveryOptions, Member, Outgoing, SettleItem,
-    SettleOp, SettleResult, Start,
+    delivery_id, event_of, parse_delivery_id, DeliveryOptions, GroupGauge, Member, Outgoing,
+    SettleItem, SettleOp, SettleResult, Start,
 };
 pub use describe::{Delivery, EventState, EventView};
 pub use error::PartitionError;
@@ -195,6 +195,8 @@ pub struct Partition {
     owner: parking_lot::Mutex<Option<JoinHandle<()>>>,
     placed: watch::Sender<Placed>,
     free_space: watch::Receiver<FreeSpace>,
+    /// Its consumer groups' lag and in flight, while this node leads it.
+    gauges: Arc<delivery::GroupGauges>,
 }
 
 fn open_err(id: u32, what: &str, e: impl std::fmt::Display) -> PartitionError {
@@ -286,6 +288,7 @@ impl Partition {
         let (tx, rx) = mpsc::channel(MAILBOX);
         let (control, control_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_term) = watch::channel(None);
+        let gauges = Arc::new(delivery::GroupGauges::default());
         let ctx = Ctx {
             partition: id,
             node_id: opts.node_id,
@@ -297,6 +300,7 @@ impl Partition {
             firing: opts.firing,
             delivery: opts.delivery,
             meters: crate::delivery::Meters::new(),
+            gauges: gauges.clone(),
             preferred_leader: opts.preferred_leader,
             voters: (!opts.join).then(|| opts.voters.clone()),
         };
@@ -345,6 +349,7 @@ impl Partition {
             owner: parking_lot::Mutex::new(Some(owner)),
             placed,
             free_space: opts.free_space,
+            gauges,
         })
     }
 
@@ -592,6 +597,12 @@ impl Partition {
     /// The history's counters for /metrics.
     pub fn wal_stats(&self) -> chronos_wal::WalStats {
         self.history.stats()
+    }
+
+    /// (topic, group, lag and in flight) of every consumer group this node
+    /// serves as the partition's leader (none at a follower).
+    pub fn group_gauges(&self) -> Vec<(String, String, GroupGauge)> {
+        self.gauges.snapshot()
     }
 
     /// Stops taking publishes, lets in-flight ones finish, stops Raft, then

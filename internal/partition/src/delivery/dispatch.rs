@@ -16,8 +16,8 @@ use tokio::sync::Notify;
 use super::group::GroupRt;
 use super::pump::pump;
 use super::{
-    GroupControl, GroupRuntime, Member, Reply, SettleItem, SettleOp, SettleResult, Start,
-    MAX_PROPOSALS,
+    GroupControl, GroupGauge, GroupRuntime, Member, Reply, SettleItem, SettleOp, SettleResult,
+    Start, MAX_PROPOSALS,
 };
 use crate::fire_tail::FireTail;
 use crate::owner::{Completions, Ctx, TermCompletion, TermError, Written};
@@ -440,10 +440,7 @@ impl Dispatcher {
         for w in self.waiters {
             let _ = w.reply.send(Err(ctx.not_leader()));
         }
-        let partition = ctx.partition.to_string();
-        for key in self.groups.keys() {
-            set_group_gauges(&partition, key, 0, 0);
-        }
+        ctx.gauges.clear();
     }
 
     fn join(&mut self, key: GroupKey, member: Arc<Member>) {
@@ -668,7 +665,6 @@ impl Dispatcher {
         let idle = self
             .idle_gauges
             .split_off(self.idle_gauges.len().saturating_sub(IDLE_GAUGES));
-        let partition = ctx.partition.to_string();
         for key in self.busy.iter().chain(&idle) {
             let Some(g) = self.groups.get(key) else {
                 continue;
@@ -677,22 +673,11 @@ impl Dispatcher {
                 continue;
             };
             let topic = TopicState::decode(raw.as_slice()).unwrap_or_default();
-            let lag = crate::groups::lag(&topic, &key.1, g.cursor);
-            set_group_gauges(&partition, key, lag, g.flights.len());
+            let gauge = GroupGauge {
+                lag: crate::groups::lag(&topic, &key.1, g.cursor),
+                inflight: g.flights.len() as u64,
+            };
+            ctx.gauges.set(key, gauge);
         }
     }
-}
-
-/// A group's `chronos_group_lag` and `chronos_group_inflight` on this
-/// partition. Only the leader's term sets them; when the group goes or the
-/// term ends they are set to 0, so that a sum over the nodes of a cluster
-/// counts each group once, not also at a node that led it before.
-fn set_group_gauges(partition: &str, (topic, group): &GroupKey, lag: u64, inflight: usize) {
-    let labels = [
-        ("partition", partition.to_string()),
-        ("topic", topic.clone()),
-        ("group", group.clone()),
-    ];
-    metrics::gauge!("chronos_group_lag", &labels).set(lag as f64);
-    metrics::gauge!("chronos_group_inflight", &labels).set(inflight as f64);
 }

@@ -17,6 +17,7 @@
 //! once (their members are gone).
 
 mod dispatch;
+mod gauges;
 mod group;
 mod member;
 mod pump;
@@ -28,6 +29,7 @@ use chronos_proto::v1::Event;
 use tokio::sync::oneshot;
 
 pub(crate) use dispatch::{Attaching, Changing, Dispatcher, Waiter};
+pub use gauges::{GroupGauge, GroupGauges};
 pub use member::{Member, Outgoing};
 
 use crate::PartitionError;

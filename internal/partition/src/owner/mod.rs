@@ -58,7 +58,7 @@ use openraft::async_runtime::watch::WatchReceiver;
 use openraft::ServerState;
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::delivery::{Control, DeliveryOptions, GroupControl, Meters};
+use crate::delivery::{Control, DeliveryOptions, GroupControl, GroupGauges, Meters};
 use crate::firing::FiringOptions;
 use crate::publisher::PublishRequest;
 use crate::state_machine::AppliedState;
@@ -94,6 +94,8 @@ pub(crate) struct Ctx {
     pub firing: FiringOptions,
     pub delivery: DeliveryOptions,
     pub meters: Meters,
+    /// Where the term's dispatcher leaves each group's lag and in flight.
+    pub gauges: Arc<GroupGauges>,
     /// The replica that should lead (the others hold back from the first
     /// election for it).
     pub preferred_leader: Option<NodeId>,

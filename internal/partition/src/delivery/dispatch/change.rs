@@ -3,7 +3,7 @@
 
 use chronos_proto::internal::GroupCommand;
 
-use super::{set_group_gauges, Dispatcher, GroupKey};
+use super::{Dispatcher, GroupKey};
 use crate::delivery::Reply;
 use crate::owner::{Completions, Ctx, TermCompletion, TermError, Written};
 use crate::types::{Command, GroupDeleted};
@@ -126,7 +126,7 @@ impl Dispatcher {
             (Ok(applied), Some(Change::Delete)) if applied.group_deleted.is_some() => {
                 self.groups.remove(key);
                 self.busy.remove(key);
-                set_group_gauges(&ctx.partition.to_string(), key, 0, 0);
+                ctx.gauges.remove(key);
             }
             (Ok(applied), _) => {
                 if let (Some((cursor, from_due_ts)), Some(g)) =
