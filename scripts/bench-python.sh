@@ -5,7 +5,9 @@
 #   drain: EVENTS (20000) fired events taken as fast as the member can;
 #   paced: RATE events/s (default "1000 3000 5000 7000") due over 5 s,
 #          published 2 s ahead by `chronos-loadtest publish` in batches of
-#          100; lateness is the member's receive time - due time.
+#          100; lateness is the member's receive time - due time;
+#   publish: PUBLISH events (20000) published from THREADS (1 and 8)
+#          threads, one `publish` per event, then through a `producer()`.
 # RUNS fresh-node rounds. Prints deliveries/s, lateness and the member's CPU
 # per delivery. BIN_DIR holds the release `chronos` and `chronos-loadtest`.
 set -uo pipefail
@@ -17,7 +19,34 @@ runs=${RUNS:-1}
 events=${EVENTS:-20000}
 dir=${BENCH_DIR:-/tmp/chronos-bench-python}
 member=$(mktemp)
-trap 'rm -f "$member"; [ -n "${server:-}" ] && kill "$server" 2>/dev/null' EXIT
+publisher=$(mktemp)
+trap 'rm -f "$member" "$publisher"; [ -n "${server:-}" ] && kill "$server" 2>/dev/null' EXIT
+cat >"$publisher" <<'PY'
+import sys, threading, time
+sys.path.insert(0, sys.argv[1])
+from chronos_client import Client
+n, threads, how = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+payload = b"x" * 256
+with Client("127.0.0.1:9000") as client:
+    producer = client.producer() if how.startswith("producer") else None
+    def work(t):
+        each = n // threads
+        if producer is None:
+            for i in range(each):
+                client.publish(f"pub-{how}", f"{t}-{i}", payload)
+        else:
+            futures = [producer.send(f"pub-{how}", f"{t}-{i}", payload) for i in range(each)]
+            for f in futures:
+                f.result()
+    started, cpu0 = time.time(), time.process_time()
+    ts = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    took, cpu = time.time() - started, time.process_time() - cpu0
+    if producer is not None:
+        producer.close()
+print(f"{n / took:.0f} events/s, client CPU {cpu * 1e6 / n:.0f} µs per event")
+PY
 cat >"$member" <<'PY'
 import sys, time
 sys.path.insert(0, sys.argv[1])
@@ -56,6 +85,13 @@ for run in $(seq "$runs"); do
       --due-in 2s --due-spread 100ms --topic "paced$rate" --warmup 0s --duration 60s >/dev/null
     wait "$consumer"
     echo "run $run paced $rate/s: $(cat "$dir/member.out")"
+  done
+  for threads in ${THREADS:-1 8}; do
+    for how in publish producer; do
+      n=${PUBLISH:-20000}
+      [ "$how" = publish ] && n=$((n / 4))
+      echo "run $run $how, $threads thread(s), $n events: $(timeout 120 python3 "$publisher" "$sdk" "$n" "$threads" "$how-$threads")"
+    done
   done
   kill "$server"
   wait "$server" 2>/dev/null

@@ -21,6 +21,7 @@ from ._convert import now_ms
 from .admin import DeadLetter, GroupDeleted, GroupInfo, TopicInfo
 from .client import CancelResult, Client, EventInfo, GroupState, PublishResult
 from .errors import ChronosError
+from .producer import Producer
 from .replay import StoredEvent
 from .schedules import ScheduleInfo
 from .subscription import AckTotals, Delivery, Subscription
@@ -36,6 +37,7 @@ __all__ = [
     "GroupDeleted",
     "GroupInfo",
     "GroupState",
+    "Producer",
     "PublishResult",
     "RetryPolicy",
     "ScheduleInfo",

@@ -1,11 +1,12 @@
-"""Python values to request fields: times to epoch milliseconds, kwargs to `Event`."""
+"""Python values to request fields and back: times to epoch milliseconds,
+kwargs to `Event`, a `PublishResponse` to a `PublishResult`."""
 
 from __future__ import annotations
 
 import math
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Mapping, Optional, Union
+from typing import Mapping, NamedTuple, Optional, Union
 
 from ._proto import events_pb2
 
@@ -15,6 +16,22 @@ When = Union[datetime, int]
 Payload = Union[bytes, bytearray, memoryview, str]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+class PublishResult(NamedTuple):
+    """Where an event was stored and when it becomes due."""
+
+    partition: int
+    offset: int
+    #: max(schedule_ts, the server's clock at publish), ms since the epoch.
+    due_ts: int
+    #: True when (topic, message_id) was already published: nothing new was
+    #: stored and the other fields are the original's.
+    duplicate: bool
+
+
+def publish_result(r: events_pb2.PublishResponse) -> PublishResult:
+    return PublishResult(r.partition, r.offset, r.due_ts, r.duplicate)
 
 
 def now_ms() -> int:

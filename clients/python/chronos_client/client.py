@@ -9,25 +9,14 @@ import grpc
 
 from . import _connection, _convert
 from . import replay as _replay
-from ._convert import Payload, When
+from ._convert import Payload, PublishResult, When, publish_result
 from ._connection import RetryPolicy, Rpc, Service
 from ._proto import events_pb2
 from .admin import Admin
 from .replay import StoredEvent
+from .producer import Producer
 from .schedules import Schedules
 from .subscription import RECONNECT, Subscription, start_fields
-
-
-class PublishResult(NamedTuple):
-    """Where an event was stored and when it becomes due."""
-
-    partition: int
-    offset: int
-    #: max(schedule_ts, the server's clock at publish), ms since the epoch.
-    due_ts: int
-    #: True when (topic, message_id) was already published: nothing new was
-    #: stored and the other fields are the original's.
-    duplicate: bool
 
 
 class CancelResult(NamedTuple):
@@ -68,10 +57,6 @@ class EventInfo(NamedTuple):
 
 def _status_name(enum_type, value: int, prefix: str) -> str:
     return enum_type.Name(value)[len(prefix):].lower()
-
-
-def _result(r: events_pb2.PublishResponse) -> PublishResult:
-    return PublishResult(r.partition, r.offset, r.due_ts, r.duplicate)
 
 
 class _Bearer(
@@ -210,7 +195,7 @@ class Client(Schedules, Admin):
         """
         ev = _convert.event(topic, message_id, payload, at, after, key, headers)
         req = events_pb2.PublishRequest(event=ev, reschedule=reschedule)
-        return _result(self._unary(self._events.Publish, req))
+        return publish_result(self._unary(self._events.Publish, req))
 
     def publish_batch(self, events: Iterable[Mapping]) -> List[PublishResult]:
         """Stores many events; each is a dict of `publish`'s arguments
@@ -220,7 +205,7 @@ class Client(Schedules, Admin):
         stored atomically; one invalid event fails the whole call.
         """
         req = events_pb2.PublishBatchRequest(events=[_convert.event(**e) for e in events])
-        return [_result(r) for r in self._unary(self._events.PublishBatch, req).results]
+        return [publish_result(r) for r in self._unary(self._events.PublishBatch, req).results]
 
     def cancel(self, topic: str, message_id: str, key: Optional[str] = None) -> CancelResult:
         """Stops a pending event from firing. `key`: the routing key it was published with.
@@ -293,6 +278,18 @@ class Client(Schedules, Admin):
             # No deadline, as the stream has none: a sparse filter can make a page read far.
             return _replay.pages(lambda page: self._unary(self._events.SearchEvents, page, timeout_s=None), req)
         return _replay.stream(self._conn.current()[1].events.Replay(req))
+
+    def producer(
+        self,
+        linger_s: float = 0.005,
+        max_batch: int = 1000,
+        max_inflight_batches: int = 4,
+        max_queued: int = 10_000,
+    ) -> Producer:
+        """A `Producer`: `send` from any number of threads, events gathered
+        into `PublishBatch` calls (`max_batch` events, or what came within
+        `linger_s` of the first), each answered through its own `Future`."""
+        return Producer(self, linger_s, max_batch, max_inflight_batches, max_queued)
 
     def subscribe(
         self,

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Checks the wrapper against a running server: nack → redelivery, errors, batches, cancel,
 schedules, leaving a group, replay, consumer groups and dead letters, acks sent together,
-retries and the next node.
+retries and the next node, the batching producer.
 
-Usage: python3 tests/check_sdk.py --addr HOST:PORT
+Usage: python3 tests/check_sdk.py --addr HOST:PORT [--http HOST:PORT]
 Prints `ok: <check>` per check and exits 0, or prints `FAIL: ...` and exits 1.
 Every wait is bounded. Expects a server whose topics start empty (a fresh one).
 """
@@ -14,7 +14,9 @@ import argparse
 import os
 import socket
 import sys
+import threading
 import time
+import urllib.request
 import weakref
 from datetime import datetime, timedelta, timezone
 
@@ -335,6 +337,53 @@ def check_quick_subscribe_and_close_keeps_the_connection(client: Client) -> None
     print("ok: 600 members subscribed and closed at once; the connection and the member that stayed live on")
 
 
+def publish_requests(http: str, rpc: str) -> float:
+    """The server's count of `rpc` calls (`chronos_publish_requests_total`)."""
+    with urllib.request.urlopen(f"http://{http}/metrics", timeout=WAIT_S) as r:
+        text = r.read().decode()
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("chronos_publish_requests_total{") and f'rpc="{rpc}"' in line
+    )
+
+
+def check_producer(client: Client, http: str) -> None:
+    """8 threads send 250 events each through one producer, and one bad
+    event: every good one is stored once, in few PublishBatch calls; the bad
+    one alone fails, naming its field as a single publish would."""
+    batches_before = publish_requests(http, "PublishBatch")
+    singles_before = publish_requests(http, "Publish")
+    futures = {}
+    lock = threading.Lock()
+    with client.producer() as producer:
+        def send(t: int) -> None:
+            for i in range(250):
+                f = producer.send("sdk-producer", f"p-{t}-{i}", b"x" * 64, key=f"k{i % 7}")
+                with lock:
+                    futures[f"p-{t}-{i}"] = f
+
+        threads = [threading.Thread(target=send, args=(t,)) for t in range(8)]
+        for th in threads:
+            th.start()
+        bad = producer.send("__bad", "p-bad", b"x")
+        for th in threads:
+            th.join()
+        producer.flush(WAIT_S)
+    refused = bad.exception(0)
+    expect(isinstance(refused, ChronosError), f"the bad event: {refused!r}")
+    expect(refused.code == grpc.StatusCode.INVALID_ARGUMENT and refused.field == "event.topic", f"{refused}")
+    expect(refused.message.startswith("event.topic: "), refused.message)
+    results = {mid: f.result(0) for mid, f in futures.items()}
+    places = {(r.partition, r.offset) for r in results.values()}
+    expect(len(results) == 2000 and len(places) == 2000, f"{len(results)} results, {len(places)} places")
+    expect(not any(r.duplicate for r in results.values()), "a first send answered as a duplicate")
+    batches = publish_requests(http, "PublishBatch") - batches_before
+    singles = publish_requests(http, "Publish") - singles_before
+    expect(1 <= batches <= 200 and singles == 0, f"{batches} PublishBatch and {singles} Publish calls")
+    print(f"ok: producer: 2000 events from 8 threads in {batches:.0f} batches; the bad one alone refused: {refused}")
+
+
 def dead_addr() -> str:
     """An address nothing listens on (a port just given back by the kernel)."""
     with socket.socket() as s:
@@ -379,6 +428,7 @@ def check_retries_and_next_node(addr: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--addr", default=os.environ.get("CHRONOS_ADDR", "localhost:9000"))
+    parser.add_argument("--http", default="localhost:8080", help="the server's HTTP address (for /metrics)")
     args = parser.parse_args()
     with Client(args.addr, timeout_s=WAIT_S) as client:
         try:
@@ -393,6 +443,7 @@ def main() -> int:
             check_client_close_closes_subscriptions(args.addr)
             check_quick_subscribe_and_close_keeps_the_connection(client)
             check_retries_and_next_node(args.addr)
+            check_producer(client, args.http)
         except (Failed, ChronosError, TimeoutError) as err:
             print(f"FAIL: {err}")
             return 1

@@ -120,9 +120,11 @@ fn run_script_on_fresh_server(script: &str) -> String {
     generate();
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &[]);
-    run_script(script, &["--addr", &server.grpc], || {
-        format!("server log:\n{}", server.log())
-    })
+    run_script(
+        script,
+        &["--addr", &server.grpc, "--http", &server.http],
+        || format!("server log:\n{}", server.log()),
+    )
 }
 
 /// The line starting with `prefix`; fails the test if there is none.
@@ -159,6 +161,7 @@ fn wrapper_nacks_redeliver_and_errors_carry_code_and_field() {
         "ok: 600 members subscribed and closed at once; the connection and the member that stayed live on",
         "ok: a dead node's publish retried, then UNAVAILABLE",
         "ok: bad addresses and policies refused; a down node's publish goes to the next; a trigger is not retried",
+        "ok: producer: 2000 events from 8 threads in ",
         "all checks passed",
     ] {
         line(&stdout, check);
