@@ -25,14 +25,17 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 server=""
 stop() { [ -n "$server" ] && kill -TERM "$server" 2>/dev/null && wait "$server" 2>/dev/null; server=""; }
 trap stop EXIT INT TERM
+. scripts/fresh-server.sh
 for run in $(seq 1 "$runs"); do
   rm -rf "$dir/data"
+  ports_free
   "$bin/chronos" serve --data-dir "$dir/data" --fsync-mode always >"$dir/server.log" 2>&1 &
   server=$!
   for _ in $(seq 1 200); do
     curl -sf http://127.0.0.1:8080/ready >/dev/null && break
     sleep 0.1
   done
+  own_server "$server"
   from=$(ticks "$server")
   "$bin/chronos-loadtest" scheduled --consumers "${CONSUMERS:-4}" --payload "${PAYLOAD:-256}" --rate "$rate" \
     --events "$events" --lead "${LEAD:-3s}" "${extra[@]}" --json >"$dir/run.json"

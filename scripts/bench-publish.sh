@@ -21,14 +21,17 @@ cpu() { awk -v t="$tck" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
 server=""
 stop() { [ -n "$server" ] && kill -TERM "$server" 2>/dev/null && wait "$server" 2>/dev/null; server=""; }
 trap stop EXIT INT TERM
+. scripts/fresh-server.sh
 for run in $(seq 1 "$runs"); do
   rm -rf "$dir/data"
+  ports_free
   "$bin/chronos" serve --data-dir "$dir/data" --fsync-mode always >"$dir/server.log" 2>&1 &
   server=$!
   for _ in $(seq 1 200); do
     curl -sf http://127.0.0.1:8080/ready >/dev/null && break
     sleep 0.1
   done
+  own_server "$server"
   before=$(cpu "$server")
   perf_pid=""
   if [ "${PERF:-0}" = 1 ] && [ "$run" = "$runs" ]; then
