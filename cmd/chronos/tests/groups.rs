@@ -37,12 +37,20 @@ async fn describe(server: &Server, group: &str, topic: &str) -> GroupInfo {
     resp.expect("describe").into_inner().group.expect("group")
 }
 
-/// Waits until the group's description satisfies `ok`.
+/// Waits until the group exists and its description satisfies `ok`.
 async fn wait_group(server: &Server, group: &str, topic: &str, ok: impl Fn(&GroupInfo) -> bool) {
     let until = Instant::now() + WAIT;
     loop {
-        let info = describe(server, group, topic).await;
-        if ok(&info) {
+        let req = DescribeGroupRequest {
+            consumer_group: group.into(),
+            topic: topic.into(),
+        };
+        let info = match server.admin().await.describe_group(req).await {
+            Ok(r) => r.into_inner().group,
+            Err(s) if s.code() == Code::NotFound => None,
+            Err(s) => panic!("describe: {s:?}"),
+        };
+        if info.as_ref().is_some_and(&ok) {
             return;
         }
         assert!(Instant::now() < until, "group never got there: {info:?}");
@@ -616,20 +624,8 @@ async fn a_frozen_member_is_dropped_when_it_stops_answering_pings() {
             .spawn()
             .expect("spawn chronos subscribe"),
     );
-    // The CLI's subscribe creates the group: wait until it exists with it.
-    let until = Instant::now() + WAIT;
-    loop {
-        let req = DescribeGroupRequest {
-            consumer_group: "g".into(),
-            topic: "t".into(),
-        };
-        let info = server.admin().await.describe_group(req).await;
-        if info.is_ok_and(|r| r.into_inner().group.is_some_and(|g| g.members == 1)) {
-            break;
-        }
-        assert!(Instant::now() < until, "the CLI's member never joined");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The CLI's subscribe creates the group.
+    wait_group(&server, "g", "t", |g| g.members == 1).await;
     let status = std::process::Command::new("kill")
         .args(["-STOP", &frozen.0.id().to_string()])
         .status()

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
 use crate::gateway::{self, Incoming, Target};
-use crate::validate::invalid;
+use crate::status::invalid;
 use crate::{status, validate, Node};
 
 /// One member attached to its group in some partitions; detaches when dropped

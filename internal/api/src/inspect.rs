@@ -23,7 +23,7 @@ use tonic::Status;
 use crate::events::{open_replay, replay_range};
 use crate::forward::Forward;
 use crate::gateway::Incoming;
-use crate::validate::invalid;
+use crate::status::invalid;
 use crate::{status, validate, Node};
 
 const DEFAULT_PAGE: u32 = 100;

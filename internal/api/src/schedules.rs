@@ -26,7 +26,7 @@ use prost::Message;
 use tonic::Status;
 
 use crate::gateway::Incoming;
-use crate::validate::invalid;
+use crate::status::invalid;
 use crate::validate::{self, Limits};
 use crate::{status, Node};
 

@@ -17,7 +17,7 @@ pub struct Limits {
     pub max_headers_bytes: usize,
 }
 
-pub(crate) use crate::status::invalid;
+use crate::status::invalid;
 
 /// A page size: 0 means `default`, more than `max` is refused.
 pub(crate) fn page_size(size: u32, default: u32, max: u32) -> Result<usize, Status> {
