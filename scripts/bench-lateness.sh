@@ -9,6 +9,8 @@
 # while events fire; then BATCH, default 100). LEAD (default 3s) is how far
 # ahead of the start the first event is due: beyond the wheel's 60 s window,
 # events reach it by scans of `pending` rather than when their publish applies.
+# ARGS adds flags of `chronos-loadtest scheduled` (e.g. "--max-inflight 10 --groups 4").
+# SHUFFLE (e.g. 1s) makes due times out of publish order within windows that long.
 # BIN_DIR holds the release `chronos` and `chronos-loadtest`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +21,9 @@ events=${EVENTS:-100000}
 dir=${BENCH_DIR:-/tmp/chronos-bench-lateness}
 extra=()
 [ "${PACED:-0}" = 1 ] && extra=(--paced --batch "${BATCH:-100}")
+[ -n "${SHUFFLE:-}" ] && extra+=(--shuffle "$SHUFFLE")
+read -ra more <<<"${ARGS:-}"
+extra+=("${more[@]}")
 mkdir -p "$dir"
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 

@@ -101,6 +101,7 @@ pub async fn run(args: CapacityArgs) -> anyhow::Result<()> {
     let due = Due::Spread {
         first_ms: now_us() / 1000 + args.due_in.as_millis() as i64,
         rate: args.events as f64 / spread_s,
+        shuffle: 0,
     };
     let session = Session::start(&w, Plan::new(&w, due))?;
     let topic = session.plan.topic.clone();

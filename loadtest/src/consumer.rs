@@ -290,7 +290,14 @@ impl Member {
             }
         }
         // The group's last missing id is acked at once, so "last ack" is exact.
-        if group_complete || self.pending_acks.len() >= self.config.ack_batch {
+        // At most half the window waits, as the SDKs do: with a small
+        // --max-inflight the member would otherwise idle until the flush tick.
+        let window = self.config.max_inflight as usize;
+        let batch = match window {
+            0 => self.config.ack_batch,
+            _ => self.config.ack_batch.min((window / 2).max(1)),
+        };
+        if group_complete || self.pending_acks.len() >= batch {
             self.flush_acks();
         }
     }

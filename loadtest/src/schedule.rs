@@ -40,6 +40,11 @@ pub struct ScheduleArgs {
     /// Publish at `--rate` as well (in batches of `--batch`), not all at once.
     #[arg(long, conflicts_with = "burst")]
     pub paced: bool,
+    /// Due times out of publish order: each event's due time moves within
+    /// windows of this long (with `--paced`, at most half of `--lead`), as
+    /// events of users who schedule for many different moments.
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "burst")]
+    pub shuffle: Option<Duration>,
 }
 
 /// Runs the `schedule` mode, prints its report, and fails if an event is
@@ -58,12 +63,22 @@ pub async fn run(args: ScheduleArgs) -> anyhow::Result<()> {
     let deadline = started + timeout;
     // The lead covers subscribing as well as publishing.
     let first_ms = now_us() / 1000 + args.lead.as_millis() as i64;
+    let shuffle = args.shuffle.unwrap_or_default();
+    if args.paced {
+        // A paced event is published about --lead before its in-order slot:
+        // moving it by at most half the lead keeps it published ahead.
+        ensure!(
+            shuffle <= args.lead / 2,
+            "--shuffle must be at most half of --lead with --paced"
+        );
+    }
     let due = if args.burst {
         Due::At { ms: first_ms }
     } else {
         Due::Spread {
             first_ms,
             rate: args.rate,
+            shuffle: (shuffle.as_secs_f64() * args.rate) as u64,
         }
     };
     let plan = Plan::new(w, due);
@@ -84,13 +99,28 @@ pub async fn run(args: ScheduleArgs) -> anyhow::Result<()> {
     let report = Report {
         due: if args.burst {
             "burst".to_string()
+        } else if let Some(window) = args.shuffle.filter(|w| !w.is_zero()) {
+            format!(
+                "due at {:.0}/s, out of order within {window:?}{}",
+                args.rate,
+                if args.paced {
+                    ", published at that rate too"
+                } else {
+                    ""
+                }
+            )
         } else if args.paced {
             format!("due at {:.0}/s, published at that rate too", args.rate)
         } else {
             format!("due at {:.0}/s", args.rate)
         },
-        first_due_us: plan.schedule_ts(0) * 1000,
-        drain_from_us: Some(plan.schedule_ts(w.events - 1) * 1000),
+        first_due_us: first_ms * 1000,
+        // The last slot's due time, whichever event took it.
+        drain_from_us: Some(if args.burst {
+            first_ms * 1000
+        } else {
+            first_ms * 1000 + ((w.events - 1) as f64 * 1e6 / args.rate) as i64
+        }),
         drain_has_rate: args.burst,
         ..Report::new(
             "schedule",

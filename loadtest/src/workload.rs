@@ -98,8 +98,14 @@ impl WorkloadArgs {
 /// When the plan's events are due.
 #[derive(Clone, Copy, Debug)]
 pub enum Due {
-    /// Event i at `first_ms + i / rate`.
-    Spread { first_ms: i64, rate: f64 },
+    /// Event i at `first_ms + slot(i) / rate`: slot(i) = i, or with a
+    /// `shuffle` window of w > 1 events a permutation of i within its window
+    /// of w (each event due at most w / rate earlier or later than in order).
+    Spread {
+        first_ms: i64,
+        rate: f64,
+        shuffle: u64,
+    },
     /// All at one instant.
     At { ms: i64 },
     /// At the moment it is published (`schedule_ts` = the wall clock then).
@@ -130,7 +136,11 @@ impl Plan {
 
     pub fn schedule_ts(&self, index: u64) -> i64 {
         match self.due {
-            Due::Spread { first_ms, rate } => first_ms + (index as f64 * 1000.0 / rate) as i64,
+            Due::Spread {
+                first_ms,
+                rate,
+                shuffle,
+            } => first_ms + (shuffled(index, shuffle, self.events) as f64 * 1000.0 / rate) as i64,
             Due::At { ms } => ms,
             Due::Now => now_us() / 1000,
         }
@@ -152,6 +162,31 @@ impl Plan {
 
     pub fn tracker(&self, groups: usize) -> Arc<Tracker> {
         Arc::new(Tracker::new(format!("{}-", self.tag), self.events, groups))
+    }
+}
+
+/// `index` moved within its window of `window` consecutive indexes (the last
+/// window may be shorter): a bijection on `0..events`, so every slot is used
+/// once. The multiplier is odd and large, so neighbours land far apart.
+fn shuffled(index: u64, window: u64, events: u64) -> u64 {
+    if window <= 1 {
+        return index;
+    }
+    let start = index / window * window;
+    let len = window.min(events - start);
+    // A multiplier coprime with len makes `i ↦ i·m + c mod len` a bijection.
+    let mut m = 0x9E37_79B9_7F4A_7C15 % len;
+    while gcd(m, len) != 1 {
+        m += 1;
+    }
+    start + (((index - start) as u128 * m as u128 + 7) % len as u128) as u64
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 
@@ -485,6 +520,37 @@ async fn publish_batch(
                 if attempt < PUBLISH_ATTEMPTS {
                     tokio::time::sleep(PUBLISH_RETRY_PAUSE).await;
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shuffled;
+
+    #[test]
+    fn shuffled_is_a_permutation_within_each_window() {
+        for (events, window) in [
+            (1, 1),
+            (10, 1),
+            (10, 3),
+            (1000, 64),
+            (1001, 1000),
+            (97, 200),
+        ] {
+            let mut seen = vec![false; events as usize];
+            let mut moved = 0;
+            for i in 0..events {
+                let j = shuffled(i, window, events);
+                assert!(j < events, "slot {j} of {events}");
+                assert_eq!(j / window.max(1), i / window.max(1), "left its window");
+                assert!(!seen[j as usize], "slot {j} used twice");
+                seen[j as usize] = true;
+                moved += u64::from(i != j);
+            }
+            if window > 2 {
+                assert!(moved > events / 2, "{moved} of {events} moved");
             }
         }
     }

@@ -264,6 +264,37 @@ fn schedule_delivers_every_event_never_early() {
     check_delivery(&summary, "schedule", 500);
 }
 
+/// Due times out of publish order, paced, with a window of one per member.
+#[test]
+fn schedule_shuffled_and_paced_with_a_window_of_one() {
+    let summary = run_mode(
+        "schedule",
+        &[
+            "--events",
+            "400",
+            "--rate",
+            "400",
+            "--lead",
+            "600ms",
+            "--batch",
+            "20",
+            "--paced",
+            "--shuffle",
+            "300ms",
+            "--max-inflight",
+            "1",
+        ],
+    );
+    check_delivery(&summary, "schedule", 400);
+    assert!(
+        summary["due"]
+            .as_str()
+            .unwrap_or("")
+            .contains("out of order"),
+        "{summary}"
+    );
+}
+
 #[test]
 fn scheduled_is_an_alias_of_schedule() {
     let summary = run_mode(

@@ -310,8 +310,9 @@ class Client(Schedules, Admin):
         "latest" (events that come due from now on), "earliest" (every
         retained event) or a time (events due at or after it). `partition`
         limits the member to one partition. Acks and nacks go out together:
-        `ack_batch` of them, or what came within `ack_linger_s` of the first
-        (`flush` and `close` send what waits at once). A stream that breaks
+        `ack_batch` of them (at most half of `max_inflight`), or what came
+        within `ack_linger_s` of the first (`flush` and `close` send what
+        waits at once). A stream that breaks
         with UNAVAILABLE is subscribed again within `reconnect` (two minutes
         by default; `RetryPolicy.none()` to never). Errors in the request
         surface as `ChronosError` on the first `poll` or iteration.

@@ -142,7 +142,11 @@ class Subscription:
         self._conn = conn
         self._subscribe = events_pb2.ConsumeRequest(subscribe=request)
         self._reconnect = reconnect
-        self._ack_batch = ack_batch
+        # Settlements that go out at once: at most half the window, so a member
+        # holding a small window (1: one event at a time) is not left without
+        # credit for the linger (0: the server's default window, unknown here).
+        window = request.max_inflight
+        self._ack_batch = min(ack_batch, max(1, window // 2)) if window else ack_batch
         self._ack_linger_s = ack_linger_s
         self._deliveries: "queue.SimpleQueue[object]" = queue.SimpleQueue()
         self._cond = threading.Condition()

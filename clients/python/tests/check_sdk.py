@@ -312,6 +312,21 @@ def check_acks_go_out_together(client: Client) -> None:
     print("ok: acks and nacks go out together: a full batch at once, the rest on flush, close or the linger")
 
 
+def check_window_of_one(client: Client) -> None:
+    total = 20
+    client.publish_batch([dict(topic="sdk-one", message_id=f"o-{i}", payload=b"x") for i in range(total)])
+    # With the linger alone each ack would wait 10 s, and with it the next event.
+    with client.subscribe("one", "sdk-one", start="earliest", max_inflight=1, ack_linger_s=10.0) as sub:
+        seen = set()
+        while len(seen) < total:
+            d = sub.poll(5.0)
+            expect(d is not None, f"stalled after {len(seen)} of {total}: the ack waited for the linger")
+            expect(d.message_id not in seen, f"{d.message_id} twice")
+            seen.add(d.message_id)
+            sub.ack(d)
+    print("ok: a member with a window of one acks at once and gets the next event")
+
+
 def check_client_close_closes_subscriptions(addr: str) -> None:
     client = Client(addr, timeout_s=WAIT_S)
     client.publish("sdk-close-client", "cc-1", "held")
@@ -440,6 +455,7 @@ def main() -> int:
             check_replay(client)
             check_groups_and_dead_letters(client)
             check_acks_go_out_together(client)
+            check_window_of_one(client)
             check_client_close_closes_subscriptions(args.addr)
             check_quick_subscribe_and_close_keeps_the_connection(client)
             check_retries_and_next_node(args.addr)

@@ -200,6 +200,43 @@ async fn publish_after_is_never_delivered_early() {
     wait_inflight(&client, "g", "later", 0).await;
 }
 
+/// A member with a window of one gets the next event as soon as it acks the
+/// last, however long the ack linger: a settlement that frees half the window
+/// goes out at once (with the linger alone, one event per 30 s).
+#[tokio::test]
+async fn a_window_of_one_is_not_held_by_the_ack_linger() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let client = Client::connect([server.endpoint()]).await.unwrap();
+    let total = 20;
+    let producer = client.producer(ProducerOptions::default());
+    for i in 0..total {
+        producer
+            .publish(EventBuilder::new("one-by-one", format!("e-{i}")))
+            .await
+            .unwrap();
+    }
+    let mut c = client
+        .consumer(ConsumerOptions {
+            group: "g".into(),
+            topic: "one-by-one".into(),
+            max_inflight: 1,
+            start: chronos_client::Start::Earliest,
+            ack_linger: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut seen = HashSet::new();
+    while seen.len() < total {
+        let d = next_within(&mut c, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("stalled after {} of {total}", seen.len()));
+        assert!(seen.insert(d.event.message_id.clone()), "twice: {d:?}");
+        c.ack(&d).await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn consumer_credits_acks_and_nacks() {
     let dir = tempfile::tempdir().unwrap();

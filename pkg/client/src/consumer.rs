@@ -49,7 +49,9 @@ pub struct ConsumerOptions {
     pub start: Start,
     /// One partition, or `None` for all.
     pub partition: Option<u32>,
-    /// Settlements are sent when this many are pending...
+    /// Settlements are sent when this many are pending (or half of
+    /// `max_inflight`, if less: a member holding its whole window gets
+    /// nothing more until its settlements arrive)...
     pub ack_batch: usize,
     /// ...or this long after the first of them, whichever comes first.
     pub ack_linger: Duration,
@@ -316,6 +318,17 @@ fn subscribe_request(o: &ConsumerOptions) -> ConsumeRequest {
     }
 }
 
+/// Pending settlements that are sent at once: `ack_batch`, but at most half
+/// the window, so a member with a small `max_inflight` (1 for one event at a
+/// time) is not left without credit for the linger.
+fn ack_threshold(o: &ConsumerOptions) -> usize {
+    let batch = o.ack_batch.max(1);
+    match o.max_inflight {
+        0 => batch, // the server's default window, unknown here
+        window => batch.min((window as usize / 2).max(1)),
+    }
+}
+
 /// How a session (one `Consume` stream) ended.
 enum End {
     /// Every handle is gone: stop.
@@ -407,7 +420,7 @@ impl Task {
                 ctl = self.ctl.recv() => match ctl {
                     Some(Control::Settle(item)) => {
                         self.pending.push(item);
-                        if self.pending.len() >= self.options.ack_batch.max(1) {
+                        if self.pending.len() >= ack_threshold(&self.options) {
                             flush_at = None;
                             self.send_pending(&req_tx, &mut acks).await.err().map(End::Broken)
                         } else {
