@@ -208,10 +208,13 @@ class Connection:
                 return n.api_addr
         return None
 
-    def call(self, rpc: Rpc, req, timeout_s: Optional[float], idempotent: bool = True):
+    def call(self, rpc: Rpc, req, timeout_s: Optional[float], idempotent: bool = True, deletes: bool = False):
         """Runs `rpc` on the current node; an idempotent one is tried again
-        on a retryable failure within the retry policy, failing over between tries."""
+        on a retryable failure within the retry policy, failing over between tries.
+        A call that `deletes` returns None when a retry finds nothing to delete:
+        the unanswered attempt before it may have deleted it."""
         budget = Budget(self.retry)
+        retried = False
         while True:
             generation, node = self.current()
             method = getattr(getattr(node, rpc.service), rpc.method)
@@ -222,6 +225,8 @@ class Connection:
                 # The error is the call; its traceback holds a frame that
                 # holds the call (see `Subscription.close`).
                 rpc_err.__traceback__ = None
+            if deletes and retried and err.code == grpc.StatusCode.NOT_FOUND:
+                return None
             if err.code not in RETRYABLE:
                 raise err
             # A call not retried still moves the client on: the next goes elsewhere.
@@ -230,6 +235,7 @@ class Connection:
             if wait is None:
                 raise err
             time.sleep(wait)
+            retried = True
 
     def close(self) -> None:
         with self._lock:

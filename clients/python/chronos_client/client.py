@@ -332,6 +332,8 @@ class Client(Schedules, Admin):
     _events = Service("events")
     _admin = Service("admin")
 
-    def _unary(self, rpc: Rpc, req, idempotent: bool = True, timeout_s: Optional[float] = -1.0):
-        """One unary call through the retry loop (`timeout_s` -1: the client's)."""
-        return self._conn.call(rpc, req, self.timeout_s if timeout_s == -1.0 else timeout_s, idempotent)
+    def _unary(self, rpc: Rpc, req, idempotent: bool = True, timeout_s: Optional[float] = -1.0, deletes: bool = False):
+        """One unary call through the retry loop (`timeout_s` -1: the client's;
+        `deletes`: see `Connection.call`)."""
+        timeout_s = self.timeout_s if timeout_s == -1.0 else timeout_s
+        return self._conn.call(rpc, req, timeout_s, idempotent, deletes)

@@ -117,7 +117,10 @@ class Schedules:
         return _info(self._unary(self._events.ResumeSchedule, req).schedule)
 
     def delete_schedule(self, schedule_id: str) -> None:
-        self._unary(self._events.DeleteSchedule, events_pb2.DeleteScheduleRequest(schedule_id=schedule_id))
+        """Deletes a schedule; NOT_FOUND if there is none (but not after a
+        retry: the unanswered attempt before it may have deleted it)."""
+        req = events_pb2.DeleteScheduleRequest(schedule_id=schedule_id)
+        self._unary(self._events.DeleteSchedule, req, deletes=True)
 
     def get_schedule(self, schedule_id: str, upcoming: int = 5) -> ScheduleInfo:
         req = events_pb2.GetScheduleRequest(schedule_id=schedule_id, upcoming=upcoming)

@@ -440,6 +440,60 @@ def check_retries_and_next_node(addr: str) -> None:
     print("ok: bad addresses and policies refused; a down node's publish goes to the next; a trigger is not retried")
 
 
+class MutedProxy:
+    """A TCP forwarder to `target` on a loopback port whose answers can be
+    cut: while `muted`, what the server sends back is dropped (requests
+    still arrive)."""
+
+    def __init__(self, target: str):
+        self.muted = threading.Event()
+        self._target = target
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.addr = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                inbound, _ = self._listener.accept()
+            except OSError:
+                return
+            host, port = self._target.rsplit(":", 1)
+            outbound = socket.create_connection((host, int(port)))
+            threading.Thread(target=self._pipe, args=(inbound, outbound, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(outbound, inbound, True), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, answers: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if not (answers and self.muted.is_set()):
+                    dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            s.close()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def check_delete_after_a_lost_answer(addr: str) -> None:
+    proxy = MutedProxy(addr)
+    try:
+        with Client([proxy.addr, addr], timeout_s=1.0) as client:
+            client.create_schedule("py-lost", "py-lost", every_s=60)
+            proxy.muted.set()
+            # The delete reaches the server, its answer does not; the retry on
+            # the next node finds nothing to delete: done, not NOT_FOUND.
+            client.delete_schedule("py-lost")
+            expect(client.addr == addr, f"still on {client.addr}")
+            expect_error(grpc.StatusCode.NOT_FOUND, "", lambda: client.get_schedule("py-lost"))
+            expect_error(grpc.StatusCode.NOT_FOUND, "", lambda: client.delete_schedule("py-never-was"))
+    finally:
+        proxy.close()
+    print("ok: a delete whose answer was lost succeeds when its retry finds the schedule gone")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--addr", default=os.environ.get("CHRONOS_ADDR", "localhost:9000"))
@@ -459,6 +513,7 @@ def main() -> int:
             check_client_close_closes_subscriptions(args.addr)
             check_quick_subscribe_and_close_keeps_the_connection(client)
             check_retries_and_next_node(args.addr)
+            check_delete_after_a_lost_answer(args.addr)
             check_producer(client, args.http)
         except (Failed, ChronosError, TimeoutError) as err:
             print(f"FAIL: {err}")

@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,6 +15,7 @@ use chronos_client::{
 use common::seen::consumer;
 use common::{now_ms, Server};
 use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -306,10 +308,12 @@ async fn consumer_credits_acks_and_nacks() {
 
 /// A TCP forwarder on a fixed loopback port to whatever address `target`
 /// holds (the server's port changes when it restarts). Dropping it closes
-/// the port and every connection through it.
+/// the port and every connection through it. While `mute` is set, what the
+/// server sends back is dropped: requests arrive, answers never do.
 struct Proxy {
     addr: String,
     target: Arc<Mutex<String>>,
+    mute: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -318,20 +322,45 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let target = Arc::new(Mutex::new(target.to_string()));
-        let to = target.clone();
+        let mute = Arc::new(AtomicBool::new(false));
+        let (to, muted) = (target.clone(), mute.clone());
         let task = tokio::spawn(async move {
             // Dropping the set (when this task is aborted) aborts the connections.
             let mut conns = tokio::task::JoinSet::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
                 let to = to.lock().unwrap().clone();
+                let muted = muted.clone();
                 conns.spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(to).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
+                    let Ok(outbound) = TcpStream::connect(to).await else {
+                        return;
+                    };
+                    let (mut client_rx, mut client_tx) = inbound.into_split();
+                    let (mut server_rx, mut server_tx) = outbound.into_split();
+                    let up = tokio::io::copy(&mut client_rx, &mut server_tx);
+                    let down = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            match server_rx.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) if !muted.load(Ordering::SeqCst) => {
+                                    if client_tx.write_all(&buf[..n]).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                Ok(_) => {}
+                            }
+                        }
+                    };
+                    tokio::select! { _ = up => {}, () = down => {} }
                 });
             }
         });
-        Proxy { addr, target, task }
+        Proxy {
+            addr,
+            target,
+            mute,
+            task,
+        }
     }
 
     fn retarget(&self, to: &str) {
@@ -603,4 +632,36 @@ async fn schedules_through_the_sdk() {
     client.delete_schedule("sdk-tick").await.unwrap();
     let gone = client.get_schedule("sdk-tick", 0).await.unwrap_err();
     assert!(matches!(gone, Error::NotFound { .. }), "{gone:?}");
+}
+
+/// A delete whose answer is lost is tried again on the next node; finding
+/// the schedule gone, it reports success: the first attempt deleted it.
+#[tokio::test]
+async fn a_delete_retried_after_a_lost_answer_succeeds() {
+    use chronos_client::proto::schedule::Recurrence;
+    use chronos_client::proto::Schedule;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let proxy = Proxy::start(&server.grpc).await;
+    let options = chronos_client::ClientOptions {
+        request_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let client = Client::connect_with([proxy.addr.clone(), server.endpoint()], options)
+        .await
+        .unwrap();
+    let schedule = Schedule {
+        schedule_id: "lost-answer".into(),
+        topic: "lost".into(),
+        recurrence: Some(Recurrence::EveryMs(60_000)),
+        ..Default::default()
+    };
+    client.create_schedule(schedule).await.unwrap();
+    proxy.mute.store(true, Ordering::SeqCst);
+    client.delete_schedule("lost-answer").await.unwrap();
+    let gone = client.get_schedule("lost-answer", 0).await.unwrap_err();
+    assert!(matches!(gone, Error::NotFound { .. }), "{gone:?}");
+    // A schedule that never existed is still NotFound.
+    let unknown = client.delete_schedule("never-was").await.unwrap_err();
+    assert!(matches!(unknown, Error::NotFound { .. }), "{unknown:?}");
 }

@@ -73,16 +73,25 @@ impl Client {
         info(resp.schedule)
     }
 
+    /// Deletes a schedule; `NotFound` if there is none. A retry whose earlier
+    /// attempt went unanswered and finds none counts as done: that attempt
+    /// may have deleted it.
     pub async fn delete_schedule(&self, schedule_id: &str) -> Result<(), Error> {
         let req = DeleteScheduleRequest {
             schedule_id: schedule_id.into(),
         };
-        self.call(true, |ch| {
-            let req = req.clone();
-            async move { EventServiceClient::new(ch).delete_schedule(req).await }
-        })
-        .await?;
-        Ok(())
+        let mut attempts = 0;
+        let deleted = self
+            .call(true, |ch| {
+                attempts += 1;
+                let req = req.clone();
+                async move { EventServiceClient::new(ch).delete_schedule(req).await }
+            })
+            .await;
+        match deleted {
+            Err(Error::NotFound { .. }) if attempts > 1 => Ok(()),
+            other => other.map(drop),
+        }
     }
 
     /// A schedule with its next `upcoming` occurrences (0: the server's default).
