@@ -84,6 +84,7 @@ impl CapacityArgs {
             publish_clients: self.publish_clients,
             batch: self.batch,
             payload: self.payload,
+            keys: 0,
             ack_batch: 1,
             timeout: Some(self.duration),
             server_pid: self.server_pid,

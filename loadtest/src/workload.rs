@@ -60,6 +60,10 @@ pub struct WorkloadArgs {
     /// Payload bytes per event.
     #[arg(long, default_value_t = 256)]
     pub payload: usize,
+    /// Routing keys: event i gets key `k<i mod keys>`, so its partition is the
+    /// key's (1 puts every event on one partition; 0 = no key: spread by id).
+    #[arg(long, default_value_t = 0)]
+    pub keys: u64,
     /// Delivery ids per ack message (pending acks are also flushed every 5 ms).
     #[arg(long, default_value_t = 256)]
     pub ack_batch: usize,
@@ -119,6 +123,7 @@ pub struct Plan {
     pub events: u64,
     pub due: Due,
     pub payload: bytes::Bytes,
+    pub keys: u64,
 }
 
 impl Plan {
@@ -131,6 +136,7 @@ impl Plan {
             events: args.events,
             due,
             payload: bytes::Bytes::from(vec![b'x'; args.payload]),
+            keys: args.keys,
         }
     }
 
@@ -152,6 +158,10 @@ impl Plan {
             topic: self.topic.clone(),
             payload: self.payload.clone(),
             schedule_ts: self.schedule_ts(index),
+            key: match self.keys {
+                0 => String::new(),
+                keys => format!("k{}", index % keys),
+            },
             ..Default::default()
         }
     }
