@@ -264,7 +264,8 @@ fn schedule_delivers_every_event_never_early() {
     check_delivery(&summary, "schedule", 500);
 }
 
-/// Due times out of publish order, paced, with a window of one per member.
+/// Due times out of publish order, paced, with a window of one per member,
+/// on the partitions of two routing keys.
 #[test]
 fn schedule_shuffled_and_paced_with_a_window_of_one() {
     let summary = run_mode(
@@ -283,6 +284,8 @@ fn schedule_shuffled_and_paced_with_a_window_of_one() {
             "300ms",
             "--max-inflight",
             "1",
+            "--keys",
+            "2",
         ],
     );
     check_delivery(&summary, "schedule", 400);
