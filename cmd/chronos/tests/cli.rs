@@ -306,6 +306,17 @@ fn bad_input_exits_1_and_server_errors_exit_2_with_the_message() {
         "{}",
         text(&down.stderr)
     );
+    // Several nodes: the first that answers serves the command.
+    let either = format!("127.0.0.1:1, {addr}");
+    let out = chronos(&either, &["publish", "several", "x"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let none = chronos("127.0.0.1:1,127.0.0.1:2", &["status"], None);
+    assert_eq!(none.status.code(), Some(2));
+    let err = text(&none.stderr);
+    assert!(err.contains(":1") && err.contains(":2"), "{err}");
+    let empty = chronos(&format!("{addr},"), &["status"], None);
+    assert_eq!(empty.status.code(), Some(1));
+    assert!(text(&empty.stderr).contains("--addr"));
 }
 
 #[test]

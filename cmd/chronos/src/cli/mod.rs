@@ -24,7 +24,8 @@ pub use schedules::SchedulesCommand;
 /// How to reach the node; shared by every client subcommand.
 #[derive(clap::Args, Clone, Debug)]
 pub struct Conn {
-    /// The node's gRPC address.
+    /// The node's gRPC address; several, comma-separated, are tried in
+    /// turn until one answers (any node serves every partition).
     #[arg(
         long,
         env = "CHRONOS_ADDR",
@@ -143,24 +144,37 @@ async fn channel(conn: &Conn) -> Result<chronos_client::Conn> {
         ),
     };
     let bearer = chronos_client::Bearer::new(conn.token.as_deref()).map_err(usage)?;
-    let addr = match (&tls, conn.addr.contains("://")) {
-        (Some(_), false) => format!("https://{}", conn.addr),
-        (None, false) => format!("http://{}", conn.addr),
-        (_, true) => conn.addr.clone(),
-    };
-    let mut endpoint = Endpoint::from_shared(addr.clone())
-        .map_err(|e| Failure::Usage(format!("--addr {:?}: {e}", conn.addr)))?
-        .connect_timeout(Duration::from_secs(5));
-    if let Some(tls) = &tls {
-        endpoint = endpoint
-            .tls_config(tls.config())
-            .map_err(|e| Failure::Usage(format!("--tls-ca: {e}")))?;
+    let nodes: Vec<&str> = conn.addr.split(',').map(str::trim).collect();
+    if nodes.iter().any(|n| n.is_empty()) {
+        return Err(Failure::Usage(format!(
+            "--addr {:?}: an empty address",
+            conn.addr
+        )));
     }
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| Failure::Server(format!("cannot reach {addr}: {e:?}")))?;
-    Ok(chronos_client::Conn::new(channel, bearer))
+    let mut unreachable = Vec::new();
+    for node in nodes {
+        let addr = match (&tls, node.contains("://")) {
+            (Some(_), false) => format!("https://{node}"),
+            (None, false) => format!("http://{node}"),
+            (_, true) => node.to_string(),
+        };
+        let mut endpoint = Endpoint::from_shared(addr.clone())
+            .map_err(|e| Failure::Usage(format!("--addr {node:?}: {e}")))?
+            .connect_timeout(Duration::from_secs(5));
+        if let Some(tls) = &tls {
+            endpoint = endpoint
+                .tls_config(tls.config())
+                .map_err(|e| Failure::Usage(format!("--tls-ca: {e}")))?;
+        }
+        match endpoint.connect().await {
+            Ok(channel) => return Ok(chronos_client::Conn::new(channel, bearer)),
+            Err(e) => unreachable.push(format!("{addr}: {e:?}")),
+        }
+    }
+    Err(Failure::Server(format!(
+        "cannot reach {}",
+        unreachable.join("; ")
+    )))
 }
 
 pub async fn events_client(conn: &Conn) -> Result<EventServiceClient<chronos_client::Conn>> {
