@@ -6,6 +6,8 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::json::{call, int, ok};
@@ -25,10 +27,13 @@ fn the_openapi_document_lists_exactly_the_routes_and_each_is_served() {
     for (path, ops) in paths {
         for (method, op) in ops.as_object().unwrap() {
             documented.insert((method.to_uppercase(), path.clone()));
-            // Every answer's schema is in the document.
-            let schema = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
-                .as_str()
-                .unwrap();
+            // Every answer's schema is in the document (a stream's per line).
+            let content = &op["responses"]["200"]["content"];
+            let answer = match content.get("application/x-ndjson") {
+                Some(lines) => lines,
+                None => &content["application/json"],
+            };
+            let schema = answer["schema"]["$ref"].as_str().unwrap();
             let name = schema.rsplit('/').next().unwrap();
             assert!(
                 doc["components"]["schemas"][name].is_object(),
@@ -50,6 +55,11 @@ fn the_openapi_document_lists_exactly_the_routes_and_each_is_served() {
             .replace("{schedule_id}", "s")
             .replace("{message_id}", "m")
             .replace("{node_id}", "9");
+        // A stream that would stay open is asked for too much instead.
+        let concrete = match concrete.ends_with("/subscribe") {
+            true => format!("{concrete}?max_inflight=4000000000"),
+            false => concrete,
+        };
         let (code, body) = call(&server, method, &concrete, &json!({}));
         let message = body["message"].as_str().unwrap_or_default();
         assert!(
@@ -438,4 +448,168 @@ fn http_callers_are_authenticated_and_authorized_as_over_grpc() {
     let (code, body) = as_(viewer, "GET", "/v1/topics", "");
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["topics"][0]["name"], "t");
+}
+
+/// A `subscribe` route's answer read as it comes: HTTP/1.1, chunked, one
+/// JSON object per line. Dropping it closes the connection.
+struct Lines {
+    reader: BufReader<TcpStream>,
+    pending: Vec<u8>,
+}
+
+impl Lines {
+    /// Opens `path`; the status and the content type must say a stream.
+    fn open(server: &Server, path: &str) -> Lines {
+        let mut s = TcpStream::connect(&server.http).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        let mut reader = BufReader::new(s);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            head.push_str(&line);
+        }
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let head = head.to_lowercase();
+        assert!(
+            head.contains("content-type: application/x-ndjson"),
+            "{head}"
+        );
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        Lines {
+            reader,
+            pending: Vec::new(),
+        }
+    }
+
+    /// The next line's object; panics if none comes within `WAIT`.
+    #[track_caller]
+    fn next(&mut self) -> Value {
+        loop {
+            if let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=end).collect();
+                return serde_json::from_slice(&line).unwrap();
+            }
+            let mut size = String::new();
+            self.reader
+                .read_line(&mut size)
+                .expect("a chunk within WAIT");
+            let size = usize::from_str_radix(size.trim(), 16).unwrap();
+            assert!(size > 0, "the stream ended");
+            let mut chunk = vec![0; size + 2];
+            self.reader.read_exact(&mut chunk).unwrap();
+            self.pending.extend_from_slice(&chunk[..size]);
+        }
+    }
+}
+
+/// Consuming with nothing but HTTP: a member streams deliveries as JSON lines
+/// within its window, acks and nacks go to the ack route, and a member that
+/// disconnects gives back what it held.
+#[test]
+fn a_group_is_consumed_over_http_as_a_stream_of_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let events: Vec<Value> = (0..3)
+        .map(|i| json!({"topic": "jobs", "message_id": format!("j{i}"), "payload_json": {"n": i}}))
+        .collect();
+    ok(
+        &server,
+        "POST",
+        "/v1/events/batch",
+        json!({ "events": events }),
+    );
+    let path =
+        "/v1/topics/jobs/groups/workers/subscribe?max_inflight=2&start=START_POSITION_EARLIEST";
+    let mut member = Lines::open(&server, path);
+    let (a, b) = (member.next(), member.next());
+    assert_eq!(a["event"]["topic"], "jobs", "{a}");
+    assert_eq!(int(&a["attempt"]), 1, "{a}");
+    let group = "/v1/topics/jobs/groups/workers";
+    let inflight =
+        |server: &Server| int(&ok(server, "GET", group, Value::Null)["group"]["inflight"]);
+    assert_eq!(inflight(&server), 2, "the window is two");
+    // An ack frees the window: the third comes. A nack sends one back.
+    let acked = ok(
+        &server,
+        "POST",
+        "/v1/groups/workers/ack",
+        json!({"items": [{"delivery_id": a["delivery_id"]}, {"delivery_id": b["delivery_id"], "nack": true, "nack_delay_ms": 100}]}),
+    );
+    assert_eq!(
+        (int(&acked["acked"]), int(&acked["nacked"])),
+        (1, 1),
+        "{acked}"
+    );
+    let mut seen = vec![
+        a["event"]["message_id"].clone(),
+        b["event"]["message_id"].clone(),
+    ];
+    let mut again = None;
+    while seen.len() < 3 || again.is_none() {
+        let d = member.next();
+        if d["event"]["message_id"] == b["event"]["message_id"] {
+            assert_eq!(int(&d["attempt"]), 2, "{d}");
+            again = Some(d.clone());
+        } else {
+            seen.push(d["event"]["message_id"].clone());
+        }
+        ok(
+            &server,
+            "POST",
+            "/v1/groups/workers/ack",
+            json!({"items": [{"delivery_id": d["delivery_id"]}]}),
+        );
+    }
+    seen.sort_by_key(|v| v.to_string());
+    seen.dedup();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    // A member that goes away holding a delivery gives it back.
+    ok(
+        &server,
+        "POST",
+        "/v1/events",
+        json!({"topic": "jobs", "message_id": "j3"}),
+    );
+    let held = member.next();
+    assert_eq!(held["event"]["message_id"], "j3");
+    drop(member);
+    let mut next = Lines::open(&server, path);
+    let back = next.next();
+    assert_eq!(
+        (back["event"]["message_id"].clone(), int(&back["attempt"])),
+        (json!("j3"), 2),
+        "{back}"
+    );
+    // An ack of an earlier attempt's id counts (the event is done); once
+    // done, its ids are reported as not in flight, not as an error.
+    let ack_held = json!({"items": [{"delivery_id": held["delivery_id"]}]});
+    let first = ok(&server, "POST", "/v1/groups/workers/ack", ack_held.clone());
+    assert_eq!(int(&first["acked"]), 1, "{first}");
+    let stale = ok(&server, "POST", "/v1/groups/workers/ack", ack_held);
+    assert_eq!(stale["unknown"][0], held["delivery_id"], "{stale}");
+    assert_eq!(inflight(&server), 0);
+    // Bad input is an error answer naming the field, not a stream.
+    let (code, body) = call(
+        &server,
+        "GET",
+        "/v1/topics/__jobs/groups/w/subscribe",
+        &Value::Null,
+    );
+    assert_eq!(
+        (code, body["field"].as_str()),
+        (400, Some("topic")),
+        "{body}"
+    );
+    let (code, body) = call(
+        &server,
+        "POST",
+        "/v1/groups/workers/ack",
+        &json!({"items": [{"delivery_id": ""}]}),
+    );
+    assert_eq!(code, 400, "{body}");
 }

@@ -14,6 +14,7 @@ mod openapi;
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -25,6 +26,7 @@ use chronos_api::{Admin, Events, Node};
 use chronos_proto::v1::admin_service_server::AdminService;
 use chronos_proto::v1::event_service_server::EventService;
 use chronos_proto::v1::*;
+use futures::{Stream, StreamExt};
 use serde::Serialize;
 use tonic::service::Interceptor;
 use tonic::{Code, Status};
@@ -45,6 +47,9 @@ pub struct Route {
     /// the whole request.
     pub body: &'static str,
     pub summary: &'static str,
+    /// A server stream: the answer is `response` messages, one JSON object
+    /// per line (`application/x-ndjson`), for as long as the caller reads.
+    pub stream: bool,
 }
 
 /// The services a route calls, and how a caller is authenticated.
@@ -56,7 +61,7 @@ pub struct Api {
 }
 
 macro_rules! routes {
-    ($( $method:ident $path:literal $(body $body:literal)? => $svc:ident . $call:ident ($req:ident) -> $resp:ident, $rpc:literal, $summary:literal; )*) => {
+    ($( $method:ident $path:literal $(body $body:literal)? => $svc:ident . $call:ident ($req:ident) -> $resp:ident $([$stream:ident])?, $rpc:literal, $summary:literal; )*) => {
         /// Every route of the API, in the order the OpenAPI document lists them.
         pub const ROUTES: &[Route] = &[ $( Route {
             method: stringify!($method),
@@ -66,6 +71,7 @@ macro_rules! routes {
             response: stringify!($resp),
             body: routes!(@body $($body)?),
             summary: $summary,
+            stream: routes!(@stream $($stream)?),
         }, )* ];
 
         fn api_routes(mut router: axum::Router<Arc<Api>>) -> axum::Router<Arc<Api>> {
@@ -77,7 +83,7 @@ macro_rules! routes {
                         Ok(r) => r,
                         Err(status) => return error(&status),
                     };
-                    api.call(request, |r| api.$svc.$call(r)).await
+                    routes!(@answer api, request, $svc, $call $(, $stream)?)
                 });
                 let merged = match paths.remove($path) {
                     Some(other) => other.merge(handler),
@@ -93,6 +99,14 @@ macro_rules! routes {
     };
     (@body $body:literal) => { $body };
     (@body) => { "" };
+    (@stream stream) => { true };
+    (@stream) => { false };
+    (@answer $api:ident, $request:ident, $svc:ident, $call:ident, stream) => {
+        $api.stream($request, |r| $api.$svc.$call(r)).await
+    };
+    (@answer $api:ident, $request:ident, $svc:ident, $call:ident) => {
+        $api.call($request, |r| $api.$svc.$call(r)).await
+    };
 }
 
 routes! {
@@ -128,6 +142,10 @@ routes! {
         "EventService.ResumeSchedule", "Resume a paused schedule";
     POST "/v1/schedules/{schedule_id}/trigger" => events.trigger_schedule(TriggerScheduleRequest) -> TriggerScheduleResponse,
         "EventService.TriggerSchedule", "Fire one extra occurrence now";
+    GET "/v1/topics/{topic}/groups/{consumer_group}/subscribe" => events.subscribe(SubscribeRequest) -> Delivery [stream],
+        "EventService.Subscribe", "Join a consumer group and receive its deliveries, one JSON object per line, while the connection stays open (`?max_inflight=`, `?start=`); settle them with the ack route";
+    POST "/v1/groups/{consumer_group}/ack" => events.ack(AckRequest) -> AckResponse,
+        "EventService.Ack", "Ack or nack deliveries by `delivery_id` (`items`: `{delivery_id, nack, nack_delay_ms}`)";
     GET "/v1/topics" => admin.list_topics(ListTopicsRequest) -> ListTopicsResponse,
         "AdminService.ListTopics", "Topics and their pending counts";
     GET "/v1/partitions" => admin.list_partitions(ListPartitionsRequest) -> ListPartitionsResponse,
@@ -208,7 +226,19 @@ async fn no_route(method: Method, uri: axum::http::Uri) -> Response {
     }
 }
 
+/// A server stream's messages.
+type Messages<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
 impl Api {
+    /// `request` as it passes the gate (authenticated as over gRPC).
+    fn admit<Req>(&self, request: tonic::Request<Req>) -> Result<tonic::Request<Req>, Status> {
+        let (metadata, extensions, message) = request.into_parts();
+        let mut gate = self.gate.clone();
+        let admitted = gate.call(tonic::Request::from_parts(metadata, extensions, ()))?;
+        let (metadata, extensions, ()) = admitted.into_parts();
+        Ok(tonic::Request::from_parts(metadata, extensions, message))
+    }
+
     /// Runs one gRPC method on `message` as the HTTP caller.
     async fn call<Req, Resp, F, Fut>(&self, request: tonic::Request<Req>, method: F) -> Response
     where
@@ -216,20 +246,60 @@ impl Api {
         F: FnOnce(tonic::Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
-        let (metadata, extensions, message) = request.into_parts();
-        let mut gate = self.gate.clone();
-        let admitted = gate.call(tonic::Request::from_parts(metadata, extensions, ()));
-        let request = match admitted {
-            Ok(r) => {
-                let (metadata, extensions, ()) = r.into_parts();
-                tonic::Request::from_parts(metadata, extensions, message)
-            }
+        let request = match self.admit(request) {
+            Ok(r) => r,
             Err(status) => return error(&status),
         };
         match method(request).await {
             Ok(reply) => json_response(StatusCode::OK, reply.get_ref()),
             Err(status) => error(&status),
         }
+    }
+
+    /// Runs one server-streaming gRPC method: its messages go out one JSON
+    /// object per line as they come. An error before the first is an error
+    /// answer; one after ends the stream with a line `{"error": {...}}`.
+    /// The stream (and a member it joined) ends when the caller disconnects.
+    async fn stream<Req, Item, F, Fut>(&self, request: tonic::Request<Req>, method: F) -> Response
+    where
+        Item: Serialize + Send + 'static,
+        F: FnOnce(tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Messages<Item>>, Status>>,
+    {
+        let request = match self.admit(request) {
+            Ok(r) => r,
+            Err(status) => return error(&status),
+        };
+        let messages = match method(request).await {
+            Ok(reply) => reply.into_inner(),
+            Err(status) => return error(&status),
+        };
+        let lines = messages
+            .scan(false, |ended, item| {
+                if *ended {
+                    return std::future::ready(None);
+                }
+                let line = match item {
+                    Ok(message) => serde_json::to_vec(&message)
+                        .map_err(|e| Status::internal(format!("encoding the answer: {e}"))),
+                    Err(status) => Err(status),
+                };
+                let line = line.unwrap_or_else(|status| {
+                    *ended = true;
+                    let body = ErrorBody::of(&status);
+                    serde_json::to_vec(&serde_json::json!({ "error": body })).unwrap_or_default()
+                });
+                std::future::ready(Some(Ok::<_, std::convert::Infallible>(bytes::Bytes::from(
+                    [line.as_slice(), b"\n"].concat(),
+                ))))
+            })
+            .boxed();
+        (
+            StatusCode::OK,
+            [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+            axum::body::Body::from_stream(lines),
+        )
+            .into_response()
     }
 }
 
@@ -256,18 +326,30 @@ pub(crate) fn error(status: &Status) -> Response {
     )
 }
 
-fn error_with(http: StatusCode, code: Code, message: &str, field: Option<&str>) -> Response {
-    #[derive(Serialize)]
-    struct Body<'a> {
-        code: &'a str,
-        message: &'a str,
-        /// The request field an INVALID_ARGUMENT is about.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        field: Option<&'a str>,
+/// The JSON error body: the gRPC code's name, its message, and the request
+/// field an INVALID_ARGUMENT is about.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl<'a> ErrorBody<'a> {
+    fn of(status: &'a Status) -> Self {
+        ErrorBody {
+            code: code_name(status.code()),
+            message: status.message(),
+            field: chronos_api::status::field_of(status),
+        }
     }
+}
+
+fn error_with(http: StatusCode, code: Code, message: &str, field: Option<&str>) -> Response {
     let mut r = json_response(
         http,
-        &Body {
+        &ErrorBody {
             code: code_name(code),
             message,
             field,

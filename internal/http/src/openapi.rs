@@ -191,14 +191,20 @@ fn operation(msgs: &Messages<'_>, r: &Route) -> Value {
         }
         parameters.push(p);
     }
+    let answer = format!("#/components/schemas/{}", r.response);
+    let ok = if r.stream {
+        json!({ "description": "OK: one message per line, as they come, until the caller disconnects; an error after the first ends the stream with a line {\"error\": Error}",
+            "content": { "application/x-ndjson": { "schema": { "$ref": answer } } } })
+    } else {
+        json!({ "description": "OK", "content": { "application/json": { "schema": { "$ref": answer } } } })
+    };
     let mut op = json!({
         "operationId": format!("{}_{}", r.rpc.replace('.', "_"), r.method.to_lowercase()),
         "summary": r.summary,
         "description": format!("gRPC `chronos.v1.{}`, the same request and answer.", r.rpc),
         "parameters": parameters,
         "responses": {
-            "200": { "description": "OK", "content": { "application/json": {
-                "schema": { "$ref": format!("#/components/schemas/{}", r.response) } } } },
+            "200": ok,
             "default": { "description": "An error: the gRPC code and a message naming the field",
                 "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
         },
