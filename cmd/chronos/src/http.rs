@@ -15,6 +15,7 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use chronos_access::{Action, Permission};
 use chronos_api::guard::Caller;
 use chronos_api::Node;
@@ -57,7 +58,17 @@ pub async fn serve(
         let _ = stop.wait_for(|s| *s).await;
     };
     let result = match listener {
-        Listener::Plain(l) => axum::serve(l, app).with_graceful_shutdown(stopped).await,
+        Listener::Plain(l) => {
+            // Small writes go out at once (TLS connections get it at accept):
+            // a subscribe stream's lines and an answer's last bytes would
+            // otherwise wait for the peer's ACK of the previous ones.
+            let l = l.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!("TCP_NODELAY on an HTTP connection: {e}");
+                }
+            });
+            axum::serve(l, app).with_graceful_shutdown(stopped).await
+        }
         Listener::Tls(incoming) => {
             let addr = incoming.local_addr();
             let l = HttpsListener { incoming, addr };
