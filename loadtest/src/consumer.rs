@@ -183,6 +183,7 @@ impl Member {
             max_inflight: config.max_inflight,
             start: StartPosition::Latest as i32,
             start_ts: 0,
+            keep_unacked: false,
         };
         outbound.send(ConsumeRequest {
             kind: Some(consume_request::Kind::Subscribe(subscribe)),

@@ -186,12 +186,7 @@ fn pending_inspection_is_exact_after_cancels_and_reschedules() {
             })
             .chain((0..50).map(|i| json!({"topic": "other", "message_id": format!("o{chunk}-{i}"), "schedule_ts": base + i * 1000})))
             .collect();
-        let answer = ok(
-            &server,
-            "POST",
-            "/v1/events/batch",
-            json!({ "events": events }),
-        );
+        let answer = publish_batch(&server, events);
         assert_eq!(answer["results"].as_array().unwrap().len(), 150);
     }
     // Cancel 30 (by both routes), reschedule 20.
@@ -302,12 +297,7 @@ fn searching_pages_to_the_end_of_a_topic_with_filters() {
                        "key": if n % 3 == 0 { "three" } else { "" }})
             })
             .collect();
-        ok(
-            &server,
-            "POST",
-            "/v1/events/batch",
-            json!({ "events": events }),
-        );
+        publish_batch(&server, events);
     }
     let search = |query: &str, page_size: u32| -> Vec<String> {
         let mut ids = Vec::new();
@@ -450,6 +440,16 @@ fn http_callers_are_authenticated_and_authorized_as_over_grpc() {
     assert_eq!(body["topics"][0]["name"], "t");
 }
 
+/// Publishes `events` in one `POST /v1/events/batch`; its answer.
+fn publish_batch(server: &Server, events: Vec<Value>) -> Value {
+    ok(
+        server,
+        "POST",
+        "/v1/events/batch",
+        json!({ "events": events }),
+    )
+}
+
 /// A `subscribe` route's answer read as it comes: HTTP/1.1, chunked, one
 /// JSON object per line. Dropping it closes the connection.
 struct Lines {
@@ -517,12 +517,7 @@ fn a_group_is_consumed_over_http_as_a_stream_of_json_lines() {
     let events: Vec<Value> = (0..3)
         .map(|i| json!({"topic": "jobs", "message_id": format!("j{i}"), "payload_json": {"n": i}}))
         .collect();
-    ok(
-        &server,
-        "POST",
-        "/v1/events/batch",
-        json!({ "events": events }),
-    );
+    publish_batch(&server, events);
     let path =
         "/v1/topics/jobs/groups/workers/subscribe?max_inflight=2&start=START_POSITION_EARLIEST";
     let mut member = Lines::open(&server, path);
@@ -612,4 +607,54 @@ fn a_group_is_consumed_over_http_as_a_stream_of_json_lines() {
         &json!({"items": [{"delivery_id": ""}]}),
     );
     assert_eq!(code, 400, "{body}");
+}
+
+/// Fetch, hang up, ack later: a member that keeps what it holds leaves its
+/// deliveries in flight until their ack timeout, so an HTTP client can read a
+/// few lines, close, and ack by id afterwards; what it never acks comes back
+/// at the timeout, to the next member.
+#[test]
+fn a_member_that_keeps_unacked_can_fetch_and_ack_after_it_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("CHRONOS_DELIVERY__ACK_TIMEOUT", "2s")];
+    let server = Server::start_with_env(&dir.path().join("data"), &[], &env);
+    let events: Vec<Value> = (0..2)
+        .map(|i| json!({"topic": "mail", "message_id": format!("m{i}")}))
+        .collect();
+    publish_batch(&server, events);
+    let fetch = "/v1/topics/mail/groups/senders/subscribe?max_inflight=2&keep_unacked=true&start=START_POSITION_EARLIEST";
+    let mut first = Lines::open(&server, fetch);
+    let (a, b) = (first.next(), first.next());
+    drop(first);
+    let group = "/v1/topics/mail/groups/senders";
+    let until = Instant::now() + WAIT;
+    loop {
+        let g = ok(&server, "GET", group, Value::Null);
+        if int(&g["group"]["members"]) == 0 {
+            assert_eq!(int(&g["group"]["inflight"]), 2, "kept in flight: {g}");
+            break;
+        }
+        assert!(Instant::now() < until, "the member never left: {g}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let acked = ok(
+        &server,
+        "POST",
+        "/v1/groups/senders/ack",
+        json!({"items": [{"delivery_id": a["delivery_id"]}]}),
+    );
+    assert_eq!(int(&acked["acked"]), 1, "acked after leaving: {acked}");
+    // The one never acked goes to the next member at its ack timeout, not before.
+    let left_at = Instant::now();
+    let mut second = Lines::open(&server, fetch);
+    let again = second.next();
+    assert_eq!(
+        again["event"]["message_id"], b["event"]["message_id"],
+        "{again}"
+    );
+    assert_eq!(int(&again["attempt"]), 2, "{again}");
+    assert!(
+        left_at.elapsed() >= Duration::from_millis(1000),
+        "came back before its timeout"
+    );
 }

@@ -207,7 +207,11 @@ fn readme_curl_examples_run_verbatim() {
             !stdout.contains("\"code\":"),
             "{line}\nanswered an error: {stdout}"
         );
-        let want = if line.contains("/events/batch") {
+        let want = if line.contains("/subscribe") {
+            "\"delivery_id\""
+        } else if line.contains("/ack") {
+            "\"acked\""
+        } else if line.contains("/events/batch") {
             "\"results\""
         } else if line.contains("histogram") {
             "{\"from_ts\":\"1893452400000\",\"count\":\"0\"},{\"from_ts\":\"1893456000000\",\"count\":\"1\"}"

@@ -164,7 +164,7 @@ pub async fn subscribe(
         0 => node.default_max_inflight,
         n => n,
     };
-    let (member, outbox) = Member::new(max_inflight);
+    let (member, outbox) = Member::new(max_inflight, req.keep_unacked);
     let mut sub = Subscription {
         member: member.clone(),
         group: req.consumer_group.clone(),

@@ -314,6 +314,8 @@ fn subscribe_request(o: &ConsumerOptions) -> ConsumeRequest {
             max_inflight: o.max_inflight,
             start: start as i32,
             start_ts,
+            // Settled in-band: nothing is left to ack once it is gone.
+            keep_unacked: false,
         })),
     }
 }

@@ -156,6 +156,8 @@ pub async fn subscribe(conn: &Conn, a: SubscribeArgs) -> Result<()> {
         max_inflight: a.max_inflight,
         start: start as i32,
         start_ts,
+        // Each delivery is acked as it is printed.
+        keep_unacked: false,
     };
     let (tx, rx) = mpsc::channel(256);
     let send = |kind| ConsumeRequest { kind: Some(kind) };

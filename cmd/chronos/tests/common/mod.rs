@@ -369,6 +369,7 @@ pub fn subscribe_req(group: &str, topic: &str, max_inflight: u32) -> SubscribeRe
         max_inflight,
         start: 0,
         start_ts: 0,
+        keep_unacked: false,
     }
 }
 

@@ -290,12 +290,12 @@ impl Dispatcher {
                 if self.attaching.contains_key(&member) {
                     self.left_while_attaching.insert(member);
                 }
-                if self.members.remove(&member).is_some() {
+                if let Some(left) = self.members.remove(&member) {
                     // A member is only in busy groups.
-                    let mut dead = 0;
+                    let (mut dead, keeps) = (0, left.keeps_unacked());
                     for key in &self.busy {
                         if let Some(g) = self.groups.get_mut(key) {
-                            dead += g.release_member(member, ctx.delivery.max_attempts);
+                            dead += g.release_member(member, ctx.delivery.max_attempts, keeps);
                         }
                     }
                     metrics::counter!("chronos_dead_letters_total").increment(dead);

@@ -181,9 +181,14 @@ impl GroupRt {
     /// Deliveries held by `member` (which left) become ready for redelivery
     /// now, or dead once they had `max_attempts`: leaving without an ack ends
     /// an attempt, so an event that crashes every consumer it reaches does
-    /// not go round the group for ever. Returns how many died.
-    pub fn release_member(&mut self, member: u64, max_attempts: u32) -> u64 {
+    /// not go round the group for ever. A member that `keeps` its unacked
+    /// deliveries leaves them in flight until their ack deadline (acks by id
+    /// still count). Returns how many died.
+    pub fn release_member(&mut self, member: u64, max_attempts: u32, keeps: bool) -> u64 {
         self.members.retain(|&m| m != member);
+        if keeps {
+            return 0;
+        }
         let held: Vec<(u64, u32)> = self
             .flights
             .iter()
@@ -371,10 +376,33 @@ mod tests {
         g.members = vec![7, 8];
         g.delivered(1, 1, 100, 7);
         g.delivered(2, 1, 100, 8);
-        assert_eq!(g.release_member(7, 5), 0);
+        assert_eq!(g.release_member(7, 5, false), 0);
         assert_eq!(g.members, vec![8]);
         assert_eq!(g.ready.iter().copied().collect::<Vec<_>>(), vec![1]);
         assert_eq!(g.next_timer(), Some(100), "member 8's deadline stays");
+    }
+
+    #[test]
+    fn a_member_that_keeps_leaves_its_deliveries_to_their_deadline() {
+        let mut g = group();
+        g.members = vec![7, 8];
+        g.delivered(1, 1, 100, 7);
+        assert_eq!(
+            g.release_member(7, 1, true),
+            0,
+            "a last attempt is not dead yet"
+        );
+        assert_eq!(g.members, vec![8]);
+        assert!(g.ready.is_empty(), "nothing goes back at once");
+        assert_eq!(g.ack(1), Some(Some(7)), "an ack by id still settles it");
+        g.delivered(2, 1, 100, 8);
+        g.release_member(8, 5, true);
+        let e = g.expire(100, 5, |_| 50);
+        assert_eq!(
+            (e.retried, e.credits),
+            (1, vec![8]),
+            "retried at its deadline"
+        );
     }
 
     #[test]
@@ -383,7 +411,7 @@ mod tests {
         g.members = vec![7];
         g.delivered(1, 2, 100, 7);
         g.delivered(2, 1, 100, 7);
-        assert_eq!(g.release_member(7, 2), 1);
+        assert_eq!(g.release_member(7, 2, false), 1);
         assert_eq!(g.ready.iter().copied().collect::<Vec<_>>(), vec![2]);
         assert!(!g.flights.contains_key(&1));
         assert_eq!(g.next_timer(), None, "no timer is left for either");

@@ -26,6 +26,8 @@ pub struct Member {
     id: u64,
     outbox: mpsc::UnboundedSender<Outgoing>,
     credits: AtomicI64,
+    /// What it holds when it leaves stays in flight until its ack deadline.
+    keeps_unacked: bool,
     /// The partition owners this member is attached to, woken when credit returns.
     wakers: parking_lot::Mutex<Vec<Arc<Notify>>>,
 }
@@ -33,12 +35,18 @@ pub struct Member {
 impl Member {
     /// A member that may hold `max_inflight` unacknowledged deliveries, and the
     /// receiving end of its outbox. The outbox is unbounded, but credits bound it.
-    pub fn new(max_inflight: u32) -> (Arc<Member>, mpsc::UnboundedReceiver<Outgoing>) {
+    /// With `keeps_unacked`, what it holds when it leaves waits for its ack
+    /// deadline instead of going back at once.
+    pub fn new(
+        max_inflight: u32,
+        keeps_unacked: bool,
+    ) -> (Arc<Member>, mpsc::UnboundedReceiver<Outgoing>) {
         let (outbox, rx) = mpsc::unbounded_channel();
         let member = Member {
             id: NEXT_MEMBER_ID.fetch_add(1, Ordering::Relaxed),
             outbox,
             credits: AtomicI64::new(i64::from(max_inflight)),
+            keeps_unacked,
             wakers: parking_lot::Mutex::new(Vec::new()),
         };
         (Arc::new(member), rx)
@@ -46,6 +54,10 @@ impl Member {
 
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    pub fn keeps_unacked(&self) -> bool {
+        self.keeps_unacked
     }
 
     /// A sender into this member's outbox, for deliveries that reach it from
@@ -111,7 +123,7 @@ mod tests {
 
     #[test]
     fn credits_never_go_below_zero_and_come_back() {
-        let (m, _rx) = Member::new(2);
+        let (m, _rx) = Member::new(2, false);
         assert!(m.try_take());
         assert!(m.try_take());
         assert!(!m.try_take());
@@ -124,8 +136,8 @@ mod tests {
 
     #[test]
     fn member_ids_are_unique() {
-        let (a, _ra) = Member::new(1);
-        let (b, _rb) = Member::new(1);
+        let (a, _ra) = Member::new(1, false);
+        let (b, _rb) = Member::new(1, false);
         assert_ne!(a.id(), b.id());
     }
 }

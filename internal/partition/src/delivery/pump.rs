@@ -105,7 +105,11 @@ fn deliver(
     if !member.send(delivery) {
         // The stream is gone; its Detach follows. Try this event again then.
         member.give_back(1);
-        let dead = g.release_member(member.id(), ctx.delivery.max_attempts);
+        let dead = g.release_member(
+            member.id(),
+            ctx.delivery.max_attempts,
+            member.keeps_unacked(),
+        );
         metrics::counter!("chronos_dead_letters_total").increment(dead);
         if g.flights.contains_key(&seq) {
             g.ready.insert(seq);

@@ -153,7 +153,7 @@ async fn populate_a(dir: &Path, pending: usize) {
         })
         .await;
 
-        let (member, mut outbox) = Member::new(100);
+        let (member, mut outbox) = Member::new(100, false);
         p.attach("orders".into(), "g1".into(), Start::Earliest, member)
             .await
             .unwrap();
@@ -187,7 +187,7 @@ async fn populate_b(dir: &Path) {
     with_partition(dir, |p| async move {
         publish_all(&p, "old-topic", "o", 400, 3_600_000).await;
         publish_all(&p, "orders", "b-now", 30, 0).await;
-        let (member, mut outbox) = Member::new(5);
+        let (member, mut outbox) = Member::new(5, false);
         p.attach("orders".into(), "old-group".into(), Start::Earliest, member)
             .await
             .unwrap();
