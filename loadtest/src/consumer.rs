@@ -184,6 +184,8 @@ impl Member {
             start: StartPosition::Latest as i32,
             start_ts: 0,
             keep_unacked: false,
+            max_deliveries: 0,
+            max_wait_ms: 0,
         };
         outbound.send(ConsumeRequest {
             kind: Some(consume_request::Kind::Subscribe(subscribe)),

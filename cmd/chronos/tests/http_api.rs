@@ -505,6 +505,29 @@ impl Lines {
             self.pending.extend_from_slice(&chunk[..size]);
         }
     }
+
+    /// Every line until the answer ends (its last chunk), within `WAIT`.
+    fn rest(mut self) -> Vec<Value> {
+        let mut lines = Vec::new();
+        loop {
+            while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=end).collect();
+                lines.push(serde_json::from_slice(&line).unwrap());
+            }
+            let mut size = String::new();
+            self.reader
+                .read_line(&mut size)
+                .expect("the end within WAIT");
+            let size = usize::from_str_radix(size.trim(), 16).unwrap();
+            if size == 0 {
+                assert!(self.pending.is_empty(), "a partial line at the end");
+                return lines;
+            }
+            let mut chunk = vec![0; size + 2];
+            self.reader.read_exact(&mut chunk).unwrap();
+            self.pending.extend_from_slice(&chunk[..size]);
+        }
+    }
 }
 
 /// Consuming with nothing but HTTP: a member streams deliveries as JSON lines
@@ -657,4 +680,53 @@ fn a_member_that_keeps_unacked_can_fetch_and_ack_after_it_left() {
         left_at.elapsed() >= Duration::from_millis(1000),
         "came back before its timeout"
     );
+}
+
+/// Fetching as a loop of requests: each answer ends by itself after
+/// `max_deliveries` (or at `max_wait_ms` with what came), the member with
+/// it, so acks sent right after cannot hand it more: every event once, at
+/// its first attempt, none left waiting for a timeout.
+#[test]
+fn fetches_end_after_max_deliveries_or_the_wait_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let events: Vec<Value> = (0..5)
+        .map(|i| json!({"topic": "inbox", "message_id": format!("i{i}")}))
+        .collect();
+    publish_batch(&server, events);
+    let fetch = "/v1/topics/inbox/groups/pollers/subscribe?max_inflight=100&max_deliveries=2&max_wait_ms=1500&keep_unacked=true&start=START_POSITION_EARLIEST";
+    let mut seen = BTreeSet::new();
+    let mut sizes = Vec::new();
+    while seen.len() < 5 {
+        assert!(sizes.len() < 5, "fetched {sizes:?}, seen {seen:?}");
+        let got = Lines::open(&server, fetch).rest();
+        sizes.push(got.len());
+        let items: Vec<Value> = got
+            .iter()
+            .map(|d| json!({"delivery_id": d["delivery_id"]}))
+            .collect();
+        for d in &got {
+            assert_eq!(int(&d["attempt"]), 1, "handed out twice: {d}");
+            assert!(seen.insert(d["event"]["message_id"].to_string()), "{d}");
+        }
+        let acked = ok(
+            &server,
+            "POST",
+            "/v1/groups/pollers/ack",
+            json!({ "items": items }),
+        );
+        assert_eq!(int(&acked["acked"]), got.len() as i64, "{acked}");
+    }
+    assert_eq!(sizes, vec![2, 2, 1], "two, two, then one at the wait");
+    // Nothing left: the answer ends at the wait, empty, and nothing is in flight.
+    let started = Instant::now();
+    assert!(Lines::open(&server, fetch).rest().is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(1400));
+    let g = ok(
+        &server,
+        "GET",
+        "/v1/topics/inbox/groups/pollers",
+        Value::Null,
+    );
+    assert_eq!(int(&g["group"]["inflight"]), 0, "{g}");
 }

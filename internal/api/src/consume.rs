@@ -19,7 +19,7 @@ use chronos_proto::v1::{
     ConsumeResponse, Delivery, StartPosition, SubscribeRequest,
 };
 use futures::Stream;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
@@ -41,6 +41,9 @@ pub struct Subscription {
     upstreams: Vec<Upstream>,
     /// Holds one of the caller's concurrent streams while the member lives.
     _quota: Option<StreamGuard>,
+    /// As a stream: the deliveries it ends after, and when it ends anyway.
+    limit: Option<u64>,
+    wait_until: Option<tokio::time::Instant>,
 }
 
 /// A `Consume` stream to another node that leads one of the partitions.
@@ -99,11 +102,19 @@ impl Subscription {
         }
     }
 
-    /// Deliveries as a stream that ends after the first error.
+    /// Deliveries as a stream that ends after the first error, after
+    /// `max_deliveries`, or at `max_wait_ms`; ending drops the member.
     pub fn into_stream(self) -> Pin<Box<dyn Stream<Item = Result<Delivery, Status>> + Send>> {
         Box::pin(futures::stream::unfold(Some(self), |state| async move {
             let mut sub = state?;
-            let item = sub.next().await?;
+            if sub.limit == Some(0) {
+                return None;
+            }
+            let item = match sub.wait_until {
+                Some(at) => tokio::time::timeout_at(at, sub.next()).await.ok()??,
+                None => sub.next().await?,
+            };
+            sub.limit = sub.limit.map(|n| n - 1);
             let keep = item.is_ok().then_some(sub);
             Some((item, keep))
         }))
@@ -165,6 +176,7 @@ pub async fn subscribe(
         n => n,
     };
     let (member, outbox) = Member::new(max_inflight, req.keep_unacked);
+    // The limit holds on each leader; when the stream ends is decided here.
     let mut sub = Subscription {
         member: member.clone(),
         group: req.consumer_group.clone(),
@@ -174,7 +186,14 @@ pub async fn subscribe(
         partitions: Vec::new(),
         upstreams: Vec::new(),
         _quota: stream_quota,
+        limit: (req.max_deliveries > 0).then_some(u64::from(req.max_deliveries)),
+        wait_until: (req.max_wait_ms > 0).then(|| {
+            tokio::time::Instant::now() + Duration::from_millis(u64::from(req.max_wait_ms))
+        }),
     };
+    if let Some(n) = sub.limit {
+        member.limit(n);
+    }
     let deadline = Instant::now() + node.publish_timeout;
     // Every partition at once: a slow election on one does not hold up the others.
     let attaching = partitions.into_iter().map(|p| {
@@ -193,6 +212,7 @@ pub async fn subscribe(
                         let req = SubscribeRequest {
                             partition_id: Some(p as i32),
                             max_inflight,
+                            max_wait_ms: 0,
                             ..req
                         };
                         open_upstream(node, incoming, channel, p, req, &member)

@@ -316,6 +316,8 @@ fn subscribe_request(o: &ConsumerOptions) -> ConsumeRequest {
             start_ts,
             // Settled in-band: nothing is left to ack once it is gone.
             keep_unacked: false,
+            max_deliveries: 0,
+            max_wait_ms: 0,
         })),
     }
 }

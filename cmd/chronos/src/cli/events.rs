@@ -158,6 +158,8 @@ pub async fn subscribe(conn: &Conn, a: SubscribeArgs) -> Result<()> {
         start_ts,
         // Each delivery is acked as it is printed.
         keep_unacked: false,
+        max_deliveries: 0,
+        max_wait_ms: 0,
     };
     let (tx, rx) = mpsc::channel(256);
     let send = |kind| ConsumeRequest { kind: Some(kind) };

@@ -370,6 +370,8 @@ pub fn subscribe_req(group: &str, topic: &str, max_inflight: u32) -> SubscribeRe
         start: 0,
         start_ts: 0,
         keep_unacked: false,
+        max_deliveries: 0,
+        max_wait_ms: 0,
     }
 }
 

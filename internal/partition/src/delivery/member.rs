@@ -28,6 +28,8 @@ pub struct Member {
     credits: AtomicI64,
     /// What it holds when it leaves stays in flight until its ack deadline.
     keeps_unacked: bool,
+    /// Deliveries it may still be handed, whatever its credits.
+    left: AtomicI64,
     /// The partition owners this member is attached to, woken when credit returns.
     wakers: parking_lot::Mutex<Vec<Arc<Notify>>>,
 }
@@ -47,6 +49,7 @@ impl Member {
             outbox,
             credits: AtomicI64::new(i64::from(max_inflight)),
             keeps_unacked,
+            left: AtomicI64::new(i64::MAX),
             wakers: parking_lot::Mutex::new(Vec::new()),
         };
         (Arc::new(member), rx)
@@ -60,6 +63,13 @@ impl Member {
         self.keeps_unacked
     }
 
+    /// Hands it at most `deliveries` more, whatever its credits (set before
+    /// it attaches).
+    pub fn limit(&self, deliveries: u64) {
+        let n = i64::try_from(deliveries).unwrap_or(i64::MAX);
+        self.left.store(n, Ordering::Release);
+    }
+
     /// A sender into this member's outbox, for deliveries that reach it from
     /// elsewhere (a partition led by another node, through the gateway).
     pub fn outbox(&self) -> mpsc::UnboundedSender<Outgoing> {
@@ -71,18 +81,28 @@ impl Member {
         self.give_back(i64::from(n));
     }
 
-    /// Credits left right now.
+    /// Deliveries it may take right now: its credits, within its limit.
     pub fn credits(&self) -> i64 {
-        self.credits.load(Ordering::Acquire)
+        let left = self.left.load(Ordering::Acquire);
+        self.credits.load(Ordering::Acquire).min(left)
     }
 
-    /// Takes one credit if there is one.
+    /// Takes one credit (and one of its limit) if there is one.
     pub(crate) fn try_take(&self) -> bool {
-        self.credits
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
-                (c > 0).then_some(c - 1)
-            })
-            .is_ok()
+        let positive = |c: i64| (c > 0).then_some(c - 1);
+        if (self.left)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, positive)
+            .is_err()
+        {
+            return false;
+        }
+        let took = (self.credits)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, positive)
+            .is_ok();
+        if !took {
+            self.left.fetch_add(1, Ordering::AcqRel);
+        }
+        took
     }
 
     /// Returns credit and wakes the owners that may now deliver more.
@@ -120,6 +140,18 @@ impl Member {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_limit_caps_deliveries_whatever_the_credits() {
+        let (m, _rx) = Member::new(5, false);
+        m.limit(2);
+        assert_eq!(m.credits(), 2);
+        assert!(m.try_take() && m.try_take());
+        assert!(!m.try_take(), "the limit is spent");
+        m.give_back(2);
+        assert_eq!(m.credits(), 0, "credit back does not raise the limit");
+        assert!(!m.try_take());
+    }
 
     #[test]
     fn credits_never_go_below_zero_and_come_back() {
