@@ -13,10 +13,11 @@ from ._convert import Payload, PublishResult, When, publish_result
 from ._connection import RetryPolicy, Rpc, Service
 from ._proto import events_pb2
 from .admin import Admin
+from .errors import ChronosError
 from .replay import StoredEvent
 from .producer import Producer
 from .schedules import Schedules
-from .subscription import RECONNECT, Subscription, start_fields
+from .subscription import RECONNECT, AckTotals, Delivery, Subscription, start_fields
 
 
 class CancelResult(NamedTuple):
@@ -278,6 +279,62 @@ class Client(Schedules, Admin):
             # No deadline, as the stream has none: a sparse filter can make a page read far.
             return _replay.pages(lambda page: self._unary(self._events.SearchEvents, page, timeout_s=None), req)
         return _replay.stream(self._conn.current()[1].events.Replay(req))
+
+    def fetch(
+        self,
+        group: str,
+        topic: str,
+        max_deliveries: int = 10,
+        wait_s: float = 1.0,
+        start: Union[str, When] = "latest",
+    ) -> List[Delivery]:
+        """Up to `max_deliveries` deliveries of `group`, returning as soon as
+        that many came or after `wait_s` with what came by then (a pull, for
+        cron jobs and functions; a `subscribe` member is better for a steady
+        flow). What is returned stays in flight for the group's ack timeout:
+        settle each with `ack`; what is not acked by then is delivered again.
+        `start` as for `subscribe`. Not retried (a retry would take other
+        events), but a failure moves the client to the next node.
+        """
+        if not 1 <= max_deliveries <= 100_000:
+            raise ValueError(f"max_deliveries: {max_deliveries} must be between 1 and 100000")
+        if not 0 < wait_s <= 3600:
+            raise ValueError(f"wait_s: {wait_s} must be above 0 and at most 3600")
+        req = events_pb2.SubscribeRequest(
+            consumer_group=group,
+            topic=topic,
+            max_inflight=max_deliveries,
+            max_deliveries=max_deliveries,
+            max_wait_ms=max(1, int(wait_s * 1000)),
+            keep_unacked=True,
+            **start_fields(start),
+        )
+        generation, node = self._conn.current()
+        call = node.events.Subscribe(req, timeout=wait_s + (self.timeout_s or 10.0))
+        try:
+            return [Delivery.from_pb(d) for d in call]
+        except grpc.RpcError as rpc_err:
+            err = ChronosError.from_rpc_error(rpc_err)
+            rpc_err.__traceback__ = None
+            if err.code in _connection.RETRYABLE:
+                self._conn.fail_over(generation, err)
+            raise err from None
+
+    def ack(self, group: str, *deliveries: Union[Delivery, str], nack: bool = False, delay_s: float = 0) -> AckTotals:
+        """Acks (or with `nack`, gives back after `delay_s`, 0: the
+        server's backoff) deliveries of `group` by id, from `fetch` or any
+        member; an earlier attempt's id counts too. Ids no longer in flight
+        come back in `unknown`. Retried: settling twice is harmless."""
+        items = [
+            events_pb2.AckItem(
+                delivery_id=d if isinstance(d, str) else d.delivery_id,
+                nack=nack,
+                nack_delay_ms=int(delay_s * 1000),
+            )
+            for d in deliveries
+        ]
+        answer = self._unary(self._events.Ack, events_pb2.AckRequest(consumer_group=group, items=items))
+        return AckTotals(answer.acked, answer.nacked, list(answer.unknown))
 
     def producer(
         self,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks the wrapper against a running server: nack → redelivery, errors, batches, cancel,
 schedules, leaving a group, replay, consumer groups and dead letters, acks sent together,
-retries and the next node, the batching producer.
+retries and the next node, fetch and ack by id, the batching producer.
 
 Usage: python3 tests/check_sdk.py --addr HOST:PORT [--http HOST:PORT]
 Prints `ok: <check>` per check and exits 0, or prints `FAIL: ...` and exits 1.
@@ -440,6 +440,38 @@ def check_retries_and_next_node(addr: str) -> None:
     print("ok: bad addresses and policies refused; a down node's publish goes to the next; a trigger is not retried")
 
 
+def check_fetch_and_ack(client: Client) -> None:
+    client.publish_batch([dict(topic="sdk-fetch", message_id=f"f-{i}", payload=b"x") for i in range(5)])
+    seen = []
+    for want in (2, 2, 1):
+        started = time.monotonic()
+        got = client.fetch("fetchers", "sdk-fetch", max_deliveries=2, wait_s=1.0, start="earliest")
+        took = time.monotonic() - started
+        expect(len(got) == want, f"fetched {[d.message_id for d in got]}, wanted {want}")
+        expect(all(d.attempt == 1 for d in got), f"handed out twice: {got}")
+        expect(want == 1 or took < 1.0, f"a full fetch waited {took:.2f} s")
+        seen += [d.message_id for d in got]
+        totals = client.ack("fetchers", *got)
+        expect(totals.acked == want and not totals.unknown, f"{totals}")
+    expect(sorted(seen) == [f"f-{i}" for i in range(5)], f"{seen}")
+    expect(client.fetch("fetchers", "sdk-fetch", max_deliveries=5, wait_s=0.3) == [], "left over")
+    # Fetched and not acked: in flight for the ack timeout, then again.
+    client.publish("sdk-fetch", "f-late", b"x")
+    (held,) = client.fetch("fetchers", "sdk-fetch", max_deliveries=1, wait_s=2.0)
+    expect(client.describe_group("fetchers", "sdk-fetch").inflight == 1, "not kept in flight")
+    expect(client.fetch("fetchers", "sdk-fetch", max_deliveries=1, wait_s=0.3) == [], "handed out while held")
+    again = client.ack("fetchers", held)
+    expect(again.acked == 1 and client.ack("fetchers", held).unknown == [held.delivery_id], f"{again}")
+    for kwargs, field in ((dict(max_deliveries=0), "max_deliveries"), (dict(wait_s=0), "wait_s")):
+        try:
+            client.fetch("fetchers", "sdk-fetch", **kwargs)
+        except ValueError as err:
+            expect(field in str(err), f"{err}")
+        else:
+            raise Failed(f"fetch accepted {kwargs}")
+    print("ok: fetch returns up to max_deliveries or what came within wait_s; ack by id settles them")
+
+
 class MutedProxy:
     """A TCP forwarder to `target` on a loopback port whose answers can be
     cut: while `muted`, what the server sends back is dropped (requests
@@ -510,6 +542,7 @@ def main() -> int:
             check_groups_and_dead_letters(client)
             check_acks_go_out_together(client)
             check_window_of_one(client)
+            check_fetch_and_ack(client)
             check_client_close_closes_subscriptions(args.addr)
             check_quick_subscribe_and_close_keeps_the_connection(client)
             check_retries_and_next_node(args.addr)
