@@ -665,3 +665,47 @@ async fn a_delete_retried_after_a_lost_answer_succeeds() {
     let unknown = client.delete_schedule("never-was").await.unwrap_err();
     assert!(matches!(unknown, Error::NotFound { .. }), "{unknown:?}");
 }
+
+/// A pull: fetch takes up to N (or what came within the wait), holds them
+/// for the ack timeout, and ack settles them by id.
+#[tokio::test]
+async fn fetch_pulls_up_to_n_and_ack_settles_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let client = Client::connect([server.endpoint()]).await.unwrap();
+    // The group exists before the events are due (a new group starts at latest).
+    let none = client
+        .fetch("pullers", "pull", 5, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{none:?}");
+    let producer = client.producer(ProducerOptions::default());
+    for i in 0..3 {
+        producer
+            .publish(EventBuilder::new("pull", format!("p-{i}")))
+            .await
+            .unwrap();
+    }
+    let mut seen = HashSet::new();
+    for want in [2, 1] {
+        let got = client
+            .fetch("pullers", "pull", 2, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(got.len(), want, "{got:?}");
+        for d in &got {
+            assert_eq!(d.attempt, 1, "{d:?}");
+            assert!(seen.insert(d.event.message_id.clone()), "twice: {d:?}");
+        }
+        let answer = client.ack("pullers", &got).await.unwrap();
+        assert_eq!(answer.acked as usize, want, "{answer:?}");
+    }
+    wait_inflight(&client, "pullers", "pull", 0).await;
+    let bad = client
+        .fetch("pullers", "pull", 0, Duration::from_secs(1))
+        .await;
+    assert!(
+        matches!(bad, Err(Error::InvalidOption { ref field, .. }) if field == "max_deliveries"),
+        "{bad:?}"
+    );
+}

@@ -44,6 +44,7 @@ mod consumer;
 mod credentials;
 mod error;
 mod event;
+mod fetch;
 mod producer;
 mod replay;
 mod retry;
