@@ -17,7 +17,7 @@ from .errors import ChronosError
 from .replay import StoredEvent
 from .producer import Producer
 from .schedules import Schedules
-from .subscription import RECONNECT, AckTotals, Delivery, Subscription, start_fields
+from .subscription import RECONNECT, AckTotals, Delivery, Subscription, ack_items, start_fields
 
 
 class CancelResult(NamedTuple):
@@ -325,14 +325,7 @@ class Client(Schedules, Admin):
         server's backoff) deliveries of `group` by id, from `fetch` or any
         member; an earlier attempt's id counts too. Ids no longer in flight
         come back in `unknown`. Retried: settling twice is harmless."""
-        items = [
-            events_pb2.AckItem(
-                delivery_id=d if isinstance(d, str) else d.delivery_id,
-                nack=nack,
-                nack_delay_ms=int(delay_s * 1000),
-            )
-            for d in deliveries
-        ]
+        items = ack_items(deliveries, nack, delay_s)
         answer = self._unary(self._events.Ack, events_pb2.AckRequest(consumer_group=group, items=items))
         return AckTotals(answer.acked, answer.nacked, list(answer.unknown))
 

@@ -80,6 +80,20 @@ class AckTotals:
     unknown: List[str] = field(default_factory=list)
 
 
+def ack_items(deliveries, nack: bool, delay_s: Optional[float]) -> List[events_pb2.AckItem]:
+    """`AckItem`s settling `deliveries` (each a `Delivery` or its id); a nack
+    waits `delay_s` (None or 0: the server's backoff)."""
+    delay_ms = math.ceil(delay_s * 1000) if delay_s else 0
+    return [
+        events_pb2.AckItem(
+            delivery_id=d.delivery_id if isinstance(d, Delivery) else d,
+            nack=nack,
+            nack_delay_ms=delay_ms,
+        )
+        for d in deliveries
+    ]
+
+
 def start_fields(start: Union[str, When]) -> dict:
     """`SubscribeRequest`'s start fields for "latest", "earliest" or a time."""
     if start == "latest":
@@ -266,15 +280,7 @@ class Subscription:
             return AckTotals(self._totals.acked, self._totals.nacked, list(self._totals.unknown))
 
     def _settle(self, deliveries, nack: bool, delay_s: Optional[float]) -> None:
-        delay_ms = math.ceil(delay_s * 1000) if delay_s else 0
-        items = [
-            events_pb2.AckItem(
-                delivery_id=d.delivery_id if isinstance(d, Delivery) else d,
-                nack=nack,
-                nack_delay_ms=delay_ms,
-            )
-            for d in deliveries
-        ]
+        items = ack_items(deliveries, nack, delay_s)
         self._check_open()
         with self._cond:
             first = not self._waiting

@@ -48,6 +48,16 @@ def expect_error(code: grpc.StatusCode, fragment: str, fn) -> ChronosError:
     raise Failed(f"expected ChronosError {code.name}, the call succeeded")
 
 
+def expect_refused(call, field: str, what: str) -> None:
+    """`call()` raises ValueError with a message starting with `field:`."""
+    try:
+        call()
+    except ValueError as err:
+        expect(str(err).startswith(f"{field}:"), f"{what}: {err}")
+    else:
+        raise Failed(f"{what} accepted")
+
+
 def next_delivery(sub: Subscription, what: str):
     d = sub.poll(WAIT_S)
     expect(d is not None, f"no delivery ({what}) within {WAIT_S} s")
@@ -303,12 +313,7 @@ def check_acks_go_out_together(client: Client) -> None:
         sub.ack(next_delivery(sub, "the linger"))
         wait_inflight(client, "quick", "sdk-acks-linger", 0, 2.0, "an ack after its linger")
     for kwargs, field in ((dict(ack_batch=0), "ack_batch"), (dict(ack_linger_s=-1), "ack_linger_s")):
-        try:
-            client.subscribe("bad", "sdk-acks", **kwargs)
-        except ValueError as err:
-            expect(field in str(err), f"{err}")
-        else:
-            raise Failed(f"subscribe accepted {kwargs}")
+        expect_refused(lambda: client.subscribe("bad", "sdk-acks", **kwargs), field, f"subscribe {kwargs}")
     print("ok: acks and nacks go out together: a full batch at once, the rest on flush, close or the linger")
 
 
@@ -408,18 +413,10 @@ def dead_addr() -> str:
 
 def check_retries_and_next_node(addr: str) -> None:
     dead = dead_addr()
-    for bad, field in [("", "addr"), ([dead, " "], "addr")]:
-        try:
-            Client(bad)
-            raise Failed(f"Client({bad!r}) accepted")
-        except ValueError as err:
-            expect(str(err).startswith(f"{field}:"), f"{err}")
+    for bad in ("", [dead, " "]):
+        expect_refused(lambda: Client(bad), "addr", f"Client({bad!r})")
     for kwargs, field in [({"max_attempts": 0}, "max_attempts"), ({"initial_backoff_s": 0}, "initial_backoff_s")]:
-        try:
-            RetryPolicy(**kwargs)
-            raise Failed(f"RetryPolicy({kwargs}) accepted")
-        except ValueError as err:
-            expect(str(err).startswith(f"{field}:"), f"{err}")
+        expect_refused(lambda: RetryPolicy(**kwargs), field, f"RetryPolicy({kwargs})")
     # Nothing there: tried three times (waits of at least 25 + 50 ms), then the error.
     policy = RetryPolicy(max_attempts=3, initial_backoff_s=0.05, max_backoff_s=0.1)
     with Client(dead, retry=policy) as lone:
@@ -463,12 +460,7 @@ def check_fetch_and_ack(client: Client) -> None:
     again = client.ack("fetchers", held)
     expect(again.acked == 1 and client.ack("fetchers", held).unknown == [held.delivery_id], f"{again}")
     for kwargs, field in ((dict(max_deliveries=0), "max_deliveries"), (dict(wait_s=0), "wait_s")):
-        try:
-            client.fetch("fetchers", "sdk-fetch", **kwargs)
-        except ValueError as err:
-            expect(field in str(err), f"{err}")
-        else:
-            raise Failed(f"fetch accepted {kwargs}")
+        expect_refused(lambda: client.fetch("fetchers", "sdk-fetch", **kwargs), field, f"fetch {kwargs}")
     print("ok: fetch returns up to max_deliveries or what came within wait_s; ack by id settles them")
 
 

@@ -13,6 +13,7 @@ use chronos_access::{Action, Permission, StreamGuard};
 use chronos_config::MAX_INFLIGHT_LIMIT;
 use chronos_partition::{
     parse_delivery_id, Member, Outgoing, Partition, SettleItem, SettleOp, SettleResult, Start,
+    Terms,
 };
 use chronos_proto::v1::{
     consume_request, consume_response, AckItem, AckRequest, AckResponse, ConsumeRequest,
@@ -175,8 +176,12 @@ pub async fn subscribe(
         0 => node.default_max_inflight,
         n => n,
     };
-    let (member, outbox) = Member::new(max_inflight, req.keep_unacked);
-    // The limit holds on each leader; when the stream ends is decided here.
+    let limit = (req.max_deliveries > 0).then_some(u64::from(req.max_deliveries));
+    let (member, outbox) = Member::new(Terms {
+        max_inflight,
+        keeps_unacked: req.keep_unacked,
+        max_deliveries: limit,
+    });
     let mut sub = Subscription {
         member: member.clone(),
         group: req.consumer_group.clone(),
@@ -186,14 +191,11 @@ pub async fn subscribe(
         partitions: Vec::new(),
         upstreams: Vec::new(),
         _quota: stream_quota,
-        limit: (req.max_deliveries > 0).then_some(u64::from(req.max_deliveries)),
+        limit,
         wait_until: (req.max_wait_ms > 0).then(|| {
             tokio::time::Instant::now() + Duration::from_millis(u64::from(req.max_wait_ms))
         }),
     };
-    if let Some(n) = sub.limit {
-        member.limit(n);
-    }
     let deadline = Instant::now() + node.publish_timeout;
     // Every partition at once: a slow election on one does not hold up the others.
     let attaching = partitions.into_iter().map(|p| {
@@ -212,6 +214,8 @@ pub async fn subscribe(
                         let req = SubscribeRequest {
                             partition_id: Some(p as i32),
                             max_inflight,
+                            // Each leader counts `max_deliveries`; when the
+                            // stream ends is decided here.
                             max_wait_ms: 0,
                             ..req
                         };

@@ -61,7 +61,7 @@ use tokio::task::JoinHandle;
 
 pub use delivery::{
     delivery_id, event_of, parse_delivery_id, DeliveryOptions, GroupGauge, Member, Outgoing,
-    SettleItem, SettleOp, SettleResult, Start,
+    SettleItem, SettleOp, SettleResult, Start, Terms,
 };
 pub use describe::{Delivery, EventState, EventView};
 pub use error::PartitionError;

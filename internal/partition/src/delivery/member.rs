@@ -18,6 +18,29 @@ pub enum Outgoing {
 
 static NEXT_MEMBER_ID: AtomicU64 = AtomicU64::new(1);
 
+/// What a member subscribed with.
+#[derive(Debug, Clone, Copy)]
+pub struct Terms {
+    /// Unacknowledged deliveries it may hold at once.
+    pub max_inflight: u32,
+    /// What it holds when it leaves stays in flight until its ack deadline
+    /// instead of going back at once.
+    pub keeps_unacked: bool,
+    /// Deliveries it may be handed in all, whatever its credits.
+    pub max_deliveries: Option<u64>,
+}
+
+impl Terms {
+    /// A window of `max_inflight`, nothing else.
+    pub fn window(max_inflight: u32) -> Terms {
+        Terms {
+            max_inflight,
+            keeps_unacked: false,
+            max_deliveries: None,
+        }
+    }
+}
+
 /// One subscriber of a consumer group. Credits are the number of further
 /// deliveries it may hold unacknowledged: taking one per delivery and giving
 /// one back per ack (or grant) keeps it at most at its `max_inflight`.
@@ -35,21 +58,18 @@ pub struct Member {
 }
 
 impl Member {
-    /// A member that may hold `max_inflight` unacknowledged deliveries, and the
-    /// receiving end of its outbox. The outbox is unbounded, but credits bound it.
-    /// With `keeps_unacked`, what it holds when it leaves waits for its ack
-    /// deadline instead of going back at once.
-    pub fn new(
-        max_inflight: u32,
-        keeps_unacked: bool,
-    ) -> (Arc<Member>, mpsc::UnboundedReceiver<Outgoing>) {
+    /// A member on `terms`, and the receiving end of its outbox. The outbox
+    /// is unbounded, but credits bound it.
+    pub fn new(terms: Terms) -> (Arc<Member>, mpsc::UnboundedReceiver<Outgoing>) {
         let (outbox, rx) = mpsc::unbounded_channel();
         let member = Member {
             id: NEXT_MEMBER_ID.fetch_add(1, Ordering::Relaxed),
             outbox,
-            credits: AtomicI64::new(i64::from(max_inflight)),
-            keeps_unacked,
-            left: AtomicI64::new(i64::MAX),
+            credits: AtomicI64::new(i64::from(terms.max_inflight)),
+            keeps_unacked: terms.keeps_unacked,
+            left: AtomicI64::new(
+                (terms.max_deliveries).map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+            ),
             wakers: parking_lot::Mutex::new(Vec::new()),
         };
         (Arc::new(member), rx)
@@ -61,13 +81,6 @@ impl Member {
 
     pub fn keeps_unacked(&self) -> bool {
         self.keeps_unacked
-    }
-
-    /// Hands it at most `deliveries` more, whatever its credits (set before
-    /// it attaches).
-    pub fn limit(&self, deliveries: u64) {
-        let n = i64::try_from(deliveries).unwrap_or(i64::MAX);
-        self.left.store(n, Ordering::Release);
     }
 
     /// A sender into this member's outbox, for deliveries that reach it from
@@ -143,8 +156,10 @@ mod tests {
 
     #[test]
     fn a_limit_caps_deliveries_whatever_the_credits() {
-        let (m, _rx) = Member::new(5, false);
-        m.limit(2);
+        let (m, _rx) = Member::new(Terms {
+            max_deliveries: Some(2),
+            ..Terms::window(5)
+        });
         assert_eq!(m.credits(), 2);
         assert!(m.try_take() && m.try_take());
         assert!(!m.try_take(), "the limit is spent");
@@ -155,7 +170,7 @@ mod tests {
 
     #[test]
     fn credits_never_go_below_zero_and_come_back() {
-        let (m, _rx) = Member::new(2, false);
+        let (m, _rx) = Member::new(Terms::window(2));
         assert!(m.try_take());
         assert!(m.try_take());
         assert!(!m.try_take());
@@ -168,8 +183,8 @@ mod tests {
 
     #[test]
     fn member_ids_are_unique() {
-        let (a, _ra) = Member::new(1, false);
-        let (b, _rb) = Member::new(1, false);
+        let (a, _ra) = Member::new(Terms::window(1));
+        let (b, _rb) = Member::new(Terms::window(1));
         assert_ne!(a.id(), b.id());
     }
 }

@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 
 pub(crate) use dispatch::{Attaching, Changing, Dispatcher, Waiter};
 pub use gauges::{GroupGauge, GroupGauges};
-pub use member::{Member, Outgoing};
+pub use member::{Member, Outgoing, Terms};
 
 use crate::PartitionError;
 

@@ -10,7 +10,7 @@ use crate::state_machine::tests::{event, options, wait_for};
 use crate::test_net::Router;
 use crate::{
     parse_delivery_id, wall_ms, Member, Outgoing, Partition, SettleItem, SettleOp, SettleResult,
-    SoloNetwork, Start,
+    SoloNetwork, Start, Terms,
 };
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -46,7 +46,7 @@ where
 /// Attaches a member of group "g" on topic "t" (credit enough for any
 /// test) and returns its outbox.
 async fn attach_member(p: &Partition) -> tokio::sync::mpsc::UnboundedReceiver<Outgoing> {
-    let (member, rx) = Member::new(100_000, false);
+    let (member, rx) = Member::new(Terms::window(100_000));
     p.attach("t".into(), "g".into(), Start::Latest, member)
         .await
         .unwrap();
@@ -178,7 +178,7 @@ async fn a_term_change_ends_the_old_term_and_each_new_one_starts_from_the_applie
     let nodes = cluster(tmp.path(), &router).await;
     let first = settled(&nodes).await;
     let p = &nodes[&first];
-    let (member, mut rx) = Member::new(100, false);
+    let (member, mut rx) = Member::new(Terms::window(100));
     p.attach("t".into(), "g".into(), Start::Earliest, member)
         .await
         .unwrap();
@@ -226,7 +226,7 @@ async fn a_term_change_ends_the_old_term_and_each_new_one_starts_from_the_applie
     let after = event("t", "after".into(), wall_ms());
     let outcome = retrying("publish", || p.publish(vec![after.clone()])).await;
     assert_eq!((outcome[0].offset, outcome[0].duplicate), (10, false));
-    let (member, mut rx) = Member::new(100, false);
+    let (member, mut rx) = Member::new(Terms::window(100));
     p.attach("t".into(), "g".into(), Start::Earliest, member)
         .await
         .unwrap();
@@ -754,7 +754,7 @@ async fn a_group_left_by_its_members_delivers_to_the_next_what_it_missed_or_held
         }
     };
     let join = || async {
-        let (member, rx) = Member::new(100, false);
+        let (member, rx) = Member::new(Terms::window(100));
         p.attach("t".into(), "g".into(), Start::Latest, member.clone())
             .await
             .unwrap();

@@ -22,7 +22,7 @@ use crate::snapshot::unpack;
 use crate::types::{Command, Entry, SnapshotMeta};
 use crate::{
     parse_delivery_id, DeliveryOptions, FiringOptions, Member, Outgoing, Partition,
-    PartitionOptions, SettleItem, SettleOp, Start,
+    PartitionOptions, SettleItem, SettleOp, Start, Terms,
 };
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -153,7 +153,7 @@ async fn populate_a(dir: &Path, pending: usize) {
         })
         .await;
 
-        let (member, mut outbox) = Member::new(100, false);
+        let (member, mut outbox) = Member::new(Terms::window(100));
         p.attach("orders".into(), "g1".into(), Start::Earliest, member)
             .await
             .unwrap();
@@ -187,7 +187,7 @@ async fn populate_b(dir: &Path) {
     with_partition(dir, |p| async move {
         publish_all(&p, "old-topic", "o", 400, 3_600_000).await;
         publish_all(&p, "orders", "b-now", 30, 0).await;
-        let (member, mut outbox) = Member::new(5, false);
+        let (member, mut outbox) = Member::new(Terms::window(5));
         p.attach("orders".into(), "old-group".into(), Start::Earliest, member)
             .await
             .unwrap();
