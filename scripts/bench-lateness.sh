@@ -42,12 +42,15 @@ for run in $(seq 1 "$runs"); do
   done
   own_server "$server"
   from=$(ticks "$server")
+  wrote_from=$(awk '/^write_bytes/ {print $2}' "/proc/$server/io")
   "$bin/chronos-loadtest" scheduled --consumers "${CONSUMERS:-4}" --payload "${PAYLOAD:-256}" --rate "$rate" \
     --events "$events" --lead "${LEAD:-3s}" "${extra[@]}" --json >"$dir/run.json"
   to=$(ticks "$server")
+  wrote_to=$(awk '/^write_bytes/ {print $2}' "/proc/$server/io")
   curl -sf http://127.0.0.1:8080/metrics >"$dir/metrics.txt"
   stop
-  python3 - "$run" "$dir/run.json" "$dir/metrics.txt" "$((to - from))" "$events" <<'PY'
+  python3 - "$run" "$dir/run.json" "$dir/metrics.txt" "$((to - from))" "$events" \
+    "$((wrote_to - wrote_from))" "${PAYLOAD:-256}" <<'PY'
 import json, os, sys
 sys.path.insert(0, "scripts")
 from lateness_shares import shares as within
@@ -63,8 +66,11 @@ print("run %s: lateness p50 %.2f p99 %.2f p99.9 %.2f max %.2f ms; early %s missi
 # The server's CPU from the first publish to the last ack, per event: what
 # an event costs end to end, comparable with bench-recurring's per occurrence.
 cpu_us = 1e6 * int(sys.argv[4]) / os.sysconf("SC_CLK_TCK") / int(sys.argv[5])
-print("   published %.0f ev/s; %s published after their due time; server CPU %.0f µs per event"
-      % (p.get("events_per_sec", 0), p.get("due_late", "?"), cpu_us))
+# Bytes the server's writes sent to the disk (page cache included), against
+# the payload published: how many times each event is written.
+wrote, payload = int(sys.argv[6]), int(sys.argv[5]) * int(sys.argv[7])
+print("   published %.0f ev/s; %s published after their due time; server CPU %.0f µs per event; wrote %.0f MB (%.1f× the payload)"
+      % (p.get("events_per_sec", 0), p.get("due_late", "?"), cpu_us, wrote / 1e6, wrote / payload))
 print("   released: " + shares("chronos_fire_lateness_seconds"))
 print("   delivered: " + shares("chronos_delivery_lateness_seconds"))
 PY

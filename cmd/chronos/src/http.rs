@@ -183,6 +183,8 @@ async fn metrics(State(s): State<AppState>) -> String {
     metrics::gauge!("chronos_raftlog_files").set(log.files as f64);
     metrics::gauge!("chronos_raftlog_disk_bytes").set(log.bytes as f64);
     metrics::gauge!("chronos_raftlog_entries").set(log.entries as f64);
+    metrics::counter!("chronos_raftlog_reused_files_total").absolute(log.files_reused);
+    metrics::gauge!("chronos_raftlog_spare_files").set(log.spare_files as f64);
     for p in s.node.partitions.all().iter() {
         let st = p.wal_stats();
         let id = p.id().to_string();

@@ -29,6 +29,7 @@ async fn http_endpoints_report_health_readiness_and_metrics() {
         "chronos_wal_fsyncs_total",
         "chronos_wal_segments",
         "chronos_raftlog_fsync_seconds_bucket",
+        "chronos_raftlog_spare_files",
     ] {
         assert!(body.contains(name), "/metrics lacks {name}:\n{body}");
     }

@@ -4,7 +4,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::codec::{self, Decoded, Kind};
+use crate::codec::{self, Decoded, Format, Kind};
 use crate::error::RaftLogError;
 use crate::memtable::Loc;
 
@@ -64,6 +64,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), RaftLogError> {
 /// the one the index says it is.
 pub(crate) fn read_entry(
     file: &File,
+    format: Format,
     loc: Loc,
     partition: u32,
     index: u64,
@@ -76,7 +77,7 @@ pub(crate) fn read_entry(
         offset: loc.offset,
         reason,
     };
-    match codec::decode(&buf) {
+    match codec::decode(&buf, format) {
         Decoded::Record(r, n) => {
             if n != buf.len() || !matches!(r.kind, Kind::Entry | Kind::Rewrite) {
                 return Err(corrupt("not an entry record"));

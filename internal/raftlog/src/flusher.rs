@@ -43,6 +43,14 @@ impl Shared {
     /// the writer lock held so callbacks queue in write order.
     pub(crate) fn enqueue(&self, callback: Option<DurableCallback>, bytes: u64, urgent: bool) {
         let mut q = self.queue.lock();
+        if q.shutdown {
+            // The flusher is gone (or going): nothing would run the callback.
+            drop(q);
+            if let Some(cb) = callback {
+                cb(Err(RaftLogError::Closed));
+            }
+            return;
+        }
         q.dirty_bytes += bytes;
         if let Some(cb) = callback {
             q.pending.push(cb);

@@ -1,34 +1,32 @@
-//! Garbage collection: old files are deleted as a prefix once no partition
-//! has a live entry in them. While the log holds too many files, the live
+//! Garbage collection: old files leave the log as a prefix once no partition
+//! has a live entry in them (kept as spares, or deleted: `spare.rs`). While the log holds too many files, the live
 //! entries still pinning the oldest ones are first copied (Rewrite records)
 //! into the active file so those files can go.
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
-
-use chronos_wal::retire;
 
 use crate::codec::{self, Kind};
 use crate::error::RaftLogError;
 use crate::files;
-use crate::log::{Counters, Inner, LogFile, RaftLog};
+use crate::log::{Counters, Inner, RaftLog};
 use crate::memtable::Loc;
 use crate::options::GcReport;
+use crate::spare;
 
 /// Rewrites are written in chunks of about this many bytes (or `file_bytes`
 /// if smaller) so one lagging partition does not build a giant buffer.
 const REWRITE_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
 
 impl RaftLog {
-    /// Deletes files no partition needs. When the log holds more than
+    /// Takes out the files no partition needs (kept as spares up to
+    /// `spare_files`, the rest deleted). When the log holds more than
     /// `max_files_before_rewrite` files, first rewrites the live entries
     /// sitting in the older ones into the active file. Called periodically
     /// by the node.
     pub fn gc(&self) -> Result<GcReport, RaftLogError> {
         let shared = &self.shared;
         let mut report = GcReport::default();
-        let synced_before = {
+        {
             let mut inner = shared.inner.lock();
             inner.check_writable()?;
             let keep = shared.opts.max_files_before_rewrite;
@@ -45,46 +43,16 @@ impl RaftLog {
                     rewrite_older_than(&mut inner, &shared.dir, cutoff, file_bytes)?;
                 Counters::add(&shared.counters.entries_rewritten, report.entries_rewritten);
             }
-            inner.active
-        };
-        // Makes the rewrites, and the checkpoint of every file up to the
-        // active one, durable before anything they replace is deleted.
-        self.sync()?;
-        let mut inner = shared.inner.lock();
-        let min_live = inner.parts.values().filter_map(|s| s.min_file()).min();
-        // A file may go only if the file after it existed at that sync, so
-        // its checkpoint of votes and purge points is on disk.
-        let limit = min_live
-            .unwrap_or(u64::MAX)
-            .min(synced_before)
-            .min(inner.active);
-        let kept = inner.files.split_off(&limit);
-        let doomed: BTreeMap<u64, LogFile> = std::mem::replace(&mut inner.files, kept);
-        // Removed outside the writer lock (no partition reads these files any
-        // more), and renamed out of the log before their blocks are freed a
-        // step at a time: freeing waits for the disk's discard (about 90 ms
-        // for 64 MiB here), and every fsync waited with it.
-        drop(inner);
-        let mut retired = Vec::with_capacity(doomed.len());
-        for (seq, f) in doomed {
-            let path = retire::retire(&files::file_path(&shared.dir, seq))
-                .map_err(RaftLogError::io("retire file"))?;
-            retired.push(path);
-            report.files_removed += 1;
-            report.bytes_removed += f.len;
         }
-        if report.files_removed > 0 {
-            files::sync_dir(&shared.dir)?;
-            Counters::add(&shared.counters.files_removed, report.files_removed);
-            tracing::debug!(?report, "raft log gc");
-        }
-        retire::erase_all(retired);
-        Ok(report)
+        // Fsyncs the rewrites before anything they replace goes.
+        let reclaimed = spare::reclaim(shared)?;
+        Ok(GcReport {
+            entries_rewritten: report.entries_rewritten,
+            ..reclaimed
+        })
     }
 }
 
-/// Copies every live entry located in a file older than `cutoff` to the end
-/// of the log as a Rewrite record and points the index at the copy.
 fn rewrite_older_than(
     inner: &mut Inner,
     dir: &Path,
@@ -135,20 +103,24 @@ fn rewrite_run(
     partition: u32,
     run: &[(u64, Loc)],
 ) -> Result<(), RaftLogError> {
-    let mut buf = Vec::new();
-    let mut placed = Vec::with_capacity(run.len());
+    let mut payloads = Vec::with_capacity(run.len());
     for (index, loc) in run {
-        let file = Arc::clone(&inner.files[&loc.file_seq].file);
-        let payload = files::read_entry(&file, *loc, partition, *index)?;
-        placed.push(codec::encode(
-            &mut buf,
-            Kind::Rewrite,
-            partition,
-            *index,
-            &payload,
-        ));
+        let f = &inner.files[&loc.file_seq];
+        payloads.push(files::read_entry(
+            &f.file, f.format, *loc, partition, *index,
+        )?);
     }
-    let (file_seq, base) = inner.write_records(dir, file_bytes, &buf)?;
+    let bytes = payloads.iter().map(|p| codec::record_bytes(p.len())).sum();
+    let stamp = inner.room(dir, file_bytes, bytes)?;
+    let mut buf = Vec::with_capacity(bytes as usize);
+    let placed: Vec<_> = run
+        .iter()
+        .zip(&payloads)
+        .map(|((index, _), payload)| {
+            codec::encode(&mut buf, stamp, Kind::Rewrite, partition, *index, payload)
+        })
+        .collect();
+    let (file_seq, base) = inner.write_records(file_bytes, &buf)?;
     let state = inner
         .parts
         .get_mut(&partition)

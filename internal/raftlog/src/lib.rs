@@ -4,20 +4,24 @@
 //! **What it owns.**
 //! - *Files* `{seq:016}.rlog` in one directory, rolled at `file_bytes`; only
 //!   the newest (active) file is written. Records are
-//!   `[len][crc32c][kind][partition][index][body]`, little-endian (`codec.rs`).
+//!   `[len][crc32c][kind][partition][index][stamp][body]`, little-endian
+//!   (`codec.rs`); the stamp tells this use of a file from earlier ones.
 //! - *The in-memory index* (`memtable.rs`): per partition, the location of
 //!   every held entry (payloads are read back with pread), its vote and its
 //!   purge point with the caller's meta blob.
 //! - *Group commit* (`flusher.rs`): appends of all partitions are written at
 //!   once and ONE flusher thread fsyncs for all of them before running their
 //!   `on_durable` callbacks, per [`FsyncMode`]. Votes are always fsynced.
-//! - *Zero-filling ahead* (`prealloc.rs`): a thread keeps the active file
+//! - *The preparer* (`prealloc.rs`): a thread keeps the active file
 //!   written with zeros and fsynced past its end, so an append's fdatasync
-//!   flushes data only.
+//!   flushes data only (a reused file needs none), and reclaims dead files
+//!   after each roll.
 //! - *Recovery* (`recovery.rs`): replay in file order; a torn or corrupt
 //!   record cuts the log there.
-//! - *GC* (`gc.rs`): deletes the oldest files once no partition has a live
-//!   entry in them, after copying the live entries that pin them.
+//! - *GC* (`gc.rs`): takes the oldest files out once no partition has a live
+//!   entry in them, after copying the live entries that pin them; a few are
+//!   kept as spares and written again by later rolls (`spare.rs`), the rest
+//!   deleted.
 //!
 //! **What it does not do.** It knows nothing of Raft terms, membership or
 //! snapshots: payloads, votes and purge metadata are opaque bytes. Deciding
@@ -47,8 +51,11 @@ mod memtable;
 mod options;
 mod prealloc;
 mod recovery;
+mod spare;
 mod write;
 
+#[cfg(test)]
+mod reuse_tests;
 #[cfg(test)]
 mod tests;
 

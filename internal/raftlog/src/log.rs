@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::codec::Format;
 use crate::error::{Poison, RaftLogError};
 use crate::files;
 use crate::flusher::{self, FlushQueue};
@@ -18,6 +19,7 @@ use crate::memtable::PartitionState;
 use crate::options::{DurablePosition, RaftLogOptions, RaftLogStats};
 use crate::prealloc;
 use crate::recovery;
+use crate::spare::{self, Spare};
 
 /// One node-wide log shared by many Raft partitions. `Send + Sync`; share it
 /// as `Arc<RaftLog>`.
@@ -27,7 +29,7 @@ use crate::recovery;
 /// a clean shutdown.
 pub struct RaftLog {
     pub(crate) shared: Arc<Shared>,
-    /// The flusher and the zero-filler.
+    /// The flusher and the preparer (zero-filling, reclaiming dead files).
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -63,8 +65,10 @@ impl Counters {
 pub(crate) struct LogFile {
     pub(crate) file: Arc<File>,
     pub(crate) len: u64,
-    /// Bytes from `len` up to here are zeros on disk (`prealloc.rs`).
-    pub(crate) zeroed: u64,
+    /// Bytes from `len` up to here are allocated on disk: zeros
+    /// (`prealloc.rs`) or records of a reused file's earlier use.
+    pub(crate) allocated: u64,
+    pub(crate) format: Format,
 }
 
 pub(crate) struct Inner {
@@ -87,10 +91,27 @@ pub(crate) struct Inner {
     pub(crate) stopping: bool,
     /// Zero-filling gave up (e.g. a full disk); appends extend files.
     pub(crate) prealloc_failed: bool,
-    /// Wakes the zero-filling thread, which waits on this lock.
+    /// A file was rolled since the preparer last looked for dead files.
+    pub(crate) rolled_since_reclaim: bool,
+    /// Wakes the preparer thread, which waits on this lock.
     pub(crate) prealloc_wake: Arc<Condvar>,
     /// The zeros being written outside this lock.
     pub(crate) zeroing: Arc<prealloc::Zeroing>,
+    /// Dead files kept for reuse (at most `spare_files`).
+    pub(crate) spares: Vec<Spare>,
+    /// Rolls that reused a spare.
+    pub(crate) files_reused: u64,
+}
+
+impl LogFile {
+    /// The stamp of this file's records. Only the active file is written,
+    /// and it is always one this build started.
+    pub(crate) fn stamp(&self) -> u64 {
+        match self.format {
+            Format::V2 { stamp } => stamp,
+            Format::V1 => panic!("a version 1 log file is never written to"),
+        }
+    }
 }
 
 impl RaftLog {
@@ -101,6 +122,7 @@ impl RaftLog {
         opts.validate()?;
         std::fs::create_dir_all(dir).map_err(RaftLogError::io("create dir"))?;
         let recovered = recovery::recover(dir)?;
+        let spares = spare::adopt(dir, opts.spare_files)?;
         let mut inner = Inner {
             files: recovered.files,
             active: recovered.max_seq,
@@ -112,8 +134,11 @@ impl RaftLog {
             synced: DurablePosition::default(),
             stopping: false,
             prealloc_failed: false,
+            rolled_since_reclaim: false,
             prealloc_wake: Arc::new(Condvar::new()),
             zeroing: Arc::default(),
+            spares,
+            files_reused: 0,
         };
         // A fresh file: the recovered last file may end in a partial
         // checkpoint, and gc relies on every later file having a whole one.
@@ -185,15 +210,17 @@ impl RaftLog {
             let (lo, hi) = (start.max(first), end.min(last.saturating_add(1)));
             for index in lo..hi {
                 let Some(loc) = state.loc(index) else { break };
-                // Every location points into a file the log still holds.
-                let file = &inner.files[&loc.file_seq].file;
-                wanted.push((index, loc, Arc::clone(file)));
+                // Every location points into a file the log still holds. The
+                // handle taken here keeps the file from being reused while
+                // it is read (`Inner::take_spare`).
+                let f = &inner.files[&loc.file_seq];
+                wanted.push((index, loc, Arc::clone(&f.file), f.format));
             }
         }
         wanted
             .into_iter()
-            .map(|(index, loc, file)| {
-                files::read_entry(&file, loc, partition, index).map(|p| (index, p))
+            .map(|(index, loc, file, format)| {
+                files::read_entry(&file, format, loc, partition, index).map(|p| (index, p))
             })
             .collect()
     }
@@ -226,6 +253,8 @@ impl RaftLog {
             bytes_written: get(&c.bytes_written),
             entries_rewritten: get(&c.entries_rewritten),
             files_removed: get(&c.files_removed),
+            files_reused: inner.files_reused,
+            spare_files: inner.spares.len() as u64,
         }
     }
 

@@ -137,6 +137,8 @@ impl ReplayPartition {
                 self.entries.clear();
                 self.purged = None;
             }
+            // Ends its file's scan; recovery never passes it here.
+            Kind::Seal => {}
         }
     }
 

@@ -18,6 +18,10 @@ pub struct RaftLogOptions {
     /// `gc` rewrites live entries out of the oldest files while the log holds
     /// more files than this, so those files can be deleted. At least 1.
     pub max_files_before_rewrite: usize,
+    /// Dead files kept to be written again instead of new ones (their blocks
+    /// are allocated, so nothing is zero-filled first; see `spare.rs`). Files
+    /// beyond this are deleted.
+    pub spare_files: usize,
 }
 
 impl Default for RaftLogOptions {
@@ -26,6 +30,7 @@ impl Default for RaftLogOptions {
             file_bytes: 64 * 1024 * 1024,
             fsync: FsyncMode::Always,
             max_files_before_rewrite: 16,
+            spare_files: 4,
         }
     }
 }
@@ -54,6 +59,8 @@ pub type DurableCallback = Box<dyn FnOnce(Result<(), RaftLogError>) + Send + 'st
 pub struct GcReport {
     /// Files deleted.
     pub files_removed: u64,
+    /// Files kept to be reused.
+    pub files_kept: u64,
     /// Their total size.
     pub bytes_removed: u64,
     /// Live entries copied out of old files into the active file.
@@ -83,6 +90,10 @@ pub struct RaftLogStats {
     pub entries_rewritten: u64,
     /// Files deleted by gc.
     pub files_removed: u64,
+    /// Rolls that reused a dead file instead of creating one.
+    pub files_reused: u64,
+    /// Dead files waiting to be reused.
+    pub spare_files: u64,
 }
 
 /// How far the log files are known fsynced: everything in files before

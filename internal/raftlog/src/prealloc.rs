@@ -1,9 +1,13 @@
-//! Zero-filling ahead of the writer. A background thread keeps the active
-//! file written with zeros (and fsynced) a few MiB past its end, so appends
-//! overwrite blocks that are allocated and on disk: their fdatasync then
-//! flushes data only, with no journal commit for new blocks or a new size,
-//! and writeback never holds a page an append wants while it allocates.
-//! Replay reads a zero length field as the end of a file's records.
+//! The preparer thread. It keeps the active file written with zeros (and
+//! fsynced) a few MiB past its end, so appends overwrite blocks that are
+//! allocated and on disk: their fdatasync then flushes data only, with no
+//! journal commit for new blocks or a new size, and writeback never holds a
+//! page an append wants while it allocates. Replay reads a zero length field
+//! as the end of a file's records. A reused file (`spare.rs`) is allocated
+//! already and needs none of it.
+//!
+//! After each roll it also takes the files that died out of the log
+//! (`spare::reclaim`), so the next roll finds a spare instead of a new file.
 
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -12,6 +16,14 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::Poison;
 use crate::log::Shared;
+use crate::spare;
+
+enum Work {
+    /// Zeros to write ahead in this (the active) file.
+    Zeros(std::sync::Arc<std::fs::File>),
+    /// A roll happened; older files may be dead.
+    Reclaim,
+}
 
 /// How far past the written end the zeros reach (never past `file_bytes`).
 pub(crate) const AHEAD_BYTES: u64 = 8 * 1024 * 1024;
@@ -63,20 +75,33 @@ pub(crate) fn run(shared: Arc<Shared>) {
     let file_bytes = shared.opts.file_bytes;
     let zeroing = Arc::clone(&shared.inner.lock().zeroing);
     loop {
-        let file = {
+        let work = {
             let mut inner = shared.inner.lock();
             loop {
                 if inner.stopping {
                     return;
                 }
                 let active = &inner.files[&inner.active];
-                if active.zeroed < target(active.len, file_bytes) && !inner.prealloc_failed {
-                    break;
+                if active.allocated < target(active.len, file_bytes) && !inner.prealloc_failed {
+                    break Work::Zeros(Arc::clone(&active.file));
+                }
+                if inner.rolled_since_reclaim {
+                    inner.rolled_since_reclaim = false;
+                    break Work::Reclaim;
                 }
                 let wake = Arc::clone(&inner.prealloc_wake);
                 wake.wait(&mut inner);
             }
-            Arc::clone(&inner.files[&inner.active].file)
+        };
+        let file = match work {
+            Work::Zeros(file) => file,
+            Work::Reclaim => {
+                match spare::reclaim(&shared) {
+                    Ok(_) | Err(crate::RaftLogError::Closed) => {}
+                    Err(e) => tracing::warn!(error = %e, "raft log: reclaiming dead files failed"),
+                }
+                continue;
+            }
         };
         let mut wrote = false;
         loop {
@@ -90,7 +115,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 if !Arc::ptr_eq(&active.file, &file) {
                     break; // rolled meanwhile; the loop above picks the new file
                 }
-                let start = active.zeroed.max(active.len);
+                let start = active.allocated.max(active.len);
                 let end = target(active.len, file_bytes).min(start + STEP_BYTES);
                 if start >= end {
                     break;
@@ -109,7 +134,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 break;
             }
             if let Some(f) = inner.files.get_mut(&seq) {
-                f.zeroed = f.zeroed.max(end);
+                f.allocated = f.allocated.max(end);
             }
             wrote = true;
         }

@@ -2,14 +2,17 @@
 //! applied to a tolerant per-partition index. The first torn or corrupt
 //! record cuts the log: its file is truncated at the last good record and
 //! every later file is deleted (a crash can only tear the tail; anything
-//! after damage cannot be trusted to follow it).
+//! after damage cannot be trusted to follow it). So does a file that is not
+//! the last but ends without its seal: its tail was lost, so nothing written
+//! after it was acknowledged (the flusher fsyncs a rolled file, seal
+//! included, before anything written after it).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::codec::{self, Decoded, FILE_HEADER_BYTES};
+use crate::codec::{self, Decoded, Format, Kind};
 use crate::error::RaftLogError;
 use crate::files;
 use crate::log::LogFile;
@@ -24,10 +27,10 @@ pub(crate) struct Recovered {
 
 /// How one file's scan ended.
 enum Scan {
-    /// All records good; the file is kept whole.
-    Clean(u64),
+    /// All records good up to this offset; the file is kept whole.
+    Clean(u64, Format),
     /// Damage at this offset; the file is cut there and later files dropped.
-    Cut(u64, &'static str),
+    Cut(u64, &'static str, Format),
     /// No valid header: the file and later ones are dropped.
     NoHeader,
 }
@@ -45,25 +48,32 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, RaftLogError> {
         let mut data = Vec::new();
         file.read_to_end(&mut data)
             .map_err(RaftLogError::io("read file"))?;
-        match scan(*seq, &data, &mut replay) {
-            Scan::Clean(len) => {
-                // Zeros past the records (space filled ahead): never written
-                // again, since open starts a new file, so give them back.
-                if len < data.len() as u64 {
-                    file.set_len(len)
-                        .and_then(|()| file.sync_all())
-                        .map_err(RaftLogError::io("trim zero-filled tail"))?;
-                }
+        let last = i + 1 == listed.len();
+        match scan(*seq, &data, last, &mut replay) {
+            Scan::Clean(len, format) => {
+                // Zeros after a version 1 file's records are trimmed; a
+                // version 2 file keeps its blocks (past its seal, or a last
+                // file's records, lie zeros or an earlier use's records).
+                let allocated = match format {
+                    Format::V1 if len < data.len() as u64 => {
+                        file.set_len(len)
+                            .and_then(|()| file.sync_all())
+                            .map_err(RaftLogError::io("trim zero-filled tail"))?;
+                        len
+                    }
+                    _ => data.len() as u64,
+                };
                 kept.insert(
                     *seq,
                     LogFile {
                         file: Arc::new(file),
                         len,
-                        zeroed: len,
+                        allocated,
+                        format,
                     },
                 );
             }
-            Scan::Cut(len, why) => {
+            Scan::Cut(len, why, format) => {
                 tracing::warn!(
                     file = %path.display(), offset = len, cut_bytes = data.len() as u64 - len,
                     reason = why, "raft log: cutting torn or corrupt tail"
@@ -77,7 +87,8 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, RaftLogError> {
                     LogFile {
                         file: Arc::new(file),
                         len,
-                        zeroed: len,
+                        allocated: len,
+                        format,
                     },
                 );
                 cut_at = Some(i + 1);
@@ -109,15 +120,24 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, RaftLogError> {
 }
 
 /// Applies the good records of one file; says where (and whether) it ends cleanly.
-fn scan(seq: u64, data: &[u8], replay: &mut HashMap<u32, ReplayPartition>) -> Scan {
-    if !codec::header_ok(data) {
+fn scan(seq: u64, data: &[u8], last: bool, replay: &mut HashMap<u32, ReplayPartition>) -> Scan {
+    let Some((format, mut pos)) = codec::read_header(seq, data) else {
         return Scan::NoHeader;
-    }
-    let mut pos = FILE_HEADER_BYTES as usize;
+    };
     loop {
-        match codec::decode(&data[pos..]) {
-            Decoded::End => return Scan::Clean(pos as u64),
-            Decoded::Bad(why) => return Scan::Cut(pos as u64, why),
+        match codec::decode(&data[pos..], format) {
+            Decoded::End => {
+                return match format {
+                    Format::V2 { .. } if !last => {
+                        Scan::Cut(pos as u64, "file ends without its seal", format)
+                    }
+                    _ => Scan::Clean(pos as u64, format),
+                }
+            }
+            Decoded::Bad(why) => return Scan::Cut(pos as u64, why, format),
+            Decoded::Record(record, n) if record.kind == Kind::Seal => {
+                return Scan::Clean((pos + n) as u64, format);
+            }
             Decoded::Record(record, n) => {
                 let loc = Loc {
                     file_seq: seq,

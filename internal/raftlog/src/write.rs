@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use chronos_wal::FsyncMode;
 
-use crate::codec::{self, Kind, MAX_BODY_BYTES};
+use crate::codec::{self, Format, Kind, MAX_BODY_BYTES};
 use crate::error::RaftLogError;
 use crate::files;
-use crate::log::{Counters, Inner, LogFile, RaftLog};
+use crate::log::{Counters, Inner, LogFile, RaftLog, Shared};
 use crate::memtable::Loc;
 use crate::options::DurableCallback;
 use crate::prealloc;
@@ -30,72 +30,112 @@ impl Inner {
         self.poisoned.get_or_insert_with(|| err.into());
     }
 
-    /// Writes `buf` at the end of the active file (rolling first if it would
-    /// pass `file_bytes`); returns the file and offset it landed at. A failed
-    /// write poisons the log: part of it may be on disk.
-    pub(crate) fn write_records(
+    /// Writes `buf` at `at` in `file`; a failure poisons the log (part of it
+    /// may be on disk).
+    fn write_at(
+        &mut self,
+        file: &std::fs::File,
+        buf: &[u8],
+        at: u64,
+        op: &'static str,
+    ) -> Result<(), RaftLogError> {
+        file.write_all_at(buf, at).map_err(|source| {
+            let err = RaftLogError::Io { op, source };
+            self.poison(&err);
+            err
+        })
+    }
+
+    /// Makes room for `bytes` more in the active file (rolling first if they
+    /// would push it past `file_bytes` and it holds more than its
+    /// checkpoint) and returns the stamp the records written next carry.
+    pub(crate) fn room(
         &mut self,
         dir: &Path,
+        file_bytes: u64,
+        bytes: u64,
+    ) -> Result<u64, RaftLogError> {
+        self.check_writable()?;
+        let len = self.files[&self.active].len;
+        if len + bytes > file_bytes && len > self.active_start {
+            self.roll(dir)?;
+        }
+        Ok(self.files[&self.active].stamp())
+    }
+
+    /// Writes `buf` (records encoded with the stamp [`Inner::room`] gave, and
+    /// no roll since) at the end of the active file; returns the file and
+    /// offset it landed at. A failed write poisons the log: part of it may
+    /// be on disk.
+    pub(crate) fn write_records(
+        &mut self,
         file_bytes: u64,
         buf: &[u8],
     ) -> Result<(u64, u64), RaftLogError> {
         self.check_writable()?;
-        let len = self.files[&self.active].len;
-        if len + buf.len() as u64 > file_bytes && len > self.active_start {
-            self.roll(dir)?;
-        }
         let active = self.active;
-        let lf = self.files.get_mut(&active).ok_or(RaftLogError::Closed)?;
-        let offset = lf.len;
+        let lf = self.files.get(&active).ok_or(RaftLogError::Closed)?;
+        let (offset, file) = (lf.len, Arc::clone(&lf.file));
         self.zeroing
             .wait_clear(active, offset, offset + buf.len() as u64);
-        if let Err(e) = lf.file.write_all_at(buf, offset) {
-            let err = RaftLogError::Io {
-                op: "write",
-                source: e,
-            };
-            self.poison(&err);
-            return Err(err);
-        }
+        self.write_at(&file, buf, offset, "write")?;
+        let lf = self.files.get_mut(&active).ok_or(RaftLogError::Closed)?;
         lf.len += buf.len() as u64;
-        if lf.zeroed < prealloc::target(lf.len, file_bytes)
-            && lf.zeroed < lf.len + prealloc::AHEAD_BYTES / 2
+        if lf.allocated < prealloc::target(lf.len, file_bytes)
+            && lf.allocated < lf.len + prealloc::AHEAD_BYTES / 2
         {
             self.prealloc_wake.notify_one();
         }
         Ok((active, offset))
     }
 
-    /// Starts a new active file: header, then a checkpoint of every
-    /// partition's vote and purge point, so no older file holds the only
-    /// copy of any meta and old files can go once their entries are dead.
+    /// Seals the active file and starts the next one (a spare if there is
+    /// one) with a header and a checkpoint: every partition's vote and purge
+    /// point, so that older files can be deleted without losing either.
     pub(crate) fn roll(&mut self, dir: &Path) -> Result<(), RaftLogError> {
         self.check_writable()?;
+        if let Some(old) = self.files.get(&self.active) {
+            if let Format::V2 { stamp } = old.format {
+                let mut seal = Vec::new();
+                codec::encode(&mut seal, stamp, Kind::Seal, 0, 0, &[]);
+                let (at, file) = (old.len, Arc::clone(&old.file));
+                self.zeroing
+                    .wait_clear(self.active, at, at + seal.len() as u64);
+                self.write_at(&file, &seal, at, "write seal")?;
+                if let Some(old) = self.files.get_mut(&self.active) {
+                    old.len += seal.len() as u64;
+                }
+            }
+        }
         let seq = self.active + 1;
-        let mut buf = codec::file_header().to_vec();
+        let nonce = new_nonce(seq);
+        let stamp = codec::stamp(nonce, seq);
+        let mut buf = codec::file_header(nonce).to_vec();
         let mut parts: Vec<_> = self.parts.iter().collect();
         parts.sort_unstable_by_key(|(p, _)| **p);
         for (p, state) in parts {
             if let Some(vote) = &state.vote {
-                codec::encode(&mut buf, Kind::Vote, *p, 0, vote);
+                codec::encode(&mut buf, stamp, Kind::Vote, *p, 0, vote);
             }
             if let Some((upto, meta)) = &state.purged {
-                codec::encode(&mut buf, Kind::Purge, *p, *upto, meta);
+                codec::encode(&mut buf, stamp, Kind::Purge, *p, *upto, meta);
             }
         }
-        let created = files::create_new(&files::file_path(dir, seq)).and_then(|f| {
-            f.write_all_at(&buf, 0)
-                .map(|()| f)
-                .map_err(RaftLogError::io("write checkpoint"))
-        });
-        let file = match created {
-            Ok(f) => Arc::new(f),
-            Err(e) => {
-                // A half-made file would make the next roll fail forever.
-                self.poison(&e);
-                return Err(e);
+        let path = files::file_path(dir, seq);
+        let (file, allocated) = match self.take_spare(&path) {
+            Some(reused) => {
+                self.files_reused += 1;
+                reused
             }
+            None => match files::create_new(&path) {
+                Ok(f) => (Arc::new(f), 0),
+                Err(e) => {
+                    self.poison(&e);
+                    return Err(e);
+                }
+            },
         };
+        self.write_at(&file, &buf, 0, "write checkpoint")?;
         if let Some(old) = self.files.get(&self.active) {
             self.unsynced.push(Arc::clone(&old.file));
         }
@@ -105,15 +145,30 @@ impl Inner {
             LogFile {
                 file,
                 len,
-                zeroed: len,
+                allocated: allocated.max(len),
+                format: Format::V2 { stamp },
             },
         );
+        self.rolled_since_reclaim = true;
         self.prealloc_wake.notify_one();
         self.active = seq;
         self.active_start = len;
         self.dir_dirty = true;
         Ok(())
     }
+}
+
+/// A nonce no earlier use of a reused file can have had: its records then
+/// never carry the new stamp, whatever a payload of theirs held.
+fn new_nonce(seq: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // `RandomState` is keyed from the OS's randomness.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(seq);
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    h.finish()
 }
 
 fn check_body(len: usize) -> Result<(), RaftLogError> {
@@ -154,22 +209,24 @@ impl RaftLog {
                 return Err(invalid(format!("first index {first}, expected {expected}")));
             }
         }
-        let mut buf = Vec::new();
-        let mut placed = Vec::with_capacity(entries.len());
+        let mut bytes = 0;
         for (i, (index, payload)) in entries.iter().enumerate() {
             if Some(*index) != first.checked_add(i as u64) {
                 return Err(invalid(format!("index {index} breaks the batch's run")));
             }
             check_body(payload.len())?;
-            placed.push(codec::encode(
-                &mut buf,
-                Kind::Entry,
-                partition,
-                *index,
-                payload,
-            ));
+            bytes += codec::record_bytes(payload.len());
         }
-        let (file_seq, base) = inner.write_records(&shared.dir, shared.opts.file_bytes, &buf)?;
+        let file_bytes = shared.opts.file_bytes;
+        let stamp = inner.room(&shared.dir, file_bytes, bytes)?;
+        let mut buf = Vec::with_capacity(bytes as usize);
+        let placed: Vec<_> = entries
+            .iter()
+            .map(|(index, payload)| {
+                codec::encode(&mut buf, stamp, Kind::Entry, partition, *index, payload)
+            })
+            .collect();
+        let (file_seq, base) = inner.write_records(file_bytes, &buf)?;
         let state = inner.parts.entry(partition).or_default();
         for ((index, _), (offset, len)) in entries.iter().zip(placed) {
             let offset = base + offset;
@@ -205,9 +262,7 @@ impl RaftLog {
         if !matches!(holds, Some((_, last)) if from_index <= last) {
             return Ok(()); // nothing to drop; no record needed
         }
-        let mut buf = Vec::new();
-        codec::encode(&mut buf, Kind::Truncate, partition, from_index, &[]);
-        self.write_meta(&mut inner, &buf)?;
+        self.write_meta(&mut inner, Kind::Truncate, partition, from_index, &[])?;
         if let Some(state) = inner.parts.get_mut(&partition) {
             state.truncate(from_index);
             if state.is_blank() {
@@ -260,9 +315,7 @@ impl RaftLog {
         upto: u64,
         meta: &[u8],
     ) -> Result<(), RaftLogError> {
-        let mut buf = Vec::new();
-        codec::encode(&mut buf, Kind::Purge, partition, upto, meta);
-        self.write_meta(inner, &buf)?;
+        self.write_meta(inner, Kind::Purge, partition, upto, meta)?;
         let state = inner.parts.entry(partition).or_default();
         state.purge(upto, meta.to_vec());
         Ok(())
@@ -276,9 +329,7 @@ impl RaftLog {
         {
             let mut inner = self.shared.inner.lock();
             inner.check_writable()?;
-            let mut buf = Vec::new();
-            codec::encode(&mut buf, Kind::Forget, partition, 0, &[]);
-            self.write_meta(&mut inner, &buf)?;
+            self.write_meta(&mut inner, Kind::Forget, partition, 0, &[])?;
             if let Some(state) = inner.parts.get_mut(&partition) {
                 state.forget();
                 if state.is_blank() {
@@ -296,9 +347,7 @@ impl RaftLog {
         {
             let mut inner = self.shared.inner.lock();
             inner.check_writable()?;
-            let mut buf = Vec::new();
-            codec::encode(&mut buf, Kind::Vote, partition, 0, vote);
-            self.write_meta(&mut inner, &buf)?;
+            self.write_meta(&mut inner, Kind::Vote, partition, 0, vote)?;
             inner.parts.entry(partition).or_default().vote = Some(vote.to_vec());
         }
         self.sync()
@@ -307,20 +356,39 @@ impl RaftLog {
     /// Fsyncs everything written so far and returns once done (shutdown,
     /// votes, gc). Must not be called from an `on_durable` callback.
     pub fn sync(&self) -> Result<(), RaftLogError> {
+        self.shared.sync()
+    }
+
+    /// Writes one record that is not an entry.
+    fn write_meta(
+        &self,
+        inner: &mut Inner,
+        kind: Kind,
+        partition: u32,
+        index: u64,
+        body: &[u8],
+    ) -> Result<(), RaftLogError> {
+        let shared = &self.shared;
+        let file_bytes = shared.opts.file_bytes;
+        let stamp = inner.room(&shared.dir, file_bytes, codec::record_bytes(body.len()))?;
+        let mut buf = Vec::new();
+        codec::encode(&mut buf, stamp, kind, partition, index, body);
+        inner.write_records(file_bytes, &buf)?;
+        Counters::add(&shared.counters.bytes_written, buf.len() as u64);
+        shared.enqueue(None, buf.len() as u64, false);
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// See [`RaftLog::sync`].
+    pub(crate) fn sync(&self) -> Result<(), RaftLogError> {
         let (tx, rx) = mpsc::channel();
         let cb: DurableCallback = Box::new(move |r| {
             // The receiver only goes away if the caller's thread died.
             let _ = tx.send(r);
         });
-        self.shared.enqueue(Some(cb), 0, true);
+        self.enqueue(Some(cb), 0, true);
         rx.recv().map_err(|_| RaftLogError::Closed)?
-    }
-
-    fn write_meta(&self, inner: &mut Inner, buf: &[u8]) -> Result<(), RaftLogError> {
-        let shared = &self.shared;
-        inner.write_records(&shared.dir, shared.opts.file_bytes, buf)?;
-        Counters::add(&shared.counters.bytes_written, buf.len() as u64);
-        shared.enqueue(None, buf.len() as u64, false);
-        Ok(())
     }
 }

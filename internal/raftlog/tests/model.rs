@@ -1,6 +1,8 @@
 //! Model test: random interleavings of appends, truncates, purges, votes, gc,
-//! clean reopens and crashes (with torn tails) over a few partitions, checked
-//! against a plain in-memory model after every step.
+//! clean reopens and crashes (with torn tails, or a reused file's old
+//! records where the unsynced tail was) over a few partitions, with and
+//! without spare files, checked against a plain in-memory model after every
+//! step.
 //!
 //! After a crash the recovered log must equal the model's state after some
 //! prefix of the operations (possibly a partial append batch) that is no
@@ -262,8 +264,11 @@ impl Harness {
 }
 
 /// Tears the newest file between what is known fsynced and the end of its
-/// records: truncated there (an appended file) or zeroed from there (space
-/// zero-filled ahead, which a crash leaves as zeros), by `per_mille`'s parity.
+/// records, by `per_mille` mod 3: truncated there (an appended file), zeroed
+/// from there (space zero-filled ahead, which a crash leaves as zeros), or
+/// from there holding what another log or spare file holds at the same
+/// offsets (a reused file, whose unsynced pages a crash leaves as its earlier
+/// use's records).
 fn cut_last_file(dir: &Path, synced_seq: u64, synced_offset: u64, per_mille: u64) {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .expect("read dir")
@@ -294,12 +299,27 @@ fn cut_last_file(dir: &Path, synced_seq: u64, synced_offset: u64, per_mille: u64
         .write(true)
         .open(last)
         .expect("open");
-    if per_mille.is_multiple_of(2) {
-        f.set_len(at).expect("cut");
-    } else {
-        use std::os::unix::fs::FileExt;
-        f.write_all_at(&vec![0u8; (end - at) as usize], at)
-            .expect("zero");
+    use std::os::unix::fs::FileExt;
+    match per_mille % 3 {
+        0 => f.set_len(at).expect("cut"),
+        1 => f
+            .write_all_at(&vec![0u8; (end - at) as usize], at)
+            .expect("zero"),
+        _ => {
+            let others: Vec<Vec<u8>> = std::fs::read_dir(dir)
+                .expect("read dir")
+                .map(|e| e.expect("entry").path())
+                .filter(|p| p != last && p.extension().is_some_and(|x| x == "rlog" || x == "spare"))
+                .map(|p| std::fs::read(p).expect("read other"))
+                .collect();
+            let mut stale = vec![0u8; (end - at) as usize];
+            for other in &others {
+                let from = (at as usize).min(other.len());
+                let to = (end as usize).min(other.len());
+                stale[..to - from].copy_from_slice(&other[from..to]);
+            }
+            f.write_all_at(&stale, at).expect("stale");
+        }
     }
 }
 
@@ -338,10 +358,13 @@ proptest! {
         partitions in 1u32..=6,
         fsync in fsync_mode(),
         max_files in 1usize..4,
+        spare_files in 0usize..3,
         ops in proptest::collection::vec(op(), 1..80),
     ) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let opts = RaftLogOptions { file_bytes: 4096, fsync, max_files_before_rewrite: max_files };
+        let opts = RaftLogOptions {
+            file_bytes: 4096, fsync, max_files_before_rewrite: max_files, spare_files,
+        };
         let log = RaftLog::open(dir.path(), opts).expect("open");
         let mut h = Harness {
             dir, opts, log: Some(log), state: State::new(), history: vec![State::new()],
