@@ -27,6 +27,12 @@ extra+=("${more[@]}")
 mkdir -p "$dir"
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
+# Bytes written to the data directory's disk (the whole device: on this
+# quiet machine, the server). Not /proc/PID/io: with large page-cache folios
+# it counts a whole folio each time a small append dirties it again.
+disk=$(basename "$(df --output=source "$dir" | tail -1)")
+disk_written() { awk -v d="$disk" '$3 == d {printf "%.0f\n", $10 * 512}' /proc/diskstats; }
+
 server=""
 stop() { [ -n "$server" ] && kill -TERM "$server" 2>/dev/null && wait "$server" 2>/dev/null; server=""; }
 trap stop EXIT INT TERM
@@ -42,11 +48,11 @@ for run in $(seq 1 "$runs"); do
   done
   own_server "$server"
   from=$(ticks "$server")
-  wrote_from=$(awk '/^write_bytes/ {print $2}' "/proc/$server/io")
+  wrote_from=$(disk_written)
   "$bin/chronos-loadtest" scheduled --consumers "${CONSUMERS:-4}" --payload "${PAYLOAD:-256}" --rate "$rate" \
     --events "$events" --lead "${LEAD:-3s}" "${extra[@]}" --json >"$dir/run.json"
   to=$(ticks "$server")
-  wrote_to=$(awk '/^write_bytes/ {print $2}' "/proc/$server/io")
+  wrote_to=$(disk_written)
   curl -sf http://127.0.0.1:8080/metrics >"$dir/metrics.txt"
   stop
   python3 - "$run" "$dir/run.json" "$dir/metrics.txt" "$((to - from))" "$events" \
@@ -66,8 +72,8 @@ print("run %s: lateness p50 %.2f p99 %.2f p99.9 %.2f max %.2f ms; early %s missi
 # The server's CPU from the first publish to the last ack, per event: what
 # an event costs end to end, comparable with bench-recurring's per occurrence.
 cpu_us = 1e6 * int(sys.argv[4]) / os.sysconf("SC_CLK_TCK") / int(sys.argv[5])
-# Bytes the server's writes sent to the disk (page cache included), against
-# the payload published: how many times each event is written.
+# Bytes the disk took during the run, against the payload published: how
+# many times each event is written.
 wrote, payload = int(sys.argv[6]), int(sys.argv[5]) * int(sys.argv[7])
 print("   published %.0f ev/s; %s published after their due time; server CPU %.0f µs per event; wrote %.0f MB (%.1f× the payload)"
       % (p.get("events_per_sec", 0), p.get("due_late", "?"), cpu_us, wrote / 1e6, wrote / payload))
