@@ -13,7 +13,11 @@
 //! loses only the wheel, which the next term rebuilds.
 //!
 //! A released event is read from `pending` (so one a cancel or reschedule
-//! removed is dropped) and numbered in its topic's fire log (`fire_tail`);
+//! removed is dropped) — unless its value came with its publish's answer and
+//! the wheel kept it (up to [`KEPT_BYTES`]): such an event joined the wheel
+//! after its publish applied, and whatever removes a pending event first
+//! holds its id and, once applied, takes the event out of the wheel, value
+//! and all (`release_hold`, `forget`). It is numbered in its topic's fire log (`fire_tail`);
 //! delivery takes it from the tail without waiting for its `Fire`. The
 //! releases of a few milliseconds are gathered into one `Fire` entry
 //! ([`Gathered`]), proposed before any other proposal of the term or after
@@ -40,6 +44,7 @@ use prost::Message;
 use crate::fire_tail::{FireTail, Slot};
 use crate::owner::TermError;
 use crate::owner::{Completions, Ctx, Written};
+use crate::publisher::NewEvent;
 use crate::types::Command;
 use crate::wall_ms;
 
@@ -49,6 +54,10 @@ const LOAD_CHUNK: usize = 256;
 /// How far the window's loaded end may fall behind `now + horizon` before
 /// it is loaded on.
 const LOAD_SLACK_MS: i64 = 1_000;
+/// Bytes of published values the wheel keeps, at most, so that their
+/// release reads nothing: the events due soon after their publish, which
+/// is most of a steady flow.
+const KEPT_BYTES: usize = 8 << 20;
 /// Events per `Fire` command.
 const FIRE_BATCH: usize = 10_000;
 /// Released events read and numbered per step: between steps the term
@@ -137,7 +146,12 @@ impl Gathered {
 }
 
 pub(crate) struct Firing {
-    wheel: TimingWheel<()>,
+    /// Each entry with its value when the wheel kept it.
+    wheel: TimingWheel<Option<Bytes>>,
+    /// Bytes of the values kept in the wheel and in `ready`.
+    kept_bytes: usize,
+    /// Values of released events the wheel kept, by offset.
+    ready: HashMap<u64, Bytes>,
     /// The wheel's clock: the wall clock, never moving back.
     now: i64,
     /// What part of `pending` the wheel holds: every (due, offset) key at or
@@ -147,7 +161,7 @@ pub(crate) struct Firing {
     /// Where the load in progress ends: the window's end when it began.
     load_to: i64,
     /// What the wheel released last (reused between steps).
-    fired: Vec<Fired<()>>,
+    fired: Vec<Fired<Option<Bytes>>>,
     /// Released (due, offset), to be read and numbered by the next steps,
     /// first due first.
     released: BinaryHeap<Reverse<(i64, u64)>>,
@@ -177,6 +191,8 @@ impl Firing {
         };
         let mut firing = Firing {
             wheel: TimingWheel::new(config, now)?,
+            kept_bytes: 0,
+            ready: HashMap::new(),
             now,
             loaded: None,
             load_to: now + opts.horizon_ms,
@@ -208,6 +224,9 @@ impl Firing {
         for f in self.fired.drain(..) {
             self.taken.insert(f.key);
             self.released.push(Reverse((f.due_ms, f.key)));
+            if let Some(value) = f.item {
+                self.ready.insert(f.key, value);
+            }
         }
         let mut appended = false;
         if self.may_release() {
@@ -253,13 +272,22 @@ impl Firing {
     }
 
     /// Events whose publish applied; those beyond the loaded part of the
-    /// window wait for a scan.
-    pub fn insert_new(&mut self, partition: u32, batch: Vec<(i64, u64)>) {
-        for (due, offset) in batch {
-            if Some((due, offset)) <= self.loaded {
-                if let Err(e) = self.insert(due, offset) {
-                    tracing::warn!(partition, offset, "not scheduled: {e}");
-                }
+    /// window wait for a scan. Their values are kept while there is room.
+    pub fn insert_new(&mut self, partition: u32, batch: Vec<NewEvent>) {
+        for (due, offset, value) in batch {
+            if Some((due, offset)) > self.loaded {
+                continue;
+            }
+            // A copy: the value shares its request's buffer, which would
+            // otherwise stay whole for as long as one of its events waits.
+            let kept = value
+                .filter(|v| self.kept_bytes + v.len() <= KEPT_BYTES)
+                .map(|v| Bytes::copy_from_slice(&v));
+            let len = kept.as_ref().map_or(0, Bytes::len);
+            match self.insert(due, offset, kept) {
+                Ok(true) => self.kept_bytes += len,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(partition, offset, "not scheduled: {e}"),
             }
         }
     }
@@ -280,7 +308,7 @@ impl Firing {
     /// pending event at `removed`, if any.
     pub fn release_hold(&mut self, id: &[u8], removed: Option<u64>) {
         if let Some(offset) = removed {
-            self.wheel.cancel(offset);
+            self.unschedule(offset);
         }
         let Some(n) = self.holds.get_mut(id) else {
             return;
@@ -297,7 +325,15 @@ impl Firing {
 
     /// A reschedule removed the pending event at `offset`.
     pub fn forget(&mut self, offset: u64) {
-        self.wheel.cancel(offset);
+        self.unschedule(offset);
+    }
+
+    /// The pending event at `offset` is gone: out of the wheel, and its
+    /// kept value dropped.
+    fn unschedule(&mut self, offset: u64) {
+        if let Some(Some(value)) = self.wheel.cancel(offset) {
+            self.kept_bytes -= value.len();
+        }
     }
 
     /// A `Fire` applied (or failed: that ends the term).
@@ -341,7 +377,7 @@ impl Firing {
             self.load_to
         );
         for &(due, offset) in &keys {
-            self.insert(due, offset)?;
+            self.insert(due, offset, None)?;
         }
         self.loaded = if keys.len() < LOAD_CHUNK {
             Some((self.load_to, u64::MAX))
@@ -351,19 +387,21 @@ impl Firing {
         Ok(())
     }
 
-    fn insert(&mut self, due: i64, offset: u64) -> Result<(), TermError> {
+    /// Puts an event in the wheel; whether it (and `value`) went in.
+    fn insert(&mut self, due: i64, offset: u64, value: Option<Bytes>) -> Result<bool, TermError> {
         if self.taken.contains(&offset) {
-            return Ok(());
+            return Ok(false);
         }
-        match self.wheel.insert(offset, due, ()) {
+        match self.wheel.insert(offset, due, value) {
+            Ok(()) => Ok(true),
             // Seen by both the scan and the publish's answer: once is enough.
-            Ok(()) | Err(InsertError::DuplicateKey { .. }) => Ok(()),
+            Err(InsertError::DuplicateKey { .. }) => Ok(false),
             Err(source) => Err(TermError::Wheel { offset, source }),
         }
     }
 
-    /// Reads the first [`RELEASE_STEP`] released events (by due time) from
-    /// `pending`, numbers them in their topics' fire logs and gathers them
+    /// Takes the first [`RELEASE_STEP`] released events (by due time) with
+    /// their values (kept, or read from `pending`), numbers them in their topics' fire logs and gathers them
     /// into the next `Fire` (proposed once it holds [`FIRE_BATCH`]). Returns
     /// whether any was numbered.
     async fn release(
@@ -380,26 +418,37 @@ impl Firing {
             .filter_map(|_| self.released.pop().map(|Reverse(k)| k))
             .collect();
         let mut appended = false;
-        let values = ctx.store.get_pending_run(&keys)?;
-        for (&(due_ms, offset), raw) in keys.iter().zip(values) {
+        let values = self.values(ctx, &keys)?;
+        for (&(due_ms, offset), (value, kept)) in keys.iter().zip(values) {
             // Cancelled or rescheduled since it was loaded.
-            let Some(raw) = raw else {
+            let Some(value) = value else {
                 self.taken.remove(&offset);
                 continue;
             };
-            let keys = EventKeys::decode(raw.as_slice()).map_err(|source| TermError::Decode {
+            let keys = EventKeys::decode(value.as_ref()).map_err(|source| TermError::Decode {
                 what: "a pending event",
                 source,
             })?;
             if !self.holds.is_empty() {
                 let id = id_key(&keys.topic, &keys.message_id);
                 if self.holds.contains_key(&id) {
+                    // Read again once the hold ends: the value may be gone.
                     self.parked.entry(id).or_default().push((due_ms, offset));
                     continue;
                 }
             }
+            if cfg!(debug_assertions) && kept {
+                // A kept value stands for a read: the event about to fire
+                // must still be pending, with that value (every test runs
+                // this check).
+                let stored = ctx.store.get_pending(due_ms, offset)?;
+                assert_eq!(
+                    stored.as_deref(),
+                    Some(value.as_ref()),
+                    "released {offset}: the kept value is not what pending holds"
+                );
+            }
             lateness.record((fire_ts - due_ms) as f64 / 1000.0);
-            let value = Bytes::from(raw);
             let record = FiredRecord {
                 offset,
                 due_ts: due_ms,
@@ -421,6 +470,36 @@ impl Firing {
             }
         }
         Ok(appended)
+    }
+
+    /// The stored values of released `keys`, in order, and whether each was
+    /// kept: a kept one from `ready`, the rest read from `pending` (`None`:
+    /// no longer pending).
+    fn values(
+        &mut self,
+        ctx: &Ctx,
+        keys: &[(i64, u64)],
+    ) -> Result<Vec<(Option<Bytes>, bool)>, TermError> {
+        let mut values = Vec::with_capacity(keys.len());
+        let mut unread = Vec::new();
+        for (i, &(_, offset)) in keys.iter().enumerate() {
+            let kept = self.ready.remove(&offset);
+            if let Some(v) = &kept {
+                self.kept_bytes -= v.len();
+            } else {
+                unread.push(i);
+            }
+            let was_kept = kept.is_some();
+            values.push((kept, was_kept));
+        }
+        if !unread.is_empty() {
+            let wanted: Vec<(i64, u64)> = unread.iter().map(|&i| keys[i]).collect();
+            let read = ctx.store.get_pending_run(&wanted)?;
+            for (i, v) in unread.into_iter().zip(read) {
+                values[i].0 = v.map(Bytes::from);
+            }
+        }
+        Ok(values)
     }
 }
 

@@ -86,8 +86,8 @@ pub(crate) struct Published {
     written: Written,
     result: watch::Sender<Option<Result<(), PartitionError>>>,
     planned: Vec<Planned>,
-    /// (due_ts, offset) of the new events, for the wheel.
-    new_events: Vec<(i64, u64)>,
+    /// The new events, for the wheel.
+    new_events: Vec<NewEvent>,
     /// Fire-log numbers of the events due at once, by topic.
     appended: Vec<(String, Vec<u64>)>,
     /// Ids (`id_key`) of the reschedules, held back from firing meanwhile.
@@ -96,11 +96,15 @@ pub(crate) struct Published {
     occurred: bool,
 }
 
+/// A new event as the wheel takes it: (due_ts, offset) and, for one stored
+/// as pending, its stored value (the record `pending` holds under its key).
+pub(crate) type NewEvent = (i64, u64, Option<Bytes>);
+
 /// What the term learns from a publish proposal's answer.
 pub(crate) struct Answered {
     pub seq: u64,
     /// The new events, if it applied.
-    pub new_events: Option<Vec<(i64, u64)>>,
+    pub new_events: Option<Vec<NewEvent>>,
     pub appended: Vec<(String, Vec<u64>)>,
     pub held: Vec<Vec<u8>>,
     /// Pending events its reschedules removed.
@@ -313,7 +317,7 @@ impl Publisher {
             first_offset + events.len() as u64,
             "offsets of a proposal are dense"
         );
-        let new_events: Vec<(i64, u64)> = planned
+        let due: Vec<(i64, u64)> = planned
             .iter()
             .flat_map(|p| {
                 p.outcomes
@@ -326,7 +330,7 @@ impl Publisher {
         // this applies, under numbers given here, in event order.
         let mut fire_seqs = Vec::new();
         let mut appended: Vec<(String, Vec<u64>)> = Vec::new();
-        for (raw, &(due_ts, _)) in events.iter().zip(&new_events) {
+        for (raw, &(due_ts, _)) in events.iter().zip(&due) {
             if due_ts > now {
                 continue;
             }
@@ -343,6 +347,13 @@ impl Publisher {
                 _ => appended.push((topic, vec![seq])),
             }
         }
+        // The values of those stored as pending go with them to the wheel,
+        // which may keep them so that their release need not read `pending`.
+        let new_events: Vec<NewEvent> = due
+            .into_iter()
+            .zip(&events)
+            .map(|((due_ts, offset), raw)| (due_ts, offset, (due_ts > now).then(|| raw.clone())))
+            .collect();
         // A reschedule may remove its id's pending event: that event must
         // not fire meanwhile.
         let held: Vec<Vec<u8>> = if has_reschedule {

@@ -145,25 +145,25 @@ impl LeaderTerm {
             self.tail.applied(topic, seqs.iter().copied());
             self.dispatcher.fire_log_grew();
         }
+        let applied = a.new_events.is_some();
+        if let Some(events) = a.new_events {
+            self.firing.insert_new(ctx.partition, events);
+        }
+        // After the insert: a reschedule may move an event that an earlier
+        // reschedule of the same id in the same command stored.
         for offset in a.unscheduled {
             self.firing.forget(offset);
         }
         for id in &a.held {
             self.firing.release_hold(id, None);
         }
-        match a.new_events {
-            Some(events) => {
-                self.firing.insert_new(ctx.partition, events);
-                Ok(())
-            }
-            // Whether it will still apply is unknown: its numbers and holds
-            // cannot be trusted, so the term ends (a lost leadership ends it
-            // anyway).
-            None if !a.appended.is_empty() || !a.held.is_empty() => {
-                Err(TermError::Write(ctx.not_leader()))
-            }
-            None => Ok(()),
+        // Whether it will still apply is unknown: its numbers and holds
+        // cannot be trusted, so the term ends (a lost leadership ends it
+        // anyway).
+        if !applied && (!a.appended.is_empty() || !a.held.is_empty()) {
+            return Err(TermError::Write(ctx.not_leader()));
         }
+        Ok(())
     }
 
     pub async fn control(
