@@ -55,23 +55,26 @@ async fn publisher(endpoint: String, client_no: usize, acked: Acked, stop_at: In
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_publishes_survive_kill_9_exactly_once() {
-    publish_kill_9_and_check(&[]).await;
+    publish_kill_9_and_check(&[], false).await;
 }
 
 /// The node's Raft log in 64 KiB files with garbage collection every 50 ms,
 /// and a snapshot (so a purge) every 20 entries: the kill lands among
-/// collections, rewrites, compactions and purges.
+/// collections, rewrites, compactions, purges and dead files written again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_publishes_survive_kill_9_during_log_collection_and_purges() {
-    publish_kill_9_and_check(&[
-        ("CHRONOS_WAL__RAFT_LOG_FILE_BYTES", "64KiB"),
-        ("CHRONOS_WAL__RETENTION_CHECK_INTERVAL", "50ms"),
-        ("CHRONOS_RAFT__SNAPSHOT_EVERY_ENTRIES", "20"),
-    ])
+    publish_kill_9_and_check(
+        &[
+            ("CHRONOS_WAL__RAFT_LOG_FILE_BYTES", "64KiB"),
+            ("CHRONOS_WAL__RETENTION_CHECK_INTERVAL", "50ms"),
+            ("CHRONOS_RAFT__SNAPSHOT_EVERY_ENTRIES", "20"),
+        ],
+        true,
+    )
     .await;
 }
 
-async fn publish_kill_9_and_check(env: &[(&str, &str)]) {
+async fn publish_kill_9_and_check(env: &[(&str, &str)], reuses_files: bool) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // Small segments so the crash also exercises segment rolls.
@@ -93,6 +96,13 @@ async fn publish_kill_9_and_check(env: &[(&str, &str)]) {
             acked.lock().unwrap().len()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if reuses_files {
+        // The kill must land while the node log writes over dead files.
+        while server.metric("chronos_raftlog_reused_files_total") < 10.0 {
+            assert!(Instant::now() < deadline, "no dead node-log files reused");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     server.kill9();
     for c in clients {
