@@ -32,9 +32,12 @@
 //! - **A partition's entries are contiguous**, in memory and after replay
 //!   (asserted).
 //! - **Every file begins with a checkpoint of every partition's vote and
-//!   purge point**, so deleting an older file never loses metadata; files are
-//!   deleted only as a prefix, never the active one, and only after the file
-//!   following them is fsynced.
+//!   purge point**, so taking an older file out never loses metadata; files
+//!   leave the log (as spares, or deleted) only as a prefix, never the active
+//!   one, and only after an fsync that followed every record making them
+//!   dead and the checkpoint of the file after them.
+//! - **A reused file's old records never read as current ones**: each record
+//!   carries its file's stamp, and a finished file ends in a seal.
 //! - **`on_durable(Ok)` in `Always`/`Batch` mode means the append and
 //!   everything written before it are fsynced.** After a failed write or
 //!   fsync the log refuses writes until reopened.
