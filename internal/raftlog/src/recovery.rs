@@ -74,9 +74,13 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, RaftLogError> {
                 );
             }
             Scan::Cut(len, why, format) => {
+                // After a crash the newest file ends in a torn record or,
+                // when the file was a reused spare, in its earlier use's
+                // bytes: nothing there was acknowledged.
                 tracing::warn!(
                     file = %path.display(), offset = len, cut_bytes = data.len() as u64 - len,
-                    reason = why, "raft log: cutting torn or corrupt tail"
+                    reason = why, last,
+                    "raft log: cutting the file after its last whole record (torn by a crash, an earlier use's bytes, or corrupt)"
                 );
                 file.set_len(len)
                     .map_err(RaftLogError::io("truncate torn file"))?;
