@@ -502,6 +502,7 @@ pub(crate) fn partition_options(
         firing: FiringOptions {
             tick_ms: config.scheduler.tick.as_millis().max(1) as i64,
             horizon_ms: config.scheduler.horizon.as_millis() as i64,
+            kept_bytes: FiringOptions::kept_bytes_per_partition(config.partitions),
         },
         delivery: DeliveryOptions {
             ack_timeout: config.delivery.ack_timeout,

@@ -14,7 +14,7 @@
 //!
 //! A released event is read from `pending` (so one a cancel or reschedule
 //! removed is dropped) — unless its value came with its publish's answer and
-//! the wheel kept it (up to [`KEPT_BYTES`]): such an event joined the wheel
+//! the wheel kept it (up to `FiringOptions::kept_bytes`): such an event joined the wheel
 //! after its publish applied, and whatever removes a pending event first
 //! holds its id and, once applied, takes the event out of the wheel, value
 //! and all (`release_hold`, `forget`). It is numbered in its topic's fire log (`fire_tail`);
@@ -54,10 +54,6 @@ const LOAD_CHUNK: usize = 256;
 /// How far the window's loaded end may fall behind `now + horizon` before
 /// it is loaded on.
 const LOAD_SLACK_MS: i64 = 1_000;
-/// Bytes of published values the wheel keeps, at most, so that their
-/// release reads nothing: the events due soon after their publish, which
-/// is most of a steady flow.
-const KEPT_BYTES: usize = 8 << 20;
 /// Events per `Fire` command.
 const FIRE_BATCH: usize = 10_000;
 /// Released events read and numbered per step: between steps the term
@@ -75,6 +71,18 @@ pub(crate) const FIRE_LINGER: Duration = Duration::from_millis(5);
 pub struct FiringOptions {
     pub tick_ms: i64,
     pub horizon_ms: i64,
+    /// Bytes of published values the wheel keeps, at most, so that their
+    /// release reads nothing: the events due soon after their publish,
+    /// which is most of a steady flow.
+    pub kept_bytes: usize,
+}
+
+impl FiringOptions {
+    /// What a node gives each of its `partitions` to keep values in: 64 MiB
+    /// shared, at least 256 KiB each.
+    pub fn kept_bytes_per_partition(partitions: u32) -> usize {
+        ((64 << 20) / partitions.max(1) as usize).max(256 << 10)
+    }
 }
 
 /// The records one `Fire` appended, by topic, dropped from the tail once it applies.
@@ -148,8 +156,9 @@ impl Gathered {
 pub(crate) struct Firing {
     /// Each entry with its value when the wheel kept it.
     wheel: TimingWheel<Option<Bytes>>,
-    /// Bytes of the values kept in the wheel and in `ready`.
+    /// Bytes of the values kept in the wheel and in `ready`, and the most.
     kept_bytes: usize,
+    kept_limit: usize,
     /// Values of released events the wheel kept, by offset.
     ready: HashMap<u64, Bytes>,
     /// The wheel's clock: the wall clock, never moving back.
@@ -192,6 +201,7 @@ impl Firing {
         let mut firing = Firing {
             wheel: TimingWheel::new(config, now)?,
             kept_bytes: 0,
+            kept_limit: opts.kept_bytes,
             ready: HashMap::new(),
             now,
             loaded: None,
@@ -281,7 +291,7 @@ impl Firing {
             // A copy: the value shares its request's buffer, which would
             // otherwise stay whole for as long as one of its events waits.
             let kept = value
-                .filter(|v| self.kept_bytes + v.len() <= KEPT_BYTES)
+                .filter(|v| self.kept_bytes + v.len() <= self.kept_limit)
                 .map(|v| Bytes::copy_from_slice(&v));
             let len = kept.as_ref().map_or(0, Bytes::len);
             match self.insert(due, offset, kept) {
@@ -506,4 +516,18 @@ impl Firing {
 /// The slack, smaller for short windows (tests) so the window stays mostly loaded.
 fn load_slack_ms(ctx: &Ctx) -> i64 {
     LOAD_SLACK_MS.min(ctx.firing.horizon_ms / 4).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FiringOptions;
+
+    #[test]
+    fn a_node_keeps_64_mib_of_values_shared_by_its_partitions() {
+        assert_eq!(FiringOptions::kept_bytes_per_partition(8), 8 << 20);
+        assert_eq!(FiringOptions::kept_bytes_per_partition(1), 64 << 20);
+        assert_eq!(FiringOptions::kept_bytes_per_partition(0), 64 << 20);
+        // Many partitions still keep a little each.
+        assert_eq!(FiringOptions::kept_bytes_per_partition(1024), 256 << 10);
+    }
 }

@@ -57,6 +57,7 @@ pub(crate) fn options(dir: &Path) -> PartitionOptions {
         firing: FiringOptions {
             tick_ms: 5,
             horizon_ms: 60_000,
+            kept_bytes: 8 << 20,
         },
         delivery: DeliveryOptions {
             ack_timeout: Duration::from_secs(600),

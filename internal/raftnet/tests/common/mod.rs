@@ -53,6 +53,7 @@ pub fn options(
         firing: FiringOptions {
             tick_ms: 10,
             horizon_ms: 60_000,
+            kept_bytes: 8 << 20,
         },
         delivery: DeliveryOptions::default(),
         resources: StoreResources::new(8 << 20, 32 << 20),
