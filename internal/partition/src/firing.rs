@@ -13,11 +13,12 @@
 //! loses only the wheel, which the next term rebuilds.
 //!
 //! A released event is read from `pending` (so one a cancel or reschedule
-//! removed is dropped) — unless its value came with its publish's answer and
-//! the wheel kept it (up to `FiringOptions::kept_bytes`): such an event joined the wheel
-//! after its publish applied, and whatever removes a pending event first
-//! holds its id and, once applied, takes the event out of the wheel, value
-//! and all (`release_hold`, `forget`). It is numbered in its topic's fire log (`fire_tail`);
+//! removed is dropped) — unless its value came with its publish's answer
+//! and the wheel kept it (up to `FiringOptions::kept_bytes`): such an event
+//! joined the wheel after its publish applied, and whatever removes a
+//! pending event first holds its id and, once applied, takes the event out
+//! of the wheel, value and all (`release_hold`, `forget`). It is numbered in
+//! its topic's fire log (`fire_tail`);
 //! delivery takes it from the tail without waiting for its `Fire`. The
 //! releases of a few milliseconds are gathered into one `Fire` entry
 //! ([`Gathered`]), proposed before any other proposal of the term or after
@@ -342,8 +343,16 @@ impl Firing {
     /// kept value dropped.
     fn unschedule(&mut self, offset: u64) {
         if let Some(Some(value)) = self.wheel.cancel(offset) {
-            self.kept_bytes -= value.len();
+            self.give_back(&value);
         }
+    }
+
+    /// A kept value left the wheel (fired or removed).
+    fn give_back(&mut self, value: &Bytes) {
+        self.kept_bytes = self
+            .kept_bytes
+            .checked_sub(value.len())
+            .expect("kept values counted once each");
     }
 
     /// A `Fire` applied (or failed: that ends the term).
@@ -411,9 +420,9 @@ impl Firing {
     }
 
     /// Takes the first [`RELEASE_STEP`] released events (by due time) with
-    /// their values (kept, or read from `pending`), numbers them in their topics' fire logs and gathers them
-    /// into the next `Fire` (proposed once it holds [`FIRE_BATCH`]). Returns
-    /// whether any was numbered.
+    /// their values (kept, or read from `pending`), numbers them in their
+    /// topics' fire logs and gathers them into the next `Fire` (proposed once
+    /// it holds [`FIRE_BATCH`]). Returns whether any was numbered.
     async fn release(
         &mut self,
         ctx: &Ctx,
@@ -493,11 +502,14 @@ impl Firing {
         let mut values = Vec::with_capacity(keys.len());
         let mut unread = Vec::new();
         for (i, &(_, offset)) in keys.iter().enumerate() {
-            let kept = self.ready.remove(&offset);
-            if let Some(v) = &kept {
-                self.kept_bytes -= v.len();
-            } else {
-                unread.push(i);
+            // Nothing kept (a scanned window, a full budget): no lookups.
+            let kept = match self.ready.is_empty() {
+                true => None,
+                false => self.ready.remove(&offset),
+            };
+            match &kept {
+                Some(v) => self.give_back(v),
+                None => unread.push(i),
             }
             let was_kept = kept.is_some();
             values.push((kept, was_kept));

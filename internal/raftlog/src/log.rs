@@ -37,11 +37,14 @@ pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
     pub(crate) opts: RaftLogOptions,
     /// The single writer lock: files, active file, index. Lock order:
-    /// `inner` before `queue`.
+    /// `reclaiming` before `inner` before `queue`.
     pub(crate) inner: Mutex<Inner>,
     pub(crate) queue: Mutex<FlushQueue>,
     pub(crate) queue_cv: Condvar,
     pub(crate) counters: Counters,
+    /// Held by one reclaim at a time (gc's and the preparer's), so the
+    /// spares never outnumber `spare_files`.
+    pub(crate) reclaiming: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -150,6 +153,7 @@ impl RaftLog {
             queue: Mutex::new(FlushQueue::new()),
             queue_cv: Condvar::new(),
             counters: Counters::default(),
+            reclaiming: Mutex::new(()),
         });
         flusher::sync_now(&shared).map_err(RaftLogError::Poisoned)?;
         let for_thread = Arc::clone(&shared);

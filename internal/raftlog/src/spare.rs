@@ -110,6 +110,7 @@ impl Inner {
 /// file, is durable before they go: a purge still in the page cache must not
 /// let its entries' file be reused.
 pub(crate) fn reclaim(shared: &Shared) -> Result<GcReport, RaftLogError> {
+    let _one_at_a_time = shared.reclaiming.lock();
     let limit = {
         let inner = shared.inner.lock();
         let min_live = inner.parts.values().filter_map(|s| s.min_file()).min();
@@ -154,7 +155,12 @@ pub(crate) fn reclaim(shared: &Shared) -> Result<GcReport, RaftLogError> {
         report.bytes_removed += f.len;
     }
     if !spares.is_empty() {
-        shared.inner.lock().spares.extend(spares);
+        let mut inner = shared.inner.lock();
+        inner.spares.extend(spares);
+        assert!(
+            inner.spares.len() <= shared.opts.spare_files,
+            "more spares than spare_files"
+        );
     }
     if report.files_removed > 0 {
         files::sync_dir(dir)?;
