@@ -182,7 +182,11 @@ fn a_log_of_the_format_before_stamps_opens_and_its_files_are_not_reused() {
     log.compact(1, 29).expect("compact");
     log.compact(2, 10).expect("compact");
     let report = log.gc().expect("gc");
-    assert!(report.files_removed >= 4, "the old files go: {report:?}");
+    // Counted over gc and the preparer's reclaim, which may come first.
+    assert!(
+        log.stats().files_removed >= 4,
+        "the old files go: {report:?}"
+    );
     for e in std::fs::read_dir(dir.path()).expect("list") {
         let p = e.expect("entry").path();
         if p.extension().is_some_and(|x| x == "spare") {

@@ -127,7 +127,9 @@ fn rolling_keeps_meta_and_gc_deletes_files() {
     assert!(files_before > 10, "{files_before} files");
     log.purge(7, 57, b"p7b").expect("purge");
     let report = log.gc().expect("gc");
-    assert!(report.files_removed > 0, "{report:?}");
+    // The preparer's reclaim after a roll may have taken some first: count
+    // both (they run one at a time, so both are done when gc returns).
+    assert!(log.stats().files_removed > 0, "{report:?}");
     assert!(report.entries_rewritten >= 4, "{report:?}");
     assert!(log.stats().files < files_before);
     assert_eq!(retired_in(dir.path()), 0, "gc erases what it retires");
@@ -184,12 +186,17 @@ fn gc_without_rewrite_keeps_pinned_files() {
     for i in 1..=10 {
         append(&log, 2, i, i, 3000);
     }
-    let report = log.gc().expect("gc");
-    assert_eq!(report.files_removed, 0, "partition 1 pins the oldest file");
+    log.gc().expect("gc");
+    assert_eq!(
+        log.stats().files_removed,
+        0,
+        "partition 1 pins the oldest file"
+    );
     log.purge(1, 1, b"").expect("purge");
     log.purge(2, 8, b"").expect("purge");
     let report = log.gc().expect("gc");
-    assert!(report.files_removed >= 5, "{report:?}");
+    // Counted over gc and the preparer's reclaim, which may come first.
+    assert!(log.stats().files_removed >= 5, "{report:?}");
     assert_eq!(report.entries_rewritten, 0);
     check(&log, 2, Some((9, 10)), 3000);
 }
