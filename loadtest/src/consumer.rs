@@ -318,6 +318,7 @@ impl Member {
             kind: Some(consume_request::Kind::Ack(AckRequest {
                 consumer_group: self.config.group_name.clone(),
                 items,
+                wait: false,
             })),
         };
         // A send fails only when the stream is gone; the receive side reports that.

@@ -36,6 +36,9 @@ _END = object()
 _ACKS_WAIT = object()
 # Tells the request iterator to send the waiting acks now.
 _ACKS_NOW = object()
+# ... and that someone waits for their answer (a flush, a close): the server
+# records them at once instead of gathering them with later ones.
+_ACKS_FLUSH = object()
 
 
 @dataclass(frozen=True)
@@ -260,7 +263,7 @@ class Subscription:
         deadline = time.monotonic() + timeout_s
         with self._cond:
             lost_before = self._items_lost
-            self._requests.put(_ACKS_NOW)
+            self._requests.put(_ACKS_FLUSH)
             while self._items_answered < self._items_sent:
                 if self._stream_error is not None:
                     raise self._stream_error
@@ -293,9 +296,10 @@ class Subscription:
             elif first:
                 self._requests.put(_ACKS_WAIT)
 
-    def _take_waiting(self, requests) -> Optional[events_pb2.ConsumeRequest]:
+    def _take_waiting(self, requests, wait: bool = False) -> Optional[events_pb2.ConsumeRequest]:
         """The acks and nacks not yet sent, as one request (None if none, or
-        if `requests` is no longer the current session's)."""
+        if `requests` is no longer the current session's); `wait`: the caller
+        waits for the answer."""
         with self._cond:
             if requests is not self._requests:
                 return None
@@ -303,7 +307,7 @@ class Subscription:
         if not items:
             return None
         # An empty consumer_group means this stream's group.
-        return events_pb2.ConsumeRequest(ack=events_pb2.AckRequest(items=items))
+        return events_pb2.ConsumeRequest(ack=events_pb2.AckRequest(items=items, wait=wait))
 
     def _send(self, req: events_pb2.ConsumeRequest) -> None:
         self._check_open()
@@ -329,7 +333,7 @@ class Subscription:
         if not self._closing:
             with self._cond:
                 self._closing = True
-                self._requests.put(_ACKS_NOW)
+                self._requests.put(_ACKS_FLUSH)
             self._closed.set()
             self._wait_answered(timeout_s)
             with self._cond:
@@ -376,12 +380,12 @@ class Subscription:
                 continue
             # Anything else goes after the acks before it.
             send_at = None
-            acks = self._take_waiting(requests)
+            acks = self._take_waiting(requests, wait=item is _ACKS_FLUSH)
             if acks is not None:
                 yield acks
             if item is _END:
                 return
-            if item is not _ACKS_NOW:
+            if item is not _ACKS_NOW and item is not _ACKS_FLUSH:
                 yield item
 
     def _run(self) -> None:

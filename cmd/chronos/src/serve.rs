@@ -511,6 +511,7 @@ pub(crate) fn partition_options(
             max_attempts: config.delivery.max_attempts,
             fired_retention: config.wal.retention_age,
             trim_every: config.wal.retention_check_interval,
+            record_linger: config.delivery.record_linger,
         },
     }
 }

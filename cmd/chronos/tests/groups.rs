@@ -514,6 +514,7 @@ async fn bad_consumer_input_is_rejected_precisely() {
             delivery_id: "nonsense".into(),
             ..Default::default()
         }],
+        wait: true,
     });
     let s = s.await.unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument);

@@ -55,6 +55,7 @@ async fn consume(mut m: Member, seen: Arc<Mutex<Seen>>, hold: bool) {
                 delivery_id: d.delivery_id,
                 ..Default::default()
             }],
+            wait: true,
         };
         match m.client.ack(req).await {
             Ok(r) if r.get_ref().acked == 1 => {

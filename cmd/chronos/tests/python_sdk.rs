@@ -135,6 +135,21 @@ fn line<'a>(stdout: &'a str, prefix: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{stdout}"))
 }
 
+/// `flush` and `close` send their acks with `wait`: a server whose ack
+/// linger is 20 s answers them at once.
+#[test]
+fn flush_and_close_do_not_wait_out_the_ack_linger() {
+    generate();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("CHRONOS_DELIVERY__RECORD_LINGER", "20s")];
+    let server = Server::start_with_env(&dir.path().join("data"), &[], &env);
+    let stdout = run_script("tests/check_flush.py", &["--addr", &server.grpc], || {
+        format!("server log:\n{}", server.log())
+    });
+    line(&stdout, "ok: flush answered in");
+    line(&stdout, "ok: close recorded its ack in");
+}
+
 #[test]
 fn wrapper_nacks_redeliver_and_errors_carry_code_and_field() {
     let stdout = run_script_on_fresh_server("tests/check_sdk.py");

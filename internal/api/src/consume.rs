@@ -307,7 +307,9 @@ const UPSTREAM_REQUESTS: usize = 64;
 
 /// Acks and nacks, split by partition; answered once each partition has
 /// recorded them durably. `default_group` stands in for an empty group name
-/// (acks on a Consume stream).
+/// (acks on a Consume stream). A client's unary `Ack` waits for its answer,
+/// so it is recorded at once; a stream's acks may be gathered for a while
+/// unless the client asks (`wait`); a forwarded share says which it is.
 pub async fn ack(
     node: &Node,
     incoming: &Incoming,
@@ -315,6 +317,7 @@ pub async fn ack(
     req: AckRequest,
     default_group: Option<&str>,
 ) -> Result<AckResponse, Status> {
+    let wait = req.wait || (default_group.is_none() && incoming.hops == 0);
     let group = match (req.consumer_group.as_str(), default_group) {
         ("", Some(g)) => g.to_string(),
         (g, _) => {
@@ -359,12 +362,13 @@ pub async fn ack(
         let req = AckRequest {
             consumer_group: group.clone(),
             items: raw,
+            wait,
         };
         let here = move |p: Arc<Partition>, req: AckRequest| {
             let items = items.clone();
             async move {
                 let results = p
-                    .settle(req.consumer_group, items)
+                    .settle(req.consumer_group, items, req.wait)
                     .await
                     .map_err(status::from_partition)?;
                 let mut resp = AckResponse::default();

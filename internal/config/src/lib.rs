@@ -282,6 +282,11 @@ pub struct DeliveryConfig {
     /// leave and what they held goes to other members.
     #[serde(with = "humantime_serde")]
     pub client_ping_timeout: Duration,
+    /// Acks, nacks and deliveries of a partition wait up to this long to be
+    /// recorded in one log entry; an ack whose caller waits (a unary `Ack`,
+    /// a stream's `wait`) is recorded at once.
+    #[serde(with = "humantime_serde")]
+    pub record_linger: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -294,6 +299,7 @@ impl Default for DeliveryConfig {
             default_max_inflight: 100,
             client_ping_interval: Duration::from_secs(10),
             client_ping_timeout: Duration::from_secs(10),
+            record_linger: Duration::from_millis(50),
         }
     }
 }
@@ -621,6 +627,9 @@ impl Config {
                 "delivery: need ack_timeout > 0, max_attempts >= 1 and backoff_base <= backoff_max"
                     .into(),
             );
+        }
+        if d.record_linger >= d.ack_timeout {
+            return bad("delivery.record_linger: must be shorter than delivery.ack_timeout".into());
         }
         if d.default_max_inflight == 0 || d.default_max_inflight > MAX_INFLIGHT_LIMIT {
             return bad(format!(

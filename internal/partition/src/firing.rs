@@ -65,8 +65,11 @@ const RELEASE_STEP: usize = 2_048;
 /// released: a burst must not queue seconds of `Fire`s in the log ahead of
 /// the records that acks and deliveries propose.
 const UNAPPLIED_LIMIT: usize = 2 * FIRE_BATCH;
-/// Longest a release waits for its `Fire` to be proposed.
-pub(crate) const FIRE_LINGER: Duration = Duration::from_millis(5);
+/// Longest a release waits for its `Fire` to be proposed: delivery does not
+/// wait for it, any other proposal of the term takes it along first, and
+/// at a few hundred events per second per partition a shorter linger would
+/// make an entry of each event.
+pub(crate) const FIRE_LINGER: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Clone, Copy)]
 pub struct FiringOptions {

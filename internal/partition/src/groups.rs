@@ -87,14 +87,18 @@ impl Partition {
     }
 
     /// Acks and nacks deliveries of `group`; answered once recorded durably.
+    /// `wait`: the caller waits for the answer, so what the partition has
+    /// gathered is recorded at once rather than after the linger.
     pub async fn settle(
         &self,
         group: String,
         items: Vec<SettleItem>,
+        wait: bool,
     ) -> Result<Vec<SettleResult>, PartitionError> {
         self.ask(|reply| GroupControl::Settle {
             group,
             items,
+            wait,
             reply,
         })
         .await

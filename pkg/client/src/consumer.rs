@@ -415,7 +415,7 @@ impl Task {
         let mut acks = AckState::default();
         let mut flush_at: Option<Instant> = None;
         // Settlements left from a broken stream go out first.
-        if let Err(e) = self.send_pending(&req_tx, &mut acks).await {
+        if let Err(e) = self.send_pending(&req_tx, &mut acks, false).await {
             return End::Broken(e);
         }
         loop {
@@ -426,7 +426,7 @@ impl Task {
                         self.pending.push(item);
                         if self.pending.len() >= ack_threshold(&self.options) {
                             flush_at = None;
-                            self.send_pending(&req_tx, &mut acks).await.err().map(End::Broken)
+                            self.send_pending(&req_tx, &mut acks, false).await.err().map(End::Broken)
                         } else {
                             flush_at.get_or_insert(Instant::now() + self.options.ack_linger);
                             None
@@ -438,7 +438,7 @@ impl Task {
                     }
                     Some(Control::Flush(done)) => {
                         flush_at = None;
-                        let sent = self.send_pending(&req_tx, &mut acks).await;
+                        let sent = self.send_pending(&req_tx, &mut acks, true).await;
                         acks.waiters.push((acks.sent, done));
                         acks.wake();
                         sent.err().map(End::Broken)
@@ -447,7 +447,7 @@ impl Task {
                 },
                 () = sleep_until(flush_at), if flush_at.is_some() => {
                     flush_at = None;
-                    self.send_pending(&req_tx, &mut acks).await.err().map(End::Broken)
+                    self.send_pending(&req_tx, &mut acks, false).await.err().map(End::Broken)
                 }
             };
             match end {
@@ -495,10 +495,13 @@ impl Task {
         }
     }
 
+    /// Sends the pending settlements; `wait`: someone waits for their
+    /// answer (a flush), so the server records them without lingering.
     async fn send_pending(
         &mut self,
         req_tx: &mpsc::Sender<ConsumeRequest>,
         acks: &mut AckState,
+        wait: bool,
     ) -> Result<(), Error> {
         if self.pending.is_empty() {
             return Ok(());
@@ -507,6 +510,7 @@ impl Task {
             kind: Some(consume_request::Kind::Ack(AckRequest {
                 consumer_group: self.options.group.clone(),
                 items: self.pending.clone(),
+                wait,
             })),
         };
         req_tx.send(req).await.map_err(|_| stream_gone())?;
@@ -524,7 +528,7 @@ impl Task {
         inbound: &mut Streaming<ConsumeResponse>,
         acks: &mut AckState,
     ) {
-        if self.send_pending(req_tx, acks).await.is_err() {
+        if self.send_pending(req_tx, acks, true).await.is_err() {
             return;
         }
         let until = Instant::now() + CLOSE_GRACE;

@@ -79,6 +79,7 @@ impl Client {
                     ..Default::default()
                 })
                 .collect(),
+            wait: true,
         };
         self.call(true, |ch| {
             let req = req.clone();

@@ -197,6 +197,7 @@ pub async fn subscribe(conn: &Conn, a: SubscribeArgs) -> Result<()> {
                             delivery_id: d.delivery_id,
                             ..Default::default()
                         }],
+                        wait: false,
                     };
                     let _ = tx.send(send(consume_request::Kind::Ack(ack))).await;
                     unanswered += 1;

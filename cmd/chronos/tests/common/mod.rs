@@ -414,6 +414,7 @@ impl Member {
         let req = AckRequest {
             consumer_group: self.group.clone(),
             items,
+            wait: true,
         };
         self.client.ack(req).await.expect("ack").into_inner()
     }

@@ -30,10 +30,8 @@ use change::{Change, ChangeReply};
 
 /// Fired records read per scan of a topic's fire log.
 pub(super) const READ_BATCH: usize = 1_000;
-/// Changes to groups wait up to this long to share one log entry (nothing
-/// waits for it but the acks' answers: credit comes back at once).
-const LINGER: Duration = Duration::from_millis(5);
-/// ... unless this many have gathered.
+/// Changes to groups share one log entry for up to
+/// `DeliveryOptions::record_linger` unless this many have gathered.
 const LINGER_MAX_CHANGES: usize = 4_096;
 /// How often the per-group gauges are refreshed: every busy group's, and
 /// the next [`IDLE_GAUGES`] idle groups' in turn.
@@ -102,6 +100,8 @@ pub(crate) struct Dispatcher {
     recording: usize,
     /// Since when changes have waited for a proposal.
     dirty_since: Option<Instant>,
+    /// Someone waits for the changes' answer: record them without lingering.
+    urgent: bool,
     /// Fire logs, credits or redeliveries changed since the last pump.
     needs_pump: bool,
     /// `AppliedState::fire_log_changes` as last seen.
@@ -157,6 +157,7 @@ impl Dispatcher {
             left_while_attaching: HashSet::new(),
             recording: 0,
             dirty_since: None,
+            urgent: false,
             needs_pump: true,
             fire_log_seen: ctx.applied.fire_log_changes.load(Ordering::Acquire),
             gauges_at: Instant::now(),
@@ -230,7 +231,7 @@ impl Dispatcher {
 
     /// When `step` has work next: a group's timer (wall-clock ms) or the
     /// recording linger, the gauges, a trim.
-    pub fn next_wake(&self, now: Instant) -> Instant {
+    pub fn next_wake(&self, ctx: &Ctx, now: Instant) -> Instant {
         let timer_ms = self
             .busy
             .iter()
@@ -250,7 +251,8 @@ impl Dispatcher {
         }
         if let Some(since) = self.dirty_since {
             if self.recording < MAX_PROPOSALS {
-                at = at.min(since + LINGER);
+                let linger = ctx.delivery.record_linger;
+                at = at.min(if self.urgent { now } else { since + linger });
             }
         }
         at
@@ -305,11 +307,13 @@ impl Dispatcher {
             GroupControl::Settle {
                 group,
                 items,
+                wait,
                 reply,
             } => {
                 let results = self.settle(ctx, &group, items);
                 let changed = results.iter().any(|r| *r != SettleResult::Unknown);
                 if changed {
+                    self.urgent |= wait;
                     self.waiters.push(Waiter { reply, results });
                 } else {
                     let _ = reply.send(Ok(results));
@@ -456,10 +460,10 @@ impl Dispatcher {
     }
 
     /// Proposes every group's changes in one entry, when a slot is free and
-    /// the changes have gathered for [`LINGER`] (or are many), or at once
-    /// with `now`: fewer, larger entries leave the log's fsyncs to `Fire`
-    /// and publishes.
-    async fn flush(
+    /// the changes have gathered for `record_linger` (or are many) or someone
+    /// waits for them, or at once with `now`: fewer, larger entries leave
+    /// the log's fsyncs to `Fire` and publishes.
+    pub async fn flush(
         &mut self,
         ctx: &Ctx,
         epoch: u64,
@@ -475,14 +479,18 @@ impl Dispatcher {
             .sum();
         if pending == 0 {
             self.dirty_since = None;
+            self.urgent = false;
             return Ok(());
         }
         let since = *self.dirty_since.get_or_insert_with(Instant::now);
-        let waited = since.elapsed() >= LINGER || pending >= LINGER_MAX_CHANGES;
+        let waited = self.urgent
+            || since.elapsed() >= ctx.delivery.record_linger
+            || pending >= LINGER_MAX_CHANGES;
         if !now && (self.recording >= MAX_PROPOSALS || !waited) {
             return Ok(());
         }
         self.dirty_since = None;
+        self.urgent = false;
         let mut groups = Vec::new();
         for key in &self.busy {
             if self.changing.contains_key(key) {

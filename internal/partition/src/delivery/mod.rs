@@ -53,6 +53,12 @@ pub struct DeliveryOptions {
     pub fired_retention: Duration,
     /// How often the fire logs are trimmed.
     pub trim_every: Duration,
+    /// Longest that changes to groups (acks, deliveries) wait to share one
+    /// log entry: nothing waits for it but the acks' answers (credit comes
+    /// back at once), and an ack whose caller waits cuts it short. At a few
+    /// hundred events per second per partition each change would otherwise
+    /// be an entry of its own, and an entry costs far more than its contents.
+    pub record_linger: Duration,
 }
 
 impl Default for DeliveryOptions {
@@ -64,6 +70,7 @@ impl Default for DeliveryOptions {
             max_attempts: 5,
             fired_retention: Duration::from_secs(7 * 24 * 3600),
             trim_every: Duration::from_secs(30),
+            record_linger: Duration::from_millis(50),
         }
     }
 }
@@ -215,6 +222,8 @@ pub(crate) enum GroupControl {
     Settle {
         group: String,
         items: Vec<SettleItem>,
+        /// Record at once: the caller waits for the answer.
+        wait: bool,
         reply: Reply<Vec<SettleResult>>,
     },
     Seek {

@@ -138,8 +138,9 @@ impl Handoff {
         (at > Instant::now()).then_some(at)
     }
 
-    /// Follows Raft's view and hands leadership over when it should.
-    pub fn observe(&mut self, raft: &Raft, m: &RaftMetrics, allowed: bool) {
+    /// Follows Raft's view; says to whom to hand leadership over when it
+    /// should ([`Handoff::transfer`], once the term has recorded its work).
+    pub fn observe(&mut self, m: &RaftMetrics, allowed: bool) -> Option<NodeId> {
         let now = Instant::now();
         let leads = m.state == ServerState::Leader && m.current_leader == Some(self.me);
         if !leads {
@@ -147,7 +148,7 @@ impl Handoff {
             self.asked = None;
             self.urgent_seen = self.node.urgent();
             self.node.release(self.partition);
-            return;
+            return None;
         }
         if self.leading.is_none_or(|(term, _)| term != m.current_term) {
             self.leading = Some((m.current_term, now));
@@ -155,7 +156,7 @@ impl Handoff {
             self.tried.clear();
         }
         if self.asked.is_some_and(|at| now < at + self.patience) {
-            return;
+            return None;
         }
         let placed = self.placed.borrow().clone();
         let mut caught_up = caught_up(m, self.me);
@@ -186,9 +187,7 @@ impl Handoff {
         } else {
             self.rebalance_target(placed.preferred, &caught_up, now)
         };
-        let Some(to) = target else {
-            return;
-        };
+        let to = target?;
         tracing::info!(
             partition = self.partition,
             to,
@@ -203,6 +202,11 @@ impl Handoff {
         );
         self.asked = Some(now);
         self.tried.push(to);
+        Some(to)
+    }
+
+    /// Asks Raft to hand leadership to `to`.
+    pub fn transfer(raft: &Raft, to: NodeId) {
         let trigger = raft.clone();
         tokio::spawn(async move {
             if let Err(e) = trigger.trigger().transfer_leader(to).await {

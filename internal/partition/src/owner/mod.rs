@@ -226,6 +226,8 @@ pub(crate) struct Owner {
     standing: Standing,
     /// When to hand leadership to another replica.
     handoff: Handoff,
+    /// The replica to hand leadership to once the term recorded its work.
+    hand_to: Option<NodeId>,
 }
 
 impl Owner {
@@ -260,6 +262,7 @@ impl Owner {
             upkeep,
             standing,
             handoff,
+            hand_to: None,
         }
     }
 
@@ -317,6 +320,10 @@ impl Owner {
                 }
                 Input::MayLead => {
                     self.standing.follow_gate(&self.ctx.raft);
+                    if !self.standing.allowed() {
+                        // The term ends and leadership goes elsewhere.
+                        self.record_term_now().await;
+                    }
                     if self.standing.allowed()
                         && self
                             .ctx
@@ -389,6 +396,21 @@ impl Owner {
                 }
             }
         }
+        if let Some(to) = self.hand_to.take() {
+            self.record_term_now().await;
+            Handoff::transfer(&self.ctx.raft, to);
+        }
+    }
+
+    /// Proposes what the term released and settled before leadership goes
+    /// elsewhere, so that the next leader (a handoff's waits for the log up
+    /// to it) does not fire or deliver it again.
+    async fn record_term_now(&mut self) {
+        if let Some(term) = &mut self.term {
+            if let Err(e) = term.record_now(&self.ctx, &mut self.completions).await {
+                tracing::warn!(partition = self.ctx.partition, "before handing over: {e}");
+            }
+        }
     }
 
     /// Follows Raft's view: a term that is no longer ours ends at once.
@@ -401,7 +423,7 @@ impl Owner {
         self.led_elsewhere = m.current_leader.filter(|&l| l != self.ctx.node_id);
         self.standing.observe(&self.ctx.raft, m);
         let allowed = self.standing.allowed();
-        self.handoff.observe(&self.ctx.raft, m, allowed);
+        self.hand_to = self.handoff.observe(m, allowed).or(self.hand_to);
         let leading = m.state == ServerState::Leader
             && m.current_leader == Some(self.ctx.node_id)
             && self.fatal.is_none()
@@ -596,8 +618,10 @@ impl Owner {
             }
             Tick::Handoff => {
                 let m = self.ctx.raft.metrics().borrow_watched().clone();
-                self.handoff
-                    .observe(&self.ctx.raft, &m, self.standing.allowed());
+                self.hand_to = self
+                    .handoff
+                    .observe(&m, self.standing.allowed())
+                    .or(self.hand_to);
             }
             Tick::Compact => self
                 .upkeep

@@ -443,7 +443,7 @@ impl LeaderTerm {
         let mut at = now
             .checked_add(Duration::from_millis(fire_in as u64))
             .unwrap_or(now + Duration::from_secs(3600))
-            .min(self.dispatcher.next_wake(now));
+            .min(self.dispatcher.next_wake(ctx, now));
         if let Some(linger) = self.publisher.linger_deadline() {
             at = at.min(linger);
         }
@@ -454,6 +454,21 @@ impl LeaderTerm {
             at = at.min(now + Duration::from_millis(recur_in.max(0) as u64));
         }
         at
+    }
+
+    /// Proposes what the term has released and settled, without waiting
+    /// out the lingers: leadership is about to go to another replica, which
+    /// must neither fire nor deliver again what this one did.
+    pub async fn record_now(
+        &mut self,
+        ctx: &Ctx,
+        completions: &mut Completions,
+    ) -> Result<(), TermError> {
+        self.dispatcher
+            .flush(ctx, self.epoch, completions, true)
+            .await?;
+        completions.propose_gathered(ctx).await?;
+        Ok(())
     }
 
     pub fn end(self, ctx: &Ctx, reason: &str) {

@@ -192,7 +192,7 @@ async fn a_term_change_ends_the_old_term_and_each_new_one_starts_from_the_applie
         delivered.insert(seq);
     }
     let tried: Vec<u64> = delivered.iter().copied().take(5).collect();
-    let results = retrying("ack", || p.settle("g".into(), acks(&tried))).await;
+    let results = retrying("ack", || p.settle("g".into(), acks(&tried), true)).await;
     // Under load a lapsed lease can end the term between delivery and ack
     // (the ack then finds attempt 1 no longer in flight): count only what
     // was acked.
@@ -248,7 +248,7 @@ async fn a_term_change_ends_the_old_term_and_each_new_one_starts_from_the_applie
         .map(|(s, _)| *s)
         .collect();
     assert_eq!(new.len(), 1, "the new event, once: {again:?}");
-    retrying("ack", || p.settle("g".into(), acks(&new))).await;
+    retrying("ack", || p.settle("g".into(), acks(&new), true)).await;
 
     // The first node's owner leads again, in a yet later term, and builds
     // it from everything applied since.
@@ -768,7 +768,7 @@ async fn a_group_left_by_its_members_delivers_to_the_next_what_it_missed_or_held
         got.insert(next_delivery(&mut a_rx).await);
     }
     assert_eq!(got, BTreeSet::from([(0, 1), (1, 1), (2, 1)]));
-    let settled = p.settle("g".into(), acks(&[0, 1, 2])).await.unwrap();
+    let settled = p.settle("g".into(), acks(&[0, 1, 2]), true).await.unwrap();
     assert!(settled.iter().all(|r| *r == SettleResult::Acked));
     p.detach(a.id());
 

@@ -173,12 +173,17 @@ async fn populate_a(dir: &Path, pending: usize) {
             });
         }
         acks.truncate(60);
-        let settled = p.settle("g1".into(), acks).await.unwrap();
+        let settled = p.settle("g1".into(), acks, true).await.unwrap();
         assert!(settled.iter().all(|r| *r == crate::SettleResult::Acked));
-        // The credits that came back let 60 more go out.
+        // The credits that came back let 60 more go out; their records
+        // linger a while before they are proposed.
         for _ in 0..60 {
             tokio::time::timeout(DEADLINE, outbox.recv()).await.unwrap();
         }
+        wait_for("the 60 deliveries recorded", || {
+            p.store.scan_inflight().unwrap().len() == 100
+        })
+        .await;
     })
     .await;
 }
