@@ -72,6 +72,14 @@ def main() -> int:
                 raise AssertionError(f"{what}: not within {WAIT_S} s")
             time.sleep(0.1)
 
+    def click(css):
+        """Clicks the element, again if the page redrew it in between (it
+        polls the API each second and redraws what changed)."""
+        def clicked():
+            driver.find_element(By.CSS_SELECTOR, css).click()
+            return True
+        until(f"click {css}", clicked)
+
     try:
         # Overview: the counts are the API's.
         t0 = time.time()
@@ -172,7 +180,7 @@ def main() -> int:
         dead = api("/v1/topics/jobs/groups/workers/dead-letters")["dead_letters"]
         assert dead[0]["reason"] in rows("#dead-letters")[0].text
         shot("dead-letters")
-        driver.find_element(By.CSS_SELECTOR, "#dead-letters button[data-redrive]").click()
+        click("#dead-letters button[data-redrive]")
         wait.until(EC.alert_is_present())
         driver.switch_to.alert.accept()
         until("the redrive takes effect",
@@ -188,7 +196,7 @@ def main() -> int:
         before = int(api(auditors)["group"]["lag"])
         driver.get(base + "/#/groups/jobs/auditors")
         text_of("#stat-lag")
-        driver.find_element(By.CSS_SELECTOR, "#seek-group").click()
+        click("#seek-group")
         wait.until(EC.alert_is_present())
         driver.switch_to.alert.send_keys("2000-01-01T00:00:00Z")
         driver.switch_to.alert.accept()
@@ -199,7 +207,7 @@ def main() -> int:
         assert "auditors now delivers the events due from 2000-01-01T00:00:00Z" in text_of("#flash")
         until("the page redraws", lambda: text_of("#stat-lag") == str(before + 5))
         print(f"ok: seek from the page (prompted, confirmed): lag {before} -> {before + 5}")
-        driver.find_element(By.CSS_SELECTOR, "#delete-group").click()
+        click("#delete-group")
         wait.until(EC.alert_is_present())
         driver.switch_to.alert.accept()
         until("the groups list without auditors", lambda: driver.execute_script("return location.hash") == "#/groups"
