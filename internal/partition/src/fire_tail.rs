@@ -112,6 +112,10 @@ impl FireTail {
         limit: usize,
     ) -> Result<Vec<(u64, FiredRecord)>, TermError> {
         let tail = self.topics.get(topic);
+        // Nothing is numbered from there on (a reader caught up): no scan.
+        if tail.is_some_and(|t| from >= t.next) {
+            return Ok(Vec::new());
+        }
         let first_unapplied = tail.and_then(|t| t.unapplied.keys().next().copied());
         let mut out = Vec::new();
         if first_unapplied.is_none_or(|f| from < f) {
@@ -246,5 +250,47 @@ mod tests {
         assert!(tail.topics.contains_key("t7") && !tail.topics.contains_key("t2000"));
         assert_eq!(tail.append(&store, "t7", record(7)).unwrap(), 2);
         assert_eq!(tail.append(&store, "t2000", record(2000)).unwrap(), 2);
+    }
+
+    #[test]
+    fn reads_come_from_the_store_then_the_tail_and_stop_at_the_next_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreResources::new(8 << 20, 64 << 20)).unwrap();
+        let mut tail = FireTail::default();
+        for offset in 0..3 {
+            tail.append(&store, "t", record(100 + offset)).unwrap();
+        }
+        // Records 0 and 1 applied (in the store), 2 still in flight.
+        let mut batch = store.batch();
+        for seq in 0..2 {
+            let r = FiredRecord {
+                offset: 100 + seq,
+                ..Default::default()
+            };
+            batch.put_fired("t", seq, &r.encode_to_vec());
+        }
+        batch.commit().unwrap();
+        apply(&store, "t", 2);
+        tail.applied("t", [0, 1]);
+        let offsets = |tail: &FireTail, from| -> Vec<(u64, u64)> {
+            let read = tail.read(&store, "t", from, 10).unwrap();
+            read.into_iter().map(|(seq, r)| (seq, r.offset)).collect()
+        };
+        assert_eq!(offsets(&tail, 0), [(0, 100), (1, 101)], "the store first");
+        assert_eq!(offsets(&tail, 2), [(2, 102)], "then the tail");
+        assert!(
+            offsets(&tail, 3).is_empty(),
+            "nothing numbered past the tail"
+        );
+        tail.applied("t", [2]);
+        let mut batch = store.batch();
+        let r = FiredRecord {
+            offset: 102,
+            ..Default::default()
+        };
+        batch.put_fired("t", 2, &r.encode_to_vec());
+        batch.commit().unwrap();
+        assert_eq!(offsets(&tail, 2), [(2, 102)], "applied: from the store");
+        assert!(offsets(&tail, 3).is_empty());
     }
 }
