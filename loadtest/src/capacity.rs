@@ -86,6 +86,7 @@ impl CapacityArgs {
             payload: self.payload,
             keys: 0,
             ack_batch: 1,
+            resubscribe: false,
             timeout: Some(self.duration),
             server_pid: self.server_pid,
             json: self.json,

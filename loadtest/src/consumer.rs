@@ -25,6 +25,8 @@ use crate::report::{now_us, Counters};
 pub const ACK_FLUSH: Duration = Duration::from_millis(5);
 /// After the stop, how long a member waits for the server to answer its last acks.
 pub const ACK_ANSWER_GRACE: Duration = Duration::from_secs(1);
+/// Wait before each attempt to subscribe again after a stream broke.
+const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(100);
 
 /// Which message ids each group has received, and the signal the run waits on.
 ///
@@ -151,6 +153,9 @@ pub struct MemberConfig {
     pub topic: String,
     pub max_inflight: u32,
     pub ack_batch: usize,
+    /// Nodes to subscribe again on, in turn, when the stream breaks (empty:
+    /// the member ends with its stream).
+    pub resubscribe: Vec<String>,
 }
 
 /// A subscribed member, ready to [`run`](Member::run).
@@ -175,6 +180,57 @@ impl Member {
         config: MemberConfig,
         tracker: std::sync::Arc<Tracker>,
     ) -> anyhow::Result<Self> {
+        let (outbound, inbound) = open(channel, &config).await?;
+        tracker.members_alive.fetch_add(1, Ordering::Relaxed);
+        Ok(Member {
+            pending_acks: Vec::with_capacity(config.ack_batch),
+            config,
+            tracker,
+            outbound,
+            inbound,
+            pending_has_first: false,
+            counters: Counters::new(),
+        })
+    }
+
+    /// The stream broke: subscribes again on the configured nodes in turn
+    /// until one accepts or `stop` is set. Acks not answered are forgotten
+    /// (their deliveries come again). False when it gives up.
+    async fn resubscribe(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
+        self.pending_acks.clear();
+        self.counters.acks_sent = self.counters.ack_answers();
+        for attempt in 0.. {
+            if *stop.borrow() || self.config.resubscribe.is_empty() {
+                return false;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(RESUBSCRIBE_PAUSE) => {}
+                _ = stop.wait_for(|stop| *stop) => return false,
+            }
+            let addr = &self.config.resubscribe[attempt % self.config.resubscribe.len()];
+            let opened = match crate::workload::connect(addr).await {
+                Ok(channel) => open(channel, &self.config).await,
+                Err(e) => Err(e),
+            };
+            if let Ok((outbound, inbound)) = opened {
+                (self.outbound, self.inbound) = (outbound, inbound);
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Opens a Consume stream and sends the subscribe; returns once the server
+/// has answered with its response headers, i.e. accepted the stream.
+async fn open(
+    channel: Channel,
+    config: &MemberConfig,
+) -> anyhow::Result<(
+    mpsc::UnboundedSender<ConsumeRequest>,
+    Streaming<ConsumeResponse>,
+)> {
+    {
         let (outbound, rx) = mpsc::unbounded_channel();
         let subscribe = SubscribeRequest {
             consumer_group: config.group_name.clone(),
@@ -197,29 +253,26 @@ impl Member {
             .consume(requests)
             .await?
             .into_inner();
-        tracker.members_alive.fetch_add(1, Ordering::Relaxed);
-        Ok(Member {
-            pending_acks: Vec::with_capacity(config.ack_batch),
-            config,
-            tracker,
-            outbound,
-            inbound,
-            pending_has_first: false,
-            counters: Counters::new(),
-        })
+        Ok((outbound, inbound))
     }
+}
 
+impl Member {
     /// Receives and acks until `stop` is set or the stream ends; returns what it saw.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Counters {
         let mut flush = tokio::time::interval(ACK_FLUSH);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stream_open = loop {
-            tokio::select! {
-                message = self.inbound.message() => if !self.on_message(message) {
-                    break false;
-                },
-                _ = flush.tick() => self.flush_acks(),
+            let broke = tokio::select! {
+                message = self.inbound.message() => !self.on_message(message),
+                _ = flush.tick() => {
+                    self.flush_acks();
+                    false
+                }
                 _ = stop.wait_for(|stop| *stop) => break true,
+            };
+            if broke && !self.resubscribe(&mut stop).await {
+                break false;
             }
         };
         self.tracker.member_exited();
@@ -372,6 +425,7 @@ mod tests {
             topic: "t".to_string(),
             max_inflight: 10,
             ack_batch: 10,
+            resubscribe: Vec::new(),
         }
     }
 

@@ -67,6 +67,11 @@ pub struct WorkloadArgs {
     /// Delivery ids per ack message (pending acks are also flushed every 5 ms).
     #[arg(long, default_value_t = 256)]
     pub ack_batch: usize,
+    /// A member whose stream breaks (its node stops, a leader moves)
+    /// subscribes again on the next of `--addr`'s nodes, as the SDKs do,
+    /// instead of ending; what it then receives again counts as duplicates.
+    #[arg(long)]
+    pub resubscribe: bool,
     /// Hard stop, from the start (default depends on the mode).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
@@ -363,6 +368,10 @@ async fn subscribe_all(
                 topic: topic.to_string(),
                 max_inflight: args.max_inflight,
                 ack_batch: args.ack_batch,
+                resubscribe: match args.resubscribe {
+                    true => nodes(&args.addr).iter().map(|a| a.to_string()).collect(),
+                    false => Vec::new(),
+                },
             };
             let addr = args.node_addr(group * args.consumers + i);
             let member = Member::subscribe(connect(addr).await?, config, tracker.clone())
