@@ -45,14 +45,21 @@ struct Server {
 impl Server {
     fn start() -> Server {
         let data_dir = tempfile::tempdir().expect("tempdir");
+        Server::start_on(data_dir, "127.0.0.1:0", "127.0.0.1:0")
+    }
+
+    /// `kill -9`, then the same data directory and addresses again.
+    fn restart(mut self) -> Server {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (grpc, http) = (self.grpc.clone(), self.http.clone());
+        let data_dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().expect("tempdir"));
+        Server::start_on(data_dir, &grpc, &http)
+    }
+
+    fn start_on(data_dir: tempfile::TempDir, grpc: &str, http: &str) -> Server {
         let mut child = Command::new(chronos_bin())
-            .args([
-                "serve",
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-            ])
+            .args(["serve", "--grpc-addr", grpc, "--http-addr", http])
             .arg("--data-dir")
             .arg(data_dir.path())
             .env("CHRONOS_LOG__LEVEL", "info")
@@ -100,6 +107,20 @@ impl Server {
 
     fn addr(&self) -> String {
         format!("http://{}", self.grpc)
+    }
+
+    /// A counter or gauge from `/metrics`, summed over its labels (0 when absent).
+    fn metric(&self, name: &str) -> f64 {
+        use std::io::Write;
+        let mut conn = std::net::TcpStream::connect(&self.http).expect("connect to /metrics");
+        conn.set_read_timeout(Some(EXIT_DEADLINE)).expect("timeout");
+        write!(conn, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").expect("request");
+        let mut text = String::new();
+        let _ = conn.read_to_string(&mut text);
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 }
 
@@ -251,6 +272,51 @@ fn publish_open_loop_keeps_to_its_rate() {
     assert_eq!(u64_at(&summary, "/events"), rpcs * 5);
     assert_eq!(u64_at(&summary, "/errors"), 0, "{summary}");
     check_latency(&summary["latency_ms"]);
+}
+
+/// With `--resubscribe`, members whose server goes away (`kill -9`, then
+/// the same node again) subscribe again and get every event, none early.
+#[test]
+fn members_subscribe_again_after_their_server_restarts() {
+    let server = Server::start();
+    let addr = server.addr();
+    let args: Vec<String> = [
+        "schedule",
+        "--addr",
+        &addr,
+        "--resubscribe",
+        "--events",
+        "300",
+        "--rate",
+        "100",
+        "--lead",
+        "3s",
+        "--batch",
+        "100",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let run = std::thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        loadtest(&args)
+    });
+    // Everything published (durably) before the first event is due.
+    let until = Instant::now() + RUN_DEADLINE;
+    while server.metric("chronos_publish_events_total") < 300.0 {
+        assert!(Instant::now() < until, "the events were not published");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let server = server.restart();
+    let summary = run.join().expect("the load generator");
+    assert_eq!(u64_at(&summary, "/delivery/unique"), 300, "{summary}");
+    assert_eq!(u64_at(&summary, "/delivery/missing"), 0, "{summary}");
+    assert_eq!(u64_at(&summary, "/delivery/early"), 0, "{summary}");
+    let errors = summary["delivery"]["stream_errors"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert!(errors > 0, "no stream broke: {summary}");
+    drop(server);
 }
 
 #[test]
