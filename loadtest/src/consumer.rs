@@ -199,7 +199,8 @@ impl Member {
     async fn resubscribe(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
         self.pending_acks.clear();
         self.counters.acks_sent = self.counters.ack_answers();
-        for attempt in 0.. {
+        let mut attempt = 0;
+        loop {
             if *stop.borrow() || self.config.resubscribe.is_empty() {
                 return false;
             }
@@ -208,6 +209,7 @@ impl Member {
                 _ = stop.wait_for(|stop| *stop) => return false,
             }
             let addr = &self.config.resubscribe[attempt % self.config.resubscribe.len()];
+            attempt += 1;
             let opened = match crate::workload::connect(addr).await {
                 Ok(channel) => open(channel, &self.config).await,
                 Err(e) => Err(e),
@@ -217,47 +219,8 @@ impl Member {
                 return true;
             }
         }
-        false
     }
-}
 
-/// Opens a Consume stream and sends the subscribe; returns once the server
-/// has answered with its response headers, i.e. accepted the stream.
-async fn open(
-    channel: Channel,
-    config: &MemberConfig,
-) -> anyhow::Result<(
-    mpsc::UnboundedSender<ConsumeRequest>,
-    Streaming<ConsumeResponse>,
-)> {
-    {
-        let (outbound, rx) = mpsc::unbounded_channel();
-        let subscribe = SubscribeRequest {
-            consumer_group: config.group_name.clone(),
-            topic: config.topic.clone(),
-            partition_id: None,
-            max_inflight: config.max_inflight,
-            start: StartPosition::Latest as i32,
-            start_ts: 0,
-            keep_unacked: false,
-            max_deliveries: 0,
-            max_wait_ms: 0,
-        };
-        outbound.send(ConsumeRequest {
-            kind: Some(consume_request::Kind::Subscribe(subscribe)),
-        })?;
-        let requests = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|request| (request, rx))
-        });
-        let inbound = EventServiceClient::new(channel)
-            .consume(requests)
-            .await?
-            .into_inner();
-        Ok((outbound, inbound))
-    }
-}
-
-impl Member {
     /// Receives and acks until `stop` is set or the stream ends; returns what it saw.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Counters {
         let mut flush = tokio::time::interval(ACK_FLUSH);
@@ -382,6 +345,40 @@ impl Member {
             }
         }
     }
+}
+
+/// Opens a Consume stream and sends the subscribe; returns once the server
+/// has answered with its response headers, i.e. accepted the stream.
+async fn open(
+    channel: Channel,
+    config: &MemberConfig,
+) -> anyhow::Result<(
+    mpsc::UnboundedSender<ConsumeRequest>,
+    Streaming<ConsumeResponse>,
+)> {
+    let (outbound, rx) = mpsc::unbounded_channel();
+    let subscribe = SubscribeRequest {
+        consumer_group: config.group_name.clone(),
+        topic: config.topic.clone(),
+        partition_id: None,
+        max_inflight: config.max_inflight,
+        start: StartPosition::Latest as i32,
+        start_ts: 0,
+        keep_unacked: false,
+        max_deliveries: 0,
+        max_wait_ms: 0,
+    };
+    outbound.send(ConsumeRequest {
+        kind: Some(consume_request::Kind::Subscribe(subscribe)),
+    })?;
+    let requests = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|request| (request, rx))
+    });
+    let inbound = EventServiceClient::new(channel)
+        .consume(requests)
+        .await?
+        .into_inner();
+    Ok((outbound, inbound))
 }
 
 /// Counts one received event against its group: early (before its

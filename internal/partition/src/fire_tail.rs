@@ -260,16 +260,19 @@ mod tests {
         for offset in 0..3 {
             tail.append(&store, "t", record(100 + offset)).unwrap();
         }
-        // Records 0 and 1 applied (in the store), 2 still in flight.
-        let mut batch = store.batch();
-        for seq in 0..2 {
+        // What applying writes of record `seq` (offset 100 + seq).
+        let write_fired = |seq: u64| {
+            let mut batch = store.batch();
             let r = FiredRecord {
                 offset: 100 + seq,
                 ..Default::default()
             };
             batch.put_fired("t", seq, &r.encode_to_vec());
-        }
-        batch.commit().unwrap();
+            batch.commit().unwrap();
+        };
+        // Records 0 and 1 applied (in the store), 2 still in flight.
+        write_fired(0);
+        write_fired(1);
         apply(&store, "t", 2);
         tail.applied("t", [0, 1]);
         let offsets = |tail: &FireTail, from| -> Vec<(u64, u64)> {
@@ -283,13 +286,7 @@ mod tests {
             "nothing numbered past the tail"
         );
         tail.applied("t", [2]);
-        let mut batch = store.batch();
-        let r = FiredRecord {
-            offset: 102,
-            ..Default::default()
-        };
-        batch.put_fired("t", 2, &r.encode_to_vec());
-        batch.commit().unwrap();
+        write_fired(2);
         assert_eq!(offsets(&tail, 2), [(2, 102)], "applied: from the store");
         assert!(offsets(&tail, 3).is_empty());
     }
