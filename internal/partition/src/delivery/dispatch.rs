@@ -109,7 +109,8 @@ pub(crate) struct Dispatcher {
     gauges_at: Instant,
     trim_at: Instant,
     trimming: bool,
-    /// Handed to members: they notify it when credit returns.
+    /// Handed to members this owner found without credit: they notify it
+    /// when credit returns.
     credit: Arc<Notify>,
 }
 
@@ -216,7 +217,7 @@ impl Dispatcher {
                     continue;
                 }
                 if let Some(group) = self.groups.get_mut(key) {
-                    pump(ctx, tail, group, &self.members, now)?;
+                    pump(ctx, tail, group, &self.members, &self.credit, now)?;
                 }
             }
         }
@@ -448,7 +449,6 @@ impl Dispatcher {
     }
 
     fn join(&mut self, key: GroupKey, member: Arc<Member>) {
-        member.add_waker(self.credit.clone());
         if let Some(g) = self.groups.get_mut(&key) {
             if !g.members.contains(&member.id()) {
                 g.members.push(member.id());

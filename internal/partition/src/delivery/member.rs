@@ -53,8 +53,11 @@ pub struct Member {
     keeps_unacked: bool,
     /// Deliveries it may still be handed, whatever its credits.
     left: AtomicI64,
-    /// The partition owners this member is attached to, woken when credit returns.
-    wakers: parking_lot::Mutex<Vec<Arc<Notify>>>,
+    /// The partition owners that stopped delivering to it for want of
+    /// credit, woken (once) when credit returns. Only those: a consumer on
+    /// 32 partitions acks each delivery, and waking every owner on every
+    /// ack made the owners' wakes grow with the square of the partitions.
+    starved: parking_lot::Mutex<Vec<Arc<Notify>>>,
 }
 
 impl Member {
@@ -70,7 +73,7 @@ impl Member {
             left: AtomicI64::new(
                 (terms.max_deliveries).map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX)),
             ),
-            wakers: parking_lot::Mutex::new(Vec::new()),
+            starved: parking_lot::Mutex::new(Vec::new()),
         };
         (Arc::new(member), rx)
     }
@@ -124,14 +127,15 @@ impl Member {
         took
     }
 
-    /// Returns credit and wakes the owners that may now deliver more.
+    /// Returns credit and wakes the owners waiting for it.
     pub(crate) fn give_back(&self, n: i64) {
         if n <= 0 {
             return;
         }
         self.credits.fetch_add(n, Ordering::AcqRel);
-        for waker in self.wakers.lock().iter() {
-            waker.notify_one();
+        let starved = std::mem::take(&mut *self.starved.lock());
+        for owner in starved {
+            owner.notify_one();
         }
     }
 
@@ -148,10 +152,13 @@ impl Member {
         let _ = self.outbox.send(Outgoing::Closed(reason));
     }
 
-    pub(crate) fn add_waker(&self, waker: Arc<Notify>) {
-        let mut wakers = self.wakers.lock();
-        if !wakers.iter().any(|w| Arc::ptr_eq(w, &waker)) {
-            wakers.push(waker);
+    /// Wakes `owner` when credit next returns. Called after finding none,
+    /// so the caller looks again afterwards: credit returned in between
+    /// woke nobody.
+    pub(crate) fn wait_for_credit(&self, owner: &Arc<Notify>) {
+        let mut starved = self.starved.lock();
+        if !starved.iter().any(|w| Arc::ptr_eq(w, owner)) {
+            starved.push(owner.clone());
         }
     }
 }
@@ -185,6 +192,28 @@ mod tests {
         assert!(m.try_take());
         m.grant(3);
         assert_eq!(m.credits(), 3);
+    }
+
+    #[tokio::test]
+    async fn returned_credit_wakes_only_the_owners_waiting_for_it_once() {
+        let (m, _rx) = Member::new(Terms::window(1));
+        let (waiting, idle) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        assert!(m.try_take());
+        m.wait_for_credit(&waiting);
+        m.wait_for_credit(&waiting);
+        m.give_back(1);
+        let woke = |n: &Arc<Notify>| {
+            let n = n.clone();
+            async move {
+                tokio::time::timeout(std::time::Duration::from_millis(50), n.notified())
+                    .await
+                    .is_ok()
+            }
+        };
+        assert!(woke(&waiting).await, "the waiting owner is woken");
+        assert!(!woke(&idle).await, "an owner that did not wait is not");
+        m.give_back(1);
+        assert!(!woke(&waiting).await, "a wake is for one wait only");
     }
 
     #[test]

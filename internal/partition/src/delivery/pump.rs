@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chronos_proto::internal::{EventRecord, FiredRecord};
 use chronos_proto::v1::Delivery;
 use prost::Message;
+use tokio::sync::Notify;
 
 use super::dispatch::READ_BATCH;
 use super::group::GroupRt;
@@ -22,6 +23,7 @@ pub(super) fn pump(
     tail: &FireTail,
     g: &mut GroupRt,
     members: &HashMap<u64, Arc<Member>>,
+    credit: &Arc<Notify>,
     now: i64,
 ) -> Result<(), TermError> {
     if g.members.is_empty() {
@@ -29,7 +31,10 @@ pub(super) fn pump(
     }
     while let Some(&seq) = g.ready.first() {
         let Some(member) = pick(g, members) else {
-            return Ok(());
+            if starved(g, members, credit) {
+                return Ok(());
+            }
+            continue;
         };
         let attempt = g.flights.get(&seq).map_or(0, |f| f.attempt) + 1;
         match tail.get(&ctx.store, &g.topic, seq)? {
@@ -54,7 +59,10 @@ pub(super) fn pump(
             .map(|m| m.credits().max(0))
             .sum();
         if budget == 0 {
-            return Ok(());
+            if starved(g, members, credit) {
+                return Ok(());
+            }
+            continue;
         }
         let limit = (budget as usize).min(READ_BATCH);
         let records = tail.read(&ctx.store, &g.topic, g.cursor, limit)?;
@@ -68,12 +76,30 @@ pub(super) fn pump(
                 continue;
             }
             let Some(member) = pick(g, members) else {
-                return Ok(());
+                if starved(g, members, credit) {
+                    return Ok(());
+                }
+                // Credit came back: read from the cursor again.
+                break;
             };
             g.advance(seq + 1);
             deliver(ctx, g, &member, seq, rec, 1, now)?;
         }
     }
+}
+
+/// No member of the group has credit: asks each to wake this owner when
+/// some returns. False if some returned meanwhile (look again).
+fn starved(g: &GroupRt, members: &HashMap<u64, Arc<Member>>, owner: &Arc<Notify>) -> bool {
+    let mut back = false;
+    for member in g.members.iter().filter_map(|m| members.get(m)) {
+        if member.is_gone() {
+            continue;
+        }
+        member.wait_for_credit(owner);
+        back |= member.credits() > 0;
+    }
+    !back
 }
 
 /// Sends one delivery (the member holds a credit for it) and records it.
