@@ -681,6 +681,14 @@ pub(crate) async fn write(
 }
 
 /// The wall clock in ms since the Unix epoch (0 if the clock is before 1970).
+/// The wall clock in µs, for waking exactly when a millisecond starts.
+pub(crate) fn wall_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
 pub(crate) fn wall_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -36,6 +36,7 @@
 //! preferred leader after a failover.
 
 mod ahead;
+mod alarm;
 mod completions;
 mod handoff;
 mod recurring;
@@ -63,8 +64,9 @@ use crate::firing::FiringOptions;
 use crate::publisher::PublishRequest;
 use crate::state_machine::AppliedState;
 use crate::types::{Applied, Command, NodeId, Raft, RaftMetrics};
-use crate::PartitionError;
+use crate::{wall_ms, wall_us, PartitionError};
 
+use alarm::Alarm;
 pub(crate) use completions::{Completion, Completions, Done, TermCompletion};
 pub(crate) use handoff::Handoff;
 pub use handoff::Handoffs;
@@ -278,6 +280,7 @@ impl Owner {
         // rolling restart's drain stalled on exactly that).
         let m = metrics.borrow_and_update().clone();
         self.observe(&m);
+        let mut alarm = Alarm::new(self.ctx.partition);
         loop {
             if !self.publishes_open && self.publishes_out == 0 {
                 break;
@@ -286,7 +289,9 @@ impl Owner {
                 && (self.refusal().is_some()
                     || self.publishes.is_closed()
                     || self.term.as_ref().is_some_and(LeaderTerm::takes_publishes));
-            let (wake_at, tick) = self.next_tick();
+            let fire_ms = self.next_fire_ms();
+            let fire_ms = fire_ms.filter(|_| !alarm.set(fire_ms, wall_us()));
+            let (wake_at, tick) = self.next_tick(fire_ms);
             let has_answers = !self.completions.proposals.is_empty();
             let has_jobs = !self.completions.jobs.is_empty();
             let input = tokio::select! {
@@ -311,6 +316,7 @@ impl Owner {
                     true => Input::MayLead,
                     false => continue,
                 },
+                _ = alarm.rung(), if alarm.armed() => Input::Tick(Tick::Term),
                 _ = tokio::time::sleep_until(wake_at.into()) => Input::Tick(tick),
             };
             match input {
@@ -635,8 +641,18 @@ impl Owner {
         Ok(())
     }
 
-    /// The earliest named timer.
-    fn next_tick(&self) -> (Instant, Tick) {
+    /// The wall-clock millisecond the term's wheel has work next. Without
+    /// a lease the term waits for Raft's metrics, not its timers.
+    fn next_fire_ms(&self) -> Option<i64> {
+        let term = self.term.as_ref()?;
+        self.standing
+            .leased(Instant::now())
+            .then(|| term.next_fire_ms(&self.ctx))
+    }
+
+    /// The earliest named timer, with the wheel's `fire_ms` when the alarm
+    /// does not wake for it.
+    fn next_tick(&self, fire_ms: Option<i64>) -> (Instant, Tick) {
         let now = Instant::now();
         let mut next = (now + MAX_NAP, Tick::Term);
         let mut consider = |at: Instant, tick: Tick| {
@@ -644,7 +660,13 @@ impl Owner {
                 next = (at, tick);
             }
         };
-        // Without a lease the term waits for Raft's metrics, not its timers.
+        if let Some(ms) = fire_ms {
+            let fire_in = Duration::from_millis(ms.saturating_sub(wall_ms()).max(0) as u64);
+            consider(
+                now.checked_add(fire_in).unwrap_or(now + MAX_NAP),
+                Tick::Term,
+            );
+        }
         if let Some(term) = self.term.as_ref().filter(|_| self.standing.leased(now)) {
             consider(term.next_wake(&self.ctx), Tick::Term);
         }

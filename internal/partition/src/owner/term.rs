@@ -433,17 +433,16 @@ impl LeaderTerm {
     }
 
     /// When `step` has work next.
+    /// The wall-clock millisecond the wheel has work next (a release, a
+    /// refill of its window).
+    pub fn next_fire_ms(&self, ctx: &Ctx) -> i64 {
+        self.firing.next_wake_ms(ctx)
+    }
+
+    /// When the term has work next, other than the wheel's.
     pub fn next_wake(&self, ctx: &Ctx) -> Instant {
         let now = Instant::now();
-        let fire_in = self
-            .firing
-            .next_wake_ms(ctx)
-            .saturating_sub(wall_ms())
-            .max(0);
-        let mut at = now
-            .checked_add(Duration::from_millis(fire_in as u64))
-            .unwrap_or(now + Duration::from_secs(3600))
-            .min(self.dispatcher.next_wake(ctx, now));
+        let mut at = self.dispatcher.next_wake(ctx, now);
         if let Some(linger) = self.publisher.linger_deadline() {
             at = at.min(linger);
         }
