@@ -432,7 +432,6 @@ impl LeaderTerm {
         Ok(proposed)
     }
 
-    /// When `step` has work next.
     /// The wall-clock millisecond the wheel has work next (a release, a
     /// refill of its window).
     pub fn next_fire_ms(&self, ctx: &Ctx) -> i64 {
