@@ -145,14 +145,8 @@ fn timerfd() -> io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wall_us;
     use std::time::{Duration, Instant};
-
-    fn wall_us() -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_micros() as i64
-    }
 
     #[tokio::test]
     async fn rings_at_the_wall_clock_millisecond_never_before() {
