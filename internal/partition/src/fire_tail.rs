@@ -142,6 +142,12 @@ impl FireTail {
         Ok(out)
     }
 
+    /// How many records of `topic` are numbered from `from` on, if its tail
+    /// is known (records not yet applied included).
+    pub fn unread(&self, topic: &str, from: u64) -> Option<u64> {
+        self.topics.get(topic).map(|t| t.next.saturating_sub(from))
+    }
+
     /// The record of `topic` at `seq`.
     pub fn get(&self, store: &Store, topic: &str, seq: u64) -> Result<Found, TermError> {
         match self.topics.get(topic).and_then(|t| t.unapplied.get(&seq)) {

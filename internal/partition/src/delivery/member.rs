@@ -127,6 +127,43 @@ impl Member {
         took
     }
 
+    /// Takes up to `n` credits (and as much of its limit); how many it took.
+    pub(crate) fn take_up_to(&self, n: u32) -> u32 {
+        let n = i64::from(n);
+        let take = |c: i64| (c > 0).then(|| c - c.min(n));
+        let limited = self.left.load(Ordering::Acquire) != i64::MAX;
+        let allowed = match limited {
+            // No limit (it never changes): the credit alone decides.
+            false => n,
+            true => match (self.left).fetch_update(Ordering::AcqRel, Ordering::Acquire, take) {
+                Ok(before) => before.min(n),
+                Err(_) => return 0,
+            },
+        };
+        let took = match (self.credits).fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+            (c > 0).then(|| c - c.min(allowed))
+        }) {
+            Ok(before) => before.min(allowed),
+            Err(_) => 0,
+        };
+        if limited && took < allowed {
+            self.left.fetch_add(allowed - took, Ordering::AcqRel);
+        }
+        u32::try_from(took).expect("took at most n, a u32")
+    }
+
+    /// Returns `n` credits taken by [`take_up_to`](Self::take_up_to) and not
+    /// used for a delivery, with their share of its limit.
+    pub(crate) fn untake(&self, n: u32) {
+        if n == 0 {
+            return;
+        }
+        if self.left.load(Ordering::Acquire) != i64::MAX {
+            self.left.fetch_add(i64::from(n), Ordering::AcqRel);
+        }
+        self.give_back(i64::from(n));
+    }
+
     /// Returns credit and wakes the owners waiting for it.
     pub(crate) fn give_back(&self, n: i64) {
         if n <= 0 {
@@ -192,6 +229,33 @@ mod tests {
         assert!(m.try_take());
         m.grant(3);
         assert_eq!(m.credits(), 3);
+    }
+
+    #[test]
+    fn taking_several_credits_stops_at_the_credits_and_the_limit_and_untaking_restores_both() {
+        let (m, _rx) = Member::new(Terms::window(5));
+        assert_eq!(m.take_up_to(3), 3);
+        assert_eq!(m.take_up_to(3), 2, "only two were left");
+        assert_eq!(m.take_up_to(3), 0);
+        m.untake(4);
+        assert_eq!(m.credits(), 4);
+        assert_eq!(m.take_up_to(0), 0);
+
+        let (m, _rx) = Member::new(Terms {
+            max_deliveries: Some(3),
+            ..Terms::window(5)
+        });
+        assert_eq!(m.take_up_to(5), 3, "the limit caps it");
+        assert_eq!(m.take_up_to(1), 0);
+        m.untake(2);
+        assert_eq!(m.credits(), 2, "unused credits do not spend the limit");
+        assert_eq!(m.take_up_to(5), 2);
+        m.give_back(1);
+        assert_eq!(
+            m.take_up_to(5),
+            0,
+            "an ack's credit does not raise the limit"
+        );
     }
 
     #[tokio::test]

@@ -52,38 +52,111 @@ pub(super) fn pump(
         }
     }
     loop {
-        let budget: i64 = g
-            .members
-            .iter()
-            .filter_map(|m| members.get(m))
-            .map(|m| m.credits().max(0))
-            .sum();
-        if budget == 0 {
+        // Credits first, then exactly that many records: the members'
+        // credits are shared with the group's other partitions, whose owners
+        // take them meanwhile, and records read for credit gone elsewhere
+        // were read for nothing (a third of a burst's reads).
+        let want = tail
+            .unread(&g.topic, g.cursor)
+            .map_or(READ_BATCH, |n| n.min(READ_BATCH as u64) as usize);
+        if want == 0 {
+            return Ok(());
+        }
+        let mut grant = Grant::reserve(g, members, want);
+        if grant.total == 0 {
             if starved(g, members, credit) {
                 return Ok(());
             }
             continue;
         }
-        let limit = (budget as usize).min(READ_BATCH);
-        let records = tail.read(&ctx.store, &g.topic, g.cursor, limit)?;
-        if records.is_empty() {
-            return Ok(());
-        }
+        let records = tail.read(&ctx.store, &g.topic, g.cursor, grant.total)?;
+        let ended = records.len() < grant.total;
         for (seq, rec) in records {
             let for_us = rec.only_group.is_empty() || rec.only_group == g.name;
             if rec.due_ts < g.from_due_ts || !for_us {
                 g.advance(seq + 1);
                 continue;
             }
-            let Some(member) = pick(g, members) else {
-                if starved(g, members, credit) {
-                    return Ok(());
-                }
-                // Credit came back: read from the cursor again.
+            // At most one delivery per record read, and as many were granted;
+            // only a member gone meanwhile leaves fewer.
+            let Some(member) = grant.next() else {
                 break;
             };
             g.advance(seq + 1);
             deliver(ctx, g, &member, seq, rec, 1, now)?;
+        }
+        if let Some(i) = grant
+            .last
+            .and_then(|id| g.members.iter().position(|&m| m == id))
+        {
+            g.next_member = (i + 1) % g.members.len();
+        }
+        if ended {
+            return Ok(());
+        }
+    }
+}
+
+/// Credits taken from a group's members for one read, handed out in turn;
+/// those not used go back when it is dropped (also on an early return).
+struct Grant {
+    held: Vec<(Arc<Member>, u32)>,
+    total: usize,
+    turn: usize,
+    /// The member handed the last credit.
+    last: Option<u64>,
+}
+
+impl Grant {
+    /// Up to `want` credits: an even share from each member, from the next
+    /// in turn, then whatever the others can add.
+    fn reserve(g: &GroupRt, members: &HashMap<u64, Arc<Member>>, want: usize) -> Grant {
+        let n = g.members.len();
+        let mut held: Vec<(Arc<Member>, u32)> = (0..n)
+            .filter_map(|i| members.get(&g.members[(g.next_member + i) % n]))
+            .filter(|m| !m.is_gone())
+            .map(|m| (m.clone(), 0))
+            .collect();
+        let mut left = u32::try_from(want).unwrap_or(u32::MAX);
+        if !held.is_empty() {
+            let share = left.div_ceil(held.len() as u32);
+            for pass_share in [share, u32::MAX] {
+                for (m, took) in held.iter_mut() {
+                    let k = m.take_up_to(pass_share.min(left));
+                    *took += k;
+                    left -= k;
+                }
+            }
+        }
+        let total = held.iter().map(|(_, k)| *k as usize).sum();
+        Grant {
+            held,
+            total,
+            turn: 0,
+            last: None,
+        }
+    }
+
+    /// The next member in turn with a granted credit, which it uses.
+    fn next(&mut self) -> Option<Arc<Member>> {
+        for _ in 0..self.held.len() {
+            let i = self.turn % self.held.len();
+            self.turn += 1;
+            let (member, left) = &mut self.held[i];
+            if *left > 0 && !member.is_gone() {
+                *left -= 1;
+                self.last = Some(member.id());
+                return Some(member.clone());
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Grant {
+    fn drop(&mut self) {
+        for (member, left) in &self.held {
+            member.untake(*left);
         }
     }
 }
