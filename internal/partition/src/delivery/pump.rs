@@ -122,6 +122,9 @@ impl Grant {
             let share = left.div_ceil(held.len() as u32);
             for pass_share in [share, u32::MAX] {
                 for (m, took) in held.iter_mut() {
+                    if left == 0 {
+                        break;
+                    }
                     let k = m.take_up_to(pass_share.min(left));
                     *took += k;
                     left -= k;
