@@ -170,7 +170,7 @@ pub async fn subscribe(
     };
     let partitions = match req.partition_id {
         None | Some(-1) => node.all_partitions(),
-        Some(id) => vec![node.partition_id(&field("partition_id"), id.into())?],
+        Some(id) => vec![node.partition_id(|| field("partition_id"), id.into())?],
     };
     let max_inflight = match req.max_inflight {
         0 => node.default_max_inflight,
@@ -336,10 +336,7 @@ pub async fn ack(
                     format!("{:?} is not a delivery id", item.delivery_id),
                 )
             })?;
-        // The field's name is formatted only for the error: this runs per ack.
-        if partition >= node.router.partitions() {
-            node.partition_id(&field(), partition.into())?;
-        }
+        node.partition_id(field, partition.into())?;
         if checked.insert(topic.clone()) {
             let action = Action::on_group(Permission::Consume, &topic, &group);
             node.guard.authorize(&incoming.caller, &action)?;

@@ -441,7 +441,9 @@ impl EventService for Events {
         let query = inspect::replay_query(&req)?;
         let partitions = match req.partition_id {
             None | Some(-1) => self.node.all_partitions(),
-            Some(id) => vec![self.node.partition_id("partition_id", id.into())?],
+            Some(id) => vec![self
+                .node
+                .partition_id(|| "partition_id".into(), id.into())?],
         };
         // Partitions one after another, each in offset order, each from its leader.
         let node = self.node.clone();

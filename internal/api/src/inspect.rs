@@ -78,7 +78,7 @@ pub(crate) fn replay_query(req: &ReplayRequest) -> Result<ReplayQuery, Status> {
 fn partitions_of(node: &Node, partition_id: Option<i32>) -> Result<Vec<u32>, Status> {
     match partition_id {
         None | Some(-1) => Ok(node.all_partitions()),
-        Some(id) => Ok(vec![node.partition_id("partition_id", id.into())?]),
+        Some(id) => Ok(vec![node.partition_id(|| "partition_id".into(), id.into())?]),
     }
 }
 

@@ -109,14 +109,15 @@ pub struct Node {
 }
 
 impl Node {
-    /// Checks that partition `id` exists (named `field` in the error).
-    fn partition_id(&self, field: &str, id: i64) -> Result<u32, Status> {
+    /// Checks that partition `id` exists; `field` names it, and is called
+    /// only for the error (an ack's item checks one per delivery id).
+    fn partition_id(&self, field: impl FnOnce() -> String, id: i64) -> Result<u32, Status> {
         u32::try_from(id)
             .ok()
             .filter(|&p| p < self.router.partitions())
             .ok_or_else(|| {
                 status::invalid(
-                    field,
+                    &field(),
                     format!(
                         "partition {id} does not exist; partitions are 0..{}",
                         self.router.partitions().saturating_sub(1)

@@ -105,26 +105,7 @@ impl Member {
 
     /// Takes one credit (and one of its limit) if there is one.
     pub(crate) fn try_take(&self) -> bool {
-        let positive = |c: i64| (c > 0).then_some(c - 1);
-        if self.left.load(Ordering::Acquire) == i64::MAX {
-            // No limit (it never changes): the credit alone decides.
-            return (self.credits)
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, positive)
-                .is_ok();
-        }
-        if (self.left)
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, positive)
-            .is_err()
-        {
-            return false;
-        }
-        let took = (self.credits)
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, positive)
-            .is_ok();
-        if !took {
-            self.left.fetch_add(1, Ordering::AcqRel);
-        }
-        took
+        self.take_up_to(1) == 1
     }
 
     /// Takes up to `n` credits (and as much of its limit); how many it took.
