@@ -6,7 +6,8 @@
 //! (`scan_schedules_due`) says which schedules come due, so memory does not
 //! grow with the number of schedules. A scan (reading the due index and the
 //! schedules, planning their occurrences) runs on a blocking thread, not on
-//! the owner, whose releases would otherwise wait for it. One scan or
+//! the owner, whose releases would otherwise wait for it, and gives its core
+//! back every few dozen schedules (`GIVE_WAY_EVERY`). One scan or
 //! proposal of occurrences is out at a time, and a schedule with a change in
 //! flight (pause, update, delete) is left alone until the change applies, so
 //! the advance the leader proposes always matches the schedule when it
@@ -31,6 +32,13 @@ const SCAN_LIMIT: usize = 256;
 /// to the tail. A steady flow keeps to small entries, which keep the tail
 /// short.
 const BACKLOG_SCAN_LIMIT: usize = 4_096;
+/// Schedules read and planned between two yields of the scan's core
+/// (~100 µs of work). A scan takes ~1 ms of CPU on a blocking thread, and
+/// the kernel lets a running thread finish its time slice while a runtime
+/// worker that woke for a release waits: on two cores occurrences were
+/// released late by as much (docs/benchmarks.md). A yield costs one system
+/// call when nothing waits.
+const GIVE_WAY_EVERY: usize = 32;
 /// Occurrences per proposal, at most (plus one schedule's catch-up): a long
 /// outage's catch-up goes out in several entries, not one huge one.
 const MAX_EVENTS: usize = 10_000;
@@ -156,19 +164,22 @@ impl Scan {
             .map(|(_, id)| id.as_str())
             .filter(|id| !self.skip.contains(*id))
             .collect();
-        let stored = self.store.get_schedules(&wanted)?;
         let mut events = 0;
-        for (schedule_id, stored) in wanted.into_iter().zip(stored) {
-            if events >= MAX_EVENTS {
-                planned.full = true;
-                break;
+        'chunks: for chunk in wanted.chunks(GIVE_WAY_EVERY) {
+            std::thread::yield_now();
+            let stored = self.store.get_schedules(chunk)?;
+            for (&schedule_id, stored) in chunk.iter().zip(stored) {
+                if events >= MAX_EVENTS {
+                    planned.full = true;
+                    break 'chunks;
+                }
+                let Some(stored) = stored else {
+                    continue;
+                };
+                let plan = self.plan(schedule_id, stored)?;
+                events += plan.events.len();
+                planned.plans.push(plan);
             }
-            let Some(stored) = stored else {
-                continue;
-            };
-            let plan = self.plan(schedule_id, stored)?;
-            events += plan.events.len();
-            planned.plans.push(plan);
         }
         let usual = self.now + LOOKAHEAD_MS + GATHER_MS;
         planned.backlog = planned.full && until > usual;
