@@ -1,13 +1,14 @@
 //! Replay: stream a partition's stored events straight from the WAL, by offset,
 //! publish-time or due-time range.
 //!
-//! A blocking reader walks the WAL from the first record that can hold a wanted
-//! event (the WAL's `seq` and time indexes find it) and sends events through a bounded
-//! channel, so a replay of any length holds only the channel's worth in memory
-//! and stops as soon as the receiver goes away. Only applied entries are read:
-//! nothing uncommitted is ever replayed. Offsets the WAL no longer holds —
-//! removed by retention, or never received because this node caught up from a
-//! snapshot (its log then starts after the snapshot) — are simply absent.
+//! A reader thread of its own, at the lowest CPU priority, walks the WAL from
+//! the first record that can hold a wanted event (the WAL's `seq` and time
+//! indexes find it) and sends events through a bounded channel, so a replay of
+//! any length holds only the channel's worth in memory and stops as soon as
+//! the receiver goes away. Only applied entries are read: nothing uncommitted
+//! is ever replayed. Offsets the WAL no longer holds — removed by retention,
+//! or never received because this node caught up from a snapshot (its log
+//! then starts after the snapshot) — are simply absent.
 
 use std::sync::Arc;
 
@@ -126,12 +127,35 @@ pub fn replay(
     query: ReplayQuery,
 ) -> ReplayStream {
     let (tx, rx) = mpsc::channel(REPLAY_CHANNEL);
-    tokio::task::spawn_blocking(move || {
-        if let Err(e) = scan(partition, &wal, applied_index, &query, &tx) {
-            let _ = tx.blocking_send(Err(e));
-        }
-    });
+    let reader = tx.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("replay-p{partition}"))
+        .spawn(move || {
+            lowest_priority();
+            if let Err(e) = scan(partition, &wal, applied_index, &query, &reader) {
+                let _ = reader.blocking_send(Err(e));
+            }
+        });
+    if let Err(e) = spawned {
+        let _ = tx.try_send(Err(PartitionError::Unavailable(format!(
+            "partition {partition}: no thread for the replay: {e}"
+        ))));
+    }
     rx
+}
+
+/// Lowers the calling thread to the lowest CPU priority (nice 19). A replay
+/// is bulk reading that nobody waits on by the millisecond, and one that
+/// filters out most of what it reads keeps a core busy; on saturated cores
+/// it should have the smallest share, not firing's (docs/benchmarks.md).
+/// Nice 19 still gets a share of a busy core: a replay slows, never stops.
+/// The thread is the replay's own because a process without `CAP_SYS_NICE`
+/// cannot raise a thread's priority again: a pool thread would stay low.
+fn lowest_priority() {
+    let this_thread = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(this_thread), 19) {
+        tracing::debug!("replay reader at normal priority: {e}");
+    }
 }
 
 fn scan(
