@@ -16,6 +16,7 @@ use chronos_clock::{Clock, ClockOptions};
 use chronos_config::{Config, FsyncMode};
 use chronos_partition::{
     DeliveryOptions, FiringOptions, FreeSpace, Handoffs, Partition, PartitionOptions, Placed,
+    ReplayReaders,
 };
 use chronos_placement::{Placement, ROSTER_GROUP};
 use chronos_proto::internal::RosterNode;
@@ -215,6 +216,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         stopping,
         handoffs,
         guard: guard(&config)?,
+        replays: ReplayReaders::new(config.limits.max_replays),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

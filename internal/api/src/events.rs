@@ -502,12 +502,15 @@ pub(crate) async fn open_replay(
     let deadline = Instant::now() + node.publish_timeout;
     let here = |part: Arc<Partition>, _req: ReplayRequest| {
         let query = query.clone();
+        let slot = node.replays.try_reader();
         async move {
-            let stream: BoxStream<ReplayEvent> =
-                Box::pin(ReceiverStream::new(part.replay(query)).map(move |item| {
+            let slot = slot.map_err(status::from_partition)?;
+            let stream: BoxStream<ReplayEvent> = Box::pin(
+                ReceiverStream::new(part.replay(query, slot)).map(move |item| {
                     item.map(|ev| replay_event(p, ev))
                         .map_err(status::from_partition)
-                }));
+                }),
+            );
             Ok(stream)
         }
     };

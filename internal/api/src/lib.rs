@@ -106,6 +106,8 @@ pub struct Node {
     pub handoffs: chronos_partition::Handoffs,
     /// Authentication, authorization, quotas and audit at the edge.
     pub guard: guard::Guard,
+    /// Replays reading on this node, bounded by `limits.max_replays`.
+    pub replays: chronos_partition::ReplayReaders,
 }
 
 impl Node {

@@ -37,9 +37,9 @@ pub fn from_partition(e: PartitionError) -> Status {
             status
         }
         PartitionError::Unavailable(_) => Status::unavailable(e.to_string()),
-        PartitionError::StorageFull(_) | PartitionError::DiskLow { .. } => {
-            Status::resource_exhausted(e.to_string())
-        }
+        PartitionError::StorageFull(_)
+        | PartitionError::DiskLow { .. }
+        | PartitionError::Busy(_) => Status::resource_exhausted(e.to_string()),
         PartitionError::Storage(_) => Status::internal(e.to_string()),
         PartitionError::NotFound(_) => Status::not_found(e.to_string()),
         PartitionError::InUse(_) => Status::failed_precondition(e.to_string()),

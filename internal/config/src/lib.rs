@@ -392,6 +392,9 @@ pub struct LimitsConfig {
     /// New events are refused while the data directory's disk has less than
     /// this free, so publishers cannot fill it (0: never refused).
     pub min_free_disk: ByteSize,
+    /// Most replays this node reads for at once (each holds a thread while
+    /// it reads); more get RESOURCE_EXHAUSTED.
+    pub max_replays: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -463,6 +466,7 @@ impl Default for LimitsConfig {
             max_batch_bytes: ByteSize(32 << 20),
             max_headers_bytes: ByteSize(64 << 10),
             min_free_disk: ByteSize(1 << 30),
+            max_replays: 64,
         }
     }
 }
@@ -608,6 +612,12 @@ impl Config {
             return bad(format!(
                 "limits.max_batch_bytes must be between limits.max_payload_bytes and 48MiB, got {}",
                 self.limits.max_batch_bytes
+            ));
+        }
+        if self.limits.max_replays == 0 || self.limits.max_replays > 4096 {
+            return bad(format!(
+                "limits.max_replays must be 1..=4096, got {}",
+                self.limits.max_replays
             ));
         }
         if self.raft.election_timeout_min <= self.raft.heartbeat_interval

@@ -67,6 +67,19 @@ fn client_pings_below_100ms_are_refused_by_name() {
 }
 
 #[test]
+fn replays_must_be_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("chronos.toml");
+    std::fs::write(&file, "[limits]\nmax_replays = 0\n").unwrap();
+    let err = Config::load(Some(&file), &Overrides::default()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("limits.max_replays must be 1..=4096, got 0"),
+        "{err}"
+    );
+}
+
+#[test]
 fn unknown_keys_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("chronos.toml");

@@ -41,6 +41,10 @@ pub enum PartitionError {
     /// or with a seek of it still applying.
     #[error("{0}")]
     InUse(String),
+    /// The node already runs as much of this work at once as it is
+    /// configured to (replays); the caller may retry once some ends.
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// True when a full disk is behind `e`: an I/O error of kind `StorageFull`

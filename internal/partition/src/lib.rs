@@ -71,7 +71,9 @@ pub use membership::{Members, CATCH_UP_SLACK};
 pub use network::SoloNetwork;
 pub use pending::{PendingKey, PendingPage};
 pub use publisher::PublishOutcome;
-pub use replay::{ReplayQuery, ReplayRange, ReplayStream, ReplayedEvent};
+pub use replay::{
+    ReplayQuery, ReplayRange, ReplayReader, ReplayReaders, ReplayStream, ReplayedEvent,
+};
 pub use types::{
     CancelOutcome, Entry, GroupDeleted, LeaderId, LogId, NodeId, Raft, TypeConfig, Vote,
 };
@@ -539,10 +541,11 @@ impl Partition {
         PartitionError::from_running_state(self.id, &state)
     }
 
-    /// Streams applied events in the query's range, in offset order.
-    pub fn replay(&self, query: ReplayQuery) -> ReplayStream {
+    /// Streams applied events in the query's range, in offset order; the
+    /// reader holds `slot` until it ends.
+    pub fn replay(&self, query: ReplayQuery, slot: ReplayReader) -> ReplayStream {
         let applied = self.applied.index.load(Ordering::Acquire);
-        replay::replay(self.id, self.history.wal().clone(), applied, query)
+        replay::replay(self.id, self.history.wal().clone(), applied, query, slot)
     }
 
     /// True when the Raft group is healthy and has a leader, and — when that

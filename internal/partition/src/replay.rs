@@ -5,7 +5,8 @@
 //! the first record that can hold a wanted event (the WAL's `seq` and time
 //! indexes find it) and sends events through a bounded channel, so a replay of
 //! any length holds only the channel's worth in memory and stops as soon as
-//! the receiver goes away. Only applied entries are read: nothing uncommitted
+//! the receiver goes away. The node bounds how many replays read at once
+//! ([`ReplayReaders`]): each holds its thread until it ends. Only applied entries are read: nothing uncommitted
 //! is ever replayed. Offsets the WAL no longer holds — removed by retention,
 //! or never received because this node caught up from a snapshot (its log
 //! then starts after the snapshot) — are simply absent.
@@ -17,13 +18,58 @@ use chronos_proto::internal::{command, EventRecord};
 use chronos_wal::{Wal, WalIter};
 use openraft::EntryPayload;
 use prost::Message;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::codec;
 use crate::error::PartitionError;
 
 /// Events buffered between the WAL reader and the gRPC stream.
 const REPLAY_CHANNEL: usize = 256;
+
+/// Records a reader reads between checks that its receiver is still there:
+/// a replay whose filters match nothing sends nothing, and would otherwise
+/// read to the end of the history for a client long gone.
+const RECEIVER_CHECK_EVERY: usize = 1024;
+
+/// The node's bound on replays reading at once, shared by its partitions.
+#[derive(Debug, Clone)]
+pub struct ReplayReaders {
+    slots: Arc<Semaphore>,
+    max: u32,
+}
+
+/// A slot of [`ReplayReaders`], held by one replay's reader until it ends.
+#[derive(Debug)]
+pub struct ReplayReader {
+    _slot: OwnedSemaphorePermit,
+}
+
+impl ReplayReaders {
+    pub fn new(max: u32) -> ReplayReaders {
+        assert!(max > 0, "a node must allow at least one replay");
+        ReplayReaders {
+            slots: Arc::new(Semaphore::new(max as usize)),
+            max,
+        }
+    }
+
+    /// A slot for one more replay, or `Busy` when all are taken.
+    pub fn try_reader(&self) -> Result<ReplayReader, PartitionError> {
+        match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(permit) => Ok(ReplayReader { _slot: permit }),
+            Err(_) => Err(PartitionError::Busy(format!(
+                "this node already reads {} replays at once (limits.max_replays); \
+                 retry once one ends",
+                self.max
+            ))),
+        }
+    }
+
+    /// Replays reading now.
+    pub fn reading(&self) -> u32 {
+        self.max - self.slots.available_permits() as u32
+    }
+}
 
 /// One stored event as replay yields it.
 #[derive(Debug, Clone)]
@@ -119,18 +165,21 @@ impl ReplayRange {
 
 pub type ReplayStream = mpsc::Receiver<Result<ReplayedEvent, PartitionError>>;
 
-/// Starts a replay of `query` over entries up to `applied_index`.
+/// Starts a replay of `query` over entries up to `applied_index`; `slot`
+/// is held until the reader ends.
 pub fn replay(
     partition: u32,
     wal: Arc<Wal>,
     applied_index: u64,
     query: ReplayQuery,
+    slot: ReplayReader,
 ) -> ReplayStream {
     let (tx, rx) = mpsc::channel(REPLAY_CHANNEL);
     let reader = tx.clone();
     let spawned = std::thread::Builder::new()
         .name(format!("replay-p{partition}"))
         .spawn(move || {
+            let _slot = slot;
             lowest_priority();
             if let Err(e) = scan(partition, &wal, applied_index, &query, &reader) {
                 let _ = reader.blocking_send(Err(e));
@@ -174,7 +223,10 @@ fn scan(
         Some(after) => wal.iter_from_seq(after.saturating_add(1)),
         None => q.range.start(wal),
     };
-    for item in start.map_err(|e| read_err(&e))? {
+    for (read, item) in start.map_err(|e| read_err(&e))?.enumerate() {
+        if read % RECEIVER_CHECK_EVERY == 0 && tx.is_closed() {
+            return Ok(()); // the client went away
+        }
         let (header, payload) = item.map_err(|e| read_err(&e))?;
         if header.index > applied_index || q.range.past_end(header.seq) {
             return Ok(());
@@ -212,4 +264,23 @@ fn scan(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readers_beyond_the_limit_are_busy_until_one_ends() {
+        let readers = ReplayReaders::new(2);
+        let first = readers.try_reader().unwrap();
+        let _second = readers.try_reader().unwrap();
+        assert_eq!(readers.reading(), 2);
+        let err = readers.try_reader().unwrap_err();
+        assert!(matches!(err, PartitionError::Busy(_)), "{err:?}");
+        assert!(err.to_string().contains("limits.max_replays"), "{err}");
+        drop(first);
+        assert_eq!(readers.reading(), 1);
+        readers.try_reader().expect("a slot once one ended");
+    }
 }

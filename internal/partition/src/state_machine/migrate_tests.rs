@@ -13,11 +13,14 @@ use crate::codec;
 use crate::{ReplayQuery, ReplayRange};
 
 async fn replayed_ids(p: &crate::Partition) -> Vec<String> {
-    let mut rx = p.replay(ReplayQuery {
-        range: ReplayRange::Offsets { from: 0, to: None },
-        topic: Some("m".into()),
-        ..ReplayQuery::default()
-    });
+    let mut rx = p.replay(
+        ReplayQuery {
+            range: ReplayRange::Offsets { from: 0, to: None },
+            topic: Some("m".into()),
+            ..ReplayQuery::default()
+        },
+        crate::ReplayReaders::new(1).try_reader().unwrap(),
+    );
     let mut ids = Vec::new();
     while let Some(ev) = rx.recv().await {
         ids.push(ev.unwrap().record.message_id);
