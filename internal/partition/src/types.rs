@@ -33,6 +33,7 @@ pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<Typ
 pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
 pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, tokio::fs::File>;
 pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
+pub type RaftServerMetrics = openraft::metrics::RaftServerMetrics<TypeConfig>;
 
 /// A state-machine command. The wire/disk form is the `chronos.internal.v1.Command`
 /// protobuf; serde (required by openraft's `serde` feature) carries the same bytes.

@@ -63,7 +63,7 @@ use crate::delivery::{Control, DeliveryOptions, GroupControl, GroupGauges, Meter
 use crate::firing::FiringOptions;
 use crate::publisher::PublishRequest;
 use crate::state_machine::AppliedState;
-use crate::types::{Applied, Command, NodeId, Raft, RaftMetrics};
+use crate::types::{Applied, Command, NodeId, Raft, RaftMetrics, RaftServerMetrics};
 use crate::{wall_ms, wall_us, PartitionError};
 
 use alarm::Alarm;
@@ -156,6 +156,15 @@ async fn stopped(partition: u32, raft: &Raft) -> PartitionError {
     let _ = tokio::time::timeout(Duration::from_secs(2), recorded).await;
     let state = metrics.borrow_watched().running_state.clone();
     PartitionError::from_running_state(partition, &state)
+}
+
+/// True when the full metrics `m` hold what the server metrics `s` say
+/// (openraft sends the server metrics first).
+fn agrees(m: &RaftMetrics, s: &RaftServerMetrics) -> bool {
+    m.vote == s.vote
+        && m.state == s.state
+        && m.current_leader == s.current_leader
+        && m.membership_config == s.membership_config
 }
 
 /// The closed set of things the owner reacts to.
@@ -270,6 +279,14 @@ impl Owner {
 
     pub async fn run(mut self) {
         let mut metrics = self.ctx.raft.metrics();
+        // openraft sends its full metrics at every tick (50 times a second)
+        // and every log write, changed or not; its server metrics (vote,
+        // role, leader, membership) only when they change. A single voter
+        // needs nothing else (no lease, no handoff), so it wakes only for
+        // those, and follows the full metrics only until they agree: they
+        // are sent after the server metrics.
+        let mut server = self.ctx.raft.server_metrics();
+        let mut full_behind = false;
         let ctx = &self.ctx;
         self.standing
             .start(&ctx.raft, ctx.node_id, ctx.preferred_leader);
@@ -278,6 +295,7 @@ impl Owner {
         // refusal), and a second read queued behind openraft's waiting
         // writer deadlocks both, and with them the runtime's workers (a
         // rolling restart's drain stalled on exactly that).
+        server.borrow_and_update();
         let m = metrics.borrow_and_update().clone();
         self.observe(&m);
         let mut alarm = Alarm::new(self.ctx.partition);
@@ -294,10 +312,20 @@ impl Owner {
             let (wake_at, tick) = self.next_tick(fire_ms);
             let has_answers = !self.completions.proposals.is_empty();
             let has_jobs = !self.completions.jobs.is_empty();
+            let follows_full = full_behind || !self.standing.single_voter();
             let input = tokio::select! {
-                changed = metrics.changed() => match changed {
+                changed = metrics.changed(), if follows_full => match changed {
                     Ok(()) => Input::Metrics,
                     Err(_) => break,
+                },
+                changed = server.changed() => match changed {
+                    Ok(()) => Input::Metrics,
+                    // Raft stopped: its full metrics say why.
+                    Err(_) => {
+                        let m = metrics.borrow_and_update().clone();
+                        self.observe(&m);
+                        break;
+                    }
                 },
                 _ = self.applied_notice.notified() => Input::Applied,
                 req = self.publishes.recv(), if takes_publishes => match req {
@@ -322,6 +350,7 @@ impl Owner {
             match input {
                 Input::Metrics => {
                     let m = metrics.borrow_and_update().clone();
+                    full_behind = !agrees(&m, &server.borrow_and_update());
                     self.observe(&m);
                 }
                 Input::MayLead => {

@@ -73,6 +73,12 @@ impl Standing {
         self.allowed
     }
 
+    /// The group has this replica as its only voter: no lease to renew, no
+    /// one to hand leadership to.
+    pub fn single_voter(&self) -> bool {
+        self.single_voter
+    }
+
     /// Takes what Raft's metrics say about the lease and the first election.
     pub fn observe(&mut self, raft: &Raft, m: &RaftMetrics) {
         if m.current_leader.is_some() && self.holds_back {
