@@ -230,6 +230,8 @@ pub(crate) struct Owner {
     fatal: Option<PartitionError>,
     /// Another node leads (a hint for refused requests).
     led_elsewhere: Option<NodeId>,
+    /// Raft has this replica as its leader (whether or not it may act as one).
+    raft_leader: bool,
     /// Terms started so far: the next one's epoch.
     epochs: u64,
     upkeep: Upkeep,
@@ -269,6 +271,7 @@ impl Owner {
             restart_at: None,
             fatal: None,
             led_elsewhere: None,
+            raft_leader: false,
             epochs: 0,
             upkeep,
             standing,
@@ -281,10 +284,10 @@ impl Owner {
         let mut metrics = self.ctx.raft.metrics();
         // openraft sends its full metrics at every tick (50 times a second)
         // and every log write, changed or not; its server metrics (vote,
-        // role, leader, membership) only when they change. A single voter
-        // needs nothing else (no lease, no handoff), so it wakes only for
-        // those, and follows the full metrics only until they agree: they
-        // are sent after the server metrics.
+        // role, leader, membership) only when they change. Only a leader
+        // with other voters needs more (its lease, its handoffs' replication
+        // progress): the others wake for the server metrics, and follow the
+        // full ones only until they agree, as they are sent after.
         let mut server = self.ctx.raft.server_metrics();
         let mut full_behind = false;
         let ctx = &self.ctx;
@@ -312,7 +315,7 @@ impl Owner {
             let (wake_at, tick) = self.next_tick(fire_ms);
             let has_answers = !self.completions.proposals.is_empty();
             let has_jobs = !self.completions.jobs.is_empty();
-            let follows_full = full_behind || !self.standing.single_voter();
+            let follows_full = full_behind || (self.raft_leader && !self.standing.single_voter());
             let input = tokio::select! {
                 changed = metrics.changed(), if follows_full => match changed {
                     Ok(()) => Input::Metrics,
@@ -456,13 +459,12 @@ impl Owner {
             .err()
             .map(|f| PartitionError::from_fatal(self.ctx.partition, f));
         self.led_elsewhere = m.current_leader.filter(|&l| l != self.ctx.node_id);
+        self.raft_leader =
+            m.state == ServerState::Leader && m.current_leader == Some(self.ctx.node_id);
         self.standing.observe(&self.ctx.raft, m);
         let allowed = self.standing.allowed();
         self.hand_to = self.handoff.observe(m, allowed).or(self.hand_to);
-        let leading = m.state == ServerState::Leader
-            && m.current_leader == Some(self.ctx.node_id)
-            && self.fatal.is_none()
-            && allowed;
+        let leading = self.raft_leader && self.fatal.is_none() && allowed;
         let leading_term = leading.then_some(m.current_term);
         if self
             .term
