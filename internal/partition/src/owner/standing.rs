@@ -1,13 +1,15 @@
 //! Whether this replica may lead and act as leader: the node's gate, the
 //! quorum lease and the hold-back at formation, in one place (see the
 //! module docs of `owner`). The owner feeds it Raft's metrics and the gate's
-//! changes; it switches the replica's campaigning and heartbeats.
+//! changes; it switches the replica's campaigning, heartbeats and ticks.
 
 use std::time::{Duration, Instant};
 
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::Instant as _;
 use tokio::sync::watch;
+
+use openraft::ServerState;
 
 use crate::types::{NodeId, Raft, RaftMetrics};
 
@@ -22,6 +24,10 @@ pub(crate) struct Standing {
     /// term fire and deliver (`None`: not known; a single voter needs none).
     lease_until: Option<Instant>,
     single_voter: bool,
+    /// Raft's ticks are off: this replica leads a group it is the only
+    /// member of, where a tick finds nothing to do (no election to time, no
+    /// one to send heartbeats to) but still wakes Raft 50 times a second.
+    ticks_off: bool,
     /// This replica leaves the first election to the preferred leader, for
     /// `hold_back` from when it may first lead.
     holds_back: bool,
@@ -38,6 +44,7 @@ impl Standing {
             lease,
             lease_until: None,
             single_voter: false,
+            ticks_off: false,
             holds_back: false,
             hold_back,
             hold_back_until: None,
@@ -86,7 +93,16 @@ impl Standing {
             self.hold_back_until = None;
             self.switch(raft);
         }
-        self.single_voter = m.membership_config.membership().voter_ids().count() == 1;
+        let membership = m.membership_config.membership();
+        self.single_voter = membership.voter_ids().count() == 1;
+        // A learner being added gets its heartbeats.
+        let sole_leader = membership.nodes().count() == 1
+            && m.state == ServerState::Leader
+            && m.current_leader == Some(m.id);
+        if sole_leader != self.ticks_off {
+            raft.runtime_config().tick(!sole_leader);
+            self.ticks_off = sole_leader;
+        }
         self.lease_until = m
             .last_quorum_acked
             .as_ref()
@@ -118,5 +134,46 @@ impl Standing {
         let runtime = raft.runtime_config();
         runtime.elect(self.allowed && !self.holds_back);
         runtime.heartbeat(self.allowed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use openraft::async_runtime::watch::WatchReceiver;
+    use tokio::time::{timeout, Instant};
+
+    use crate::state_machine::tests::{options, wait_for};
+    use crate::{Partition, SoloNetwork};
+
+    /// openraft reports its metrics at every tick (20 ms here) even when
+    /// nothing changed; a partition that is its group's only member and
+    /// leads it turns the ticks off, so its Raft falls quiet when idle.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sole_leader_turns_raft_ticks_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Partition::open(options(dir.path()), SoloNetwork)
+            .await
+            .unwrap();
+        wait_for("the partition to lead", || p.is_ready()).await;
+        let mut metrics = p.raft().metrics();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            metrics.borrow_and_update();
+            // The term's start settles first; with ticks on, no 300 ms
+            // ever passes without a report.
+            if timeout(Duration::from_millis(300), metrics.changed())
+                .await
+                .is_err()
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Raft kept reporting while idle: its ticks are on"
+            );
+        }
+        p.shutdown().await;
     }
 }
