@@ -6,8 +6,8 @@
 //! indexes find it) and sends events through a bounded channel, so a replay of
 //! any length holds only the channel's worth in memory and stops as soon as
 //! the receiver goes away. The node bounds how many replays read at once
-//! ([`ReplayReaders`]): each holds its thread until it ends. Only applied entries are read: nothing uncommitted
-//! is ever replayed. Offsets the WAL no longer holds — removed by retention,
+//! ([`ReplayReaders`]): each holds its thread until it ends. Only applied
+//! entries are read: nothing uncommitted is ever replayed. Offsets the WAL no longer holds — removed by retention,
 //! or never received because this node caught up from a snapshot (its log
 //! then starts after the snapshot) — are simply absent.
 
@@ -66,7 +66,8 @@ impl ReplayReaders {
     }
 
     /// Replays reading now.
-    pub fn reading(&self) -> u32 {
+    #[cfg(test)]
+    fn reading(&self) -> u32 {
         self.max - self.slots.available_permits() as u32
     }
 }

@@ -461,7 +461,7 @@ impl Owner {
         self.led_elsewhere = m.current_leader.filter(|&l| l != self.ctx.node_id);
         self.raft_leader =
             m.state == ServerState::Leader && m.current_leader == Some(self.ctx.node_id);
-        self.standing.observe(&self.ctx.raft, m);
+        self.standing.observe(&self.ctx.raft, m, self.raft_leader);
         let allowed = self.standing.allowed();
         self.hand_to = self.handoff.observe(m, allowed).or(self.hand_to);
         let leading = self.raft_leader && self.fatal.is_none() && allowed;

@@ -9,8 +9,6 @@ use openraft::async_runtime::watch::WatchReceiver;
 use openraft::Instant as _;
 use tokio::sync::watch;
 
-use openraft::ServerState;
-
 use crate::types::{NodeId, Raft, RaftMetrics};
 
 pub(crate) struct Standing {
@@ -86,8 +84,9 @@ impl Standing {
         self.single_voter
     }
 
-    /// Takes what Raft's metrics say about the lease and the first election.
-    pub fn observe(&mut self, raft: &Raft, m: &RaftMetrics) {
+    /// Takes what Raft's metrics say about the lease and the first election;
+    /// `leads`: Raft has this replica as its leader.
+    pub fn observe(&mut self, raft: &Raft, m: &RaftMetrics, leads: bool) {
         if m.current_leader.is_some() && self.holds_back {
             self.holds_back = false;
             self.hold_back_until = None;
@@ -96,9 +95,7 @@ impl Standing {
         let membership = m.membership_config.membership();
         self.single_voter = membership.voter_ids().count() == 1;
         // A learner being added gets its heartbeats.
-        let sole_leader = membership.nodes().count() == 1
-            && m.state == ServerState::Leader
-            && m.current_leader == Some(m.id);
+        let sole_leader = leads && membership.nodes().count() == 1;
         if sole_leader != self.ticks_off {
             raft.runtime_config().tick(!sole_leader);
             self.ticks_off = sole_leader;
