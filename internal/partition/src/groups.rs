@@ -294,7 +294,8 @@ impl Partition {
 }
 
 /// How many of `topic`'s fired events from `cursor` on are for `group`:
-/// all of them but the copies that redrives made for other groups.
+/// all of them but the copies that redrives made for other groups and the
+/// numbers a redrive left unused (theirs is no group's name).
 pub(crate) fn lag(topic: &TopicState, group: &str, cursor: u64) -> u64 {
     let next = topic.next_fire_seq;
     let others: u64 = (topic.redriven.iter())

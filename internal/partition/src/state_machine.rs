@@ -26,6 +26,8 @@ mod install;
 #[cfg(test)]
 mod migrate_tests;
 #[cfg(test)]
+mod redrive_tests;
+#[cfg(test)]
 mod replication_tests;
 pub(crate) mod roster;
 mod schedules;

@@ -193,24 +193,29 @@ impl StateMachine {
                 r.topic
             );
         }
-        let Some(mut state) = self.group_state(&r.topic, &r.group)? else {
-            return Ok(0);
-        };
+        // A group deleted meanwhile has no dead letters: its numbers go unused.
+        let mut state = self.group_state(&r.topic, &r.group)?;
         let mut redriven = 0;
-        let mut placed: Option<(u64, u64)> = None;
+        // Who each number went to, in runs: a number whose dead letter is
+        // gone meanwhile (a redrive of the same ones at once) holds nothing,
+        // and no group's lag may count it.
+        let mut runs: Vec<RedrivenRange> = Vec::new();
         for (i, &seq) in r.seqs.iter().enumerate() {
-            let Some(raw) = self
-                .store
-                .get_dlq(&r.topic, &r.group, seq)
-                .map_err(read_err)?
-            else {
+            let numbered = r.first_seq.map(|first| first + i as u64);
+            let raw = match &state {
+                Some(_) => (self.store.get_dlq(&r.topic, &r.group, seq)).map_err(read_err)?,
+                None => None,
+            };
+            let (Some(raw), Some(state)) = (raw, state.as_mut()) else {
+                if let Some(n) = numbered {
+                    extend_run(&mut runs, n, NO_GROUP);
+                }
                 continue;
             };
             let dead = DeadLetterRecord::decode(raw.as_slice()).map_err(read_err)?;
             let old = FiredRecord::decode(dead.fired.as_ref()).map_err(read_err)?;
-            let numbered = r.first_seq.map(|first| first + i as u64);
             let new_seq = self.place_fired(&r.topic, numbered)?;
-            placed = Some((placed.map_or(new_seq, |(first, _)| first), new_seq + 1));
+            extend_run(&mut runs, new_seq, &r.group);
             let record = FiredRecord {
                 fire_ts: r.now_ts,
                 only_group: r.group.clone(),
@@ -226,17 +231,13 @@ impl StateMachine {
         if let Some(first) = r.first_seq {
             let topic = self.topic_mut(&r.topic)?;
             topic.next_fire_seq = topic.next_fire_seq.max(first + r.seqs.len() as u64);
-            // Numbers left unused are skipped by every group alike.
-            placed = Some((first, first + r.seqs.len() as u64));
         }
-        if let Some((first_seq, end_seq)) = placed.filter(|_| redriven > 0) {
-            self.topic_mut(&r.topic)?.redriven.push(RedrivenRange {
-                first_seq,
-                end_seq,
-                group: r.group.clone(),
-            });
+        if !runs.is_empty() {
+            self.topic_mut(&r.topic)?.redriven.extend(runs);
         }
-        self.set_group(&r.topic, &r.group, state);
+        if let Some(state) = state {
+            self.set_group(&r.topic, &r.group, state);
+        }
         Ok(redriven)
     }
 
@@ -286,4 +287,20 @@ fn seek_seq(store: &Store, topic: &str, ts: i64, next: u64) -> Result<u64, io::E
         }
     }
     Ok(lo)
+}
+
+/// The group of a redriven range whose numbers hold nothing: every group's
+/// lag leaves it out (a group's name is never empty).
+pub(crate) const NO_GROUP: &str = "";
+
+/// Adds `seq` to the last run when it continues it for the same group.
+fn extend_run(runs: &mut Vec<RedrivenRange>, seq: u64, group: &str) {
+    match runs.last_mut() {
+        Some(run) if run.end_seq == seq && run.group == group => run.end_seq += 1,
+        _ => runs.push(RedrivenRange {
+            first_seq: seq,
+            end_seq: seq + 1,
+            group: group.to_string(),
+        }),
+    }
 }
