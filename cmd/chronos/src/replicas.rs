@@ -1,8 +1,8 @@
 //! Where this node's replicas come and go: the node follows the roster (the
-//! cluster's node list, kept by the roster group), recomputes the placement
+//! cluster's node list, kept by the roster's Raft group), recomputes the placement
 //! when it changes, opens the replicas the placement gives it, moves the
 //! replicas of the partitions it leads toward the placement, and deletes a
-//! replica once its group's leader no longer counts it.
+//! replica once its Raft group's leader no longer counts it.
 //!
 //! A move, driven by the partition's leader one step per look (every
 //! `LOOK_EVERY`): add the new nodes as learners; once each is within
@@ -25,10 +25,10 @@ use chronos_partition::{
     FreeSpace, Handoffs, Partition, PartitionOptions, Placed, SoloNetwork, CATCH_UP_SLACK,
 };
 use chronos_placement::roster::active;
-use chronos_placement::{Placement, ROSTER_GROUP};
+use chronos_placement::{Placement, ROSTER_RAFT};
 use chronos_proto::internal::{Roster, RosterCommand, RosterNode};
 use chronos_raftlog::RaftLog;
-use chronos_raftnet::{Groups, Network, Peer, Peers};
+use chronos_raftnet::{Network, Peer, Peers, RaftRoutes};
 use chronos_store::StoreResources;
 use tokio::sync::watch;
 
@@ -38,7 +38,7 @@ use crate::serve::partition_options;
 const LOOK_EVERY: Duration = Duration::from_millis(500);
 /// Partitions one leader moves at a time.
 const MAX_MOVES: usize = 2;
-/// The longest pause between asks whether a replica has left its group.
+/// The longest pause between asks whether a replica has left its Raft group.
 const MAX_ASK_PAUSE: Duration = Duration::from_secs(8);
 /// How long a released replica's last users get to let go of it.
 const RELEASE_WAIT: Duration = Duration::from_secs(10);
@@ -51,20 +51,20 @@ pub struct Opener {
     pub may_lead: watch::Receiver<bool>,
     pub free_space: watch::Receiver<FreeSpace>,
     pub handoffs: Handoffs,
-    pub groups: Groups,
+    pub routes: RaftRoutes,
     /// `None` on a single node.
     pub peers: Option<Peers>,
 }
 
 impl Opener {
     pub fn dir(&self, id: u32) -> PathBuf {
-        if id == ROSTER_GROUP {
+        if id == ROSTER_RAFT {
             return self.config.data_dir.join("roster");
         }
         self.config.data_dir.join(format!("partition-{id:04}"))
     }
 
-    /// Opens partition `id` (or the roster group) with `voters` at
+    /// Opens partition `id` (or the roster's Raft group) with `voters` at
     /// formation; a `join`ing replica waits for its leader to add it.
     pub async fn open(
         &self,
@@ -93,7 +93,7 @@ impl Opener {
         }
         .with_context(|| format!("opening partition {id}"))?;
         if self.peers.is_some() {
-            self.groups.insert(id, p.raft().clone());
+            self.routes.insert(id, p.raft().clone());
         }
         Ok(Arc::new(p))
     }
@@ -158,7 +158,7 @@ pub fn placed(placement: &Placement, id: u32) -> Placed {
     }
 }
 
-/// The roster group's place: every node of the roster (a leaving node
+/// Where the roster's Raft group is placed: every node of the roster (a leaving node
 /// stays until it holds nothing).
 fn roster_placed(roster: &Roster) -> Placed {
     Placed {
@@ -181,7 +181,7 @@ pub struct Replicas {
     /// This node left the roster and its roster replica stopped campaigning.
     pub retired: bool,
     /// Replicas the placement took away whose leader still keeps this node
-    /// in the group: when to ask again, and the current pause (doubling, so
+    /// in the Raft group: when to ask again, and the current pause (doubling, so
     /// a slow move does not cost an RPC per peer every look).
     pub asks: BTreeMap<u32, (tokio::time::Instant, Duration)>,
 }
@@ -202,25 +202,25 @@ impl Replicas {
     }
 
     async fn look(&mut self) -> anyhow::Result<()> {
-        let Some(roster_group) = self.node.roster.clone() else {
+        let Some(roster_raft) = self.node.roster.clone() else {
             return Ok(());
         };
-        let Some(roster) = roster_group.roster()? else {
-            // The first roster: the formed group's leader writes the seeds.
-            if roster_group.is_leading() && !self.seeds.is_empty() {
+        let Some(roster) = roster_raft.roster()? else {
+            // The first roster: the formed Raft group's leader writes the seeds.
+            if roster_raft.is_leading() && !self.seeds.is_empty() {
                 let cmd = RosterCommand {
                     expect_version: 0,
                     nodes: self.seeds.clone(),
                     replication_factor: self.opener.config.cluster.effective_replication_factor(),
                 };
-                if roster_group.write_roster(cmd).await? {
+                if roster_raft.write_roster(cmd).await? {
                     tracing::info!(nodes = self.seeds.len(), "the roster is written");
                 }
             }
             return Ok(());
         };
         if roster.version != self.seen {
-            self.follow(&roster, &roster_group)?;
+            self.follow(&roster, &roster_raft)?;
         }
         let Some(cluster) = &self.node.cluster else {
             return Ok(());
@@ -230,10 +230,10 @@ impl Replicas {
         let listed = roster.nodes.iter().any(|n| n.id == me);
         if !listed && self.node.partitions.all().is_empty() && !self.retired {
             tracing::info!("this node left the cluster and holds nothing: it can be stopped");
-            roster_group.retire();
+            roster_raft.retire();
             self.retired = true;
         }
-        // Replicas the placement gives this node: they join their groups.
+        // Replicas the placement gives this node: they join their Raft groups.
         if listed {
             for id in placement.hosted_on(me) {
                 if self.node.partitions.get(id).is_none() {
@@ -243,9 +243,9 @@ impl Replicas {
                 }
             }
         }
-        // Moves of the groups this node leads.
+        // Moves of the Raft groups this node leads.
         let mut moving: Vec<(bool, Arc<Partition>, BTreeSet<u64>)> = Vec::new();
-        let mut groups: Vec<(Arc<Partition>, BTreeSet<u64>)> = self
+        let mut targets: Vec<(Arc<Partition>, BTreeSet<u64>)> = self
             .node
             .partitions
             .all()
@@ -257,11 +257,11 @@ impl Replicas {
                 )
             })
             .collect();
-        groups.push((
-            roster_group.clone(),
+        targets.push((
+            roster_raft.clone(),
             roster_placed(&roster).replicas.into_iter().collect(),
         ));
-        for (p, target) in groups {
+        for (p, target) in targets {
             let m = p.members();
             if m.leader != Some(me) || target.is_empty() {
                 continue;
@@ -272,13 +272,13 @@ impl Replicas {
                 moving.push((started, p, target));
             }
         }
-        // The roster group first, outside the limit: a node learns the
+        // The roster's Raft group first, outside the limit: a node learns the
         // roster (and so opens the replicas it is given) only through it,
         // so partition moves to that node wait on it. Then moves under way,
         // then new ones, in partition order.
-        moving.sort_by_key(|(started, p, _)| (p.id() != ROSTER_GROUP, !*started, p.id()));
+        moving.sort_by_key(|(started, p, _)| (p.id() != ROSTER_RAFT, !*started, p.id()));
         let limit =
-            MAX_MOVES + usize::from(moving.first().is_some_and(|m| m.1.id() == ROSTER_GROUP));
+            MAX_MOVES + usize::from(moving.first().is_some_and(|m| m.1.id() == ROSTER_RAFT));
         for (_, p, target) in moving.into_iter().take(limit) {
             if !self.busy.lock().is_ok_and(|mut b| b.insert(p.id())) {
                 continue;
@@ -294,7 +294,7 @@ impl Replicas {
             });
         }
         // Replicas the placement took away: deleted once their leader
-        // confirms this node is out of the group.
+        // confirms this node is out of the Raft group.
         let mut released = Vec::new();
         for p in self.node.partitions.all().iter() {
             if placement.replicas(p.id()).contains(&me) || p.members().leader == Some(me) {
@@ -319,14 +319,14 @@ impl Replicas {
         for id in released {
             self.release(id).await?;
         }
-        if roster_group.members().leader == Some(me) {
-            self.finish_leaving(&roster, &roster_group).await?;
+        if roster_raft.members().leader == Some(me) {
+            self.finish_leaving(&roster, &roster_raft).await?;
         }
         Ok(())
     }
 
     /// Acts on a new roster: the peers, the placement, each replica's place.
-    fn follow(&mut self, roster: &Roster, roster_group: &Partition) -> anyhow::Result<()> {
+    fn follow(&mut self, roster: &Roster, roster_raft: &Partition) -> anyhow::Result<()> {
         let Some(cluster) = &self.node.cluster else {
             return Ok(());
         };
@@ -367,7 +367,7 @@ impl Replicas {
         for p in self.node.partitions.all().iter() {
             p.set_placement(placed(&placement, p.id()));
         }
-        roster_group.set_placement(roster_placed(roster));
+        roster_raft.set_placement(roster_placed(roster));
         tracing::info!(
             version = roster.version,
             nodes = ?active(roster),
@@ -379,7 +379,7 @@ impl Replicas {
         Ok(())
     }
 
-    /// Whether `p`'s leader says this node is no longer in its group.
+    /// Whether `p`'s leader says this node is no longer in its Raft group.
     async fn left_group(&self, p: &Partition, placement: &Placement) -> bool {
         let Some(cluster) = &self.node.cluster else {
             return false;
@@ -411,7 +411,7 @@ impl Replicas {
     /// Stops serving partition `id` here and deletes the replica.
     async fn release(&self, id: u32) -> anyhow::Result<()> {
         tracing::info!(partition = id, "the replica moved away; deleting it here");
-        self.opener.groups.remove(id);
+        self.opener.routes.remove(id);
         let Some(p) = self.node.partitions.remove(id) else {
             return Ok(());
         };
@@ -435,7 +435,7 @@ impl Replicas {
 
     /// On the roster's leader: a leaving node that holds no partition any
     /// more leaves the roster.
-    async fn finish_leaving(&self, roster: &Roster, group: &Partition) -> anyhow::Result<()> {
+    async fn finish_leaving(&self, roster: &Roster, roster_raft: &Partition) -> anyhow::Result<()> {
         let Some(cluster) = &self.node.cluster else {
             return Ok(());
         };
@@ -451,7 +451,7 @@ impl Replicas {
                     Err(_) => continue,
                 }
             };
-            if held.iter().any(|&p| p != ROSTER_GROUP) {
+            if held.iter().any(|&p| p != ROSTER_RAFT) {
                 continue;
             }
             let cmd = RosterCommand {
@@ -459,7 +459,7 @@ impl Replicas {
                 nodes: chronos_placement::roster::forget(roster, n.id),
                 replication_factor: roster.replication_factor,
             };
-            if group.write_roster(cmd).await? {
+            if roster_raft.write_roster(cmd).await? {
                 tracing::info!(
                     node = n.id,
                     "the node holds nothing now; it left the roster"

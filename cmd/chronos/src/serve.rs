@@ -18,10 +18,10 @@ use chronos_partition::{
     DeliveryOptions, FiringOptions, FreeSpace, Handoffs, Partition, PartitionOptions, Placed,
     ReplayReaders,
 };
-use chronos_placement::{Placement, ROSTER_GROUP};
+use chronos_placement::{Placement, ROSTER_RAFT};
 use chronos_proto::internal::RosterNode;
 use chronos_raftlog::{RaftLog, RaftLogOptions};
-use chronos_raftnet::{Groups, Peer, PeerTls, Peers};
+use chronos_raftnet::{Peer, PeerTls, Peers, RaftRoutes};
 use chronos_store::StoreResources;
 use chronos_wal::Retention;
 use serde::{Deserialize, Serialize};
@@ -116,7 +116,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (stopping_tx, stopping) = watch::channel(false);
     let may_lead = may_lead(&clock, stopping.clone());
     let handoffs = Handoffs::new();
-    let groups = Groups::new();
+    let routes = RaftRoutes::new();
     let opener = Opener {
         config: config.clone(),
         raft_log: raft_log.clone(),
@@ -124,23 +124,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         may_lead: may_lead.clone(),
         free_space: disk::watch_free_space(config.data_dir.clone(), config.limits.min_free_disk.0),
         handoffs: handoffs.clone(),
-        groups: groups.clone(),
+        routes: routes.clone(),
         peers: peers.clone(),
     };
     opener.finish_releases()?;
     let seeds = seeds(&config);
-    let (roster_group, roster) = match &peers {
+    let (roster_raft, roster) = match &peers {
         None => (None, None),
         Some(_) => {
             let formed_with = Placed {
                 replicas: seeds.iter().map(|n| n.id).collect(),
                 preferred: None,
             };
-            let group = opener
-                .open(ROSTER_GROUP, formed_with, config.cluster.join)
+            let raft = opener
+                .open(ROSTER_RAFT, formed_with, config.cluster.join)
                 .await?;
-            let roster = group.roster()?;
-            (Some(group), roster)
+            let roster = raft.roster()?;
+            (Some(raft), roster)
         }
     };
     let cluster = match (&peers, &roster) {
@@ -166,8 +166,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Some(Cluster::new(peers.clone(), placement))
         }
     };
-    if let (Some(group), Some(r)) = (&roster_group, &roster) {
-        group.set_placement(Placed {
+    if let (Some(raft), Some(r)) = (&roster_raft, &roster) {
+        raft.set_placement(Placed {
             replicas: r.nodes.iter().map(|n| n.id).collect(),
             preferred: None,
         });
@@ -178,12 +178,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     if cluster.is_some() {
         // Replicas being moved away (or not yet released) stay open until
-        // their group lets them go.
+        // their Raft group lets them go.
         hosted.extend(opener.on_disk());
         hosted.sort_unstable();
         hosted.dedup();
     }
-    // Once a cluster formed, a replica new here joins its group.
+    // Once a cluster formed, a replica new here joins its Raft group.
     let join = config.cluster.join || roster.is_some();
     let opened = futures::future::join_all(hosted.iter().map(|&id| {
         let placed = match &cluster {
@@ -200,7 +200,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let node = Arc::new(Node {
         node_id: config.node_id,
         partitions: Hosted::new(partitions),
-        roster: roster_group.clone(),
+        roster: roster_raft.clone(),
         router: Router::new(config.partitions),
         limits: Limits {
             max_payload_bytes: config.limits.max_payload_bytes.0 as usize,
@@ -244,7 +244,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::spawn(serve_internal(
             (Listener::new(listener, cluster_tls.as_ref()), check),
             node.clone(),
-            (groups.clone(), may_lead.clone()),
+            (routes.clone(), may_lead.clone()),
             Pings::of(&config),
             internal_stop_rx,
         ))
@@ -319,7 +319,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = stopping_tx.send(true);
     if node.cluster.is_some() {
         let mut led: Vec<Arc<Partition>> = node.partitions.all().as_ref().clone();
-        led.extend(roster_group.clone());
+        led.extend(roster_raft.clone());
         hand_over(&led, config.node_id, 8 * config.raft.election_timeout_max).await;
     }
     tracing::info!("stopping: draining in-flight requests");
@@ -334,9 +334,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         task.abort();
     }
     let mut open: Vec<Arc<Partition>> = node.partitions.all().as_ref().clone();
-    open.extend(roster_group);
+    open.extend(roster_raft);
     futures::future::join_all(open.iter().map(|p| {
-        groups.remove(p.id());
+        routes.remove(p.id());
         p.shutdown()
     }))
     .await;
@@ -672,13 +672,13 @@ async fn serve_until_stopped(
     Ok(())
 }
 
-/// The node-to-node listener: the Raft service of this node's partition
+/// The node-to-node listener: the Raft service of this node's Raft
 /// groups, and forwarded public requests (the same services, without health
 /// and reflection).
 async fn serve_internal(
     (listener, check): (Listener, Option<listen::NodeCheck>),
     node: Arc<Node>,
-    (groups, may_lead): (Groups, watch::Receiver<bool>),
+    (routes, may_lead): (RaftRoutes, watch::Receiver<bool>),
     pings: Pings,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -687,7 +687,7 @@ async fn serve_internal(
     let check = listen::OptionalCheck(check);
     let router = grpc_server(pings)
         .add_service(InterceptedService::new(
-            chronos_raftnet::service(groups, may_lead),
+            chronos_raftnet::service(routes, may_lead),
             check.clone(),
         ))
         .add_service(InterceptedService::new(now, check.clone()))

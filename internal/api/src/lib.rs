@@ -131,7 +131,7 @@ impl Node {
     /// This node's replica of partition `id` (or of the roster group), if
     /// it holds one.
     pub fn local(&self, id: u32) -> Option<Arc<Partition>> {
-        if id == chronos_placement::ROSTER_GROUP {
+        if id == chronos_placement::ROSTER_RAFT {
             return self.roster.clone();
         }
         self.partitions.get(id)

@@ -1,5 +1,5 @@
 //! Membership commands (`AddNode`, `RemoveNode`) and what status shows of
-//! the roster and of replicas moving. The roster group's leader applies a
+//! the roster and of replicas moving. The leader of the roster's Raft group applies a
 //! change (by `chronos_placement::roster`'s rules); any other node forwards
 //! the request to it. The moves themselves are the binary's (each partition
 //! leader moves its own replicas toward the placement over the roster).
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chronos_partition::{Partition, CATCH_UP_SLACK};
 use chronos_placement::roster::{self as rules, RosterError};
-use chronos_placement::{Placement, ROSTER_GROUP};
+use chronos_placement::{Placement, ROSTER_RAFT};
 use chronos_proto::internal::{Roster, RosterCommand, RosterNode};
 use chronos_proto::v1::{NodeInfo, PartitionInfo, PartitionMove, ReplicaProgress};
 use tonic::Status;
@@ -18,7 +18,7 @@ use crate::forward::ForwardAdmin;
 use crate::gateway::{Incoming, Target};
 use crate::{status, Node};
 
-/// How long a membership command may wait for the roster group's leader.
+/// How long a membership command may wait for the leader of the roster's Raft group.
 const ROSTER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts at a change that lost the version race to another change.
 const ROSTER_ATTEMPTS: usize = 5;
@@ -48,7 +48,7 @@ pub fn node_infos(roster: &Roster) -> Vec<NodeInfo> {
         .collect()
 }
 
-/// Applies `change` to the roster on the roster group's leader `p`.
+/// Applies `change` to the roster on `p`, the leader of the roster's Raft group.
 async fn apply(
     p: &Partition,
     change: impl Fn(&Roster) -> Result<Vec<RosterNode>, RosterError>,
@@ -88,7 +88,7 @@ impl Node {
         Ok(())
     }
 
-    /// Runs a roster change on the roster group's leader: `change` there,
+    /// Runs a roster change on the leader of the roster's Raft group: `change` there,
     /// or `req` forwarded to it. The roster after the change.
     pub(crate) async fn change_roster<R>(
         &self,
@@ -103,7 +103,7 @@ impl Node {
         self.roster_change_ready()?;
         let deadline = Instant::now() + ROSTER_TIMEOUT;
         let (change, there) = (&change, &there);
-        self.on_leader(ROSTER_GROUP, incoming, deadline, |target| {
+        self.on_leader(ROSTER_RAFT, incoming, deadline, |target| {
             let req = req.clone();
             async move {
                 match target {

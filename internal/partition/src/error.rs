@@ -137,7 +137,7 @@ impl PartitionError {
     }
 
     /// Why a partition whose Raft group is in `state` no longer answers: a
-    /// group stopped by a failure says which; one stopped on purpose (or not
+    /// Raft group stopped by a failure says which; one stopped on purpose (or not
     /// yet stopped, its owner gone) is shutting down.
     pub fn from_running_state(
         partition: u32,

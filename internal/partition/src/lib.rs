@@ -10,8 +10,8 @@
 //! retention and Raft log purge.
 //! Does not own: validation of input (the API layer checks it before anything
 //! reaches here), routing to partitions, gRPC, or the network between nodes:
-//! [`Partition::open`] takes the group's network factory (`chronos-raftnet`'s
-//! for a group of several voters, [`SoloNetwork`] for a single-voter group).
+//! [`Partition::open`] takes the Raft group's network factory (`chronos-raftnet`'s
+//! for a Raft group of several voters, [`SoloNetwork`] for a single-voter one).
 //!
 //! Directory of one partition: `wal/` (the history's segments), `state/`
 //! (RocksDB), `snapshots/`. The Raft log is the node's (`PartitionOptions::raft_log`).
@@ -103,10 +103,10 @@ const MAX_PAYLOAD_ENTRIES: u64 = 64;
 pub struct PartitionOptions {
     pub id: u32,
     pub node_id: NodeId,
-    /// The group's voters, `node_id` among them; empty means `node_id` alone.
-    /// Used only to initialise a new group: every voter must be given the same list.
+    /// The Raft group's voters, `node_id` among them; empty means `node_id` alone.
+    /// Used only to initialise a new Raft group: every voter must be given the same list.
     pub voters: Vec<NodeId>,
-    /// This replica joins a group that exists elsewhere (a replica moved
+    /// This replica joins a Raft group that exists elsewhere (a replica moved
     /// here): it never initialises one, it waits for the leader to add it.
     pub join: bool,
     /// This partition's own directory.
@@ -207,9 +207,9 @@ fn open_err(id: u32, what: &str, e: impl std::fmt::Display) -> PartitionError {
 
 impl Partition {
     /// Opens (creating on first start) the partition and starts its Raft group
-    /// over `network`. A new group is initialised with `opts.voters`; every
+    /// over `network`. A new Raft group is initialised with `opts.voters`; every
     /// voter does so with the same list, which openraft allows (the first
-    /// election decides), so no node has to be told it bootstraps the group.
+    /// election decides), so no node has to be told it bootstraps the Raft group.
     pub async fn open<N>(opts: PartitionOptions, network: N) -> Result<Partition, PartitionError>
     where
         N: RaftNetworkFactory<TypeConfig>,
@@ -276,7 +276,7 @@ impl Partition {
         // openraft's `initialize` campaigns at once: at formation only the
         // preferred leader does, and only once it may lead (its clock has
         // been measured; else its owner does it when the gate opens); the
-        // others join its group, or initialize themselves once they stop
+        // others join its Raft group, or initialize themselves once they stop
         // holding back (it may be down).
         let single = opts.voters.len() <= 1;
         if !opts.join
@@ -369,12 +369,12 @@ impl Partition {
     }
 
     /// The partition's Raft group: for the node-to-node transport, which hands
-    /// it the RPCs of the group's other voters.
+    /// it the RPCs of the Raft group's other voters.
     pub fn raft(&self) -> &Raft {
         &self.raft
     }
 
-    /// True while this node leads the group, has applied its whole log and so
+    /// True while this node leads the Raft group, has applied its whole log and so
     /// takes writes; it fires and delivers only then.
     pub fn is_leading(&self) -> bool {
         self.ready_term.borrow().is_some()
@@ -395,7 +395,7 @@ impl Partition {
         events: Vec<Event>,
         reschedule: bool,
     ) -> Result<Vec<PublishOutcome>, PartitionError> {
-        // A group stopped by a storage failure answers at once, with the cause.
+        // A Raft group stopped by a storage failure answers at once, with the cause.
         if let Err(fatal) = &self.raft.metrics().borrow_watched().running_state {
             return Err(PartitionError::from_fatal(self.id, fatal));
         }
@@ -634,8 +634,8 @@ impl Partition {
     }
 }
 
-/// Gives a new group its first membership: `voters` (or `node_id` alone), each
-/// without an address (the transport finds a node by id). A group already
+/// Gives a new Raft group its first membership: `voters` (or `node_id` alone), each
+/// without an address (the transport finds a node by id). A Raft group already
 /// initialised — by an earlier start, or by another voter's vote or entries
 /// arriving first — keeps what it has.
 pub(crate) async fn initialize(

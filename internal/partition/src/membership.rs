@@ -1,6 +1,6 @@
 //! A partition's replicas: its membership as this replica sees it, the
 //! leader's steps of a move (learners first, then the voter set), and the
-//! roster (the cluster's node list, held by the roster group's state).
+//! roster (the cluster's node list, held by the roster's Raft group).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -26,7 +26,7 @@ fn change_error(id: u32, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>)
     }
 }
 
-/// The group's membership as this replica knows it.
+/// The Raft group's membership as this replica knows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Members {
     pub voters: BTreeSet<NodeId>,
@@ -80,9 +80,9 @@ impl Partition {
 
     /// Makes `voters` the voter set (through joint consensus; returns once
     /// the final configuration is committed). Voters left out leave the
-    /// group; every new one must be a learner already.
+    /// Raft group; every new one must be a learner already.
     pub async fn set_voters(&self, voters: BTreeSet<NodeId>) -> Result<(), PartitionError> {
-        assert!(!voters.is_empty(), "a group needs a voter");
+        assert!(!voters.is_empty(), "a Raft group needs a voter");
         let id = self.id();
         match self
             .raft()
@@ -107,14 +107,14 @@ impl Partition {
         }
     }
 
-    /// Stops this replica from campaigning: its node left the group (a
-    /// replica cut off from its group would otherwise call elections no
+    /// Stops this replica from campaigning: its node left the Raft group (a
+    /// replica cut off from its Raft group would otherwise call elections no
     /// member answers).
     pub fn retire(&self) {
         self.raft().runtime_config().elect(false);
     }
 
-    /// The roster this group's state holds, if one was set (the roster group).
+    /// The roster this Raft group's state holds, if one was set (the roster's Raft group).
     pub fn roster(&self) -> Result<Option<Roster>, PartitionError> {
         crate::state_machine::roster::read(self.store())
             .map_err(|e| PartitionError::storage(self.id(), &e))

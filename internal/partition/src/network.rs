@@ -1,7 +1,7 @@
-//! The Raft network of a single-voter group: there is nobody to talk to.
+//! The Raft network of a single-voter Raft group: there is nobody to talk to.
 //!
-//! openraft needs a network factory even when the group has one voter; every
-//! call answers "unreachable". A group of several voters uses
+//! openraft needs a network factory even when the Raft group has one voter; every
+//! call answers "unreachable". A Raft group of several voters uses
 //! `chronos-raftnet`'s gRPC transport instead.
 
 use std::future::Future;
@@ -20,7 +20,7 @@ pub struct SoloNetwork;
 
 fn unreachable(target: NodeId) -> Unreachable<TypeConfig> {
     let why = std::io::Error::other(format!(
-        "node {target}: this partition group has a single voter"
+        "node {target}: this partition's Raft group has a single voter"
     ));
     Unreachable::new(&why)
 }

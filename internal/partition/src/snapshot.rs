@@ -6,7 +6,7 @@
 //!
 //! To ship a snapshot, openraft needs one file it can read in chunks: the
 //! checkpoint packed (`pack.rs`) into `snap-<ms>-<n>.pack` beside it, written
-//! once (by the builder when the group has other members, else when openraft
+//! once (by the builder when the Raft group has other members, else when openraft
 //! first asks to ship it) and removed with its checkpoint. A follower receives the chunks into an
 //! `incoming-<n>` file, unpacks it into a new checkpoint directory and keeps
 //! the received file as that checkpoint's pack.

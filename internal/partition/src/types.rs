@@ -1,4 +1,4 @@
-//! The openraft type configuration of a partition group and the command it replicates.
+//! The openraft type configuration of a partition's Raft group and the command it replicates.
 
 use std::fmt;
 use std::sync::Arc;

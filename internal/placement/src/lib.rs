@@ -11,7 +11,7 @@
 use hashring::HashRing;
 
 pub mod roster;
-pub use roster::{RosterError, ROSTER_GROUP};
+pub use roster::{RosterError, ROSTER_RAFT};
 
 /// Virtual nodes per partition on the ring: smooths the share each one gets.
 const VNODES_PER_PARTITION: u32 = 64;

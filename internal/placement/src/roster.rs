@@ -1,13 +1,13 @@
 //! The roster: the cluster's node list, kept by a Raft group of every node
-//! (the roster group) so that every node agrees on it. Placement is computed
+//! (the roster's Raft group) so that every node agrees on it. Placement is computed
 //! over its active nodes. The rules for changing it live here; the roster
-//! group's leader applies them and proposes the result.
+//! Raft group's leader applies them and proposes the result.
 
 use chronos_proto::internal::{Roster, RosterNode};
 
-/// The id of the roster group, beside the partitions' ids in the node's
+/// The id of the roster's Raft group, beside the partitions' ids in the node's
 /// Raft log and on the node-to-node wire.
-pub const ROSTER_GROUP: u32 = u32::MAX;
+pub const ROSTER_RAFT: u32 = u32::MAX;
 
 /// Why a roster change is refused; each names the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,12 +1,12 @@
-//! The sending side: openraft's network factory for one partition group,
+//! The sending side: openraft's network factory for one partition's Raft group,
 //! over the node's shared [`Peers`] channels.
 //!
 //! Failures are reported the way openraft backs off from them: no channel to
-//! the node, a refused connection or a group not open there is `Unreachable`
+//! the node, a refused connection or a Raft group not open there is `Unreachable`
 //! (retried after a pause); a call past its time-to-live is `Timeout`; any
 //! other transport failure is `Network`; an error openraft returned on the
 //! other node comes back as that error, inside `RemoteError` — except that a
-//! stopped group there (`Fatal`) is `Unreachable` too, with the remote error
+//! stopped Raft group there (`Fatal`) is `Unreachable` too, with the remote error
 //! as its cause: openraft retries a `RemoteError` at once, without backoff.
 
 use std::time::Duration;
@@ -79,7 +79,7 @@ fn client_of(channel: Channel) -> RaftServiceClient<Channel> {
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
-/// One partition group's calls to one node; the channel under it is shared.
+/// One partition's Raft calls to one node; the channel under it is shared.
 pub struct Connection {
     partition: u32,
     me: NodeId,
@@ -89,7 +89,7 @@ pub struct Connection {
     /// keeps a connection for the life of a replication stream, while the
     /// channel is replaced when the node's address or the certificates
     /// change. Looked up at each call until the node is known (it may be in
-    /// a group's membership before this node has its address).
+    /// a Raft group's membership before this node has its address).
     client: Option<(u64, RaftServiceClient<Channel>)>,
     /// Bytes of entries the next append-entries may carry: halved when one
     /// times out, doubled back after one succeeds, so a follower that is
@@ -177,7 +177,7 @@ impl Connection {
             let stopped = matches!(e, RaftError::Fatal(_));
             let remote = RemoteError::new(self.target, e);
             if stopped {
-                // The group there stopped (shut down, or a storage failure):
+                // The Raft group there stopped (shut down, or a storage failure):
                 // retrying at once cannot help, so openraft should back off.
                 RPCError::Unreachable(Unreachable::new(&remote))
             } else {
@@ -214,7 +214,7 @@ impl Connection {
             "raft rpc failed: {status}"
         );
         match status.code() {
-            // Connection refused or lost, or the group is not open there (yet).
+            // Connection refused or lost, or the Raft group is not open there (yet).
             Code::Unavailable | Code::NotFound => Failure::Unreachable(Unreachable::new(&status)),
             Code::DeadlineExceeded | Code::Cancelled => self.timeout(action, ttl),
             _ => Failure::Network(NetworkError::new(&status)),

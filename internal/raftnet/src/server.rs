@@ -1,5 +1,5 @@
-//! The receiving side of the Raft service: finds the partition's group in
-//! [`Groups`] and hands it the decoded openraft request.
+//! The receiving side of the Raft service: finds the partition's Raft group in
+//! [`RaftRoutes`] and hands it the decoded openraft request.
 
 use chronos_partition::{Raft, TypeConfig};
 use chronos_proto::raft::raft_service_server::{RaftService, RaftServiceServer};
@@ -14,22 +14,22 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::groups::Groups;
+use crate::routes::RaftRoutes;
 use crate::wire::{self, MAX_MESSAGE_BYTES};
 
-/// The Raft service over `groups`, ready to add to a tonic server on the
+/// The Raft service over `routes`, ready to add to a tonic server on the
 /// node-to-node listener. While `may_lead` is false (the node is stopping,
 /// or its clock is off) leadership handed to it is refused, so a leader that
 /// hands over to it does not get it straight back.
-pub fn service(groups: Groups, may_lead: watch::Receiver<bool>) -> RaftServiceServer<Service> {
-    RaftServiceServer::new(Service { groups, may_lead })
+pub fn service(routes: RaftRoutes, may_lead: watch::Receiver<bool>) -> RaftServiceServer<Service> {
+    RaftServiceServer::new(Service { routes, may_lead })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
-/// Answers openraft's RPCs for every group in [`Groups`].
+/// Answers openraft's RPCs for every Raft group in [`RaftRoutes`].
 pub struct Service {
-    groups: Groups,
+    routes: RaftRoutes,
     may_lead: watch::Receiver<bool>,
 }
 
@@ -43,7 +43,7 @@ impl Service {
         what: &str,
     ) -> Result<(Raft, T), Status> {
         let RaftRequest { partition, payload } = request.into_inner();
-        let raft = self.groups.get(partition).ok_or_else(|| {
+        let raft = self.routes.get(partition).ok_or_else(|| {
             Status::not_found(format!("partition {partition} is not open on this node"))
         })?;
         let rpc = wire::decode(&payload).map_err(|e| {
@@ -106,7 +106,7 @@ impl RaftService for Service {
         request: Request<MembershipRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
         let partition = request.into_inner().partition;
-        let Some(raft) = self.groups.get(partition) else {
+        let Some(raft) = self.routes.get(partition) else {
             return Ok(Response::new(MembershipReply::default()));
         };
         let m = raft.metrics().borrow_watched().clone();
@@ -122,7 +122,7 @@ impl RaftService for Service {
 
     async fn held(&self, _: Request<HeldRequest>) -> Result<Response<HeldReply>, Status> {
         Ok(Response::new(HeldReply {
-            partitions: self.groups.ids(),
+            partitions: self.routes.ids(),
         }))
     }
 }
@@ -138,7 +138,7 @@ pub async fn membership(
     Ok(client.membership(request).await?.into_inner())
 }
 
-/// Asks the node behind `channel` which groups it has open.
+/// Asks the node behind `channel` which Raft groups it has open.
 pub async fn held(channel: tonic::transport::Channel) -> Result<Vec<u32>, Status> {
     let mut client = chronos_proto::raft::raft_service_client::RaftServiceClient::new(channel);
     let mut request = Request::new(HeldRequest {});

@@ -1,4 +1,4 @@
-//! Three nodes in one process, each a voter of the same partition groups,
+//! Three nodes in one process, each a voter of the same partitions' Raft groups,
 //! talking over real gRPC on loopback: election, replication, fail-over.
 
 mod common;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chronos_partition::{NodeId, Partition, SoloNetwork, TypeConfig};
 use chronos_proto::raft::raft_service_client::RaftServiceClient;
 use chronos_proto::raft::RaftRequest;
-use chronos_raftnet::{wire, Groups, Network, Peer, Peers};
+use chronos_raftnet::{wire, Network, Peer, Peers, RaftRoutes};
 use common::{options, raft_log, Server};
 use openraft::error::{RPCError, RaftError};
 use openraft::impls::Vote;
@@ -32,9 +32,9 @@ const LEADER_TERM: u64 = 1000;
 async fn serving(id: u32, voters: &[NodeId], dir: &Path) -> anyhow::Result<(Partition, Server)> {
     let partition =
         Partition::open(options(id, 1, voters, dir, raft_log(dir)), SoloNetwork).await?;
-    let groups = Groups::new();
-    groups.insert(id, partition.raft().clone());
-    let server = Server::start(TcpListener::bind("127.0.0.1:0").await?, groups)?;
+    let routes = RaftRoutes::new();
+    routes.insert(id, partition.raft().clone());
+    let server = Server::start(TcpListener::bind("127.0.0.1:0").await?, routes)?;
     Ok((partition, server))
 }
 

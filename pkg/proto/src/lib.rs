@@ -21,7 +21,7 @@ pub mod internal {
 }
 
 /// The node-to-node Raft service (`proto/internal/raft.proto`): openraft's
-/// messages for many partition groups, carried as opaque payloads.
+/// messages for many partitions' Raft groups, carried as opaque payloads.
 pub mod raft {
     tonic::include_proto!("chronos.raft.v1");
 }

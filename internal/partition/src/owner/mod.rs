@@ -101,8 +101,8 @@ pub(crate) struct Ctx {
     /// The replica that should lead (the others hold back from the first
     /// election for it).
     pub preferred_leader: Option<NodeId>,
-    /// The group's voters at formation (empty: this node alone); `None`
-    /// when this replica joins a group that exists elsewhere.
+    /// The Raft group's voters at formation (empty: this node alone); `None`
+    /// when this replica joins a Raft group that exists elsewhere.
     pub voters: Option<Vec<NodeId>>,
 }
 
@@ -124,7 +124,7 @@ impl Ctx {
             match rx.await {
                 Ok(Ok(resp)) => Ok(resp.data),
                 Ok(Err(e)) => Err(PartitionError::from_write_error(partition, &e)),
-                // The group stopped before answering: say why (a failed fsync,
+                // The Raft group stopped before answering: say why (a failed fsync,
                 // a full disk), as the metrics record it.
                 Err(_) => Err(stopped(partition, &raft).await),
             }
@@ -142,7 +142,7 @@ impl Ctx {
 
 /// Why the partition's Raft group no longer answers, once Raft records it:
 /// an answer is dropped (its apply failed, say on a full disk) a moment
-/// before the group's stop is in its metrics, and Raft records every stop.
+/// before the Raft group's stop is in its metrics, and Raft records every stop.
 async fn stopped(partition: u32, raft: &Raft) -> PartitionError {
     let mut metrics = raft.metrics();
     let recorded = async {
@@ -226,7 +226,7 @@ pub(crate) struct Owner {
     /// Control requests that came while this node may become the ready leader.
     deferred: Vec<(Instant, Control)>,
     restart_at: Option<Instant>,
-    /// The group stopped on a storage failure.
+    /// The Raft group stopped on a storage failure.
     fatal: Option<PartitionError>,
     /// Another node leads (a hint for refused requests).
     led_elsewhere: Option<NodeId>,
@@ -368,7 +368,7 @@ impl Owner {
                             .preferred_leader
                             .is_none_or(|p| p == self.ctx.node_id)
                     {
-                        form_group(&self.ctx, "this node may lead now").await;
+                        form_raft_group(&self.ctx, "this node may lead now").await;
                     }
                     let m = metrics.borrow_watched().clone();
                     self.observe(&m);
@@ -554,7 +554,7 @@ impl Owner {
     }
 
     /// Why queued publishes and requests are answered at once rather than
-    /// proposed or deferred: the group stopped, or (while this node has no
+    /// proposed or deferred: the Raft group stopped, or (while this node has no
     /// term) another node leads or this one may not.
     fn refusal(&self) -> Option<PartitionError> {
         if let Some(fatal) = &self.fatal {
@@ -651,7 +651,7 @@ impl Owner {
             }
             Tick::Campaign => {
                 self.standing.campaign(&self.ctx.raft);
-                form_group(&self.ctx, "the preferred leader is silent").await;
+                form_raft_group(&self.ctx, "the preferred leader is silent").await;
             }
             Tick::Handoff => {
                 let m = self.ctx.raft.metrics().borrow_watched().clone();
@@ -726,17 +726,17 @@ impl Owner {
     }
 }
 
-/// Initialises the group here (and so campaigns) unless it already is.
-async fn form_group(ctx: &Ctx, why: &str) {
+/// Initialises the Raft group here (and so campaigns) unless it already is.
+async fn form_raft_group(ctx: &Ctx, why: &str) {
     let Some(voters) = &ctx.voters else {
         return;
     };
     if ctx.raft.is_initialized().await.unwrap_or(true) {
         return;
     }
-    tracing::info!(partition = ctx.partition, "{why}; forming the group");
+    tracing::info!(partition = ctx.partition, "{why}; forming the Raft group");
     if let Err(e) = crate::initialize(&ctx.raft, ctx.partition, ctx.node_id, voters).await {
-        tracing::warn!(partition = ctx.partition, "forming the group: {e}");
+        tracing::warn!(partition = ctx.partition, "forming the Raft group: {e}");
     }
 }
 

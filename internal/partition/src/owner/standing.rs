@@ -22,7 +22,7 @@ pub(crate) struct Standing {
     /// term fire and deliver (`None`: not known; a single voter needs none).
     lease_until: Option<Instant>,
     single_voter: bool,
-    /// Raft's ticks are off: this replica leads a group it is the only
+    /// Raft's ticks are off: this replica leads a Raft group it is the only
     /// member of, where a tick finds nothing to do (no election to time, no
     /// one to send heartbeats to) but still wakes Raft 50 times a second.
     ticks_off: bool,
@@ -49,7 +49,7 @@ impl Standing {
         }
     }
 
-    /// At start: a replica that is not the preferred leader of a group with
+    /// At start: a replica that is not the preferred leader of a Raft group with
     /// no known leader leaves it the first election.
     pub fn start(&mut self, raft: &Raft, me: NodeId, preferred: Option<NodeId>) {
         self.holds_back = preferred.is_some_and(|p| p != me)
@@ -78,7 +78,7 @@ impl Standing {
         self.allowed
     }
 
-    /// The group has this replica as its only voter: no lease to renew, no
+    /// The Raft group has this replica as its only voter: no lease to renew, no
     /// one to hand leadership to.
     pub fn single_voter(&self) -> bool {
         self.single_voter
@@ -145,7 +145,7 @@ mod tests {
     use crate::{Partition, SoloNetwork};
 
     /// openraft reports its metrics at every tick (20 ms here) even when
-    /// nothing changed; a partition that is its group's only member and
+    /// nothing changed; a partition that is its Raft group's only member and
     /// leads it turns the ticks off, so its Raft falls quiet when idle.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_sole_leader_turns_raft_ticks_off() {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chronos_partition::{DeliveryOptions, FiringOptions, NodeId, Partition, PartitionOptions};
 use chronos_proto::v1::Event;
 use chronos_raftlog::{RaftLog, RaftLogOptions};
-use chronos_raftnet::{service, Groups, Network, Peer, Peers};
+use chronos_raftnet::{service, Network, Peer, Peers, RaftRoutes};
 use chronos_store::StoreResources;
 use chronos_wal::Retention;
 use tokio::net::TcpListener;
@@ -94,7 +94,7 @@ pub fn event(topic: &str, id: &str) -> Event {
     }
 }
 
-/// A tonic server for the Raft service over `groups` on `listener`.
+/// A tonic server for the Raft service over `routes` on `listener`.
 pub struct Server {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
@@ -102,13 +102,13 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn start(listener: TcpListener, groups: Groups) -> anyhow::Result<Server> {
+    pub fn start(listener: TcpListener, routes: RaftRoutes) -> anyhow::Result<Server> {
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let task = tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
-                .add_service(service(groups, tokio::sync::watch::channel(true).1))
+                .add_service(service(routes, tokio::sync::watch::channel(true).1))
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;
                 })
@@ -144,7 +144,7 @@ impl Server {
 pub struct Node {
     pub id: NodeId,
     pub dir: tempfile::TempDir,
-    pub groups: Groups,
+    pub routes: RaftRoutes,
     pub server: Server,
     pub peers: Peers,
     pub partitions: Vec<Arc<Partition>>,
@@ -158,21 +158,21 @@ impl Node {
     /// Starts the Raft service again on the address it had (after `server.stop()`).
     pub async fn restart_server(&mut self) -> anyhow::Result<()> {
         let listener = TcpListener::bind(self.server.addr).await?;
-        self.server = Server::start(listener, self.groups.clone())?;
+        self.server = Server::start(listener, self.routes.clone())?;
         Ok(())
     }
 
     /// Unregisters and shuts down the partitions, then stops the server.
     pub async fn stop(&mut self) {
         for p in &self.partitions {
-            self.groups.remove(p.id());
+            self.routes.remove(p.id());
             p.shutdown().await;
         }
         self.server.stop().await;
     }
 }
 
-/// Starts `ids.len()` nodes, each voter of `partitions` groups (ids 0..partitions).
+/// Starts `ids.len()` nodes, each voter of `partitions` routes (ids 0..partitions).
 pub async fn cluster(ids: &[NodeId], partitions: u32) -> anyhow::Result<Vec<Node>> {
     let mut listeners = Vec::new();
     for _ in ids {
@@ -188,8 +188,8 @@ pub async fn cluster(ids: &[NodeId], partitions: u32) -> anyhow::Result<Vec<Node
     }
     let mut nodes = Vec::new();
     for (&id, listener) in ids.iter().zip(listeners) {
-        let groups = Groups::new();
-        let server = Server::start(listener, groups.clone())?;
+        let routes = RaftRoutes::new();
+        let server = Server::start(listener, routes.clone())?;
         let peers = Peers::new(id, &all, None)?;
         let dir = tempfile::tempdir()?;
         let log = raft_log(dir.path());
@@ -200,13 +200,13 @@ pub async fn cluster(ids: &[NodeId], partitions: u32) -> anyhow::Result<Vec<Node
                 Network::new(p, peers.clone()),
             )
             .await?;
-            groups.insert(p, partition.raft().clone());
+            routes.insert(p, partition.raft().clone());
             opened.push(Arc::new(partition));
         }
         nodes.push(Node {
             id,
             dir,
-            groups,
+            routes,
             server,
             peers,
             partitions: opened,

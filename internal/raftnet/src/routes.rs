@@ -1,4 +1,4 @@
-//! Which partition groups this node runs, for the Raft service to route to.
+//! Which partitions' Raft groups this node runs, for the Raft service to route to.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,25 +7,25 @@ use chronos_partition::Raft;
 use parking_lot::RwLock;
 
 /// Registry `partition id -> Raft group` of the partitions open on this node.
-/// Cheap to clone; every clone sees the same groups. A partition is inserted
+/// Cheap to clone; every clone sees the same routes. A partition is inserted
 /// once it opened and removed when it shuts down: an RPC for a partition not
 /// here is answered `NOT_FOUND`, which the sender treats as unreachable.
 #[derive(Clone, Default)]
-pub struct Groups {
+pub struct RaftRoutes {
     rafts: Arc<RwLock<HashMap<u32, Raft>>>,
 }
 
-impl Groups {
-    pub fn new() -> Groups {
-        Groups::default()
+impl RaftRoutes {
+    pub fn new() -> RaftRoutes {
+        RaftRoutes::default()
     }
 
-    /// Routes `partition`'s RPCs to `raft` (replacing an earlier group of that id).
+    /// Routes `partition`'s RPCs to `raft` (replacing an earlier Raft group of that id).
     pub fn insert(&self, partition: u32, raft: Raft) {
         self.rafts.write().insert(partition, raft);
     }
 
-    /// Stops routing to `partition`; returns the group it routed to.
+    /// Stops routing to `partition`; returns the Raft group it routed to.
     pub fn remove(&self, partition: u32) -> Option<Raft> {
         self.rafts.write().remove(&partition)
     }
