@@ -3,6 +3,7 @@
 //! table, or one JSON object with `--json`.
 //!
 //! - `publish` ([`publish`]): publish load, closed loop or open loop (`--rate`),
+//!   optionally cancelling each event right after its publish (`--cancel`),
 //!   latency per RPC.
 //! - `schedule` ([`schedule`], alias `scheduled`): fire lateness with consumers
 //!   connected, early deliveries, duplicates and missing events.

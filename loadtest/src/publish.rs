@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chronos_client::{Bearer, Conn, Tls};
 use chronos_proto::v1::event_service_client::EventServiceClient;
-use chronos_proto::v1::{Event, PublishBatchRequest, PublishRequest};
+use chronos_proto::v1::{CancelRequest, Event, PublishBatchRequest, PublishRequest};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use tonic::transport::Channel;
@@ -74,6 +74,11 @@ pub struct PublishArgs {
     /// Open loop: RPCs per second, sent on schedule whatever the answers (0 = closed loop).
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
+    /// Cancel each event as soon as its publish is answered, in the same
+    /// client (timeouts that mostly never fire); each cancel is one RPC,
+    /// counted and timed like a publish. Needs `--batch 1` and a `--due-in`.
+    #[arg(long)]
+    cancel: bool,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -90,6 +95,8 @@ pub struct PublishArgs {
 
 struct Shared {
     sent_events: AtomicU64,
+    /// `--cancel`: cancels answered in the measured part of the run.
+    cancelled: AtomicU64,
     errors: AtomicU64,
     stop: AtomicBool,
     /// Open loop: the next RPC's slot in the pacer's schedule.
@@ -154,13 +161,35 @@ async fn client_loop(
             }
         };
         let result = if args.batch <= 1 {
-            client
+            let event = make(&mut seq);
+            let cancel = args.cancel.then(|| CancelRequest {
+                topic: event.topic.clone(),
+                message_id: event.message_id.clone(),
+                key: String::new(),
+            });
+            let published = client
                 .publish(PublishRequest {
-                    event: Some(make(&mut seq)),
+                    event: Some(event),
                     reschedule: false,
                 })
                 .await
-                .map(|_| ())
+                .map(|_| ());
+            match (published, cancel) {
+                (Ok(()), Some(cancel)) => {
+                    if started >= measure_from {
+                        let latency = corrected_latency(started - start, Instant::now() - start);
+                        record(&mut hist, latency);
+                    }
+                    let sent = Instant::now();
+                    let cancelled = client.cancel(cancel).await.map(|_| ());
+                    if cancelled.is_ok() && started >= measure_from {
+                        record(&mut hist, sent.elapsed());
+                        shared.cancelled.fetch_add(1, Ordering::Relaxed);
+                    }
+                    cancelled
+                }
+                (published, _) => published,
+            }
         } else {
             let events = (0..args.batch).map(|_| make(&mut seq)).collect();
             client
@@ -172,9 +201,11 @@ async fn client_loop(
         match result {
             Ok(()) => {
                 let total = shared.sent_events.fetch_add(n, Ordering::Relaxed) + n;
-                if started >= measure_from {
+                if started >= measure_from && !args.cancel {
                     let latency = corrected_latency(started - start, Instant::now() - start);
                     record(&mut hist, latency);
+                }
+                if started >= measure_from {
                     measured_events += n;
                 }
                 if args.bounds.events > 0 && total >= args.bounds.events {
@@ -199,8 +230,13 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         "--rate must be positive (or 0 for closed loop)"
     );
     let pacer = Pacer::new(args.rate);
+    anyhow::ensure!(
+        !args.cancel || (args.batch <= 1 && !args.due_in.is_zero()),
+        "--cancel needs --batch 1 and a --due-in (an event due now fires before its cancel)"
+    );
     let shared = Arc::new(Shared {
         sent_events: AtomicU64::new(0),
+        cancelled: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         next_slot: AtomicU64::new(0),
@@ -294,6 +330,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         events: measured,
         seconds: elapsed,
         rpcs: hist.len(),
+        cancelled: shared.cancelled.load(Ordering::Relaxed),
         errors: shared.errors.load(Ordering::Relaxed),
         sent_behind: shared.sent_behind.load(Ordering::Relaxed),
         latency: LatencySummary::of(&hist),
@@ -314,6 +351,7 @@ struct Summary {
     events: u64,
     seconds: f64,
     rpcs: u64,
+    cancelled: u64,
     errors: u64,
     sent_behind: u64,
     latency: LatencySummary,
@@ -331,6 +369,7 @@ impl Summary {
             "mode": "publish", "loop": self.loop_kind, "target_rpcs_per_sec": (args.rate > 0.0).then_some(args.rate),
             "clients": args.clients, "connections": self.connections, "batch": args.batch, "payload_bytes": args.bounds.payload,
             "events": self.events, "seconds": self.seconds, "events_per_sec": self.rate(), "rpcs": self.rpcs,
+            "cancelled": args.cancel.then_some(self.cancelled),
             "errors": self.errors, "sent_behind_schedule": self.sent_behind,
             "latency_ms": self.latency.to_json(), "latency_curve_ms": self.curve,
         })
@@ -352,6 +391,16 @@ impl Summary {
                 ),
             )
             .row("RPCs", format!("{} ({} errors)", self.rpcs, self.errors));
+        if args.cancel {
+            table.row(
+                "cancelled",
+                format!(
+                    "{} events, each right after its publish ({:.0}/s)",
+                    self.cancelled,
+                    self.cancelled as f64 / self.seconds
+                ),
+            );
+        }
         if args.rate > 0.0 {
             table.row(
                 "open loop",

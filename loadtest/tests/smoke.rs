@@ -248,6 +248,67 @@ fn publish_closed_loop() {
     check_latency(&summary["latency_ms"]);
 }
 
+/// `--cancel`: every event published is cancelled right after, so the
+/// server ends the run holding none pending.
+#[test]
+fn publish_with_cancels_leaves_nothing_pending() {
+    let server = Server::start();
+    let addr = server.addr();
+    let summary = loadtest(&[
+        "publish",
+        "--addr",
+        &addr,
+        "--clients",
+        "2",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+        "--due-in",
+        "1h",
+        "--cancel",
+    ]);
+    let events = u64_at(&summary, "/events");
+    assert!(events > 0, "{summary}");
+    assert_eq!(u64_at(&summary, "/cancelled"), events, "{summary}");
+    assert_eq!(
+        u64_at(&summary, "/rpcs"),
+        2 * events,
+        "a publish and a cancel each"
+    );
+    assert_eq!(u64_at(&summary, "/errors"), 0, "{summary}");
+    // The pending gauge is refreshed when /metrics is read.
+    let start = std::time::Instant::now();
+    while server.metric("chronos_pending_events") != 0.0 {
+        assert!(
+            start.elapsed() < EXIT_DEADLINE,
+            "events left pending: {summary}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The gauge counts: three more, not cancelled, show.
+    loadtest(&[
+        "publish",
+        "--addr",
+        &addr,
+        "--clients",
+        "1",
+        "--events",
+        "3",
+        "--warmup",
+        "0s",
+        "--due-in",
+        "1h",
+    ]);
+    while server.metric("chronos_pending_events") != 3.0 {
+        assert!(
+            start.elapsed() < 2 * EXIT_DEADLINE,
+            "the pending gauge never showed 3"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn publish_open_loop_keeps_to_its_rate() {
     let summary = run_mode(
