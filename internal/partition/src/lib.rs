@@ -199,9 +199,6 @@ pub struct Partition {
     free_space: watch::Receiver<FreeSpace>,
     /// Its consumer groups' lag and in flight, while this node leads it.
     gauges: Arc<delivery::GroupGauges>,
-    /// Raft's full metrics its owner acted on.
-    #[cfg(test)]
-    observed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn open_err(id: u32, what: &str, e: impl std::fmt::Display) -> PartitionError {
@@ -294,8 +291,6 @@ impl Partition {
         let (control, control_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_term) = watch::channel(None);
         let gauges = Arc::new(delivery::GroupGauges::default());
-        #[cfg(test)]
-        let observed = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let ctx = Ctx {
             partition: id,
             node_id: opts.node_id,
@@ -310,8 +305,6 @@ impl Partition {
             gauges: gauges.clone(),
             preferred_leader: opts.preferred_leader,
             voters: (!opts.join).then(|| opts.voters.clone()),
-            #[cfg(test)]
-            observed: observed.clone(),
         };
         let (placed, placed_rx) = watch::channel(Placed {
             replicas: opts.voters.clone(),
@@ -359,15 +352,7 @@ impl Partition {
             placed,
             free_space: opts.free_space,
             gauges,
-            #[cfg(test)]
-            observed,
         })
-    }
-
-    /// How many times its owner acted on Raft's full metrics so far.
-    #[cfg(test)]
-    pub(crate) fn metrics_observed(&self) -> u64 {
-        self.observed.load(Ordering::Relaxed)
     }
 
     /// Where the placement puts this partition now.

@@ -34,8 +34,6 @@ pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>
 pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, tokio::fs::File>;
 pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
 pub type RaftServerMetrics = openraft::metrics::RaftServerMetrics<TypeConfig>;
-/// Where Raft's metrics are read (`Raft::metrics`).
-pub type RaftMetricsWatch = openraft::type_config::alias::WatchReceiverOf<TypeConfig, RaftMetrics>;
 
 /// A state-machine command. The wire/disk form is the `chronos.internal.v1.Command`
 /// protobuf; serde (required by openraft's `serde` feature) carries the same bytes.

@@ -138,23 +138,6 @@ impl Handoff {
         (at > Instant::now()).then_some(at)
     }
 
-    /// Whether a handoff may come that waits on replication progress (Raft's
-    /// full metrics): this node may not lead, the placement moves the
-    /// partition away, or prefers another node as its leader.
-    pub fn wants_progress(&self, allowed: bool) -> bool {
-        let placed = self.placed.borrow();
-        !allowed
-            || placed.preferred.is_some_and(|p| p != self.me)
-            || (!placed.replicas.is_empty() && !placed.replicas.contains(&self.me))
-    }
-
-    /// The placement changed (never, once nobody can change it).
-    pub async fn placed_changed(&mut self) {
-        if self.placed.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
-
     /// Follows Raft's view; says to whom to hand leadership over when it
     /// should ([`Handoff::transfer`], once the term has recorded its work).
     pub fn observe(&mut self, m: &RaftMetrics, allowed: bool) -> Option<NodeId> {

@@ -46,8 +46,6 @@ mod upkeep;
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod wake_tests;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -65,9 +63,7 @@ use crate::delivery::{Control, DeliveryOptions, GroupControl, GroupGauges, Meter
 use crate::firing::FiringOptions;
 use crate::publisher::PublishRequest;
 use crate::state_machine::AppliedState;
-use crate::types::{
-    Applied, Command, NodeId, Raft, RaftMetrics, RaftMetricsWatch, RaftServerMetrics,
-};
+use crate::types::{Applied, Command, NodeId, Raft, RaftMetrics, RaftServerMetrics};
 use crate::{wall_ms, wall_us, PartitionError};
 
 use alarm::Alarm;
@@ -108,9 +104,6 @@ pub(crate) struct Ctx {
     /// The Raft group's voters at formation (empty: this node alone); `None`
     /// when this replica joins a Raft group that exists elsewhere.
     pub voters: Option<Vec<NodeId>>,
-    /// Raft's full metrics the owner acted on, for tests of when it wakes.
-    #[cfg(test)]
-    pub observed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What applying a proposed command reported, or why it did not apply.
@@ -246,8 +239,6 @@ pub(crate) struct Owner {
     standing: Standing,
     /// When to hand leadership to another replica.
     handoff: Handoff,
-    /// Raft's metrics, read for the lease when about to act.
-    metrics_now: RaftMetricsWatch,
     /// The replica to hand leadership to once the term recorded its work.
     hand_to: Option<NodeId>,
 }
@@ -265,7 +256,6 @@ impl Owner {
         handoff: Handoff,
     ) -> Owner {
         Owner {
-            metrics_now: ctx.raft.metrics(),
             ctx,
             publishes,
             publishes_open: true,
@@ -294,12 +284,10 @@ impl Owner {
         let mut metrics = self.ctx.raft.metrics();
         // openraft sends its full metrics at every tick (50 times a second)
         // and every log write, changed or not; its server metrics (vote,
-        // role, leader, membership) only when they change. The owner wakes
-        // for the server metrics, and follows the full ones only until they
-        // agree (they are sent after), and as a leader with other voters
-        // while it has no lease (to act once a quorum answers) or a handoff
-        // may wait on replication progress. A leased leader reads its lease
-        // when about to act (`Standing::renew`).
+        // role, leader, membership) only when they change. Only a leader
+        // with other voters needs more (its lease, its handoffs' replication
+        // progress): the others wake for the server metrics, and follow the
+        // full ones only until they agree, as they are sent after.
         let mut server = self.ctx.raft.server_metrics();
         let mut full_behind = false;
         let ctx = &self.ctx;
@@ -327,14 +315,7 @@ impl Owner {
             let (wake_at, tick) = self.next_tick(fire_ms);
             let has_answers = !self.completions.proposals.is_empty();
             let has_jobs = !self.completions.jobs.is_empty();
-            if self.raft_leader {
-                self.standing.renew(&self.metrics_now);
-            }
-            let follows_full = full_behind
-                || (self.raft_leader
-                    && !self.standing.single_voter()
-                    && (!self.standing.leased(Instant::now())
-                        || self.handoff.wants_progress(self.standing.allowed())));
+            let follows_full = full_behind || (self.raft_leader && !self.standing.single_voter());
             let input = tokio::select! {
                 changed = metrics.changed(), if follows_full => match changed {
                     Ok(()) => Input::Metrics,
@@ -366,7 +347,6 @@ impl Owner {
                     true => Input::MayLead,
                     false => continue,
                 },
-                _ = self.handoff.placed_changed(), if self.raft_leader => Input::Metrics,
                 _ = alarm.rung(), if alarm.armed() => Input::Tick(Tick::Term),
                 _ = tokio::time::sleep_until(wake_at.into()) => Input::Tick(tick),
             };
@@ -432,9 +412,6 @@ impl Owner {
             self.restart_at = Some(Instant::now() + RESTART_DELAY);
         }
         self.try_start_term().await;
-        if self.raft_leader {
-            self.standing.renew(&self.metrics_now);
-        }
         let leased = self.standing.leased(Instant::now());
         if let Some(term) = &mut self.term {
             match term
@@ -476,8 +453,6 @@ impl Owner {
 
     /// Follows Raft's view: a term that is no longer ours ends at once.
     fn observe(&mut self, m: &RaftMetrics) {
-        #[cfg(test)]
-        self.ctx.observed.fetch_add(1, Ordering::Relaxed);
         self.fatal = m
             .running_state
             .as_ref()

@@ -9,7 +9,7 @@ use openraft::async_runtime::watch::WatchReceiver;
 use openraft::Instant as _;
 use tokio::sync::watch;
 
-use crate::types::{NodeId, Raft, RaftMetrics, RaftMetricsWatch};
+use crate::types::{NodeId, Raft, RaftMetrics};
 
 pub(crate) struct Standing {
     /// Whether this node may lead (clock within bounds, not stopping).
@@ -100,20 +100,6 @@ impl Standing {
             raft.runtime_config().tick(!sole_leader);
             self.ticks_off = sole_leader;
         }
-        self.take_lease(m);
-    }
-
-    /// Reads the lease again from Raft's current metrics: a leader with
-    /// other voters follows its metrics only while it has no lease (they
-    /// change at every heartbeat round and log write), and reads the lease
-    /// when it is about to act instead.
-    pub fn renew(&mut self, metrics: &RaftMetricsWatch) {
-        if !self.single_voter {
-            self.take_lease(&metrics.borrow_watched());
-        }
-    }
-
-    fn take_lease(&mut self, m: &RaftMetrics) {
         self.lease_until = m
             .last_quorum_acked
             .as_ref()

@@ -24,7 +24,7 @@ async fn open(dir: &std::path::Path) -> Arc<Partition> {
 /// Retries `op` while the leader refuses writes without naming a leader:
 /// openraft does so while its quorum lease lapses (a loaded machine stalls
 /// the heartbeats), and a refused write was not appended.
-pub(super) async fn retrying<T, F, Fut>(what: &str, mut op: F) -> T
+async fn retrying<T, F, Fut>(what: &str, mut op: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, crate::PartitionError>>,
@@ -54,9 +54,7 @@ async fn attach_member(p: &Partition) -> tokio::sync::mpsc::UnboundedReceiver<Ou
 }
 
 /// The next delivery on `rx`: (fire sequence, attempt).
-pub(super) async fn next_delivery(
-    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Outgoing>,
-) -> (u64, u32) {
+async fn next_delivery(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Outgoing>) -> (u64, u32) {
     match tokio::time::timeout(DEADLINE, rx.recv()).await {
         Ok(Some(Outgoing::Delivery(d))) => {
             let (_, _, seq, attempt) = parse_delivery_id(&d.delivery_id).unwrap();
@@ -111,10 +109,7 @@ async fn concurrent_publishers_get_dense_offsets_and_a_duplicate_shares_its_orig
 }
 
 /// Opens partition 0 on nodes 1..=3 over `router`.
-pub(super) async fn cluster(
-    dir: &std::path::Path,
-    router: &Router,
-) -> BTreeMap<u64, Arc<Partition>> {
+async fn cluster(dir: &std::path::Path, router: &Router) -> BTreeMap<u64, Arc<Partition>> {
     let mut nodes = BTreeMap::new();
     for id in 1..=3 {
         let mut o = options(&dir.join(format!("node-{id}")));
@@ -146,7 +141,7 @@ async fn leader(nodes: &BTreeMap<u64, Arc<Partition>>, not: Option<u64>) -> u64 
 
 /// The leader once every node names it: every voter formed the group, so a
 /// late one's first election no longer unseats the leader of the first.
-pub(super) async fn settled(nodes: &BTreeMap<u64, Arc<Partition>>) -> u64 {
+async fn settled(nodes: &BTreeMap<u64, Arc<Partition>>) -> u64 {
     let agreed = || {
         let l = leader_now(nodes)?;
         nodes
