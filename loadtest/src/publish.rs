@@ -173,20 +173,15 @@ async fn client_loop(
                     reschedule: false,
                 })
                 .await
-                .map(|_| ());
+                .map(|_| Instant::now());
             match (published, cancel) {
-                (Ok(()), Some(cancel)) => {
-                    if started >= measure_from {
-                        let latency = corrected_latency(started - start, Instant::now() - start);
-                        record(&mut hist, latency);
-                    }
-                    let sent = Instant::now();
-                    let cancelled = client.cancel(cancel).await.map(|_| ());
+                (Ok(answered), Some(cancel)) => {
+                    let cancelled = client.cancel(cancel).await;
                     if cancelled.is_ok() && started >= measure_from {
-                        record(&mut hist, sent.elapsed());
+                        record(&mut hist, answered.elapsed());
                         shared.cancelled.fetch_add(1, Ordering::Relaxed);
                     }
-                    cancelled
+                    cancelled.map(|_| answered)
                 }
                 (published, _) => published,
             }
@@ -195,17 +190,16 @@ async fn client_loop(
             client
                 .publish_batch(PublishBatchRequest { events })
                 .await
-                .map(|_| ())
+                .map(|_| Instant::now())
         };
         let n = args.batch.max(1) as u64;
         match result {
-            Ok(()) => {
+            // `answered`: when the publish was (a cancel after it is timed apart).
+            Ok(answered) => {
                 let total = shared.sent_events.fetch_add(n, Ordering::Relaxed) + n;
-                if started >= measure_from && !args.cancel {
-                    let latency = corrected_latency(started - start, Instant::now() - start);
-                    record(&mut hist, latency);
-                }
                 if started >= measure_from {
+                    let latency = corrected_latency(started - start, answered - start);
+                    record(&mut hist, latency);
                     measured_events += n;
                 }
                 if args.bounds.events > 0 && total >= args.bounds.events {

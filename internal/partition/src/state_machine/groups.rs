@@ -229,6 +229,13 @@ impl StateMachine {
             redriven += 1;
         }
         if let Some(first) = r.first_seq {
+            let noted: u64 = runs.iter().map(|run| run.end_seq - run.first_seq).sum();
+            assert_eq!(
+                noted,
+                r.seqs.len() as u64,
+                "a redrive of {:?} must note each number it was given once",
+                r.topic
+            );
             let topic = self.topic_mut(&r.topic)?;
             topic.next_fire_seq = topic.next_fire_seq.max(first + r.seqs.len() as u64);
         }
@@ -291,7 +298,7 @@ fn seek_seq(store: &Store, topic: &str, ts: i64, next: u64) -> Result<u64, io::E
 
 /// The group of a redriven range whose numbers hold nothing: every group's
 /// lag leaves it out (a group's name is never empty).
-pub(crate) const NO_GROUP: &str = "";
+const NO_GROUP: &str = "";
 
 /// Adds `seq` to the last run when it continues it for the same group.
 fn extend_run(runs: &mut Vec<RedrivenRange>, seq: u64, group: &str) {
