@@ -16,9 +16,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chronos_client::{Bearer, Conn, Tls};
 use chronos_proto::v1::event_service_client::EventServiceClient;
-use chronos_proto::v1::{CancelRequest, Event, PublishBatchRequest, PublishRequest};
+use chronos_proto::v1::{
+    CancelBatchRequest, CancelRequest, CancelStatus, Event, PublishBatchRequest, PublishRequest,
+};
 use hdrhistogram::Histogram;
 use serde_json::json;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::progress::{notice, Progress, Table};
@@ -75,8 +78,9 @@ pub struct PublishArgs {
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
     /// Cancel each event as soon as its publish is answered, in the same
-    /// client (timeouts that mostly never fire); each cancel is one RPC,
-    /// counted and timed like a publish. Needs `--batch 1` and a `--due-in`.
+    /// client (timeouts that mostly never fire): one `Cancel` per event, or
+    /// with `--batch` one `CancelBatch` per batch, timed like a publish.
+    /// Needs a `--due-in`.
     #[arg(long)]
     cancel: bool,
     /// Print the summary as one JSON object.
@@ -160,13 +164,9 @@ async fn client_loop(
                 intended
             }
         };
-        let result = if args.batch <= 1 {
+        let (published, cancels) = if args.batch <= 1 {
             let event = make(&mut seq);
-            let cancel = args.cancel.then(|| CancelRequest {
-                topic: event.topic.clone(),
-                message_id: event.message_id.clone(),
-                key: String::new(),
-            });
+            let cancels = args.cancel.then(|| vec![cancel_of(&event)]);
             let published = client
                 .publish(PublishRequest {
                     event: Some(event),
@@ -174,23 +174,34 @@ async fn client_loop(
                 })
                 .await
                 .map(|_| Instant::now());
-            match (published, cancel) {
-                (Ok(answered), Some(cancel)) => {
-                    let cancelled = client.cancel(cancel).await;
-                    if cancelled.is_ok() && started >= measure_from {
-                        record(&mut hist, answered.elapsed());
-                        shared.cancelled.fetch_add(1, Ordering::Relaxed);
-                    }
-                    cancelled.map(|_| answered)
-                }
-                (published, _) => published,
-            }
+            (published, cancels)
         } else {
-            let events = (0..args.batch).map(|_| make(&mut seq)).collect();
-            client
+            let events: Vec<Event> = (0..args.batch).map(|_| make(&mut seq)).collect();
+            let cancels = args.cancel.then(|| events.iter().map(cancel_of).collect());
+            let published = client
                 .publish_batch(PublishBatchRequest { events })
                 .await
-                .map(|_| Instant::now())
+                .map(|_| Instant::now());
+            (published, cancels)
+        };
+        // With `--cancel`, the events' cancel (one RPC) follows their publish,
+        // timed apart; every one must find its event pending.
+        let result = match (published, cancels) {
+            (Ok(answered), Some(cancels)) => {
+                let n = cancels.len() as u64;
+                let cancelled = if n == 1 {
+                    let cancel = cancels.into_iter().next().expect("one cancel");
+                    client.cancel(cancel).await.map(|_| ())
+                } else {
+                    cancel_all(&mut client, cancels).await
+                };
+                if cancelled.is_ok() && started >= measure_from {
+                    record(&mut hist, answered.elapsed());
+                    shared.cancelled.fetch_add(n, Ordering::Relaxed);
+                }
+                cancelled.map(|_| answered)
+            }
+            (published, _) => published,
         };
         let n = args.batch.max(1) as u64;
         match result {
@@ -216,6 +227,38 @@ async fn client_loop(
     Ok((hist, measured_events))
 }
 
+fn cancel_of(event: &Event) -> CancelRequest {
+    CancelRequest {
+        topic: event.topic.clone(),
+        message_id: event.message_id.clone(),
+        key: String::new(),
+    }
+}
+
+/// Cancels a batch's events in one `CancelBatch`; any not found pending
+/// is an error of the run.
+async fn cancel_all(
+    client: &mut EventServiceClient<InterceptedService<Channel, Bearer>>,
+    cancels: Vec<CancelRequest>,
+) -> Result<(), tonic::Status> {
+    let results = client
+        .cancel_batch(CancelBatchRequest { cancels })
+        .await?
+        .into_inner()
+        .results;
+    match results
+        .iter()
+        .find(|r| r.status() != CancelStatus::Cancelled)
+    {
+        None => Ok(()),
+        Some(r) => Err(tonic::Status::internal(format!(
+            "cancel of {} found it {:?}",
+            r.message_id,
+            r.status()
+        ))),
+    }
+}
+
 /// Runs the `publish` mode and prints its summary.
 pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.clients >= 1, "--clients must be at least 1");
@@ -225,8 +268,8 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     );
     let pacer = Pacer::new(args.rate);
     anyhow::ensure!(
-        !args.cancel || (args.batch <= 1 && !args.due_in.is_zero()),
-        "--cancel needs --batch 1 and a --due-in (an event due now fires before its cancel)"
+        !args.cancel || !args.due_in.is_zero(),
+        "--cancel needs a --due-in (an event due now fires before its cancel)"
     );
     let shared = Arc::new(Shared {
         sent_events: AtomicU64::new(0),

@@ -248,8 +248,8 @@ fn publish_closed_loop() {
     check_latency(&summary["latency_ms"]);
 }
 
-/// `--cancel`: every event published is cancelled right after, so the
-/// server ends the run holding none pending.
+/// `--cancel`: every event published is cancelled right after (one by
+/// one, then in batches), so the server ends the runs holding none pending.
 #[test]
 fn publish_with_cancels_leaves_nothing_pending() {
     let server = Server::start();
@@ -277,6 +277,29 @@ fn publish_with_cancels_leaves_nothing_pending() {
         "a publish and a cancel each"
     );
     assert_eq!(u64_at(&summary, "/errors"), 0, "{summary}");
+    // With batches: one `CancelBatch` per `PublishBatch`, each finding
+    // every event of its batch pending.
+    let batched = loadtest(&[
+        "publish",
+        "--addr",
+        &addr,
+        "--clients",
+        "2",
+        "--batch",
+        "50",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+        "--due-in",
+        "1h",
+        "--cancel",
+    ]);
+    let events = u64_at(&batched, "/events");
+    assert!(events > 0 && events.is_multiple_of(50), "{batched}");
+    assert_eq!(u64_at(&batched, "/cancelled"), events, "{batched}");
+    assert_eq!(u64_at(&batched, "/rpcs"), 2 * events / 50, "{batched}");
+    assert_eq!(u64_at(&batched, "/errors"), 0, "{batched}");
     // The pending gauge is refreshed when /metrics is read.
     let start = std::time::Instant::now();
     while server.metric("chronos_pending_events") != 0.0 {

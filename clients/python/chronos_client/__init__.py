@@ -19,7 +19,7 @@ that fail with UNAVAILABLE are tried again on the others (`RetryPolicy`).
 from ._connection import RetryPolicy
 from ._convert import now_ms
 from .admin import DeadLetter, GroupDeleted, GroupInfo, TopicInfo
-from .client import CancelResult, Client, EventInfo, GroupState, PublishResult
+from .client import CancelOutcome, CancelResult, Client, EventInfo, GroupState, PublishResult
 from .errors import ChronosError
 from .producer import Producer
 from .replay import StoredEvent
@@ -28,6 +28,7 @@ from .subscription import AckTotals, Delivery, Subscription
 
 __all__ = [
     "AckTotals",
+    "CancelOutcome",
     "CancelResult",
     "ChronosError",
     "Client",

@@ -27,6 +27,16 @@ class CancelResult(NamedTuple):
     offset: int
 
 
+class CancelOutcome(NamedTuple):
+    """What one cancel of `cancel_batch` found: `status` is "cancelled",
+    "already_cancelled", "not_found" or "already_fired"."""
+
+    message_id: str
+    status: str
+    partition: int
+    offset: int
+
+
 class GroupState(NamedTuple):
     """Where one consumer group is with a fired event."""
 
@@ -216,6 +226,29 @@ class Client(Schedules, Admin):
         req = events_pb2.CancelRequest(topic=topic, message_id=message_id, key=key or "")
         r = self._unary(self._events.Cancel, req)
         return CancelResult(r.partition, r.offset)
+
+    def cancel_batch(self, cancels: Iterable[Mapping]) -> List[CancelOutcome]:
+        """Stops many pending events from firing in one call; each cancel is a
+        dict of `cancel`'s arguments (`topic`, `message_id`, `key`).
+
+        Returns one `CancelOutcome` per cancel, in order: an unknown or fired
+        event is an outcome here, not an error. Safe to retry.
+        """
+        req = events_pb2.CancelBatchRequest(
+            cancels=[
+                events_pb2.CancelRequest(topic=c["topic"], message_id=c["message_id"], key=c.get("key") or "")
+                for c in cancels
+            ]
+        )
+        return [
+            CancelOutcome(
+                r.message_id,
+                _status_name(events_pb2.CancelStatus, r.status, "CANCEL_STATUS_"),
+                r.partition,
+                r.offset,
+            )
+            for r in self._unary(self._events.CancelBatch, req).results
+        ]
 
     def describe(self, topic: str, message_id: str, key: Optional[str] = None) -> EventInfo:
         """Where an event stands: pending, fired or cancelled, and once fired

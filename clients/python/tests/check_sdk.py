@@ -127,6 +127,20 @@ def check_publish_batch_and_cancel(client: Client) -> None:
     c = client.cancel("sdk-batch", "b-later")
     expect(tuple(c) == results[2][:2], f"cancel {c} vs {results[2]}")
     print("ok: cancel of a pending event")
+    outcomes = client.cancel_batch(
+        [
+            {"topic": "sdk-batch", "message_id": "b-later"},
+            {"topic": "sdk-batch", "message_id": "never-published"},
+            {"topic": "sdk-batch", "message_id": "b-1", "key": "k"},
+        ]
+    )
+    statuses = [(o.message_id, o.status) for o in outcomes]
+    expect(
+        statuses == [("b-later", "already_cancelled"), ("never-published", "not_found"), ("b-1", "already_fired")],
+        f"cancel_batch {outcomes}",
+    )
+    expect(tuple(outcomes[2][2:]) == results[0][:2], f"{outcomes[2]} vs {results[0]}")
+    print("ok: cancel_batch, one outcome per cancel in order (b-1 was due at once)")
     with client.subscribe("readers", "sdk-batch", start="earliest") as sub:
         got = {}
         deadline = time.monotonic() + WAIT_S

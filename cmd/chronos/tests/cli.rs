@@ -149,6 +149,34 @@ fn publish_subscribe_replay_cancel_and_status() {
         "{}",
         text(&twice.stderr)
     );
+    // Many ids: one `CancelBatch`, a line each; one not cancelled fails the run.
+    for id in ["o5", "o6"] {
+        ok(
+            &server,
+            &["publish", "orders", "later", "--id", id, "--in", "1h"],
+        );
+    }
+    let many = ok(&server, &["cancel", "orders", "o5", "o6", "o4"]);
+    let lines: Vec<&str> = many.lines().collect();
+    assert_eq!(lines.len(), 3, "{many}");
+    assert!(lines[0].starts_with("cancelled orders/o5"), "{many}");
+    assert!(lines[1].starts_with("cancelled orders/o6"), "{many}");
+    assert!(
+        lines[2].starts_with("already-cancelled orders/o4"),
+        "{many}"
+    );
+    let some = chronos(&server.endpoint(), &["cancel", "orders", "o5", "o3"], None);
+    assert_eq!(some.status.code(), Some(2), "{}", text(&some.stderr));
+    assert!(
+        text(&some.stdout).contains("already-fired orders/o3"),
+        "{}",
+        text(&some.stdout)
+    );
+    assert!(
+        text(&some.stderr).contains("1 of 2"),
+        "{}",
+        text(&some.stderr)
+    );
 
     let status = ok(&server, &["status"]);
     assert!(

@@ -609,6 +609,38 @@ async fn with_two_replicas_of_three_every_node_serves_every_partition() {
             .await;
         assert!(r.is_ok(), "cancel via node {via}: {r:?}");
     }
+    // A batch spread over every partition, cancelled through a node that
+    // does not hold them all: each share goes to its leader.
+    let events: Vec<_> = (0..30)
+        .map(|i| chronos_proto::v1::Event {
+            schedule_ts: now_ms() + 3_600_000,
+            ..event("rf2", &format!("c{i}"), b"")
+        })
+        .collect();
+    events_client(cluster.endpoint(1))
+        .await
+        .publish_batch(PublishBatchRequest { events })
+        .await
+        .expect("publish the batch to cancel");
+    let via = 1 + holds[1..].iter().position(|&n| n < 6).unwrap() as u64;
+    let cancels = (0..31)
+        .map(|i| chronos_proto::v1::CancelRequest {
+            topic: "rf2".into(),
+            message_id: format!("c{i}"),
+            key: String::new(),
+        })
+        .collect();
+    let results = events_client(cluster.endpoint(via))
+        .await
+        .cancel_batch(chronos_proto::v1::CancelBatchRequest { cancels })
+        .await
+        .unwrap_or_else(|e| panic!("cancel batch via node {via}: {e:?}"))
+        .into_inner()
+        .results;
+    let statuses: Vec<_> = results.iter().map(|r| r.status()).collect();
+    let mut want_statuses = vec![chronos_proto::v1::CancelStatus::Cancelled; 30];
+    want_statuses.push(chronos_proto::v1::CancelStatus::NotFound);
+    assert_eq!(statuses, want_statuses, "{results:?}");
     let mut got = BTreeSet::new();
     let until = Instant::now() + Duration::from_secs(20);
     while got.len() < want.len() && Instant::now() < until {

@@ -99,6 +99,8 @@ fn bad_input_gets_a_json_error_naming_the_field() {
         ("POST", "/v1/events", json!({"topic": "t", "message_id": "x", "payload": "aGk=", "payload_json": {}}), 400, "event.payload_json:"),
         ("POST", "/v1/events/batch", json!({"events": [{"topic": "t", "message_id": "a"}, {"topic": "t", "message_id": ""}]}), 400, "events[1].message_id:"),
         ("POST", "/v1/events/cancel", json!({"topic": "t", "message_id": "never"}), 404, ""),
+        ("POST", "/v1/events/cancel-batch", json!({"cancels": []}), 400, "cancels:"),
+        ("POST", "/v1/events/cancel-batch", json!({"cancels": [{"topic": "t", "message_id": "a"}, {"topic": "t"}]}), 400, "cancels[1].message_id:"),
         ("GET", "/v1/topics/t/pending?page_size=5000", Value::Null, 400, "page_size:"),
         ("GET", "/v1/topics/t/pending?page_token=zzz", Value::Null, 400, "page_token:"),
         ("GET", "/v1/topics/t/pending?due_time.from_ts=-5", Value::Null, 400, "due_time.from_ts:"),
@@ -210,6 +212,34 @@ fn pending_inspection_is_exact_after_cancels_and_reschedules() {
         }
         expected.remove(&id);
     }
+    // And 20 more in one `CancelBatch`, with one repeated and one unknown.
+    let ids: Vec<String> = (0..20).map(|n| format!("e{}", n * 17 + 3)).collect();
+    let cancels: Vec<Value> = (ids.iter().chain([&ids[0], &"nope".to_string()]))
+        .map(|id| {
+            let n: usize = id[1..].parse().unwrap_or(0);
+            json!({"topic": "orders", "message_id": id, "key": format!("k{}", n % 7)})
+        })
+        .collect();
+    let answer = ok(
+        &server,
+        "POST",
+        "/v1/events/cancel-batch",
+        json!({ "cancels": cancels }),
+    );
+    let statuses: Vec<&str> = (answer["results"].as_array().unwrap().iter())
+        .map(|r| r["status"].as_str().unwrap_or("CANCEL_STATUS_CANCELLED"))
+        .collect();
+    for (id, status) in ids.iter().zip(&statuses) {
+        let want = match expected.remove(id) {
+            Some(_) => "CANCEL_STATUS_CANCELLED",
+            None => "CANCEL_STATUS_ALREADY_CANCELLED",
+        };
+        assert_eq!(*status, want, "{id}: {answer}");
+    }
+    assert_eq!(
+        statuses[20..],
+        ["CANCEL_STATUS_ALREADY_CANCELLED", "CANCEL_STATUS_NOT_FOUND"]
+    );
     for n in 0..20 {
         let id = format!("e{}", n * 13 + 1);
         if !expected.contains_key(&id) {

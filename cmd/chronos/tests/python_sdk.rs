@@ -166,6 +166,7 @@ fn wrapper_nacks_redeliver_and_errors_carry_code_and_field() {
         "ok: naive datetime, at+after, negative after refused locally",
         "ok: publish_batch in order",
         "ok: cancel of a pending event",
+        "ok: cancel_batch, one outcome per cancel in order",
         "ok: earliest group gets the batch",
         "ok: schedules",
         "ok: close leaves at once",

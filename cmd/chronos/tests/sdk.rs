@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use chronos_client::proto::{self, CancelStatus};
 use chronos_client::{
     Client, Consumer, ConsumerOptions, Delivery, Error, EventBuilder, ProducerOptions, Replay,
 };
@@ -565,6 +566,61 @@ async fn errors_are_typed_and_dead_letters_redrive() {
     let d = next(&mut c).await;
     let err = client.cancel("t", "now", "").await.unwrap_err();
     assert!(matches!(err, Error::FailedPrecondition { .. }), "{err:?}");
+
+    // Many in one call: one result per cancel, in order, the unknown and
+    // the fired ones among them; bad input named by its place.
+    for id in ["b1", "b2"] {
+        let ev = EventBuilder::new("t", id).key("k").due_at(later).build();
+        client.publish(ev).await.unwrap();
+    }
+    let cancel = |id: &str, key: &str| proto::CancelRequest {
+        topic: "t".into(),
+        message_id: id.into(),
+        key: key.into(),
+    };
+    let results = client
+        .cancel_batch(vec![
+            cancel("b1", "k"),
+            cancel("later", "k"),
+            cancel("nope", ""),
+            cancel("now", ""),
+            cancel("b2", "k"),
+            cancel("b1", "k"),
+        ])
+        .await
+        .unwrap();
+    let got: Vec<(&str, CancelStatus)> = (results.iter())
+        .map(|r| (r.message_id.as_str(), r.status()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("b1", CancelStatus::Cancelled),
+            ("later", CancelStatus::AlreadyCancelled),
+            ("nope", CancelStatus::NotFound),
+            ("now", CancelStatus::AlreadyFired),
+            ("b2", CancelStatus::Cancelled),
+            ("b1", CancelStatus::AlreadyCancelled),
+        ]
+    );
+    assert_eq!(results[0].offset, results[5].offset);
+    let topics = client.list_topics().await.unwrap();
+    assert!(
+        topics.iter().any(|t| t.name == "t" && t.pending == 0),
+        "{topics:?}"
+    );
+    let err = client.cancel_batch(vec![]).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument { field: Some(f), .. } if f == "cancels"),
+        "{err:?}"
+    );
+    let err = (client.cancel_batch(vec![cancel("b1", ""), proto::CancelRequest::default()]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument { field: Some(f), .. } if f == "cancels[1].topic"),
+        "{err:?}"
+    );
 
     // max_attempts 1: a nack makes a dead letter; redrive brings it back.
     c.nack(&d, None).await.unwrap();

@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 
 use chronos_access::{Action, Permission};
 use chronos_partition::{
-    event_of, CancelOutcome, Partition, PartitionError, PublishOutcome, ReplayQuery, ReplayRange,
-    ReplayedEvent,
+    event_of, Partition, PartitionError, PublishOutcome, ReplayQuery, ReplayRange, ReplayedEvent,
 };
 use chronos_proto::v1::event_service_server::EventService;
 use chronos_proto::v1::{
-    replay_request, AckRequest, AckResponse, CancelRequest, CancelResponse, ConsumeRequest,
-    ConsumeResponse, Delivery, Event, PublishBatchRequest, PublishBatchResponse, PublishRequest,
-    PublishResponse, ReplayEvent, ReplayRequest, SubscribeRequest,
+    replay_request, AckRequest, AckResponse, CancelBatchRequest, CancelBatchResponse,
+    CancelRequest, CancelResponse, ConsumeRequest, ConsumeResponse, Delivery, Event,
+    PublishBatchRequest, PublishBatchResponse, PublishRequest, PublishResponse, ReplayEvent,
+    ReplayRequest, SubscribeRequest,
 };
 use chronos_proto::v1::{
     CountPendingRequest, CountPendingResponse, DescribeEventRequest, DescribeEventResponse,
@@ -33,7 +33,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::gateway::Incoming;
 use crate::status::invalid;
-use crate::{consume, describe, inspect, schedules, status, validate, Node};
+use crate::{cancel, consume, describe, inspect, schedules, status, validate, Node};
 
 pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -262,25 +262,17 @@ impl EventService for Events {
         request: Request<CancelRequest>,
     ) -> Result<Response<CancelResponse>, Status> {
         let incoming = Incoming::of(&request, self.node.router.partitions())?;
-        let req = request.into_inner();
-        validate::topic("topic", &req.topic)?;
-        validate::message_id("message_id", &req.message_id)?;
-        let guard = &self.node.guard;
-        guard.authorize(
-            &incoming.caller,
-            &Action::on_topic(Permission::Cancel, &req.topic),
-        )?;
-        let partition = self.node.router.route(&req.key, &req.message_id);
-        let deadline = Instant::now() + self.node.publish_timeout;
-        let here =
-            |p: Arc<Partition>, req: CancelRequest| async move { cancel_here(&p, req).await };
-        let resp = self
-            .node
-            .on_leader_of(partition, &incoming, deadline, &req, here, |r| r)
-            .await;
-        let target = format!("topic={} message_id={}", req.topic, req.message_id);
-        guard.audit(&incoming.caller, "cancel", &target, &resp);
-        Ok(Response::new(resp?))
+        let resp = cancel::one(&self.node, &incoming, request.into_inner()).await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn cancel_batch(
+        &self,
+        request: Request<CancelBatchRequest>,
+    ) -> Result<Response<CancelBatchResponse>, Status> {
+        let incoming = Incoming::of(&request, self.node.router.partitions())?;
+        let resp = cancel::batch(&self.node, &incoming, request.into_inner()).await?;
+        Ok(Response::new(resp))
     }
 
     async fn create_schedule(
@@ -465,32 +457,6 @@ impl EventService for Events {
 }
 
 /// Cancels on this node's replica, which leads.
-async fn cancel_here(p: &Partition, req: CancelRequest) -> Result<CancelResponse, Status> {
-    let partition = p.id();
-    let cancel = p.cancel(req.topic.clone(), req.message_id.clone());
-    let outcome = match tokio::time::timeout(PARTITION_TIMEOUT, cancel).await {
-        Ok(result) => result.map_err(status::from_partition)?,
-        Err(_) => {
-            return Err(status::from_partition(PartitionError::Unavailable(
-                format!(
-                    "partition {partition} did not answer the cancel within {PARTITION_TIMEOUT:?}"
-                ),
-            )))
-        }
-    };
-    if let Some(refused) = status::cancel_refused(outcome, &req.topic, &req.message_id) {
-        return Err(refused);
-    }
-    let offset = match outcome {
-        CancelOutcome::Cancelled { offset, .. } | CancelOutcome::AlreadyCancelled { offset } => {
-            offset
-        }
-        CancelOutcome::NotFound | CancelOutcome::AlreadyFired { .. } => 0,
-    };
-    metrics::counter!("chronos_cancel_requests_total").increment(1);
-    Ok(CancelResponse { partition, offset })
-}
-
 /// Partition `p`'s replay stream, from its leader.
 pub(crate) async fn open_replay(
     node: &Arc<Node>,

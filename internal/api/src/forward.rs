@@ -15,13 +15,13 @@ use chronos_partition::Partition;
 use chronos_proto::v1::admin_service_client::AdminServiceClient;
 use chronos_proto::v1::event_service_client::EventServiceClient;
 use chronos_proto::v1::{
-    AckRequest, AckResponse, AddNodeRequest, AddNodeResponse, CancelRequest, CancelResponse,
-    DeleteGroupRequest, DeleteGroupResponse, ListDeadLettersRequest, ListDeadLettersResponse,
-    ListGroupsRequest, ListGroupsResponse, ListPartitionsRequest, ListPartitionsResponse,
-    ListTopicsRequest, ListTopicsResponse, PublishBatchRequest, PublishBatchResponse,
-    PublishRequest, PublishResponse, RebalanceRequest, RebalanceResponse,
-    RedriveDeadLettersRequest, RedriveDeadLettersResponse, RemoveNodeRequest, RemoveNodeResponse,
-    ReplayEvent, ReplayRequest, SeekGroupRequest, SeekGroupResponse,
+    AckRequest, AckResponse, AddNodeRequest, AddNodeResponse, CancelBatchRequest,
+    CancelBatchResponse, CancelRequest, CancelResponse, DeleteGroupRequest, DeleteGroupResponse,
+    ListDeadLettersRequest, ListDeadLettersResponse, ListGroupsRequest, ListGroupsResponse,
+    ListPartitionsRequest, ListPartitionsResponse, ListTopicsRequest, ListTopicsResponse,
+    PublishBatchRequest, PublishBatchResponse, PublishRequest, PublishResponse, RebalanceRequest,
+    RebalanceResponse, RedriveDeadLettersRequest, RedriveDeadLettersResponse, RemoveNodeRequest,
+    RemoveNodeResponse, ReplayEvent, ReplayRequest, SeekGroupRequest, SeekGroupResponse,
 };
 use chronos_proto::v1::{
     CountPendingRequest, CountPendingResponse, DescribeEventRequest, DescribeEventResponse,
@@ -71,6 +71,7 @@ macro_rules! forward {
 forward!(PublishRequest => PublishResponse, publish);
 forward!(PublishBatchRequest => PublishBatchResponse, publish_batch);
 forward!(CancelRequest => CancelResponse, cancel);
+forward!(CancelBatchRequest => CancelBatchResponse, cancel_batch);
 forward!(AckRequest => AckResponse, ack);
 forward!(ReplayRequest => Streaming<ReplayEvent>, replay, bounded = false, reads_applied = true);
 forward!(ListPendingRequest => ListPendingResponse, list_pending, reads_applied = true);

@@ -9,6 +9,7 @@
 //! health, reflection and process lifecycle (that is the `chronos` binary).
 
 mod admin;
+mod cancel;
 mod consume;
 mod describe;
 mod events;

@@ -116,6 +116,8 @@ routes! {
         "EventService.PublishBatch", "Publish events, one result per event in request order";
     POST "/v1/events/cancel" => events.cancel(CancelRequest) -> CancelResponse,
         "EventService.Cancel", "Cancel a pending event";
+    POST "/v1/events/cancel-batch" => events.cancel_batch(CancelBatchRequest) -> CancelBatchResponse,
+        "EventService.CancelBatch", "Cancel pending events, one result per cancel in request order";
     DELETE "/v1/topics/{topic}/events/{message_id}" => events.cancel(CancelRequest) -> CancelResponse,
         "EventService.Cancel", "Cancel a pending event (`?key=` if it was published with one)";
     GET "/v1/topics/{topic}/events" => events.search_events(SearchEventsRequest) -> SearchEventsResponse,

@@ -461,16 +461,31 @@ impl Partition {
         topic: String,
         message_id: String,
     ) -> Result<CancelOutcome, PartitionError> {
+        let mut outcomes = self
+            .cancel_many(vec![CancelCommand { topic, message_id }])
+            .await?;
+        Ok(outcomes.remove(0))
+    }
+
+    /// Cancels in one log entry, decided in order (a repeated id finds its
+    /// earlier cancel's outcome); one outcome per cancel.
+    pub async fn cancel_many(
+        &self,
+        cancels: Vec<CancelCommand>,
+    ) -> Result<Vec<CancelOutcome>, PartitionError> {
         if let Err(fatal) = &self.raft.metrics().borrow_watched().running_state {
             return Err(PartitionError::from_fatal(self.id, fatal));
         }
-        let cmd = Command::cancel(CancelCommand { topic, message_id });
-        self.propose(cmd).await?.cancel.ok_or_else(|| {
-            PartitionError::Storage(format!(
-                "partition {}: cancel applied without an outcome",
-                self.id
-            ))
-        })
+        let n = cancels.len();
+        let outcomes = self.propose(Command::cancels(cancels)).await?.cancels;
+        if outcomes.len() != n {
+            return Err(PartitionError::Storage(format!(
+                "partition {}: {n} cancels applied with {} outcomes",
+                self.id,
+                outcomes.len()
+            )));
+        }
+        Ok(outcomes)
     }
 
     /// Creates, updates, pauses, resumes or deletes a recurring schedule.

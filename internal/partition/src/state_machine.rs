@@ -20,6 +20,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+#[cfg(test)]
+mod cancel_tests;
 mod events;
 mod groups;
 mod install;
@@ -357,7 +359,7 @@ impl StateMachine {
         let mut fire_log_grew = false;
         for entry in entries {
             let mut fired = 0;
-            let mut cancel = None;
+            let mut cancels = Vec::new();
             let mut group = None;
             let mut group_deleted = None;
             let mut redriven = 0;
@@ -384,7 +386,11 @@ impl StateMachine {
                     }
                     Some(command::Kind::Cancel(c)) => {
                         self.commit_so_far(&store, &mut batch, &mut membership_changed)?;
-                        cancel = Some(self.apply_cancel(&mut batch, c)?);
+                        cancels = self.apply_cancels(&mut batch, std::slice::from_ref(c))?;
+                    }
+                    Some(command::Kind::Cancels(c)) => {
+                        self.commit_so_far(&store, &mut batch, &mut membership_changed)?;
+                        cancels = self.apply_cancels(&mut batch, &c.cancels)?;
                     }
                     // Creating or seeking a group reads the fire log; a dead
                     // letter copies its fired record; redrive reads the DLQ.
@@ -436,7 +442,7 @@ impl StateMachine {
             replies.push(Applied {
                 next_offset: self.next_offset,
                 fired,
-                cancel,
+                cancels,
                 group,
                 group_deleted,
                 redriven,

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use chronos_proto::internal::{
-    command, CancelCommand, Command as CommandPb, DeliveryCommand, FireCommand, GroupCommand,
-    PublishCommand, RedriveCommand, RosterCommand, ScheduleCommand, TrimCommand,
+    command, CancelCommand, CancelsCommand, Command as CommandPb, DeliveryCommand, FireCommand,
+    GroupCommand, PublishCommand, RedriveCommand, RosterCommand, ScheduleCommand, TrimCommand,
 };
 use prost::Message;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -57,9 +57,10 @@ impl PartialEq for Command {
 }
 
 impl Command {
-    pub fn cancel(cmd: CancelCommand) -> Command {
+    /// Cancels decided in order in one entry.
+    pub fn cancels(cancels: Vec<CancelCommand>) -> Command {
         Command::from(CommandPb {
-            kind: Some(command::Kind::Cancel(cmd)),
+            kind: Some(command::Kind::Cancels(CancelsCommand { cancels })),
         })
     }
 
@@ -181,6 +182,7 @@ impl fmt::Debug for Command {
                 )
             }
             Some(command::Kind::Cancel(c)) => write!(f, "Cancel{{{}/{}}}", c.topic, c.message_id),
+            Some(command::Kind::Cancels(c)) => write!(f, "Cancels{{{}}}", c.cancels.len()),
             Some(command::Kind::Schedule(s)) => {
                 write!(f, "Schedule{{{:?}}}", s.op.as_ref().map(op_name))
             }
@@ -257,8 +259,9 @@ pub struct Applied {
     pub next_offset: u64,
     /// Events this entry moved from pending to a fire log (a `Fire` entry).
     pub fired: u64,
-    /// What a `Cancel` entry found.
-    pub cancel: Option<CancelOutcome>,
+    /// What a `Cancels` (or an older single `Cancel`) entry found, one
+    /// outcome per cancel in its order.
+    pub cancels: Vec<CancelOutcome>,
     /// A `Group` entry: the group's (cursor, from_due_ts) after it.
     pub group: Option<(u64, i64)>,
     /// A `Group` entry that deleted the group: what went with it (None
@@ -282,7 +285,7 @@ pub struct GroupDeleted {
     pub dead_letters: u64,
 }
 
-/// The result of applying a `Cancel`.
+/// The result of applying one cancel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CancelOutcome {
     /// Was pending; removed. It will not fire.

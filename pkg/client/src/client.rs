@@ -8,8 +8,8 @@ use std::time::Duration;
 use chronos_proto::v1::admin_service_client::AdminServiceClient;
 use chronos_proto::v1::event_service_client::EventServiceClient;
 use chronos_proto::v1::{
-    CancelRequest, ClusterStatusRequest, DescribeEventRequest, DescribeEventResponse,
-    PublishRequest,
+    CancelBatchRequest, CancelRequest, CancelResult, ClusterStatusRequest, DescribeEventRequest,
+    DescribeEventResponse, PublishRequest,
 };
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
@@ -313,6 +313,25 @@ impl Client {
         })
         .await?;
         Ok(())
+    }
+
+    /// Stops many pending events from firing, in one call: one result per
+    /// cancel in order, each with its [`CancelStatus`](crate::proto::CancelStatus)
+    /// (an unknown or fired event is a result here, not an error). Each
+    /// partition's share is decided at once; retried within the policy
+    /// (a retry finds the ones already done `ALREADY_CANCELLED`).
+    pub async fn cancel_batch(
+        &self,
+        cancels: Vec<CancelRequest>,
+    ) -> Result<Vec<CancelResult>, Error> {
+        let req = CancelBatchRequest { cancels };
+        let resp = self
+            .call(true, |ch| {
+                let req = req.clone();
+                async move { EventServiceClient::new(ch).cancel_batch(req).await }
+            })
+            .await?;
+        Ok(resp.results)
     }
 
     /// Where one event stands: pending, fired or cancelled, and once fired

@@ -57,6 +57,9 @@ impl EventService for Node {
     async fn cancel(&self, _: Request<CancelRequest>) -> Answer<CancelResponse> {
         nope()
     }
+    async fn cancel_batch(&self, _: Request<CancelBatchRequest>) -> Answer<CancelBatchResponse> {
+        nope()
+    }
     type SubscribeStream = Boxed<Delivery>;
     async fn subscribe(&self, _: Request<SubscribeRequest>) -> Answer<Self::SubscribeStream> {
         nope()

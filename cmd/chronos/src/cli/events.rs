@@ -4,9 +4,10 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use chronos_proto::v1::{
-    consume_request, consume_response, replay_request, AckItem, AckRequest, CancelRequest,
-    ConsumeRequest, DeliveryStatus, DescribeEventRequest, Event, EventStatus, OffsetRange,
-    PublishRequest, ReplayRequest, StartPosition, SubscribeRequest, TimeRange,
+    consume_request, consume_response, replay_request, AckItem, AckRequest, CancelBatchRequest,
+    CancelRequest, CancelStatus, ConsumeRequest, DeliveryStatus, DescribeEventRequest, Event,
+    EventStatus, OffsetRange, PublishRequest, ReplayRequest, StartPosition, SubscribeRequest,
+    TimeRange,
 };
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -312,33 +313,85 @@ pub async fn replay(conn: &Conn, a: ReplayArgs) -> Result<()> {
 #[derive(clap::Args, Debug)]
 pub struct CancelArgs {
     pub topic: String,
-    pub message_id: String,
-    /// The routing key the event was published with, if any.
+    /// One id, or many (sent as one `CancelBatch`).
+    #[arg(required = true, num_args = 1..)]
+    pub message_ids: Vec<String>,
+    /// The routing key the events were published with, if any.
     #[arg(long)]
     pub key: Option<String>,
 }
 
 pub async fn cancel(conn: &Conn, a: CancelArgs) -> Result<()> {
     let mut client = events_client(conn).await?;
-    let r = client
-        .cancel(CancelRequest {
+    let key = a.key.clone().unwrap_or_default();
+    if let [message_id] = a.message_ids.as_slice() {
+        let r = client
+            .cancel(CancelRequest {
+                topic: a.topic.clone(),
+                message_id: message_id.clone(),
+                key,
+            })
+            .await?
+            .into_inner();
+        if conn.json {
+            print_json(
+                &json!({"cancelled": message_id, "partition": r.partition, "offset": r.offset}),
+            );
+        } else {
+            println!(
+                "cancelled {}/{} (partition {}, offset {})",
+                a.topic, message_id, r.partition, r.offset
+            );
+        }
+        return Ok(());
+    }
+    let cancels = (a.message_ids.iter())
+        .map(|id| CancelRequest {
             topic: a.topic.clone(),
-            message_id: a.message_id.clone(),
-            key: a.key.clone().unwrap_or_default(),
+            message_id: id.clone(),
+            key: key.clone(),
         })
+        .collect();
+    let results = client
+        .cancel_batch(CancelBatchRequest { cancels })
         .await?
-        .into_inner();
-    if conn.json {
-        print_json(
-            &json!({"cancelled": a.message_id, "partition": r.partition, "offset": r.offset}),
-        );
-    } else {
-        println!(
-            "cancelled {}/{} (partition {}, offset {})",
-            a.topic, a.message_id, r.partition, r.offset
-        );
+        .into_inner()
+        .results;
+    let mut refused = 0;
+    for r in &results {
+        let status = cancel_status(r.status());
+        if matches!(
+            r.status(),
+            CancelStatus::NotFound | CancelStatus::AlreadyFired
+        ) {
+            refused += 1;
+        }
+        if conn.json {
+            print_json(&json!({"message_id": r.message_id, "status": status,
+                "partition": r.partition, "offset": r.offset}));
+        } else {
+            println!(
+                "{status} {}/{} (partition {}, offset {})",
+                a.topic, r.message_id, r.partition, r.offset
+            );
+        }
+    }
+    if refused > 0 {
+        return Err(Failure::Server(format!(
+            "{refused} of {} events were not cancelled (not found or fired already)",
+            results.len()
+        )));
     }
     Ok(())
+}
+
+fn cancel_status(s: CancelStatus) -> &'static str {
+    match s {
+        CancelStatus::Cancelled => "cancelled",
+        CancelStatus::AlreadyCancelled => "already-cancelled",
+        CancelStatus::NotFound => "not-found",
+        CancelStatus::AlreadyFired => "already-fired",
+    }
 }
 
 #[derive(clap::Args, Debug)]

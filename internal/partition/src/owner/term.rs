@@ -61,9 +61,9 @@ pub(crate) struct LeaderTerm {
 /// What a command proposed for a caller does to the term until it applies.
 pub(crate) enum Effect {
     None,
-    /// A cancel: its id's event is held back from firing.
-    Cancel {
-        id: Vec<u8>,
+    /// Cancels: their ids' events are held back from firing.
+    Cancels {
+        ids: Vec<Vec<u8>>,
     },
     /// A redrive: numbers `first..first + n` of the topic's fire log.
     Redrive {
@@ -182,7 +182,7 @@ impl LeaderTerm {
         }
     }
 
-    /// Proposes a cancel or a redrive for a caller, in log order with this
+    /// Proposes cancels or a redrive for a caller, in log order with this
     /// term's fires and deliveries: a cancel holds its id's event back from
     /// firing until it applies; a redrive's records are numbered here.
     async fn propose(
@@ -193,10 +193,14 @@ impl LeaderTerm {
         completions: &mut Completions,
     ) -> Result<(), TermError> {
         let effect = match &mut cmd.pb.kind {
-            Some(command::Kind::Cancel(c)) => {
-                let id = id_key(&c.topic, &c.message_id);
-                self.firing.hold(id.clone());
-                Effect::Cancel { id }
+            Some(command::Kind::Cancels(c)) => {
+                let ids: Vec<Vec<u8>> = (c.cancels.iter())
+                    .map(|c| id_key(&c.topic, &c.message_id))
+                    .collect();
+                for id in &ids {
+                    self.firing.hold(id.clone());
+                }
+                Effect::Cancels { ids }
             }
             Some(command::Kind::Redrive(r)) => {
                 let n = r.seqs.len() as u64;
@@ -233,15 +237,18 @@ impl LeaderTerm {
     fn proposed(&mut self, effect: Effect, written: &Written) -> Result<(), TermError> {
         match effect {
             Effect::None => {}
-            Effect::Cancel { id } => {
-                let removed = match written {
-                    Ok(Applied {
-                        cancel: Some(CancelOutcome::Cancelled { offset, .. }),
-                        ..
-                    }) => Some(*offset),
-                    _ => None,
-                };
-                self.firing.release_hold(&id, removed);
+            Effect::Cancels { ids } => {
+                let outcomes = written.as_ref().map_or(&[][..], |a| a.cancels.as_slice());
+                if written.is_ok() {
+                    assert_eq!(outcomes.len(), ids.len(), "one outcome per cancel");
+                }
+                for (i, id) in ids.iter().enumerate() {
+                    let removed = match outcomes.get(i) {
+                        Some(CancelOutcome::Cancelled { offset, .. }) => Some(*offset),
+                        _ => None,
+                    };
+                    self.firing.release_hold(id, removed);
+                }
             }
             Effect::Redrive { topic, first, n } => self.tail.applied(&topic, first..first + n),
             Effect::Schedule { schedule_id, held } => {

@@ -162,6 +162,31 @@ impl StateMachine {
         Ok(fired)
     }
 
+    /// Applies cancels in order. Distinct ids touch distinct keys, so the
+    /// batch need not be committed between them; a repeated id is answered
+    /// from its earlier cancel here (the store does not have it yet).
+    pub(super) fn apply_cancels(
+        &mut self,
+        batch: &mut Batch<'_>,
+        cancels: &[CancelCommand],
+    ) -> Result<Vec<CancelOutcome>, io::Error> {
+        let mut decided: HashMap<(&str, &str), CancelOutcome> = HashMap::new();
+        let mut out = Vec::with_capacity(cancels.len());
+        for c in cancels {
+            let key = (c.topic.as_str(), c.message_id.as_str());
+            let outcome = match decided.get(&key) {
+                Some(&CancelOutcome::Cancelled { offset, .. }) => {
+                    CancelOutcome::AlreadyCancelled { offset }
+                }
+                Some(&earlier) => earlier,
+                None => self.apply_cancel(batch, c)?,
+            };
+            decided.insert(key, outcome);
+            out.push(outcome);
+        }
+        Ok(out)
+    }
+
     /// Removes a still-pending event; reports what it found.
     pub(super) fn apply_cancel(
         &mut self,
