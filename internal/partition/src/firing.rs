@@ -294,9 +294,8 @@ impl Firing {
             }
             // A copy: the value shares its request's buffer, which would
             // otherwise stay whole for as long as one of its events waits.
-            let kept = value
-                .filter(|v| self.kept_bytes + v.len() <= self.kept_limit)
-                .map(|v| Bytes::copy_from_slice(&v));
+            let kept = (self.kept_bytes + value.len() <= self.kept_limit)
+                .then(|| Bytes::copy_from_slice(&value));
             let len = kept.as_ref().map_or(0, Bytes::len);
             match self.insert(due, offset, kept) {
                 Ok(true) => self.kept_bytes += len,

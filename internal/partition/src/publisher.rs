@@ -96,9 +96,9 @@ pub(crate) struct Published {
     occurred: bool,
 }
 
-/// A new event as the wheel takes it: (due_ts, offset) and, for one stored
-/// as pending, its stored value (the record `pending` holds under its key).
-pub(crate) type NewEvent = (i64, u64, Option<Bytes>);
+/// A new pending event as the wheel takes it: (due_ts, offset) and its
+/// stored value (the record `pending` holds under its key).
+pub(crate) type NewEvent = (i64, u64, Bytes);
 
 /// What the term learns from a publish proposal's answer.
 pub(crate) struct Answered {
@@ -347,12 +347,14 @@ impl Publisher {
                 _ => appended.push((topic, vec![seq])),
             }
         }
-        // The values of those stored as pending go with them to the wheel,
-        // which may keep them so that their release need not read `pending`.
+        // Those stored as pending go to the wheel with their values, which it
+        // may keep so that their release need not read `pending`; those due
+        // already are in a fire log once this applies, and never pending.
         let new_events: Vec<NewEvent> = due
             .into_iter()
             .zip(&events)
-            .map(|((due_ts, offset), raw)| (due_ts, offset, (due_ts > now).then(|| raw.clone())))
+            .filter(|((due_ts, _), _)| *due_ts > now)
+            .map(|((due_ts, offset), raw)| (due_ts, offset, raw.clone()))
             .collect();
         // A reschedule may remove its id's pending event: that event must
         // not fire meanwhile.
