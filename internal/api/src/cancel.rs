@@ -52,6 +52,7 @@ pub(crate) async fn one(
         .await;
     let target = format!("topic={} message_id={}", req.topic, req.message_id);
     node.guard.audit(&incoming.caller, "cancel", &target, &resp);
+    record_request("Cancel", &resp);
     resp
 }
 
@@ -132,6 +133,7 @@ pub(crate) async fn batch(
     };
     node.guard
         .audit(&incoming.caller, "cancel_batch", &target, &resp);
+    record_request("CancelBatch", &resp);
     resp
 }
 
@@ -166,7 +168,6 @@ fn command(c: &CancelRequest) -> CancelCommand {
 
 /// Decides cancels on this node's replica, which leads.
 async fn decide(p: &Partition, cancels: Vec<CancelCommand>) -> Result<Vec<CancelOutcome>, Status> {
-    let n = cancels.len() as u64;
     let outcomes = match tokio::time::timeout(PARTITION_TIMEOUT, p.cancel_many(cancels)).await {
         Ok(result) => result.map_err(status::from_partition)?,
         Err(_) => {
@@ -178,8 +179,25 @@ async fn decide(p: &Partition, cancels: Vec<CancelCommand>) -> Result<Vec<Cancel
             )))
         }
     };
-    metrics::counter!("chronos_cancel_requests_total").increment(n);
+    for o in &outcomes {
+        let status = match o {
+            CancelOutcome::Cancelled { .. } => "cancelled",
+            CancelOutcome::AlreadyCancelled { .. } => "already_cancelled",
+            CancelOutcome::NotFound => "not_found",
+            CancelOutcome::AlreadyFired { .. } => "already_fired",
+        };
+        metrics::counter!("chronos_cancels_total", "status" => status).increment(1);
+    }
     Ok(outcomes)
+}
+
+/// Cancel RPCs answered by this node, by method and code.
+fn record_request<T>(rpc: &'static str, result: &Result<T, Status>) {
+    let code = match result {
+        Ok(_) => "ok".to_string(),
+        Err(s) => format!("{:?}", s.code()),
+    };
+    metrics::counter!("chronos_cancel_requests_total", "rpc" => rpc, "code" => code).increment(1);
 }
 
 fn result(partition: u32, message_id: String, outcome: CancelOutcome) -> CancelResult {

@@ -1,5 +1,6 @@
-//! The batching producer: many callers' events gathered by one background
-//! task into `PublishBatch` calls, each caller answered with its own result.
+//! The batching producer: many callers' events (and cancels) gathered by
+//! one background task into `PublishBatch` (and `CancelBatch`) calls, each
+//! caller answered with its own result.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -7,9 +8,10 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use chronos_proto::v1::event_service_client::EventServiceClient;
-use chronos_proto::v1::PublishBatchRequest;
+use chronos_proto::v1::{CancelRequest, CancelStatus, PublishBatchRequest};
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -43,9 +45,11 @@ impl Default for ProducerOptions {
 }
 
 type Reply = oneshot::Sender<Result<Published, Error>>;
+type CancelReply = oneshot::Sender<Result<(), Error>>;
 
 enum Command {
     Publish(Event, Reply),
+    Cancel(CancelRequest, CancelReply),
     /// Send what is queued now and answer once every batch so far is answered.
     Flush(oneshot::Sender<()>),
 }
@@ -149,6 +153,28 @@ impl Producer {
             .await
     }
 
+    /// Stops a pending event from firing, batched with other callers' cancels
+    /// into one `CancelBatch` (as publishes are); answered as
+    /// [`Client::cancel`] is: `NotFound` if unknown, `FailedPrecondition` if
+    /// it already fired, `Ok` if cancelled now or before. Sent after every
+    /// publish answered before it was queued.
+    pub async fn cancel(
+        &self,
+        topic: impl Into<String>,
+        message_id: impl Into<String>,
+        key: impl Into<String>,
+    ) -> Result<(), Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed("producer closed"));
+        }
+        let req = CancelRequest {
+            topic: topic.into(),
+            message_id: message_id.into(),
+            key: key.into(),
+        };
+        self.ask(|reply| Command::Cancel(req, reply)).await?
+    }
+
     /// Sends whatever is queued without waiting for `linger` and waits until
     /// every event queued before the call has its answer.
     pub async fn flush(&self) -> Result<(), Error> {
@@ -178,42 +204,68 @@ impl Producer {
     }
 }
 
+/// What one linger gathered: publishes and cancels, each sent as its own batch.
+#[derive(Default)]
+struct Gathered {
+    publishes: Vec<(Event, Reply)>,
+    cancels: Vec<(CancelRequest, CancelReply)>,
+    flush: Option<oneshot::Sender<()>>,
+}
+
+impl Gathered {
+    /// Takes `cmd`; false once the task's queue is closed.
+    fn take(&mut self, cmd: Option<Command>) -> bool {
+        match cmd {
+            Some(Command::Publish(event, reply)) => self.publishes.push((event, reply)),
+            Some(Command::Cancel(req, reply)) => self.cancels.push((req, reply)),
+            Some(Command::Flush(done)) => self.flush = Some(done),
+            None => return false,
+        }
+        true
+    }
+
+    fn len(&self) -> usize {
+        self.publishes.len().max(self.cancels.len())
+    }
+}
+
 /// The background task: gathers commands into batches and keeps up to
 /// `max_inflight_batches` of them in flight. Ends when every handle is gone
 /// and everything queued has been answered.
 async fn run(client: Client, options: ProducerOptions, mut rx: mpsc::Receiver<Command>) {
     let max_batch = options.max_batch_events.max(1);
     let max_inflight = options.max_inflight_batches.max(1);
-    let mut inflight = FuturesUnordered::new();
+    let mut inflight: FuturesUnordered<BoxFuture<'static, ()>> = FuturesUnordered::new();
     loop {
         let first = tokio::select! {
             cmd = rx.recv() => cmd,
             Some(()) = inflight.next(), if !inflight.is_empty() => continue,
         };
-        let Some(first) = first else { break };
-        let mut batch = Vec::new();
-        let mut flush = None;
-        match first {
-            Command::Publish(event, reply) => batch.push((event, reply)),
-            Command::Flush(done) => flush = Some(done),
+        let mut gathered = Gathered::default();
+        if !gathered.take(first) {
+            break;
         }
         let deadline = Instant::now() + options.linger;
-        while flush.is_none() && batch.len() < max_batch {
+        while gathered.flush.is_none() && gathered.len() < max_batch {
             tokio::select! {
-                cmd = rx.recv() => match cmd {
-                    Some(Command::Publish(event, reply)) => batch.push((event, reply)),
-                    Some(Command::Flush(done)) => flush = Some(done),
-                    None => break,
-                },
+                cmd = rx.recv() => if !gathered.take(cmd) { break },
                 () = tokio::time::sleep_until(deadline) => break,
                 Some(()) = inflight.next(), if !inflight.is_empty() => {}
             }
         }
-        if !batch.is_empty() {
+        let Gathered {
+            publishes,
+            cancels,
+            flush,
+        } = gathered;
+        let publishes =
+            (!publishes.is_empty()).then(|| send_batch(client.clone(), publishes).boxed());
+        let cancels = (!cancels.is_empty()).then(|| send_cancels(client.clone(), cancels).boxed());
+        for batch in publishes.into_iter().chain(cancels) {
             while inflight.len() >= max_inflight {
                 inflight.next().await;
             }
-            inflight.push(send_batch(client.clone(), batch));
+            inflight.push(batch);
         }
         if let Some(done) = flush {
             while inflight.next().await.is_some() {}
@@ -293,9 +345,88 @@ async fn send_batch(client: Client, batch: Vec<(Event, Reply)>) {
     }
 }
 
+/// Cancels one batch and answers each caller as a single cancel would have
+/// been answered. An `InvalidArgument` naming `cancels[i]` fails that caller
+/// alone and the rest go again.
+async fn send_cancels(client: Client, batch: Vec<(CancelRequest, CancelReply)>) {
+    let (mut cancels, mut replies): (Vec<CancelRequest>, Vec<CancelReply>) =
+        batch.into_iter().unzip();
+    // Each round removes one cancel, so this ends.
+    while !cancels.is_empty() {
+        match client.cancel_batch(cancels.clone()).await {
+            Ok(results) if results.len() == replies.len() => {
+                for ((reply, r), c) in replies.into_iter().zip(results).zip(cancels) {
+                    let _ = reply.send(cancel_answer(&c, r.status(), r.offset));
+                }
+                return;
+            }
+            Ok(results) => {
+                let why = format!(
+                    "CancelBatch of {} cancels answered {} results",
+                    replies.len(),
+                    results.len()
+                );
+                for reply in replies {
+                    let _ = reply.send(Err(Error::Protocol(why.clone())));
+                }
+                return;
+            }
+            Err(Error::InvalidArgument { message, field }) => {
+                let blamed = field
+                    .as_deref()
+                    .and_then(|f| blamed(f, "cancels", cancels.len()));
+                let Some((i, rest)) = blamed else {
+                    let e = Error::InvalidArgument { message, field };
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                    return;
+                };
+                cancels.remove(i);
+                let message = match message.split_once(": ") {
+                    Some((_, why)) => format!("{rest}: {why}"),
+                    None => format!("{rest}: {message}"),
+                };
+                let _ = replies.remove(i).send(Err(Error::InvalidArgument {
+                    message,
+                    field: Some(rest.to_string()),
+                }));
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// A batch's cancel result as `Cancel` answers it.
+fn cancel_answer(c: &CancelRequest, status: CancelStatus, offset: u64) -> Result<(), Error> {
+    let (topic, id) = (&c.topic, &c.message_id);
+    match status {
+        CancelStatus::Cancelled | CancelStatus::AlreadyCancelled => Ok(()),
+        CancelStatus::NotFound => Err(Error::NotFound {
+            message: format!(
+                "no event {id:?} on topic {topic:?} (within the dedup window); \
+                 if it was published with a key, pass that key"
+            ),
+        }),
+        CancelStatus::AlreadyFired => Err(Error::FailedPrecondition {
+            message: format!("event {id:?} on topic {topic:?} (offset {offset}) already fired"),
+        }),
+    }
+}
+
 /// The field `events[3].topic` → (3, `topic`), if 3 < `len`.
 fn blamed_event(field: &str, len: usize) -> Option<(usize, &str)> {
-    let rest = field.strip_prefix("events[")?;
+    blamed(field, "events", len)
+}
+
+/// The field `<list>[3].topic` → (3, `topic`), if 3 < `len`.
+fn blamed<'a>(field: &'a str, list: &str, len: usize) -> Option<(usize, &'a str)> {
+    let rest = field.strip_prefix(list)?.strip_prefix('[')?;
     let (index, rest) = rest.split_once("].")?;
     let index: usize = index.parse().ok()?;
     (index < len).then_some((index, rest))
@@ -310,5 +441,7 @@ mod tests {
         assert_eq!(blamed_event("events[3].topic", 5), Some((3, "topic")));
         assert_eq!(blamed_event("events[7].topic", 5), None);
         assert_eq!(blamed_event("events", 5), None);
+        assert_eq!(blamed("cancels[1].topic", "cancels", 2), Some((1, "topic")));
+        assert_eq!(blamed("cancels[1].topic", "events", 2), None);
     }
 }
