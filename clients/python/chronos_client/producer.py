@@ -1,4 +1,5 @@
-"""`Producer`: events from any number of threads gathered into `PublishBatch` calls.
+"""`Producer`: events (and cancels) from any number of threads gathered into
+`PublishBatch` (and `CancelBatch`) calls.
 
 One publish per call costs grpc-python a round trip and ~200 µs of the
 caller's CPU; a batch of a thousand costs about as much as a few. `send`
@@ -95,6 +96,20 @@ class Producer:
         self._queue.put((ev, done))
         return done
 
+    def cancel(self, topic: str, message_id: str, key: Optional[str] = None) -> "Future":
+        """Queues a cancel, sent with other threads' cancels in one
+        `CancelBatch`; the future resolves to None once the event will not
+        fire (cancelled now or before), or raises `ChronosError` NOT_FOUND if
+        unknown, FAILED_PRECONDITION if it already fired, as `Client.cancel`."""
+        req = events_pb2.CancelRequest(topic=topic, message_id=message_id, key=key or "")
+        if self._closed:
+            raise RuntimeError("the producer is closed")
+        done: Future = Future()
+        with self._cond:
+            self._unanswered += 1
+        self._queue.put((req, done))
+        return done
+
     def flush(self, timeout_s: Optional[float] = None) -> None:
         """Waits until every event sent so far is answered (TimeoutError past `timeout_s`)."""
         with self._cond:
@@ -133,13 +148,17 @@ class Producer:
                     stopping = True
                     break
                 batch.append(item)
-            self._slots.acquire()
-            self._senders.submit(self._send_batch, batch)
+            publishes = [q for q in batch if isinstance(q[0], events_pb2.Event)]
+            cancels = [q for q in batch if not isinstance(q[0], events_pb2.Event)]
+            for send, part in ((self._publish, publishes), (self._cancel, cancels)):
+                if part:
+                    self._slots.acquire()
+                    self._senders.submit(self._send_batch, send, part)
 
-    def _send_batch(self, batch: List[Queued]) -> None:
-        n = len(batch)  # `_publish` takes refused events out of `batch`
+    def _send_batch(self, send, batch: List[Queued]) -> None:
+        n = len(batch)  # `send` takes refused items out of `batch`
         try:
-            self._publish(batch)
+            send(batch)
         except BaseException as err:  # noqa: BLE001 - every future must be answered
             for _, done in batch:
                 if not done.done():
@@ -181,6 +200,52 @@ class Producer:
             return
 
 
+    def _cancel(self, batch: List[Queued]) -> None:
+        client = self._client
+        # Each round answers at least one cancel, so this ends.
+        while batch:
+            req = events_pb2.CancelBatchRequest(cancels=[c for c, _ in batch])
+            try:
+                resp = client._unary(client._events.CancelBatch, req)
+            except ChronosError as err:
+                blamed = _blamed(err, len(batch), "cancels", "")
+                if err.code != grpc.StatusCode.INVALID_ARGUMENT or blamed is None:
+                    raise
+                i, field = blamed
+                _, done = batch.pop(i)
+                why = err.message.split(": ", 1)[-1]
+                done.set_exception(ChronosError(err.code, f"{field}: {why}", field=field))
+                continue
+            if len(resp.results) != len(batch):
+                raise ChronosError(
+                    grpc.StatusCode.INTERNAL,
+                    f"CancelBatch of {len(batch)} cancels answered {len(resp.results)} results",
+                )
+            for (c, done), r in zip(batch, resp.results):
+                refused = _cancel_refused(c, r)
+                if refused is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(refused)
+            return
+
+
+def _cancel_refused(c: events_pb2.CancelRequest, r) -> Optional[ChronosError]:
+    """A batch's cancel result as `Cancel` answers it: None when cancelled."""
+    if r.status == events_pb2.CANCEL_STATUS_NOT_FOUND:
+        return ChronosError(
+            grpc.StatusCode.NOT_FOUND,
+            f"no event {c.message_id!r} on topic {c.topic!r} (within the dedup window); "
+            "if it was published with a key, pass that key",
+        )
+    if r.status == events_pb2.CANCEL_STATUS_ALREADY_FIRED:
+        return ChronosError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"event {c.message_id!r} on topic {c.topic!r} (offset {r.offset}) already fired",
+        )
+    return None
+
+
 def _answer_alone(client, ev: events_pb2.Event, done: Future) -> None:
     try:
         r = client._unary(client._events.Publish, events_pb2.PublishRequest(event=ev))
@@ -189,12 +254,13 @@ def _answer_alone(client, ev: events_pb2.Event, done: Future) -> None:
         done.set_exception(err)
 
 
-def _blamed(err: ChronosError, n: int) -> Optional[Tuple[int, str]]:
-    """The field `events[3].topic` → (3, "event.topic"), if 3 < n."""
+def _blamed(err: ChronosError, n: int, items: str = "events", item: str = "event.") -> Optional[Tuple[int, str]]:
+    """The field `events[3].topic` → (3, "event.topic"), if 3 < n (for
+    `cancels[3].topic`, with `item` "", → (3, "topic"))."""
     field = err.field or ""
-    if not field.startswith("events["):
+    if not field.startswith(items + "["):
         return None
-    index, sep, rest = field[len("events[") :].partition("].")
+    index, sep, rest = field[len(items) + 1 :].partition("].")
     if not sep or not index.isdigit() or int(index) >= n:
         return None
-    return int(index), f"event.{rest}"
+    return int(index), f"{item}{rest}"

@@ -418,6 +418,44 @@ def check_producer(client: Client, http: str) -> None:
     print(f"ok: producer: 2000 events from 8 threads in {batches:.0f} batches; the bad one alone refused: {refused}")
 
 
+def check_producer_cancels(client: Client) -> None:
+    """200 events due in an hour, then cancelled from 4 threads through one
+    producer, with an unknown id and a bad topic among them: each cancel is
+    answered as `Client.cancel` answers it, and nothing is left pending."""
+    with client.producer() as producer:
+        sent = [producer.send("sdk-pcancel", f"c-{i}", b"x", after=3600, key=f"k{i % 5}") for i in range(200)]
+        for f in sent:
+            f.result(WAIT_S)
+        futures = []
+        lock = threading.Lock()
+
+        def cancel(t: int) -> None:
+            for i in range(t, 200, 4):
+                f = producer.cancel("sdk-pcancel", f"c-{i}", key=f"k{i % 5}")
+                with lock:
+                    futures.append(f)
+
+        threads = [threading.Thread(target=cancel, args=(t,)) for t in range(4)]
+        for th in threads:
+            th.start()
+        unknown = producer.cancel("sdk-pcancel", "never")
+        bad = producer.cancel("__bad", "c-0")
+        for th in threads:
+            th.join()
+        producer.flush(WAIT_S)
+    expect(all(f.result(0) is None for f in futures) and len(futures) == 200, "every cancel answered None")
+    err = unknown.exception(0)
+    expect(isinstance(err, ChronosError) and err.code == grpc.StatusCode.NOT_FOUND, f"unknown: {err!r}")
+    err = bad.exception(0)
+    expect(
+        isinstance(err, ChronosError) and err.code == grpc.StatusCode.INVALID_ARGUMENT and err.field == "topic",
+        f"bad: {err!r}",
+    )
+    pending = [t.pending for t in client.list_topics() if t.name == "sdk-pcancel"]
+    expect(pending == [0], f"pending after the cancels: {pending}")
+    print("ok: producer cancels: 200 from 4 threads, the unknown NOT_FOUND, the bad topic refused alone")
+
+
 def dead_addr() -> str:
     """An address nothing listens on (a port just given back by the kernel)."""
     with socket.socket() as s:
@@ -554,6 +592,7 @@ def main() -> int:
             check_retries_and_next_node(args.addr)
             check_delete_after_a_lost_answer(args.addr)
             check_producer(client, args.http)
+            check_producer_cancels(client)
         except (Failed, ChronosError, TimeoutError) as err:
             print(f"FAIL: {err}")
             return 1

@@ -178,6 +178,7 @@ fn wrapper_nacks_redeliver_and_errors_carry_code_and_field() {
         "ok: a dead node's publish retried, then UNAVAILABLE",
         "ok: bad addresses and policies refused; a down node's publish goes to the next; a trigger is not retried",
         "ok: producer: 2000 events from 8 threads in ",
+        "ok: producer cancels: 200 from 4 threads",
         "all checks passed",
     ] {
         line(&stdout, check);
