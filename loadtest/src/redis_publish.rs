@@ -35,6 +35,10 @@ pub struct RedisPublishArgs {
     /// Spread due times uniformly over this span after `due_in`.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     due_spread: Duration,
+    /// Remove each job (`ZREM`, pipelined as its ZADDs were) as soon as its
+    /// ZADDs are answered: the `publish --cancel` workload. Needs a `--due-in`.
+    #[arg(long)]
+    cancel: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -42,6 +46,8 @@ pub struct RedisPublishArgs {
 
 struct Shared {
     sent_events: AtomicU64,
+    /// `--cancel`: jobs removed in the measured part of the run.
+    cancelled: AtomicU64,
     errors: AtomicU64,
     stop: AtomicBool,
 }
@@ -63,6 +69,7 @@ async fn client_loop(
     while !shared.stop.load(Ordering::Relaxed) {
         let now_ms = crate::report::now_us() / 1000;
         let mut pipe = redis::pipe();
+        let mut jobs = Vec::new();
         for _ in 0..n {
             seq += 1;
             let due_ms = if args.due_in.is_zero() && args.due_spread.is_zero() {
@@ -73,10 +80,33 @@ async fn client_loop(
                 now_ms + args.due_in.as_millis() as i64 + jitter as i64
             };
             let job = redis_queue::member(&format!("lt-{run}-{no}-{seq}"), due_ms, &payload);
-            pipe.zadd(&keys.delayed, job, due_ms).ignore();
+            pipe.zadd(&keys.delayed, &job, due_ms).ignore();
+            if args.cancel {
+                jobs.push(job);
+            }
         }
         let started = Instant::now();
-        match pipe.query_async::<()>(&mut con).await {
+        let mut result = (pipe.query_async::<()>(&mut con).await).map_err(|e| e.to_string());
+        if result.is_ok() && args.cancel {
+            // Timed apart, like the ZADDs.
+            let removing = Instant::now();
+            let mut pipe = redis::pipe();
+            for job in &jobs {
+                pipe.zrem(&keys.delayed, job);
+            }
+            result = match pipe.query_async::<Vec<u64>>(&mut con).await {
+                Ok(removed) if removed.iter().all(|&r| r == 1) => {
+                    if started >= measure_from {
+                        hist.record(removing.elapsed().as_micros().max(1) as u64)?;
+                        shared.cancelled.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Ok(())
+                }
+                Ok(_) => Err("a ZREM found no job".to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+        }
+        match result {
             Ok(()) => {
                 let total = shared.sent_events.fetch_add(n, Ordering::Relaxed) + n;
                 if started >= measure_from {
@@ -99,9 +129,14 @@ async fn client_loop(
 
 /// Runs the `redis-publish` mode and prints its summary (the `publish` mode's format).
 pub async fn run(args: RedisPublishArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.cancel || !args.due_in.is_zero(),
+        "--cancel needs a --due-in (a job due now may be taken before its ZREM)"
+    );
     redis_queue::ping(&args.addr).await?;
     let shared = Arc::new(Shared {
         sent_events: AtomicU64::new(0),
+        cancelled: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         stop: AtomicBool::new(false),
     });
@@ -161,6 +196,7 @@ pub async fn run(args: RedisPublishArgs) -> anyhow::Result<()> {
         let summary = serde_json::json!({
             "mode": "redis-publish", "clients": args.clients, "connections": args.clients, "batch": args.batch, "payload_bytes": args.bounds.payload,
             "events": measured, "seconds": elapsed, "events_per_sec": rate, "rpcs": hist.len(), "errors": errors,
+            "cancelled": args.cancel.then(|| shared.cancelled.load(Ordering::Relaxed)),
             "latency_ms": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": hist.max() as f64 / 1000.0},
         });
         println!("{summary}");
