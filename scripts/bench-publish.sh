@@ -4,6 +4,8 @@
 # `chronos-loadtest publish --clients CLIENTS --batch BATCH` for DURATION.
 # Prints events/s, latency, and server and load-generator CPU per event
 # (µs), so a change's cost is seen even when the two cores are the limit.
+# DUE_IN (e.g. 1h) schedules the events ahead; CANCEL=1 cancels each batch
+# after its publish (per-event figures are then per publish + cancel pair).
 # BIN_DIR holds the release `chronos` and `chronos-loadtest`; PERF=1 records
 # a call-graph profile of the server into $dir/perf.data (last run).
 set -uo pipefail
@@ -40,7 +42,8 @@ for run in $(seq 1 "$runs"); do
     perf_pid=$!
   fi
   /usr/bin/time -f "%U %S" -o "$dir/loadgen.time" "$bin/chronos-loadtest" publish \
-    --clients "$clients" --batch "$batch" --payload 256 --duration "$duration" --json \
+    --clients "$clients" --batch "$batch" --payload 256 --duration "$duration" \
+    ${DUE_IN:+--due-in "$DUE_IN"} ${CANCEL:+--cancel} --json \
     >"$dir/run.json"
   after=$(cpu "$server")
   [ -n "$perf_pid" ] && wait "$perf_pid"
