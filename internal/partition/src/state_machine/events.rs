@@ -9,7 +9,7 @@ use bytes::Bytes;
 use chronos_proto::internal::{
     CancelCommand, EventKeys, FireCommand, FiredRecord, PublishCommand, TopicState,
 };
-use chronos_store::{Batch, IdEntry, IdState};
+use chronos_store::{id_key, Batch, IdEntry, IdState};
 use prost::Message;
 
 use super::{sm_err, StateMachine};
@@ -162,7 +162,8 @@ impl StateMachine {
         Ok(fired)
     }
 
-    /// Applies cancels in order. Distinct ids touch distinct keys, so the
+    /// Applies cancels in order, their ids and pending events read in two
+    /// batched lookups first. Distinct ids touch distinct keys, so the
     /// batch need not be committed between them; a repeated id is answered
     /// from its earlier cancel here (the store does not have it yet).
     pub(super) fn apply_cancels(
@@ -170,20 +171,42 @@ impl StateMachine {
         batch: &mut Batch<'_>,
         cancels: &[CancelCommand],
     ) -> Result<Vec<CancelOutcome>, io::Error> {
+        let keys: Vec<Vec<u8>> = (cancels.iter())
+            .map(|c| id_key(&c.topic, &c.message_id))
+            .collect();
+        // Expiry is not checked here: the TTL only bounds deduplication.
+        let ids = self.store.get_ids(&keys, i64::MIN).map_err(sm_err)?;
+        let pending_keys: Vec<(i64, u64)> = (ids.iter().flatten())
+            .filter(|id| id.state == IdState::Pending)
+            .map(|id| (id.due_ts, id.offset))
+            .collect();
+        // Point lookups (the keys are far apart; a scan would cross them all).
+        let mut present = (self.store.get_pendings(&pending_keys))
+            .map_err(sm_err)?
+            .into_iter()
+            .map(|value| value.is_some());
         let mut decided: HashMap<(&str, &str), CancelOutcome> = HashMap::new();
         let mut out = Vec::with_capacity(cancels.len());
-        for c in cancels {
+        for (c, id) in cancels.iter().zip(ids) {
+            // Taken in the same order as `pending_keys` was made.
+            let pending = match &id {
+                Some(id) if id.state == IdState::Pending => {
+                    present.next().expect("one presence per pending id")
+                }
+                _ => false,
+            };
             let key = (c.topic.as_str(), c.message_id.as_str());
             let outcome = match decided.get(&key) {
                 Some(&CancelOutcome::Cancelled { offset, .. }) => {
                     CancelOutcome::AlreadyCancelled { offset }
                 }
                 Some(&earlier) => earlier,
-                None => self.apply_cancel(batch, c)?,
+                None => self.decide_cancel(batch, c, id, pending)?,
             };
             decided.insert(key, outcome);
             out.push(outcome);
         }
+        assert!(present.next().is_none(), "every presence read was used");
         Ok(out)
     }
 
@@ -193,18 +216,32 @@ impl StateMachine {
         batch: &mut Batch<'_>,
         c: &CancelCommand,
     ) -> Result<CancelOutcome, io::Error> {
-        let read = |e: chronos_store::StoreError| sm_err(e);
         // Expiry is not checked here: the TTL only bounds deduplication.
-        let Some(mut id) = self
-            .store
+        let id = (self.store)
             .get_id(&c.topic, &c.message_id, i64::MIN)
-            .map_err(read)?
-        else {
+            .map_err(sm_err)?;
+        let pending = match &id {
+            Some(id) => self.still_pending(id)?,
+            None => false,
+        };
+        self.decide_cancel(batch, c, id, pending)
+    }
+
+    /// Decides one cancel from its id entry and whether its event is still
+    /// in `pending` (an id that says pending, whose event left, fired).
+    fn decide_cancel(
+        &mut self,
+        batch: &mut Batch<'_>,
+        c: &CancelCommand,
+        id: Option<IdEntry>,
+        pending: bool,
+    ) -> Result<CancelOutcome, io::Error> {
+        let Some(mut id) = id else {
             return Ok(CancelOutcome::NotFound);
         };
         Ok(match id.state {
             IdState::Cancelled => CancelOutcome::AlreadyCancelled { offset: id.offset },
-            IdState::Pending if self.still_pending(&id)? => {
+            IdState::Pending if pending => {
                 batch.delete_pending(&c.topic, id.due_ts, id.offset);
                 self.count_pending(&c.topic, false)?;
                 id.state = IdState::Cancelled;
