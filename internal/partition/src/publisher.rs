@@ -326,6 +326,12 @@ impl Publisher {
                     .map(|o| (o.due_ts, o.offset))
             })
             .collect();
+        // Due times, values and fire numbers below pair up by position.
+        assert_eq!(
+            due.len(),
+            events.len(),
+            "a planned outcome per drafted event"
+        );
         // Events due already go straight into their topics' fire logs when
         // this applies, under numbers given here, in event order.
         let mut fire_seqs = Vec::new();
@@ -423,6 +429,19 @@ impl Publisher {
             Err(e) => return Err((req.reply, PartitionError::storage(ctx.partition, &e))),
         };
         let count = req.events.len();
+        // The reads that can fail come before anything is drafted, so a
+        // request that fails leaves nothing of itself in the proposal.
+        let fired_before: Vec<bool> = if req.reschedule {
+            let fired = (stored.iter())
+                .map(|s| s.as_ref().map_or(Ok(false), |e| has_fired(ctx, firing, e)))
+                .collect();
+            match fired {
+                Ok(fired) => fired,
+                Err(e) => return Err((req.reply, e)),
+            }
+        } else {
+            vec![false; count]
+        };
         let recurring = req.advances.is_some();
         for (i, ((ev, key), stored)) in req.events.into_iter().zip(ids).zip(stored).enumerate() {
             let dedup = !req.reschedule;
@@ -443,13 +462,7 @@ impl Publisher {
             // An earlier publish of the id still in flight applies first: its
             // event, not the stored one, is what this reschedule moves.
             let moves_stored = |key: &Vec<u8>| !dedup && !self.inflight.contains_key(key);
-            let fired = match stored.as_ref().filter(|_| moves_stored(&key)) {
-                Some(e) => match has_fired(ctx, firing, e) {
-                    Ok(fired) => fired,
-                    Err(e) => return Err((req.reply, e)),
-                },
-                None => false,
-            };
+            let fired = stored.is_some() && moves_stored(&key) && fired_before[i];
             if let Some(e) = stored.filter(|e| (dedup && !reusable(e)) || fired) {
                 outcomes.push(PublishOutcome {
                     offset: e.offset,
