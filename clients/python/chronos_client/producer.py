@@ -179,16 +179,11 @@ class Producer:
             except ChronosError as err:
                 if err.code != grpc.StatusCode.INVALID_ARGUMENT:
                     raise
-                blamed = _blamed(err, len(batch))
-                if blamed is None:
+                if not _refuse_blamed(err, batch, "events", "event."):
                     # Refused as a whole (e.g. its size): each event on its own.
                     for ev, done in batch:
                         _answer_alone(client, ev, done)
                     return
-                i, field = blamed
-                _, done = batch.pop(i)
-                why = err.message.split(": ", 1)[-1]
-                done.set_exception(ChronosError(err.code, f"{field}: {why}", field=field))
                 continue
             if len(resp.results) != len(batch):
                 raise ChronosError(
@@ -208,13 +203,8 @@ class Producer:
             try:
                 resp = client._unary(client._events.CancelBatch, req)
             except ChronosError as err:
-                blamed = _blamed(err, len(batch), "cancels", "")
-                if err.code != grpc.StatusCode.INVALID_ARGUMENT or blamed is None:
+                if err.code != grpc.StatusCode.INVALID_ARGUMENT or not _refuse_blamed(err, batch, "cancels", ""):
                     raise
-                i, field = blamed
-                _, done = batch.pop(i)
-                why = err.message.split(": ", 1)[-1]
-                done.set_exception(ChronosError(err.code, f"{field}: {why}", field=field))
                 continue
             if len(resp.results) != len(batch):
                 raise ChronosError(
@@ -252,6 +242,19 @@ def _answer_alone(client, ev: events_pb2.Event, done: Future) -> None:
         done.set_result(publish_result(r))
     except ChronosError as err:
         done.set_exception(err)
+
+
+def _refuse_blamed(err: ChronosError, batch: List[Queued], items: str, item: str) -> bool:
+    """Fails the one queued item an INVALID_ARGUMENT names (as a single call
+    would have been refused) and takes it out of `batch`; False if it names none."""
+    blamed = _blamed(err, len(batch), items, item)
+    if blamed is None:
+        return False
+    i, field = blamed
+    _, done = batch.pop(i)
+    why = err.message.split(": ", 1)[-1]
+    done.set_exception(ChronosError(err.code, f"{field}: {why}", field=field))
+    return True
 
 
 def _blamed(err: ChronosError, n: int, items: str = "events", item: str = "event.") -> Optional[Tuple[int, str]]:

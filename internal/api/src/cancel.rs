@@ -2,7 +2,7 @@
 //! partition's leader (here, or forwarded as it is), where the partition's
 //! log decides it after every publish acknowledged before it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use tonic::Status;
 
 use crate::gateway::Incoming;
 use crate::status::invalid;
-use crate::{status, validate, Node};
+use crate::{shares, status, validate, Node};
 
 /// How long a partition may take to decide a share of cancels.
 const PARTITION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,15 +79,6 @@ pub(crate) async fn batch(
         topics.into_iter().collect::<Vec<_>>().join(","),
         cancels.len()
     );
-    let total = cancels.len();
-    let mut by_partition: BTreeMap<u32, (Vec<usize>, Vec<CancelRequest>)> = BTreeMap::new();
-    for (i, c) in cancels.into_iter().enumerate() {
-        let slot = by_partition
-            .entry(node.router.route(&c.key, &c.message_id))
-            .or_default();
-        slot.0.push(i);
-        slot.1.push(c);
-    }
     let deadline = Instant::now() + node.publish_timeout;
     let here = |p: Arc<Partition>, req: CancelBatchRequest| async move {
         let commands = req.cancels.iter().map(command).collect();
@@ -98,39 +89,17 @@ pub(crate) async fn batch(
         Ok(CancelBatchResponse { results })
     };
     let here = &here;
-    let shares = by_partition
-        .into_iter()
-        .map(|(p, (idx, share))| async move {
+    let resp = shares::run_by_partition(
+        cancels,
+        |c| node.router.route(&c.key, &c.message_id),
+        |p, share| async move {
             let req = CancelBatchRequest { cancels: share };
-            node.on_leader_of(p, incoming, deadline, &req, here, |r| r)
-                .await
-                .map(|r| (idx, r.results))
-        });
-    let mut results: Vec<Option<CancelResult>> = vec![None; total];
-    let mut failure = None;
-    for share in futures::future::join_all(shares).await {
-        match share {
-            Ok((idx, answers)) if answers.len() == idx.len() => {
-                for (i, r) in idx.into_iter().zip(answers) {
-                    results[i] = Some(r);
-                }
-            }
-            Ok((idx, answers)) => {
-                failure = failure.or(Some(Status::internal(format!(
-                    "a partition answered {} of {} cancels",
-                    answers.len(),
-                    idx.len()
-                ))))
-            }
-            Err(e) => failure = failure.or(Some(e)),
-        }
-    }
-    let resp = match failure {
-        Some(e) => Err(e),
-        None => Ok(CancelBatchResponse {
-            results: results.into_iter().map(Option::unwrap_or_default).collect(),
-        }),
-    };
+            let answer = node.on_leader_of(p, incoming, deadline, &req, here, |r| r);
+            answer.await.map(|r| r.results)
+        },
+    )
+    .await
+    .map(|results| CancelBatchResponse { results });
     node.guard
         .audit(&incoming.caller, "cancel_batch", &target, &resp);
     record_request("CancelBatch", &resp);
@@ -179,14 +148,25 @@ async fn decide(p: &Partition, cancels: Vec<CancelCommand>) -> Result<Vec<Cancel
             )))
         }
     };
+    // Counted per share, not per cancel: a counter's lookup costs more than
+    // the tally.
+    let mut tally = [0u64; 4];
     for o in &outcomes {
-        let status = match o {
-            CancelOutcome::Cancelled { .. } => "cancelled",
-            CancelOutcome::AlreadyCancelled { .. } => "already_cancelled",
-            CancelOutcome::NotFound => "not_found",
-            CancelOutcome::AlreadyFired { .. } => "already_fired",
-        };
-        metrics::counter!("chronos_cancels_total", "status" => status).increment(1);
+        tally[match o {
+            CancelOutcome::Cancelled { .. } => 0,
+            CancelOutcome::AlreadyCancelled { .. } => 1,
+            CancelOutcome::NotFound => 2,
+            CancelOutcome::AlreadyFired { .. } => 3,
+        }] += 1;
+    }
+    let names = [
+        "cancelled",
+        "already_cancelled",
+        "not_found",
+        "already_fired",
+    ];
+    for (status, n) in names.into_iter().zip(tally).filter(|&(_, n)| n > 0) {
+        metrics::counter!("chronos_cancels_total", "status" => status).increment(n);
     }
     Ok(outcomes)
 }

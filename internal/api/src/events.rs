@@ -1,7 +1,7 @@
 //! `EventService`: publish, cancel, consume (Subscribe, Ack, Consume: see
 //! `consume.rs`) and replay.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,7 +33,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::gateway::Incoming;
 use crate::status::invalid;
-use crate::{cancel, consume, describe, inspect, schedules, status, validate, Node};
+use crate::{cancel, consume, describe, inspect, schedules, shares, status, validate, Node};
 
 pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -217,42 +217,18 @@ impl EventService for Events {
         }
         let bytes = events.iter().map(|e| e.payload.len() as u64).sum();
         guard.charge_publish(&incoming.caller, events.len() as u64, bytes)?;
-        let total = events.len();
-        let mut by_partition: BTreeMap<u32, (Vec<usize>, Vec<Event>)> = BTreeMap::new();
-        for (i, ev) in events.into_iter().enumerate() {
-            let p = self.node.router.route(&ev.key, &ev.message_id);
-            let slot = by_partition.entry(p).or_default();
-            slot.0.push(i);
-            slot.1.push(ev);
-        }
         // Each partition's share is one atomic append (on its leader); shares
-        // run concurrently.
+        // run concurrently. A failed share fails the call; shares that
+        // succeeded are stored, and a retry of the whole batch deduplicates them.
         let incoming = &incoming;
-        let shares = by_partition.into_iter().map(|(p, (idx, evs))| async move {
-            self.publish_to(p, evs, false, incoming)
-                .await
-                .map(|responses| (idx, responses))
-        });
-        let mut results: Vec<Option<PublishResponse>> = vec![None; total];
-        let mut failure = None;
-        for share in futures::future::join_all(shares).await {
-            match share {
-                Ok((idx, responses)) => {
-                    for (i, r) in idx.into_iter().zip(responses) {
-                        results[i] = Some(r);
-                    }
-                }
-                Err(e) => failure = failure.or(Some(e)),
-            }
-        }
-        // A failed share fails the call; shares that succeeded are stored, and a
-        // retry of the whole batch deduplicates them.
-        let result = match failure {
-            Some(e) => Err(e),
-            None => Ok(PublishBatchResponse {
-                results: results.into_iter().map(Option::unwrap_or_default).collect(),
-            }),
-        };
+        let router = &self.node.router;
+        let result = shares::run_by_partition(
+            events,
+            |ev| router.route(&ev.key, &ev.message_id),
+            |p, evs| self.publish_to(p, evs, false, incoming),
+        )
+        .await
+        .map(|results| PublishBatchResponse { results });
         record_request("PublishBatch", started, &result);
         result.map(Response::new)
     }

@@ -19,6 +19,7 @@ pub mod guard;
 mod inspect;
 mod roster;
 mod schedules;
+mod shares;
 pub mod status;
 pub mod validate;
 
