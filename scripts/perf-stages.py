@@ -14,6 +14,7 @@ it calls (RocksDB writes made by the apply count as the apply's).
 """
 import collections
 import re
+import signal
 import sys
 
 STAGES = [
@@ -107,4 +108,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    # Piped into `head`: stop quietly when the reader has enough.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     main(sys.argv)
