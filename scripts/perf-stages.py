@@ -54,8 +54,12 @@ def stages(stream):
     for comm, frames in samples(stream):
         total += 1
         name = "other"
+        # Threads of their own count by name: their stacks do not always
+        # unwind to a recognisable frame.
         if comm.startswith("raftlog-flush"):
             name = STAGES[0][0]
+        elif comm.startswith("rocksdb:"):
+            name = STAGES[1][0]
         else:
             for stage, pattern in compiled:
                 if any(pattern.search(f) for f in frames):
