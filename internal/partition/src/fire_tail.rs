@@ -12,12 +12,13 @@
 //! starts once no proposal of an earlier term is unanswered, from the
 //! applied state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use chronos_proto::internal::{FiredRecord, TopicState};
 use chronos_store::Store;
 use prost::Message;
+use rustc_hash::FxHashMap;
 
 use crate::owner::TermError;
 
@@ -45,7 +46,8 @@ pub(crate) enum Found {
 
 #[derive(Default)]
 pub(crate) struct FireTail {
-    topics: HashMap<String, TopicTail>,
+    /// Looked up for every event fired: FxHash, not SipHash.
+    topics: FxHashMap<String, TopicTail>,
 }
 
 struct TopicTail {

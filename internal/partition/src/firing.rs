@@ -33,7 +33,7 @@
 //! `StepGuard`); the state machine checks it again.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -41,6 +41,7 @@ use chronos_proto::internal::{EventKeys, FireCommand, FiredRecord, PendingRef};
 use chronos_scheduler::{Fired, InsertError, StepGuard, TimingWheel, WheelConfig};
 use chronos_store::id_key;
 use prost::Message;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::fire_tail::{FireTail, Slot};
 use crate::owner::TermError;
@@ -164,7 +165,7 @@ pub(crate) struct Firing {
     kept_bytes: usize,
     kept_limit: usize,
     /// Values of released events the wheel kept, by offset.
-    ready: HashMap<u64, Bytes>,
+    ready: FxHashMap<u64, Bytes>,
     /// The wheel's clock: the wall clock, never moving back.
     now: i64,
     /// What part of `pending` the wheel holds: every (due, offset) key at or
@@ -181,7 +182,7 @@ pub(crate) struct Firing {
     /// Offsets the wheel released that no answered `Fire` covers yet
     /// (waiting in `released`, parked, or proposed): a refill scan or a
     /// publish's answer may offer them again, and they must not fire twice.
-    taken: HashSet<u64>,
+    taken: FxHashSet<u64>,
     /// Events gathered or proposed in a `Fire` that has not applied.
     unapplied: usize,
     /// Ids (`id_key`) with a cancel or reschedule in flight, and how many.
@@ -206,13 +207,13 @@ impl Firing {
             wheel: TimingWheel::new(config, now)?,
             kept_bytes: 0,
             kept_limit: opts.kept_bytes,
-            ready: HashMap::new(),
+            ready: FxHashMap::default(),
             now,
             loaded: None,
             load_to: now + opts.horizon_ms,
             fired: Vec::new(),
             released: BinaryHeap::new(),
-            taken: HashSet::new(),
+            taken: FxHashSet::default(),
             unapplied: 0,
             holds: HashMap::new(),
             parked: HashMap::new(),

@@ -14,7 +14,6 @@
 //! follower installs it into its live store (`state_machine/install.rs`,
 //! crash-safe: an interrupted install is finished by [`StateMachine::open`]).
 
-use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,6 +42,7 @@ use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::EntryPayload;
 use openraft_legacy::network_v1::SnapshotReceiverFactory;
 use prost::Message;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::history::History;
 use crate::snapshot::SnapshotDir;
@@ -83,13 +83,14 @@ pub struct StateMachine {
     roster_version: u64,
     /// Per-topic state (next fire sequence, pending count), loaded from the
     /// `topics` column family on first use.
-    topics: HashMap<String, TopicState>,
+    /// (Looked up for every event applied: hashed with FxHash, not SipHash.)
+    topics: FxHashMap<String, TopicState>,
     /// Topics whose state changed since the last commit.
-    dirty_topics: HashSet<String>,
+    dirty_topics: FxHashSet<String>,
     /// Consumer groups by (topic, group), loaded from `groups` on first use.
-    groups: HashMap<(String, String), GroupState>,
+    groups: FxHashMap<(String, String), GroupState>,
     /// Groups whose state changed since the last commit.
-    dirty_groups: HashSet<(String, String)>,
+    dirty_groups: FxHashSet<(String, String)>,
     shared: Arc<AppliedState>,
     /// How long a fired event's place in its fire log stays findable by
     /// offset (`fired_at`): the dedup window, past which it cannot be
@@ -98,7 +99,13 @@ pub struct StateMachine {
     /// Set once `Raft::new` returned: before, openraft is loading its state
     /// and reads only a snapshot's meta (see `get_current_snapshot`).
     serving: Arc<std::sync::atomic::AtomicBool>,
+    /// Bytes the last committed write batch held: the next one reserves as
+    /// much (at most [`BATCH_RESERVE_MAX`]).
+    batch_bytes: usize,
 }
+
+/// The most a new write batch reserves up front.
+const BATCH_RESERVE_MAX: usize = 4 << 20;
 
 /// Topic states and group states each kept in memory between commits, at most.
 const CACHED_STATES: usize = 4096;
@@ -139,13 +146,14 @@ impl StateMachine {
             next_offset: 0,
             pending: 0,
             roster_version: 0,
-            topics: HashMap::new(),
-            dirty_topics: HashSet::new(),
-            groups: HashMap::new(),
-            dirty_groups: HashSet::new(),
+            topics: FxHashMap::default(),
+            dirty_topics: FxHashSet::default(),
+            groups: FxHashMap::default(),
+            dirty_groups: FxHashSet::default(),
             shared: Arc::new(AppliedState::default()),
             dedup_ttl_ms: dedup_ttl_ms.max(0),
             serving: Arc::default(),
+            batch_bytes: 0,
         };
         sm.reload()?;
         Ok(sm)
@@ -218,15 +226,16 @@ impl StateMachine {
         if std::mem::take(membership_changed) {
             batch.put_meta(META_MEMBERSHIP, &to_json(&self.membership)?);
         }
+        self.batch_bytes = batch.size_in_bytes().min(BATCH_RESERVE_MAX);
         batch.commit().map_err(sm_err)?;
         // The caches are written through and clean after a commit; past a
         // bound they are dropped and refilled on use, so memory follows the
         // topics and groups in use, not every one this replica ever saw.
         if self.topics.len() > CACHED_STATES {
-            self.topics = HashMap::new();
+            self.topics = FxHashMap::default();
         }
         if self.groups.len() > CACHED_STATES {
-            self.groups = HashMap::new();
+            self.groups = FxHashMap::default();
         }
         self.shared
             .next_offset
@@ -246,7 +255,7 @@ impl StateMachine {
         if batch.is_empty() {
             return Ok(());
         }
-        let done = std::mem::replace(batch, store.batch());
+        let done = std::mem::replace(batch, store.batch_with_capacity(self.batch_bytes));
         self.commit(done, membership_changed)
     }
 
@@ -353,7 +362,7 @@ impl StateMachine {
     pub(crate) fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<Vec<Applied>, io::Error> {
         self.write_history(&entries)?;
         let store = self.store.clone();
-        let mut batch = store.batch();
+        let mut batch = store.batch_with_capacity(self.batch_bytes);
         let mut replies = Vec::new();
         let mut membership_changed = false;
         let mut fire_log_grew = false;

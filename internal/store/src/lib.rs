@@ -167,7 +167,7 @@ pub struct Batch<'a> {
     pub(crate) store: &'a Store,
     pub(crate) batch: WriteBatch,
     /// Changes of `due_counts`, summed per key until the commit.
-    due_deltas: std::collections::HashMap<Vec<u8>, i64>,
+    due_deltas: rustc_hash::FxHashMap<Vec<u8>, i64>,
 }
 
 impl Store {
@@ -286,9 +286,15 @@ impl Store {
     }
 
     pub fn batch(&self) -> Batch<'_> {
+        self.batch_with_capacity(0)
+    }
+
+    /// A batch with room for `bytes` reserved up front: a batch that grows
+    /// by doubling copies everything written so far at each step.
+    pub fn batch_with_capacity(&self, bytes: usize) -> Batch<'_> {
         Batch {
             store: self,
-            batch: WriteBatch::default(),
+            batch: WriteBatch::with_capacity_bytes(bytes),
             due_deltas: Default::default(),
         }
     }
@@ -575,6 +581,11 @@ impl Batch<'_> {
     pub fn put_topic(&mut self, topic: &str, state: &[u8]) {
         self.batch
             .put_cf(self.store.cf(CF_TOPICS), topic.as_bytes(), state);
+    }
+
+    /// Bytes written into the batch so far.
+    pub fn size_in_bytes(&self) -> usize {
+        self.batch.size_in_bytes()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -11,6 +11,7 @@ use chronos_proto::internal::{
     TrimCommand,
 };
 use prost::Message;
+use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
 
 use super::group::GroupRt;
@@ -85,7 +86,7 @@ pub(crate) struct Dispatcher {
     idle_gauges: Vec<GroupKey>,
     /// Topics the trim round has still to look at.
     trim_round: Vec<String>,
-    members: HashMap<u64, Arc<Member>>,
+    members: FxHashMap<u64, Arc<Member>>,
     /// Settles applied in memory, answered when the next recorded entry applies.
     waiters: Vec<Waiter>,
     /// Groups whose seek or delete is being applied: neither delivered
@@ -151,7 +152,7 @@ impl Dispatcher {
             busy,
             idle_gauges: Vec::new(),
             trim_round: Vec::new(),
-            members: HashMap::new(),
+            members: FxHashMap::default(),
             waiters: Vec::new(),
             changing: HashMap::new(),
             attaching: HashMap::new(),

@@ -4,7 +4,9 @@
 //! Every change is also recorded as a [`GroupItem`] for the next
 //! `DeliveryCommand`, so the state machine holds the same thing durably.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use chronos_proto::internal::{group_item, Attempt, Dead, GroupDelta, GroupItem};
 
@@ -35,7 +37,7 @@ pub struct GroupRt {
     /// The cursor as last recorded in a delta.
     recorded_cursor: u64,
     pub from_due_ts: i64,
-    pub flights: HashMap<u64, Flight>,
+    pub flights: FxHashMap<u64, Flight>,
     /// (at_ts, seq) of every flight: ack deadlines and redelivery times.
     timers: BTreeSet<(i64, u64)>,
     /// Waiting events whose redelivery time has come, by fire sequence.
@@ -47,7 +49,7 @@ pub struct GroupRt {
     items: Vec<GroupItem>,
     /// Events acked before any record of them was proposed: their items are
     /// dropped from the next delta (the cursor past them is all it needs).
-    settled: HashSet<u64>,
+    settled: FxHashSet<u64>,
     /// The number of the delta being gathered (deltas taken so far, plus 1).
     delta: u64,
 }
@@ -69,13 +71,13 @@ impl GroupRt {
             cursor,
             recorded_cursor: cursor,
             from_due_ts,
-            flights: HashMap::new(),
+            flights: FxHashMap::default(),
             timers: BTreeSet::new(),
             ready: BTreeSet::new(),
             members: Vec::new(),
             next_member: 0,
             items: Vec::new(),
-            settled: HashSet::new(),
+            settled: FxHashSet::default(),
             delta: 1,
         }
     }

@@ -2,12 +2,12 @@
 //! the next fired events of its topic, to members with credit in turn, each
 //! delivery sent and recorded at once.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chronos_proto::internal::{EventRecord, FiredRecord};
 use chronos_proto::v1::Delivery;
 use prost::Message;
+use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
 
 use super::dispatch::READ_BATCH;
@@ -22,7 +22,7 @@ pub(super) fn pump(
     ctx: &Ctx,
     tail: &FireTail,
     g: &mut GroupRt,
-    members: &HashMap<u64, Arc<Member>>,
+    members: &FxHashMap<u64, Arc<Member>>,
     credit: &Arc<Notify>,
     now: i64,
 ) -> Result<(), TermError> {
@@ -110,7 +110,7 @@ struct Grant {
 impl Grant {
     /// Up to `want` credits: an even share from each member, from the next
     /// in turn, then whatever the others can add.
-    fn reserve(g: &GroupRt, members: &HashMap<u64, Arc<Member>>, want: usize) -> Grant {
+    fn reserve(g: &GroupRt, members: &FxHashMap<u64, Arc<Member>>, want: usize) -> Grant {
         let n = g.members.len();
         let mut held: Vec<(Arc<Member>, u32)> = (0..n)
             .filter_map(|i| members.get(&g.members[(g.next_member + i) % n]))
@@ -166,7 +166,7 @@ impl Drop for Grant {
 
 /// No member of the group has credit: asks each to wake this owner when
 /// some returns. False if some returned meanwhile (look again).
-fn starved(g: &GroupRt, members: &HashMap<u64, Arc<Member>>, owner: &Arc<Notify>) -> bool {
+fn starved(g: &GroupRt, members: &FxHashMap<u64, Arc<Member>>, owner: &Arc<Notify>) -> bool {
     let mut back = false;
     for member in g.members.iter().filter_map(|m| members.get(m)) {
         if member.is_gone() {
@@ -240,7 +240,7 @@ fn deliver(
 }
 
 /// The next member of the group (round-robin) that has a credit, taking it.
-fn pick(g: &mut GroupRt, members: &HashMap<u64, Arc<Member>>) -> Option<Arc<Member>> {
+fn pick(g: &mut GroupRt, members: &FxHashMap<u64, Arc<Member>>) -> Option<Arc<Member>> {
     let n = g.members.len();
     for i in 0..n {
         let idx = (g.next_member + i) % n;
