@@ -18,7 +18,6 @@ use bytes::Bytes;
 use chronos_proto::internal::{FiredRecord, TopicState};
 use chronos_store::Store;
 use prost::Message;
-use rustc_hash::FxHashMap;
 
 use crate::owner::TermError;
 
@@ -46,8 +45,8 @@ pub(crate) enum Found {
 
 #[derive(Default)]
 pub(crate) struct FireTail {
-    /// Looked up for every event fired: FxHash, not SipHash.
-    topics: FxHashMap<String, TopicTail>,
+    /// Looked up for every event fired: foldhash, not SipHash.
+    topics: foldhash::HashMap<String, TopicTail>,
 }
 
 struct TopicTail {

@@ -13,7 +13,6 @@
 //! never before its schedule time, and carried in the log entry.
 
 use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -165,8 +164,9 @@ struct Draft {
 
 pub(crate) struct Publisher {
     next_offset: u64,
-    /// Keyed by `id_key`; Fx hashing: a collision only costs time, bounded by the map size.
-    inflight: HashMap<Vec<u8>, InflightId, BuildHasherDefault<rustc_hash::FxHasher>>,
+    /// Keyed by `id_key` (client-chosen bytes): foldhash, seeded per process,
+    /// so colliding ids cannot be computed ahead.
+    inflight: foldhash::HashMap<Vec<u8>, InflightId>,
     /// The ids of each unanswered proposal, by number.
     proposals: HashMap<u64, Vec<Vec<u8>>>,
     seq: u64,

@@ -42,7 +42,6 @@ use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::EntryPayload;
 use openraft_legacy::network_v1::SnapshotReceiverFactory;
 use prost::Message;
-use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::history::History;
 use crate::snapshot::SnapshotDir;
@@ -83,14 +82,14 @@ pub struct StateMachine {
     roster_version: u64,
     /// Per-topic state (next fire sequence, pending count), loaded from the
     /// `topics` column family on first use.
-    /// (Looked up for every event applied: hashed with FxHash, not SipHash.)
-    topics: FxHashMap<String, TopicState>,
+    /// (Looked up for every event applied: foldhash, not SipHash.)
+    topics: foldhash::HashMap<String, TopicState>,
     /// Topics whose state changed since the last commit.
-    dirty_topics: FxHashSet<String>,
+    dirty_topics: foldhash::HashSet<String>,
     /// Consumer groups by (topic, group), loaded from `groups` on first use.
-    groups: FxHashMap<(String, String), GroupState>,
+    groups: foldhash::HashMap<(String, String), GroupState>,
     /// Groups whose state changed since the last commit.
-    dirty_groups: FxHashSet<(String, String)>,
+    dirty_groups: foldhash::HashSet<(String, String)>,
     shared: Arc<AppliedState>,
     /// How long a fired event's place in its fire log stays findable by
     /// offset (`fired_at`): the dedup window, past which it cannot be
@@ -146,10 +145,10 @@ impl StateMachine {
             next_offset: 0,
             pending: 0,
             roster_version: 0,
-            topics: FxHashMap::default(),
-            dirty_topics: FxHashSet::default(),
-            groups: FxHashMap::default(),
-            dirty_groups: FxHashSet::default(),
+            topics: Default::default(),
+            dirty_topics: Default::default(),
+            groups: Default::default(),
+            dirty_groups: Default::default(),
             shared: Arc::new(AppliedState::default()),
             dedup_ttl_ms: dedup_ttl_ms.max(0),
             serving: Arc::default(),
@@ -232,10 +231,10 @@ impl StateMachine {
         // bound they are dropped and refilled on use, so memory follows the
         // topics and groups in use, not every one this replica ever saw.
         if self.topics.len() > CACHED_STATES {
-            self.topics = FxHashMap::default();
+            self.topics = Default::default();
         }
         if self.groups.len() > CACHED_STATES {
-            self.groups = FxHashMap::default();
+            self.groups = Default::default();
         }
         self.shared
             .next_offset

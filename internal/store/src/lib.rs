@@ -167,7 +167,7 @@ pub struct Batch<'a> {
     pub(crate) store: &'a Store,
     pub(crate) batch: WriteBatch,
     /// Changes of `due_counts`, summed per key until the commit.
-    due_deltas: rustc_hash::FxHashMap<Vec<u8>, i64>,
+    due_deltas: foldhash::HashMap<Vec<u8>, i64>,
 }
 
 impl Store {
